@@ -1,0 +1,192 @@
+"""The Python API and the engine behind the CLI: compose -> data -> model -> Trainer -> run dir."""
+
+import json
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch.utils.data import Dataset
+
+import ember
+from ember.config import compose
+from ember.config.compose import override_value
+from ember.data import Splits, TensorData, build_data
+from ember.data.spec import DataSpec
+from ember.errors import ConfigError, DataError
+from ember.models import count_parameters, create_model
+from ember.run import RunDir
+from ember.track.console import Console
+from ember.train import checkpoint
+from ember.train.trainer import Trainer, seed_everything
+
+GROUP_KEYS = ("data", "optim", "sched", "trainer", "run")
+
+
+@dataclass
+class Result:
+    """What a training run produced."""
+
+    metrics: dict[str, float]
+    run_dir: Optional[Path]
+    model: nn.Module
+    best_epoch: Optional[int] = None
+    summary: dict = field(default_factory=dict)
+
+
+def train(cfg: DictConfig, console: Console | None = None) -> Result:
+    """Train from a composed config (what `ember train` runs)."""
+    if cfg.resume:
+        raise ConfigError("resume is not available in this version; start a new run without resume=")
+    console = console or Console(cfg.trainer.progress)
+    seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)
+    splits = build_data(cfg.data)
+    model = create_model(cfg.model.name, splits.spec, **{k: v for k, v in cfg.model.items() if k != "name"})
+    return _run(cfg, model, splits, console)
+
+
+def fit(model: nn.Module, train: Any, val: Any = None, test: Any = None, **overrides: Any) -> Result:
+    """Train your own `nn.Module` with ember's loop, run directory and config keys.
+
+    `train`, `val`, `test`: a Dataset yielding (x, y), or an (X, y) pair of tensors/arrays.
+    `overrides`: config groups as dicts (`trainer={"max_epochs": 5}`) or any key that belongs to
+    exactly one group (`max_epochs=5`, `lr=1e-3`, `batch_size=32`).
+    Example: `ember.fit(model, (X, y), max_epochs=20, lr=0.01).metrics`.
+    """
+    splits = Splits(train=_as_data(train, "train"), val=_as_data(val, "val"), test=_as_data(test, "test"), spec=_infer_spec(train))
+    cfg = compose(["data.val_fraction=0", "data.normalize=false"] + _fit_overrides(overrides))
+    OmegaConf.set_struct(cfg, False)  # the user's own model and data have no registry schema
+    cfg.model = {"name": type(model).__name__, "custom": True}
+    cfg.data = {**OmegaConf.to_container(cfg.data), "name": "custom"}
+    seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)
+    return _run(cfg, model, splits, Console(cfg.trainer.progress))
+
+
+def _run(cfg: DictConfig, model: nn.Module, splits: Splits, console: Console) -> Result:
+    # Everything that can fail on bad input has run before the run directory is created.
+    run = RunDir.create(cfg, splits.spec)
+    trainer = Trainer(cfg, model, splits, run, console)
+    console.print(f"run directory: {run.path}")
+    summary = {"status": "running", "run_dir": str(run.path), "params": count_parameters(model), "device": str(trainer.device)}
+    try:
+        metrics = trainer.fit()
+    except BaseException as e:
+        status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+        run.write_json("summary.json", {**summary, "status": status, "error": f"{type(e).__name__}: {e}"})
+        run.close()
+        raise
+    state = trainer.state
+    run.save_weights(trainer.model.state_dict())
+    summary.update(
+        status="finished",
+        metrics=metrics,
+        monitor=trainer.monitor,
+        best_epoch=state.best_epoch,
+        epochs=state.epoch,
+        steps=state.step,
+        stop_reason=state.stop_reason,
+        wall_time_s=round(trainer.wall_time, 3),
+        versions={"ember": ember.__version__, "torch": torch.__version__, "python": platform.python_version()},
+        finished=time.time(),
+    )
+    run.write_json("summary.json", summary)
+    run.close()
+    if state.stop_reason and state.stop_reason.startswith("early stopping"):
+        console.print(state.stop_reason)
+    console.table(f"{cfg.run.name or cfg.data.name + '-' + cfg.model.name}: best epoch {state.best_epoch or state.epoch}, {trainer.wall_time:.1f} s", metrics)
+    if callable(getattr(trainer.model, "describe", None)):
+        console.print(trainer.model.describe())
+    return Result(metrics=metrics, run_dir=run.path, model=trainer.model, best_epoch=state.best_epoch, summary=summary)
+
+
+def _fit_overrides(overrides: dict[str, Any]) -> list[str]:
+    from ember.config.schema import DataCommon, OptimConfig, RunConfig, SchedConfig, TrainerConfig
+
+    schemas = {"data": DataCommon, "optim": OptimConfig, "sched": SchedConfig, "trainer": TrainerConfig, "run": RunConfig}
+    out = []
+    for key, value in overrides.items():
+        if key in schemas:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{key}= takes a dict of {key} keys, for example {key}={{...}}")
+            out += [f"{key}.{k}={override_value(v)}" for k, v in value.items()]
+            continue
+        owners = [g for g, s in schemas.items() if key in s.__dataclass_fields__]
+        if len(owners) != 1:
+            why = f"is in {' and '.join(owners)}; write {owners[0]}={{'{key}': ...}}" if owners else "is not a key of any group"
+            valid = sorted({f for s in schemas.values() for f in s.__dataclass_fields__})
+            raise ConfigError(f"fit() argument {key!r} {why}; valid: {', '.join(schemas)} or one of {', '.join(valid)}")
+        out.append(f"{owners[0]}.{key}={override_value(value)}")
+    return out
+
+
+def _as_data(data: Any, split: str) -> Dataset | TensorData | None:
+    if data is None or isinstance(data, (Dataset, TensorData)):
+        return data
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        x, y = (torch.as_tensor(a) for a in data)
+        if x.is_floating_point() and x.dtype == torch.float64:
+            x = x.float()
+        if y.dtype == torch.float64:
+            y = y.float()
+        try:
+            return TensorData(x, y)
+        except ValueError as e:
+            raise DataError(f"{split} data: {e}") from None
+    raise DataError(f"{split} data must be a Dataset or an (X, y) pair of tensors or arrays, got {type(data).__name__}")
+
+
+def _infer_spec(train: Any) -> DataSpec:
+    data = _as_data(train, "train")
+    if len(data) == 0:
+        raise DataError("the train data is empty")
+    x, y = data[0]
+    x, y = torch.as_tensor(x), torch.as_tensor(y)
+    if y.dtype in (torch.int64, torch.int32, torch.int16, torch.uint8) and y.ndim == 0:
+        labels = data.y if isinstance(data, TensorData) else torch.tensor([int(data[i][1]) for i in range(len(data))])
+        return DataSpec(input_shape=tuple(x.shape), task="classification", num_classes=int(labels.max()) + 1)
+    return DataSpec(input_shape=tuple(x.shape), task="regression", target_shape=tuple(y.shape))
+
+
+def load_run(path: str | Path, which: str = "best") -> tuple[nn.Module, DictConfig, DataSpec]:
+    """The model of a run with its `best` (or `last`) weights, its config and its DataSpec."""
+    run = RunDir.open(path)
+    cfg, spec = run.config(), run.spec()
+    if cfg.model.get("custom"):
+        raise ConfigError(f"{run.path} trained a custom model ({cfg.model.name}); build it yourself and load {run.checkpoints / (which + '.pt')}")
+    model = create_model(cfg.model.name, spec, **{k: v for k, v in cfg.model.items() if k != "name"})
+    model.load_state_dict(checkpoint.load(run.checkpoints / f"{which}.pt")["model"])
+    return model, cfg, spec
+
+
+def evaluate_run(path: str | Path, overrides: list[str] = (), console: Console | None = None) -> dict[str, float]:
+    """Evaluate a run's best checkpoint on `data.split` (default test) and print the metrics."""
+    run = RunDir.open(path)
+    model, cfg, spec = load_run(path)
+    cfg = compose(_config_as_overrides(cfg) + list(overrides))
+    cfg.trainer.progress = "none"
+    splits = build_data(cfg.data)
+    data = splits.get(cfg.data.split)
+    if data is None:
+        raise ConfigError(f"this run's data has no {cfg.data.split} split; use data.split=train, val or test")
+    trainer = Trainer(cfg, model, splits, None, Console("none"))
+    loader = {"train": trainer.train_loader, "val": trainer.val_loader, "test": trainer.test_loader}[cfg.data.split]
+    metrics = {f"{cfg.data.split}/{k}": v for k, v in trainer.evaluate(loader).items()}
+    console = console or Console("lines")
+    console.table(f"{run.path}: best checkpoint", metrics)
+    return metrics
+
+
+def _config_as_overrides(cfg: DictConfig) -> list[str]:
+    """A saved config as overrides, so it composes (and validates) like the original command."""
+    out = [f"model={cfg.model.name}", f"data={cfg.data.name}"]
+    container = OmegaConf.to_container(cfg)
+    for group, node in container.items():
+        if isinstance(node, dict):
+            out += [f"{group}.{k}={override_value(v)}" for k, v in node.items() if k != "name" or group not in ("model", "data")]
+        else:
+            out.append(f"{group}={override_value(node)}")
+    return out

@@ -1,0 +1,215 @@
+"""Compose a config: packaged YAML groups + registry schemas + a user file + `key=value` overrides.
+
+Hydra's compose API does the composition (ember owns its run directory and never changes the
+working directory). Hydra's multi-line errors are turned into one-line ConfigErrors that name the
+key and list the valid choices.
+"""
+
+import difflib
+import re
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from ember.config.schema import DataCommon, EmberConfig
+from ember.errors import ConfigError
+
+CONF_DIR = Path(__file__).parent / "conf"
+GROUPS = ("model", "data", "optim", "sched", "trainer", "experiment")
+
+# Keys whose values come from a fixed set.
+CHOICES = {
+    "optim.name": ("sgd", "adam", "adamw", "rmsprop"),
+    "sched.name": ("none", "step", "cosine", "plateau", "onecycle"),
+    "trainer.precision": ("fp32", "bf16", "fp16"),
+    "trainer.loss": ("auto", "cross_entropy", "nll", "mse", "l1", "huber"),
+    "trainer.mode": ("auto", "min", "max"),
+    "trainer.progress": ("auto", "bar", "lines", "none"),
+    "data.split": ("train", "val", "test"),
+}
+
+
+def group_options(group: str) -> list[str]:
+    """The options of a config group: registry entries for model/data, YAML files otherwise."""
+    from ember.data import list_data
+    from ember.models import list_models
+
+    if group == "model":
+        return list_models()
+    if group == "data":
+        return list_data()
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def _register_schemas() -> None:
+    from ember.data import DATA
+    from ember.models import MODELS
+
+    cs = ConfigStore.instance()
+    cs.store(name="ember_schema", node=EmberConfig)
+    for name in MODELS.names():
+        cs.store(group="model", name=name, node=MODELS.config_schema(name))
+    for name in DATA.names():
+        cs.store(group="data", name=name, node=DATA.config_schema(name, base=DataCommon))
+
+
+def compose(overrides: Iterable[str] = (), config_file: str | Path | None = None) -> DictConfig:
+    """The composed config; raises ConfigError naming the bad key and the valid choices."""
+    overrides = (file_overrides(config_file) if config_file else []) + list(overrides)
+    for o in overrides:
+        _check_group_selection(o)
+    _register_schemas()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None, job_name="ember"):
+            cfg = hydra_compose(config_name="config", overrides=overrides)
+    except Exception as e:  # Hydra wraps everything; only config mistakes are translated
+        raise _translate(e, overrides) from None
+    finally:
+        GlobalHydra.instance().clear()
+    check_keys(cfg, overrides)
+    check_values(cfg)
+    return cfg
+
+
+def check_values(cfg: DictConfig) -> None:
+    for key, choices in CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        if value is not None and value not in choices:
+            raise ConfigError(f"{key}={value!r} is not a valid choice; choose one of: {', '.join(choices)}")
+    device = cfg.trainer.device
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
+        raise ConfigError(f"trainer.device={device!r} is not a device; use auto, cpu, cuda, cuda:N or mps")
+    for key in ("model", "data"):
+        name = cfg[key].name
+        if name not in group_options(key):
+            raise ConfigError(f"{key}.name={name!r} is unknown; choose one of: {', '.join(group_options(key))}")
+    positive = ["trainer.grad_accum", "trainer.log_every_n_steps", "trainer.checkpoint_every_n_epochs", "data.batch_size"]
+    for key in positive:
+        if OmegaConf.select(cfg, key) < 1:
+            raise ConfigError(f"{key} must be at least 1, got {OmegaConf.select(cfg, key)}")
+
+
+def _check_group_selection(override: str) -> None:
+    m = re.fullmatch(r"\+*(model|data)\.name=(.*)", override)
+    if m:
+        raise ConfigError(f"select the {m.group(1)} with {m.group(1)}={m.group(2)}, not {override}")
+    m = re.fullmatch(r"([a-z_]+)=(.*)", override)
+    if m and m.group(1) in GROUPS:
+        group, option = m.groups()
+        options = group_options(group)
+        if option not in options and not (group == "experiment" and option == "null"):
+            raise ConfigError(f"unknown {group} {option!r}; choose one of: {', '.join(options)}")
+
+
+def _translate(e: Exception, overrides: list[str]) -> Exception:
+    cause = e
+    while cause.__cause__ is not None and not isinstance(cause, OmegaConfBaseException):
+        cause = cause.__cause__
+    text = str(cause)
+    key = getattr(cause, "full_key", None) or ""
+    m = re.search(r"Could not override '([^']+)'", str(e))
+    if m or re.search(r"Key '[^']+' (is )?not in", text) or "Missing key" in text:
+        return ConfigError(_unknown_key_message(key or m.group(1), overrides))
+    m = re.search(r"Value '(.*?)' (?:of type '\w+' )?could not be converted to (\w+)", text)
+    if m:
+        return ConfigError(f"{key}={m.group(1)!r} has the wrong type; expected {m.group(2).lower()}")
+    m = re.search(r"Value '(.*?)' is not a valid bool", text)
+    if m:
+        return ConfigError(f"{key}={m.group(1)!r} has the wrong type; expected true or false")
+    if isinstance(cause, OmegaConfBaseException):
+        first = text.splitlines()[0]
+        return ConfigError(f"{key}: {first}" if key else first)
+    text = str(e)
+    if "Error parsing override" in text or "mismatched input" in text or "no viable alternative" in text:
+        bad = next((o for o in overrides if o in text), None)
+        return ConfigError(f"cannot parse override {bad!r}; write key=value, for example trainer.max_epochs=5")
+    return ConfigError(text.strip().splitlines()[0] if text.strip() else type(e).__name__)
+
+
+def check_keys(cfg: DictConfig, overrides: list[str]) -> None:
+    """Reject keys that `+key=value` added but no schema knows."""
+    from ember.data import DATA
+    from ember.models import MODELS
+
+    schemas = {"model": MODELS.config_schema(cfg.model.name), "data": DATA.config_schema(cfg.data.name, base=DataCommon)}
+    for name, node in cfg.items():
+        if name not in EmberConfig.__dataclass_fields__:
+            raise ConfigError(_unknown_key_message(str(name), overrides))
+        if isinstance(node, DictConfig):
+            schema = schemas.get(name) or EmberConfig.__dataclass_fields__[name].default_factory
+            for key in node:
+                if key not in schema.__dataclass_fields__:
+                    raise ConfigError(_unknown_key_message(f"{name}.{key}", overrides))
+
+
+def _valid_keys(parent: str, overrides: list[str]) -> list[str]:
+    if parent in ("model", "data"):
+        # The selected option's keys: compose again without the key overrides of that group.
+        kept = [o for o in overrides if not re.match(rf"\+*{parent}\.", o)]
+        try:
+            return [str(k) for k in compose(kept)[parent].keys()]
+        except ConfigError:
+            return []
+    root = OmegaConf.structured(EmberConfig)
+    node = OmegaConf.select(root, parent) if parent else root
+    return [str(k) for k in node.keys()] if isinstance(node, DictConfig) else []
+
+
+def _unknown_key_message(full_key: str, overrides: list[str]) -> str:
+    parent, _, leaf = full_key.rpartition(".")
+    valid = _valid_keys(parent, overrides)
+    hint = difflib.get_close_matches(leaf, valid, n=1)
+    did_you_mean = f"did you mean {parent + '.' if parent else ''}{hint[0]}? " if hint else ""
+    where = f"of {parent}" if parent else "at the top level"
+    return f"unknown key {full_key!r}; {did_you_mean}valid keys {where}: {', '.join(valid)}"
+
+
+def file_overrides(path: str | Path) -> list[str]:
+    """A user YAML file as overrides: `model: mlp` selects an option, nested keys set values."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist; pass the path of a YAML file to --config")
+    try:
+        content = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(content, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping of keys to values")
+    out: list[str] = []
+    for key, value in content.items():
+        if key in GROUPS and isinstance(value, str):
+            out.insert(0, f"{key}={value}")  # group selections first, values after
+        else:
+            out += [f"{k}={override_value(v)}" for k, v in _flatten(key, value)]
+    return out
+
+
+def _flatten(prefix: str, value: Any):
+    if isinstance(value, dict) and value:
+        for k, v in value.items():
+            yield from _flatten(f"{prefix}.{k}", v)
+    else:
+        yield prefix, value
+
+
+def override_value(v: Any) -> str:
+    """A Python value written in Hydra's override grammar."""
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(override_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ",".join(f"{k}:{override_value(x)}" for k, x in v.items()) + "}"
+    return "'" + str(v).replace("\\", "\\\\").replace("'", "\\'") + "'"

@@ -1,0 +1,73 @@
+"""Sources generated on this machine: MNIST-1D and the tutorials' toy regressions. No downloads."""
+
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ember.data import Splits, register_data
+from ember.data.loaders import TensorData
+from ember.data.spec import DataSpec
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ember"
+
+
+@register_data("mnist1d")
+def mnist1d(cfg, *, num_samples: int = 5000, train_split: float = 0.8, seed: int = 42) -> Splits:
+    """MNIST-1D (Greydanus 2020): 10 classes of 1-D signals, length 40, generated locally."""
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args(as_dict=True)
+    args.update(num_samples=num_samples, train_split=train_split, seed=seed)
+    key = hashlib.sha256(json.dumps(args, sort_keys=True).encode()).hexdigest()[:16]
+    path = _cache_dir() / f"mnist1d-{key}.npz"
+    # Generation takes seconds and is deterministic in its arguments, so it is cached.
+    if path.exists():
+        d = np.load(path)
+    else:
+        raw = make_dataset(_ObjectView(args))
+        d = {k: raw[k] for k in ("x", "y", "x_test", "y_test")}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+        np.savez(tmp, **d)
+        os.replace(tmp, path)
+
+    def split(x, y):
+        return TensorData(torch.as_tensor(x, dtype=torch.float32).unsqueeze(1), torch.as_tensor(y, dtype=torch.long))
+
+    spec = DataSpec(input_shape=(1, 40), task="classification", num_classes=10, class_names=[str(i) for i in range(10)])
+    return Splits(train=split(d["x"], d["y"]), test=split(d["x_test"], d["y_test"]), spec=spec)
+
+
+class _ObjectView:
+    def __init__(self, d: dict):
+        self.__dict__ = d
+
+
+@register_data("linear", normalize=False, val_fraction=0.0)
+def linear(cfg, *, num_samples: int = 100, slope: float = 3.0, intercept: float = 2.0, noise: float = 0.1, seed: int = 0) -> Splits:
+    """y = slope * x + intercept + noise * N(0, 1), x ~ N(0, 1): the tutorial's linear regression."""
+    g = torch.Generator().manual_seed(seed)
+
+    def draw(n):
+        x = torch.randn(n, 1, generator=g)
+        return TensorData(x, slope * x + intercept + torch.randn(n, 1, generator=g) * noise)
+
+    spec = DataSpec(input_shape=(1,), task="regression", target_shape=(1,))
+    return Splits(train=draw(num_samples), test=draw(num_samples), spec=spec)
+
+
+@register_data("sine", normalize=False, val_fraction=0.0)
+def sine(cfg, *, num_samples: int = 2000, seed: int = 0) -> Splits:
+    """y = sin(x) on [-pi, pi]: the tutorial's polynomial fit. Train on a grid, test on random points."""
+    x = torch.linspace(-math.pi, math.pi, num_samples).unsqueeze(1)
+    g = torch.Generator().manual_seed(seed)
+    x_test = (torch.rand(num_samples // 4, 1, generator=g) * 2 - 1) * math.pi
+    spec = DataSpec(input_shape=(1,), task="regression", target_shape=(1,))
+    return Splits(train=TensorData(x, torch.sin(x)), test=TensorData(x_test, torch.sin(x_test)), spec=spec)

@@ -1,0 +1,89 @@
+"""Fully connected models: a configurable MLP and the tutorials' exact small networks."""
+
+import torch
+from torch import nn
+
+from ember.data.spec import DataSpec
+from ember.models import register_model
+
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU}
+
+
+def activation(name: str) -> nn.Module:
+    from ember.errors import ConfigError
+
+    if name not in ACTIVATIONS:
+        raise ConfigError(f"unknown activation {name!r}; choose one of: {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
+
+
+class MLP(nn.Module):
+    def __init__(self, in_features: int, out_features: int, width: int, depth: int, act: str, dropout: float, out_shape: tuple):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        for i in range(depth):
+            layers += [nn.Linear(in_features if i == 0 else width, width), activation(act)]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+        layers.append(nn.Linear(width if depth else in_features, out_features))
+        self.net = nn.Sequential(*layers)
+        self.out_shape = out_shape
+
+    def forward(self, x):
+        return self.net(x).reshape(x.shape[0], *self.out_shape)
+
+
+def _out_shape(spec: DataSpec) -> tuple:
+    return (spec.num_classes,) if spec.task == "classification" else (spec.target_shape or (1,))
+
+
+@register_model("mlp")
+def mlp(spec: DataSpec, *, width: int = 256, depth: int = 2, activation: str = "relu", dropout: float = 0.0) -> nn.Module:
+    """Multi-layer perceptron on the flattened input."""
+    return MLP(spec.in_features, spec.out_features, width, depth, activation, dropout, _out_shape(spec))
+
+
+class ANN(nn.Module):
+    """The tutorial's network: Linear(1, 3), ReLU, Linear(3, 1)."""
+
+    def __init__(self, in_features: int, hidden: int, out_features: int):
+        super().__init__()
+        self.hidden_layer = nn.Linear(in_features, hidden)
+        self.output_layer = nn.Linear(hidden, out_features)
+
+    def forward(self, x):
+        return self.output_layer(torch.relu(self.hidden_layer(x)))
+
+
+@register_model("ann")
+def ann(spec: DataSpec, *, hidden: int = 3) -> nn.Module:
+    """The tutorials' ANN: Linear(in, 3) -> ReLU -> Linear(3, out)."""
+    return ANN(spec.in_features, hidden, spec.out_features)
+
+
+class Poly3(nn.Module):
+    """y = a + b x + c x^2 + d x^3: a linear layer on (x, x^2, x^3), as in the tutorial."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(3, 1)
+        self.register_buffer("powers", torch.tensor([1.0, 2.0, 3.0]), persistent=False)
+
+    def forward(self, x):
+        return self.linear(x.reshape(-1, 1).pow(self.powers))
+
+    def describe(self) -> str:
+        a = self.linear.bias.item()
+        b, c, d = self.linear.weight[0].tolist()
+        terms = "".join(f" {'-' if v < 0 else '+'} {abs(v):.6g} {p}" for v, p in ((b, "x"), (c, "x^2"), (d, "x^3")))
+        return f"Result: y = {a:.6g}{terms}"
+
+
+@register_model("poly3")
+def poly3(spec: DataSpec) -> nn.Module:
+    """Cubic polynomial of a scalar input, fitted as a linear layer (the tutorial's sin(x) fit)."""
+    if spec.input_shape != (1,):
+        from ember.errors import ConfigError
+
+        raise ConfigError(f"model poly3 takes one scalar input per sample, but the data has shape {spec.input_shape}; use data=sine or model=mlp")
+    return Poly3()

@@ -1,0 +1,107 @@
+"""The run directory: the one handshake between training and everything after it.
+
+    <run>/config.yaml       the fully resolved config
+    <run>/spec.json         the DataSpec the model was sized from
+    <run>/metrics.jsonl     one JSON record per logged interval and validation
+    <run>/checkpoints/      last.pt, best.pt (atomic writes)
+    <run>/model.safetensors final weights of the best model
+    <run>/summary.json      status, final metrics, best epoch, wall time, versions
+    <run>/tb/               TensorBoard event files (when tensorboard is installed)
+
+Every file written during training goes through RunDir, so a later multi-process run can make
+rank 0 the only writer in one place.
+"""
+
+import json
+import os
+import time
+from datetime import datetime
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from ember.data.spec import DataSpec
+from ember.errors import CheckpointError, ConfigError
+from ember.track import JsonlLogger, TensorBoardLogger, tensorboard_available
+from ember.train import checkpoint
+
+
+def default_run_name(cfg: DictConfig) -> str:
+    return cfg.run.name or f"{cfg.data.name}-{cfg.model.name}"
+
+
+class RunDir:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.checkpoints = self.path / "checkpoints"
+        self._loggers: list = []
+
+    @classmethod
+    def create(cls, cfg: DictConfig, spec: DataSpec) -> "RunDir":
+        if cfg.run.dir:
+            path = Path(cfg.run.dir)
+            if (path / "config.yaml").exists():
+                raise ConfigError(f"run.dir={str(path)!r} already holds a run; choose a new directory or leave run.dir unset")
+        else:
+            base = Path(cfg.run.root) / default_run_name(cfg) / datetime.now().strftime("%Y%m%d-%H%M%S")
+            path, i = base, 1
+            while path.exists():  # two runs started in the same second
+                path, i = base.with_name(f"{base.name}-{i}"), i + 1
+        run = cls(path)
+        run.checkpoints.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, run.path / "config.yaml", resolve=True)
+        run.write_json("spec.json", spec.to_dict())
+        run.write_json("summary.json", {"status": "running", "started": time.time()})
+        run._loggers.append(JsonlLogger(run.path / "metrics.jsonl"))
+        if cfg.trainer.tensorboard and tensorboard_available():
+            run._loggers.append(TensorBoardLogger(run.path / "tb"))
+        return run
+
+    @classmethod
+    def open(cls, path: str | Path) -> "RunDir":
+        run = cls(Path(path))
+        if not (run.path / "config.yaml").is_file():
+            raise CheckpointError(f"{str(run.path)!r} is not a run directory (no config.yaml); pass run=runs/<name>/<time>")
+        return run
+
+    # -- reading --
+    def config(self) -> DictConfig:
+        return OmegaConf.load(self.path / "config.yaml")
+
+    def spec(self) -> DataSpec:
+        return DataSpec.from_dict(json.loads((self.path / "spec.json").read_text()))
+
+    def summary(self) -> dict:
+        p = self.path / "summary.json"
+        return json.loads(p.read_text()) if p.exists() else {}
+
+    def metrics(self) -> list[dict]:
+        p = self.path / "metrics.jsonl"
+        return [json.loads(line) for line in p.read_text().splitlines() if line.strip()] if p.exists() else []
+
+    # -- writing --
+    def log(self, record: dict) -> None:
+        for logger in self._loggers:
+            logger.log(record)
+
+    def save_checkpoint(self, name: str, state: dict) -> Path:
+        path = self.checkpoints / name
+        checkpoint.save_atomic(state, path)
+        return path
+
+    def save_weights(self, state_dict: dict) -> None:
+        from safetensors.torch import save_file
+
+        tmp = self.path / ".model.safetensors.tmp"
+        save_file({k: v.contiguous() for k, v in state_dict.items()}, str(tmp))
+        os.replace(tmp, self.path / "model.safetensors")
+
+    def write_json(self, name: str, obj: dict) -> None:
+        tmp = self.path / f".{name}.tmp"
+        tmp.write_text(json.dumps(obj, indent=2) + "\n")
+        os.replace(tmp, self.path / name)
+
+    def close(self) -> None:
+        for logger in self._loggers:
+            logger.close()
+        self._loggers = []
