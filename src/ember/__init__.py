@@ -2,9 +2,30 @@
 
 __version__ = "0.1.0"
 
-from ember.api import Result, evaluate_run, fit, load_run, train  # noqa: E402
-from ember.data import list_data, load_data  # noqa: E402
 from ember.errors import EmberError  # noqa: E402
-from ember.models import create_model, list_models, register_model  # noqa: E402
 
-__all__ = ["EmberError", "Result", "create_model", "evaluate_run", "fit", "list_data", "list_models", "load_data", "load_run", "register_model", "train"]
+# The public API is imported on first use: `ember config` and `ember --help` should not pay
+# for importing torchmetrics and the trainer.
+_API = {
+    "fit": "ember.api",
+    "train": "ember.api",
+    "load_run": "ember.api",
+    "evaluate_run": "ember.api",
+    "Result": "ember.api",
+    "load_data": "ember.data",
+    "list_data": "ember.data",
+    "create_model": "ember.models",
+    "list_models": "ember.models",
+    "register_model": "ember.models",
+}
+
+
+def __getattr__(name: str):
+    if name in _API:
+        import importlib
+
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'ember' has no attribute {name!r}")
+
+
+__all__ = ["EmberError", *_API]

@@ -16,7 +16,7 @@ OVERRIDES_HELP = """\
 overrides:
   group=option          select a config group option          model=mlp
   group.key=value       set a key                             trainer.max_epochs=20
-  +group.key=value      add a key the option does not declare  +data.num_samples=8000
+  +group.key=value      the same, Hydra's spelling for adding   +data.num_samples=8000
 """
 
 

@@ -63,8 +63,13 @@ def _register_schemas() -> None:
 def compose(overrides: Iterable[str] = (), config_file: str | Path | None = None) -> DictConfig:
     """The composed config; raises ConfigError naming the bad key and the valid choices."""
     overrides = (file_overrides(config_file) if config_file else []) + list(overrides)
+    # Every group already has a default, so `+group=option` means `group=option`.
+    overrides = [o.lstrip("+") if o.lstrip("+").split("=", 1)[0] in GROUPS else o for o in overrides]
     for o in overrides:
         _check_group_selection(o)
+    # `+key=value` is Hydra's "add a key"; here it sets or adds (`++`), and check_keys below still
+    # rejects a key that no schema declares, so `+` cannot smuggle in a typo.
+    overrides = [("+" + o if re.match(r"\+[^+=]*\.", o) else o) for o in overrides]
     _register_schemas()
     GlobalHydra.instance().clear()
     try:

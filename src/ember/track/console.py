@@ -14,7 +14,10 @@ def _fmt(value) -> str:
 
 
 class Console:
-    """`mode`: bar (rich progress), lines (a line per logged interval), none, or auto."""
+    """`mode`: bar (rich progress), lines (a line per logged record), none (neither), or auto.
+
+    Messages and the final table are printed in every mode.
+    """
 
     def __init__(self, mode: str = "auto", stream=None):
         self.out = RichConsole(file=stream or sys.stdout, highlight=False, soft_wrap=True)
@@ -62,8 +65,7 @@ class Console:
         self.print(f"{head}  {values}")
 
     def print(self, text: str) -> None:
-        if self.mode != "none":
-            self.out.print(text)
+        self.out.print(text)
 
     def stop(self) -> None:
         if self._progress is not None:
@@ -72,8 +74,6 @@ class Console:
 
     def table(self, title: str, metrics: dict[str, float]) -> None:
         """Metrics named `split/metric` as a table: one row per metric, one column per split."""
-        if self.mode == "none":
-            return
         splits = list(dict.fromkeys(k.split("/", 1)[0] for k in metrics))
         names = list(dict.fromkeys(k.split("/", 1)[1] for k in metrics))
         table = Table(title=title, title_justify="left")

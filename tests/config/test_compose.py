@@ -1,0 +1,106 @@
+import pytest
+from omegaconf import OmegaConf
+
+from ember.config import compose, group_options
+from ember.errors import ConfigError
+
+
+def test_defaults_compose_to_the_default_job():
+    cfg = compose()
+    assert cfg.model.name == "cnn1d" and cfg.data.name == "mnist1d"
+    assert cfg.optim.name == "adamw" and cfg.sched.name == "onecycle"
+    # Model and data keys come from the builders' signatures, with their defaults.
+    assert cfg.model.channels == 64 and cfg.data.num_samples == 5000
+
+
+def test_documented_key_names_exist():
+    cfg = compose()
+    for key in ["trainer.max_epochs", "trainer.max_steps", "trainer.device", "trainer.precision", "trainer.seed",
+                "trainer.deterministic", "trainer.compile", "optim.name", "optim.lr", "optim.weight_decay",
+                "sched.name", "data.batch_size", "data.path", "data.root", "data.target", "run.dir", "resume"]:
+        assert OmegaConf.select(cfg, key, default="missing") != "missing", key
+
+
+def test_overrides_set_values_with_types():
+    cfg = compose(["trainer.max_epochs=3", "optim.lr=0.5", "trainer.compile=true", "optim.betas=[0.8,0.9]"])
+    assert cfg.trainer.max_epochs == 3 and isinstance(cfg.trainer.max_epochs, int)
+    assert cfg.optim.lr == 0.5 and cfg.trainer.compile is True
+    assert list(cfg.optim.betas) == [0.8, 0.9]
+
+
+def test_group_selection_swaps_the_schema():
+    cfg = compose(["model=mlp", "model.width=32"])
+    assert cfg.model.name == "mlp" and cfg.model.width == 32
+    assert "channels" not in cfg.model
+
+
+def test_plus_override_sets_and_is_still_checked():
+    assert compose(["+data.num_samples=800"]).data.num_samples == 800
+    assert compose(["+experiment=poly_sine"]).model.name == "poly3"
+    with pytest.raises(ConfigError, match="unknown key 'data.num_sample'; did you mean data.num_samples"):
+        compose(["+data.num_sample=800"])
+
+
+def test_experiment_overrides_groups_and_values():
+    cfg = compose(["experiment=linear_regression"])
+    assert (cfg.model.name, cfg.data.name, cfg.optim.name, cfg.sched.name) == ("ann", "linear", "sgd", "none")
+    assert cfg.optim.lr == 0.01 and cfg.trainer.max_epochs == 1000 and cfg.data.batch_size == 100
+    # Command-line values win over the experiment's.
+    assert compose(["experiment=linear_regression", "trainer.max_epochs=5"]).trainer.max_epochs == 5
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("trainer.max_epoch=3", r"unknown key 'trainer.max_epoch'; did you mean trainer.max_epochs\? valid keys of trainer: max_epochs, "),
+        ("model.widht=3", r"unknown key 'model.widht'; valid keys of model: name, channels, depth"),
+        ("foo=1", r"unknown key 'foo'; valid keys at the top level: model, data, optim"),
+        ("model=resnet9000", r"unknown model 'resnet9000'; choose one of: ann, cnn1d, mlp, poly3"),
+        ("optim=adan", r"unknown optim 'adan'; choose one of: adam, adamw, rmsprop, sgd"),
+        ("experiment=nope", r"unknown experiment 'nope'; choose one of: linear_regression, poly_sine"),
+        ("trainer.max_epochs=abc", r"trainer.max_epochs='abc' has the wrong type; expected int"),
+        ("trainer.compile=maybe", r"trainer.compile='maybe' has the wrong type; expected true or false"),
+        ("optim.name=adan", r"optim.name='adan' is not a valid choice; choose one of: sgd, adam, adamw, rmsprop"),
+        ("trainer.precision=fp8", r"trainer.precision='fp8' is not a valid choice; choose one of: fp32, bf16, fp16"),
+        ("trainer.device=gpu", r"trainer.device='gpu' is not a device"),
+        ("model.name=mlp", r"select the model with model=mlp"),
+        ("data.batch_size=0", r"data.batch_size must be at least 1"),
+        ("trainer.max_epochs", r"cannot parse override 'trainer.max_epochs'; write key=value"),
+    ],
+)
+def test_mistakes_are_one_line_errors_naming_the_key(override, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        compose([override])
+    assert "\n" not in str(info.value)
+
+
+def test_model_keys_are_checked_for_the_selected_option():
+    with pytest.raises(ConfigError, match=r"unknown key 'model.width'; valid keys of model: name$"):
+        compose(["experiment=poly_sine", "model.width=3"])
+
+
+def test_config_file_then_overrides(tmp_path):
+    f = tmp_path / "my.yaml"
+    f.write_text("model: mlp\noptim:\n  lr: 0.05\ntrainer:\n  max_epochs: 7\n")
+    cfg = compose(["trainer.max_epochs=9"], config_file=f)
+    assert cfg.model.name == "mlp" and cfg.optim.lr == 0.05
+    assert cfg.trainer.max_epochs == 9  # the command line wins over the file
+
+
+def test_config_file_mistakes(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        compose(config_file=tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("trainer:\n  max_epochz: 3\n")
+    with pytest.raises(ConfigError, match="unknown key 'trainer.max_epochz'"):
+        compose(config_file=bad)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("trainer: [1,\n")
+    with pytest.raises(ConfigError, match="is not valid YAML"):
+        compose(config_file=broken)
+
+
+def test_group_options_list_registries_and_files():
+    assert "cnn1d" in group_options("model") and "mnist1d" in group_options("data")
+    assert group_options("optim") == ["adam", "adamw", "rmsprop", "sgd"]
+    assert set(group_options("sched")) == {"none", "step", "cosine", "plateau", "onecycle"}
