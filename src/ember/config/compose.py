@@ -18,16 +18,14 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ember.config.schema import DataCommon, EmberConfig
+from ember.config.schema import DataCommon, EmberConfig, OptimConfig
 from ember.errors import ConfigError
 
 CONF_DIR = Path(__file__).parent / "conf"
 GROUPS = ("model", "data", "optim", "sched", "trainer", "experiment")
 
-# Keys whose values come from a fixed set.
+# Keys whose values come from a fixed set (optim.name and sched.name: their groups' options).
 CHOICES = {
-    "optim.name": ("sgd", "adam", "adamw", "rmsprop"),
-    "sched.name": ("none", "step", "cosine", "plateau", "onecycle"),
     "trainer.precision": ("fp32", "bf16", "fp16"),
     "trainer.loss": ("auto", "cross_entropy", "nll", "mse", "l1", "huber"),
     "trainer.mode": ("auto", "min", "max"),
@@ -45,6 +43,10 @@ def group_options(group: str) -> list[str]:
         return list_models()
     if group == "data":
         return list_data()
+    if group == "optim":
+        from ember.train.optim import OPTIMIZERS
+
+        return sorted(OPTIMIZERS)
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
@@ -52,8 +54,12 @@ def _register_schemas() -> None:
     from ember.data import DATA
     from ember.models import MODELS
 
+    from ember.train.optim import OPTIMIZERS
+
     cs = ConfigStore.instance()
     cs.store(name="ember_schema", node=EmberConfig)
+    for name, (_, defaults) in OPTIMIZERS.items():
+        cs.store(group="optim", name=name, node=OmegaConf.merge(OptimConfig(), {"name": name, **defaults}))
     for name in MODELS.names():
         cs.store(group="model", name=name, node=MODELS.config_schema(name))
     for name in DATA.names():
@@ -85,7 +91,8 @@ def compose(overrides: Iterable[str] = (), config_file: str | Path | None = None
 
 
 def check_values(cfg: DictConfig) -> None:
-    for key, choices in CHOICES.items():
+    choices_of = {**CHOICES, "optim.name": group_options("optim"), "sched.name": group_options("sched")}
+    for key, choices in choices_of.items():
         value = OmegaConf.select(cfg, key)
         if value is not None and value not in choices:
             raise ConfigError(f"{key}={value!r} is not a valid choice; choose one of: {', '.join(choices)}")

@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 @dataclass(kw_only=True)
 class OptimConfig:
-    name: str = "adamw"  # sgd | adam | adamw | rmsprop
+    name: str = "adamw"  # an entry of ember.train.optim.OPTIMIZERS
     lr: float = 1e-3
     weight_decay: float = 0.0
     momentum: float = 0.9  # sgd, rmsprop

@@ -1,5 +1,7 @@
 """Fully connected models: a configurable MLP and the tutorials' exact small networks."""
 
+import math
+
 import torch
 from torch import nn
 
@@ -46,19 +48,21 @@ def mlp(spec: DataSpec, *, width: int = 256, depth: int = 2, activation: str = "
 class ANN(nn.Module):
     """The tutorial's network: Linear(1, 3), ReLU, Linear(3, 1)."""
 
-    def __init__(self, in_features: int, hidden: int, out_features: int):
+    def __init__(self, in_features: int, hidden: int, out_shape: tuple):
         super().__init__()
         self.hidden_layer = nn.Linear(in_features, hidden)
-        self.output_layer = nn.Linear(hidden, out_features)
+        self.output_layer = nn.Linear(hidden, math.prod(out_shape))
+        self.out_shape = out_shape
 
     def forward(self, x):
-        return self.output_layer(torch.relu(self.hidden_layer(x)))
+        x = torch.relu(self.hidden_layer(x.flatten(1)))
+        return self.output_layer(x).reshape(x.shape[0], *self.out_shape)
 
 
 @register_model("ann")
 def ann(spec: DataSpec, *, hidden: int = 3) -> nn.Module:
     """The tutorials' ANN: Linear(in, 3) -> ReLU -> Linear(3, out)."""
-    return ANN(spec.in_features, hidden, spec.out_features)
+    return ANN(spec.in_features, hidden, _out_shape(spec))
 
 
 class Poly3(nn.Module):

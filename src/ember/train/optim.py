@@ -10,17 +10,32 @@ from torch.optim import lr_scheduler
 from ember.errors import ConfigError
 
 
+# To add an optimizer, add an entry here: name -> (build(optim config, params), the defaults that
+# `optim=name` sets). The name becomes a choice of the `optim` config group.
+OPTIMIZERS = {
+    "sgd": (
+        lambda c, p: torch.optim.SGD(p, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov, weight_decay=c.weight_decay),
+        {"lr": 0.01},
+    ),
+    "adam": (
+        lambda c, p: torch.optim.Adam(p, lr=c.lr, betas=tuple(c.betas), eps=c.eps, weight_decay=c.weight_decay),
+        {},
+    ),
+    "adamw": (
+        lambda c, p: torch.optim.AdamW(p, lr=c.lr, betas=tuple(c.betas), eps=c.eps, weight_decay=c.weight_decay),
+        {"lr": 0.003, "weight_decay": 0.01},
+    ),
+    "rmsprop": (
+        lambda c, p: torch.optim.RMSprop(p, lr=c.lr, momentum=c.momentum, eps=c.eps, weight_decay=c.weight_decay),
+        {"lr": 0.01},
+    ),
+}
+
+
 def build_optimizer(cfg, params) -> torch.optim.Optimizer:
-    name, lr, wd = cfg.name, cfg.lr, cfg.weight_decay
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=wd)
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=wd)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=wd)
-    if name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr, momentum=cfg.momentum, eps=cfg.eps, weight_decay=wd)
-    raise ConfigError(f"unknown optimizer {name!r}; choose one of: sgd, adam, adamw, rmsprop")
+    if cfg.name not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer {cfg.name!r}; choose one of: {', '.join(OPTIMIZERS)}")
+    return OPTIMIZERS[cfg.name][0](cfg, params)
 
 
 def build_scheduler(cfg, optimizer, total_steps: int, steps_per_epoch: int, mode: str = "min"):

@@ -103,6 +103,10 @@ class Trainer:
 
         self.optimizer = build_optimizer(cfg.optim, [p for p in model.parameters() if p.requires_grad])
         sched_cfg = cfg.sched
+        if sched_cfg.name == "onecycle" and self.total_steps * sched_cfg.pct_start < 2:
+            # OneCycleLR cannot rise and fall within so few steps.
+            console.print(f"note: {self.total_steps} steps are too few for sched=onecycle; training at a constant lr")
+            sched_cfg = OmegaConf.merge(sched_cfg, {"name": "none"})
         mode = "max" if self.higher_better else "min"
         self.scheduler = build_scheduler(sched_cfg, self.optimizer, self.total_steps, self.steps_per_epoch, mode)
         self.plateau = isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
@@ -114,6 +118,7 @@ class Trainer:
         self.autocast = (lambda: torch.autocast(self.device.type, dtype=dtype)) if dtype else contextlib.nullcontext
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=t.precision == "fp16")
         self.state = TrainState()
+        self._last_train_loss: float | None = None
 
     # -- the loop --------------------------------------------------------------------------------
     def fit(self) -> dict[str, float]:
@@ -124,7 +129,7 @@ class Trainer:
         try:
             while self.state.stop_reason is None:
                 self._train_epoch()
-                if self.state.epoch >= self.t.max_epochs:
+                if self.state.stop_reason is None and self.state.epoch >= self.t.max_epochs:
                     self.state.stop_reason = "max_epochs"
             if self._micro:  # the steps since the last full logging interval
                 self._log_train(self._last_logs)
@@ -158,7 +163,7 @@ class Trainer:
             if t.val_every_n_steps and state.step % t.val_every_n_steps == 0:
                 self._validate()
                 self.model.train()
-            if state.step >= self.total_steps:
+            if t.max_steps > 0 and state.step >= t.max_steps:
                 state.stop_reason = "max_steps"
             if state.stop_reason:
                 break
@@ -194,6 +199,7 @@ class Trainer:
 
     def _log_train(self, logs: dict) -> None:
         loss = (self._loss_sum / self._micro).item()  # the one host sync per interval
+        self._last_train_loss = loss
         elapsed = time.perf_counter() - self._interval_start
         record = {"step": self.state.step, "epoch": self._epoch, "split": "train", "loss": loss, "lr": self.optimizer.param_groups[0]["lr"]}
         if self._grad_norm is not None:
@@ -260,6 +266,8 @@ class Trainer:
         """Test the best checkpoint (the last weights when there is no validation split)."""
         state = self.state
         final: dict[str, float] = {}
+        if self._last_train_loss is not None:
+            final["train/loss"] = self._last_train_loss
         if state.best is not None:
             final[self.monitor] = state.best
         if self.run and (self.run.checkpoints / "best.pt").exists():

@@ -1,0 +1,83 @@
+"""The Python API: ember.fit on the user's own model and data, load_run, evaluate_run."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+import ember
+import ember.api
+from ember.errors import ConfigError, DataError
+
+
+def _blobs(n=300, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 3, (n,), generator=g)
+    x = torch.randn(n, 4, generator=g) * 0.5 + torch.nn.functional.one_hot(y, 4).float() * 3
+    return x, y
+
+
+def test_fit_trains_a_user_model_on_tensors(tmp_path):
+    x, y = _blobs()
+    xv, yv = _blobs(100, seed=1)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3))
+    result = ember.fit(model, (x, y), val=(xv, yv), test=(xv, yv), max_epochs=5, lr=0.01, progress="none", run={"root": str(tmp_path)})
+    assert result.metrics["test/accuracy"] > 0.9
+    assert result.run_dir.parent.name == "custom-Sequential"
+    summary = json.loads((result.run_dir / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["metrics"]["test/accuracy"] == result.metrics["test/accuracy"]
+    assert result.model is model
+
+
+def test_fit_takes_datasets_numpy_and_regression(tmp_path):
+    x = np.random.default_rng(0).normal(size=(200, 2))
+    y = (x @ np.array([[1.5], [-2.0]])).astype(np.float32)
+    model = nn.Linear(2, 1)
+    result = ember.fit(model, (x, y), trainer={"max_epochs": 30, "progress": "none"}, optim={"name": "sgd", "lr": 0.1}, run={"root": str(tmp_path)})
+    assert torch.allclose(model.weight.detach(), torch.tensor([[1.5, -2.0]]), atol=0.05)
+    assert "test/mse" not in result.metrics  # no test split given
+    ds = TensorDataset(torch.tensor(x, dtype=torch.float32), torch.tensor(y))
+    ember.fit(nn.Linear(2, 1), ds, max_epochs=1, progress="none", run={"root": str(tmp_path)})
+
+
+def test_fit_rejects_unknown_or_ambiguous_keys_and_bad_data(tmp_path):
+    x, y = _blobs(20)
+    with pytest.raises(ConfigError, match="fit\\(\\) argument 'max_epoch' is not a key of any group"):
+        ember.fit(nn.Linear(4, 3), (x, y), max_epoch=3)
+    with pytest.raises(ConfigError, match="'name' is in data and optim and sched"):
+        ember.fit(nn.Linear(4, 3), (x, y), name="sgd")
+    with pytest.raises(DataError, match="x has 20 samples but y has 19"):
+        ember.fit(nn.Linear(4, 3), (x, y[:-1]))
+    with pytest.raises(DataError, match="must be a Dataset or an \\(X, y\\) pair"):
+        ember.fit(nn.Linear(4, 3), "data.csv")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_train_load_run_and_evaluate_run_agree(tmp_path):
+    cfg = ember.api.compose(["data.num_samples=1000", "trainer.max_epochs=2", "trainer.progress=none", f"run.root={tmp_path}"])
+    result = ember.api.train(cfg)
+    model, saved_cfg, spec = ember.load_run(result.run_dir)
+    assert saved_cfg.model.name == "cnn1d" and spec.num_classes == 10
+    for a, b in zip(model.state_dict().values(), result.model.state_dict().values()):
+        assert torch.equal(a, b)  # the best checkpoint is what training ended with
+    metrics = ember.evaluate_run(result.run_dir)
+    assert metrics["test/accuracy"] == pytest.approx(result.metrics["test/accuracy"])
+
+
+def test_custom_model_runs_cannot_be_rebuilt_by_name(tmp_path):
+    x, y = _blobs(50)
+    result = ember.fit(nn.Linear(4, 3), (x, y), max_epochs=1, progress="none", run={"root": str(tmp_path)})
+    with pytest.raises(ConfigError, match="trained a custom model"):
+        ember.load_run(result.run_dir)
+
+
+def test_existing_run_dir_is_not_overwritten(tmp_path):
+    x, y = _blobs(50)
+    target = tmp_path / "myrun"
+    ember.fit(nn.Linear(4, 3), (x, y), max_epochs=1, progress="none", run={"dir": str(target)})
+    with pytest.raises(ConfigError, match="already holds a run"):
+        ember.fit(nn.Linear(4, 3), (x, y), max_epochs=1, progress="none", run={"dir": str(target)})
