@@ -1,6 +1,7 @@
 """What the user sees: a rich progress bar on a terminal, plain lines otherwise, a final table."""
 
 import sys
+import time
 
 from rich.console import Console as RichConsole
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -26,6 +27,7 @@ class Console:
         self.mode = mode
         self._progress: Progress | None = None
         self._task = None
+        self._last_refresh = 0.0
 
     def start(self, total_steps: int, max_epochs: int) -> None:
         self._max_epochs = max_epochs
@@ -40,13 +42,20 @@ class Console:
                 TextColumn("eta"),
                 TimeRemainingColumn(),
                 console=self.out,
+                # No refresh thread: on a 2-core machine it competes with torch's worker threads
+                # and made training several times slower. The loop refreshes at most 10 times a second.
+                auto_refresh=False,
             )
             self._task = self._progress.add_task("train", total=total_steps, epoch=1, epochs=max_epochs, loss="-", speed="-")
             self._progress.start()
 
     def step(self, step: int, epoch: int) -> None:
         if self._progress is not None:
-            self._progress.update(self._task, completed=step, epoch=epoch)
+            now = time.monotonic()
+            if now - self._last_refresh >= 0.1 or step == self._total:
+                self._progress.update(self._task, completed=step, epoch=epoch)
+                self._progress.refresh()
+                self._last_refresh = now
 
     def show(self, record: dict) -> None:
         """A logged record: train intervals update the bar; validations print a line."""

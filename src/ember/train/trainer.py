@@ -144,8 +144,8 @@ class Trainer:
         self._epoch = state.epoch + 1  # 1-based number of the epoch in progress, for records
         for i, (x, y) in enumerate(self.train_loader):
             x, y = self._to_device(x), self._to_device(y)
-            # The last accumulation group of an epoch may be short: average over its true size
-            # so every optimizer step sees the mean loss of the samples it covers.
+            # The last accumulation group of an epoch may hold fewer micro-batches: divide by its
+            # true count so every step averages the micro-batch losses it covers.
             group = min(accum, batches - (i - i % accum))
             with self.autocast():
                 loss, logs = self._loss(x, y)

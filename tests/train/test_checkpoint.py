@@ -1,0 +1,174 @@
+"""Checkpoint files: atomic writes, safe loading, the contents of a real run's checkpoints, RNG state."""
+
+import pickle
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from ember.api import train
+from ember.config import compose
+from ember.data.spec import DataSpec
+from ember.errors import CheckpointError
+from ember.models import create_model
+from ember.train import checkpoint
+
+
+def test_save_atomic_then_load_round_trips(tmp_path):
+    obj = {
+        "a": torch.randn(3, 4),
+        "b": torch.arange(5),
+        "nested": {"c": torch.ones(2, dtype=torch.float64)},
+        "n": 7,
+        "s": "text",
+    }
+    path = tmp_path / "ck.pt"
+    checkpoint.save_atomic(obj, path)
+    back = checkpoint.load(path)
+    assert set(back) == set(obj)
+    assert torch.equal(back["a"], obj["a"]) and torch.equal(back["b"], obj["b"])
+    assert torch.equal(back["nested"]["c"], obj["nested"]["c"]) and back["nested"]["c"].dtype == torch.float64
+    assert back["n"] == 7 and back["s"] == "text"
+    assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]  # no temporary file left behind
+
+
+def test_save_atomic_overwrites(tmp_path):
+    path = tmp_path / "ck.pt"
+    checkpoint.save_atomic({"v": torch.tensor(1)}, path)
+    checkpoint.save_atomic({"v": torch.tensor(2)}, path)
+    assert checkpoint.load(path)["v"].item() == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]
+
+
+def test_failed_save_keeps_old_file_and_leaves_no_temporary(tmp_path):
+    path = tmp_path / "ck.pt"
+    checkpoint.save_atomic({"v": torch.tensor(1)}, path)
+    with pytest.raises((AttributeError, TypeError, pickle.PicklingError)):
+        checkpoint.save_atomic({"v": lambda: None}, path)  # a lambda cannot be pickled
+    assert checkpoint.load(path)["v"].item() == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]
+
+
+def test_load_missing_file_raises_checkpoint_error(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        checkpoint.load(tmp_path / "nope.pt")
+    with pytest.raises(CheckpointError):
+        checkpoint.load(tmp_path)  # a directory is not a checkpoint
+
+
+def test_load_garbage_raises_checkpoint_error(tmp_path):
+    path = tmp_path / "garbage.pt"
+    path.write_bytes(b"this is not a checkpoint\x00\x01\x02" * 10)
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        checkpoint.load(path)
+
+
+def test_load_refuses_arbitrary_objects(tmp_path):
+    # weights_only loading: a pickled object of an arbitrary class is not executed or restored.
+    path = tmp_path / "obj.pt"
+    torch.save({"obj": _Arbitrary()}, path)
+    with pytest.raises(CheckpointError):
+        checkpoint.load(path)
+
+
+class _Arbitrary:
+    pass
+
+
+# -- a real run's checkpoints ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    cfg = compose(
+        [
+            "model=mlp",
+            "data=linear",
+            "model.width=8",
+            "data.num_samples=60",
+            "data.val_fraction=0.2",
+            "data.batch_size=16",
+            "trainer.max_epochs=2",
+            "trainer.device=cpu",
+            "trainer.progress=none",
+            "trainer.tensorboard=false",
+            f"run.root={root}",
+        ]
+    )
+    result = train(cfg)
+    return result.run_dir, result
+
+
+@pytest.mark.parametrize("name", ["last.pt", "best.pt"])
+def test_run_checkpoints_load_with_weights_only(run_dir, name):
+    path, _ = run_dir
+    file = path / "checkpoints" / name
+    raw = torch.load(file, map_location="cpu", weights_only=True)
+    ck = checkpoint.load(file)
+    assert set(raw) == set(ck)
+    for key in ("model", "optimizer", "state", "rng", "config", "spec"):
+        assert key in ck, key
+    assert ck["config"]["model"]["name"] == "mlp" and ck["config"]["trainer"]["max_epochs"] == 2
+    assert ck["state"]["step"] > 0 and ck["state"]["epoch"] >= 1
+    assert {"torch", "numpy", "python"} <= set(ck["rng"])
+    assert len(ck["optimizer"]["param_groups"]) == 1
+
+    # The weights fit a fresh model built from the saved spec and config.
+    spec = DataSpec.from_dict(ck["spec"])
+    model = create_model("mlp", spec, width=ck["config"]["model"]["width"])
+    model.load_state_dict(ck["model"])
+    # The file holds no half-written temporaries.
+    assert not [p.name for p in (path / "checkpoints").iterdir() if p.name not in ("last.pt", "best.pt")]
+
+
+def test_last_checkpoint_holds_the_final_state(run_dir):
+    path, result = run_dir
+    ck = checkpoint.load(path / "checkpoints" / "last.pt")
+    assert ck["state"]["epoch"] == 2
+    assert ck["state"]["step"] == result.summary["steps"]
+    best = checkpoint.load(path / "checkpoints" / "best.pt")
+    assert best["state"]["best_epoch"] == result.best_epoch
+    # The returned model is the best checkpoint's weights.
+    for k, v in result.model.state_dict().items():
+        assert torch.equal(v, best["model"][k])
+
+
+# -- RNG state ------------------------------------------------------------------------------------
+
+
+def _draw():
+    return (
+        torch.rand(5),
+        np.random.rand(5),
+        np.random.randn(3),  # also exercises numpy's cached gaussian
+        [random.random() for _ in range(5)],
+    )
+
+
+def _assert_same(a, b):
+    assert torch.equal(a[0], b[0])
+    assert np.array_equal(a[1], b[1]) and np.array_equal(a[2], b[2])
+    assert a[3] == b[3]
+
+
+def test_rng_state_restores_all_generators():
+    np.random.randn()  # leave a cached gaussian in numpy's state (has_gauss = 1)
+    state = checkpoint.rng_state()
+    first = _draw()
+    checkpoint.set_rng_state(state)
+    _assert_same(first, _draw())
+
+
+def test_rng_state_survives_a_checkpoint_file(tmp_path):
+    torch.manual_seed(1)
+    np.random.seed(2)
+    random.seed(3)
+    np.random.randn()
+    path = tmp_path / "rng.pt"
+    checkpoint.save_atomic({"rng": checkpoint.rng_state()}, path)
+    first = _draw()
+    _draw()  # move every generator on
+    checkpoint.set_rng_state(checkpoint.load(path)["rng"])
+    _assert_same(first, _draw())
