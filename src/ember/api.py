@@ -97,7 +97,8 @@ def _run(cfg: DictConfig, model: nn.Module, splits: Splits, console: Console) ->
     run.close()
     if state.stop_reason and state.stop_reason.startswith("early stopping"):
         console.print(state.stop_reason)
-    console.table(f"{cfg.run.name or cfg.data.name + '-' + cfg.model.name}: best epoch {state.best_epoch or state.epoch}, {trainer.wall_time:.1f} s", metrics)
+    when = f"best epoch {state.best_epoch} of {state.epoch} by {trainer.monitor}" if trainer.monitor else f"{state.epoch} epochs"
+    console.table(f"{run.path.parent.name}: {when}, {trainer.wall_time:.1f} s", metrics)
     if callable(getattr(trainer.model, "describe", None)):
         console.print(trainer.model.describe())
     return Result(metrics=metrics, run_dir=run.path, model=trainer.model, best_epoch=state.best_epoch, summary=summary)
