@@ -116,3 +116,19 @@ def test_default_train_reaches_the_paper_cnn_accuracy(ember_cli, tmp_path):
     (run,) = _run_dirs(tmp_path)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["metrics"]["test/accuracy"] >= 0.94
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["trainer.monitor=val/acc"], "error: trainer.monitor='val/acc' is not a validation metric of this run; choose one of: val/loss, val/accuracy"),
+        (["data.val_fraction=0", "trainer.early_stopping_patience=2"], "error: trainer.early_stopping_patience needs a validation split"),
+        (["model=poly3"], "error: model poly3 takes one scalar input per sample"),
+        (["resume=runs/x"], "error: resume is not available in this version"),
+    ],
+)
+def test_setup_mistakes_found_after_composition_also_create_nothing(ember_cli, tmp_path, args, expected):
+    r = ember_cli("train", "data.num_samples=500", *args)
+    assert r.returncode == 2
+    assert r.stderr.startswith(expected), r.stderr
+    assert not (tmp_path / "runs").exists()

@@ -67,9 +67,9 @@ def fit(model: nn.Module, train: Any, val: Any = None, test: Any = None, **overr
 
 
 def _run(cfg: DictConfig, model: nn.Module, splits: Splits, console: Console) -> Result:
-    # Everything that can fail on bad input has run before the run directory is created.
-    run = RunDir.create(cfg, splits.spec)
-    trainer = Trainer(cfg, model, splits, run, console)
+    # Everything that can fail on bad input runs before the run directory is created.
+    trainer = Trainer(cfg, model, splits, None, console)
+    run = trainer.run = RunDir.create(cfg, splits.spec)
     console.print(f"run directory: {run.path}")
     summary = {"status": "running", "run_dir": str(run.path), "params": count_parameters(model), "device": str(trainer.device)}
     try:

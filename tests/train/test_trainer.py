@@ -474,3 +474,29 @@ def test_same_seed_same_weights_via_fit(tmp_path, source):
     a, b, c = run(7), run(7), run(8)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert any(not torch.equal(a[k], c[k]) for k in a)
+
+
+def test_validation_every_n_steps(tmp_path):
+    cfg = make_cfg(tmp_path, "trainer.max_epochs=2", "trainer.val_every_n_steps=3", "data.batch_size=8")
+    torch.manual_seed(0)
+    splits = Splits(train=regression_data(40), val=regression_data(16, seed=2), spec=REGRESSION)
+    console = RecordingConsole()
+    trainer = Trainer(cfg, ember.create_model("mlp", REGRESSION, width=8), splits, None, console)
+    trainer.fit()
+    # 5 steps per epoch, 10 in all: validations at steps 3, 6, 9 and none at epoch ends.
+    assert [r["step"] for r in console.split("val")] == [3, 6, 9]
+
+
+def test_compile_trains_like_eager(tmp_path):
+    """trainer.compile=true goes through torch.compile (inductor on CPU) and gives the eager result."""
+    results = []
+    for compiled in ("false", "true"):
+        cfg = make_cfg(tmp_path, f"trainer.compile={compiled}", "trainer.max_epochs=2", "data.batch_size=8")
+        torch.manual_seed(0)
+        model = ember.create_model("mlp", REGRESSION, width=8)
+        splits = Splits(train=regression_data(40), spec=REGRESSION)
+        trainer = Trainer(cfg, model, splits, None, Console("none"))
+        trainer.fit()
+        results.append([p.detach().clone() for p in model.parameters()])
+    for a, b in zip(*results):
+        assert torch.allclose(a, b, atol=1e-5)

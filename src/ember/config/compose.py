@@ -27,7 +27,7 @@ GROUPS = ("model", "data", "optim", "sched", "trainer", "experiment")
 # Keys whose values come from a fixed set (optim.name and sched.name: their groups' options).
 CHOICES = {
     "trainer.precision": ("fp32", "bf16", "fp16"),
-    "trainer.loss": ("auto", "cross_entropy", "nll", "mse", "l1", "huber"),
+    "trainer.loss": ("auto", "cross_entropy", "nll", "mse", "l1", "mae", "huber"),
     "trainer.mode": ("auto", "min", "max"),
     "trainer.progress": ("auto", "bar", "lines", "none"),
     "data.split": ("train", "val", "test"),

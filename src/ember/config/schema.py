@@ -43,7 +43,7 @@ class TrainerConfig:
     seed: int = 0
     deterministic: bool = False
     compile: bool = False
-    loss: str = "auto"  # auto | cross_entropy | nll | mse | l1 | huber
+    loss: str = "auto"  # auto | cross_entropy | nll | mse | l1 (= mae) | huber
     label_smoothing: float = 0.0
     grad_accum: int = 1  # micro-batches per optimizer step
     grad_clip: float = 0.0  # max global grad norm; 0 disables clipping

@@ -14,4 +14,4 @@ def build_loss(name: str, spec: DataSpec, model: nn.Module, label_smoothing: flo
             name = "mse"
     if name == "cross_entropy":
         return nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-    return {"nll": nn.NLLLoss, "mse": nn.MSELoss, "l1": nn.L1Loss, "huber": nn.HuberLoss}[name]()
+    return {"nll": nn.NLLLoss, "mse": nn.MSELoss, "l1": nn.L1Loss, "mae": nn.L1Loss, "huber": nn.HuberLoss}[name]()

@@ -97,9 +97,12 @@ class Trainer:
         self.total_steps = min(total, t.max_steps) if t.max_steps > 0 else total
 
         self.monitor = ("val/loss" if t.monitor == "auto" else t.monitor) if self.val_loader else None
+        if not self.monitor and t.early_stopping_patience:
+            raise ConfigError("trainer.early_stopping_patience needs a validation split; set data.val_fraction > 0 or pass val data")
         self.higher_better = t.mode == "max" or (t.mode == "auto" and self.monitor and is_higher_better(self.monitor))
-        if self.monitor and not self.monitor.startswith("val/"):
-            raise ConfigError(f"trainer.monitor={t.monitor!r} must name a validation metric, like val/loss or val/accuracy")
+        computed = ["loss"] if self.uses_loss_protocol else ["loss", *self.metrics.keys()]
+        if self.monitor and (not self.monitor.startswith("val/") or self.monitor.removeprefix("val/") not in computed):
+            raise ConfigError(f"trainer.monitor={t.monitor!r} is not a validation metric of this run; choose one of: {', '.join('val/' + k for k in computed)}")
 
         self.optimizer = build_optimizer(cfg.optim, [p for p in model.parameters() if p.requires_grad])
         sched_cfg = cfg.sched
@@ -219,10 +222,7 @@ class Trainer:
         state = self.state
         metrics = self.evaluate(self.val_loader)
         self._emit({"step": state.step, "epoch": self._epoch, "split": "val", **metrics})
-        key = self.monitor.split("/", 1)[1]
-        if key not in metrics:
-            raise ConfigError(f"trainer.monitor={self.monitor!r} is not computed; choose one of: {', '.join('val/' + k for k in metrics)}")
-        value = metrics[key]
+        value = metrics[self.monitor.removeprefix("val/")]
         if self.plateau:
             self.scheduler.step(value)
         better = state.best is None or (value > state.best if self.higher_better else value < state.best)
