@@ -70,6 +70,8 @@ def _run(cfg: DictConfig, model: nn.Module, splits: Splits, console: Console) ->
     # Everything that can fail on bad input runs before the run directory is created.
     trainer = Trainer(cfg, model, splits, None, console)
     run = trainer.run = RunDir.create(cfg, splits.spec)
+    if splits.indices is not None:
+        run.write_json("splits.json", splits.indices)
     console.print(f"run directory: {run.path}")
     summary = {"status": "running", "run_dir": str(run.path), "params": count_parameters(model), "device": str(trainer.device)}
     try:

@@ -10,7 +10,7 @@ arguments become `data.my_option` config keys with their types and defaults.
 """
 
 from dataclasses import dataclass, replace
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch.utils.data import Dataset, Subset
@@ -36,6 +36,12 @@ class Splits:
     spec: DataSpec
     val: Optional[Dataset | TensorData] = None
     test: Optional[Dataset | TensorData] = None
+    # Batch-level augmentation of training batches, applied by the trainer on the training
+    # device: augment(x, y) -> (x, y). None for no augmentation.
+    augment: Optional[Callable] = None
+    # Sample indices of each split in the source, saved as splits.json in the run directory so a
+    # later evaluation uses the same test set. None where the source has fixed splits.
+    indices: Optional[dict[str, list[int]]] = None
 
     def get(self, split: str):
         if split not in ("train", "val", "test"):

@@ -69,6 +69,7 @@ class Trainer:
         t = cfg.trainer
         self.cfg, self.t, self.run, self.console = cfg, t, run, console
         self.spec = splits.spec
+        self.augment = splits.augment
         self.device = resolve_device(t.device)
         self.model = model.to(self.device)
         # The model that runs forward passes; compiled when asked. Checkpoints save self.model.
@@ -147,6 +148,8 @@ class Trainer:
         self._epoch = state.epoch + 1  # 1-based number of the epoch in progress, for records
         for i, (x, y) in enumerate(self.train_loader):
             x, y = self._to_device(x), self._to_device(y)
+            if self.augment is not None:
+                x, y = self.augment(x, y)
             # The last accumulation group of an epoch may hold fewer micro-batches: divide by its
             # true count so every step averages the micro-batch losses it covers.
             group = min(accum, batches - (i - i % accum))
