@@ -124,7 +124,7 @@ def test_default_train_reaches_the_paper_cnn_accuracy(ember_cli, tmp_path):
         (["trainer.monitor=val/acc"], "error: trainer.monitor='val/acc' is not a validation metric of this run; choose one of: val/loss, val/accuracy"),
         (["data.val_fraction=0", "trainer.early_stopping_patience=2"], "error: trainer.early_stopping_patience needs a validation split"),
         (["model=poly3"], "error: model poly3 takes one scalar input per sample"),
-        (["resume=runs/x"], "error: resume is not available in this version"),
+        (["resume=runs/x"], "error: 'runs/x' is not a run directory (no config.yaml); pass resume=runs/<name>/<time>"),
     ],
 )
 def test_setup_mistakes_found_after_composition_also_create_nothing(ember_cli, tmp_path, args, expected):

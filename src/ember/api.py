@@ -1,7 +1,8 @@
 """The Python API and the engine behind the CLI: compose -> data -> model -> Trainer -> run dir."""
 
-import json
+import os
 import platform
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,12 +15,12 @@ from torch.utils.data import Dataset
 
 import ember
 from ember.config import compose
-from ember.config.compose import override_value
+from ember.config.compose import file_overrides, override_value
 from ember.data import Splits, TensorData, build_data
 from ember.data.spec import DataSpec
-from ember.errors import ConfigError, DataError
+from ember.errors import CheckpointError, ConfigError, DataError, Preempted
 from ember.models import count_parameters, create_model
-from ember.run import RunDir
+from ember.run import RunDir, default_run_name
 from ember.track.console import Console
 from ember.train import checkpoint
 from ember.train.trainer import Trainer, seed_everything
@@ -39,14 +40,70 @@ class Result:
 
 
 def train(cfg: DictConfig, console: Console | None = None) -> Result:
-    """Train from a composed config (what `ember train` runs)."""
-    if cfg.resume:
-        raise ConfigError("resume is not available in this version; start a new run without resume=")
+    """Train from a composed config (what `ember train` runs).
+
+    With `cfg.resume` (a run directory, or `auto`), continue that run from its newest good
+    checkpoint with `cfg` as the config; model and data settings must match the run's.
+    """
     console = console or Console(cfg.trainer.progress)
+    resume_dir = resume_run_dir(cfg) if cfg.resume else None
+    if resume_dir is not None:
+        _check_resume_config(resume_dir, cfg, console)
     seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)
     splits = build_data(cfg.data)
     model = create_model(cfg.model.name, splits.spec, **{k: v for k, v in cfg.model.items() if k != "name"})
-    return _run(cfg, model, splits, console)
+    return _run(cfg, model, splits, console, resume_dir)
+
+
+def compose_for_resume(overrides: list[str], config_file: str | None = None) -> DictConfig:
+    """`ember train resume=DIR [overrides]`: the run's own config, then the new overrides."""
+    cfg = compose(overrides, config_file)
+    if not cfg.resume:
+        return cfg
+    run_dir = resume_run_dir(cfg)
+    saved = RunDir.open(run_dir).config()
+    file_part = file_overrides(config_file) if config_file else []
+    cfg = compose(_config_as_overrides(saved) + file_part + list(overrides))
+    cfg.resume = str(run_dir)
+    return cfg
+
+
+def resume_run_dir(cfg: DictConfig) -> Path:
+    if cfg.resume != "auto":
+        return RunDir.open(cfg.resume, key="resume").path
+    # The newest run of this experiment that did not finish and has a checkpoint.
+    base = Path(cfg.run.root) / default_run_name(cfg)
+    for path in sorted(base.glob("*/"), reverse=True):
+        run = RunDir(path)
+        if run.summary().get("status") != "finished" and any(run.checkpoints.glob("*.pt")):
+            return path
+    raise ConfigError(f"resume=auto found no unfinished run with a checkpoint under {str(base)!r}; start a new run without resume=")
+
+
+FIXED_BY_CHECKPOINT = ("model.", "data.")
+FREE_TO_CHANGE = {"resume", "data.num_workers", "data.eval_batch_size", "data.split", "data.fast_path", "trainer.progress"}
+
+
+def _check_resume_config(run_dir: Path, cfg: DictConfig, console: Console) -> None:
+    old = _flatten(OmegaConf.to_container(RunDir.open(run_dir).config(), resolve=True))
+    new = _flatten(OmegaConf.to_container(cfg, resolve=True))
+    changed = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k) and k not in FREE_TO_CHANGE and not k.startswith("run.")]
+    fixed = [k for k in changed if k.startswith(FIXED_BY_CHECKPOINT)]
+    if fixed:
+        what = ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in fixed)
+        raise CheckpointError(f"cannot resume {run_dir}: the model or data changed ({what}); resume with the run's settings or start a new run")
+    if changed:
+        console.print("resuming with changed settings: " + ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in changed))
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def fit(model: nn.Module, train: Any, val: Any = None, test: Any = None, **overrides: Any) -> Result:
@@ -66,14 +123,18 @@ def fit(model: nn.Module, train: Any, val: Any = None, test: Any = None, **overr
     return _run(cfg, model, splits, Console(cfg.trainer.progress))
 
 
-def _run(cfg: DictConfig, model: nn.Module, splits: Splits, console: Console) -> Result:
+def _run(cfg: DictConfig, model: nn.Module, splits: Splits, console: Console, resume_dir: Path | None = None) -> Result:
     # Everything that can fail on bad input runs before the run directory is created.
     trainer = Trainer(cfg, model, splits, None, console)
-    run = trainer.run = RunDir.create(cfg, splits.spec)
-    if splits.indices is not None:
-        run.write_json("splits.json", splits.indices)
-    console.print(f"run directory: {run.path}")
-    summary = {"status": "running", "run_dir": str(run.path), "params": count_parameters(model), "device": str(trainer.device)}
+    if resume_dir is None:
+        run = RunDir.create(cfg, splits.spec)
+        trainer.attach(run)
+        if splits.indices is not None:
+            run.write_json("splits.json", splits.indices)
+        console.print(f"run directory: {run.path}")
+    else:
+        run = _resume(trainer, resume_dir, console)
+    summary = {**run.summary(), "status": "running", "run_dir": str(run.path), "params": count_parameters(model), "device": str(trainer.device)}
     try:
         metrics = trainer.fit()
     except BaseException as e:
@@ -82,6 +143,12 @@ def _run(cfg: DictConfig, model: nn.Module, splits: Splits, console: Console) ->
         run.close()
         raise
     state = trainer.state
+    if state.stop_reason.startswith("preempted"):
+        run.write_json("summary.json", {**summary, "status": "preempted", "steps": state.step, "checkpoint": str(trainer.checkpoint_path)})
+        run.close()
+        requeued = _requeue(cfg, console)
+        then = "the job was requeued" if requeued else f"continue with: ember train resume={run.path}"
+        raise Preempted(f"{state.stop_reason} at step {state.step}; checkpoint {trainer.checkpoint_path}; {then}")
     run.save_weights(trainer.model.state_dict())
     summary.update(
         status="finished",
@@ -104,6 +171,37 @@ def _run(cfg: DictConfig, model: nn.Module, splits: Splits, console: Console) ->
     if callable(getattr(trainer.model, "describe", None)):
         console.print(trainer.model.describe())
     return Result(metrics=metrics, run_dir=run.path, model=trainer.model, best_epoch=state.best_epoch, summary=summary)
+
+
+def _resume(trainer: Trainer, run_dir: Path, console: Console) -> RunDir:
+    run = RunDir.open(run_dir)
+    trainer.attach(run)
+    ckpt, path = trainer.files.newest_good(warn=lambda m: console.print(f"warning: {m}"))
+    if ckpt["spec"] != trainer.spec.to_dict():
+        raise CheckpointError(f"cannot resume {run_dir}: the data now has a different shape or classes than the checkpoint {path.name}; resume with the run's data settings")
+    try:
+        note = trainer.load_state_dict(ckpt)
+    except (RuntimeError, KeyError, ValueError) as e:
+        raise CheckpointError(f"cannot resume {run_dir}: {path.name} does not fit this model ({str(e).splitlines()[0]})") from None
+    run.reopen(trainer.cfg, ckpt["records"], trainer.state.step)
+    s = trainer.state
+    console.print(f"resuming {run.path} from {path.name}: epoch {s.epoch + 1}, batch {s.batch}, step {s.step}")
+    if note:
+        console.print(f"note: {note}")
+    return run
+
+
+def _requeue(cfg: DictConfig, console: Console) -> bool:
+    """Under SLURM with trainer.requeue=true: put the job back in the queue after the checkpoint."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if not (cfg.trainer.requeue and job):
+        return False
+    try:
+        subprocess.run(["scontrol", "requeue", job], check=True, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as e:
+        console.print(f"warning: scontrol requeue {job} failed ({e}); resubmit the job with resume=auto")
+        return False
+    return True
 
 
 def _fit_overrides(overrides: dict[str, Any]) -> list[str]:

@@ -58,18 +58,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMAND_FUNCS[args.command](args)
     except EmberError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        print(f"{e.label}: {e}", file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
 
 
 def _train(args) -> int:
-    from ember.api import train
-    from ember.config import compose
+    from ember.api import compose_for_resume, train
 
-    train(compose(args.overrides, args.config))
+    train(compose_for_resume(args.overrides, args.config))
     return 0
 
 

@@ -4,6 +4,9 @@
 class EmberError(Exception):
     """A mistake the user can fix: the message says what was wrong and how to fix it."""
 
+    exit_code = 2  # what the CLI exits with
+    label = "error"  # what the CLI prints before the message
+
 
 class ConfigError(EmberError):
     """A bad config key, value or group option."""
@@ -15,3 +18,16 @@ class DataError(EmberError):
 
 class CheckpointError(EmberError):
     """A missing, unreadable or incompatible checkpoint or run directory."""
+
+
+class NonFiniteError(EmberError):
+    """The loss or a gradient became NaN or infinite (trainer.nan_policy=stop)."""
+
+    exit_code = 3
+
+
+class Preempted(EmberError):
+    """A stop signal arrived; a checkpoint was written and the run can be resumed."""
+
+    exit_code = 75  # EX_TEMPFAIL: try again later, which is what a requeued job does
+    label = "preempted"

@@ -3,7 +3,7 @@
     <run>/config.yaml       the fully resolved config
     <run>/spec.json         the DataSpec the model was sized from
     <run>/metrics.jsonl     one JSON record per logged interval and validation
-    <run>/checkpoints/      last.pt, best.pt (atomic writes)
+    <run>/checkpoints/      step-<N>.pt (the newest few), last.pt (= the newest), best.pt
     <run>/model.safetensors final weights of the best model
     <run>/summary.json      status, final metrics, best epoch, wall time, versions
     <run>/tb/               TensorBoard event files (when tensorboard is installed)
@@ -35,6 +35,7 @@ class RunDir:
         self.path = Path(path)
         self.checkpoints = self.path / "checkpoints"
         self._loggers: list = []
+        self.records = 0  # metric records written; a checkpoint remembers it for resume
 
     @classmethod
     def create(cls, cfg: DictConfig, spec: DataSpec) -> "RunDir":
@@ -52,16 +53,35 @@ class RunDir:
         OmegaConf.save(cfg, run.path / "config.yaml", resolve=True)
         run.write_json("spec.json", spec.to_dict())
         run.write_json("summary.json", {"status": "running", "started": time.time()})
-        run._loggers.append(JsonlLogger(run.path / "metrics.jsonl"))
-        if cfg.trainer.tensorboard and tensorboard_available():
-            run._loggers.append(TensorBoardLogger(run.path / "tb"))
+        run._open_loggers(cfg, purge_step=None)
         return run
 
+    def reopen(self, cfg: DictConfig, records: int, step: int) -> None:
+        """Continue writing a run from a checkpoint: keep the first `records` metric records
+        (those logged before the checkpoint), so no step is logged twice."""
+        path = self.path / "metrics.jsonl"
+        lines = path.read_text().splitlines(keepends=True)[:records] if path.exists() else []
+        tmp = self.path / ".metrics.jsonl.tmp"
+        tmp.write_text("".join(lines))
+        os.replace(tmp, path)
+        self.records = len(lines)
+        OmegaConf.save(cfg, self.path / "config.yaml", resolve=True)
+        self.write_json("summary.json", {**self.summary(), "status": "running"})
+        self._open_loggers(cfg, purge_step=step + 1)
+
+    def _open_loggers(self, cfg: DictConfig, purge_step: int | None) -> None:
+        self._loggers.append(JsonlLogger(self.path / "metrics.jsonl"))
+        if cfg.trainer.tensorboard and tensorboard_available():
+            self._loggers.append(TensorBoardLogger(self.path / "tb", purge_step))
+
+    def checkpoint_files(self, keep: int) -> "checkpoint.CheckpointFiles":
+        return checkpoint.CheckpointFiles(self.checkpoints, keep)
+
     @classmethod
-    def open(cls, path: str | Path) -> "RunDir":
+    def open(cls, path: str | Path, key: str = "run") -> "RunDir":
         run = cls(Path(path))
         if not (run.path / "config.yaml").is_file():
-            raise CheckpointError(f"{str(run.path)!r} is not a run directory (no config.yaml); pass run=runs/<name>/<time>")
+            raise CheckpointError(f"{str(run.path)!r} is not a run directory (no config.yaml); pass {key}=runs/<name>/<time>")
         return run
 
     # -- reading --
@@ -81,13 +101,9 @@ class RunDir:
 
     # -- writing --
     def log(self, record: dict) -> None:
+        self.records += 1
         for logger in self._loggers:
             logger.log(record)
-
-    def save_checkpoint(self, name: str, state: dict) -> Path:
-        path = self.checkpoints / name
-        checkpoint.save_atomic(state, path)
-        return path
 
     def save_weights(self, state_dict: dict) -> None:
         from safetensors.torch import save_file

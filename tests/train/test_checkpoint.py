@@ -119,8 +119,10 @@ def test_run_checkpoints_load_with_weights_only(run_dir, name):
     spec = DataSpec.from_dict(ck["spec"])
     model = create_model("mlp", spec, width=ck["config"]["model"]["width"])
     model.load_state_dict(ck["model"])
-    # The file holds no half-written temporaries.
-    assert not [p.name for p in (path / "checkpoints").iterdir() if p.name not in ("last.pt", "best.pt")]
+    # The directory holds the step checkpoints, last.pt, best.pt, and no half-written temporaries.
+    names = {p.name for p in (path / "checkpoints").iterdir()}
+    assert not [n for n in names if n.startswith(".") or n.endswith(".tmp")]
+    assert {"last.pt", "best.pt"} <= names and any(n.startswith("step-") for n in names)
 
 
 def test_last_checkpoint_holds_the_final_state(run_dir):

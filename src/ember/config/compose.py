@@ -30,6 +30,7 @@ CHOICES = {
     "trainer.loss": ("auto", "cross_entropy", "nll", "mse", "l1", "mae", "huber"),
     "trainer.mode": ("auto", "min", "max"),
     "trainer.progress": ("auto", "bar", "lines", "none"),
+    "trainer.nan_policy": ("stop", "skip", "off"),
     "data.split": ("train", "val", "test"),
 }
 
@@ -103,7 +104,7 @@ def check_values(cfg: DictConfig) -> None:
         name = cfg[key].name
         if name not in group_options(key):
             raise ConfigError(f"{key}.name={name!r} is unknown; choose one of: {', '.join(group_options(key))}")
-    positive = ["trainer.grad_accum", "trainer.log_every_n_steps", "trainer.checkpoint_every_n_epochs", "data.batch_size"]
+    positive = ["trainer.grad_accum", "trainer.log_every_n_steps", "trainer.checkpoint_every_n_epochs", "trainer.keep_checkpoints", "trainer.nan_max_skips", "data.batch_size"]
     for key in positive:
         if OmegaConf.select(cfg, key) < 1:
             raise ConfigError(f"{key} must be at least 1, got {OmegaConf.select(cfg, key)}")

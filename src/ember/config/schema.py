@@ -53,6 +53,12 @@ class TrainerConfig:
     mode: str = "auto"  # min | max | auto (max for accuracy-like metrics)
     early_stopping_patience: int = 0  # validations without improvement; 0 disables
     checkpoint_every_n_epochs: int = 1
+    checkpoint_every_n_steps: int = 0  # 0: only at epoch ends
+    checkpoint_every_n_minutes: float = 0.0  # 0: no time-based checkpoints
+    keep_checkpoints: int = 3  # step checkpoints kept (best.pt is kept besides)
+    nan_policy: str = "stop"  # stop | skip | off: what a NaN/Inf loss or gradient does
+    nan_max_skips: int = 10  # nan_policy=skip: stop after this many skipped steps in a row
+    requeue: bool = False  # under SLURM: `scontrol requeue` the job after a preemption checkpoint
     progress: str = "auto"  # auto (bar on a terminal, lines otherwise) | bar | lines | none
     tensorboard: bool = True  # write event files when the tensorboard package is installed
 
@@ -86,6 +92,7 @@ class DataCommon:
     num_workers: int = 0  # DataLoader workers for sources that are not in memory
     shuffle: bool = True
     normalize: bool = True  # standardize inputs with statistics of the train split
+    fast_path: bool = True  # batch in-memory splits by indexing; false: through a DataLoader
     path: Optional[str] = None
     root: Optional[str] = None
     target: Any = None

@@ -24,10 +24,11 @@ class JsonlLogger:
 
 
 class TensorBoardLogger:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, purge_step: int | None = None):
         from torch.utils.tensorboard import SummaryWriter
 
-        self._writer = SummaryWriter(log_dir=str(path))
+        # purge_step: on resume, TensorBoard hides what the killed run logged after its checkpoint.
+        self._writer = SummaryWriter(log_dir=str(path), purge_step=purge_step)
 
     def log(self, record: dict) -> None:
         split = record.get("split", "train")

@@ -67,3 +67,47 @@ def set_rng_state(state: dict) -> None:
 
 def _as_tuples(x):
     return tuple(_as_tuples(i) for i in x) if isinstance(x, (list, tuple)) else x
+
+
+class CheckpointFiles:
+    """The checkpoints of a run: `step-<N>.pt` (the newest K kept), `last.pt` (the newest, a
+    hard link), and `best.pt`. A new file is committed before any old one is deleted."""
+
+    def __init__(self, directory: Path, keep: int):
+        self.dir = Path(directory)
+        self.keep = max(1, keep)
+
+    def steps(self) -> list[Path]:
+        """Step checkpoints, newest first."""
+        return sorted(self.dir.glob("step-*.pt"), reverse=True)
+
+    def save(self, state: dict, step: int) -> Path:
+        path = self.dir / f"step-{step:09d}.pt"
+        save_atomic(state, path)
+        self._link_last(path)
+        for old in self.steps()[self.keep :]:
+            old.unlink(missing_ok=True)
+        return path
+
+    def save_best(self, state: dict) -> None:
+        save_atomic(state, self.dir / "best.pt")
+
+    def _link_last(self, path: Path) -> None:
+        tmp = self.dir / f".last.pt.{os.getpid()}.tmp"
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(path, tmp)
+            os.replace(tmp, self.dir / "last.pt")
+        except OSError:  # a filesystem without hard links: write a copy
+            tmp.unlink(missing_ok=True)
+            save_atomic(load(path), self.dir / "last.pt")
+
+    def newest_good(self, warn) -> tuple[dict, Path]:
+        """The newest checkpoint that loads; `warn(message)` is told about each one that does not."""
+        candidates = self.steps() or ([self.dir / "last.pt"] if (self.dir / "last.pt").exists() else [])
+        for path in candidates:
+            try:
+                return load(path), path
+            except CheckpointError as e:
+                warn(f"{e}; falling back to the previous checkpoint")
+        raise CheckpointError(f"no readable checkpoint in {str(self.dir)!r}; start a new run without resume=")
