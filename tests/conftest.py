@@ -5,10 +5,6 @@ from pathlib import Path
 
 import pytest
 
-# Small MNIST-1D for tests that do not measure accuracy: generation and training take a second.
-SMALL = ["data.num_samples=1000", "trainer.max_epochs=2", "trainer.progress=none"]
-
-
 @pytest.fixture
 def ember_cli(tmp_path):
     """Run `python -m ember ...` in a fresh process from tmp_path, as a user would."""

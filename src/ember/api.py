@@ -22,7 +22,7 @@ from ember.errors import CheckpointError, ConfigError, DataError, Preempted
 from ember.models import count_parameters, create_model
 from ember.run import RunDir, default_run_name
 from ember.track.console import Console
-from ember.train import checkpoint
+from ember.train import checkpoint, distributed
 from ember.train.trainer import Trainer, seed_everything
 
 GROUP_KEYS = ("data", "optim", "sched", "trainer", "run")
@@ -39,25 +39,33 @@ class Result:
     summary: dict = field(default_factory=dict)
 
 
-def train(cfg: DictConfig, console: Console | None = None) -> Result:
+def train(cfg: DictConfig, console: Console | None = None, on_validation=None) -> Result:
     """Train from a composed config (what `ember train` runs).
 
     With `cfg.resume` (a run directory, or `auto`), continue that run from its newest good
     checkpoint with `cfg` as the config; model and data settings must match the run's.
+    `on_validation(epoch, metrics)` is called after every validation; an exception it raises
+    ends the run (tuning's pruner).
     """
-    console = console or Console(cfg.trainer.progress)
+    d = distributed.from_env()
+    # Rank 0 speaks for every process; the others train silently.
+    console = console or (Console(cfg.trainer.progress) if d.is_main else Console("none", stream=open(os.devnull, "w")))
     resume_dir = resume_run_dir(cfg) if cfg.resume else None
     if resume_dir is not None:
         _check_resume_config(resume_dir, cfg, console)
     seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)
     splits = build_data(cfg.data)
     model = create_model(cfg.model.name, splits.spec, **{k: v for k, v in cfg.model.items() if k != "name"})
-    return _run(cfg, model, splits, console, resume_dir)
+    return _run(cfg, model, splits, console, resume_dir, on_validation)
 
 
 def compose_for_resume(overrides: list[str], config_file: str | None = None) -> DictConfig:
     """`ember train resume=DIR [overrides]`: the run's own config, then the new overrides."""
     cfg = compose(overrides, config_file)
+    if not cfg.resume and int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
+        # torchrun restarted the workers after a failure: continue where the last attempt stopped.
+        overrides = [*overrides, f"resume={cfg.run.dir or 'auto'}"]
+        cfg = compose(overrides, config_file)
     if not cfg.resume:
         return cfg
     run_dir = resume_run_dir(cfg)
@@ -123,33 +131,52 @@ def fit(model: nn.Module, train: Any, val: Any = None, test: Any = None, **overr
     return _run(cfg, model, splits, Console(cfg.trainer.progress))
 
 
-def _run(cfg: DictConfig, model: nn.Module, splits: Splits, console: Console, resume_dir: Path | None = None) -> Result:
+def _run(cfg: DictConfig, model: nn.Module, splits: Splits, console: Console, resume_dir: Path | None = None, on_validation=None) -> Result:
     # Everything that can fail on bad input runs before the run directory is created.
-    trainer = Trainer(cfg, model, splits, None, console)
-    if resume_dir is None:
+    trainer = Trainer(cfg, model, splits, None, console, distributed.from_env())
+    trainer.val_hook = on_validation
+    main = trainer.dist.is_main
+    if trainer.dist.enabled:
+        d = trainer.dist
+        console.print(f"{d.world} processes, global batch {cfg.data.batch_size} x {d.world} x {cfg.trainer.grad_accum} = {cfg.data.batch_size * d.world * cfg.trainer.grad_accum}")
+    if resume_dir is not None:
+        run = _resume(trainer, resume_dir, console)
+    elif main:
         run = RunDir.create(cfg, splits.spec)
         trainer.attach(run)
         if splits.indices is not None:
             run.write_json("splits.json", splits.indices)
         console.print(f"run directory: {run.path}")
     else:
-        run = _resume(trainer, resume_dir, console)
-    summary = {**run.summary(), "status": "running", "run_dir": str(run.path), "params": count_parameters(model), "device": str(trainer.device)}
+        run = None  # only rank 0 writes the run directory
+    path = Path(distributed.broadcast(str(run.path) if main else None, trainer.dist))
+    try:
+        return _train_and_record(cfg, trainer, run, path, console, model)
+    finally:
+        distributed.shutdown()
+
+
+def _train_and_record(cfg, trainer: Trainer, run: RunDir | None, path: Path, console: Console, model: nn.Module) -> Result:
+    write = run.write_json if run is not None else (lambda name, obj: None)
+    summary = {**(run.summary() if run else {}), "status": "running", "run_dir": str(path), "params": count_parameters(model), "device": str(trainer.device)}
     try:
         metrics = trainer.fit()
     except BaseException as e:
         status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
-        run.write_json("summary.json", {**summary, "status": status, "error": f"{type(e).__name__}: {e}"})
-        run.close()
+        write("summary.json", {**summary, "status": status, "error": f"{type(e).__name__}: {e}"})
+        if run:
+            run.close()
         raise
     state = trainer.state
     if state.stop_reason.startswith("preempted"):
-        run.write_json("summary.json", {**summary, "status": "preempted", "steps": state.step, "checkpoint": str(trainer.checkpoint_path)})
-        run.close()
-        requeued = _requeue(cfg, console)
-        then = "the job was requeued" if requeued else f"continue with: ember train resume={run.path}"
+        write("summary.json", {**summary, "status": "preempted", "steps": state.step, "checkpoint": str(trainer.checkpoint_path)})
+        if run:
+            run.close()
+        requeued = trainer.dist.is_main and _requeue(cfg, console)
+        then = "the job was requeued" if requeued else f"continue with: ember train resume={path}"
         raise Preempted(f"{state.stop_reason} at step {state.step}; checkpoint {trainer.checkpoint_path}; {then}")
-    run.save_weights(trainer.model.state_dict())
+    if run:
+        run.save_weights(trainer.model.state_dict())
     summary.update(
         status="finished",
         metrics=metrics,
@@ -159,35 +186,67 @@ def _run(cfg: DictConfig, model: nn.Module, splits: Splits, console: Console, re
         steps=state.step,
         stop_reason=state.stop_reason,
         wall_time_s=round(trainer.wall_time, 3),
+        time={
+            "total_s": round(trainer.wall_time, 3),
+            "data_wait_s": round(trainer.meter.total_wait, 3),
+            "eval_s": round(trainer.eval_time, 3),
+        },
+        flops_per_step=trainer.meter.flops_per_step,
+        precision=trainer.precision,
         versions={"ember": ember.__version__, "torch": torch.__version__, "python": platform.python_version()},
         finished=time.time(),
     )
-    run.write_json("summary.json", summary)
-    run.close()
+    write("summary.json", summary)
+    report = None
+    if run:
+        from ember.report import after_training
+
+        report, artifacts = after_training(cfg, path, trainer, console.print)
+        run.close(artifacts)
     if state.stop_reason and state.stop_reason.startswith("early stopping"):
         console.print(state.stop_reason)
+    console.print(_time_report(summary["time"], cfg))
     when = f"best epoch {state.best_epoch} of {state.epoch} by {trainer.monitor}" if trainer.monitor else f"{state.epoch} epochs"
-    console.table(f"{run.path.parent.name}: {when}, {trainer.wall_time:.1f} s", metrics)
+    console.table(f"{path.parent.name}: {when}, {trainer.wall_time:.1f} s", metrics)
     if callable(getattr(trainer.model, "describe", None)):
         console.print(trainer.model.describe())
-    return Result(metrics=metrics, run_dir=run.path, model=trainer.model, best_epoch=state.best_epoch, summary=summary)
+    if report is not None:
+        console.print(f"report: {report}")
+    return Result(metrics=metrics, run_dir=path, model=trainer.model, best_epoch=state.best_epoch, summary=summary)
 
 
-def _resume(trainer: Trainer, run_dir: Path, console: Console) -> RunDir:
+def _time_report(t: dict, cfg: DictConfig) -> str:
+    """Where the time went, and one concrete hint when the loop mostly waited for data."""
+    total = max(t["total_s"], 1e-9)
+    wait, evaluation = t["data_wait_s"] / total, t["eval_s"] / total
+    line = f"time: {total:.1f} s, of which waiting for data {wait:.0%}, validation {evaluation:.0%}"
+    if wait > 0.3:
+        if not cfg.data.get("fast_path", True):
+            line += "; hint: the data is in memory, set data.fast_path=true to batch it by indexing"
+        else:
+            line += f"; hint: the loop is input-bound, raise data.num_workers (now {cfg.data.num_workers})"
+    return line
+
+
+def _resume(trainer: Trainer, run_dir: Path, console: Console) -> RunDir | None:
+    """Every rank loads the newest good checkpoint; rank 0 reopens the run directory for writing."""
     run = RunDir.open(run_dir)
-    trainer.attach(run)
-    ckpt, path = trainer.files.newest_good(warn=lambda m: console.print(f"warning: {m}"))
+    files = run.checkpoint_files(trainer.t.keep_checkpoints)
+    ckpt, path = files.newest_good(warn=lambda m: console.print(f"warning: {m}"))
     if ckpt["spec"] != trainer.spec.to_dict():
         raise CheckpointError(f"cannot resume {run_dir}: the data now has a different shape or classes than the checkpoint {path.name}; resume with the run's data settings")
     try:
         note = trainer.load_state_dict(ckpt)
     except (RuntimeError, KeyError, ValueError) as e:
         raise CheckpointError(f"cannot resume {run_dir}: {path.name} does not fit this model ({str(e).splitlines()[0]})") from None
-    run.reopen(trainer.cfg, ckpt["records"], trainer.state.step)
     s = trainer.state
     console.print(f"resuming {run.path} from {path.name}: epoch {s.epoch + 1}, batch {s.batch}, step {s.step}")
     if note:
         console.print(f"note: {note}")
+    if not trainer.dist.is_main:
+        return None
+    trainer.attach(run)
+    run.reopen(trainer.cfg, ckpt["records"], s.step)
     return run
 
 

@@ -10,6 +10,17 @@ COMMANDS = {
     "eval": "evaluate a run's best checkpoint: ember eval run=DIR [data.split=test]",
     "config": "print the composed config",
     "models": "list the registered models",
+    "summary": "layers, output shapes, parameters, FLOPs and memory of a model: ember summary model=resnet data=digits [depth=2]",
+    "graph": "render a model's autograd graph to SVG and PNG with Graphviz: ember graph model=mlp [out=PATH]",
+    "sample": "write a PNG grid of samples from a vae or diffusion run: ember sample run=DIR [n=16] [seed=0] [out=PATH]",
+    "profile": "profile a few training steps: top operators, data-wait share, a Chrome trace in the run directory",
+    "tune": "hyperparameter search over any config keys (Optuna): ember tune tune.trials=50 tune.sampler=tpe [--status]",
+    "export": "export a run's model with a parity check: ember export run=DIR format=torchscript|onnx|exported|safetensors [batch=dynamic]",
+    "predict": "predict a file with a run or an exported model: ember predict run=DIR input=FILE [output=FILE]",
+    "bench": "inference latency and throughput per backend and batch size: ember bench run=DIR [batch_sizes=1,8,64]",
+    "compress": "int8 quantization or magnitude pruning into a new run: ember compress run=DIR method=dynamic_int8|prune [sparsity=0.5]",
+    "runs": "a table of the runs under DIR (default runs): status, best validation and test metric, time: ember runs [DIR] [--sort METRIC] [--json]",
+    "report": "one self-contained HTML page of a run, or a comparison of several: ember report RUN [RUN ...] [-o FILE]",
 }
 
 OVERRIDES_HELP = """\
@@ -43,9 +54,26 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="command", title="commands")
     for name, text in COMMANDS.items():
         p = sub.add_parser(name, help=text, description=text, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
-        if name in ("train", "config", "eval"):
+        if name in ("train", "config", "eval", "summary", "graph", "profile", "tune"):
             p.add_argument("--config", metavar="FILE", help="a YAML file of config values; overrides on the command line win")
             p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (see below)")
+        if name == "profile":
+            p.add_argument("--steps", type=int, default=10, help="profiled optimizer steps (default 10)")
+            p.add_argument("--warmup", type=int, default=5, help="steps before profiling starts (default 5)")
+        if name == "tune":
+            p.add_argument("--status", action="store_true", help="report on the study (leaderboard, best.yaml) without running trials")
+        if name == "sample":
+            p.add_argument("overrides", nargs="*", metavar="key=value", help="run=DIR, n=, seed=, out=")
+        if name == "runs":
+            p.add_argument("dir", nargs="?", default="runs", metavar="DIR", help="where the runs are (default runs)")
+            p.add_argument("--sort", metavar="METRIC", help="a metric such as val/loss or test/accuracy (best first), or started, duration, status, model, data")
+            p.add_argument("--json", action="store_true", help="every run with every metric as JSON, for scripts")
+        if name == "report":
+            p.add_argument("runs", nargs="+", metavar="RUN", help="run directories; two or more are compared")
+            p.add_argument("-o", "--out", metavar="FILE", help="where to write (default RUN/report.html for one run, ./report.html for several)")
+            p.add_argument("--no-eval", action="store_true", help="skip evaluating the best checkpoint (no confusion matrix or scatter)")
+        if name in SHIP_COMMANDS:
+            p.add_argument("overrides", nargs="*", metavar="key=value", help=SHIP_COMMANDS[name])
     return parser
 
 
@@ -65,10 +93,29 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _profile(args) -> int:
+    from ember.config import compose
+    from ember.track.console import Console
+    from ember.train.profile import profile_run
+
+    profile_run(compose(args.overrides, args.config), Console("lines"), warmup=args.warmup, steps=args.steps)
+    return 0
+
+
 def _train(args) -> int:
+    import os
+
     from ember.api import compose_for_resume, train
 
-    train(compose_for_resume(args.overrides, args.config))
+    cfg = compose_for_resume(args.overrides, args.config)
+    if cfg.trainer.devices > 1 and "WORLD_SIZE" not in os.environ:
+        # trainer.devices=N: the same command in N local processes, started by torchrun itself.
+        import subprocess
+
+        config = ["--config", args.config] if args.config else []
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={cfg.trainer.devices}", "-m", "ember", "train", *config, *args.overrides]
+        return subprocess.call(cmd)
+    train(cfg)
     return 0
 
 
@@ -101,26 +148,77 @@ def _models(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from ember.data.spec import DataSpec
-    from ember.models import MODELS, count_parameters, create_model
+    from ember.models import MODELS, count_parameters, create_model, example_spec
 
-    # Parameter counts at default size, for the data each model is usually trained on.
-    signal = DataSpec(input_shape=(1, 40), task="classification", num_classes=10)
-    scalar = DataSpec(input_shape=(1,), task="regression", target_shape=(1,))
+    # Parameter counts at default size, on the kind of data each model is meant for.
     table = Table(title="models")
-    for col in ("name", "params", "description"):
+    for col in ("name", "params", "data", "description"):
         table.add_column(col, justify="right" if col == "params" else "left")
     for name in MODELS.names():
-        try:
-            params = f"{count_parameters(create_model(name, signal)):,}"
-        except EmberError:
-            params = f"{count_parameters(create_model(name, scalar)):,}"
-        table.add_row(name, params, MODELS.describe(name))
+        spec = example_spec(name)
+        model = create_model(name, spec)
+        shape = "x".join(map(str, spec.input_shape))
+        target = f"{spec.num_classes} classes" if spec.task == "classification" else "x".join(map(str, spec.target_shape))
+        data = f"{shape} (generative)" if callable(getattr(model, "loss", None)) else f"{shape} -> {target}"
+        table.add_row(name, f"{count_parameters(model):,}", data, MODELS.describe(name))
     Console().print(table)
     return 0
 
 
-COMMAND_FUNCS = {"train": _train, "eval": _eval, "config": _config, "models": _models}
+def _summary(args) -> int:
+    from ember.summary import summary_command
+
+    return summary_command(args.overrides, args.config)
+
+
+def _graph(args) -> int:
+    from ember.graph import graph_command
+
+    return graph_command(args.overrides, args.config)
+
+
+def _tune(args) -> int:
+    from ember.tune import tune_command
+
+    return tune_command(args.overrides, args.config, status=args.status)
+
+
+def _sample(args) -> int:
+    from ember.models.sample import sample_command
+
+    return sample_command(args.overrides)
+
+
+# export, predict, bench, compress: options they take; the commands live in ember.export.
+SHIP_COMMANDS = {
+    "export": "run=DIR format=torchscript|onnx|exported|safetensors, batch=dynamic|N, out=PATH, atol=, rtol=, samples=",
+    "predict": "run=DIR (or an exported file), input=FILE|FOLDER, output=FILE (.csv, .npy, .npz, .json), batch_size=",
+    "bench": "run=DIR (or model=... data=...), batch_sizes=1,8,64, backends=eager,compile,torchscript,onnxruntime, iters=, warmup=, seconds=, threads=, out=",
+    "compress": "run=DIR, method=dynamic_int8|prune, sparsity=0.5, epochs=1, out=DIR, config overrides for the fine-tuning",
+}
+
+
+def _ship(args) -> int:
+    import importlib
+
+    module = importlib.import_module(f"ember.export.{args.command}")
+    return getattr(module, f"{args.command}_command")(args.overrides)
+
+
+def _runs(args) -> int:
+    from ember.report.runs import runs_command
+
+    return runs_command(args)
+
+
+def _report(args) -> int:
+    from ember.report import report_command
+
+    return report_command(args)
+
+
+COMMAND_FUNCS = {"runs": _runs, "report": _report, "profile": _profile, "train": _train, "eval": _eval, "config": _config, "models": _models, "summary": _summary, "graph": _graph, "sample": _sample, "tune": _tune}
+COMMAND_FUNCS.update({name: _ship for name in SHIP_COMMANDS})
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ class Registry:
         self.kind = kind  # "model" or "data", used in messages and as the config group
         self._builders: dict[str, Callable] = {}
         self._base_defaults: dict[str, dict[str, Any]] = {}
+        self._schemas: dict[tuple, type] = {}
 
     def register(self, name: str, **base_defaults: Any) -> Callable[[Callable], Callable]:
         """`base_defaults` change the defaults of the base schema's fields for this entry only."""
@@ -60,6 +61,12 @@ class Registry:
 
     def config_schema(self, name: str, base: type | None = None) -> type:
         """A dataclass whose fields are `name` (plus `base`'s fields) and the builder's options."""
+        key = (name, base)
+        if key not in self._schemas:  # built once: compose() asks for it on every call
+            self._schemas[key] = self._make_schema(name, base)
+        return self._schemas[key]
+
+    def _make_schema(self, name: str, base: type | None) -> type:
         # Redefining `name` in the subclass gives the base's field this option's default.
         fields: list[tuple] = [("name", str, dataclasses.field(default=name))]
         for key, value in self._base_defaults[name].items():

@@ -6,7 +6,11 @@
     <run>/checkpoints/      step-<N>.pt (the newest few), last.pt (= the newest), best.pt
     <run>/model.safetensors final weights of the best model
     <run>/summary.json      status, final metrics, best epoch, wall time, versions
-    <run>/tb/               TensorBoard event files (when tensorboard is installed)
+    <run>/tb/               TensorBoard event files (track=[tensorboard], the default)
+    <run>/metrics.csv       the records as a table (track=[csv])
+    <run>/track.json        this run's ids in MLflow and W&B (track=[mlflow], [wandb])
+    <run>/wandb/            W&B's files of the run (track=[wandb])
+    <run>/report.html       curves, evaluation, config and environment on one offline page
 
 Every file written during training goes through RunDir, so a later multi-process run can make
 rank 0 the only writer in one place.
@@ -14,6 +18,8 @@ rank 0 the only writer in one place.
 
 import json
 import os
+import platform
+import socket
 import time
 from datetime import datetime
 from pathlib import Path
@@ -22,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ember.data.spec import DataSpec
 from ember.errors import CheckpointError, ConfigError
-from ember.track import JsonlLogger, TensorBoardLogger, tensorboard_available
+from ember.track import JsonlLogger, TrackContext, open_trackers
 from ember.train import checkpoint
 
 
@@ -36,6 +42,7 @@ class RunDir:
         self.checkpoints = self.path / "checkpoints"
         self._loggers: list = []
         self.records = 0  # metric records written; a checkpoint remembers it for resume
+        self.warn = None  # where tracker warnings go (a callable taking one line); default stderr
 
     @classmethod
     def create(cls, cfg: DictConfig, spec: DataSpec) -> "RunDir":
@@ -52,7 +59,7 @@ class RunDir:
         run.checkpoints.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, run.path / "config.yaml", resolve=True)
         run.write_json("spec.json", spec.to_dict())
-        run.write_json("summary.json", {"status": "running", "started": time.time()})
+        run.write_json("summary.json", {"status": "running", "started": time.time(), **_process(), "environment": environment()})
         run._open_loggers(cfg, purge_step=None)
         return run
 
@@ -66,13 +73,17 @@ class RunDir:
         os.replace(tmp, path)
         self.records = len(lines)
         OmegaConf.save(cfg, self.path / "config.yaml", resolve=True)
-        self.write_json("summary.json", {**self.summary(), "status": "running"})
-        self._open_loggers(cfg, purge_step=step + 1)
+        self.write_json("summary.json", {**self.summary(), "status": "running", **_process()})
+        self._open_loggers(cfg, purge_step=step + 1, kept=self.metrics())
 
-    def _open_loggers(self, cfg: DictConfig, purge_step: int | None) -> None:
+    def _open_loggers(self, cfg: DictConfig, purge_step: int | None, kept: list[dict] | None = None) -> None:
         self._loggers.append(JsonlLogger(self.path / "metrics.jsonl"))
-        if cfg.trainer.tensorboard and tensorboard_available():
-            self._loggers.append(TensorBoardLogger(self.path / "tb", purge_step))
+        names = list(cfg.get("track") or [])
+        if not cfg.trainer.get("tensorboard", True):  # the older switch, still honoured
+            names = [n for n in names if n != "tensorboard"]
+        ctx = TrackContext(self.path, cfg, default_run_name(cfg), kept=kept, purge_step=purge_step)
+        kwargs = {"warn": self.warn} if self.warn else {}
+        self._loggers += open_trackers(names, ctx, **kwargs)
 
     def checkpoint_files(self, keep: int) -> "checkpoint.CheckpointFiles":
         return checkpoint.CheckpointFiles(self.checkpoints, keep)
@@ -117,7 +128,35 @@ class RunDir:
         tmp.write_text(json.dumps(obj, indent=2) + "\n")
         os.replace(tmp, self.path / name)
 
-    def close(self) -> None:
+    def close(self, artifacts: dict | None = None) -> None:
+        """End the loggers; trackers get the final summary and `artifacts` (name: Path or text)."""
+        summary = self.summary()
         for logger in self._loggers:
+            finish = getattr(logger, "finish", None)
+            if finish is not None:
+                finish(summary, artifacts or {})
             logger.close()
         self._loggers = []
+
+
+def _process() -> dict:
+    """Who writes the run, so `ember runs` can tell a live run from one whose process died."""
+    return {"pid": os.getpid(), "host": socket.gethostname()}
+
+
+def environment() -> dict:
+    import torch
+
+    import ember
+
+    env = {
+        "ember": ember.__version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+    }
+    if torch.cuda.is_available():
+        env["cuda"] = torch.version.cuda
+        env["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return env

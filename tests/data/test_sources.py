@@ -1,9 +1,9 @@
-import torch
 import pytest
+import torch
 
 from ember.config import compose
-from ember.data import SPLIT_SEED, build_data, list_data, load_data
-from ember.data.loaders import TensorData, TensorLoader
+from ember.data import build_data, list_data, load_data
+from ember.data.loaders import EpochLoader, TensorData
 from ember.errors import ConfigError
 
 
@@ -33,7 +33,8 @@ def test_validation_split_is_fixed_and_disjoint():
     a = build_data(compose(["data.num_samples=1000", "trainer.seed=1"]).data)
     b = build_data(compose(["data.num_samples=1000", "trainer.seed=2"]).data)
     assert torch.equal(a.val.x, b.val.x)  # does not move with the training seed
-    assert SPLIT_SEED == 0
+    c = build_data(compose(["data.num_samples=1000", "data.split_seed=1"]).data)
+    assert not torch.equal(a.val.x, c.val.x)  # data.split_seed moves it
     rows = {tuple(r.tolist()) for r in a.train.x.flatten(1)}
     assert not any(tuple(r.tolist()) in rows for r in a.val.x.flatten(1))
     assert build_data(compose(["data.num_samples=1000", "data.val_fraction=0"]).data).val is None
@@ -51,19 +52,38 @@ def test_tutorial_sources():
     sine = load_data("sine", num_samples=200)
     assert torch.allclose(sine.train.y, torch.sin(sine.train.x))
     assert sine.train.x.min() == -torch.pi and sine.spec.mean is None  # not normalized
-    assert list_data() == ["linear", "mnist1d", "sine"]
+    assert {"linear", "mnist1d", "sine", "csv", "parquet", "numpy", "hdf5", "gridded", "imagefolder", "cifar10", "cifar100", "mnist", "fashion_mnist", "audio", "digits", "wine", "breast_cancer", "diabetes", "spirals", "lorenz96", "burgers"} == set(list_data())
 
 
-def test_tensor_loader_visits_every_sample_once_per_epoch_in_a_new_order():
+def test_epoch_loader_visits_every_sample_once_per_epoch_in_a_new_order():
     data = TensorData(torch.arange(10).float().unsqueeze(1), torch.arange(10))
-    loader = TensorLoader(data, batch_size=3, shuffle=True, generator=torch.Generator().manual_seed(0))
+    loader = EpochLoader(data, batch_size=3, shuffle=True, seed=0)
     assert len(loader) == 4
-    epochs = [torch.cat([y for _, y in loader]) for _ in range(2)]
+
+    def epoch(e, start=0):
+        loader.set_epoch(e, start)
+        return torch.cat([y for _, y in loader])
+
+    epochs = [epoch(0), epoch(1)]
     for e in epochs:
         assert sorted(e.tolist()) == list(range(10))
     assert not torch.equal(epochs[0], epochs[1])
-    ordered = torch.cat([y for _, y in TensorLoader(data, 4, shuffle=False)])
-    assert ordered.tolist() == list(range(10))
+    # The order is a function of (seed, epoch): the same epoch again, or from its second batch.
+    assert torch.equal(epoch(1), epochs[1]) and torch.equal(epoch(1, start=1), epochs[1][3:])
+    ordered = EpochLoader(data, 4, shuffle=False)
+    ordered.set_epoch(0)
+    assert torch.cat([y for _, y in ordered]).tolist() == list(range(10))
+
+
+def test_fast_path_and_dataloader_path_give_the_same_batches():
+    data = TensorData(torch.randn(50, 3), torch.arange(50))
+    fast, slow = EpochLoader(data, 8, shuffle=True, seed=5), EpochLoader(data, 8, shuffle=True, seed=5, fast=False)
+    assert fast.fast and not slow.fast
+    for e in range(2):
+        fast.set_epoch(e, 2)
+        slow.set_epoch(e, 2)
+        for (xa, ya), (xb, yb) in zip(fast, slow, strict=True):
+            assert torch.equal(xa, xb) and torch.equal(ya, yb)
 
 
 def test_tensor_data_checks_lengths():

@@ -18,20 +18,23 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ember.config.schema import DataCommon, EmberConfig, OptimConfig
+from ember.config.schema import DataCommon, EmberConfig, ModelCommon, OptimConfig
 from ember.errors import ConfigError
 
 CONF_DIR = Path(__file__).parent / "conf"
 GROUPS = ("model", "data", "optim", "sched", "trainer", "experiment")
+# Keys that hold open dictionaries: any key may be set below them.
+OPEN_KEYS = ("tune.space", "tune.sampler_args", "tune.pruner_args")
 
 # Keys whose values come from a fixed set (optim.name and sched.name: their groups' options).
 CHOICES = {
-    "trainer.precision": ("fp32", "bf16", "fp16"),
+    "trainer.precision": ("auto", "fp32", "bf16", "fp16"),
     "trainer.loss": ("auto", "cross_entropy", "nll", "mse", "l1", "mae", "huber"),
     "trainer.mode": ("auto", "min", "max"),
     "trainer.progress": ("auto", "bar", "lines", "none"),
     "trainer.nan_policy": ("stop", "skip", "off"),
     "data.split": ("train", "val", "test"),
+    "data.nan": ("error", "drop"),
 }
 
 
@@ -51,20 +54,30 @@ def group_options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
+# (group, name) already in Hydra's ConfigStore: storing a schema costs milliseconds, and compose()
+# runs for every command and every ember.fit call, so each is stored once per process.
+_STORED: set[tuple[str, str]] = set()
+
+
 def _register_schemas() -> None:
     from ember.data import DATA
     from ember.models import MODELS
-
     from ember.train.optim import OPTIMIZERS
 
     cs = ConfigStore.instance()
-    cs.store(name="ember_schema", node=EmberConfig)
+
+    def store(group: str, name: str, node) -> None:
+        if (group, name) not in _STORED:
+            cs.store(group=group or None, name=name, node=node())
+            _STORED.add((group, name))
+
+    store("", "ember_schema", lambda: EmberConfig)
     for name, (_, defaults) in OPTIMIZERS.items():
-        cs.store(group="optim", name=name, node=OmegaConf.merge(OptimConfig(), {"name": name, **defaults}))
+        store("optim", name, lambda: OmegaConf.merge(OptimConfig(), {"name": name, **defaults}))
     for name in MODELS.names():
-        cs.store(group="model", name=name, node=MODELS.config_schema(name))
+        store("model", name, lambda: MODELS.config_schema(name, base=ModelCommon))
     for name in DATA.names():
-        cs.store(group="data", name=name, node=DATA.config_schema(name, base=DataCommon))
+        store("data", name, lambda: DATA.config_schema(name, base=DataCommon))
 
 
 def compose(overrides: Iterable[str] = (), config_file: str | Path | None = None) -> DictConfig:
@@ -77,6 +90,8 @@ def compose(overrides: Iterable[str] = (), config_file: str | Path | None = None
     # `+key=value` is Hydra's "add a key"; here it sets or adds (`++`), and check_keys below still
     # rejects a key that no schema declares, so `+` cannot smuggle in a typo.
     overrides = [("+" + o if re.match(r"\+[^+=]*\.", o) else o) for o in overrides]
+    # Open dictionaries (a tuning space, sampler arguments) take new keys without a `+`.
+    overrides = [("++" + o.lstrip("+") if o.lstrip("+").startswith(OPEN_KEYS) else o) for o in overrides]
     _register_schemas()
     GlobalHydra.instance().clear()
     try:
@@ -97,6 +112,12 @@ def check_values(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if value is not None and value not in choices:
             raise ConfigError(f"{key}={value!r} is not a valid choice; choose one of: {', '.join(choices)}")
+    from ember.track import TRACKERS
+
+    for name in cfg.get("track") or []:
+        if name not in TRACKERS:
+            hint = difflib.get_close_matches(str(name), TRACKERS, n=1)
+            raise ConfigError(f"track: unknown tracker {name!r}; {'did you mean ' + hint[0] + '? ' if hint else ''}choose from: {', '.join(TRACKERS)} (for example track=[tensorboard,csv])")
     device = cfg.trainer.device
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
         raise ConfigError(f"trainer.device={device!r} is not a device; use auto, cpu, cuda, cuda:N or mps")
@@ -152,7 +173,7 @@ def check_keys(cfg: DictConfig, overrides: list[str]) -> None:
     from ember.data import DATA
     from ember.models import MODELS
 
-    schemas = {"model": MODELS.config_schema(cfg.model.name), "data": DATA.config_schema(cfg.data.name, base=DataCommon)}
+    schemas = {"model": MODELS.config_schema(cfg.model.name, base=ModelCommon), "data": DATA.config_schema(cfg.data.name, base=DataCommon)}
     for name, node in cfg.items():
         if name not in EmberConfig.__dataclass_fields__:
             raise ConfigError(_unknown_key_message(str(name), overrides))
@@ -200,6 +221,10 @@ def file_overrides(path: str | Path) -> list[str]:
     for key, value in content.items():
         if key in GROUPS and isinstance(value, str):
             out.insert(0, f"{key}={value}")  # group selections first, values after
+        elif key in GROUPS and isinstance(value, dict) and isinstance(value.get("name"), str):
+            # A saved config.yaml: `model: {name: mlp, width: 64}` selects mlp, then sets its keys.
+            out.insert(0, f"{key}={value['name']}")
+            out += [f"{k}={override_value(v)}" for k, v in _flatten(key, {k: v for k, v in value.items() if k != "name"})]
         else:
             out += [f"{k}={override_value(v)}" for k, v in _flatten(key, value)]
     return out

@@ -39,10 +39,14 @@ class TrainerConfig:
     max_epochs: int = 10
     max_steps: int = -1  # optimizer steps; -1 means no limit
     device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:1 | mps
-    precision: str = "fp32"  # fp32 | bf16 | fp16
+    precision: str = "auto"  # auto (bf16 on GPUs that support it, else fp32) | fp32 | bf16 | fp16
     seed: int = 0
     deterministic: bool = False
     compile: bool = False
+    cuda_graphs: bool = False  # CUDA only: torch.compile(mode="reduce-overhead") for static shapes
+    tf32: bool = True  # CUDA: TF32 matmuls and convolutions
+    channels_last: bool = True  # CUDA: channels-last memory format for 2-D conv nets
+    measure_flops: bool = True  # count FLOPs once and log model FLOP utilization (mfu)
     loss: str = "auto"  # auto | cross_entropy | nll | mse | l1 (= mae) | huber
     label_smoothing: float = 0.0
     grad_accum: int = 1  # micro-batches per optimizer step
@@ -59,8 +63,10 @@ class TrainerConfig:
     nan_policy: str = "stop"  # stop | skip | off: what a NaN/Inf loss or gradient does
     nan_max_skips: int = 10  # nan_policy=skip: stop after this many skipped steps in a row
     requeue: bool = False  # under SLURM: `scontrol requeue` the job after a preemption checkpoint
+    devices: int = 1  # > 1: start that many local processes through torchrun (DDP)
+    dist_timeout: float = 1800.0  # seconds a rank waits in a collective before it is an error
     progress: str = "auto"  # auto (bar on a terminal, lines otherwise) | bar | lines | none
-    tensorboard: bool = True  # write event files when the tensorboard package is installed
+    tensorboard: bool = True  # false drops tensorboard from `track` (the older switch)
 
 
 @dataclass(kw_only=True)
@@ -68,6 +74,30 @@ class RunConfig:
     root: str = "runs"
     name: Optional[str] = None  # experiment name; default "<data>-<model>"
     dir: Optional[str] = None  # exact run directory; default <root>/<name>/<timestamp>
+    report: bool = True  # write report.html in the run directory at the end of training
+    mlflow_uri: Optional[str] = None  # track=[mlflow]: server URL or store URI; default MLFLOW_TRACKING_URI, else sqlite <root>/mlflow.db
+    wandb_project: Optional[str] = None  # track=[wandb]: the W&B project; default "ember"
+
+
+@dataclass(kw_only=True)
+class TuneConfig:
+    """`ember tune`: a study of trials, each a normal run with some keys drawn from `space`."""
+
+    metric: str = "val/loss"  # validation metric the study optimizes: val/loss, val/accuracy, ...
+    direction: str = "auto"  # auto (maximize accuracy-like metrics, minimize the rest) | minimize | maximize
+    trials: int = 20  # trials the study runs in all, counted over every worker and every rerun
+    sampler: str = "tpe"  # grid | random | tpe | gp | cmaes | qmc | pso
+    sampler_args: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the sampler
+    pruner: str = "median"  # none | median | successive_halving | hyperband
+    pruner_args: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the pruner
+    jobs: int = 1  # trials at once on this machine, each worker its own process
+    storage: Optional[str] = None  # default: study.db (SQLite) in the study directory; or postgresql://..., a .journal file
+    name: Optional[str] = None  # study name; default <experiment>-<hash of the config>, so a rerun resumes
+    space: dict[str, Any] = field(default_factory=dict)  # key: {type: float|int|categorical, low, high, log, step, choices}
+    seed: int = 0  # seed of the sampler
+    timeout: float = 0.0  # seconds after which no new trial starts; 0: no limit
+    heartbeat: int = 60  # seconds between heartbeats of a running trial; silent for 2x that: failed and retried
+    retries: int = 2  # times a trial whose worker died is retried
 
 
 @dataclass(kw_only=True)
@@ -78,6 +108,8 @@ class EmberConfig:
     sched: SchedConfig = field(default_factory=SchedConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
+    track: list[str] = field(default_factory=lambda: ["tensorboard"])  # any of tensorboard, mlflow, wandb, csv; metrics.jsonl is always written
     resume: Optional[str] = None
 
 
@@ -88,11 +120,27 @@ class DataCommon:
     batch_size: int = 64
     eval_batch_size: Optional[int] = None  # default: 4 x batch_size
     val_fraction: float = 0.1  # carved from train when the source has no validation split
+    test_fraction: float = 0.2  # carved from train when the source has no test split
+    split_seed: int = 0  # seed of the carved splits; apart from trainer.seed so runs share them
+    stratify: bool = True  # carve classification splits with each class in proportion
     split: str = "test"  # split that `ember eval` evaluates
-    num_workers: int = 0  # DataLoader workers for sources that are not in memory
+    num_workers: int = 0  # DataLoader workers for sources that are not in memory (file-backed: CPU count - 1)
     shuffle: bool = True
     normalize: bool = True  # standardize inputs with statistics of the train split
+    nan: str = "error"  # error | drop: what samples holding NaN or Inf do
+    augment: list[str] = field(default_factory=list)  # training-batch augmentations: flip, crop, noise, roll
+    crop_padding: int = 4  # augment=crop: zero padding before the random crop
+    noise_std: float = 0.05  # augment=noise: std of the Gaussian noise
+    max_shift: int = 8  # augment=roll: largest circular shift along the last dimension
     fast_path: bool = True  # batch in-memory splits by indexing; false: through a DataLoader
     path: Optional[str] = None
     root: Optional[str] = None
     target: Any = None
+
+
+# Keys every model understands, beside its builder's own keyword arguments (ember.models.transfer).
+@dataclass(kw_only=True)
+class ModelCommon:
+    name: str
+    init: Optional[str] = None  # start from these weights: a run directory, a .pt checkpoint or a .safetensors file
+    freeze: list[str] = field(default_factory=list)  # parameter-name prefixes to leave untrained, e.g. [stem,stages.0]

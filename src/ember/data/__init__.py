@@ -9,14 +9,13 @@ To add a source, write a function in a module of this package:
 arguments become `data.my_option` config keys with their types and defaults.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Optional
+from typing import Any
 
-import torch
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 
-from ember.config.schema import DataCommon
-from ember.data.loaders import TensorData, TensorLoader, make_loader
+from ember.data.loaders import EpochLoader, TensorData
 from ember.data.spec import DataSpec
 from ember.errors import ConfigError
 from ember.registry import Registry
@@ -25,23 +24,20 @@ DATA = Registry("data")
 register_data = DATA.register
 list_data = DATA.names
 
-# The validation split carved from train must not change with trainer.seed, or runs that
-# differ only in their seed would be compared on different data.
-SPLIT_SEED = 0
-
 
 @dataclass
 class Splits:
     train: Dataset | TensorData
     spec: DataSpec
-    val: Optional[Dataset | TensorData] = None
-    test: Optional[Dataset | TensorData] = None
+    val: Dataset | TensorData | None = None
+    test: Dataset | TensorData | None = None
     # Batch-level augmentation of training batches, applied by the trainer on the training
     # device: augment(x, y) -> (x, y). None for no augmentation.
-    augment: Optional[Callable] = None
-    # Sample indices of each split in the source, saved as splits.json in the run directory so a
-    # later evaluation uses the same test set. None where the source has fixed splits.
-    indices: Optional[dict[str, list[int]]] = None
+    augment: Callable | None = None
+    # Source rows of each split carved by build_data (and of train, when a builder dropped rows),
+    # saved as splits.json in the run directory so a later evaluation can be checked against the
+    # same held-out samples. None where the source's splits are all fixed.
+    indices: dict[str, list[int]] | None = None
 
     def get(self, split: str):
         if split not in ("train", "val", "test"):
@@ -50,14 +46,21 @@ class Splits:
 
 
 def build_data(cfg: Any) -> Splits:
-    """Build the splits named by a `data` config node: carve validation, then normalize."""
+    """Build the splits named by a `data` config node: carve test and validation, normalize.
+
+    Everything that can fail on bad data fails here, before a run directory exists.
+    """
     builder = DATA.get(cfg.name)
     options = {k: cfg[k] for k in DATA.options(cfg.name)}
     splits = builder(cfg, **options)
-    if splits.val is None and cfg.val_fraction > 0:
-        splits = _carve_val(splits, cfg.val_fraction)
-    if cfg.normalize and isinstance(splits.train, TensorData) and splits.train.x.is_floating_point():
-        splits = _normalize(splits)
+    check_nonempty(splits, cfg.name)
+    splits = carve(splits, cfg.test_fraction, cfg.val_fraction, cfg.split_seed, cfg.stratify)
+    check_nonempty(splits, cfg.name)
+    if cfg.normalize:
+        splits = normalize(splits)
+    augment = build_augment(cfg.augment, cfg.crop_padding, cfg.noise_std, cfg.max_shift)
+    if augment is not None:
+        splits = replace(splits, augment=augment)
     return splits
 
 
@@ -75,33 +78,11 @@ def _override_value(v: Any) -> str:
     return override_value(v)
 
 
-def _carve_val(splits: Splits, fraction: float) -> Splits:
-    n = len(splits.train)
-    n_val = int(round(n * fraction))
-    if not 0 < n_val < n:
-        raise ConfigError(f"data.val_fraction={fraction} leaves no train or no validation sample out of {n}; use a value in (0, 1) or 0 to skip validation")
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(SPLIT_SEED))
-    val_idx, train_idx = order[:n_val], order[n_val:]
-    if isinstance(splits.train, TensorData):
-        return replace(splits, train=splits.train.subset(train_idx), val=splits.train.subset(val_idx))
-    return replace(splits, train=Subset(splits.train, train_idx.tolist()), val=Subset(splits.train, val_idx.tolist()))
+# After Splits and register_data: the modules below import them.
+# Importing the source modules registers them. Each imports its heavy library (pandas, h5py,
+# xarray, ...) only when it builds, so `ember --help` and the other sources do not pay for it.
+from ember.data import arrays, audio, builtin, gridded, hdf5, images, physics, synthetic, tabular  # noqa: F401
+from ember.data.augment import build_augment
+from ember.data.splits import carve, check_nonempty, normalize
 
-
-def _normalize(splits: Splits) -> Splits:
-    """Standardize inputs per channel (dim 1) with statistics of the train split only."""
-    x = splits.train.x
-    dims = [d for d in range(x.ndim) if d != 1] if x.ndim > 1 else [0]
-    mean = x.mean(dim=dims, keepdim=True)
-    std = x.std(dim=dims, keepdim=True).clamp_min(1e-8)
-
-    def apply(d: TensorData | None) -> TensorData | None:
-        return None if d is None else TensorData((d.x - mean) / std, d.y)
-
-    spec = replace(splits.spec, mean=mean.flatten().tolist(), std=std.flatten().tolist())
-    return Splits(train=apply(splits.train), val=apply(splits.val), test=apply(splits.test), spec=spec)
-
-
-# Importing the source modules registers them.
-from ember.data import synthetic  # noqa: E402,F401
-
-__all__ = ["DATA", "DataSpec", "Splits", "TensorData", "TensorLoader", "build_data", "list_data", "load_data", "make_loader", "register_data"]
+__all__ = ["DATA", "DataSpec", "Splits", "EpochLoader", "TensorData", "build_data", "list_data", "load_data", "register_data"]

@@ -1,13 +1,19 @@
-"""Datasets held as tensors, and the loader that batches them by indexing.
+"""Datasets held as tensors, and the one loader that batches every split: EpochLoader.
 
 Indexing a tensor with a batch of indices is one gather; a DataLoader over a TensorDataset calls
 __getitem__ once per sample and then collates, which dominates small models' step time.
+Datasets read from files (`reads_batches = True`, see lazy.py) get whole batches of indices
+in block-shuffled order, so that a batch is a few contiguous reads.
+
+The order of epoch e is a pure function of (seed, e), as with DistributedSampler's set_epoch: a
+resumed run needs only the epoch and the batch index to continue with the same batches.
 """
 
+import os
 from dataclasses import dataclass
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 
 @dataclass
@@ -34,47 +40,148 @@ class TensorData:
         return TensorData(self.x.to(device), self.y.to(device))
 
 
-class TensorLoader:
-    """Yields (x, y) batches of a TensorData; reshuffles each epoch from its own generator."""
+def default_workers() -> int:
+    """DataLoader workers for file-backed sources: one per core, one core left to the trainer."""
+    return max(0, min(8, (os.cpu_count() or 1) - 1))
 
-    def __init__(self, data: TensorData, batch_size: int, shuffle: bool, generator: torch.Generator | None = None):
-        self.data = data
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.generator = generator
+
+class BlockBatchSampler(Sampler):
+    """Batches of indices for file-backed data: shuffled at the level of contiguous blocks.
+
+    Each batch is `reads_per_batch` blocks of neighbouring indices, so reading it costs that
+    many reads instead of one per sample. Block boundaries move with a random phase every
+    epoch and blocks are drawn in random order, so batches differ from epoch to epoch.
+    The order of epoch e depends only on (seed, e), like the trainer's in-memory order.
+    """
+
+    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int = 0, reads_per_batch: int = 4):
+        self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
+        self.block = max(1, batch_size // reads_per_batch)
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
 
     def __len__(self) -> int:
-        return -(-len(self.data) // self.batch_size)
+        return (self.n + self.batch_size - 1) // self.batch_size
+
+    def order(self) -> torch.Tensor:
+        if not self.shuffle:
+            return torch.arange(self.n)
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) % 2**63)
+        phase = int(torch.randint(self.block, (), generator=g))
+        edges = torch.tensor([0, *range(phase or self.block, self.n, self.block), self.n])
+        starts, lengths = edges[:-1], edges.diff()
+        perm = torch.randperm(len(starts), generator=g)
+        # Whole blocks first, the short ones at the two edges last, so batches (a multiple of
+        # the block) start on block boundaries.
+        perm = torch.cat([perm[lengths[perm] == self.block], perm[lengths[perm] != self.block]])
+        starts, lengths = starts[perm], lengths[perm]
+        # Block k's indices are starts[k] + 0..lengths[k]-1, laid end to end in the new order.
+        offset = torch.arange(self.n) - torch.repeat_interleave(lengths.cumsum(0) - lengths, lengths)
+        return torch.repeat_interleave(starts, lengths) + offset
+
+    def batches(self):
+        order = self.order()
+        for b in range(self.start, len(self)):
+            yield order[b * self.batch_size : (b + 1) * self.batch_size]
 
     def __iter__(self):
-        n = len(self.data)
-        if self.shuffle:
-            order = torch.randperm(n, generator=self.generator).to(self.data.x.device)
-            for start in range(0, n, self.batch_size):
-                idx = order[start : start + self.batch_size]
-                yield self.data.x[idx], self.data.y[idx]
-        else:  # contiguous slices are views: no copy at all
-            for start in range(0, n, self.batch_size):
-                yield self.data.x[start : start + self.batch_size], self.data.y[start : start + self.batch_size]
+        # A trainer may set the epoch; used alone (a plain DataLoader), each pass is a new epoch.
+        yield from (idx.tolist() for idx in self.batches())
+        self.epoch, self.start = self.epoch + 1, 0
 
 
-def make_loader(
-    data: Dataset | TensorData,
-    batch_size: int,
-    shuffle: bool,
-    generator: torch.Generator | None = None,
-    num_workers: int = 0,
-    pin_memory: bool = False,
-):
-    """The fast path for in-memory tensors, a DataLoader for everything else."""
-    if isinstance(data, TensorData):
-        return TensorLoader(data, batch_size, shuffle, generator)
-    return DataLoader(
-        data,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        generator=generator,
-        num_workers=num_workers,
-        pin_memory=pin_memory,
-        persistent_workers=num_workers > 0,
-    )
+def epoch_order(n: int, shuffle: bool, seed: int, epoch: int) -> torch.Tensor:
+    if not shuffle:
+        return torch.arange(n)
+    g = torch.Generator().manual_seed((seed * 1_000_003 + epoch) % 2**63)
+    return torch.randperm(n, generator=g)
+
+
+class EpochBatchSampler(Sampler):
+    """Index batches of one epoch's order, starting at batch `start` (set by `set_epoch`).
+
+    With several processes (`world` > 1), global batch b is `batch_size * world` consecutive
+    indices of the order and rank r takes the r-th slice of it, so the ranks together train on
+    exactly the batches one process would with `batch_size * world`. The order is padded by
+    wrapping around so every rank gets the same number of full batches (no hang at epoch end).
+    """
+
+    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int, rank: int = 0, world: int = 1):
+        self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
+        self.rank, self.world = rank, world
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def __len__(self) -> int:
+        return -(-self.n // (self.batch_size * self.world))
+
+    def batches(self, order: torch.Tensor | None = None):
+        if order is None:
+            order = epoch_order(self.n, self.shuffle, self.seed, self.epoch)
+        span = self.batch_size * self.world
+        if self.world > 1 and self.n % span:
+            order = order.repeat(span // self.n + 2)[: len(self) * span]
+        lo, hi = self.rank * self.batch_size, (self.rank + 1) * self.batch_size
+        for b in range(self.start, len(self)):
+            yield order[b * span : (b + 1) * span][lo:hi] if self.world > 1 else order[b * span : (b + 1) * span]
+
+    def __iter__(self):
+        return (idx.tolist() for idx in self.batches())
+
+
+class EpochLoader:
+    """Batches of a split for one epoch at a time: `set_epoch(e, start)`, then iterate.
+
+    In-memory TensorData is batched by indexing (one gather per batch, no per-sample
+    __getitem__ and collate); anything else goes through a DataLoader with this batch order.
+    `len()` is the full epoch's batch count, whatever the start.
+    """
+
+    def __init__(self, data: Dataset | TensorData, batch_size: int, shuffle: bool, seed: int = 0, num_workers: int = 0, pin_memory: bool = False, fast: bool = True, rank: int = 0, world: int = 1):
+        self.data = data
+        lazy = getattr(data, "reads_batches", False)
+        if lazy and world > 1:
+            from ember.errors import ConfigError
+
+            raise ConfigError("file-backed data (hdf5, gridded) is not sharded across processes yet; train it in one process")
+        if lazy:
+            self.sampler = BlockBatchSampler(len(data), batch_size, shuffle, seed)
+        else:
+            self.sampler = EpochBatchSampler(len(data), batch_size, shuffle, seed, rank, world)
+        self.fast = fast and isinstance(data, TensorData)
+        self.loader = None
+        if not self.fast:
+            self._worker_seed = torch.Generator()
+            common = dict(num_workers=num_workers, pin_memory=pin_memory, persistent_workers=num_workers > 0, generator=self._worker_seed)
+            if lazy:  # batch_size=None: the sampler yields whole batches, the dataset reads each at once
+                self.loader = DataLoader(data, sampler=self.sampler, batch_size=None, **common)
+            else:
+                self.loader = DataLoader(data, batch_sampler=self.sampler, **common)
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.sampler.set_epoch(epoch, start)
+        if self.loader is not None:  # workers' random seeds follow the epoch too
+            self._worker_seed.manual_seed((self.sampler.seed * 1_000_003 + epoch + 1) % 2**63)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        if self.loader is not None:
+            return iter(self.loader)
+        return self._fast_batches()
+
+    def _fast_batches(self):
+        x, y, s = self.data.x, self.data.y, self.sampler
+        bs = s.batch_size
+        if not s.shuffle and s.world == 1:  # contiguous slices are views: no copy at all
+            for b in range(s.start, len(self)):
+                yield x[b * bs : (b + 1) * bs], y[b * bs : (b + 1) * bs]
+            return
+        order = epoch_order(s.n, s.shuffle, s.seed, s.epoch).to(x.device)  # one transfer per epoch
+        for idx in s.batches(order):
+            yield x[idx], y[idx]

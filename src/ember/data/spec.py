@@ -1,8 +1,7 @@
 """DataSpec: the one handshake between data and models."""
 
 import math
-from dataclasses import asdict, dataclass, field
-from typing import Optional
+from dataclasses import asdict, dataclass
 
 TASKS = ("classification", "regression")
 
@@ -11,11 +10,11 @@ TASKS = ("classification", "regression")
 class DataSpec:
     input_shape: tuple[int, ...]  # one sample, without the batch dimension
     task: str  # classification | regression
-    num_classes: Optional[int] = None  # classification
+    num_classes: int | None = None  # classification
     target_shape: tuple[int, ...] = ()  # regression: one sample's target shape
-    class_names: Optional[list[str]] = None
-    mean: Optional[list[float]] = None  # per input channel, from the train split
-    std: Optional[list[float]] = None
+    class_names: list[str] | None = None
+    mean: list[float] | None = None  # per input channel, from the train split
+    std: list[float] | None = None
 
     def __post_init__(self):
         self.input_shape = tuple(self.input_shape)

@@ -71,3 +71,20 @@ def sine(cfg, *, num_samples: int = 2000, seed: int = 0) -> Splits:
     x_test = (torch.rand(num_samples // 4, 1, generator=g) * 2 - 1) * math.pi
     spec = DataSpec(input_shape=(1,), task="regression", target_shape=(1,))
     return Splits(train=TensorData(x, torch.sin(x)), test=TensorData(x_test, torch.sin(x_test)), spec=spec)
+
+
+@register_data("spirals")
+def spirals(cfg, *, num_samples: int = 1500, classes: int = 3, noise: float = 0.2, turns: float = 0.65, seed: int = 0) -> Splits:
+    """Interleaved 2-D spirals, one arm per class (CS231n's toy set): not linearly separable."""
+    if classes < 2 or num_samples < classes:
+        from ember.errors import ConfigError
+
+        raise ConfigError(f"data=spirals needs data.classes >= 2 and data.num_samples >= data.classes, got {classes} and {num_samples}")
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(num_samples) % classes
+    r = torch.rand(num_samples, generator=g)
+    # Each arm winds `turns` times around the origin, rotated by 2*pi/classes from the last.
+    theta = 2 * math.pi * (turns * r + y / classes) + noise * torch.randn(num_samples, generator=g)
+    x = torch.stack([r * torch.sin(theta), r * torch.cos(theta)], dim=1)
+    spec = DataSpec(input_shape=(2,), task="classification", num_classes=classes, class_names=[str(i) for i in range(classes)])
+    return Splits(train=TensorData(x, y), spec=spec)

@@ -2,14 +2,18 @@
 
 To add a model, write a function in a module of this package:
 
-    @register_model("mymodel")
+    @register_model("mymodel", example="image")
     def mymodel(spec: DataSpec, *, width: int = 64) -> nn.Module: ...
 
 Its keyword-only arguments become `model.width` config keys with their types and defaults.
+`example` names the data the model is meant for (a key of EXAMPLE_SPECS): `ember models` counts
+parameters on it and the conformance test trains the model on a small version of it.
 A model with a `loss(batch) -> (loss, logs)` method is trained through it; one with
-`describe() -> str` has that line printed at the end of training.
+`describe() -> str` has that line printed at the end of training; one with
+`sample(n, generator) -> Tensor` can be sampled with `ember sample`.
 """
 
+from collections.abc import Callable
 from typing import Any
 
 from torch import nn
@@ -18,14 +22,57 @@ from ember.data.spec import DataSpec
 from ember.registry import Registry
 
 MODELS = Registry("model")
-register_model = MODELS.register
 list_models = MODELS.names
+
+# The data each family is meant for, at the size `ember models` reports parameters for.
+EXAMPLE_SPECS = {
+    "signal": DataSpec(input_shape=(1, 40), task="classification", num_classes=10),  # MNIST-1D
+    "scalar": DataSpec(input_shape=(1,), task="regression", target_shape=(1,)),  # the tutorials' toys
+    "digits": DataSpec(input_shape=(1, 28, 28), task="classification", num_classes=10),  # MNIST
+    "image": DataSpec(input_shape=(3, 32, 32), task="classification", num_classes=10),  # CIFAR-10
+    "field1d": DataSpec(input_shape=(1, 1024), task="regression", target_shape=(1, 1024)),  # Burgers
+    "field2d": DataSpec(input_shape=(4, 32, 64), task="regression", target_shape=(4, 32, 64)),  # a weather state
+}
+EXAMPLES: dict[str, str] = {}
+
+# Keys every model understands (ember.config.schema.ModelCommon), applied after the builder runs.
+COMMON_KEYS = ("init", "freeze")
+
+
+def register_model(name: str, *, example: str = "signal", **base_defaults: Any) -> Callable[[Callable], Callable]:
+    """Register a builder as `name`; `example` is a key of EXAMPLE_SPECS."""
+    if example not in EXAMPLE_SPECS:
+        raise ValueError(f"model {name!r}: example must be one of {', '.join(EXAMPLE_SPECS)}")
+    EXAMPLES[name] = example
+    return MODELS.register(name, **base_defaults)
+
+
+def example_spec(name: str) -> DataSpec:
+    """The DataSpec of the data model `name` is meant for."""
+    MODELS.get(name)  # unknown names fail with the list of known ones
+    return EXAMPLE_SPECS[EXAMPLES.get(name, "signal")]
 
 
 def create_model(name: str, spec: DataSpec, **kwargs: Any) -> nn.Module:
-    """Build registered model `name` for data described by `spec`; unknown arguments are errors."""
+    """Build registered model `name` for data described by `spec`; unknown arguments are errors.
+
+    Besides the builder's own arguments it takes the keys every model has: `init` (a checkpoint,
+    weights file or run directory to load shape-matching weights from) and `freeze` (parameter
+    name prefixes to freeze); see ember.models.transfer.
+    """
+    common = {k: kwargs.pop(k) for k in COMMON_KEYS if k in kwargs}
     MODELS.check_kwargs(name, kwargs)
-    return MODELS.get(name)(spec, **kwargs)
+    model = MODELS.get(name)(spec, **kwargs)
+    if common.get("init") or common.get("freeze"):
+        from ember.models.transfer import apply_transfer
+
+        apply_transfer(model, init=common.get("init"), freeze=common.get("freeze") or ())
+    return model
+
+
+def builder_kwargs(model_cfg: Any) -> dict[str, Any]:
+    """The builder's own arguments from a `model` config node (without name, init, freeze)."""
+    return {k: v for k, v in dict(model_cfg).items() if k != "name" and k not in COMMON_KEYS}
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -33,6 +80,26 @@ def count_parameters(model: nn.Module) -> int:
 
 
 # Importing the family modules registers them.
-from ember.models import cnn1d, mlp  # noqa: E402,F401
+from ember.models import (  # noqa: F401
+    cnn1d,
+    diffusion,
+    fno,
+    mlp,
+    resnet,
+    sequence,
+    tutorial,
+    unet,
+    vae,
+    vit,
+)
 
-__all__ = ["MODELS", "count_parameters", "create_model", "list_models", "register_model"]
+__all__ = [
+    "EXAMPLE_SPECS",
+    "MODELS",
+    "builder_kwargs",
+    "count_parameters",
+    "create_model",
+    "example_spec",
+    "list_models",
+    "register_model",
+]

@@ -4,11 +4,11 @@ from torch import nn
 
 from ember.data.spec import DataSpec
 from ember.models import register_model
-from ember.models.mlp import activation
+from ember.models.layers import activation, out_shape
 
 
 class CNN1d(nn.Module):
-    def __init__(self, in_channels: int, length: int, out_features: int, channels: int, depth: int, kernel_size: int, act: str, dropout: float):
+    def __init__(self, in_channels: int, length: int, out_features: int, channels: int, depth: int, kernel_size: int, act: str, dropout: float, out_shape: tuple | None = None):
         super().__init__()
         layers: list[nn.Module] = []
         c_in = in_channels
@@ -24,17 +24,18 @@ class CNN1d(nn.Module):
             length = (length + 2 * (kernel_size // 2) - kernel_size) // stride + 1
         self.features = nn.Sequential(*layers)
         self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(channels * length, out_features))
+        self.out_shape = out_shape if out_shape is not None else (out_features,)
 
     def forward(self, x):
-        return self.head(self.features(x))
+        return self.head(self.features(x)).reshape(x.shape[0], *self.out_shape)
 
 
 @register_model("cnn1d")
 def cnn1d(spec: DataSpec, *, channels: int = 64, depth: int = 3, kernel_size: int = 5, activation: str = "gelu", dropout: float = 0.1) -> nn.Module:
-    """1-D CNN: conv-BN-activation blocks, the later ones strided, then a linear head."""
+    """1-D CNN: conv-BN-activation blocks, later ones strided, a linear head."""
     if len(spec.input_shape) != 2:
         from ember.errors import ConfigError
 
         raise ConfigError(f"model cnn1d takes (channels, length) inputs, but the data has shape {spec.input_shape}; use model=mlp")
     in_channels, length = spec.input_shape
-    return CNN1d(in_channels, length, spec.out_features, channels, depth, kernel_size, activation, dropout)
+    return CNN1d(in_channels, length, spec.out_features, channels, depth, kernel_size, activation, dropout, out_shape(spec))

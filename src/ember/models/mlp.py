@@ -1,4 +1,5 @@
-"""Fully connected models: a configurable MLP and the tutorials' exact small networks."""
+"""Fully connected models: a linear baseline, a configurable MLP and the tutorials' exact small
+networks (the ANN and the cubic polynomial)."""
 
 import math
 
@@ -7,24 +8,38 @@ from torch import nn
 
 from ember.data.spec import DataSpec
 from ember.models import register_model
+from ember.models.layers import ACTIVATIONS, activation, check_choice, out_shape  # noqa: F401 (activation: re-exported)
 
-ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU}
+
+class Linear(nn.Module):
+    """One linear layer on the flattened input: logistic regression under the cross-entropy loss."""
+
+    def __init__(self, in_features: int, out_shape: tuple):
+        super().__init__()
+        self.linear = nn.Linear(in_features, math.prod(out_shape))
+        self.out_shape = out_shape
+
+    def forward(self, x):
+        return self.linear(x.flatten(1)).reshape(x.shape[0], *self.out_shape)
 
 
-def activation(name: str) -> nn.Module:
-    from ember.errors import ConfigError
-
-    if name not in ACTIVATIONS:
-        raise ConfigError(f"unknown activation {name!r}; choose one of: {', '.join(ACTIVATIONS)}")
-    return ACTIVATIONS[name]()
+@register_model("linear")
+def linear(spec: DataSpec) -> nn.Module:
+    """Linear model on the flattened input (logistic regression for classes)."""
+    return Linear(spec.in_features, out_shape(spec))
 
 
 class MLP(nn.Module):
-    def __init__(self, in_features: int, out_features: int, width: int, depth: int, act: str, dropout: float, out_shape: tuple):
+    def __init__(self, in_features: int, out_features: int, width: int, depth: int, act: str, dropout: float, out_shape: tuple, norm: str = "none"):
         super().__init__()
         layers: list[nn.Module] = [nn.Flatten()]
         for i in range(depth):
-            layers += [nn.Linear(in_features if i == 0 else width, width), activation(act)]
+            layers.append(nn.Linear(in_features if i == 0 else width, width))
+            if norm == "batch":
+                layers.append(nn.BatchNorm1d(width))
+            elif norm == "layer":
+                layers.append(nn.LayerNorm(width))
+            layers.append(activation(act))
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
         layers.append(nn.Linear(width if depth else in_features, out_features))
@@ -35,14 +50,11 @@ class MLP(nn.Module):
         return self.net(x).reshape(x.shape[0], *self.out_shape)
 
 
-def _out_shape(spec: DataSpec) -> tuple:
-    return (spec.num_classes,) if spec.task == "classification" else (spec.target_shape or (1,))
-
-
 @register_model("mlp")
-def mlp(spec: DataSpec, *, width: int = 256, depth: int = 2, activation: str = "relu", dropout: float = 0.0) -> nn.Module:
+def mlp(spec: DataSpec, *, width: int = 256, depth: int = 2, activation: str = "relu", dropout: float = 0.0, norm: str = "none") -> nn.Module:
     """Multi-layer perceptron on the flattened input."""
-    return MLP(spec.in_features, spec.out_features, width, depth, activation, dropout, _out_shape(spec))
+    check_choice("model.norm", norm, ("none", "batch", "layer"))
+    return MLP(spec.in_features, spec.out_features, width, depth, activation, dropout, out_shape(spec), norm)
 
 
 class ANN(nn.Module):
@@ -59,10 +71,10 @@ class ANN(nn.Module):
         return self.output_layer(x).reshape(x.shape[0], *self.out_shape)
 
 
-@register_model("ann")
+@register_model("ann", example="scalar")
 def ann(spec: DataSpec, *, hidden: int = 3) -> nn.Module:
     """The tutorials' ANN: Linear(in, 3) -> ReLU -> Linear(3, out)."""
-    return ANN(spec.in_features, hidden, _out_shape(spec))
+    return ANN(spec.in_features, hidden, out_shape(spec))
 
 
 class Poly3(nn.Module):
@@ -83,9 +95,9 @@ class Poly3(nn.Module):
         return f"Result: y = {a:.6g}{terms}"
 
 
-@register_model("poly3")
+@register_model("poly3", example="scalar")
 def poly3(spec: DataSpec) -> nn.Module:
-    """Cubic polynomial of a scalar input, fitted as a linear layer (the tutorial's sin(x) fit)."""
+    """The tutorial's cubic polynomial fit of sin(x), as one linear layer."""
     if spec.input_shape != (1,):
         from ember.errors import ConfigError
 

@@ -9,33 +9,33 @@ from torch.optim import lr_scheduler
 
 from ember.errors import ConfigError
 
-
-# To add an optimizer, add an entry here: name -> (build(optim config, params), the defaults that
-# `optim=name` sets). The name becomes a choice of the `optim` config group.
+# To add an optimizer, add an entry here: name -> (build(optim config, params, fused), the defaults
+# that `optim=name` sets). The name becomes a choice of the `optim` config group. `fused` is True on
+# CUDA, where Adam and AdamW have single-kernel implementations.
 OPTIMIZERS = {
     "sgd": (
-        lambda c, p: torch.optim.SGD(p, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov, weight_decay=c.weight_decay),
+        lambda c, p, fused: torch.optim.SGD(p, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov, weight_decay=c.weight_decay),
         {"lr": 0.01},
     ),
     "adam": (
-        lambda c, p: torch.optim.Adam(p, lr=c.lr, betas=tuple(c.betas), eps=c.eps, weight_decay=c.weight_decay),
+        lambda c, p, fused: torch.optim.Adam(p, lr=c.lr, betas=tuple(c.betas), eps=c.eps, weight_decay=c.weight_decay, fused=fused or None),
         {},
     ),
     "adamw": (
-        lambda c, p: torch.optim.AdamW(p, lr=c.lr, betas=tuple(c.betas), eps=c.eps, weight_decay=c.weight_decay),
+        lambda c, p, fused: torch.optim.AdamW(p, lr=c.lr, betas=tuple(c.betas), eps=c.eps, weight_decay=c.weight_decay, fused=fused or None),
         {"lr": 0.003, "weight_decay": 0.01},
     ),
     "rmsprop": (
-        lambda c, p: torch.optim.RMSprop(p, lr=c.lr, momentum=c.momentum, eps=c.eps, weight_decay=c.weight_decay),
+        lambda c, p, fused: torch.optim.RMSprop(p, lr=c.lr, momentum=c.momentum, eps=c.eps, weight_decay=c.weight_decay),
         {"lr": 0.01},
     ),
 }
 
 
-def build_optimizer(cfg, params) -> torch.optim.Optimizer:
+def build_optimizer(cfg, params, fused: bool = False) -> torch.optim.Optimizer:
     if cfg.name not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer {cfg.name!r}; choose one of: {', '.join(OPTIMIZERS)}")
-    return OPTIMIZERS[cfg.name][0](cfg, params)
+    return OPTIMIZERS[cfg.name][0](cfg, params, fused)
 
 
 def build_scheduler(cfg, optimizer, total_steps: int, steps_per_epoch: int, mode: str = "min"):

@@ -10,8 +10,7 @@ import math
 import os
 import random
 import time
-import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -21,14 +20,17 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ember.data import Splits, TensorData
+from ember.data.loaders import EpochLoader
 from ember.errors import ConfigError, NonFiniteError
 from ember.metrics import build_metrics, is_higher_better, prepare
 from ember.run import RunDir
 from ember.track.console import Console
-from ember.train import checkpoint
+from ember.train import checkpoint, distributed
+from ember.train.distributed import Dist
+from ember.train.flops import count_step_flops, peak_flops
 from ember.train.losses import build_loss
+from ember.train.meter import IntervalMeter
 from ember.train.optim import build_optimizer, build_scheduler, warmup_for_plateau
-from ember.train.sampling import EpochLoader
 from ember.train.signals import SignalWatch
 
 
@@ -44,6 +46,15 @@ def resolve_device(name: str) -> torch.device:
     if name == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("trainer.device=mps but MPS is not available here; use trainer.device=auto or cpu")
     return torch.device(name)
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """auto: bf16 autocast on GPUs that run it natively, fp32 elsewhere."""
+    if name != "auto":
+        return name
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "fp32"
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -70,17 +81,54 @@ class TrainState:
     stop_reason: Optional[str] = None
 
 
+class _LossForward(nn.Module):
+    """Calls a model's own `loss(batch)` through forward(), so DDP sees (and syncs) the pass."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x, y):
+        return self.model.loss((x, y))
+
+
 class Trainer:
-    def __init__(self, cfg: DictConfig, model: nn.Module, splits: Splits, run: RunDir | None, console: Console):
+    def __init__(self, cfg: DictConfig, model: nn.Module, splits: Splits, run: RunDir | None, console: Console, dist: Dist | None = None):
         t = cfg.trainer
         self.cfg, self.t, self.run, self.console = cfg, t, run, console
+        self.dist = dist or Dist()
         self.spec = splits.spec
         self.augment = splits.augment
         self.device = resolve_device(t.device)
-        self.model = model.to(self.device)
-        # The model that runs forward passes; compiled when asked. Checkpoints save self.model.
-        self.forward = torch.compile(self.model) if t.compile else self.model
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+            torch.cuda.set_device(self.device)
+        distributed.init(self.dist, self.device, t.dist_timeout)
+        self.precision = resolve_precision(t.precision, self.device)
+        cuda = self.device.type == "cuda"
+        if cuda:
+            # TF32 matmuls and convolutions: ~8x the fp32 rate on Ampere+ at ~1e-3 relative error.
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = t.tf32
+            torch.backends.cudnn.benchmark = not t.deterministic
+        # channels_last feeds cuDNN's fastest convolution kernels; only 4-D inputs have that layout.
+        self.channels_last = cuda and t.channels_last and any(isinstance(m, nn.Conv2d) for m in model.modules())
+        self.model = model.to(self.device, memory_format=torch.channels_last) if self.channels_last else model.to(self.device)
+        if t.cuda_graphs and not cuda:
+            raise ConfigError("trainer.cuda_graphs=true needs a CUDA device; remove it or set trainer.device=cuda")
+        # The module the training step calls: the model (or its own loss, for models that define
+        # one), wrapped in DDP across processes and compiled when asked. Checkpoints save self.model.
+        # torch.compile's "reduce-overhead" mode records CUDA graphs for static shapes.
         self.uses_loss_protocol = callable(getattr(model, "loss", None))
+        runner = _LossForward(self.model) if self.uses_loss_protocol else self.model
+        self.ddp = None
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if cuda else None
+            runner = self.ddp = DistributedDataParallel(runner, device_ids=ids)
+        if t.compile or t.cuda_graphs:
+            runner = torch.compile(runner, mode="reduce-overhead" if t.cuda_graphs else None)
+        self.forward = runner
         self.loss_fn = build_loss(t.loss, self.spec, model, t.label_smoothing)
         self.metrics = build_metrics(self.spec).to(self.device)
 
@@ -91,12 +139,15 @@ class Trainer:
         ebs = d.eval_batch_size or 4 * d.batch_size
         pin = self.device.type == "cuda"
 
-        def loader(data, batch_size, shuffle):
+        def loader(data, batch_size, shuffle, shard=False):
             if data is None:
                 return None
-            return EpochLoader(place(data), batch_size, shuffle, t.seed, d.num_workers, pin, d.get("fast_path", True))
+            rank, world = (self.dist.rank, self.dist.world) if shard else (0, 1)
+            return EpochLoader(place(data), batch_size, shuffle, t.seed, d.num_workers, pin, d.get("fast_path", True), rank, world)
 
-        self.train_loader = loader(splits.train, d.batch_size, d.shuffle)
+        # Training batches are sharded across ranks; every rank evaluates the whole validation
+        # and test splits, so all ranks hold the same metrics and take the same decisions.
+        self.train_loader = loader(splits.train, d.batch_size, d.shuffle, shard=True)
         self.val_loader = loader(splits.val, ebs, False)
         self.test_loader = loader(splits.test, ebs, False)
 
@@ -115,7 +166,7 @@ class Trainer:
         if self.monitor and (not self.monitor.startswith("val/") or self.monitor.removeprefix("val/") not in computed):
             raise ConfigError(f"trainer.monitor={t.monitor!r} is not a validation metric of this run; choose one of: {', '.join('val/' + k for k in computed)}")
 
-        self.optimizer = build_optimizer(cfg.optim, [p for p in model.parameters() if p.requires_grad])
+        self.optimizer = build_optimizer(cfg.optim, [p for p in model.parameters() if p.requires_grad], fused=cuda)
         sched_cfg = cfg.sched
         if sched_cfg.name == "onecycle" and self.total_steps * sched_cfg.pct_start < 2:
             # OneCycleLR cannot rise and fall within so few steps.
@@ -128,12 +179,18 @@ class Trainer:
             raise ConfigError("sched=plateau needs a validation split to watch; set data.val_fraction > 0 or choose another sched")
         self.warmup = warmup_for_plateau(sched_cfg, self.optimizer)
 
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision)
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
         self.autocast = (lambda: torch.autocast(self.device.type, dtype=dtype)) if dtype else contextlib.nullcontext
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=t.precision == "fp16")
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.state = TrainState()
         self._last_train_loss: float | None = None
         self._last_logs: dict = {}
+        self.meter = IntervalMeter(self.device, peak_flops=peak_flops(self.device, self.precision) if t.measure_flops else None)
+        self._count_flops = t.measure_flops
+        self.eval_time = 0.0
+        self._grad_norm = None
+        self.step_hook = None  # called after every optimizer step (the profiler's clock)
+        self.val_hook = None  # called as val_hook(epoch, metrics) after every validation (tuning's pruner)
         self._epoch = 1  # 1-based number of the epoch in progress, for records
         self.signals = SignalWatch()
         self.files = run.checkpoint_files(t.keep_checkpoints) if run else None
@@ -149,15 +206,13 @@ class Trainer:
         self.console.start(self.total_steps, self.t.max_epochs)
         self._start = time.perf_counter()
         self._last_save = time.monotonic()
-        if self.state.step == 0:
-            self._reset_interval()
         try:
             with self.signals:
                 while not self._done():
                     self._train_epoch()
                 if self.signals.stop:
                     return self._preempted()
-                if self._micro:  # the steps since the last full logging interval
+                if self.meter.micro:  # the steps since the last full logging interval
                     self._log_train(self._last_logs)
         finally:
             self.console.stop()
@@ -177,23 +232,34 @@ class Trainer:
         batches, accum = len(self.train_loader), t.grad_accum
         self._epoch = state.epoch + 1  # 1-based number of the epoch in progress, for records
         self.train_loader.set_epoch(state.epoch, state.batch)
-        for i, (x, y) in enumerate(self.train_loader, start=state.batch):
+        batch_iter, meter = iter(self.train_loader), self.meter
+        for i in range(state.batch, batches):
+            wait_start = time.perf_counter()
+            x, y = next(batch_iter)
+            meter.waited(time.perf_counter() - wait_start)
             x, y = self._to_device(x), self._to_device(y)
             if self.augment is not None:
                 x, y = self.augment(x, y)
+            if self._count_flops:
+                self._measure_flops(x, y)
             # The last accumulation group of an epoch may hold fewer micro-batches: divide by its
             # true count so every step averages the micro-batch losses it covers.
             group = min(accum, batches - (i - i % accum))
-            with self.autocast():
-                loss, logs = self._loss(x, y)
-            self.scaler.scale(loss / group).backward()
-            self._loss_sum += loss.detach()
-            self._micro += 1
-            self._samples += len(x)
-            if (i + 1) % accum and i + 1 != batches:
+            # Across processes, gradients are averaged once per optimizer step, not per micro-batch.
+            last_of_group = (i + 1) % accum == 0 or i + 1 == batches
+            sync = contextlib.nullcontext() if self.ddp is None or last_of_group else self.ddp.no_sync()
+            with sync:
+                with self.autocast():
+                    loss, logs = self._loss(x, y)
+                self.scaler.scale(loss / group if group > 1 else loss).backward()
+            meter.add(loss, len(x))
+            if not last_of_group:
                 continue
             self._optimizer_step(loss)
             state.step += 1
+            meter.steps += 1
+            if self.step_hook is not None:
+                self.step_hook()
             state.batch = i + 1
             self._last_logs = logs
             self.console.step(state.step, self._epoch)
@@ -237,17 +303,36 @@ class Trainer:
         self.checkpoint_path = path
         return {}
 
+    def _measure_flops(self, x, y) -> None:
+        self._count_flops = False
+        if self.uses_loss_protocol:
+            fn = lambda m, x, y: m.loss((x, y))[0]  # noqa: E731
+        else:
+            fn = lambda m, x, y: self.loss_fn(m(x), y)  # noqa: E731
+        per_batch = count_step_flops(self.model, fn, x, y)
+        self.meter.flops_per_step = per_batch * self.t.grad_accum if per_batch else None
+
     def _loss(self, x, y):
         if self.uses_loss_protocol:
-            return self.model.loss((x, y))
+            return self.forward(x, y)
         return self.loss_fn(self.forward(x), y), {}
 
     def _optimizer_step(self, loss: torch.Tensor) -> None:
         if self.t.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
             self._grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.t.grad_clip)
-        if self.t.nan_policy != "off" and not self._finite(loss):
+        if self.dist.enabled:
+            # One small all-reduce per step: every rank learns whether any rank saw a NaN or got a
+            # stop signal, so all skip, stop or go on together and none waits in a collective.
+            flags = torch.tensor([float(self.t.nan_policy != "off" and not self._locally_finite(loss)), float(self.signals.stop is not None)], device=self.device)
+            bad, stop = distributed.agree_any(flags, self.dist).tolist()
+            if stop and self.signals.stop is None:
+                self.signals.stop = "a signal to another rank"
+            if bad and not self._handle_nonfinite("loss or gradient norm (on some rank)"):
+                return
+        elif self.t.nan_policy != "off" and not self._locally_finite(loss) and not self._handle_nonfinite(self._what):
             return
+        self.state.skipped_steps = 0
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -256,56 +341,53 @@ class Trainer:
         if self.warmup is not None and self.state.step < self.warmup.total_iters:
             self.warmup.step()
 
-    def _finite(self, loss: torch.Tensor) -> bool:
-        """False (and the update skipped) when the loss or a gradient is NaN or infinite.
+    def _locally_finite(self, loss: torch.Tensor) -> bool:
+        """Whether this process's loss (and gradient norm, where known) is finite.
 
-        With fp16 the GradScaler already skips steps whose gradients overflowed (that is how it
-        finds its scale), so only the loss is checked there. This costs one host sync per step
-        on an accelerator; trainer.nan_policy=off removes it.
+        The loss is checked every step. The gradient norm is checked when clipping computes it
+        anyway, and always under nan_policy=skip, which must catch a bad update before it lands;
+        under `stop` a non-finite gradient shows up in the next step's loss. With fp16 the
+        GradScaler skips overflowing steps itself (that is how it finds its scale). One host sync
+        per step on an accelerator; trainer.nan_policy=off removes it.
         """
-        state = self.state
-        norm = self._grad_norm
-        if norm is None and not self.scaler.is_enabled():
+        norm = None if self.scaler.is_enabled() else self._grad_norm
+        if norm is None and self.t.nan_policy == "skip" and not self.scaler.is_enabled():
             grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])) if grads else None
-        bad = ~torch.isfinite(loss.detach().float())
-        if norm is not None and not self.scaler.is_enabled():
-            bad = bad | ~torch.isfinite(norm)
-        if not bool(bad):
-            state.skipped_steps = 0
-            return True
-        what = "loss" if not torch.isfinite(loss.detach()).item() else "gradient norm"
-        last = self.files.steps()[0] if self.files and self.files.steps() else None
+            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else None
+        loss_ok = bool(torch.isfinite(loss.detach()).item())
+        self._what = "loss" if not loss_ok else "gradient norm"
+        return loss_ok and (norm is None or bool(torch.isfinite(norm).item()))
+
+    def _handle_nonfinite(self, what: str) -> bool:
+        """Skip the update (returns False) or stop the run, as trainer.nan_policy says."""
+        state = self.state
         where = f"step {state.step + 1} (epoch {self._epoch})"
         if self.t.nan_policy == "skip" and state.skipped_steps + 1 < self.t.nan_max_skips:
             state.skipped_steps += 1
             self.optimizer.zero_grad(set_to_none=True)
             self.console.print(f"warning: non-finite {what} at {where}; update skipped ({state.skipped_steps} in a row)")
             return False
+        last = self.files.steps()[0] if self.files and self.files.steps() else None
         hint = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
         raise NonFiniteError(
             f"non-finite {what} at {where}; {hint}. Lower optim.lr, set trainer.grad_clip, check the data for NaN, or use trainer.nan_policy=skip"
         )
 
-    def _reset_interval(self) -> None:
-        self._loss_sum = torch.zeros((), device=self.device)
-        self._micro = self._samples = 0
-        self._grad_norm = None
-        self._interval_start = time.perf_counter()
-
     def _log_train(self, logs: dict) -> None:
-        loss = (self._loss_sum / self._micro).item()  # the one host sync per interval
-        self._last_train_loss = loss
-        elapsed = time.perf_counter() - self._interval_start
-        record = {"step": self.state.step, "epoch": self._epoch, "split": "train", "loss": loss, "lr": self.optimizer.param_groups[0]["lr"]}
+        m = self.meter.record(reduce=lambda t: distributed.mean(t, self.dist), world=self.dist.world)
+        self._last_train_loss = m["loss"]
+        record = {"step": self.state.step, "epoch": self._epoch, "split": "train", "loss": m.pop("loss"), "lr": self.optimizer.param_groups[0]["lr"]}
         if self._grad_norm is not None:
             record["grad_norm"] = self._grad_norm.item()
         record.update({k: float(v) for k, v in logs.items()})
-        record["samples_per_s"] = round(self._samples / elapsed) if elapsed > 0 else None
+        record.update(m)
         self._emit(record)
-        self._reset_interval()
+        self.meter.reset()
+        self._grad_norm = None
 
     def _emit(self, record: dict) -> None:
+        if not self.dist.is_main:
+            return  # rank 0 logs for everyone
         if self.run:
             self.run.log(record)
         self.console.show(record)
@@ -313,8 +395,12 @@ class Trainer:
     # -- validation, best checkpoint, early stopping -----------------------------------------------
     def _validate(self) -> None:
         state = self.state
+        start = time.perf_counter()
         metrics = self.evaluate(self.val_loader)
+        self.eval_time += time.perf_counter() - start
         self._emit({"step": state.step, "epoch": self._epoch, "split": "val", **metrics})
+        if self.val_hook is not None:
+            self.val_hook(self._epoch, metrics)
         value = metrics[self.monitor.removeprefix("val/")]
         if self.plateau:
             self.scheduler.step(value)
@@ -328,6 +414,8 @@ class Trainer:
             patience = self.t.early_stopping_patience
             if patience and state.bad_validations >= patience:
                 state.stop_reason = f"early stopping: {self.monitor} did not improve for {patience} validations"
+        if self.dist.enabled:  # rank 0 decides, so all ranks stop at the same step
+            state.stop_reason = distributed.broadcast(state.stop_reason, self.dist)
 
     @torch.inference_mode()
     def evaluate(self, loader) -> dict[str, float]:
@@ -341,7 +429,7 @@ class Trainer:
                 if self.uses_loss_protocol:
                     loss, _ = self.model.loss((x, y))
                 else:
-                    out = self.forward(x)
+                    out = (self.model if self.ddp is not None else self.forward)(x)
                     loss = self.loss_fn(out, y)
                     self.metrics.update(*prepare(self.spec, out.float(), y))
             loss_sum += loss.float() * len(x)
@@ -352,7 +440,11 @@ class Trainer:
         return result
 
     def _to_device(self, t: torch.Tensor) -> torch.Tensor:
-        return t if t.device == self.device else t.to(self.device, non_blocking=True)
+        if t.device != self.device:
+            t = t.to(self.device, non_blocking=True)
+        if self.channels_last and t.ndim == 4:
+            t = t.contiguous(memory_format=torch.channels_last)
+        return t
 
     # -- the end of training ----------------------------------------------------------------------
     def _finish(self) -> dict[str, float]:
@@ -374,48 +466,9 @@ class Trainer:
 
     # -- state --------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        """Everything needed to continue exactly: weights, optimizer, schedules, scaler, every RNG,
-        the position in the data (epoch, batch), the partial logging interval and the number of
-        metric records written, with the config and DataSpec it was trained with."""
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "warmup": self.warmup.state_dict() if self.warmup is not None else None,
-            "scaler": self.scaler.state_dict(),
-            "state": asdict(self.state),
-            "total_steps": self.total_steps,
-            "rng": checkpoint.rng_state(),
-            "interval": {"loss_sum": self._loss_sum.cpu(), "micro": self._micro, "samples": self._samples},
-            "records": self.run.records if self.run else 0,
-            "config": OmegaConf.to_container(self.cfg, resolve=True),
-            "spec": self.spec.to_dict(),
-        }
+        """Everything needed to continue exactly (see checkpoint.capture)."""
+        return checkpoint.capture(self)
 
     def load_state_dict(self, ckpt: dict) -> str | None:
         """Continue from a checkpoint; returns a note when the schedule length changed."""
-        note = None
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scaler.load_state_dict(ckpt["scaler"])
-        self.state = TrainState(**{**ckpt["state"], "stop_reason": None})
-        if self.warmup is not None and ckpt["warmup"] is not None:
-            self.warmup.load_state_dict(ckpt["warmup"])
-        if self.scheduler is not None and ckpt["scheduler"] is not None:
-            if ckpt["total_steps"] == self.total_steps or self.plateau:
-                self.scheduler.load_state_dict(ckpt["scheduler"])
-            else:
-                # A new length: the new schedule, advanced to the current step.
-                with warnings.catch_warnings():  # "scheduler stepped before optimizer": on purpose
-                    warnings.simplefilter("ignore")
-                    for _ in range(self.state.step):
-                        self.scheduler.step()
-                note = f"the lr schedule now spans {self.total_steps} steps instead of {ckpt['total_steps']}"
-        checkpoint.set_rng_state(ckpt["rng"])
-        interval = ckpt["interval"]
-        self._loss_sum = interval["loss_sum"].to(self.device)
-        self._micro, self._samples = interval["micro"], interval["samples"]
-        self._interval_start = time.perf_counter()
-        self._grad_norm = None
-        self._epoch = self.state.epoch + (1 if self.state.batch else 0)
-        return note
+        return checkpoint.restore(self, ckpt)

@@ -1,0 +1,197 @@
+"""Datasets too large for memory, read from files a batch at a time (HDF5, NetCDF, Zarr).
+
+A *reader* knows one storage format: `len(reader)` rows, `read(start, stop) -> (x, y)` NumPy
+arrays for a contiguous range of rows, `labels()` for classification targets, `open()`/`close()`.
+`LazyDataset` holds a reader and adds everything format-independent:
+
+- rows: the file rows of this split (sorted), so a split is a cheap view, never a copy;
+- batched reads: a batch of rows is read as a few contiguous slices (one large read per run of
+  neighbouring rows), not one read per sample: per-read overhead is what makes naive HDF5
+  loaders slow;
+- one file handle per process: readers open lazily in the process that reads, so every
+  DataLoader worker gets its own handle (HDF5 handles must not cross a fork);
+- one streaming pass (`scan`) that finds NaN/Inf rows and the per-row channel sums from which
+  the normalization statistics of any split follow without reading the data again;
+- normalization applied as batches are read.
+"""
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+# Rows closer than this are read in one slice and the rows between them thrown away: a few
+# wasted rows cost less than a separate read.
+MAX_GAP = 8
+# Rows per read during the streaming scan: large reads, bounded memory.
+SCAN_BYTES = 64 * 2**20
+
+
+@dataclass
+class Scan:
+    """What one pass over all rows found: per-row non-finite flags and channel moments."""
+
+    bad: np.ndarray  # (rows,) bool: a NaN or Inf in the input or the target
+    nonfinite: dict  # {"inputs": count, "targets": count}
+    first: tuple | None  # (name, row, index within the sample) of the first NaN/Inf
+    sums: np.ndarray  # (rows, channels) float64 sums over the non-channel dimensions
+    sumsq: np.ndarray
+    per_channel: int  # values per channel in one sample
+
+
+class LazyDataset(Dataset):
+    """Rows of a reader; `dataset[i]` is one sample, `dataset[list]` one batch (x, y)."""
+
+    reads_batches = True  # tells the loaders to hand over whole batches of indices
+
+    def __init__(self, reader, rows: np.ndarray | None = None, mean=None, std=None, scan: Scan | None = None):
+        self.reader = reader
+        self.rows = np.arange(len(reader)) if rows is None else np.asarray(rows, dtype=np.int64)
+        self.mean, self.std = mean, std  # numpy, broadcastable to one batch
+        self._scan = scan
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    # -- reading -------------------------------------------------------------------------------
+    def __getitem__(self, index):
+        if isinstance(index, (int, np.integer)) or (isinstance(index, torch.Tensor) and index.ndim == 0):
+            x, y = self.read_rows(self.rows[[int(index)]])
+            return x[0], y[0]
+        positions = np.asarray(index.tolist() if isinstance(index, torch.Tensor) else index, dtype=np.int64)
+        return self.read_rows(self.rows[positions])
+
+    def __getitems__(self, indices):
+        # A DataLoader given a batch_sampler collates a list of samples: the read is still
+        # batched, only the (cheap) stacking happens per sample.
+        x, y = self[list(indices)]
+        return list(zip(x, y))
+
+    def read_rows(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Samples at file `rows`, read as contiguous runs; returned in ascending row order."""
+        rows = np.sort(rows)
+        xs, ys = [], []
+        for start, stop, take in runs(rows):
+            x, y = self.reader.read(start, stop)
+            xs.append(x[take])
+            ys.append(y[take])
+        x = xs[0] if len(xs) == 1 else np.concatenate(xs)
+        y = ys[0] if len(ys) == 1 else np.concatenate(ys)
+        return self._to_tensors(x, y)
+
+    def _to_tensors(self, x: np.ndarray, y: np.ndarray):
+        x = x.astype(np.float32, copy=False)
+        if self.mean is not None:
+            x = (x - self.mean) / self.std
+        y = torch.from_numpy(np.ascontiguousarray(y))
+        y = y.long() if self.reader.task == "classification" else y.float()
+        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), y
+
+    # -- splits and statistics -----------------------------------------------------------------
+    def subset(self, positions) -> "LazyDataset":
+        positions = np.asarray(positions.tolist() if isinstance(positions, torch.Tensor) else positions, dtype=np.int64)
+        return LazyDataset(self.reader, np.sort(self.rows[positions]), self.mean, self.std, self._scan)
+
+    def normalized(self, mean: np.ndarray, std: np.ndarray) -> "LazyDataset":
+        """The same rows, standardized per channel (dimension 0 of a sample) as they are read."""
+        shape = (1, -1) + (1,) * max(0, len(self.reader.input_shape) - 1)
+        mean, std = (np.asarray(a, dtype=np.float32).reshape(shape) for a in (mean, std))
+        return LazyDataset(self.reader, self.rows, mean, std, self._scan)
+
+    def labels(self) -> np.ndarray | None:
+        """Class ids of this split's samples (classification only): for checks and stratified splits."""
+        if self.reader.task != "classification":
+            return None
+        return self.reader.labels()[self.rows]
+
+    def scan(self) -> Scan:
+        if self._scan is None:
+            self._scan = scan(self.reader)
+        return self._scan
+
+    def channel_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-channel mean and std of this split's inputs, from the scan's per-row sums."""
+        s = self.scan()
+        n = len(self.rows) * s.per_channel
+        mean = s.sums[self.rows].sum(0) / n
+        var = np.maximum(s.sumsq[self.rows].sum(0) / n - mean**2, 0.0)
+        # Unbiased, like torch.std on the in-memory path.
+        std = np.sqrt(var * n / max(n - 1, 1))
+        return mean, np.maximum(std, 1e-8)
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+def runs(rows: np.ndarray):
+    """Split sorted rows into (start, stop, positions to keep within the slice) read ranges."""
+    if len(rows) == 0:
+        return
+    breaks = np.flatnonzero(np.diff(rows) > MAX_GAP) + 1
+    for group in np.split(rows, breaks):
+        start, stop = int(group[0]), int(group[-1]) + 1
+        yield start, stop, group - start
+
+
+def scan(reader) -> Scan:
+    """One pass over every row in large contiguous reads: non-finite rows and channel moments."""
+    n = len(reader)
+    x0, y0 = reader.read(0, min(1, n))
+    row_bytes = max(1, x0[:1].nbytes + y0[:1].nbytes)
+    step = max(1, SCAN_BYTES // row_bytes)
+    channels = x0.shape[1] if x0.ndim > 1 else 1
+    per_channel = int(np.prod(x0.shape[2:])) if x0.ndim > 2 else 1
+    bad = np.zeros(n, dtype=bool)
+    sums = np.zeros((n, channels))
+    sumsq = np.zeros((n, channels))
+    counts = {"inputs": 0, "targets": 0}
+    first = None
+    for start in range(0, n, step):
+        x, y = reader.read(start, min(n, start + step))
+        for name, a in (("inputs", x), ("targets", y)):
+            if not np.issubdtype(a.dtype, np.floating):
+                continue
+            finite = np.isfinite(a)
+            if not finite.all():
+                counts[name] += int((~finite).sum())
+                bad[start : start + len(a)] |= ~finite.reshape(len(a), -1).all(axis=1)
+                if first is None:
+                    where = np.argwhere(~finite)[0]
+                    first = (name, start + int(where[0]), tuple(int(i) for i in where[1:]))
+        x = x.reshape(len(x), channels, per_channel).astype(np.float64)
+        x = np.where(np.isfinite(x), x, 0.0)
+        sums[start : start + len(x)] = x.sum(axis=2)
+        sumsq[start : start + len(x)] = (x * x).sum(axis=2)
+    return Scan(bad=bad, nonfinite=counts, first=first, sums=sums, sumsq=sumsq, per_channel=per_channel)
+
+
+class Handles:
+    """File handles opened lazily, once per process: a forked DataLoader worker opens its own."""
+
+    def __init__(self, opener):
+        self.opener = opener
+        self._pid = None
+        self._handles: dict = {}
+
+    def get(self, key):
+        if self._pid != os.getpid():
+            self._handles = {}  # inherited from the parent across a fork: never use those
+            self._pid = os.getpid()
+        if key not in self._handles:
+            self._handles[key] = self.opener(key)
+        return self._handles[key]
+
+    def close(self) -> None:
+        if self._pid == os.getpid():
+            for h in self._handles.values():
+                # Closing a broken handle must not hide the error that broke it.
+                with contextlib.suppress(Exception):
+                    h.close()
+        self._handles = {}
+
+    def __getstate__(self):
+        # Pickled into spawned workers: the opener travels, the handles do not.
+        return {"opener": self.opener, "_pid": None, "_handles": {}}

@@ -1,0 +1,137 @@
+"""What happens to every source's data after its builder: splits carved, checked, normalized.
+
+- test and validation splits carved from train where the source has none (`data.test_fraction`,
+  `data.val_fraction`), with their own seed (`data.split_seed`) so that runs differing only in
+  trainer.seed are compared on the same data, stratified by class for classification;
+- the split indices recorded (source rows), so a run directory says exactly which samples
+  were held out;
+- inputs standardized per channel with statistics of the train split only: by tensor ops for
+  in-memory data, from the streaming scan for file-backed data.
+"""
+
+from dataclasses import replace
+
+import torch
+from torch.utils.data import Subset
+
+from ember.data.lazy import LazyDataset
+from ember.data.loaders import TensorData
+from ember.errors import ConfigError, DataError
+
+
+def carve(splits, test_fraction: float, val_fraction: float, seed: int, stratify: bool):
+    """Carve test, then validation, from the train split of `splits` where they are missing."""
+    want_test = splits.test is None and test_fraction > 0
+    want_val = splits.val is None and val_fraction > 0
+    if not (want_test or want_val):
+        return splits
+    n = len(splits.train)
+    n_test = round(n * test_fraction) if want_test else 0
+    n_val = round(n * val_fraction) if want_val else 0
+    if want_test and n_test == 0:
+        raise ConfigError(f"data.test_fraction={test_fraction} leaves no test sample out of {n}; use a larger value, more data, or data.test_fraction=0")
+    if want_val and n_val == 0:
+        raise ConfigError(f"data.val_fraction={val_fraction} leaves no validation sample out of {n}; use a larger value, more data, or data.val_fraction=0")
+    if n_test + n_val >= n:
+        raise ConfigError(f"data.val_fraction={val_fraction} and data.test_fraction={test_fraction} leave no train sample out of {n}; use values whose sum is below 1, or 0 to skip validation")
+    labels = _labels(splits.train) if stratify and splits.spec.task == "classification" else None
+    order = _order(n, labels, seed)
+    test_idx, val_idx, train_idx = order[:n_test], order[n_test : n_test + n_val], order[n_test + n_val :]
+    # Sorted, so file-backed splits read neighbouring rows together and splits.json is readable.
+    test_idx, val_idx, train_idx = (torch.sort(i).values for i in (test_idx, val_idx, train_idx))
+    source_rows = _source_rows(splits, n)
+    indices = dict(splits.indices or {})
+    indices["train"] = source_rows[train_idx].tolist()
+    out = replace(splits, train=_subset(splits.train, train_idx), indices=indices)
+    if want_val:
+        out.val = _subset(splits.train, val_idx)
+        indices["val"] = source_rows[val_idx].tolist()
+    if want_test:
+        out.test = _subset(splits.train, test_idx)
+        indices["test"] = source_rows[test_idx].tolist()
+    return out
+
+
+def _order(n: int, labels: torch.Tensor | None, seed: int) -> torch.Tensor:
+    """A random order of 0..n-1 whose every prefix holds each class in proportion.
+
+    Stratification by sorting on (rank within class + U(0,1)) / class size: the k-th sample of a
+    class of size m lands near position k/m of the whole order, whatever the class.
+    """
+    g = torch.Generator().manual_seed(seed)
+    if labels is None:
+        return torch.randperm(n, generator=g)
+    perm = torch.randperm(n, generator=g)
+    shuffled = labels[perm]
+    counts = torch.bincount(shuffled)
+    # Rank of each sample within its class, in the random order `perm`: a stable sort by class
+    # keeps that order inside each class, and a class's samples then sit at start..start+count.
+    by_class = torch.argsort(shuffled, stable=True)
+    starts = counts.cumsum(0) - counts
+    rank = torch.empty(n, dtype=torch.float64)
+    rank[by_class] = (torch.arange(n) - starts[shuffled[by_class]]).double()
+    counts = counts.double()
+    key = (rank + torch.rand(n, generator=g, dtype=torch.float64)) / counts[shuffled]
+    return perm[torch.argsort(key, stable=True)]
+
+
+def _labels(data) -> torch.Tensor | None:
+    if isinstance(data, TensorData):
+        y = data.y
+    elif isinstance(data, LazyDataset):
+        y = data.labels()
+        y = None if y is None else torch.as_tensor(y)
+    else:
+        return None
+    if y is None or y.ndim != 1 or y.is_floating_point() or len(y) == 0:
+        return None
+    return y.long().cpu()
+
+
+def _source_rows(splits, n: int) -> torch.Tensor:
+    """Source row of each train sample: given by the builder (rows it dropped), else 0..n-1."""
+    rows = (splits.indices or {}).get("train")
+    if rows is None:
+        return torch.arange(n)
+    if len(rows) != n:
+        raise ValueError(f"indices['train'] has {len(rows)} rows for {n} train samples")
+    return torch.as_tensor(rows)
+
+
+def _subset(data, index: torch.Tensor):
+    if isinstance(data, (TensorData, LazyDataset)):
+        return data.subset(index)
+    return Subset(data, index.tolist())
+
+
+def check_nonempty(splits, source: str) -> None:
+    for name in ("train", "val", "test"):
+        data = getattr(splits, name)
+        if data is not None and len(data) == 0:
+            raise DataError(f"the {name} split of data={source} is empty; check the source's files, or leave that split out (data.val_fraction=0 / data.test_fraction=0)")
+
+
+def normalize(splits):
+    """Standardize inputs per channel (dimension 1 of a batch) with the train split's statistics."""
+    train = splits.train
+    if isinstance(train, TensorData) and train.x.is_floating_point():
+        x = train.x
+        dims = [d for d in range(x.ndim) if d != 1] if x.ndim > 1 else [0]
+        mean = x.mean(dim=dims, keepdim=True)
+        std = x.std(dim=dims, keepdim=True).clamp_min(1e-8)
+
+        def apply(d):
+            return None if d is None else TensorData((d.x - mean) / std, d.y)
+
+        spec = replace(splits.spec, mean=mean.flatten().tolist(), std=std.flatten().tolist())
+        return replace(splits, train=apply(train), val=apply(splits.val), test=apply(splits.test), spec=spec)
+    if isinstance(train, LazyDataset):
+        # From the scan's per-row sums: no second pass over the files.
+        mean, std = train.channel_stats()
+
+        def apply(d):
+            return None if d is None else d.normalized(mean, std)
+
+        spec = replace(splits.spec, mean=mean.tolist(), std=std.tolist())
+        return replace(splits, train=apply(train), val=apply(splits.val), test=apply(splits.test), spec=spec)
+    return splits  # a user's own Dataset: normalizing it is its business

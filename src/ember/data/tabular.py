@@ -1,0 +1,221 @@
+"""Tables: CSV and Parquet files, one sample per row (pandas; `pip install 'ember[tabular]'`).
+
+    ember train data=csv data.path=weather.csv data.target=rain model=mlp
+    ember train data=parquet data.path=runs.parquet data.target=[energy,pressure] data.features=[a,b,c]
+
+The target column decides the task unless `data.task` says it: integer, boolean or text labels
+are classification (text labels become class ids in sorted order), floats are regression;
+several target columns are a multi-output regression. Text feature columns are one-hot encoded.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ember.data import Splits, register_data
+from ember.data.checks import check_choice, check_labels, existing_path, plural, require, required_key, unknown_name
+from ember.data.loaders import TensorData
+from ember.data.spec import DataSpec
+from ember.errors import DataError
+
+
+@register_data("csv")
+def csv(
+    cfg,
+    *,
+    features: tuple[str, ...] = (),
+    task: str = "auto",
+    num_classes: int = 0,
+    sep: str = ",",
+    test_path: str | None = None,
+) -> Splits:
+    """A CSV file with a header row: data.target column(s) from the others (or data.features)."""
+    read = lambda pd, path: pd.read_csv(path, sep=sep)
+    return _table(cfg, "csv", "a CSV file with a header row", read, features, task, num_classes, test_path)
+
+
+@register_data("parquet")
+def parquet(
+    cfg,
+    *,
+    features: tuple[str, ...] = (),
+    task: str = "auto",
+    num_classes: int = 0,
+    test_path: str | None = None,
+) -> Splits:
+    """A Parquet file: data.target column(s) from the others (or data.features)."""
+
+    def read(pd, path):
+        require("pyarrow", "tabular", "parquet")
+        return pd.read_parquet(path)
+
+    return _table(cfg, "parquet", "a Parquet file", read, features, task, num_classes, test_path)
+
+
+def _table(cfg, source: str, what: str, read, features, task: str, num_classes: int, test_path) -> Splits:
+    pd = require("pandas", "tabular", source)
+    check_choice(task, "data.task", ("auto", "classification", "regression"))
+    path = existing_path(cfg.path, "data.path", source, what)
+    df = _read(pd, read, path, source)
+    targets = _names(cfg.target)
+    required_key(targets, "data.target", source, f"the column(s) to predict; columns of {path}: {', '.join(map(str, df.columns))}")
+    features = _names(features) or [c for c in df.columns if c not in targets]
+    for name in targets + features:
+        if name not in df.columns:
+            kind = "target" if name in targets else "feature"
+            raise unknown_name(name, [str(c) for c in df.columns], f"{kind} column", str(path), f"set data.{'target' if kind == 'target' else 'features'} to columns of the file")
+    if not features:
+        raise DataError(f"{path} has no feature column besides the target {targets}; add columns or set data.features")
+
+    train, kept = _clean(df, features + targets, path, cfg.nan)
+    test = None
+    if test_path:
+        tpath = existing_path(test_path, "data.test_path", source, what)
+        test_df = _read(pd, read, tpath, source)
+        missing = [c for c in features + targets if c not in test_df.columns]
+        if missing:
+            raise unknown_name(missing[0], [str(c) for c in test_df.columns], "column", str(tpath), "data.test_path must have the train file's columns; its columns are")
+        test, _ = _clean(test_df, features + targets, tpath, cfg.nan)
+
+    encode = _FeatureEncoder(pd, train[features], path)
+    x = encode(train[features])
+    task = _task(train[targets], task, targets)
+    if task == "classification":
+        labels = _LabelEncoder(train[targets[0]], f"column {targets[0]!r} of {path}", num_classes)
+        y, spec_extra = labels(train[targets[0]], path), {"num_classes": labels.num_classes, "class_names": labels.names}
+    else:
+        y, spec_extra = _regression_targets(train[targets], path), {"target_shape": (len(targets),)}
+    splits = Splits(train=TensorData(x, y), spec=DataSpec(input_shape=(x.shape[1],), task=task, **spec_extra))
+    if test is not None:
+        yt = labels(test[targets[0]], Path(test_path)) if task == "classification" else _regression_targets(test[targets], Path(test_path))
+        splits.test = TensorData(encode(test[features]), yt)
+    if len(kept) != len(df):
+        splits.indices = {"train": kept.tolist()}  # file rows, after dropping rows with NaN
+    return splits
+
+
+def _names(value) -> list[str]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        return [value]
+    return [str(v) for v in value]
+
+
+def _read(pd, read, path: Path, source: str):
+    try:
+        df = read(pd, path)
+    except Exception as e:  # noqa: BLE001 - parser errors, bad encodings, truncated or non-table files
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise DataError(f"cannot read {path} as {source}: {first}; check that the file is a complete {source} file") from None
+    if len(df) == 0:
+        raise DataError(f"{path} holds no data rows; check the file")
+    df.columns = [str(c) for c in df.columns]
+    return df
+
+
+def _clean(df, columns: list[str], path: Path, nan: str):
+    """Rows without missing or infinite values, or a DataError naming the first one."""
+    check_choice(nan, "data.nan", ("error", "drop"))
+    part = df[columns]
+    numeric = part.select_dtypes("number")
+    bad = part.isna().to_numpy() if len(numeric.columns) == 0 else part.isna().to_numpy() | _isinf(part, numeric.columns)
+    bad_rows = bad.any(axis=1)
+    if not bad_rows.any():
+        return part, np.arange(len(df))
+    if nan == "drop":
+        kept = np.flatnonzero(~bad_rows)
+        if len(kept) == 0:
+            raise DataError(f"every row of {path} holds a missing or infinite value; fix the file")
+        return part.iloc[kept].reset_index(drop=True), kept
+    row, col = np.argwhere(bad)[0]
+    counts = bad.sum(axis=0)
+    per_column = ", ".join(f"{c}: {n}" for c, n in zip(columns, counts) if n)
+    raise DataError(
+        f"{path} has {plural(int(bad.sum()), 'missing or infinite value')} ({per_column}); the first is in column {columns[col]!r} "
+        f"of data row {row + 1} (line {row + 2} of a CSV); fix the file or set data.nan=drop to drop the {plural(int(bad_rows.sum()), 'row')} holding them"
+    )
+
+
+def _isinf(part, numeric_columns) -> np.ndarray:
+    out = np.zeros(part.shape, dtype=bool)
+    for j, c in enumerate(part.columns):
+        if c in numeric_columns:
+            out[:, j] = np.isinf(part[c].to_numpy(dtype=np.float64))
+    return out
+
+
+def _is_text(col) -> bool:
+    import pandas as pd
+
+    return not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col)
+
+
+def _task(targets, task: str, names: list[str]) -> str:
+    import pandas as pd
+
+    if task != "auto":
+        if task == "classification" and len(names) > 1:
+            raise DataError(f"data.task=classification takes one target column, got {names}; pick one, or data.task=regression")
+        return task
+    if len(names) > 1:
+        return "regression"
+    col = targets[names[0]]
+    return "classification" if _is_text(col) or pd.api.types.is_integer_dtype(col) else "regression"
+
+
+class _FeatureEncoder:
+    """Numeric columns as they are; text/boolean columns one-hot over the train file's values."""
+
+    def __init__(self, pd, frame, path: Path):
+        self.pd = pd
+        self.categories = {c: sorted(frame[c].astype(str).unique()) for c in frame.columns if _is_text(frame[c])}
+        self.path = path
+
+    def __call__(self, frame) -> torch.Tensor:
+        parts = []
+        for c in frame.columns:
+            if c in self.categories:
+                codes = self.pd.Categorical(frame[c].astype(str), categories=self.categories[c]).codes
+                # A value absent from the train file gets all zeros rather than an error.
+                parts.append(np.eye(len(self.categories[c]), dtype=np.float32)[codes] * (codes >= 0)[:, None])
+            else:
+                parts.append(frame[c].to_numpy(dtype=np.float32)[:, None])
+        return torch.from_numpy(np.concatenate(parts, axis=1))
+
+
+class _LabelEncoder:
+    """Class ids: integer labels kept (and checked 0..K-1), text labels numbered in sorted order."""
+
+    def __init__(self, col, where: str, num_classes: int):
+        import pandas as pd
+
+        self.text = _is_text(col)
+        if self.text:
+            self.names = sorted(col.astype(str).unique())
+            self.num_classes = len(self.names)
+        else:
+            values = col.to_numpy()
+            if not pd.api.types.is_integer_dtype(col) and not np.all(np.mod(values, 1) == 0):
+                raise DataError(f"{where} holds non-integer values such as {values[np.mod(values, 1) != 0][0]}; data.task=classification needs class labels, or use data.task=regression")
+            self.num_classes = check_labels(values.astype(np.int64), where, num_classes)
+            self.names = [str(i) for i in range(self.num_classes)]
+
+    def __call__(self, col, path: Path) -> torch.Tensor:
+        if self.text:
+            values = col.astype(str)
+            unknown = sorted(set(values) - set(self.names))
+            if unknown:
+                raise DataError(f"{path} has label {unknown[0]!r}, which the train file does not have; the labels are {', '.join(self.names)}")
+            return torch.as_tensor(np.searchsorted(self.names, values.to_numpy()), dtype=torch.long)
+        y = col.to_numpy().astype(np.int64)
+        check_labels(y, f"labels in {path}", self.num_classes)
+        return torch.as_tensor(y, dtype=torch.long)
+
+
+def _regression_targets(frame, path: Path) -> torch.Tensor:
+    for c in frame.columns:
+        if _is_text(frame[c]):
+            raise DataError(f"target column {c!r} of {path} holds text; regression needs numbers (one text target column is classification: data.task=classification)")
+    return torch.from_numpy(np.array(frame.to_numpy(dtype=np.float32)))

@@ -1,0 +1,33 @@
+"""Shipping a trained model: export with a parity check, inference, latency benchmarks, compression.
+
+    ember export run=DIR format=torchscript|onnx|exported|safetensors [batch=dynamic]
+    ember predict run=DIR input=FILE [output=FILE]
+    ember bench run=DIR [batch_sizes=1,8,64] [backends=eager,compile,torchscript,onnxruntime]
+    ember compress run=DIR method=dynamic_int8|prune [sparsity=0.5]
+
+One module per concern: export.py, predict.py, bench.py, compress.py; common.py holds what they
+share (the model behind its normalization, held-out samples, options).
+"""
+
+from ember.export.common import ExportError, Normalized
+
+
+def __getattr__(name: str):
+    import importlib
+
+    where = {
+        "export_run": "export",
+        "export_model": "export",
+        "load_artifact": "export",
+        "load_safetensors": "export",
+        "FORMATS": "export",
+        "predict": "predict",
+        "bench_run": "bench",
+        "compress_run": "compress",
+    }
+    if name in where:
+        return getattr(importlib.import_module(f"ember.export.{where[name]}"), name)
+    raise AttributeError(f"module 'ember.export' has no attribute {name!r}")
+
+
+__all__ = ["ExportError", "Normalized", "export_run", "export_model", "load_artifact", "load_safetensors", "FORMATS", "predict", "bench_run", "compress_run"]

@@ -1,0 +1,231 @@
+"""`ember bench run=DIR`: inference latency and throughput per backend and batch size.
+
+Backends: eager PyTorch, `torch.compile`, TorchScript and ONNX Runtime; the last two run the
+files `ember export` writes (exported to a temporary folder and parity-checked first). Each
+(backend, batch size) is warmed up, then timed call by call: p50 and p95 latency, and throughput
+as samples per second of the mean latency. Inputs are random, in the data's units; the model
+takes raw inputs as exported. The table is printed and, for a run, written to `<run>/bench.json`.
+"""
+
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ember.data.spec import DataSpec
+from ember.errors import ConfigError, EmberError
+from ember.export.common import Normalized, load_model, parse_options, quiet, raw_inputs
+
+BACKENDS = ("eager", "compile", "torchscript", "onnxruntime")
+DEFAULTS = {"run": None, "batch_sizes": (1, 8, 64), "backends": BACKENDS, "iters": 100, "warmup": 10, "seconds": 2.0, "threads": 0, "out": None}
+
+
+def bench_command(overrides: list[str]) -> int:
+    """ember bench run=DIR [batch_sizes=1,8,64] [backends=...] [iters=100] [warmup=10] [seconds=2] [threads=N] [out=FILE]
+    ember bench model=NAME data=NAME [model.key=value ...]: a freshly initialized model, no run needed."""
+    opts, rest = parse_options("bench", overrides, DEFAULTS, rest_ok=True)
+    if opts["run"] and rest:
+        raise ConfigError(f"ember bench run=DIR takes the run's model; {rest[0]!r} is not an option of bench: {', '.join(f'{k}=' for k in DEFAULTS)}")
+    bench_run(opts["run"], rest, batch_sizes=opts["batch_sizes"], backends=opts["backends"], iters=opts["iters"], warmup=opts["warmup"], seconds=opts["seconds"], threads=opts["threads"], out=opts["out"])
+    return 0
+
+
+def bench_run(
+    run_dir: str | Path | None = None,
+    overrides: list[str] = (),
+    *,
+    batch_sizes: tuple[int, ...] = (1, 8, 64),
+    backends: tuple[str, ...] = BACKENDS,
+    iters: int = 100,
+    warmup: int = 10,
+    seconds: float = 2.0,
+    threads: int = 0,
+    out: str | Path | None = None,
+) -> dict:
+    """Benchmark a run's model (or `model=... data=...` overrides); returns what bench.json holds."""
+    for b in backends:
+        if b not in BACKENDS:
+            raise ConfigError(f"unknown backend {b!r}; choose from: {', '.join(BACKENDS)}")
+    if not batch_sizes or min(batch_sizes) < 1:
+        raise ConfigError(f"batch_sizes={','.join(map(str, batch_sizes))} must be sizes of at least 1")
+    if iters < 1 or warmup < 0:
+        raise ConfigError(f"iters={iters} must be at least 1 and warmup={warmup} at least 0")
+    if threads:
+        torch.set_num_threads(threads)
+    wrapper, spec, name = _model(run_dir, overrides)
+    results, skipped = [], {}
+    for backend in backends:
+        try:
+            fn = _backend(backend, wrapper, spec)
+        except EmberError as e:
+            skipped[backend] = str(e)
+            continue
+        except Exception as e:  # noqa: BLE001 - a backend that cannot take this model is reported, not fatal
+            skipped[backend] = _first_line(e)
+            continue
+        for b in batch_sizes:
+            x = _inputs(spec, b)
+            try:
+                first = None
+                if backend == "compile":  # compiles for this shape, with the compiler's chatter silenced
+                    t0 = time.perf_counter()
+                    with quiet():
+                        fn(x)
+                    first = round(time.perf_counter() - t0, 4)
+                row = measure(fn, x, iters=iters, warmup=warmup, seconds=seconds)
+                if first is not None:
+                    row["first_call_s"] = first
+            except Exception as e:  # noqa: BLE001 - e.g. torch.compile without a C++ compiler
+                skipped[backend] = _first_line(e)
+                results = [r for r in results if r["backend"] != backend]
+                break
+            results.append({"backend": backend, "batch": b, **row})
+    eager = {r["batch"]: r["samples_per_s"] for r in results if r["backend"] == "eager"}
+    for r in results:
+        if r["batch"] in eager:
+            r["vs_eager"] = round(r["samples_per_s"] / eager[r["batch"]], 3)
+    report = {
+        "model": name,
+        "run": str(Path(run_dir).resolve()) if run_dir else None,
+        "input_shape": list(spec.input_shape),
+        "device": "cpu",
+        "cpu": _cpu_name(),
+        "threads": torch.get_num_threads(),
+        "versions": _versions(),
+        "settings": {"batch_sizes": list(batch_sizes), "backends": list(backends), "iters": iters, "warmup": warmup, "seconds": seconds},
+        "results": results,
+        "skipped": skipped,
+    }
+    _print(report)
+    path = Path(out) if out else (Path(run_dir) / "bench.json" if run_dir else None)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(report, indent=2) + "\n")
+        os.replace(tmp, path)
+        print(f"wrote {path}")
+    return report
+
+
+def measure(fn: Callable[[torch.Tensor], Any], x: torch.Tensor, *, iters: int = 100, warmup: int = 10, seconds: float = 2.0) -> dict:
+    """Warm up, then time `iters` calls (fewer when they pass `seconds`, but at least 5)."""
+    t0 = time.perf_counter()
+    fn(x)  # the first call: compilation, lazy initialization
+    first = time.perf_counter() - t0
+    for _ in range(max(0, warmup - 1)):
+        fn(x)
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < iters:
+        t0 = time.perf_counter()
+        fn(x)
+        times.append(time.perf_counter() - t0)
+        if time.perf_counter() - start > seconds and len(times) >= min(iters, 5):
+            break
+    t = np.array(times)
+    return {
+        "p50_ms": float(np.percentile(t, 50) * 1e3),
+        "p95_ms": float(np.percentile(t, 95) * 1e3),
+        "mean_ms": float(t.mean() * 1e3),
+        "samples_per_s": float(len(x) / t.mean()),
+        "iters": len(times),
+        "first_call_s": round(first, 4),
+    }
+
+
+def _model(run_dir, overrides) -> tuple[torch.nn.Module, DataSpec, str]:
+    if run_dir:
+        model, cfg, spec, _ = load_model(run_dir)
+        return Normalized(model, spec).eval(), spec, f"{cfg.model.name} ({Path(run_dir).name})"
+    from ember.config import compose
+    from ember.data import build_data
+    from ember.models import create_model
+
+    cfg = compose(list(overrides))
+    with quiet():
+        spec = build_data(cfg.data).spec
+    model = create_model(cfg.model.name, spec, **{k: v for k, v in cfg.model.items() if k != "name"}).eval()
+    return Normalized(model, spec).eval(), spec, f"{cfg.model.name} on {cfg.data.name} (untrained)"
+
+
+def _inputs(spec: DataSpec, batch: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(batch)
+    return raw_inputs(torch.randn((batch, *spec.input_shape), generator=g), spec).contiguous()
+
+
+def _backend(name: str, wrapper: torch.nn.Module, spec: DataSpec) -> Callable[[torch.Tensor], Any]:
+    if name == "eager":
+        return _no_grad(wrapper)
+    if name == "compile":
+        with quiet():
+            compiled = torch.compile(wrapper, dynamic=False)
+        return _no_grad(compiled)
+    # The files `ember export` writes, parity-checked, run by their own runtime.
+    from ember.export.export import export_model, load_artifact
+
+    fmt, fname = {"torchscript": ("torchscript", "model.ts"), "onnxruntime": ("onnx", "model.onnx")}[name]
+    with tempfile.TemporaryDirectory(prefix="ember-bench-") as tmp:
+        path = Path(tmp) / fname
+        export_model(wrapper, fmt, path, _inputs(spec, 8), spec=spec, checked_on="random inputs")
+        with quiet():
+            fn = load_artifact(path, fmt, threads=torch.get_num_threads())
+    return _no_grad(fn)
+
+
+def _no_grad(fn):
+    def call(x):
+        with torch.inference_mode():
+            return fn(x)
+
+    return call
+
+
+def _print(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    title = f"{report['model']}: inference on {report['device']}, {report['threads']} thread(s), input {'x'.join(map(str, report['input_shape']))}"
+    table = Table(title=title, title_justify="left")
+    for col, right in (("backend", False), ("batch", True), ("p50 ms", True), ("p95 ms", True), ("samples/s", True), ("vs eager", True)):
+        table.add_column(col, justify="right" if right else "left")
+    for r in report["results"]:
+        ratio = f"{r['vs_eager']:.2f}x" if "vs_eager" in r else ""
+        table.add_row(r["backend"], str(r["batch"]), f"{r['p50_ms']:.3g}", f"{r['p95_ms']:.3g}", f"{r['samples_per_s']:,.0f}", ratio)
+    console = Console(highlight=False, soft_wrap=True)
+    console.print(table)
+    for b, why in report["skipped"].items():
+        console.print(f"{b}: skipped ({why})")
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _versions() -> dict:
+    out = {"torch": torch.__version__}
+    try:
+        import onnxruntime
+
+        out["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    return out
+
+
+def _first_line(e: BaseException) -> str:
+    while e.__cause__ is not None:
+        e = e.__cause__
+    text = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return text if len(text) < 240 else text[:237] + "..."

@@ -1,0 +1,168 @@
+"""What export, predict, bench and compress share: the run's model behind its normalization,
+a held-out batch to check exports on, the optional libraries, and the commands' key=value options.
+"""
+
+import difflib
+import importlib
+import io
+import logging
+import warnings
+from contextlib import contextmanager, redirect_stderr
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ember.data.spec import DataSpec
+from ember.errors import ConfigError, EmberError
+
+
+class ExportError(EmberError):
+    """A model that cannot be exported to a format, or an export that failed its parity check."""
+
+
+# -- optional libraries -------------------------------------------------------------------------
+def require(module: str, what: str) -> Any:
+    """Import onnx, onnxscript or onnxruntime, or say that the `export` extra installs them."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ExportError(f"{what} needs the {module} package, which is not installed; pip install 'ember[export]'") from None
+
+
+@contextmanager
+def quiet():
+    """Silence the exporters' deprecation notes and torchvision-missing log lines: ember prints
+    what matters (the method used, the parity errors) itself."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._export", "torch._dynamo", "torch.fx", "torch._subclasses", "torch._functorch", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        # torch.export prints the partial graph of a failed export straight to stderr.
+        with warnings.catch_warnings(), redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+# -- the model as shipped -----------------------------------------------------------------------
+class Normalized(nn.Module):
+    """The trained model behind the run's input standardization, so it takes raw inputs.
+
+    `(x - mean) / std` per channel (dimension 1 of a batch), exactly what `build_data` applied
+    to the training data; with no statistics (data.normalize=false) mean 0 and std 1.
+    """
+
+    def __init__(self, model: nn.Module, spec: DataSpec):
+        super().__init__()
+        self.model = model
+        ndim = max(1, len(spec.input_shape))
+        mean = torch.tensor(spec.mean if spec.mean is not None else [0.0], dtype=torch.float32)
+        std = torch.tensor(spec.std if spec.std is not None else [1.0], dtype=torch.float32)
+        self.register_buffer("mean", mean.reshape((-1,) + (1,) * (ndim - 1)))
+        self.register_buffer("std", std.reshape((-1,) + (1,) * (ndim - 1)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model((x - self.mean) / self.std)
+
+
+def raw_inputs(x: torch.Tensor, spec: DataSpec) -> torch.Tensor:
+    """Standardized inputs back in the units of the data files (what an exported model takes)."""
+    if spec.mean is None or spec.std is None:
+        return x
+    shape = (-1,) + (1,) * (x.ndim - 2)
+    return x * torch.tensor(spec.std).reshape(shape) + torch.tensor(spec.mean).reshape(shape)
+
+
+def load_model(run_dir: str | Path) -> tuple[nn.Module, Any, DataSpec, dict]:
+    """A run's best model (last, without validation) in eval mode, compressed as its summary says;
+    its config, spec and summary."""
+    from ember.api import load_run
+    from ember.run import RunDir
+
+    run = RunDir.open(run_dir)
+    if not (run.path / "spec.json").is_file():
+        raise ConfigError(f"{run.path} has no spec.json; pass run= a directory written by ember train")
+    # A run without validation has no best.pt: its model is the last one.
+    which = "best" if (run.checkpoints / "best.pt").is_file() or not (run.checkpoints / "last.pt").is_file() else "last"
+    model, cfg, spec = load_run(run.path, which)
+    model.eval()
+    summary = run.summary()
+    compression = summary.get("compression") or {}
+    if compression.get("method") == "dynamic_int8":
+        from ember.export.compress import quantize_dynamic_int8
+
+        model = quantize_dynamic_int8(model)
+    return model, cfg, spec, summary
+
+
+def held_out_batch(cfg: Any, spec: DataSpec, n: int = 64) -> tuple[torch.Tensor, str]:
+    """Up to n raw inputs of the run's test split (else val, else train), and where they came from.
+
+    When the data cannot be built any more (files moved, a library missing), random inputs in
+    the data's units stand in, and the description says so.
+    """
+    from ember.data import TensorData, build_data
+
+    try:
+        with quiet():
+            splits = build_data(cfg.data)
+        for name in ("test", "val", "train"):
+            data = getattr(splits, name)
+            if data is not None and len(data) > 0:
+                break
+        k = min(n, len(data))
+        x = data.x[:k] if isinstance(data, TensorData) else torch.stack([torch.as_tensor(data[i][0]) for i in range(k)])
+        return raw_inputs(x.float().cpu(), spec), f"{k} samples of the {name} split"
+    except EmberError as e:
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn((n, *spec.input_shape), generator=g)
+        return raw_inputs(x, spec), f"{n} random inputs (the run's data is not available: {e})"
+
+
+def output_name(spec: DataSpec) -> str:
+    return "logits" if spec.task == "classification" else "prediction"
+
+
+# -- key=value options of the commands ----------------------------------------------------------
+def parse_options(command: str, overrides: list[str], defaults: dict[str, Any], rest_ok: bool = False) -> tuple[dict[str, Any], list[str]]:
+    """`key=value` options typed after their defaults; unknown keys are errors (or returned, rest_ok).
+
+    A default of None takes a string; a tuple default takes a comma-separated list (of ints
+    when the default holds ints).
+    """
+    options, rest = dict(defaults), []
+    for item in overrides:
+        key, eq, value = item.partition("=")
+        if not eq or key not in defaults:
+            if rest_ok and eq:
+                rest.append(item)
+                continue
+            hint = difflib.get_close_matches(key, list(defaults), n=1)
+            did = f"did you mean {hint[0]}=? " if hint else ""
+            raise ConfigError(f"ember {command} does not take {item!r}; {did}its options are: {', '.join(f'{k}=' for k in defaults)}")
+        options[key] = _typed(key, value, defaults[key])
+    return options, rest
+
+
+def _typed(key: str, value: str, default: Any) -> Any:
+    try:
+        if isinstance(default, bool):
+            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return value.lower() in ("true", "1", "yes")
+        if isinstance(default, int):
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+        if isinstance(default, tuple):
+            items = [v.strip() for v in value.strip("[]").split(",") if v.strip()]
+            return tuple(int(v) for v in items) if default and isinstance(default[0], int) else tuple(items)
+    except ValueError:
+        kind = {bool: "true or false", int: "a whole number", float: "a number", tuple: "a comma-separated list"}[type(default)]
+        raise ConfigError(f"{key}={value!r} must be {kind}") from None
+    return value

@@ -1,0 +1,477 @@
+"""`ember export run=DIR format=...`: the run's model as a file another program can run, checked.
+
+    torchscript   model.ts     torch.jit.script, or torch.jit.trace where scripting fails
+    onnx          model.onnx   the torch.onnx dynamo exporter (pip install 'ember[export]')
+    exported      model.pt2    a torch.export program
+    safetensors   model.safetensors   the weights, with config and spec in its metadata
+
+The graph formats take raw inputs: the run's per-channel standardization is part of the graph.
+Every export is run through its own runtime (the TorchScript loader, ONNX Runtime, torch.export's
+loader, a model rebuilt from the weights) on held-out samples and compared with the eager model;
+an export above the tolerance is an error, and nothing is left where the artifact would be.
+Beside the artifact, `<artifact>.json` names its inputs and outputs with shapes and dtypes.
+"""
+
+import copy
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.utils._pytree import tree_leaves
+
+import ember
+from ember.data.spec import DataSpec
+from ember.errors import ConfigError
+from ember.export.common import ExportError, Normalized, held_out_batch, load_model, output_name, parse_options, quiet, require
+
+FORMATS = {"torchscript": "model.ts", "onnx": "model.onnx", "exported": "model.pt2", "safetensors": "model.safetensors"}
+TITLES = {"torchscript": "TorchScript", "onnx": "ONNX", "exported": "torch.export", "safetensors": "safetensors"}
+INPUT_NAME = "input"
+
+
+@dataclass
+class Exported:
+    """What an export wrote and how close it came to the eager model."""
+
+    path: Path
+    meta_path: Path
+    format: str
+    method: str  # torch.jit.script | torch.jit.trace | torch.onnx dynamo exporter | torch.export | weights
+    max_abs_error: float
+    max_rel_error: float
+    checked_on: str
+    note: str = ""
+
+
+# -- the command ---------------------------------------------------------------------------------
+def export_command(overrides: list[str]) -> int:
+    """ember export run=DIR format=torchscript|onnx|exported|safetensors [batch=dynamic] [out=PATH] [atol=] [rtol=]."""
+    opts, _ = parse_options("export", overrides, {"run": None, "format": None, "batch": "dynamic", "out": None, "atol": 1e-5, "rtol": 1e-4, "samples": 64})
+    if not opts["run"]:
+        raise ConfigError("ember export needs the run to export: ember export run=runs/<name>/<time> format=onnx")
+    if not opts["format"]:
+        raise ConfigError(f"ember export needs format=, one of: {', '.join(FORMATS)}")
+    export_run(opts["run"], opts["format"], out=opts["out"], batch=parse_batch(opts["batch"]), atol=opts["atol"], rtol=opts["rtol"], samples=opts["samples"])
+    return 0
+
+
+def parse_batch(value: Any) -> int | None:
+    """batch=dynamic -> None (any batch size); batch=N -> N."""
+    if value is None or str(value) == "dynamic":
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ConfigError(f"batch={value!r} must be dynamic or a batch size of at least 1")
+    return n
+
+
+def export_run(run_dir: str | Path, fmt: str, *, out: str | Path | None = None, batch: int | None = None, atol: float = 1e-5, rtol: float = 1e-4, samples: int = 64, echo: Callable[[str], None] = print) -> Exported:
+    """Export a run's best model to `fmt` (in `<run>/export/` unless `out`), with a parity check."""
+    check_format(fmt)
+    model, cfg, spec, summary = load_model(run_dir)
+    x, where = held_out_batch(cfg, spec, max(2, samples))
+    path = Path(out) if out else Path(run_dir) / "export" / FORMATS[fmt]
+    from omegaconf import OmegaConf
+
+    from ember.models import builder_kwargs
+
+    config = OmegaConf.to_container(cfg, resolve=True)
+    meta = {"run": str(Path(run_dir).resolve()), "model": cfg.model.name, "compression": summary.get("compression"), "config": config}
+    model_config = {"name": cfg.model.name, **builder_kwargs(config["model"])}
+    result = export_model(Normalized(model, spec), fmt, path, x, spec=spec, batch=batch, atol=atol, rtol=rtol, meta=meta, checked_on=where, model_config=model_config)
+    shape = ", ".join(str(d) for d in ["batch" if batch is None else batch, *spec.input_shape])
+    if fmt == "safetensors":
+        echo(f"exported {result.path} (weights; model config and normalization statistics in its metadata: ember.export.load_safetensors rebuilds the model)")
+    else:
+        echo(f"exported {result.path} ({result.method}; input [{shape}] in raw units: the normalization is in the graph)")
+    if result.note:
+        echo(f"note: {result.note}")
+    echo(f"parity on {where}: max abs error {result.max_abs_error:.3g}, max rel error {result.max_rel_error:.3g} (tolerance atol {atol:g} + rtol {rtol:g} x max|output|)")
+    echo(f"wrote {result.meta_path}")
+    return result
+
+
+def check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        import difflib
+
+        hint = difflib.get_close_matches(str(fmt), list(FORMATS), n=1)
+        did = f"did you mean {hint[0]}? " if hint else ""
+        raise ConfigError(f"unknown export format {fmt!r}; {did}choose one of: {', '.join(FORMATS)}")
+
+
+# -- the engine ----------------------------------------------------------------------------------
+def export_model(
+    wrapper: nn.Module,
+    fmt: str,
+    path: str | Path,
+    x: torch.Tensor,
+    *,
+    spec: DataSpec,
+    batch: int | None = None,
+    atol: float = 1e-5,
+    rtol: float = 1e-4,
+    meta: dict | None = None,
+    checked_on: str = "",
+    model_config: dict | None = None,
+) -> Exported:
+    """Export `wrapper` (a model taking raw inputs) to `path`, run it back and compare with eager.
+
+    `x` is a batch of raw inputs; `batch=None` makes the batch dimension dynamic (checked at the
+    size of `x` and at 1), an int fixes it. Nothing is written at `path` unless the check passes.
+    `model_config` (the run's `model` config) lets a safetensors export be rebuilt from the registry.
+    """
+    check_format(fmt)
+    wrapper = wrapper.eval()
+    path = Path(path)
+    example = _example(x, batch)
+    checks = [example] if batch is not None else [example, example[:1]]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmpdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        tmp = tmpdir / path.name
+        method, note = WRITERS[fmt](wrapper, example, tmp, batch is None, spec, model_config)
+        run = RUNNERS[fmt](tmp, wrapper, model_config)
+        max_abs, max_rel = parity(run, wrapper, checks, atol, rtol, f"{TITLES[fmt]} export", checked_on)
+        with torch.no_grad():
+            outputs = [o for o in tree_leaves(wrapper(example)) if isinstance(o, torch.Tensor)]
+        names = [output_name(spec)] if len(outputs) == 1 else [f"output_{i}" for i in range(len(outputs))]
+        batch_dim = "batch" if batch is None else batch
+        info = {
+            "format": fmt,
+            "file": path.name,
+            "method": method,
+            "inputs": [{"name": INPUT_NAME, "shape": [batch_dim, *spec.input_shape], "dtype": str(example.dtype).removeprefix("torch.")}],
+            "outputs": [{"name": n, "shape": [batch_dim, *o.shape[1:]], "dtype": str(o.dtype).removeprefix("torch.")} for n, o in zip(names, outputs)],
+            "task": spec.task,
+            "class_names": spec.class_names,
+            "normalization": {
+                "folded": fmt != "safetensors",
+                "mean": spec.mean,
+                "std": spec.std,
+                "dim": 1,
+                "note": "inside the graph: pass raw inputs" if fmt != "safetensors" else "ember.export.load_safetensors applies it; a model rebuilt by hand takes (x - mean) / std per channel",
+            },
+            "parity": {"max_abs_error": max_abs, "max_rel_error": max_rel, "atol": atol, "rtol": rtol, "checked_on": checked_on, "batch_sizes": [len(c) for c in checks]},
+            "spec": spec.to_dict(),
+            "versions": _versions(fmt),
+            "created": time.time(),
+            **(meta or {}),
+        }
+        (tmpdir / (path.name + ".json")).write_text(json.dumps(info, indent=2) + "\n")
+        # The artifact (and ONNX's external data, if any) first, its description last.
+        for f in sorted(tmpdir.iterdir(), key=lambda p: p.suffix == ".json"):
+            os.replace(f, path.parent / f.name)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    return Exported(path, path.with_name(path.name + ".json"), fmt, method, max_abs, max_rel, checked_on, note)
+
+
+def _example(x: torch.Tensor, batch: int | None) -> torch.Tensor:
+    x = x.float().contiguous()
+    want = batch or max(2, len(x))  # a dynamic batch is traced at >= 2: torch.export specializes 1
+    if len(x) < want:
+        x = x.repeat((want + len(x) - 1) // len(x), *([1] * (x.ndim - 1)))
+    return x[:want].contiguous()
+
+
+def parity(run: Callable, wrapper: nn.Module, inputs: list[torch.Tensor], atol: float, rtol: float, what: str, checked_on: str = "") -> tuple[float, float]:
+    """Largest absolute and relative (to max|output|) difference of `run` from `wrapper`; raise above atol + rtol * max|output|."""
+    worst_abs = worst_rel = 0.0
+    for x in inputs:
+        with torch.no_grad():
+            want = [t for t in tree_leaves(wrapper(x)) if isinstance(t, torch.Tensor)]
+            try:
+                got = [torch.as_tensor(t) for t in tree_leaves(run(x))]
+            except Exception as e:  # noqa: BLE001 - the runtime's own failure, reported in one line
+                raise ExportError(f"parity check failed: the {what} cannot run a batch of {len(x)} ({_first_line(e)}); no artifact was written; export with batch={len(inputs[0])} for a fixed batch size, or try another format") from None
+        if [tuple(t.shape) for t in got] != [tuple(t.shape) for t in want]:
+            raise ExportError(f"parity check failed: the {what} returns shapes {[tuple(t.shape) for t in got]} for a batch of {len(x)}, the eager model {[tuple(t.shape) for t in want]}; no artifact was written")
+        for g, w in zip(got, want):
+            g, w = g.double(), w.double()
+            err = (g - w).abs().max().item() if g.numel() else 0.0
+            scale = w.abs().max().item() if w.numel() else 0.0
+            rel = err / scale if scale > 0 else err
+            if not (err == err) or err > atol + rtol * scale:  # NaN counts as a failure
+                where = f" on {checked_on}" if checked_on else ""
+                raise ExportError(
+                    f"parity check failed: the {what} differs from the eager model by up to {err:.3g} (relative {rel:.3g}){where}, batch {len(x)}, "
+                    f"above atol={atol:g} + rtol={rtol:g} x max|output|; no artifact was written; raise atol=/rtol= if that difference is expected, or use another format"
+                )
+            worst_abs, worst_rel = max(worst_abs, err), max(worst_rel, rel)
+    return worst_abs, worst_rel
+
+
+def _versions(fmt: str) -> dict:
+    out = {"ember": ember.__version__, "torch": torch.__version__}
+    if fmt == "onnx":
+        import onnx
+        import onnxruntime
+
+        out.update(onnx=onnx.__version__, onnxruntime=onnxruntime.__version__)
+    return out
+
+
+def _first_line(e: BaseException) -> str:
+    """The first line of an exception's innermost cause (the ONNX exporter wraps torch.export's)."""
+    while e.__cause__ is not None:
+        e = e.__cause__
+    text = re.sub(r"\x1b\[[0-9;]*m", "", (str(e).strip().splitlines() or [type(e).__name__])[0]).strip() or type(e).__name__
+    return text if len(text) < 240 else text[:237] + "..."
+
+
+# -- writers: (wrapper, example, path, dynamic, spec, model_config) -> (method, note) --------------------------
+def _dynamic_shapes(dynamic: bool):
+    return {"x": {0: torch.export.Dim("batch")}} if dynamic else None
+
+
+def to_torchscript(wrapper: nn.Module, example: torch.Tensor) -> tuple[torch.jit.ScriptModule, str, str]:
+    """torch.jit.script where the model's code allows it (keeps control flow), else a trace."""
+    with quiet():
+        try:
+            return torch.jit.script(wrapper), "torch.jit.script", ""
+        except Exception as e:  # noqa: BLE001 - TorchScript rejects much of Python; tracing is the fallback
+            why = _first_line(e)
+        traced = torch.jit.trace(wrapper, example, check_trace=False)
+    return traced, "torch.jit.trace", f"traced, since torch.jit.script failed ({why}); a trace records one path through the code"
+
+
+def _write_torchscript(wrapper, example, path, dynamic, spec, model_config):
+    try:
+        module, method, note = to_torchscript(wrapper, example)
+    except Exception as e:  # noqa: BLE001
+        raise cannot_export(wrapper, example, "torchscript", e, dynamic) from None
+    module.save(str(path))
+    return method, note
+
+
+def _write_exported(wrapper, example, path, dynamic, spec, model_config):
+    try:
+        with quiet():
+            program = torch.export.export(wrapper, (example,), dynamic_shapes=_dynamic_shapes(dynamic), strict=False)
+    except Exception as e:  # noqa: BLE001
+        raise cannot_export(wrapper, example, "exported", e, dynamic) from None
+    with quiet():
+        torch.export.save(program, str(path))
+    return "torch.export", ""
+
+
+def _write_onnx(wrapper, example, path, dynamic, spec, model_config):
+    require("onnx", "format=onnx")
+    require("onnxscript", "format=onnx")
+    require("onnxruntime", "format=onnx (its parity check)")
+    big = sum(t.numel() * t.element_size() for t in wrapper.state_dict().values() if isinstance(t, torch.Tensor)) > 1.5 * 2**30
+    try:
+        with quiet():
+            torch.onnx.export(
+                wrapper,
+                (example,),
+                str(path),
+                dynamo=True,
+                dynamic_shapes=_dynamic_shapes(dynamic),
+                input_names=[INPUT_NAME],
+                output_names=[output_name(spec)],
+                external_data=big,  # protobuf's 2 GiB limit; small models stay one file
+                verbose=False,
+            )
+    except Exception as e:  # noqa: BLE001
+        raise cannot_export(wrapper, example, "onnx", e, dynamic) from None
+    return "torch.onnx dynamo exporter", ""
+
+
+def _write_safetensors(wrapper, example, path, dynamic, spec, model_config):
+    from safetensors.torch import save_file
+
+    state = wrapper.model.state_dict()
+    bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor) or v.is_quantized]
+    if bad:
+        raise ExportError(f"format=safetensors holds plain tensors, but {bad[0]!r} is packed or quantized (a compressed run?); export this run with format=torchscript")
+    meta = {"ember_spec": json.dumps(spec.to_dict())}
+    if model_config is not None:
+        meta["ember_model"] = json.dumps(model_config)
+    save_file({k: v.detach().contiguous() for k, v in state.items()}, str(path), metadata=meta)
+    return "weights", ""
+
+
+WRITERS = {"torchscript": _write_torchscript, "onnx": _write_onnx, "exported": _write_exported, "safetensors": _write_safetensors}
+
+
+# -- runners: the artifact through its own runtime -----------------------------------------------
+def load_artifact(path: str | Path, fmt: str | None = None, threads: int | None = None) -> Callable[[torch.Tensor], Any]:
+    """A function from a batch of raw inputs to the outputs of an exported file, in its runtime."""
+    path = Path(path)
+    fmt = fmt or format_of(path)
+    if fmt == "torchscript":
+        with quiet():
+            module = torch.jit.load(str(path), map_location="cpu")
+        return lambda x: module(x)
+    if fmt == "exported":
+        with quiet():
+            module = torch.export.load(str(path)).module()
+        return lambda x: module(x)
+    if fmt == "onnx":
+        ort = require("onnxruntime", "running an ONNX model")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+
+        def run(x):
+            outs = session.run(None, {name: x.detach().cpu().float().numpy()})
+            return [torch.from_numpy(o) for o in outs] if len(outs) > 1 else torch.from_numpy(outs[0])
+
+        return run
+    if fmt == "safetensors":
+        module = load_safetensors(path)
+        return lambda x: module(x)
+    raise ConfigError(f"{path} is not an exported model; pass a .ts, .onnx, .pt2 or .safetensors file written by ember export")
+
+
+def format_of(path: Path) -> str:
+    by_suffix = {Path(name).suffix: fmt for fmt, name in FORMATS.items()}
+    fmt = by_suffix.get(Path(path).suffix)
+    if fmt is None:
+        meta = Path(str(path) + ".json")
+        if meta.is_file():
+            return json.loads(meta.read_text())["format"]
+        raise ConfigError(f"cannot tell the format of {path}; exported files end in {', '.join(by_suffix)}")
+    return fmt
+
+
+def load_safetensors(path: str | Path) -> nn.Module:
+    """The model of a safetensors export, rebuilt from the registry, taking raw inputs."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from ember.models import builder_kwargs, create_model
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+    if "ember_model" not in meta or "ember_spec" not in meta:
+        raise ConfigError(f"{path} has no ember model description in its metadata; it was not written by ember export format=safetensors")
+    spec = DataSpec.from_dict(json.loads(meta["ember_spec"]))
+    model_cfg = json.loads(meta["ember_model"])
+    model = create_model(model_cfg["name"], spec, **builder_kwargs(model_cfg))
+    model.load_state_dict(load_file(str(path)))
+    return Normalized(model, spec).eval()
+
+
+def _run_torchscript(path, wrapper, model_config):
+    return load_artifact(path, "torchscript")
+
+
+def _run_exported(path, wrapper, model_config):
+    return load_artifact(path, "exported")
+
+
+def _run_onnx(path, wrapper, model_config):
+    return load_artifact(path, "onnx")
+
+
+def _run_safetensors(path, wrapper, model_config):
+    if model_config is not None:
+        return load_artifact(path, "safetensors")
+    # A model outside the registry: its own class, with the weights read back from the file.
+    from safetensors.torch import load_file
+
+    clone = copy.deepcopy(wrapper)
+    clone.model.load_state_dict(load_file(str(path)))
+    return lambda x: clone(x)
+
+
+RUNNERS = {"torchscript": _run_torchscript, "onnx": _run_onnx, "exported": _run_exported, "safetensors": _run_safetensors}
+
+
+# -- when a model does not export: which layer, and which formats do work ------------------------
+def _attempt(fmt: str, module: nn.Module, args: tuple, kwargs: dict | None = None) -> None:
+    """Convert `module` in memory, raising what the converter raises."""
+    kwargs = kwargs or {}
+    with quiet():
+        if fmt == "torchscript":
+            try:
+                torch.jit.script(module)
+            except Exception:  # noqa: BLE001
+                torch.jit.trace(module, args, check_trace=False)
+        elif fmt == "exported":
+            torch.export.export(module, args, kwargs, strict=False)
+        elif fmt == "onnx":
+            torch.onnx.export(module, args, kwargs=kwargs, dynamo=True, verbose=False)
+
+
+def cannot_export(wrapper: nn.Module, example: torch.Tensor, fmt: str, error: BaseException, dynamic: bool) -> ExportError:
+    """An error naming the layer that fails and the formats that work for this model."""
+    if dynamic:
+        try:
+            _attempt_static(fmt, wrapper, example)
+        except Exception:  # noqa: BLE001 - fails with a fixed batch too: the model is the problem
+            pass
+        else:
+            return ExportError(
+                f"cannot export to {TITLES[fmt]} with a dynamic batch dimension ({_first_line(error)}); the model fixes its batch size: export with batch={len(example)}"
+            )
+    layer = failing_layer(wrapper.model, wrapper, example, fmt)
+    where = f"layer {layer[0]!r} ({layer[1]}) fails" if layer and layer[0] else f"the model's own forward ({type(wrapper.model).__name__}) fails" if layer else "it fails"
+    works = [f for f in ("torchscript", "exported", "onnx") if f != fmt and _works(f, wrapper, example)] + ["safetensors"]
+    return ExportError(f"cannot export to {TITLES[fmt]}: {where}: {_first_line(error)}; formats that work for this model: {', '.join(works)}")
+
+
+def _attempt_static(fmt: str, wrapper: nn.Module, example: torch.Tensor) -> None:
+    _attempt(fmt, wrapper, (example,))
+
+
+def _works(fmt: str, wrapper: nn.Module, example: torch.Tensor) -> bool:
+    if fmt == "onnx":
+        try:
+            require("onnxscript", "onnx")
+        except ExportError:
+            return False
+    try:
+        _attempt(fmt, wrapper, (example,))
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def failing_layer(model: nn.Module, wrapper: nn.Module, example: torch.Tensor, fmt: str) -> tuple[str, str] | None:
+    """The deepest submodule that fails to convert on its own: from the model down, into the
+    first child that fails, until no child fails. ('', class) when the model's own code fails."""
+    calls: dict[nn.Module, tuple] = {}
+
+    def record(module, args, kwargs):
+        calls.setdefault(module, (args, kwargs))
+
+    hooks = [m.register_forward_pre_hook(record, with_kwargs=True) for m in model.modules()]
+    try:
+        with torch.no_grad():
+            wrapper(example)
+    except Exception:  # noqa: BLE001 - the model does not even run eagerly; nothing to narrow down
+        return None
+    finally:
+        for h in hooks:
+            h.remove()
+    name, module = "", model
+    while True:
+        for child_name, child in module.named_children():
+            if child not in calls:
+                continue
+            args, kwargs = calls[child]
+            try:
+                _attempt(fmt, child, args, kwargs)
+            except Exception:  # noqa: BLE001
+                name, module = f"{name}.{child_name}" if name else child_name, child
+                break
+        else:
+            return name, type(module).__name__

@@ -1,0 +1,357 @@
+"""`ember predict run=DIR input=FILE [output=FILE]`: a trained (or exported) model on new data.
+
+Inputs in the units of the training files: a CSV or Parquet table (one sample per row), an
+.npy/.npz array, an HDF5 dataset, an image or a folder of images. They go through the run's
+preprocessing (the columns and one-hot encoding of a table source, decoding and resizing of
+images, the per-channel standardization) and through the model in batches. Classifiers give a
+label (the class name) and the probability of every class; regression gives the values.
+
+`run=` is a run directory or an exported file (`ember export`), whose `.json` description says
+the input shape, task, class names and data settings: predicting needs nothing else.
+"""
+
+import csv
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch.utils._pytree import tree_leaves
+
+from ember.data.spec import DataSpec
+from ember.errors import ConfigError, DataError
+from ember.export.common import Normalized, load_model, parse_options, quiet
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet")
+ARRAY_SUFFIXES = (".npy", ".npz", ".h5", ".hdf5", ".he5")
+OUTPUT_SUFFIXES = (".csv", ".npy", ".npz", ".json")
+
+
+@dataclass
+class Predictor:
+    """A model taking raw inputs, with what predicting needs to know about its data."""
+
+    run: Callable[[torch.Tensor], Any]
+    spec: DataSpec
+    data: dict  # the run's `data` config
+    source: str
+
+
+@dataclass
+class Predictions:
+    ids: list[str]
+    values: np.ndarray  # classification: probabilities (N, classes); regression: values (N, outputs)
+    labels: list[str] | None  # classification: the predicted class names
+    columns: list[str]  # names of the columns of `values`
+    task: str
+
+
+def predict_command(overrides: list[str]) -> int:
+    """ember predict run=DIR|ARTIFACT input=FILE [output=FILE] [batch_size=256]."""
+    opts, _ = parse_options("predict", overrides, {"run": None, "input": None, "output": None, "batch_size": 256})
+    if not opts["run"]:
+        raise ConfigError("ember predict needs the model: ember predict run=runs/<name>/<time> input=FILE (or run=<run>/export/model.onnx)")
+    if not opts["input"]:
+        raise ConfigError("ember predict needs input=FILE: a CSV/Parquet table, an .npy/.npz/.h5 array, an image or a folder of images")
+    predict(opts["run"], opts["input"], output=opts["output"], batch_size=opts["batch_size"])
+    return 0
+
+
+def predict(source: str | Path, input: str | Path, output: str | Path | None = None, batch_size: int = 256, echo: Callable[[str], None] | None = None) -> Predictions:
+    """Predict every sample of `input` with a run (or exported model); write `output` if given."""
+    if batch_size < 1:
+        raise ConfigError(f"batch_size={batch_size} must be at least 1")
+    if output is not None and Path(output).suffix not in OUTPUT_SUFFIXES:
+        raise ConfigError(f"output={str(output)!r}: write predictions to a {', '.join(OUTPUT_SUFFIXES)} file")
+    predictor = load_predictor(source)
+    x, ids = read_inputs(input, predictor.spec, predictor.data)
+    preds = run_batches(predictor, x, ids, batch_size)
+    if output is not None:
+        write_predictions(preds, output)
+        (echo or print)(f"wrote {len(ids)} predictions to {output}")
+    else:
+        show(preds)
+    return preds
+
+
+# -- the model -----------------------------------------------------------------------------------
+def load_predictor(source: str | Path) -> Predictor:
+    path = Path(source)
+    if path.is_dir():
+        from omegaconf import OmegaConf
+
+        model, cfg, spec, _ = load_model(path)
+        wrapper = Normalized(model, spec).eval()
+        return Predictor(wrapper, spec, OmegaConf.to_container(cfg.data, resolve=True), str(path))
+    if path.is_file():
+        from ember.export.export import format_of, load_artifact
+
+        meta_path = Path(str(path) + ".json")
+        if not meta_path.is_file():
+            raise ConfigError(f"{path} has no description {meta_path.name} beside it; pass the run directory, or export again with ember export")
+        meta = json.loads(meta_path.read_text())
+        with quiet():
+            run = load_artifact(path, format_of(path))
+        return Predictor(run, DataSpec.from_dict(meta["spec"]), (meta.get("config") or {}).get("data") or {}, str(path))
+    raise ConfigError(f"run={str(source)!r} does not exist; pass a run directory (runs/<name>/<time>) or a file written by ember export")
+
+
+def run_batches(predictor: Predictor, x: np.ndarray, ids: list[str], batch_size: int) -> Predictions:
+    spec = predictor.spec
+    outs = []
+    with torch.no_grad():
+        for i in range(0, len(x), batch_size):
+            batch = torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size], dtype=np.float32))
+            out = [t for t in tree_leaves(predictor.run(batch)) if isinstance(t, torch.Tensor)][0]
+            outs.append(out.float().cpu())
+    y = torch.cat(outs) if outs else torch.zeros(0, spec.out_features)
+    if spec.task == "classification":
+        probs = torch.softmax(y.reshape(len(y), -1), dim=1).numpy()
+        names = spec.class_names or [str(i) for i in range(probs.shape[1])]
+        return Predictions(ids, probs, [names[k] for k in probs.argmax(1)] if len(probs) else [], [f"prob_{n}" for n in names], spec.task)
+    values = y.reshape(len(y), -1).numpy()
+    return Predictions(ids, values, None, _value_columns(predictor.data, values.shape[1]), spec.task)
+
+
+def _value_columns(data: dict, width: int) -> list[str]:
+    targets = _names(data.get("target")) if data.get("name") in ("csv", "parquet") else []
+    if len(targets) == width:
+        return targets
+    return ["value"] if width == 1 else [f"value_{i}" for i in range(width)]
+
+
+# -- reading inputs ------------------------------------------------------------------------------
+def read_inputs(input: str | Path, spec: DataSpec, data: dict) -> tuple[np.ndarray, list[str]]:
+    """Raw inputs of shape (N, *spec.input_shape) from a file or folder, and an id per sample."""
+    path = Path(str(input)).expanduser()
+    if not path.exists():
+        raise DataError(f"input={str(input)!r} does not exist; pass a CSV/Parquet table, an .npy/.npz/.h5 array, an image or a folder of images")
+    suffix = path.suffix.lower()
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not files:
+            raise DataError(f"input folder {path} holds no images ({', '.join(IMAGE_SUFFIXES[:4])}, ...); pass an image folder or a data file")
+        return _images(files, spec, data), [str(f.relative_to(path)) for f in files]
+    if suffix in IMAGE_SUFFIXES:
+        return _images([path], spec, data), [path.name]
+    if suffix in TABLE_SUFFIXES:
+        x = _table(path, spec, data)
+    elif suffix in ARRAY_SUFFIXES:
+        x = _fit_shape(_array(path, data), spec, str(path))
+    else:
+        raise DataError(f"input={path.name}: cannot read {suffix or 'files without a suffix'}; pass a .csv, .parquet, .npy, .npz, .h5 file, an image or a folder of images")
+    _check_finite(x, path)
+    return x, [str(i) for i in range(len(x))]
+
+
+def _check_finite(x: np.ndarray, path: Path) -> None:
+    bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1) if len(x) else np.zeros(0, bool)
+    if bad.any():
+        raise DataError(f"{path} has missing or infinite values in {int(bad.sum())} sample(s), the first is sample {int(np.flatnonzero(bad)[0])}; fix or drop them")
+
+
+def _fit_shape(arr: np.ndarray, spec: DataSpec, where: str) -> np.ndarray:
+    """(N, *input_shape) from the array's shape: as is, one sample, or flattened rows."""
+    shape = tuple(spec.input_shape)
+    arr = np.asarray(arr)
+    if arr.dtype.kind not in "fiub":
+        raise DataError(f"{where} holds {arr.dtype} values; the model takes numbers")
+    if arr.shape[1:] == shape:
+        return arr.astype(np.float32, copy=False)
+    if arr.shape == shape:
+        return arr[None].astype(np.float32)  # one sample
+    if shape == (1,) and arr.ndim == 1:
+        return arr[:, None].astype(np.float32)  # a column of scalars
+    if arr.ndim == 2 and arr.shape[1] == math.prod(shape):
+        return arr.reshape(len(arr), *shape).astype(np.float32)  # flattened samples, one per row
+    got = tuple(arr.shape[1:]) if arr.ndim > 1 else ()
+    dims = ", ".join(map(str, shape))
+    raise DataError(f"{where} holds samples of shape {got} ({arr.shape[0]} of them, array shape {tuple(arr.shape)}) but the model takes samples of shape {shape}; pass an array of shape (N, {dims}) or (N, {math.prod(shape)})")
+
+
+def _array(path: Path, data: dict) -> np.ndarray:
+    suffix = path.suffix.lower()
+    wanted = [n for n in (data.get("inputs"), "x", "inputs", "X") if n]
+    if suffix == ".npy":
+        try:
+            return np.load(path, allow_pickle=False)
+        except Exception as e:  # noqa: BLE001 - truncated or not an .npy file
+            raise DataError(f"cannot read {path} as a NumPy .npy file ({_first_line(e)}); save it with numpy.save") from None
+    if suffix == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                return _pick(npz.files, wanted, path, "array", lambda k: npz[k])
+        except DataError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            raise DataError(f"cannot read {path} as a NumPy .npz file ({_first_line(e)}); save it with numpy.savez") from None
+    try:
+        import h5py
+    except ImportError:
+        raise DataError(f"reading {path.name} needs h5py: pip install 'ember[hdf5]'") from None
+    try:
+        with h5py.File(path, "r") as f:
+            names = [k for k in f.keys() if isinstance(f[k], h5py.Dataset)]
+            return _pick(names, wanted, path, "dataset", lambda k: f[k][()])
+    except DataError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise DataError(f"cannot read {path} as HDF5 ({_first_line(e)}); check the file") from None
+
+
+def _pick(names: list[str], wanted: list[str], path: Path, what: str, get: Callable[[str], np.ndarray]) -> np.ndarray:
+    for n in wanted:
+        if n in names:
+            return np.asarray(get(n))
+    if len(names) == 1:
+        return np.asarray(get(names[0]))
+    raise DataError(f"{path} holds {what}s {', '.join(names) or '(none)'}; name the inputs {wanted[0]!r} (the run's data.inputs) or keep one {what} in the file")
+
+
+def _images(files: list[Path], spec: DataSpec, data: dict) -> np.ndarray:
+    """Decoded as the imagefolder source does: grayscale or RGB, resized, scaled to [0, 1]."""
+    shape = tuple(spec.input_shape)
+    if len(shape) != 3 or shape[0] not in (1, 3) or shape[1] != shape[2]:
+        raise DataError(f"the model takes samples of shape {shape}, not square images of 1 or 3 channels; pass an array or table file instead of images")
+    try:
+        from ember.data.images import _decode
+    except ImportError:  # pragma: no cover - the images module is part of ember
+        raise DataError("reading images needs pillow: pip install 'ember[images]'") from None
+    try:
+        import PIL  # noqa: F401
+    except ImportError:
+        raise DataError("reading images needs pillow: pip install 'ember[images]'") from None
+    channels, size = shape[0], shape[1]
+    pixels = np.stack([_decode(f, size, channels) for f in files]).astype(np.float32) / 255
+    return pixels[:, None] if channels == 1 else pixels.transpose(0, 3, 1, 2).copy()
+
+
+def _table(path: Path, spec: DataSpec, data: dict) -> np.ndarray:
+    try:
+        import pandas as pd
+    except ImportError:
+        raise DataError(f"reading {path.name} needs pandas: pip install 'ember[tabular]'") from None
+    df = _read_table(pd, path, data)
+    if data.get("name") in ("csv", "parquet"):
+        x = _table_features(pd, df, path, data)
+    else:
+        text = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
+        if text:
+            raise DataError(f"{path} has non-numeric column {text[0]!r}; a table for this model holds one flattened sample of numbers per row")
+        x = df.to_numpy(dtype=np.float32)
+    return _fit_shape(x, spec, str(path))
+
+
+def _read_table(pd, path: Path, data: dict):
+    try:
+        if path.suffix.lower() == ".parquet":
+            return pd.read_parquet(path)
+        sep = "\t" if path.suffix.lower() == ".tsv" else data.get("sep") or ","
+        df = pd.read_csv(path, sep=sep)
+        if all(_is_number(c) for c in df.columns):  # no header row: the first row is data
+            df = pd.read_csv(path, sep=sep, header=None)
+    except Exception as e:  # noqa: BLE001 - parser errors, bad encodings
+        raise DataError(f"cannot read {path} as a table ({_first_line(e)}); check the file") from None
+    if len(df) == 0:
+        raise DataError(f"{path} holds no data rows")
+    df.columns = [str(c) for c in df.columns]
+    return df
+
+
+def _table_features(pd, df, path: Path, data: dict) -> np.ndarray:
+    """The feature columns of a table run, encoded as in training (one-hot over the train file's values)."""
+    targets = _names(data.get("target"))
+    features = _names(data.get("features"))
+    train_path = Path(str(data.get("path") or ""))
+    train = None
+    if data.get("path") and train_path.is_file():
+        train = _read_table(pd, train_path, data)
+        features = features or [c for c in train.columns if c not in targets]
+    features = features or [c for c in df.columns if c not in targets]
+    missing = [c for c in features if c not in df.columns]
+    if missing:
+        raise DataError(f"{path} lacks feature column(s) {', '.join(map(repr, missing))}; the model was trained on columns: {', '.join(features)}")
+    bad = df[features].isna().any(axis=1).to_numpy()
+    if bad.any():
+        raise DataError(f"{path} has missing values in {int(bad.sum())} row(s), the first is data row {int(np.flatnonzero(bad)[0]) + 1}; fill or drop them")
+    from ember.data.tabular import _FeatureEncoder, _is_text
+
+    if train is not None:
+        encode = _FeatureEncoder(pd, train[features].dropna(), train_path)
+        return encode(df[features]).numpy()
+    text = [c for c in features if _is_text(df[c])]
+    if text:
+        raise DataError(f"column {text[0]!r} holds text, and the training file {str(data.get('path'))!r} that defines its one-hot encoding is gone; put it back at that path to predict")
+    return df[features].to_numpy(dtype=np.float32)
+
+
+def _names(value) -> list[str]:
+    if value is None or value == "":
+        return []
+    return [value] if isinstance(value, str) else [str(v) for v in value]
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+# -- writing and showing -------------------------------------------------------------------------
+def write_predictions(p: Predictions, output: str | Path) -> None:
+    path = Path(output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = path.suffix
+    if suffix == ".npy":
+        np.save(path, p.values)
+    elif suffix == ".npz":
+        extra = {"labels": np.array(p.labels), "probabilities": p.values} if p.labels is not None else {"values": p.values}
+        np.savez(path, ids=np.array(p.ids), **extra)
+    elif suffix == ".json":
+        rows = []
+        for i, sample in enumerate(p.ids):
+            row = {"id": sample}
+            if p.labels is not None:
+                row["label"] = p.labels[i]
+            row.update({c: float(v) for c, v in zip(p.columns, p.values[i])})
+            rows.append(row)
+        path.write_text(json.dumps(rows, indent=1) + "\n")
+    else:
+        with open(path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["id"] + (["label"] if p.labels is not None else []) + p.columns)
+            for i, sample in enumerate(p.ids):
+                w.writerow([sample] + ([p.labels[i]] if p.labels is not None else []) + [f"{v:.6g}" for v in p.values[i]])
+
+
+def show(p: Predictions, rows: int = 10) -> None:
+    """The first predictions as a table, and how to get all of them."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{len(p.ids)} predictions", title_justify="left")
+    table.add_column("id")
+    if p.labels is not None:
+        table.add_column("label")
+        table.add_column("probability", justify="right")
+        for i in range(min(rows, len(p.ids))):
+            table.add_row(p.ids[i], p.labels[i], f"{p.values[i].max():.4f}")
+    else:
+        for c in p.columns[:8]:
+            table.add_column(c, justify="right")
+        for i in range(min(rows, len(p.ids))):
+            table.add_row(p.ids[i], *[f"{v:.4g}" for v in p.values[i][:8]])
+    console = Console(highlight=False, soft_wrap=True)
+    console.print(table)
+    more = f"{len(p.ids) - rows} more; " if len(p.ids) > rows else ""
+    console.print(f"{more}write them all with output=predictions.csv (or .npy, .npz, .json)")

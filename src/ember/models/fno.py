@@ -1,0 +1,218 @@
+"""Neural operators for fields on regular grids.
+
+`fno`: the Fourier Neural Operator (Li et al. 2020) in 1-D and 2-D. Each layer adds a global
+convolution, done as a product with learned weights on the lowest `modes` Fourier modes, to a
+pointwise linear map. Because the weights live on Fourier modes, not grid points, a trained FNO
+runs on other resolutions of the same domain.
+
+`afno`: the Adaptive Fourier Neural Operator (Guibas et al. 2021) of FourCastNet: a ViT whose
+attention is replaced by token mixing in Fourier space, a block-diagonal complex MLP shared by all
+modes with soft-thresholding for sparsity. Patches keep the token grid small for large fields.
+
+Complex weights are stored as real tensors with a trailing (real, imaginary) axis, so optimizers,
+safetensors and state dicts only ever see real numbers.
+"""
+
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ember.data.spec import DataSpec
+from ember.errors import ConfigError
+from ember.models import register_model
+from ember.models.layers import (
+    activation,
+    conv,
+    crop,
+    dense_out_channels,
+    dense_out_shape,
+    pad,
+    pad_amounts,
+    spatial_input,
+)
+
+
+class SpectralConv(nn.Module):
+    """Global convolution: multiply the lowest Fourier modes by learned complex weights."""
+
+    def __init__(self, c_in: int, c_out: int, size: tuple, modes: int):
+        super().__init__()
+        self.size = list(size)
+        self.c_out = c_out
+        if len(size) == 1:
+            self.modes = [min(modes, size[0] // 2 + 1)]
+            blocks = 1
+        else:
+            # The first axis has positive and negative frequencies (two weight blocks); the last
+            # axis of a real FFT only non-negative ones.
+            self.modes = [min(modes, size[0] // 2), min(modes, size[1] // 2 + 1)]
+            blocks = 2
+        scale = 1 / (c_in * c_out)
+        self.weight = nn.Parameter(scale * torch.rand(blocks, c_in, c_out, *self.modes, 2))
+
+    def forward(self, x):
+        # Complex arithmetic on (real, imaginary) pairs: ONNX has no complex tensors.
+        n = x.shape[0]
+        if len(self.size) == 1:
+            m = self.modes[0]
+            x_ft = torch.view_as_real(torch.fft.rfft(x))
+            y = _complex_mul("bix,iox->box", x_ft[:, :, :m], self.weight[0])
+            y = F.pad(y, [0, 0, 0, self.size[0] // 2 + 1 - m])  # higher modes are zero
+            return torch.fft.irfft(torch.view_as_complex(y), n=self.size[0])
+        m1, m2 = self.modes
+        h, wf = self.size[0], self.size[1] // 2 + 1
+        x_ft = torch.view_as_real(torch.fft.rfft2(x))
+        low = _complex_mul("bixy,ioxy->boxy", x_ft[:, :, :m1, :m2], self.weight[0])
+        high = _complex_mul("bixy,ioxy->boxy", x_ft[:, :, h - m1 :, :m2], self.weight[1])
+        middle = torch.zeros(n, self.c_out, h - 2 * m1, m2, 2, dtype=low.dtype, device=x.device)
+        y = F.pad(torch.cat([low, middle, high], dim=2), [0, 0, 0, wf - m2])
+        return torch.fft.irfft2(torch.view_as_complex(y), s=(self.size[0], self.size[1]))
+
+
+def _complex_mul(equation: str, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """einsum of complex tensors stored as (..., 2) real tensors."""
+    xr, xi, wr, wi = x[..., 0], x[..., 1], w[..., 0], w[..., 1]
+    real = torch.einsum(equation, xr, wr) - torch.einsum(equation, xi, wi)
+    imag = torch.einsum(equation, xr, wi) + torch.einsum(equation, xi, wr)
+    return torch.stack([real, imag], dim=-1)
+
+
+class FNO(nn.Module):
+    def __init__(self, in_channels: int, size: tuple, out_channels: int, out_shape: tuple, modes: int, width: int, depth: int, act: str, grid: bool):
+        super().__init__()
+        dims = len(size)
+        Conv = conv(dims)
+        self.out_shape = out_shape
+        self.use_grid = grid
+        # The grid coordinates in [0, 1] as extra input channels, as in the paper: they let the
+        # operator learn position-dependent maps on non-periodic domains.
+        axes = torch.meshgrid(*[torch.linspace(0, 1, s) for s in size], indexing="ij")
+        self.register_buffer("grid", torch.stack(axes).unsqueeze(0), persistent=False)
+        self.expand: list[int] = [-1] * (1 + dims)
+        self.lift = Conv(in_channels + (dims if grid else 0), width, 1)
+        self.spectral = nn.ModuleList([SpectralConv(width, width, size, modes) for _ in range(depth)])
+        self.pointwise = nn.ModuleList([Conv(width, width, 1) for _ in range(depth)])
+        self.act = activation(act)
+        self.project = nn.Sequential(Conv(width, 2 * width, 1), activation(act), Conv(2 * width, out_channels, 1))
+
+    def forward(self, x):
+        n = x.shape[0]
+        if self.use_grid:
+            x = torch.cat([x, self.grid.expand([n] + self.expand)], dim=1)
+        x = self.lift(x)
+        last = len(self.spectral) - 1
+        for i, (spectral, pointwise) in enumerate(zip(self.spectral, self.pointwise)):
+            x = spectral(x) + pointwise(x)
+            if i < last:
+                x = self.act(x)
+        return self.project(x).reshape(n, *self.out_shape)
+
+
+@register_model("fno", example="field1d")
+def fno(spec: DataSpec, *, modes: int = 16, width: int = 64, depth: int = 4, activation: str = "gelu", grid: bool = True) -> nn.Module:
+    """Fourier Neural Operator, 1-D or 2-D: convolutions on low Fourier modes."""
+    channels, size = spatial_input(spec, "fno", (1, 2), "the FNO maps fields on grids; use model=mlp for tables")
+    if modes < 1 or depth < 1:
+        raise ConfigError(f"model.modes={modes} and model.depth={depth} must be at least 1")
+    out_channels = dense_out_channels(spec, "fno", size)
+    return FNO(channels, size, out_channels, dense_out_shape(spec, size), modes, width, depth, activation, grid)
+
+
+class AFNOFilter(nn.Module):
+    """Token mixing in Fourier space: a block-diagonal complex 2-layer MLP per mode, soft-shrunk."""
+
+    def __init__(self, dim: int, grid: tuple, num_blocks: int, sparsity: float, modes_fraction: float):
+        super().__init__()
+        self.num_blocks, self.block = num_blocks, dim // num_blocks
+        self.sparsity = sparsity
+        s = 0.02
+        # Index 0 holds the real parts, index 1 the imaginary parts of the complex weights.
+        self.w1 = nn.Parameter(s * torch.randn(2, num_blocks, self.block, self.block))
+        self.b1 = nn.Parameter(s * torch.randn(2, num_blocks, self.block))
+        self.w2 = nn.Parameter(s * torch.randn(2, num_blocks, self.block, self.block))
+        self.b2 = nn.Parameter(s * torch.randn(2, num_blocks, self.block))
+        # Hard thresholding: only the lowest fraction of modes along each axis is mixed.
+        h, wf = grid[0], grid[1] // 2 + 1
+        fy = torch.fft.fftfreq(h).abs().unsqueeze(1) * 2  # in [0, 1]
+        fx = torch.fft.rfftfreq(grid[1]).unsqueeze(0) * 2
+        self.register_buffer("mask", ((fy <= modes_fraction) & (fx <= modes_fraction)).float().reshape(1, h, wf, 1, 1), persistent=False)
+
+    def forward(self, x):  # x: (N, H, W, C)
+        n, h, w, c = x.shape
+        residual = x
+        x = torch.fft.rfft2(x.float(), dim=(1, 2), norm="ortho")
+        x = x.reshape(n, h, w // 2 + 1, self.num_blocks, self.block)
+        xr, xi = x.real, x.imag
+        w1, b1, w2, b2 = self.w1, self.b1, self.w2, self.b2
+        o1r = F.relu(torch.einsum("...bi,bio->...bo", xr, w1[0]) - torch.einsum("...bi,bio->...bo", xi, w1[1]) + b1[0])
+        o1i = F.relu(torch.einsum("...bi,bio->...bo", xi, w1[0]) + torch.einsum("...bi,bio->...bo", xr, w1[1]) + b1[1])
+        o2r = torch.einsum("...bi,bio->...bo", o1r, w2[0]) - torch.einsum("...bi,bio->...bo", o1i, w2[1]) + b2[0]
+        o2i = torch.einsum("...bi,bio->...bo", o1i, w2[0]) + torch.einsum("...bi,bio->...bo", o1r, w2[1]) + b2[1]
+        # Soft-shrinkage zeroes small coefficients: the "sparsity promoting" step of AFNO.
+        o2r = F.softshrink(o2r, self.sparsity) * self.mask
+        o2i = F.softshrink(o2i, self.sparsity) * self.mask
+        x = torch.complex(o2r, o2i).reshape(n, h, w // 2 + 1, c)
+        x = torch.fft.irfft2(x, s=(h, w), dim=(1, 2), norm="ortho").type_as(residual)
+        return x + residual
+
+
+class AFNOBlock(nn.Module):
+    def __init__(self, dim: int, grid: tuple, num_blocks: int, sparsity: float, modes_fraction: float, mlp_ratio: float, dropout: float):
+        super().__init__()
+        hidden = int(dim * mlp_ratio)
+        self.norm1 = nn.LayerNorm(dim)
+        self.filter = AFNOFilter(dim, grid, num_blocks, sparsity, modes_fraction)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim), nn.Dropout(dropout))
+
+    def forward(self, x):
+        x = x + self.filter(self.norm1(x))  # FourCastNet's "double skip"
+        return x + self.mlp(self.norm2(x))
+
+
+class AFNO(nn.Module):
+    def __init__(self, in_channels: int, size: tuple, out_channels: int, out_shape: tuple, patch: int, dim: int, depth: int, num_blocks: int, sparsity: float, modes_fraction: float, mlp_ratio: float, dropout: float):
+        super().__init__()
+        self.size, self.patch, self.out_channels, self.out_shape = list(size), patch, out_channels, out_shape
+        self.pads = pad_amounts(size, patch)
+        self.grid = ((size[0] + patch - 1) // patch, (size[1] + patch - 1) // patch)
+        self.embed = nn.Conv2d(in_channels, dim, patch, stride=patch)
+        self.pos = nn.Parameter(torch.zeros(1, self.grid[0], self.grid[1], dim))
+        nn.init.trunc_normal_(self.pos, std=0.02)
+        self.drop = nn.Dropout(dropout)
+        self.blocks = nn.Sequential(*[AFNOBlock(dim, self.grid, num_blocks, sparsity, modes_fraction, mlp_ratio, dropout) for _ in range(depth)])
+        # Each token predicts its patch's pixels.
+        self.head = nn.Linear(dim, out_channels * patch * patch, bias=False)
+
+    def forward(self, x):
+        n = x.shape[0]
+        x = self.embed(pad(x, self.pads)).permute(0, 2, 3, 1)  # (N, h, w, dim)
+        x = self.blocks(self.drop(x + self.pos))
+        h, w, p = self.grid[0], self.grid[1], self.patch
+        x = self.head(x).reshape(n, h, w, p, p, self.out_channels)
+        x = x.permute(0, 5, 1, 3, 2, 4).reshape(n, self.out_channels, h * p, w * p)
+        return crop(x, self.size).reshape(n, *self.out_shape)
+
+
+@register_model("afno", example="field2d")
+def afno(
+    spec: DataSpec,
+    *,
+    patch_size: int = 4,
+    dim: int = 256,
+    depth: int = 4,
+    num_blocks: int = 8,
+    mlp_ratio: float = 4.0,
+    sparsity: float = 0.01,
+    modes_fraction: float = 1.0,
+    dropout: float = 0.0,
+) -> nn.Module:
+    """Adaptive Fourier Neural Operator (FourCastNet): Fourier token mixing."""
+    channels, size = spatial_input(spec, "afno", (2,), "AFNO maps 2-D fields; use model=fno for 1-D fields")
+    if dim % num_blocks:
+        raise ConfigError(f"model.num_blocks={num_blocks} must divide model.dim={dim}")
+    if not 0 < modes_fraction <= 1:
+        raise ConfigError(f"model.modes_fraction={modes_fraction} must be in (0, 1]")
+    out_channels = dense_out_channels(spec, "afno", size)
+    return AFNO(channels, size, out_channels, dense_out_shape(spec, size), patch_size, dim, depth, num_blocks, sparsity, modes_fraction, mlp_ratio, dropout)

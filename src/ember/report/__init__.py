@@ -1,0 +1,144 @@
+"""`ember report RUN [RUN ...]`: one self-contained HTML page per run or per comparison.
+
+One run: curves per split, learning rate, throughput and data wait; the best checkpoint on the
+test split (confusion matrix and per-class precision/recall, or predicted vs. true and residuals);
+the model, config, environment and timings. Several runs: overlaid curves, a table of final
+metrics and the config keys that differ. `ember train` writes `report.html` into every run
+directory when it ends (run.report=false skips it).
+"""
+
+import copy
+import os
+from pathlib import Path
+
+from ember.report.collect import RunData, labels_for, read_run
+
+
+def model_summary(model, spec) -> dict | None:
+    """ember.summary's table of a copy of the model (its forward pass must not touch the
+    trained model's BatchNorm statistics)."""
+    from ember.summary import summarize
+
+    clone = copy.deepcopy(model).cpu()
+    return summarize(clone, spec, depth=2, name=type(model).__name__).to_dict()
+
+
+def summary_text(summary: dict) -> str:
+    rows = [("layer", "type", "output", "params")]
+    rows += [("  " * r["depth"] + r["name"].rsplit(".", 1)[-1] if r["depth"] else r["name"], r["kind"], r["output_shape"], f"{r['params']:,}" if r["params"] else "") for r in summary["layers"]]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = ["  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip() for row in rows]
+    lines.append(f"parameters: {summary['total_params']:,} ({summary['trainable_params']:,} trainable)")
+    lines.append(f"FLOPs per sample (forward): {summary['flops_per_sample']:,}")
+    return "\n".join(lines) + "\n"
+
+
+def evaluate_split(model, splits, spec) -> dict | None:
+    """The model on the test split (or val where there is none): the report's evaluation."""
+    from ember.report import evaluate
+
+    if callable(getattr(model, "loss", None)):
+        return None  # generative models (vae, diffusion): no predictions to compare
+    split = "test" if splits.test is not None else "val" if splits.val is not None else None
+    if split is None:
+        return None
+    data = getattr(splits, split)
+    ev = evaluate.evaluate(model, data, spec)
+    result = evaluate.classification(ev, spec, data) if spec.task == "classification" else evaluate.regression(ev, spec)
+    return {**result, "split": split, "truncated": ev["truncated"]}
+
+
+def _single(run: RunData, model=None, splits=None, spec=None, evaluate: bool = True) -> tuple[str, dict | None]:
+    from ember.report import page
+
+    notes, ev, summary = [], None, None
+    if model is None and evaluate and run.status == "finished":
+        try:
+            from ember.api import load_run
+            from ember.data import build_data
+
+            model, cfg, spec = load_run(run.path)
+            splits = build_data(cfg.data)
+        except Exception as e:
+            notes.append(f"the best checkpoint could not be evaluated ({_one_line(e)})")
+            model = None
+    if model is not None:
+        spec = spec or splits.spec
+        try:
+            ev = evaluate_split(model, splits, spec) if evaluate else None
+        except Exception as e:
+            notes.append(f"the best checkpoint could not be evaluated ({_one_line(e)})")
+        try:
+            summary = model_summary(model, spec)
+        except Exception as e:
+            notes.append(f"no model summary ({_one_line(e)})")
+    elif evaluate and run.status != "finished":
+        notes.append("the best checkpoint is evaluated once the run has finished")
+    return page.single(run, ev, summary, notes), summary
+
+
+def _one_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {lines[0][:200]}" if lines else type(e).__name__
+
+
+def write_html(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def build_report(runs: list[str | Path], out: str | Path | None = None, evaluate: bool = True) -> Path:
+    """Write the report of one run (default RUN/report.html) or the comparison of several
+    (default ./report.html); returns its path."""
+    data = [read_run(p) for p in runs]
+    for run, label in zip(data, labels_for([r.path for r in data])):
+        run.label = label
+    if len(data) == 1:
+        html, _ = _single(data[0], evaluate=evaluate)
+        return write_html(Path(out) if out else data[0].path / "report.html", html)
+    from ember.report import page
+
+    target = Path(out) if out else Path("report.html")
+    links = []
+    for run in data:
+        own = run.path / "report.html"
+        links.append(os.path.relpath(own, target.resolve().parent) if own.exists() else None)
+    return write_html(target, page.compare(data, links))
+
+
+def after_training(cfg, run_path: Path, trainer, warn) -> tuple[Path | None, dict]:
+    """At the end of `ember train`: report.html from the model and data still in memory (unless
+    run.report=false), and the artifacts the trackers keep: config, spec, summary, report, model
+    summary. Never raises: a failure is one warning line, and the run stays finished."""
+    from ember.data import Splits
+
+    artifacts = {name: run_path / name for name in ("config.yaml", "spec.json", "summary.json")}
+    path, summary = None, None
+    try:
+        loaders = {k: getattr(trainer, f"{k}_loader", None) for k in ("train", "val", "test")}
+        splits = Splits(spec=trainer.spec, **{k: (v.data if v is not None else None) for k, v in loaders.items()})
+        if cfg.run.get("report", True):
+            html, summary = _single(read_run(run_path), model=trainer.model, splits=splits, spec=trainer.spec)
+            path = write_html(run_path / "report.html", html)
+            artifacts["report.html"] = path
+        else:
+            summary = model_summary(trainer.model, trainer.spec)
+    except Exception as e:
+        warn(f"warning: report.html not written ({_one_line(e)})")
+    if summary:
+        artifacts["model_summary.txt"] = summary_text(summary)
+    return path, artifacts
+
+
+def report_command(args) -> int:
+    from ember.track.console import Console
+
+    path = build_report(args.runs, args.out, evaluate=not args.no_eval)
+    Console("lines").print(f"report: {path}")
+    return 0
+
+
+__all__ = ["after_training", "build_report", "report_command", "RunData", "read_run"]

@@ -1,0 +1,231 @@
+"""Reading run directories for `ember runs` and `ember report`: tolerant of what is missing.
+
+A run that crashed, was killed or is still running still has something to show; a file that is
+missing or damaged becomes a note in `RunData.problems`, never an exception. A directory without
+config.yaml is not a run, and that is an error that says where the runs are.
+"""
+
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from ember.errors import ConfigError
+
+SKIP_DIRS = {"checkpoints", "tb", "wandb", "mlartifacts", "mlruns", "__pycache__"}
+
+
+@dataclass
+class RunData:
+    path: Path
+    config: dict = field(default_factory=dict)
+    summary: dict = field(default_factory=dict)
+    records: list[dict] = field(default_factory=list)
+    spec: dict | None = None
+    problems: list[str] = field(default_factory=list)
+    label: str = ""
+
+    @property
+    def status(self) -> str:
+        return run_status(self.summary)
+
+    @property
+    def experiment(self) -> str:
+        run = self.config.get("run") or {}
+        if run.get("name"):
+            return str(run["name"])
+        if run.get("dir"):
+            return f"{(self.config.get('data') or {}).get('name', '?')}-{(self.config.get('model') or {}).get('name', '?')}"
+        return self.path.parent.name
+
+    @property
+    def monitor(self) -> str | None:
+        if self.summary.get("monitor"):
+            return self.summary["monitor"]
+        m = (self.config.get("trainer") or {}).get("monitor", "auto")
+        return "val/loss" if m in (None, "auto") else m
+
+    def metrics(self) -> dict:
+        """The final metrics, or for an unfinished run the best validation seen so far."""
+        final = self.summary.get("metrics")
+        if final:
+            return dict(final)
+        monitor = self.monitor
+        if not monitor or "/" not in monitor:
+            return {}
+        split, name = monitor.split("/", 1)
+        values = [r[name] for r in self.records if r.get("split") == split and isinstance(r.get(name), (int, float))]
+        if not values:
+            return {}
+        from ember.metrics import is_higher_better
+
+        return {monitor: max(values) if is_higher_better(monitor) else min(values)}
+
+    def duration(self) -> float | None:
+        s = self.summary
+        if isinstance(s.get("wall_time_s"), (int, float)):
+            return float(s["wall_time_s"])
+        started = s.get("started")
+        if not isinstance(started, (int, float)):
+            return None
+        end = s.get("finished") or (time.time() if self.status == "running" else _mtime(self.path / "metrics.jsonl"))
+        return max(0.0, float(end) - float(started)) if end else None
+
+
+def _mtime(p: Path) -> float | None:
+    try:
+        return p.stat().st_mtime
+    except OSError:
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def run_status(summary: dict) -> str:
+    """finished / running / failed / interrupted / preempted. A run that says `running` but whose
+    process on this host is gone (killed by the OOM killer, SIGKILL, a crashed node) is `failed`."""
+    status = summary.get("status") or "unknown"
+    if status == "running" and summary.get("pid") and summary.get("host") == socket.gethostname():
+        if not _alive(int(summary["pid"])):
+            return "failed"
+    return status
+
+
+def status_note(run: "RunData") -> str | None:
+    status = run.status
+    s = run.summary
+    if status == "finished":
+        return None
+    if status == "failed" and s.get("status") == "running":
+        return f"this run is not finished: its process (pid {s.get('pid')}) ended without writing a status, probably killed"
+    if status == "failed":
+        return f"this run failed: {s.get('error', 'no error recorded')}"
+    if status == "running":
+        return "this run is still running: the page shows what it has logged so far"
+    if status in ("preempted", "interrupted"):
+        where = f"; continue with: ember train resume={run.path}" if status == "preempted" else ""
+        return f"this run was {status} at step {s.get('steps', '?')} and is not finished{where}"
+    return f"this run has no status (summary.json is missing or damaged): the page shows what exists"
+
+
+def is_run(path: Path) -> bool:
+    return (path / "config.yaml").is_file()
+
+
+def find_runs(root: Path) -> list[Path]:
+    """Run directories at or under `root` (a directory holding config.yaml), in path order."""
+    root = Path(root)
+    if is_run(root):
+        return [root]
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        if "config.yaml" in filenames and dirpath != str(root):
+            found.append(Path(dirpath))
+            dirnames[:] = []  # a run's own subfolders hold no runs
+            continue
+        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and not d.startswith("."))
+    return sorted(found)
+
+
+def not_a_run(path: Path, key: str = "RUN") -> ConfigError:
+    path = Path(path)
+    if not path.exists():
+        return ConfigError(f"{str(path)!r} does not exist; pass a run directory such as runs/<name>/<time> (ember runs lists them)")
+    inside = find_runs(path) if path.is_dir() else []
+    if inside:
+        shown = " ".join(str(p) for p in inside[:3]) + (" ..." if len(inside) > 3 else "")
+        return ConfigError(f"{str(path)!r} is not a run directory (no config.yaml) but holds {len(inside)} run(s); pass them, for example: ember report {shown}")
+    return ConfigError(f"{str(path)!r} is not a run directory (no config.yaml); pass a run directory such as runs/<name>/<time> (ember runs lists them)")
+
+
+def read_run(path: str | Path) -> RunData:
+    path = Path(path)
+    if not is_run(path):
+        raise not_a_run(path)
+    run = RunData(path=path, label=path.name)
+    try:
+        run.config = yaml.safe_load((path / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        run.problems.append(f"config.yaml could not be read ({str(e).splitlines()[0]})")
+    run.summary = _read_json(path / "summary.json", run.problems) or {}
+    run.spec = _read_json(path / "spec.json", run.problems)
+    p = path / "metrics.jsonl"
+    if p.exists():
+        bad = 0
+        for line in p.read_text(errors="replace").splitlines():
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                bad += 1  # a line cut short by a kill
+                continue
+            if isinstance(record, dict) and isinstance(record.get("step"), (int, float)):
+                run.records.append(record)
+        if bad:
+            run.problems.append(f"metrics.jsonl has {bad} unreadable line(s), left out")
+    else:
+        run.problems.append("metrics.jsonl is missing: no curves")
+    return run
+
+
+def _read_json(p: Path, problems: list[str]) -> dict | None:
+    if not p.exists():
+        problems.append(f"{p.name} is missing")
+        return None
+    try:
+        value = json.loads(p.read_text())
+        return value if isinstance(value, dict) else None
+    except (OSError, ValueError) as e:
+        problems.append(f"{p.name} could not be read ({e})")
+        return None
+
+
+def labels_for(paths: list[Path]) -> list[str]:
+    """Short distinct names: the last path parts that tell the runs apart."""
+    for depth in (1, 2, 3, 4):
+        labels = ["/".join(p.resolve().parts[-depth:]) for p in paths]
+        if len(set(labels)) == len(labels):
+            return labels
+    return [str(p) for p in paths]
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in (d or {}).items():
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def curves(records: list[dict], max_points: int = 1500) -> dict[str, dict[str, list]]:
+    """metric -> split -> [[step, value, epoch], ...], thinned to at most `max_points` a series."""
+    out: dict[str, dict[str, list]] = {}
+    for r in records:
+        split = r.get("split", "train")
+        for k, v in r.items():
+            if k in ("step", "epoch", "split") or isinstance(v, bool):
+                continue
+            if v is None or isinstance(v, (int, float)):
+                out.setdefault(k, {}).setdefault(split, []).append([r["step"], v, r.get("epoch")])
+    for by_split in out.values():
+        for split, pts in by_split.items():
+            pts.sort(key=lambda p: p[0])
+            if len(pts) > max_points:
+                k = -(-len(pts) // max_points)
+                by_split[split] = pts[::k] + ([pts[-1]] if (len(pts) - 1) % k else [])
+    return out

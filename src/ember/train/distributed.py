@@ -1,0 +1,92 @@
+"""Several processes through torchrun (or srun): process group, agreement, rank-0 side effects.
+
+ember adds no launcher: `torchrun --nproc_per_node=N -m ember train ...` (or `trainer.devices=N`,
+which calls torchrun's own entry point) sets RANK/WORLD_SIZE/LOCAL_RANK and the rendezvous, and
+every rank runs the same `ember train`. Under `srun` without torchrun, SLURM's variables are read.
+Decisions that end training (early stopping, a NaN, a stop signal) are agreed on by all ranks,
+so no rank is left waiting in a collective.
+"""
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from ember.errors import EmberError
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def from_env() -> Dist:
+    env = os.environ
+    if "WORLD_SIZE" in env and "RANK" in env:
+        return Dist(int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0)))
+    if "SLURM_NTASKS" in env and int(env["SLURM_NTASKS"]) > 1 and "SLURM_PROCID" in env:
+        # srun started every task itself: torch's env:// rendezvous needs these four.
+        rank, world = int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"])
+        env.setdefault("MASTER_ADDR", env.get("SLURM_LAUNCH_NODE_IPADDR", "127.0.0.1"))
+        env.setdefault("MASTER_PORT", "29500")
+        env["RANK"], env["WORLD_SIZE"] = str(rank), str(world)
+        env.setdefault("LOCAL_RANK", env.get("SLURM_LOCALID", "0"))
+        return Dist(rank, world, int(env["LOCAL_RANK"]))
+    return Dist()
+
+
+def init(d: Dist, device: torch.device, timeout_s: float) -> None:
+    """Join the process group: NCCL between GPUs, gloo on CPU."""
+    if not d.enabled or dist.is_initialized():
+        return
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def agree_any(flags: torch.Tensor, d: Dist) -> torch.Tensor:
+    """Element-wise OR of a 0/1 tensor over all ranks (so every rank takes the same branch)."""
+    if d.enabled:
+        _checked(lambda: dist.all_reduce(flags, op=dist.ReduceOp.MAX), d)
+    return flags
+
+
+def mean(value: torch.Tensor, d: Dist) -> torch.Tensor:
+    if d.enabled:
+        value = value.clone()
+        _checked(lambda: dist.all_reduce(value, op=dist.ReduceOp.SUM), d)
+        value /= d.world
+    return value
+
+
+def broadcast(obj, d: Dist):
+    """Rank 0's value of a picklable object, on every rank."""
+    if not d.enabled:
+        return obj
+    box = [obj]
+    _checked(lambda: dist.broadcast_object_list(box, src=0), d)
+    return box[0]
+
+
+def _checked(op, d: Dist) -> None:
+    try:
+        op()
+    except (RuntimeError, dist.DistBackendError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise EmberError(f"rank {d.rank}: a collective with the other ranks failed ({first[:200]}); another rank died or timed out (trainer.dist_timeout)") from None

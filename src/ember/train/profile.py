@@ -1,0 +1,41 @@
+"""`ember profile`: a short real run under torch.profiler.
+
+Prints the operators that took the most time and the share of time spent waiting for data, and
+writes a Chrome trace (open it in Perfetto or chrome://tracing) into the run directory.
+"""
+
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+from torch.profiler import ProfilerActivity, profile, schedule
+
+from ember.data import build_data
+from ember.models import create_model
+from ember.run import RunDir, default_run_name
+from ember.track.console import Console
+from ember.train.trainer import Trainer, seed_everything
+
+
+def profile_run(cfg: DictConfig, console: Console, warmup: int = 5, steps: int = 10) -> Path:
+    cfg = OmegaConf.merge(cfg, {"trainer": {"max_steps": warmup + steps, "progress": "none"}})
+    cfg.run.name = default_run_name(cfg) + "-profile"
+    seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)
+    splits = build_data(cfg.data)
+    model = create_model(cfg.model.name, splits.spec, **{k: v for k, v in cfg.model.items() if k not in ("name", "init", "freeze")})
+    trainer = Trainer(cfg, model, splits, None, Console("none"))
+    run = RunDir.create(cfg, splits.spec)
+    trainer.attach(run)
+    cuda = trainer.device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities, schedule=schedule(wait=0, warmup=warmup, active=steps, repeat=1)) as prof:
+        trainer.step_hook = prof.step  # the profiler's clock is the optimizer step
+        trainer.fit()
+    trace = run.path / "trace.json"
+    prof.export_chrome_trace(str(trace))
+    run.close()
+    sort = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+    console.print(prof.key_averages().table(sort_by=sort, row_limit=15))
+    wait = trainer.meter.total_wait / max(trainer.wall_time, 1e-9)
+    console.print(f"{warmup + steps} steps ({steps} profiled) in {trainer.wall_time:.2f} s; waiting for data {wait:.0%}")
+    console.print(f"chrome trace: {trace}")
+    return trace

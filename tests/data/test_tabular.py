@@ -1,0 +1,136 @@
+"""data=csv / data=parquet on small files the tests write."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from data_support import cli_error, cli_train, fit, run_dirs
+
+from ember import load_data
+from ember.api import evaluate_run
+from ember.errors import ConfigError, DataError
+from ember.track.console import Console
+
+
+def _table(n=200, seed=0):
+    rng = np.random.default_rng(seed)
+    a, b = rng.normal(size=n), rng.normal(size=n)
+    site = rng.choice(["north", "south", "east"], size=n)
+    label = np.where(a + (site == "north") > 0.3, "rain", "dry")
+    return pd.DataFrame({"a": a, "b": b, "site": site, "label": label, "amount": 2 * a - b})
+
+
+@pytest.fixture
+def weather(tmp_path):
+    path = tmp_path / "weather.csv"
+    _table().to_csv(path, index=False)
+    return path
+
+
+def test_csv_classification_with_text_labels_and_a_categorical_feature(weather):
+    splits = load_data("csv", path=str(weather), target="label", features=["a", "b", "site"])
+    spec = splits.spec
+    assert spec.task == "classification" and spec.num_classes == 2 and spec.class_names == ["dry", "rain"]
+    # a, b and the one-hot columns of the three sites.
+    assert spec.input_shape == (5,) and splits.train.x.dtype == torch.float32
+    # 200 rows: 20% test, 10% validation, the rest train; the indices are file rows, disjoint.
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (140, 20, 40)
+    rows = [set(splits.indices[k]) for k in ("train", "val", "test")]
+    assert set.union(*rows) == set(range(200)) and sum(map(len, rows)) == 200
+    # Stratified: each split has the file's share of rain.
+    share = (_table()["label"] == "rain").mean()
+    for data in (splits.train, splits.val, splits.test):
+        assert abs(data.y.float().mean().item() - share) < 0.06
+
+
+def test_csv_regression_on_several_targets_and_chosen_features(weather):
+    splits = load_data("csv", path=str(weather), target=["amount", "b"], features=["a"], normalize=False, val_fraction=0)
+    assert splits.spec.task == "regression" and splits.spec.target_shape == (2,) and splits.spec.input_shape == (1,)
+    x, y = splits.train.x, splits.train.y
+    assert torch.allclose(y[:, 0], 2 * x[:, 0] - y[:, 1], atol=1e-5)
+    assert splits.val is None and len(splits.test) == 40
+
+
+def test_integer_labels_and_data_task(tmp_path):
+    df = pd.DataFrame({"x": np.arange(30.0), "y": np.arange(30) % 3})
+    df.to_csv(tmp_path / "t.csv", index=False)
+    assert load_data("csv", path=str(tmp_path / "t.csv"), target="y").spec.num_classes == 3
+    reg = load_data("csv", path=str(tmp_path / "t.csv"), target="y", task="regression")
+    assert reg.spec.task == "regression" and reg.train.y.dtype == torch.float32
+    df.assign(y=df.y * 2).to_csv(tmp_path / "gaps.csv", index=False)  # ids 0, 2, 4
+    with pytest.raises(DataError, match=r"class ids are not contiguous: 3 classes between 0 and 4, none with id 1, 3; .*data.num_classes=5"):
+        load_data("csv", path=str(tmp_path / "gaps.csv"), target="y")
+    assert load_data("csv", path=str(tmp_path / "gaps.csv"), target="y", num_classes=5).spec.num_classes == 5
+    df.assign(y=df.y - 1).to_csv(tmp_path / "neg.csv", index=False)
+    with pytest.raises(DataError, match="label -1 is out of range"):
+        load_data("csv", path=str(tmp_path / "neg.csv"), target="y")
+
+
+def test_parquet_and_a_separate_test_file(tmp_path):
+    _table(seed=0).to_parquet(tmp_path / "train.parquet")
+    _table(n=50, seed=1).to_parquet(tmp_path / "test.parquet")
+    splits = load_data("parquet", path=str(tmp_path / "train.parquet"), target="label", test_path=str(tmp_path / "test.parquet"))
+    assert len(splits.test) == 50 and (len(splits.train), len(splits.val)) == (180, 20)
+    assert splits.train.x.shape[1] == splits.test.x.shape[1] == 6  # a, b, amount, 3 sites
+
+
+def test_nan_is_an_error_that_says_where_or_rows_are_dropped(tmp_path, weather):
+    df = _table()
+    df.loc[[5, 17], "b"] = np.nan
+    df.loc[9, "a"] = np.inf
+    df.to_csv(tmp_path / "holes.csv", index=False)
+    with pytest.raises(DataError, match=r"holes.csv has 3 missing or infinite values \(a: 1, b: 2\); the first is in column 'b' of data row 6 \(line 7 of a CSV\); .*data.nan=drop"):
+        load_data("csv", path=str(tmp_path / "holes.csv"), target="label")
+    splits = load_data("csv", path=str(tmp_path / "holes.csv"), target="label", nan="drop")
+    kept = sorted(r for k in ("train", "val", "test") for r in splits.indices[k])
+    assert kept == sorted(set(range(200)) - {5, 9, 17})  # file rows, not positions after dropping
+    with pytest.raises(ConfigError, match="data.nan='keep' is not a valid choice; choose one of: error, drop"):
+        load_data("csv", path=str(weather), target="label", nan="keep")
+
+
+def test_bad_columns_files_and_keys(tmp_path, weather):
+    with pytest.raises(DataError, match=r"no target column 'lable' in .*weather.csv; did you mean 'label'\? set data.target to columns of the file: a, b, site, label, amount"):
+        load_data("csv", path=str(weather), target="lable")
+    with pytest.raises(DataError, match="no feature column 'c'"):
+        load_data("csv", path=str(weather), target="label", features=["a", "c"])
+    with pytest.raises(ConfigError, match="data=csv needs data.target=...: the column.* columns of .*: a, b, site, label, amount"):
+        load_data("csv", path=str(weather))
+    with pytest.raises(DataError, match=r"data.path='nope.csv' does not exist"):
+        load_data("csv", path="nope.csv", target="y")
+    with pytest.raises(ConfigError, match="data=csv needs data.path"):
+        load_data("csv", target="y")
+    (tmp_path / "binary.csv").write_bytes(b"\xff\xfe\x00\x81garbage\x00\x9c")
+    with pytest.raises(DataError, match="cannot read .*binary.csv as csv"):
+        load_data("csv", path=str(tmp_path / "binary.csv"), target="y")
+    _table().to_parquet(tmp_path / "t.parquet")
+    data = (tmp_path / "t.parquet").read_bytes()
+    (tmp_path / "t.parquet").write_bytes(data[: len(data) // 2])  # truncated
+    with pytest.raises(DataError, match="cannot read .*t.parquet as parquet"):
+        load_data("parquet", path=str(tmp_path / "t.parquet"), target="label")
+    (tmp_path / "empty.csv").write_text("a,b,label\n")
+    with pytest.raises(DataError, match="empty.csv holds no data rows"):
+        load_data("csv", path=str(tmp_path / "empty.csv"), target="label")
+
+
+def test_training_on_a_csv_learns(tmp_path, weather):
+    result = fit(tmp_path, "data=csv", f"data.path={weather}", "data.target=label", "model=mlp", "trainer.max_epochs=15", "optim.lr=0.01", "sched=none")
+    assert result.metrics["test/accuracy"] > 0.85
+    # The run records its held-out rows, and a later evaluation rebuilds exactly that test set.
+    recorded = json.loads((result.run_dir / "splits.json").read_text())
+    assert recorded == load_data("csv", path=str(weather), target="label").indices
+    metrics = evaluate_run(result.run_dir, console=Console("none"))
+    assert metrics["test/accuracy"] == pytest.approx(result.metrics["test/accuracy"])
+
+
+def test_cli_trains_on_a_csv_and_rejects_a_bad_column(ember_cli, tmp_path, weather):
+    r = cli_train(ember_cli, "data=csv", f"data.path={weather}", "data.target=amount", "model=mlp", "trainer.max_epochs=1")
+    assert r.returncode == 0, r.stderr
+    (run,) = run_dirs(tmp_path)
+    assert set(json.loads((run / "splits.json").read_text())) == {"train", "val", "test"}
+    assert json.loads((run / "spec.json").read_text())["task"] == "regression"
+    import shutil
+
+    shutil.rmtree(tmp_path / "runs")
+    cli_error(ember_cli, tmp_path, "data=csv", f"data.path={weather}", "data.target=amout", "model=mlp", match="did you mean 'amount'?")

@@ -1,0 +1,34 @@
+"""Tiny trained runs shared by the export tests (trained once per session, a second each)."""
+
+import pytest
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cpp: builds examples/cpp against the torch wheel's libtorch with CMake (~25 s on 2 cores); deselect with -m 'not cpp'")
+
+
+def _train(root, *overrides):
+    from ember.api import train
+    from ember.config import compose
+
+    cfg = compose([*overrides, "trainer.max_epochs=1", "trainer.progress=none", f"run.root={root}"])
+    return train(cfg).run_dir
+
+
+@pytest.fixture(scope="session")
+def cnn_run(tmp_path_factory):
+    """cnn1d on 500 MNIST-1D samples: a conv net with batch norm, inputs (1, 40), 10 classes."""
+    return _train(tmp_path_factory.mktemp("runs"), "model=cnn1d", "data=mnist1d", "data.num_samples=500")
+
+
+@pytest.fixture(scope="session")
+def mlp_run(tmp_path_factory):
+    """mlp on scikit-learn's digits: linear layers (what int8 quantization acts on)."""
+    return _train(tmp_path_factory.mktemp("runs"), "model=mlp", "data=digits", "model.width=64")
+
+
+@pytest.fixture(scope="session")
+def onnx_export(cnn_run):
+    from ember.export.export import export_run
+
+    return export_run(cnn_run, "onnx", echo=lambda s: None)

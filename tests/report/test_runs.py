@@ -1,0 +1,58 @@
+"""`ember runs`: the table of runs, --sort, --json, and the status of runs that did not finish."""
+
+import json
+import shutil
+
+from ember.cli import main
+
+
+def set_summary(run, **changes):
+    summary = json.loads((run / "summary.json").read_text())
+    summary.update(changes)
+    (run / "summary.json").write_text(json.dumps(summary))
+
+
+def test_runs_table_json_and_sort(classification_runs, regression_run, runs_root, tmp_path, capsys):
+    root = tmp_path / "runs"
+    shutil.copytree(runs_root, root)
+    crashed = root / "mnist1d-cnn1d" / "crashed"
+    shutil.copytree(classification_runs[0], crashed)
+    set_summary(crashed, status="running", metrics=None, pid=2**22 + 4242)  # its process is gone
+    preempted = root / "mnist1d-cnn1d" / "preempted"
+    shutil.copytree(classification_runs[0], preempted)
+    set_summary(preempted, status="preempted", metrics=None)
+    (root / "mlflow.db").write_text("")  # stores beside the runs are not runs
+
+    assert main(["runs", str(root), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    by_run = {r["run"]: r for r in rows}
+    assert len(rows) == 5
+    assert by_run["mnist1d-cnn1d/crashed"]["status"] == "failed"
+    assert by_run["mnist1d-cnn1d/preempted"]["status"] == "preempted"
+    assert by_run["mnist1d-cnn1d/preempted"]["best"] is not None  # from metrics.jsonl, the best so far
+    reg = next(r for r in rows if r["experiment"] == "linear_regression")
+    assert reg["test_metric"] == "test/r2" and reg["model"] == "ann" and reg["data"] == "linear" and reg["duration_s"] > 0
+    assert reg["monitor"] is None and reg["best"] is None  # no validation split
+    finished = [r for r in rows if r["status"] == "finished" and r["experiment"] == "mnist1d-cnn1d"]
+    assert len(finished) == 2 and all(r["test_metric"] == "test/accuracy" and r["monitor"] == "val/loss" and r["best"] is not None for r in finished)
+
+    assert main(["runs", str(root), "--sort", "test/accuracy", "--json"]) == 0
+    order = [r["metrics"].get("test/accuracy") for r in json.loads(capsys.readouterr().out)]
+    known = [v for v in order if v is not None]
+    assert known == sorted(known, reverse=True) and order[: len(known)] == known  # best first, missing last
+
+    assert main(["runs", str(root), "--sort", "val/loss"]) == 0
+    out = capsys.readouterr().out
+    assert "5 runs under" in out
+    for word in ("finished", "failed", "preempted", "linear_regression", "accuracy", "r2", "loss"):
+        assert word in out
+
+
+def test_runs_mistakes_are_one_line(tmp_path, classification_runs, runs_root, capsys):
+    assert main(["runs", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["runs", str(runs_root), "--sort", "val/nonsense"]) == 2
+    err = capsys.readouterr().err
+    assert "no run has that metric" in err and "val/loss" in err
+    assert main(["runs", str(tmp_path)]) == 0
+    assert "no runs under" in capsys.readouterr().out

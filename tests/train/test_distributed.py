@@ -1,0 +1,112 @@
+"""Several processes on CPU with gloo, started by the real torchrun: equivalence, agreement, resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+COMMON = ["model=mlp", "model.width=32", "data.num_samples=2000", "trainer.progress=none", "trainer.tensorboard=false", "sched=none", "optim=sgd", "optim.lr=0.05"]
+
+
+def _env():
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def _torchrun(nproc: int, args: list[str], cwd: Path, extra: list[str] = (), script: str | None = None) -> subprocess.CompletedProcess:
+    target = [script] if script else ["-m", "ember", "train"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *extra, *target, *args]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=_env(), timeout=300)
+
+
+def _weights(run: Path) -> dict:
+    return load_file(run / "model.safetensors")
+
+
+def test_two_ranks_of_batch_b_equal_one_process_of_batch_2b(tmp_path):
+    # 1440 training samples: 45 global batches of 32 per epoch; 50 steps cross an epoch boundary.
+    steps = ["trainer.max_steps=50", "trainer.max_epochs=5"]
+    one = subprocess.run([sys.executable, "-m", "ember", "train", *COMMON, *steps, "data.batch_size=32", f"run.dir={tmp_path / 'one'}"], cwd=tmp_path, capture_output=True, text=True, env=_env(), timeout=300)
+    assert one.returncode == 0, one.stderr
+    two = _torchrun(2, [*COMMON, *steps, "data.batch_size=16", f"run.dir={tmp_path / 'two'}"], tmp_path)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "2 processes, global batch 16 x 2 x 1 = 32" in two.stdout
+    a, b = _weights(tmp_path / "one"), _weights(tmp_path / "two")
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5), k
+    summary = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert summary["steps"] == 50 and summary["status"] == "finished"
+    # Only rank 0 wrote: one record per logged step, none twice.
+    steps_logged = [json.loads(line)["step"] for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines() if '"train"' in line]
+    assert steps_logged == sorted(set(steps_logged))
+
+
+def test_trainer_devices_launches_torchrun_itself(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "ember", "train", *COMMON, "trainer.devices=2", "trainer.max_epochs=1", f"run.dir={tmp_path / 'r'}"], cwd=tmp_path, capture_output=True, text=True, env=_env(), timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "2 processes, global batch 64 x 2 x 1 = 128" in r.stdout
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["status"] == "finished"
+
+
+def test_early_stopping_ends_both_ranks(tmp_path):
+    r = _torchrun(2, [*COMMON, "optim.lr=0", "trainer.max_epochs=50", "trainer.early_stopping_patience=2", f"run.dir={tmp_path / 'r'}"], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["epochs"] == 3 and summary["stop_reason"].startswith("early stopping")
+
+
+NAN_ON_RANK_1 = '''
+import os, sys, torch, ember
+from torch import nn
+rank = int(os.environ["RANK"])
+g = torch.Generator().manual_seed(0)
+x, y = torch.randn(256, 4, generator=g), torch.randn(256, 1, generator=g)
+torch.manual_seed(0)
+model = nn.Linear(4, 1)
+if rank == 1:  # only this rank's data goes bad: its loss is NaN, rank 0's is not
+    x[:] = float("nan")
+try:
+    ember.fit(model, (x, y), max_epochs=5, batch_size=8, shuffle=False, progress="none", tensorboard=False, run={"root": sys.argv[1]})
+except ember.EmberError as e:
+    print(f"rank {rank}: {e}", file=sys.stderr)
+    sys.exit(e.exit_code)
+'''
+
+
+def test_a_nan_on_one_rank_ends_both(tmp_path):
+    script = tmp_path / "nan_on_one_rank.py"
+    script.write_text(NAN_ON_RANK_1)
+    start = time.monotonic()
+    r = _torchrun(2, [str(tmp_path / "runs")], tmp_path, script=str(script))
+    assert r.returncode != 0
+    assert time.monotonic() - start < 120  # no rank hangs waiting for the other
+    assert "rank 0: non-finite loss or gradient norm (on some rank) at step 1" in r.stderr
+    assert "rank 1: non-finite" in r.stderr
+
+
+def test_elastic_restart_after_a_killed_rank_resumes_to_the_same_weights(tmp_path):
+    args = [*COMMON, "trainer.max_epochs=4", "trainer.deterministic=true", "trainer.checkpoint_every_n_steps=5", "data.batch_size=16"]
+    ref = _torchrun(2, [*args, f"run.dir={tmp_path / 'ref'}"], tmp_path)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+
+    run = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "--max-restarts=1", "-m", "ember", "train", *args, f"run.dir={run}"]
+    agent = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    # Wait for a few checkpoints, then kill one worker (a child of the torchrun agent) outright.
+    while not list((run / "checkpoints").glob("step-00000002*.pt")) and agent.poll() is None:
+        time.sleep(0.01)
+    workers = subprocess.run(["pgrep", "-P", str(agent.pid)], capture_output=True, text=True).stdout.split()
+    assert workers, "no worker processes found"
+    os.kill(int(workers[-1]), signal.SIGKILL)
+    out, err = agent.communicate(timeout=300)
+    assert agent.returncode == 0, err[-3000:]
+    assert "resuming" in out
+    a, b = _weights(tmp_path / "ref"), _weights(run)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
