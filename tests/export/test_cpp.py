@@ -27,13 +27,13 @@ def test_cpp_program_matches_python(cnn_run, tmp_path):
     build = tmp_path / "build"
     configure = ["cmake", "-S", str(EXAMPLE), "-B", str(build), f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}", "-DCMAKE_BUILD_TYPE=Release"]
     for cmd in (configure, ["cmake", "--build", str(build), "--parallel", "2"]):
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
     _, cfg, spec = load_run(cnn_run)
     x, _ = held_out_batch(cfg, spec, 5)
     x.numpy().astype(np.float32).tofile(tmp_path / "input.f32")
-    done = subprocess.run([str(build / "ember_predict"), str(artifact), str(tmp_path / "input.f32"), str(tmp_path / "output.f32"), *map(str, x.shape)], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([str(build / "ember_predict"), str(artifact), str(tmp_path / "input.f32"), str(tmp_path / "output.f32"), *map(str, x.shape)], check=False, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0] == "output shape: 5 10"
 
@@ -46,5 +46,5 @@ def test_cpp_program_matches_python(cnn_run, tmp_path):
 
     # A failure is a message, not a crash: a wrong input shape.
     (tmp_path / "bad.f32").write_bytes(np.zeros(7, np.float32).tobytes())
-    bad = subprocess.run([str(build / "ember_predict"), str(artifact), str(tmp_path / "bad.f32"), str(tmp_path / "o.f32"), "1", "7"], capture_output=True, text=True, timeout=120)
+    bad = subprocess.run([str(build / "ember_predict"), str(artifact), str(tmp_path / "bad.f32"), str(tmp_path / "o.f32"), "1", "7"], check=False, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and bad.stderr.startswith("error: ")

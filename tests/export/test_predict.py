@@ -75,7 +75,7 @@ def test_table_run_predicts_with_its_one_hot_encoding(tmp_path):
     assert len(preds.ids) == 2 and preds.columns == ["prob_0", "prob_1"]
 
     mine = predict(run_dir, path, echo=lambda s: None)  # the training file, target column ignored
-    model, cfg, spec = load_run(run_dir)
+    model, cfg, _spec = load_run(run_dir)
     model.eval()
     splits = build_data(cfg.data)
     rows = json.loads((run_dir / "splits.json").read_text())["test"]

@@ -30,4 +30,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'ember.export' has no attribute {name!r}")
 
 
-__all__ = ["ExportError", "Normalized", "export_run", "export_model", "load_artifact", "load_safetensors", "FORMATS", "predict", "bench_run", "compress_run"]
+__all__ = ["FORMATS", "ExportError", "Normalized", "bench_run", "compress_run", "export_model", "export_run", "load_artifact", "load_safetensors", "predict"]

@@ -12,8 +12,9 @@ import os
 import platform
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -59,33 +60,19 @@ def bench_run(
     if threads:
         torch.set_num_threads(threads)
     wrapper, spec, name = _model(run_dir, overrides)
-    results, skipped = [], {}
+    fns, skipped = {}, {}
     for backend in backends:
         try:
-            fn = _backend(backend, wrapper, spec)
+            fns[backend] = _backend(backend, wrapper, spec)
         except EmberError as e:
             skipped[backend] = str(e)
-            continue
         except Exception as e:  # noqa: BLE001 - a backend that cannot take this model is reported, not fatal
             skipped[backend] = _first_line(e)
-            continue
-        for b in batch_sizes:
-            x = _inputs(spec, b)
-            try:
-                first = None
-                if backend == "compile":  # compiles for this shape, with the compiler's chatter silenced
-                    t0 = time.perf_counter()
-                    with quiet():
-                        fn(x)
-                    first = round(time.perf_counter() - t0, 4)
-                row = measure(fn, x, iters=iters, warmup=warmup, seconds=seconds)
-                if first is not None:
-                    row["first_call_s"] = first
-            except Exception as e:  # noqa: BLE001 - e.g. torch.compile without a C++ compiler
-                skipped[backend] = _first_line(e)
-                results = [r for r in results if r["backend"] != backend]
-                break
-            results.append({"backend": backend, "batch": b, **row})
+    results = []
+    for b in batch_sizes:
+        rows = compare(fns, _inputs(spec, b), iters=iters, warmup=warmup, seconds=seconds, failed=skipped)
+        results += [{"backend": k, "batch": b, **row} for k, row in rows.items()]
+    results = [r for r in results if r["backend"] not in skipped]  # a backend that failed at any size
     eager = {r["batch"]: r["samples_per_s"] for r in results if r["backend"] == "eager"}
     for r in results:
         if r["batch"] in eager:
@@ -113,29 +100,59 @@ def bench_run(
     return report
 
 
+def compare(fns: dict[str, Callable[[torch.Tensor], Any]], x: torch.Tensor, *, iters: int = 100, warmup: int = 10, seconds: float = 2.0, rounds: int = 5, failed: dict | None = None) -> dict[str, dict]:
+    """Time each function on `x`: warm-up, then `iters` calls each, interleaved in `rounds`
+    rounds so that a change in the machine's load (other jobs, clock) hits all of them alike.
+
+    A function stops early once its calls passed `seconds` (after at least 5). One that raises
+    is left out, its error's first line in `failed`.
+    """
+    failed = {} if failed is None else failed
+    live, first = {}, {}
+    for name, fn in fns.items():
+        if name in failed:
+            continue
+        try:
+            t0 = time.perf_counter()
+            with quiet():  # the first call compiles (torch.compile) or initializes lazily
+                fn(x)
+            first[name] = round(time.perf_counter() - t0, 4)
+            for _ in range(max(0, warmup - 1)):
+                fn(x)
+        except Exception as e:  # noqa: BLE001 - e.g. torch.compile without a C++ compiler
+            failed[name] = _first_line(e)
+            continue
+        live[name] = fn
+    times: dict[str, list[float]] = {name: [] for name in live}
+    per_round = max(1, -(-iters // rounds))
+    for _ in range(rounds):
+        for name, fn in live.items():
+            t = times[name]
+            if len(t) >= iters or (sum(t) > seconds and len(t) >= min(iters, 5)):
+                continue
+            for _ in range(min(per_round, iters - len(t))):
+                t0 = time.perf_counter()
+                fn(x)
+                t.append(time.perf_counter() - t0)
+    return {name: {**_stats(np.array(t), len(x)), "first_call_s": first[name]} for name, t in times.items()}
+
+
 def measure(fn: Callable[[torch.Tensor], Any], x: torch.Tensor, *, iters: int = 100, warmup: int = 10, seconds: float = 2.0) -> dict:
-    """Warm up, then time `iters` calls (fewer when they pass `seconds`, but at least 5)."""
-    t0 = time.perf_counter()
-    fn(x)  # the first call: compilation, lazy initialization
-    first = time.perf_counter() - t0
-    for _ in range(max(0, warmup - 1)):
-        fn(x)
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < iters:
-        t0 = time.perf_counter()
-        fn(x)
-        times.append(time.perf_counter() - t0)
-        if time.perf_counter() - start > seconds and len(times) >= min(iters, 5):
-            break
-    t = np.array(times)
+    """Latency and throughput of one function on `x` (see `compare`)."""
+    failed: dict = {}
+    rows = compare({"fn": fn}, x, iters=iters, warmup=warmup, seconds=seconds, failed=failed)
+    if failed:
+        raise RuntimeError(failed["fn"])
+    return rows["fn"]
+
+
+def _stats(t: np.ndarray, batch: int) -> dict:
     return {
         "p50_ms": float(np.percentile(t, 50) * 1e3),
         "p95_ms": float(np.percentile(t, 95) * 1e3),
         "mean_ms": float(t.mean() * 1e3),
-        "samples_per_s": float(len(x) / t.mean()),
-        "iters": len(times),
-        "first_call_s": round(first, 4),
+        "samples_per_s": float(batch / t.mean()),
+        "iters": len(t),
     }
 
 

@@ -74,6 +74,7 @@ def compress_run(run_dir: str | Path, method: str | None, *, sparsity: float = 0
         _prune_and_finetune(model, cfg, out, sparsity, epochs, list(overrides), info)
     after_model, _, _, _ = load_model(out)
     after = _profile(after_model, data, spec, split)
+    _timings(model, after_model, spec, before, after)
     _print_comparison(run_dir, out, method, before, after)
     return out
 
@@ -132,7 +133,7 @@ def magnitude_masks(model: nn.Module, sparsity: float) -> dict[str, torch.Tensor
     if not weights:
         raise ConfigError(f"{type(model).__name__} has no trainable linear or convolution weights to prune")
     flat = torch.cat([w.detach().abs().flatten() for w in weights.values()])
-    k = int(round(sparsity * flat.numel()))
+    k = round(sparsity * flat.numel())
     drop = torch.zeros(flat.numel(), dtype=torch.bool)
     drop[torch.topk(flat, k, largest=False).indices] = True
     masks, start = {}, 0
@@ -200,9 +201,6 @@ def evaluate(model: nn.Module, data, spec, split: str = "test", batch_size: int 
 
 
 def _profile(model: nn.Module, data, spec, split: str) -> dict[str, Any]:
-    from ember.export.bench import measure
-
-    wrapper = Normalized(model, spec).eval()
     weights = [t for t in model.state_dict().values() if isinstance(t, torch.Tensor) and t.is_floating_point()]
     buf = io.BytesIO()
     torch.save(model.state_dict(), buf)
@@ -211,12 +209,30 @@ def _profile(model: nn.Module, data, spec, split: str) -> dict[str, Any]:
     total = sum(t.numel() for t in weights) + sum(m.weight().numel() for m in qlinear)
     nonzero = sum(int((t != 0).sum()) for t in weights) + sum(int((m.weight().int_repr() != m.weight().q_zero_point()).sum()) for m in qlinear)
     profile.update(weights=total, nonzero=nonzero, size_mb=buf.getbuffer().nbytes / 2**20)
-    for batch, key in ((1, "latency_ms_b1"), (64, "samples_per_s_b64")):
-        x = raw_inputs(torch.randn(batch, *spec.input_shape, generator=torch.Generator().manual_seed(0)), spec)
-        with torch.inference_mode():
-            row = measure(wrapper, x, iters=50, warmup=5, seconds=1.0)
-        profile[key] = row["p50_ms"] if batch == 1 else row["samples_per_s"]
     return profile
+
+
+def _timings(model: nn.Module, after_model: nn.Module, spec, before: dict, after: dict) -> None:
+    """Latency at batch 1 and throughput at batch 64 of both models, timed in alternation."""
+    from ember.export.bench import compare
+
+    fns = {}
+    for key, m in (("before", model), ("after", after_model)):
+        wrapper = Normalized(m, spec).eval()
+
+        def run(x, wrapper=wrapper):
+            with torch.inference_mode():
+                return wrapper(x)
+
+        fns[key] = run
+    for batch in (1, 64):
+        x = raw_inputs(torch.randn(batch, *spec.input_shape, generator=torch.Generator().manual_seed(0)), spec)
+        rows = compare(fns, x, iters=100, warmup=5, seconds=1.0)
+        for key, profile in (("before", before), ("after", after)):
+            if batch == 1:
+                profile["latency_ms_b1"] = rows[key]["p50_ms"]
+            else:
+                profile["samples_per_s_b64"] = rows[key]["samples_per_s"]
 
 
 def _print_comparison(source: Path, out: Path, method: str, before: dict, after: dict) -> None:

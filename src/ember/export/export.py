@@ -14,14 +14,16 @@ Beside the artifact, `<artifact>.json` names its inputs and outputs with shapes 
 
 import copy
 import json
+import math
 import os
 import re
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -30,7 +32,16 @@ from torch.utils._pytree import tree_leaves
 import ember
 from ember.data.spec import DataSpec
 from ember.errors import ConfigError
-from ember.export.common import ExportError, Normalized, held_out_batch, load_model, output_name, parse_options, quiet, require
+from ember.export.common import (
+    ExportError,
+    Normalized,
+    held_out_batch,
+    load_model,
+    output_name,
+    parse_options,
+    quiet,
+    require,
+)
 
 FORMATS = {"torchscript": "model.ts", "onnx": "model.onnx", "exported": "model.pt2", "safetensors": "model.safetensors"}
 TITLES = {"torchscript": "TorchScript", "onnx": "ONNX", "exported": "torch.export", "safetensors": "safetensors"}
@@ -203,7 +214,7 @@ def parity(run: Callable, wrapper: nn.Module, inputs: list[torch.Tensor], atol: 
             err = (g - w).abs().max().item() if g.numel() else 0.0
             scale = w.abs().max().item() if w.numel() else 0.0
             rel = err / scale if scale > 0 else err
-            if not (err == err) or err > atol + rtol * scale:  # NaN counts as a failure
+            if math.isnan(err) or err > atol + rtol * scale:
                 where = f" on {checked_on}" if checked_on else ""
                 raise ExportError(
                     f"parity check failed: the {what} differs from the eager model by up to {err:.3g} (relative {rel:.3g}){where}, batch {len(x)}, "
@@ -416,7 +427,7 @@ def cannot_export(wrapper: nn.Module, example: torch.Tensor, fmt: str, error: Ba
     if dynamic:
         try:
             _attempt_static(fmt, wrapper, example)
-        except Exception:  # noqa: BLE001 - fails with a fixed batch too: the model is the problem
+        except Exception:  # noqa: BLE001, S110 - fails with a fixed batch too: the model is the problem
             pass
         else:
             return ExportError(
@@ -424,8 +435,11 @@ def cannot_export(wrapper: nn.Module, example: torch.Tensor, fmt: str, error: Ba
             )
     layer = failing_layer(wrapper.model, wrapper, example, fmt)
     where = f"layer {layer[0]!r} ({layer[1]}) fails" if layer and layer[0] else f"the model's own forward ({type(wrapper.model).__name__}) fails" if layer else "it fails"
-    works = [f for f in ("torchscript", "exported", "onnx") if f != fmt and _works(f, wrapper, example)] + ["safetensors"]
-    return ExportError(f"cannot export to {TITLES[fmt]}: {where}: {_first_line(error)}; formats that work for this model: {', '.join(works)}")
+    works = [f for f in ("torchscript", "exported", "onnx") if f != fmt and _works(f, wrapper, example)]
+    if fmt != "safetensors" and all(isinstance(v, torch.Tensor) and not v.is_quantized for v in wrapper.model.state_dict().values()):
+        works.append("safetensors")
+    works = ", ".join(works) or "none (keep the run directory's checkpoint)"
+    return ExportError(f"cannot export to {TITLES[fmt]}: {where}: {_first_line(error)}; formats that work for this model: {works}")
 
 
 def _attempt_static(fmt: str, wrapper: nn.Module, example: torch.Tensor) -> None:
@@ -474,4 +488,12 @@ def failing_layer(model: nn.Module, wrapper: nn.Module, example: torch.Tensor, f
                 name, module = f"{name}.{child_name}" if name else child_name, child
                 break
         else:
-            return name, type(module).__name__
+            return name, _class_name(module)
+
+
+def _class_name(module: nn.Module) -> str:
+    """Linear for torch.nn's own layers; the dotted path for others (torch.ao.nn.quantized.dynamic.Linear)."""
+    cls = type(module)
+    if cls.__module__.startswith("torch.nn.modules") or not cls.__module__.startswith("torch."):
+        return cls.__name__
+    return f"{cls.__module__.split('.modules')[0]}.{cls.__name__}"

@@ -13,9 +13,10 @@ the input shape, task, class names and data settings: predicting needs nothing e
 import csv
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -106,7 +107,7 @@ def run_batches(predictor: Predictor, x: np.ndarray, ids: list[str], batch_size:
     with torch.no_grad():
         for i in range(0, len(x), batch_size):
             batch = torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size], dtype=np.float32))
-            out = [t for t in tree_leaves(predictor.run(batch)) if isinstance(t, torch.Tensor)][0]
+            out = next(t for t in tree_leaves(predictor.run(batch)) if isinstance(t, torch.Tensor))
             outs.append(out.float().cpu())
     y = torch.cat(outs) if outs else torch.zeros(0, spec.out_features)
     if spec.task == "classification":
@@ -195,7 +196,7 @@ def _array(path: Path, data: dict) -> np.ndarray:
         raise DataError(f"reading {path.name} needs h5py: pip install 'ember[hdf5]'") from None
     try:
         with h5py.File(path, "r") as f:
-            names = [k for k in f.keys() if isinstance(f[k], h5py.Dataset)]
+            names = [k for k in f if isinstance(f[k], h5py.Dataset)]
             return _pick(names, wanted, path, "dataset", lambda k: f[k][()])
     except DataError:
         raise
@@ -353,5 +354,5 @@ def show(p: Predictions, rows: int = 10) -> None:
             table.add_row(p.ids[i], *[f"{v:.4g}" for v in p.values[i][:8]])
     console = Console(highlight=False, soft_wrap=True)
     console.print(table)
-    more = f"{len(p.ids) - rows} more; " if len(p.ids) > rows else ""
-    console.print(f"{more}write them all with output=predictions.csv (or .npy, .npz, .json)")
+    if len(p.ids) > rows:
+        console.print(f"{len(p.ids) - rows} more; write them all with output=predictions.csv (or .npy, .npz, .json)")
