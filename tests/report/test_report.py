@@ -121,3 +121,49 @@ def test_gridded_targets_become_maps():
 
     img = Image.open(io.BytesIO(base64.b64decode(result["maps"][0]["true"].split(",", 1)[1])))
     assert img.size == (12, 8) and img.mode == "RGB"
+
+
+def write_study(path, trials):
+    """A study directory as `ember tune` leaves it: study.json, history.csv, leaderboard.csv, config.yaml."""
+    path.mkdir(parents=True)
+    (path / "config.yaml").write_text("model:\n  name: cnn1d\n")
+    space = {
+        "optim.lr": json.dumps({"name": "FloatDistribution", "attributes": {"step": None, "low": 1e-4, "high": 0.1, "log": True}}),
+        "model.activation": json.dumps({"name": "CategoricalDistribution", "attributes": {"choices": ["relu", "gelu"]}}),
+    }
+    results = {"trials": {"complete": len(trials)}, "importances": {"optim.lr": 0.9, "model.activation": 0.1}, "best": {"trial": 0, "value": trials[0][1], "params": {"optim.lr": trials[0][2]}}}
+    info = {"name": "demo", "metric": "val/loss", "direction": "minimize", "sampler": "tpe", "pruner": "median", "space": space, "results": results, "created": 1.8e9}
+    (path / "study.json").write_text(json.dumps(info))
+    best, history = None, ["trial,state,value,best_value,seconds,started,optim.lr,model.activation"]
+    for n, value, lr, act in trials:
+        best = value if best is None else min(best, value)
+        history.append(f"{n},complete,{value},{best},1.5,2026-11-25 18:47:14,{lr},{act}")
+    (path / "history.csv").write_text("\n".join(history) + "\n")
+    board = ["rank,trial,state,val/loss,optim.lr,model.activation,epochs,seconds,rerun_of,note,run_dir"]
+    board += [f"{i + 1},{n},complete,{v},{lr},{act},2,1.5,,," for i, (n, v, lr, act) in enumerate(sorted(trials, key=lambda t: t[1]))]
+    (path / "leaderboard.csv").write_text("\n".join(board) + "\n")
+
+
+def test_study_page(tmp_path, screenshots, capsys):
+    study = tmp_path / "exp" / "tune-1"
+    write_study(study, [(0, 1.9, 0.004, "relu"), (1, 1.7, 0.01, "gelu"), (2, 2.3, 0.0002, "gelu"), (3, 1.8, 0.006, "relu")])
+    assert main(["report", str(study)]) == 0
+    specs = check_page(study / "report.html", screenshots, "study", kinds=("line", "bars", "parallel"))
+    parallel = next(s for s in specs.values() if s["type"] == "parallel")
+    assert [a["key"] for a in parallel["axes"]] == ["optim.lr", "model.activation", "val/loss"] and len(parallel["rows"]) == 4
+    html = (study / "report.html").read_text()
+    assert "float from 1.000e-04 to 0.1, log scale" in html and "one of: relu, gelu" in html
+
+
+def test_confused_images_are_drawn():
+    import torch
+
+    from ember.data import TensorData
+
+    x = torch.rand(6, 1, 8, 8)
+    data = TensorData(x, torch.tensor([0, 1, 0, 1, 0, 1]))
+    spec = type("Spec", (), {"input_shape": (1, 8, 8), "mean": None, "std": None})()
+    logits = np.array([[0.0, 3.0], [3.0, 0.0], [5.0, 0.0], [0.0, 1.0], [0.0, 1.0], [1.0, 0.0]])
+    examples = evaluate.confused_examples(logits, np.array([0, 1, 0, 1, 0, 1]), data, spec, ["a", "b"])
+    assert [e["index"] for e in examples] == [0, 1, 4, 5]  # wrong ones, most confident first
+    assert examples[0]["png"].startswith("data:image/png;base64,") and (examples[0]["true"], examples[0]["pred"]) == ("a", "b")

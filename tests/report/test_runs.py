@@ -22,11 +22,16 @@ def test_runs_table_json_and_sort(classification_runs, regression_run, runs_root
     shutil.copytree(classification_runs[0], preempted)
     set_summary(preempted, status="preempted", metrics=None)
     (root / "mlflow.db").write_text("")  # stores beside the runs are not runs
+    study = root / "mnist1d-cnn1d" / "tune-1"  # a study is not a run, but its trials are
+    study.mkdir()
+    (study / "study.json").write_text("{}")
+    shutil.copy(classification_runs[0] / "config.yaml", study / "config.yaml")
+    shutil.copytree(classification_runs[1], study / "trial-0")
 
     assert main(["runs", str(root), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     by_run = {r["run"]: r for r in rows}
-    assert len(rows) == 5
+    assert len(rows) == 6 and "mnist1d-cnn1d/tune-1/trial-0" in by_run and "mnist1d-cnn1d/tune-1" not in by_run
     assert by_run["mnist1d-cnn1d/crashed"]["status"] == "failed"
     assert by_run["mnist1d-cnn1d/preempted"]["status"] == "preempted"
     assert by_run["mnist1d-cnn1d/preempted"]["best"] is not None  # from metrics.jsonl, the best so far
@@ -43,7 +48,7 @@ def test_runs_table_json_and_sort(classification_runs, regression_run, runs_root
 
     assert main(["runs", str(root), "--sort", "val/loss"]) == 0
     out = capsys.readouterr().out
-    assert "5 runs under" in out
+    assert "6 runs under" in out
     for word in ("finished", "failed", "preempted", "linear_regression", "accuracy", "r2", "loss"):
         assert word in out
 

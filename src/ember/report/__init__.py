@@ -1,4 +1,5 @@
-"""`ember report RUN [RUN ...]`: one self-contained HTML page per run or per comparison.
+"""`ember report RUN [RUN ...]`: one self-contained HTML page per run, per comparison, or per
+`ember tune` study directory (optimization history, parameter importances, parallel coordinates).
 
 One run: curves per split, learning rate, throughput and data wait; the best checkpoint on the
 test split (confusion matrix and per-class precision/recall, or predicted vs. true and residuals);
@@ -11,6 +12,7 @@ import copy
 import os
 from pathlib import Path
 
+from ember.errors import ConfigError
 from ember.report.collect import RunData, labels_for, read_run
 
 
@@ -93,6 +95,16 @@ def write_html(path: Path, text: str) -> Path:
 def build_report(runs: list[str | Path], out: str | Path | None = None, evaluate: bool = True) -> Path:
     """Write the report of one run (default RUN/report.html) or the comparison of several
     (default ./report.html); returns its path."""
+    from ember.report.study import is_study
+
+    studies = [p for p in runs if is_study(Path(p))]
+    if studies:
+        if len(runs) > 1:
+            raise ConfigError(f"{studies[0]} is an ember tune study; report it on its own: ember report {studies[0]}")
+        from ember.report.study import study_page
+
+        target = Path(out) if out else Path(studies[0]) / "report.html"
+        return write_html(target, study_page(Path(studies[0]), target))
     data = [read_run(p) for p in runs]
     for run, label in zip(data, labels_for([r.path for r in data])):
         run.label = label

@@ -44,7 +44,7 @@ class RunData:
 
     @property
     def monitor(self) -> str | None:
-        if self.summary.get("monitor"):
+        if "monitor" in self.summary:  # a finished run says; None where it had no validation split
             return self.summary["monitor"]
         m = (self.config.get("trainer") or {}).get("monitor", "auto")
         return "val/loss" if m in (None, "auto") else m
@@ -117,11 +117,12 @@ def status_note(run: "RunData") -> str | None:
     if status in ("preempted", "interrupted"):
         where = f"; continue with: ember train resume={run.path}" if status == "preempted" else ""
         return f"this run was {status} at step {s.get('steps', '?')} and is not finished{where}"
-    return f"this run has no status (summary.json is missing or damaged): the page shows what exists"
+    return "this run has no status (summary.json is missing or damaged): the page shows what exists"
 
 
 def is_run(path: Path) -> bool:
-    return (path / "config.yaml").is_file()
+    """A run directory: config.yaml, and not an `ember tune` study (study.json; its trials are runs)."""
+    return (path / "config.yaml").is_file() and not (path / "study.json").is_file()
 
 
 def find_runs(root: Path) -> list[Path]:
@@ -131,7 +132,7 @@ def find_runs(root: Path) -> list[Path]:
         return [root]
     found = []
     for dirpath, dirnames, filenames in os.walk(root):
-        if "config.yaml" in filenames and dirpath != str(root):
+        if "config.yaml" in filenames and "study.json" not in filenames and dirpath != str(root):
             found.append(Path(dirpath))
             dirnames[:] = []  # a run's own subfolders hold no runs
             continue
@@ -195,7 +196,9 @@ def _read_json(p: Path, problems: list[str]) -> dict | None:
 
 def labels_for(paths: list[Path]) -> list[str]:
     """Short distinct names: the last path parts that tell the runs apart."""
-    for depth in (1, 2, 3, 4):
+    # With runs of different experiments, the experiment is part of every name.
+    first = 1 if len({p.resolve().parent for p in paths}) <= 1 else 2
+    for depth in range(first, 5):
         labels = ["/".join(p.resolve().parts[-depth:]) for p in paths]
         if len(set(labels)) == len(labels):
             return labels

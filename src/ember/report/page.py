@@ -185,7 +185,7 @@ def evaluation_section(page: Page, ev: dict) -> str:
             parts.append("</div>")
     elif "scatter" in ev:
         note = f"R² {ev['r2']:.4g}, RMSE {ev['rmse']:.4g}, MAE {ev['mae']:.4g}"
-        hist_note = f"{ev['clipped']} outside the range shown" if ev.get("clipped") else ""
+        hist_note = f"{ev['clipped']} beyond the range shown are counted in the end bins" if ev.get("clipped") else ""
         parts.append('<div class="grid">')
         parts.append(page.chart({"type": "scatter", "points": ev["scatter"], "xlabel": "true", "ylabel": "predicted"}, "predicted vs. true", note))
         hist = ev["hist"]

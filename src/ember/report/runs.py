@@ -8,6 +8,7 @@ started, duration, status, experiment, model, data. `--json` prints every row wi
 """
 
 import json
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -108,7 +109,8 @@ def print_table(rows: list[dict], sort: str | None, root: Path) -> None:
     if not rows:
         console.print(f"no runs under {root}")
         return
-    table = Table(title=f"{len(rows)} run{'s' if len(rows) != 1 else ''} under {root}", title_justify="left")
+    console.print(f"{len(rows)} run{'s' if len(rows) != 1 else ''} under {root}")
+    table = Table()
     for name in ("experiment", "run", "status", "started", "model", "data", "best val", "test", "time"):
         table.add_column(name, justify="right" if name in ("time",) else "left", overflow="fold")
     extra = sort if sort and "/" in sort and all(sort not in (r["monitor"], r["test_metric"]) for r in rows) else None
@@ -130,6 +132,14 @@ def print_table(rows: list[dict], sort: str | None, root: Path) -> None:
 def runs_command(args) -> int:
     root = Path(args.dir)
     rows = sort_rows(collect(root), args.sort)
+    try:
+        _print(rows, args, root)
+    except BrokenPipeError:  # `ember runs --json | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
+def _print(rows: list[dict], args, root: Path) -> None:
     if args.json:
         from ember.report.page import _clean
 
@@ -137,4 +147,3 @@ def runs_command(args) -> int:
         sys.stdout.write("\n")
     else:
         print_table(rows, args.sort, root)
-    return 0

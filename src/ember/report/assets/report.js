@@ -69,13 +69,17 @@
     const yt = opts.logy ? logTicks(yd, ny) : ticks(yd[0], yd[1], ny);
     // The left margin fits the longest y tick label and the axis title beside it.
     const longest = Math.max(...yt.map(t => fmt(t).length));
-    const m = { l: Math.round(6.5 * longest) + (spec.ylabel ? 26 : 10), r: 12, t: 8, b: spec.xlabel ? 38 : 22 };
+    const m = { l: Math.round(6.5 * longest) + (spec.ylabel ? 26 : 10), r: 18, t: 8, b: spec.xlabel ? 38 : 22 };
     const svg = el("svg", { width: width, height: height, viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": spec.title || "chart" });
     const x = scale(xd[0], xd[1], m.l, width - m.r, opts.logx);
     const y = scale(yd[0], yd[1], height - m.b, m.t, opts.logy);
     const g = el("g", { class: "axes" }, svg);
     const nx = Math.max(2, Math.floor((width - m.l) / 90));
-    const xt = opts.xticks || ticks(xd[0], xd[1], nx);
+    let xt = opts.xticks || ticks(xd[0], xd[1], nx);
+    if (opts.xint) {  // steps and trials are whole numbers
+      const whole = xt.filter(t => Number.isInteger(t));
+      xt = whole.length ? whole : [Math.round((xd[0] + xd[1]) / 2)];
+    }
     for (const t of yt) {
       const py = y(t);
       if (py < m.t - 1 || py > height - m.b + 1) continue;
@@ -125,14 +129,14 @@
     let yd = extent(all.map(p => p[1]));
     if (logy) yd = [yd[0] / 1.1, yd[1] * 1.1];
     else { const pad = (yd[1] - yd[0]) * 0.05; yd = [yd[0] - pad, yd[1] + pad]; }
-    const f = frame(fig, spec, xd, yd, { logy: logy });
+    const f = frame(fig, spec, xd, yd, { logy: logy, xint: true });
     const { svg, x, y } = f;
     series.forEach((s, i) => {
       if (state.hidden[s.name]) return;
       const color = s.color || COLORS[(s.colorIndex !== undefined ? s.colorIndex : i) % COLORS.length];
       const d = s.points.filter(p => p[1] !== null && isFinite(p[1])).map((p, k) => (k ? "L" : "M") + x(p[0]).toFixed(1) + "," + y(p[1]).toFixed(1)).join("");
-      el("path", { d: d, class: "series", stroke: color, "stroke-dasharray": s.dash ? "5 3" : "none" }, svg);
-      if (s.points.length <= 40 && !spec.compact) for (const p of s.points) if (p[1] !== null && isFinite(p[1])) el("circle", { cx: x(p[0]), cy: y(p[1]), r: 2.5, fill: color, class: "dot" }, svg);
+      if (!s.markers) el("path", { d: d, class: "series", stroke: color, "stroke-dasharray": s.dash ? "5 3" : "none" }, svg);
+      if ((s.points.length <= 40 || s.markers) && !spec.compact) for (const p of s.points) if (p[1] !== null && isFinite(p[1])) el("circle", { cx: x(p[0]), cy: y(p[1]), r: 2.5, fill: color, class: "dot" }, svg);
     });
     const guide = el("line", { y1: f.m.t, y2: f.height - f.m.b, class: "guide", visibility: "hidden" }, svg);
     const hit = el("rect", { x: f.m.l, y: f.m.t, width: f.width - f.m.l - f.m.r, height: f.height - f.m.t - f.m.b, class: "hit" }, svg);
@@ -273,7 +277,50 @@
     return [svg, null];
   }
 
-  const KINDS = { line: line, heatmap: heatmap, bars: bars, scatter: scatter };
+  // Parallel coordinates (a study's trials): one vertical axis per parameter and one for the
+  // metric; each trial a line, coloured from best (dark) to worst (light). Categorical axes
+  // space their choices evenly; `log` axes are logarithmic.
+  function parallel(fig, spec) {
+    const axes = spec.axes, rows = spec.rows;
+    const width = Math.max(220, Math.floor(fig.clientWidth || 480)), height = spec.height || 300;
+    const m = { l: 30, r: 40, t: 24, b: 42 };
+    const svg = el("svg", { width: width, height: height, viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": spec.title || "parallel coordinates" });
+    const step = (width - m.l - m.r) / Math.max(1, axes.length - 1);
+    const scales = axes.map(a => {
+      if (a.choices) return v => height - m.b - (a.choices.indexOf(String(v)) + 0.5) / a.choices.length * (height - m.t - m.b);
+      const vals = rows.map(r => r[a.key]).filter(v => v !== null && isFinite(v) && (!a.log || v > 0));
+      const [lo, hi] = extent(vals);
+      return scale(lo, hi, height - m.b, m.t, a.log && lo > 0);
+    });
+    const metric = rows.map(r => r[spec.metric]).filter(v => v !== null && isFinite(v));
+    const [lo, hi] = extent(metric);
+    const rank = v => (hi === lo ? 0 : (spec.maximize ? (hi - v) : (v - lo)) / (hi - lo));
+    const ordered = rows.slice().sort((a, b) => rank(b[spec.metric]) - rank(a[spec.metric]));  // best drawn last, on top
+    for (const r of ordered) {
+      const t = rank(r[spec.metric]);
+      const pts = axes.map((a, i) => [m.l + i * step, scales[i](r[a.key])]).filter(p => isFinite(p[1]));
+      const path = el("path", { d: pts.map((p, k) => (k ? "L" : "M") + p[0].toFixed(1) + "," + p[1].toFixed(1)).join(""), class: "series pc", stroke: `hsl(${210 - 170 * t}, 70%, ${30 + 40 * t}%)` }, svg);
+      path.addEventListener("pointermove", evt => showTip(evt, `trial <b>${esc(r.trial)}</b><br>` + axes.map(a => `${esc(a.key)}: <b>${a.choices ? esc(r[a.key]) : fmt(r[a.key])}</b>`).join("<br>")));
+      path.addEventListener("pointerleave", hideTip);
+    }
+    axes.forEach((a, i) => {
+      const ax = m.l + i * step;
+      el("line", { x1: ax, x2: ax, y1: m.t, y2: height - m.b, class: "tick" }, svg);
+      el("text", { x: ax, y: height - 6, "text-anchor": i === 0 ? "start" : i === axes.length - 1 ? "end" : "middle", class: "label" }, svg).textContent = a.key.split(".").pop();
+      const labels = a.choices ? a.choices : null;
+      if (labels) labels.forEach(c => { el("text", { x: ax + 3, y: scales[i](c) + 4 }, svg).textContent = String(c).slice(0, 10); });
+      else {
+        const vals = rows.map(r => r[a.key]).filter(v => v !== null && isFinite(v));
+        const [vlo, vhi] = extent(vals);
+        const anchor = i === axes.length - 1 ? "end" : "start", dx = i === axes.length - 1 ? -3 : 3;
+        el("text", { x: ax + dx, y: m.t - 6, "text-anchor": anchor }, svg).textContent = fmt(vhi);
+        el("text", { x: ax + dx, y: height - m.b + 14, "text-anchor": anchor }, svg).textContent = fmt(vlo);
+      }
+    });
+    return [svg, null];
+  }
+
+  const KINDS = { line: line, heatmap: heatmap, bars: bars, scatter: scatter, parallel: parallel };
 
   function draw(fig) {
     const spec = DATA.charts[fig.dataset.chart];
