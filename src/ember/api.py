@@ -269,6 +269,9 @@ def _fit_overrides(overrides: dict[str, Any]) -> list[str]:
     schemas = {"data": DataCommon, "optim": OptimConfig, "sched": SchedConfig, "trainer": TrainerConfig, "run": RunConfig}
     out = []
     for key, value in overrides.items():
+        if key == "track":  # a top-level list, not a group
+            out.append(f"track={override_value(list(value) if isinstance(value, (list, tuple)) else [value])}")
+            continue
         if key in schemas:
             if not isinstance(value, dict):
                 raise ConfigError(f"{key}= takes a dict of {key} keys, for example {key}={{...}}")
@@ -317,8 +320,11 @@ def load_run(path: str | Path, which: str = "best") -> tuple[nn.Module, DictConf
     cfg, spec = run.config(), run.spec()
     if cfg.model.get("custom"):
         raise ConfigError(f"{run.path} trained a custom model ({cfg.model.name}); build it yourself and load {run.checkpoints / (which + '.pt')}")
-    model = create_model(cfg.model.name, spec, **{k: v for k, v in cfg.model.items() if k != "name"})
-    model.load_state_dict(checkpoint.load(run.checkpoints / f"{which}.pt")["model"])
+    model = create_model(cfg.model.name, spec, **{k: v for k, v in cfg.model.items() if k not in ("name", "init", "freeze")})
+    path = run.checkpoints / f"{which}.pt"
+    if which == "best" and not path.exists():  # a run without validation keeps no best: its last is it
+        path = run.checkpoints / "last.pt"
+    model.load_state_dict(checkpoint.load(path)["model"])
     return model, cfg, spec
 
 

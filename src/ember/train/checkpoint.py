@@ -140,15 +140,21 @@ def restore(trainer, ckpt: dict) -> str | None:
     """Continue from a checkpoint; returns a note when the schedule length changed."""
     note = None
     trainer.model.load_state_dict(ckpt["model"])
+    # Schedulers add keys to the param groups (initial_lr, max_lr, ...); a checkpoint written
+    # under another schedule lacks them, so the keys of the current schedule are kept.
+    before = [dict(g) for g in trainer.optimizer.param_groups]
     trainer.optimizer.load_state_dict(ckpt["optimizer"])
+    for group, old in zip(trainer.optimizer.param_groups, before):
+        for key, value in old.items():
+            group.setdefault(key, value)
     trainer.scaler.load_state_dict(ckpt["scaler"])
     trainer.state = type(trainer.state)(**{**ckpt["state"], "stop_reason": None})
     if trainer.warmup is not None and ckpt["warmup"] is not None:
         trainer.warmup.load_state_dict(ckpt["warmup"])
-    if trainer.scheduler is not None and ckpt["scheduler"] is not None:
-        if ckpt["total_steps"] == trainer.total_steps or trainer.plateau:
+    if trainer.scheduler is not None:
+        if ckpt["scheduler"] is not None and (ckpt["total_steps"] == trainer.total_steps or trainer.plateau):
             trainer.scheduler.load_state_dict(ckpt["scheduler"])
-        else:
+        elif not trainer.plateau:
             # A new length: the new schedule, advanced to the current step.
             with warnings.catch_warnings():  # "scheduler stepped before optimizer": on purpose
                 warnings.simplefilter("ignore")
