@@ -21,6 +21,7 @@ from ember.data.spec import DataSpec
 from ember.errors import CheckpointError, ConfigError, DataError, Preempted
 from ember.models import count_parameters, create_model
 from ember.run import RunDir, default_run_name
+from ember.track import flatten
 from ember.track.console import Console
 from ember.train import checkpoint, distributed
 from ember.train.trainer import Trainer, seed_everything
@@ -93,8 +94,8 @@ FREE_TO_CHANGE = {"resume", "data.num_workers", "data.eval_batch_size", "data.sp
 
 
 def _check_resume_config(run_dir: Path, cfg: DictConfig, console: Console) -> None:
-    old = _flatten(OmegaConf.to_container(RunDir.open(run_dir).config(), resolve=True))
-    new = _flatten(OmegaConf.to_container(cfg, resolve=True))
+    old = flatten(OmegaConf.to_container(RunDir.open(run_dir).config(), resolve=True))
+    new = flatten(OmegaConf.to_container(cfg, resolve=True))
     changed = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k) and k not in FREE_TO_CHANGE and not k.startswith("run.")]
     fixed = [k for k in changed if k.startswith(FIXED_BY_CHECKPOINT)]
     if fixed:
@@ -102,16 +103,6 @@ def _check_resume_config(run_dir: Path, cfg: DictConfig, console: Console) -> No
         raise CheckpointError(f"cannot resume {run_dir}: the model or data changed ({what}); resume with the run's settings or start a new run")
     if changed:
         console.print("resuming with changed settings: " + ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in changed))
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def fit(model: nn.Module, train: Any, val: Any = None, test: Any = None, **overrides: Any) -> Result:

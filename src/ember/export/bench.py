@@ -9,7 +9,6 @@ takes raw inputs as exported. The table is printed and, for a run, written to `<
 
 import json
 import os
-import platform
 import tempfile
 import time
 from collections.abc import Callable
@@ -22,6 +21,7 @@ import torch
 from ember.data.spec import DataSpec
 from ember.errors import ConfigError, EmberError
 from ember.export.common import Normalized, load_model, parse_options, quiet, raw_inputs
+from ember.train.flops import cpu_name
 
 BACKENDS = ("eager", "compile", "torchscript", "onnxruntime")
 DEFAULTS = {"run": None, "batch_sizes": (1, 8, 64), "backends": BACKENDS, "iters": 100, "warmup": 10, "seconds": 2.0, "threads": 0, "out": None}
@@ -82,7 +82,7 @@ def bench_run(
         "run": str(Path(run_dir).resolve()) if run_dir else None,
         "input_shape": list(spec.input_shape),
         "device": "cpu",
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "threads": torch.get_num_threads(),
         "versions": _versions(),
         "settings": {"batch_sizes": list(batch_sizes), "backends": list(backends), "iters": iters, "warmup": warmup, "seconds": seconds},
@@ -218,16 +218,6 @@ def _print(report: dict) -> None:
     console.print(table)
     for b, why in report["skipped"].items():
         console.print(f"{b}: skipped ({why})")
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _versions() -> dict:

@@ -58,7 +58,7 @@ def peak_flops(device: torch.device, precision: str) -> float | None:
 
 def cpu_peak_flops() -> float:
     """float32 matmul FLOP/s of this machine at the current thread count, measured once and cached."""
-    key = f"{platform.machine()}-{_cpu_model()}-{torch.get_num_threads()}threads-torch{torch.__version__}"
+    key = f"{platform.machine()}-{cpu_name()}-{torch.get_num_threads()}threads-torch{torch.__version__}"
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ember" / "peak_flops.json"
     known = json.loads(cache.read_text()) if cache.exists() else {}
     if key not in known:
@@ -78,7 +78,7 @@ def cpu_peak_flops() -> float:
     return known[key]
 
 
-def _cpu_model() -> str:
+def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
