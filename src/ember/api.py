@@ -197,12 +197,13 @@ def _train_and_record(cfg, trainer: Trainer, run: RunDir | None, path: Path, con
     if state.stop_reason and state.stop_reason.startswith("early stopping"):
         console.print(state.stop_reason)
     console.print(_time_report(summary["time"], cfg))
-    when = f"best epoch {state.best_epoch} of {state.epoch} by {trainer.monitor}" if trainer.monitor else f"{state.epoch} epochs"
-    console.table(f"{path.parent.name}: {when}, {trainer.wall_time:.1f} s", metrics)
-    if callable(getattr(trainer.model, "describe", None)):
-        console.print(trainer.model.describe())
     if report is not None:
         console.print(f"report: {report}")
+    when = f"best epoch {state.best_epoch} of {state.epoch} by {trainer.monitor}" if trainer.monitor else f"{state.epoch} epochs"
+    console.table(f"{path.parent.name}: {when}, {trainer.wall_time:.1f} s", metrics)
+    # The result last, where the eye lands: the table, then the model's own summary line.
+    if callable(getattr(trainer.model, "describe", None)):
+        console.print(trainer.model.describe())
     return Result(metrics=metrics, run_dir=path, model=trainer.model, best_epoch=state.best_epoch, summary=summary)
 
 
