@@ -52,9 +52,9 @@ def test_maximizes_over_log_and_int_parameters_with_categoricals_alongside():
     assert study.best_value > 0.0  # gelu found as well (the only way above 0)
 
 
-def test_swarm_state_lives_in_the_study_so_workers_share_it(tmp_path):
+def test_swarm_state_lives_in_the_study_so_workers_share_it():
     # Two samplers (two workers) alternate on one storage: they drive one swarm of 5 particles.
-    storage = f"sqlite:///{tmp_path / 's.db'}"
+    storage = optuna.storages.InMemoryStorage()
     optuna.create_study(study_name="s", storage=storage)
     workers = [optuna.load_study(study_name="s", storage=storage, sampler=PSOSampler(particles=5, seed=i)) for i in range(2)]
     for i in range(60):

@@ -5,16 +5,14 @@ import json
 
 import optuna
 import pytest
-import yaml
 from omegaconf import OmegaConf
+from tune_support import LR, TINY, WIDTH
 
 from ember.config import compose
 from ember.config.compose import file_overrides
 from ember.errors import ConfigError
 from ember.tune import tune_command
 from ember.tune.study import _create, _work, counts, load, make_plan
-
-from tune_support import LR, TINY, WIDTH
 
 
 def _study_dirs(runs):
@@ -62,6 +60,10 @@ def test_study_writes_runs_and_reports_resumes_and_best_yaml_reproduces(runs, ca
     assert tune_command(overrides, status=True) == 0
     status = capsys.readouterr().out
     assert f"best: trial {best['trial']}" in status and "4 complete" in status
+    assert tune_command([f"run.dir={study_dir}"], status=True) == 0  # the study's own command, from its directory
+    assert f"best: trial {best['trial']}" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match=r"was started with another config \(changed: trainer.max_epochs 2 -> 3\)"):
+        tune_command(overrides + [f"run.dir={study_dir}", "trainer.max_epochs=3"])
 
 
 def test_pruned_and_failed_trials_are_recorded_and_the_study_goes_on(runs):
@@ -111,5 +113,10 @@ def test_every_sampler_runs_a_study(runs, sampler):
 
     params = parse_space({"x": {"type": "float", "low": -2.0, "high": 2.0}, "n": {"type": "int", "low": 1, "high": 4}, "c": {"type": "categorical", "choices": ["a", "b"]}})
     study = optuna.create_study(sampler=make_sampler(sampler, {"points": 3} if sampler == "grid" else {}, 0, params))
-    study.optimize(lambda t: (lambda v: v["x"] ** 2 + v["n"] + (v["c"] == "b"))(suggest(t, params)), n_trials=12)
+
+    def objective(trial):
+        v = suggest(trial, params)
+        return v["x"] ** 2 + v["n"] + (v["c"] == "b")
+
+    study.optimize(objective, n_trials=12)
     assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 12 and study.best_value < 4.0

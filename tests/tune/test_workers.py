@@ -42,19 +42,21 @@ def _wait_for(predicate, timeout: float, what: str, process: subprocess.Popen):
 
 
 def test_jobs_run_trials_in_worker_processes(runs, capsys):
-    assert tune_command(TINY + [f"run.root={runs}", "tune.jobs=2", "tune.trials=4", "tune.sampler=random", LR]) == 0
+    assert tune_command(TINY + [f"run.root={runs}", "tune.jobs=2", "tune.trials=3", "tune.sampler=random", LR]) == 0
     assert "2 workers" in capsys.readouterr().out
     (study_dir,) = (runs / "mnist1d-mlp").glob("tune-*")
     study = optuna.load_study(study_name=json.loads((study_dir / "study.json").read_text())["name"], storage=f"sqlite:///{study_dir / 'study.db'}")
     trials = counted(study.trials)
-    assert len(trials) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert len(trials) == 3 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     pids = {t.user_attrs["worker"].rsplit(":", 1)[1] for t in trials}
-    assert str(os.getpid()) not in pids and len(pids) == 2  # processes, not threads of this one
+    # Processes, not threads of this one. (Which of the two took which trial depends on how fast
+    # each started, so one may have taken them all.)
+    assert str(os.getpid()) not in pids and 1 <= len(pids) <= 2
 
 
 def test_ctrl_c_leaves_the_study_consistent_and_a_rerun_finishes_it(tmp_path, capsys):
     runs = tmp_path / "runs"
-    args = TINY + ["trainer.max_epochs=25", f"run.root={runs}", "tune.trials=2", "tune.sampler=random", LR]
+    args = TINY + ["trainer.max_epochs=40", f"run.root={runs}", "tune.trials=2", "tune.sampler=random", LR]
     p = _ember_tune(args, tmp_path)
     metrics = _wait_for(lambda: next(iter(runs.glob("mnist1d-mlp/tune-*/trial-0/metrics.jsonl")), None), 120, "trial 0 to train", p)
     _wait_for(lambda: '"val"' in metrics.read_text(), 60, "a validation", p)
@@ -125,13 +127,15 @@ def postgres():
 
 def test_postgres_workers_share_a_study_and_a_killed_workers_trial_is_run_again_once(postgres, tmp_path):
     runs = tmp_path / "runs"
-    args = TINY + ["trainer.max_epochs=6", f"run.root={runs}", f"tune.storage={postgres}", "tune.name=shared", "tune.trials=6", "tune.heartbeat=1", "tune.sampler=random", "tune.pruner=none", LR]
+    args = TINY + ["trainer.max_epochs=12", f"run.root={runs}", f"tune.storage={postgres}", "tune.name=shared", "tune.trials=6", "tune.heartbeat=1", "tune.sampler=random", "tune.pruner=none", LR]
     a = _ember_tune(args, tmp_path)
-    _wait_for(lambda: list(runs.glob("mnist1d-mlp/tune-*/study.json")), 120, "the study to be created", a)
     b = _ember_tune(args, tmp_path)  # the same command on "another node"
 
     def running_trial_of_a():
-        study = optuna.load_study(study_name="shared", storage=with_driver(postgres))
+        try:
+            study = optuna.load_study(study_name="shared", storage=with_driver(postgres))
+        except KeyError:  # not created yet
+            return None
         for t in study.get_trials(states=(optuna.trial.TrialState.RUNNING,)):
             if t.user_attrs.get("worker", "").endswith(f":{a.pid}") and (Path(t.user_attrs["run_dir"]) / "metrics.jsonl").exists():
                 return t
@@ -157,3 +161,4 @@ def test_postgres_workers_share_a_study_and_a_killed_workers_trial_is_run_again_
     summary = json.loads((Path(lost.user_attrs["run_dir"]) / "summary.json").read_text())
     assert summary["status"] == "failed" and "lost: its worker stopped sending heartbeats" in summary["error"]
     assert {t.user_attrs["worker"].rsplit(":", 1)[1] for t in budget} <= {str(a.pid), str(b.pid)}
+    assert {Path(d).parent.name for d in dirs} == {"tune-shared"}  # nodes agree on the study directory

@@ -64,7 +64,6 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float:
         from ember.api import train
         from ember.track.console import Console
-
         from ember.tune.study import is_surplus
 
         plan, self.current = self.plan, trial

@@ -14,7 +14,7 @@ Categorical parameters (and the first trial, before the space is known) are draw
 """
 
 import math
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import optuna
@@ -36,7 +36,7 @@ class PSOSampler(BaseSampler):
         cognitive: float = 1.49618,
         social: float = 1.49618,
         max_velocity: float = 0.5,
-        seed: Optional[int] = None,
+        seed: int | None = None,
     ) -> None:
         if particles < 1:
             raise ValueError(f"particles must be at least 1, got {particles}")
@@ -96,7 +96,7 @@ class PSOSampler(BaseSampler):
     def sample_independent(self, study: "optuna.Study", trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution) -> Any:
         return self._random.sample_independent(study, trial, param_name, param_distribution)
 
-    def _vector(self, stored: dict, names: list[str], fill: Optional[float] = None) -> np.ndarray:
+    def _vector(self, stored: dict, names: list[str], fill: float | None = None) -> np.ndarray:
         """A stored position or velocity; a parameter new to the space starts at random (or `fill`)."""
         return np.array([stored[n] if n in stored else (fill if fill is not None else self._rng.uniform()) for n in names])
 
@@ -124,4 +124,4 @@ def _from_unit(x: float, d: FloatDistribution | IntDistribution) -> float | int:
     if step is not None and not d.log:
         v = d.low + round((v - d.low) / step) * step
     v = min(max(v, d.low), d.high)
-    return int(round(v)) if isinstance(d, IntDistribution) else float(v)
+    return round(v) if isinstance(d, IntDistribution) else float(v)

@@ -109,7 +109,10 @@ def print_header(study: optuna.Study, plan) -> None:
 
 def show(study: optuna.Study, plan, console: Console | None = None) -> dict:
     """Write leaderboard.csv, history.csv, best.yaml and study.json's results; print the table."""
-    console = console or Console(highlight=False, soft_wrap=False)
+    if console is None:
+        console = Console(highlight=False, soft_wrap=True)
+        if not console.is_terminal:  # a log file: no need to squeeze the table into 80 columns
+            console = Console(highlight=False, soft_wrap=True, width=200)
     trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("surplus")]
     retried = _retried(trials)
     sign = -1.0 if plan.direction == "maximize" else 1.0

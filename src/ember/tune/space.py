@@ -14,7 +14,7 @@ A key that names a group (`model`, `optim`, ...) or `model.name`/`data.name`/`op
 
 import math
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import optuna.distributions as D
 from omegaconf import DictConfig, OmegaConf
@@ -35,7 +35,7 @@ class Param:
     distribution: D.BaseDistribution
 
     @property
-    def group(self) -> Optional[str]:
+    def group(self) -> str | None:
         """The group this parameter selects an option of, if it does."""
         return SELECTORS.get(self.key)
 
@@ -50,7 +50,7 @@ def parse_space(space: Any) -> list[Param]:
     if isinstance(space, DictConfig):
         space = OmegaConf.to_container(space, resolve=True)
     if not space:
-        raise ConfigError("tune.space is empty; give at least one key to search, e.g. ember tune '++tune.space.optim.lr={type:float,low:1e-4,high:1e-1,log:true}' or a tune.space mapping in --config FILE")
+        raise ConfigError("tune.space is empty; give at least one key to search, e.g. ember tune 'tune.space.optim.lr={type:float,low:1e-4,high:1e-1,log:true}', or a tune.space mapping in --config FILE")
     return [_param(key, entry) for key, entry in _entries(space, "")]
 
 
@@ -72,7 +72,7 @@ def _param(key: str, entry: dict) -> Param:
         raise ConfigError(f"{where}: unknown type {kind!r}; use one of: {', '.join(TYPES)}")
     unknown = set(entry) - FIELDS[kind] - {"type"}
     if unknown:
-        raise ConfigError(f"{where}: unknown field {sorted(unknown)[0]!r} for type {kind}; its fields are: {', '.join(sorted(FIELDS[kind]))}")
+        raise ConfigError(f"{where}: unknown field {min(unknown)!r} for type {kind}; its fields are: {', '.join(sorted(FIELDS[kind]))}")
     if kind == "categorical":
         choices = entry.get("choices")
         if not isinstance(choices, list) or not choices:
@@ -133,13 +133,13 @@ def grid(params: list[Param], points: int = 5) -> dict[str, list]:
         elif isinstance(d, D.IntDistribution) and not d.log:
             out[p.key] = list(range(d.low, d.high + 1, d.step))
         elif isinstance(d, D.FloatDistribution) and d.step is not None:
-            n = int(round((d.high - d.low) / d.step))
+            n = round((d.high - d.low) / d.step)
             out[p.key] = [round(d.low + i * d.step, 12) for i in range(n + 1)]
         else:
             lo, hi = (math.log(d.low), math.log(d.high)) if d.log else (d.low, d.high)
             values = [lo + (hi - lo) * i / (points - 1) for i in range(points)]
             values = [math.exp(v) for v in values] if d.log else values
-            out[p.key] = sorted({int(round(v)) for v in values}) if isinstance(d, D.IntDistribution) else values
+            out[p.key] = sorted({round(v) for v in values}) if isinstance(d, D.IntDistribution) else values
     size = math.prod(len(v) for v in out.values())
     if size > 100_000:
         raise ConfigError(f"tune.sampler=grid: the grid has {size:,} points; give floats a coarser step or use another sampler")
@@ -162,9 +162,9 @@ def validate(params: list[Param], base: list[str]) -> None:
             if bad:
                 raise ConfigError(f"tune.space.{p.key}: {bad[0]!r} is not a {p.group} option; choose among: {', '.join(options)}")
         elif OmegaConf.select(cfg, p.key, default=_MISSING) is _MISSING:
-            parent, _, leaf = p.key.rpartition(".")
+            parent = p.key.rpartition(".")[0]
             node = OmegaConf.select(cfg, parent) if parent else cfg
-            valid = ", ".join(str(k) for k in node.keys()) if isinstance(node, DictConfig) else ""
+            valid = ", ".join(str(k) for k in node) if isinstance(node, DictConfig) else ""
             raise ConfigError(f"tune.space.{p.key}: the config has no key {p.key!r}" + (f"; valid keys of {parent or 'the config'}: {valid}" if valid else ""))
         elif isinstance(OmegaConf.select(cfg, p.key), DictConfig):
             raise ConfigError(f"tune.space.{p.key}: {p.key} is a section of the config, not a value; search one of its keys")

@@ -80,7 +80,7 @@ def make_plan(overrides: list[str], config_file: str | None = None, status: bool
     params = parse_space(t.space)
     fingerprint = _fingerprint(cfg)
     name = t.name or f"{default_run_name(cfg)}-{fingerprint[:8]}"
-    study_dir = _study_dir(cfg, name, fingerprint, must_exist=status and not t.storage)
+    study_dir = _study_dir(cfg, name, fingerprint, shared=bool(t.storage), must_exist=status and not t.storage)
     plan = Plan(
         name=name, dir=study_dir, storage=storage_url(t.storage, study_dir), base=[o for o in base if not o.startswith("run.dir=")],
         params=params, metric=metric, direction=direction, trials=t.trials, sampler=t.sampler,
@@ -105,16 +105,22 @@ def _fingerprint(cfg: DictConfig) -> str:
     return hashlib.sha1(json.dumps(c, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _study_dir(cfg: DictConfig, name: str, fingerprint: str, must_exist: bool) -> Path:
-    """run.dir, else the newest study directory of this study's name, else a new one."""
+def _study_dir(cfg: DictConfig, name: str, fingerprint: str, shared: bool, must_exist: bool) -> Path:
+    """run.dir, else the newest study directory of this study's name, else a new one.
+
+    With a shared storage the nodes cannot agree on a time, so the directory is named after the
+    study: tune-<name>.
+    """
     if cfg.run.dir:
         path = Path(cfg.run.dir)
-        _check_same_study(path, name, fingerprint)
+        _check_same_study(path, fingerprint, cfg)
         return path
     experiment = Path(cfg.run.root) / default_run_name(cfg)
+    if shared:
+        return experiment / f"tune-{name}"
     for path in sorted(experiment.glob("tune-*/"), reverse=True):
         if (path / "study.json").is_file() and json.loads((path / "study.json").read_text()).get("name") == name:
-            _check_same_study(path, name, fingerprint)
+            _check_same_study(path, fingerprint, cfg)
             return path
     if must_exist:
         raise ConfigError(f"no study {name!r} under {str(experiment)!r}; start it with the same command without --status, or pass run.dir=STUDY_DIR")
@@ -125,24 +131,26 @@ def _study_dir(cfg: DictConfig, name: str, fingerprint: str, must_exist: bool) -
     return path
 
 
-def _check_same_study(path: Path, name: str, fingerprint: str) -> None:
+def _check_same_study(path: Path, fingerprint: str, cfg: DictConfig) -> None:
     info = path / "study.json"
     if not info.is_file():
         return
     saved = json.loads(info.read_text())
-    if saved.get("name") == name and saved.get("fingerprint") not in (None, fingerprint):
-        changed = _changed_keys(path / "config.yaml", saved)
-        raise ConfigError(f"study {name!r} in {str(path)!r} was started with another config ({changed}); rerun with its settings, or name a new study with tune.name=")
+    if saved.get("fingerprint") not in (None, fingerprint):
+        raise ConfigError(f"study {saved.get('name')!r} in {str(path)!r} was started with another config ({_changed_keys(path / 'config.yaml', cfg)}); rerun with its settings, or start a new study (another run.dir or tune.name)")
 
 
-def _changed_keys(config_file: Path, saved: dict) -> str:
+def _changed_keys(config_file: Path, cfg: DictConfig) -> str:
     try:
         old = _flat(OmegaConf.to_container(OmegaConf.load(config_file)))
-        new = _flat(OmegaConf.to_container(compose(saved["overrides"])))  # what it was: recompose to compare like with like
     except Exception:
-        return "different keys"
-    keys = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
-    return "changed: " + ", ".join(keys[:5]) if keys else "different keys"
+        return "its config.yaml is unreadable"
+    new = _flat(OmegaConf.to_container(cfg, resolve=True))
+    free = {f"{group}.{key}" for group, keys in NOT_IN_FINGERPRINT.items() for key in keys}
+    keys = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k) and k not in free and not k.startswith(("run.", "tune.space."))]
+    keys += ["tune.space"] if any(old.get(k) != new.get(k) for k in set(old) | set(new) if k.startswith("tune.space.")) else []
+    shown = [k if k == "tune.space" else f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in keys[:4]]
+    return "changed: " + ", ".join(shown) if keys else "different keys"
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -176,12 +184,9 @@ def _create(plan: Plan) -> optuna.Study:
     attrs = study.user_attrs
     if attrs.get("fingerprint", plan.fingerprint) != plan.fingerprint:
         raise ConfigError(f"study {plan.name!r} in tune.storage was started with another config; rerun with its settings, or name a new study with tune.name=")
-    if "dir" not in attrs:
-        for key, value in (("fingerprint", plan.fingerprint), ("metric", plan.metric), ("dir", str(plan.dir))):
+    if "fingerprint" not in attrs:
+        for key, value in (("fingerprint", plan.fingerprint), ("metric", plan.metric)):
             study.set_user_attr(key, value)
-    elif Path(attrs["dir"]) != plan.dir and plan.shared:
-        plan.dir = Path(attrs["dir"])  # another node created it: trials go where the study's are
-        plan.dir.mkdir(parents=True, exist_ok=True)
     if not (plan.dir / "study.json").is_file():
         OmegaConf.save(plan.cfg, plan.dir / "config.yaml", resolve=True)
         report.write_json(plan.dir / "study.json", report.describe(plan))
@@ -194,8 +199,6 @@ def load(plan: Plan) -> optuna.Study:
         study = optuna.load_study(study_name=plan.name, storage=storage)
     except KeyError:
         raise ConfigError(f"no study {plan.name!r} in {plan.storage}; start it with the same command without --status") from None
-    if plan.shared and study.user_attrs.get("dir"):
-        plan.dir = Path(study.user_attrs["dir"])
     return study
 
 
@@ -258,7 +261,8 @@ def _work(plan: Plan, index: int) -> int:
     study = optuna.load_study(study_name=plan.name, storage=storage, sampler=sampler, pruner=make_pruner(plan.pruner, plan.pruner_args))
     objective = Objective(plan)
     deadline = time.monotonic() + plan.timeout if plan.timeout > 0 else None
-    poll = max(0.5, min(5.0, plan.heartbeat / 2))
+    poll = min(1.0, plan.heartbeat / 2)
+    waiting_said = False
     grid = isinstance(sampler, optuna.samplers.GridSampler)
     while deadline is None or time.monotonic() < deadline:
         fail_stale_trials(study)
@@ -266,6 +270,11 @@ def _work(plan: Plan, index: int) -> int:
         if done >= plan.trials or (grid and not waiting and sampler.is_exhausted(study)):
             break
         if not waiting and done + running >= plan.trials:
+            if not isinstance(storage, optuna.storages.RDBStorage):
+                break  # no heartbeat (journal file): a lost trial cannot be told from a slow one
+            if not waiting_said and plan.jobs == 1:
+                print(f"waiting for {running} trial{'s' if running > 1 else ''} running elsewhere (rerun here if lost)", flush=True)
+                waiting_said = True
             time.sleep(poll)  # the last trials run elsewhere; stay to rerun any whose worker dies
             continue
         objective.current = objective.interrupted = None
