@@ -5,6 +5,12 @@ from pathlib import Path
 
 import pytest
 
+# The suite runs on 2 cores in 2 pytest workers (pytest -n 2), each starting training processes of
+# its own: one thread per process keeps torch's thread pools from oversubscribing the cores, which
+# slows everything several times over. Set before torch is imported; subprocesses inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
 @pytest.fixture
 def ember_cli(tmp_path):
     """Run `python -m ember ...` in a fresh process from tmp_path, as a user would."""

@@ -85,6 +85,8 @@ def compose(overrides: Iterable[str] = (), config_file: str | Path | None = None
     overrides = (file_overrides(config_file) if config_file else []) + list(overrides)
     # Every group already has a default, so `+group=option` means `group=option`.
     overrides = [o.lstrip("+") if o.lstrip("+").split("=", 1)[0] in GROUPS else o for o in overrides]
+    # `track=csv` and `track=csv,mlflow` mean the list `track=[csv,mlflow]`.
+    overrides = [re.sub(r"^\+*track=(?!null$)([\w,]+)$", r"track=[\1]", o) for o in overrides]
     for o in overrides:
         _check_group_selection(o)
     # `+key=value` is Hydra's "add a key"; here it sets or adds (`++`), and check_keys below still
