@@ -11,8 +11,9 @@ one-cycle schedule, for fewer epochs than the paper's 500 by default.
 
     OMP_NUM_THREADS=1 python benchmarks/burgers_fno.py [epochs] [resolution]
 
-Prints the relative L2 test error (mean over test samples of ||u - u_hat|| / ||u||) and the wall
-times, and writes benchmarks/results/burgers_fno.json. The same training from the command line:
+Prints the relative L2 test error (mean over test samples of ||u - u_hat|| / ||u||, and the median)
+and the wall times, and writes benchmarks/results/burgers_fno.json. The data is cached in
+~/.cache/ember after the first run. The same training from the command line:
 
     ember train model=fno data=burgers data.resolution=1024 data.num_samples=1100 \\
         data.test_fraction=0.0909091 data.val_fraction=0 data.batch_size=20 trainer.max_epochs=50
@@ -49,7 +50,8 @@ def cached_splits(cfg, resolution: int) -> Splits:
     return splits
 
 
-def relative_l2(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 100) -> float:
+def relative_l2(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 100) -> torch.Tensor:
+    """||u - u_hat|| / ||u|| of each sample (the paper reports the mean)."""
     model.eval()
     errors = []
     with torch.no_grad():
@@ -57,7 +59,7 @@ def relative_l2(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch:
             pred = model(x[i : i + batch]).flatten(1)
             true = y[i : i + batch].flatten(1)
             errors.append((pred - true).norm(dim=1) / true.norm(dim=1))
-    return torch.cat(errors).mean().item()
+    return torch.cat(errors)
 
 
 def main(epochs: int = 50, resolution: int = 1024) -> None:
@@ -88,18 +90,26 @@ def main(epochs: int = 50, resolution: int = 1024) -> None:
         run={"root": "runs/benchmarks"},
     )
     train_time = time.perf_counter() - start
-    error = relative_l2(result.model.cpu(), splits.test.x, splits.test.y)
+    errors = relative_l2(result.model.cpu(), splits.test.x, splits.test.y)
+    error, median = errors.mean().item(), errors.median().item()
+    # u(., 1) keeps the mean of u(., 0) (Burgers conserves it) while viscosity damps the rest, so a
+    # sample whose mean is near 0 has a small norm and a large relative error: the median shows
+    # the typical sample, the mean (the paper's number) is dominated by those few.
+    norms = splits.test.y.flatten(1).norm(dim=1)
     print()
-    print(f"{'':<22} {'ember':>10} {'FNO paper':>10}")
-    print(f"{'relative L2 (test)':<22} {error:>10.4f} {PAPER_REL_L2:>10.4f}")
-    print(f"{'epochs':<22} {epochs:>10} {500:>10}")
-    print(f"{'parameters':<22} {count_parameters(model):>10,}")
-    print(f"{'train wall time (s)':<22} {train_time:>10.0f}")
-    print(f"{'data wall time (s)':<22} {data_time:>10.0f}")
+    print(f"{'':<28} {'ember':>10} {'FNO paper':>10}")
+    print(f"{'relative L2 (test, mean)':<28} {error:>10.4f} {PAPER_REL_L2:>10.4f}")
+    print(f"{'relative L2 (test, median)':<28} {median:>10.4f}")
+    print(f"{'test ||u|| min / median':<28} {norms.min().item():>4.2f} / {norms.median().item():.1f}")
+    print(f"{'epochs':<28} {epochs:>10} {500:>10}")
+    print(f"{'parameters':<28} {count_parameters(model):>10,}")
+    print(f"{'train wall time (s)':<28} {train_time:>10.0f}")
+    print(f"{'data wall time (s)':<28} {data_time:>10.0f}")
     out = Path(__file__).parent / "results" / "burgers_fno.json"
     out.parent.mkdir(exist_ok=True)
     record = {
         "relative_l2": error,
+        "relative_l2_median": median,
         "paper_relative_l2": PAPER_REL_L2,
         "resolution": resolution,
         "epochs": epochs,
