@@ -19,7 +19,7 @@ import torch
 
 from ember.config import compose
 from ember.data import build_data
-from ember.models import create_model
+from ember.models import builder_kwargs, create_model
 from ember.run import RunDir
 from ember.track.console import Console
 from ember.train.trainer import Trainer, seed_everything
@@ -31,7 +31,7 @@ def curve(overrides: list[str], budget_s: float) -> list[tuple[int, float, float
         cfg = compose(overrides + ["trainer.progress=none", "trainer.tensorboard=false", f"run.root={root}"])
         seed_everything(cfg.trainer.seed)
         splits = build_data(cfg.data)
-        model = create_model(cfg.model.name, splits.spec, **{k: v for k, v in cfg.model.items() if k not in ("name", "init", "freeze")})
+        model = create_model(cfg.model.name, splits.spec, **builder_kwargs(cfg.model))
         trainer = Trainer(cfg, model, splits, None, Console("none"))
         trainer.attach(RunDir.create(cfg, splits.spec))
         points, clock = [], {"paused": 0.0, "start": time.perf_counter()}

@@ -19,7 +19,7 @@ from ember.config.compose import file_overrides, override_value
 from ember.data import Splits, TensorData, build_data
 from ember.data.spec import DataSpec
 from ember.errors import CheckpointError, ConfigError, DataError, Preempted
-from ember.models import count_parameters, create_model
+from ember.models import builder_kwargs, count_parameters, create_model
 from ember.run import RunDir, default_run_name
 from ember.track import flatten
 from ember.track.console import Console
@@ -312,7 +312,7 @@ def load_run(path: str | Path, which: str = "best") -> tuple[nn.Module, DictConf
     cfg, spec = run.config(), run.spec()
     if cfg.model.get("custom"):
         raise ConfigError(f"{run.path} trained a custom model ({cfg.model.name}); build it yourself and load {run.checkpoints / (which + '.pt')}")
-    model = create_model(cfg.model.name, spec, **{k: v for k, v in cfg.model.items() if k not in ("name", "init", "freeze")})
+    model = create_model(cfg.model.name, spec, **builder_kwargs(cfg.model))
     path = run.checkpoints / f"{which}.pt"
     if which == "best" and not path.exists():  # a run without validation keeps no best: its last is it
         path = run.checkpoints / "last.pt"

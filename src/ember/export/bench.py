@@ -162,12 +162,12 @@ def _model(run_dir, overrides) -> tuple[torch.nn.Module, DataSpec, str]:
         return Normalized(model, spec).eval(), spec, f"{cfg.model.name} ({Path(run_dir).name})"
     from ember.config import compose
     from ember.data import build_data
-    from ember.models import create_model
+    from ember.models import builder_kwargs, create_model
 
     cfg = compose(list(overrides))
     with quiet():
         spec = build_data(cfg.data).spec
-    model = create_model(cfg.model.name, spec, **{k: v for k, v in cfg.model.items() if k != "name"}).eval()
+    model = create_model(cfg.model.name, spec, **builder_kwargs(cfg.model)).eval()
     return Normalized(model, spec).eval(), spec, f"{cfg.model.name} on {cfg.data.name} (untrained)"
 
 

@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.profiler import ProfilerActivity, profile, schedule
 
 from ember.data import build_data
-from ember.models import create_model
+from ember.models import builder_kwargs, create_model
 from ember.run import RunDir, default_run_name
 from ember.track.console import Console
 from ember.train.trainer import Trainer, seed_everything
@@ -21,7 +21,7 @@ def profile_run(cfg: DictConfig, console: Console, warmup: int = 5, steps: int =
     cfg.run.name = default_run_name(cfg) + "-profile"
     seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)
     splits = build_data(cfg.data)
-    model = create_model(cfg.model.name, splits.spec, **{k: v for k, v in cfg.model.items() if k not in ("name", "init", "freeze")})
+    model = create_model(cfg.model.name, splits.spec, **builder_kwargs(cfg.model))
     trainer = Trainer(cfg, model, splits, None, Console("none"))
     run = RunDir.create(cfg, splits.spec)
     trainer.attach(run)
