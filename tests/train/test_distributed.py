@@ -22,7 +22,17 @@ def _env():
 def _torchrun(nproc: int, args: list[str], cwd: Path, extra: list[str] = (), script: str | None = None) -> subprocess.CompletedProcess:
     target = [script] if script else ["-m", "ember", "train"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *extra, *target, *args]
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=_env(), timeout=300)
+    for _ in range(3):
+        r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=_env(), timeout=300)
+        # Gloo's TCP mesh setup on a loaded 2-core machine now and then refuses a connection
+        # before training starts (seen in ~1 of 20 launches); that launch is retried, the test's
+        # claims are not loosened.
+        if GLOO_FLAKE not in r.stderr:
+            return r
+    return r
+
+
+GLOO_FLAKE = "Gloo connectFullMesh failed"
 
 
 def _weights(run: Path) -> dict:
@@ -96,7 +106,8 @@ def test_elastic_restart_after_a_killed_rank_resumes_to_the_same_weights(tmp_pat
     assert ref.returncode == 0, ref.stderr[-3000:]
 
     run = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "--max-restarts=1", "-m", "ember", "train", *args, f"run.dir={run}"]
+    # Restarts beyond the one the kill causes absorb gloo's occasional refused connection (above).
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "--max-restarts=3", "-m", "ember", "train", *args, f"run.dir={run}"]
     agent = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
     # Wait for a few checkpoints, then kill one worker (a child of the torchrun agent) outright.
     while not list((run / "checkpoints").glob("step-00000002*.pt")) and agent.poll() is None:
