@@ -74,7 +74,7 @@ def with_ember(make_model, x, y, epochs, batch_size, root, fast_path=True, shuff
         checkpoint_every_n_epochs=epochs,
         optim={"name": "adamw", "lr": 3e-3, "weight_decay": 0.01},
         sched={"name": "none"},
-        run={"root": root},
+        run={"root": root, "report": False},  # no HTML report, as Lightning runs without its logger
     )
     return model
 

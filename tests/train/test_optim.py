@@ -7,6 +7,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 from torch import nn
+from train_support import RecordingConsole
 
 from ember.config import compose
 from ember.data import Splits, TensorData
@@ -169,15 +170,6 @@ def test_plateau_reduces_after_patience_plus_one_bad_steps_directly():
 
 
 # -- schedules driven by the Trainer ---------------------------------------------------------------
-
-
-class RecordingConsole(Console):
-    def __init__(self):
-        super().__init__("none")
-        self.records: list[dict] = []
-
-    def show(self, record: dict) -> None:
-        self.records.append(dict(record))
 
 
 class ConstantOutput(nn.Module):

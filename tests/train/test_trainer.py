@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 from torch.nn import functional as F
+from train_support import RecordingConsole
 
 import ember
 from ember.api import train
@@ -18,20 +19,6 @@ from ember.track.console import Console
 from ember.train.trainer import Trainer
 
 REGRESSION = DataSpec(input_shape=(3,), task="regression", target_shape=(1,))
-
-
-class RecordingConsole(Console):
-    """A silent console that keeps every record the trainer shows (train intervals, validations)."""
-
-    def __init__(self):
-        super().__init__("none")
-        self.records: list[dict] = []
-
-    def show(self, record: dict) -> None:
-        self.records.append(dict(record))
-
-    def split(self, name: str) -> list[dict]:
-        return [r for r in self.records if r["split"] == name]
 
 
 def make_cfg(tmp_path, *overrides: str):

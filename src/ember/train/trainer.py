@@ -251,7 +251,9 @@ class Trainer:
             with sync:
                 with self.autocast():
                     loss, logs = self._loss(x, y)
-                self.scaler.scale(loss / group if group > 1 else loss).backward()
+                scaled = loss / group if group > 1 else loss
+                # A disabled GradScaler costs a few Python calls per step; skip it outside fp16.
+                (self.scaler.scale(scaled) if self.scaler.is_enabled() else scaled).backward()
             meter.add(loss, len(x))
             if not last_of_group:
                 continue
@@ -333,8 +335,11 @@ class Trainer:
         elif self.t.nan_policy != "off" and not self._locally_finite(loss) and not self._handle_nonfinite(self._what):
             return
         self.state.skipped_steps = 0
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        if self.scaler.is_enabled():
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.scheduler is not None and not self.plateau:
             self.scheduler.step()
@@ -354,7 +359,7 @@ class Trainer:
         if norm is None and self.t.nan_policy == "skip" and not self.scaler.is_enabled():
             grads = [p.grad for p in self.model.parameters() if p.grad is not None]
             norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else None
-        loss_ok = bool(torch.isfinite(loss.detach()).item())
+        loss_ok = math.isfinite(loss.detach().item())  # one scalar read: no extra kernel
         self._what = "loss" if not loss_ok else "gradient norm"
         return loss_ok and (norm is None or bool(torch.isfinite(norm).item()))
 
