@@ -100,6 +100,7 @@ def test_a_nan_on_one_rank_ends_both(tmp_path):
     assert "rank 1: non-finite" in r.stderr
 
 
+@pytest.mark.elastic
 def test_elastic_restart_after_a_killed_rank_resumes_to_the_same_weights(tmp_path):
     args = [*COMMON, "trainer.max_epochs=4", "trainer.deterministic=true", "trainer.checkpoint_every_n_steps=5", "data.batch_size=16"]
     ref = _torchrun(2, [*args, f"run.dir={tmp_path / 'ref'}"], tmp_path)
