@@ -23,7 +23,7 @@ from ember.models import builder_kwargs, count_parameters, create_model
 from ember.run import RunDir, default_run_name
 from ember.track import flatten
 from ember.track.console import Console
-from ember.train import checkpoint, distributed
+from ember.train import checkpoint, distributed, strategy
 from ember.train.trainer import Trainer, seed_everything
 
 GROUP_KEYS = ("data", "optim", "sched", "trainer", "run")
@@ -141,9 +141,19 @@ def _run(cfg: DictConfig, model: nn.Module, splits: Splits, console: Console, re
     else:
         run = None  # only rank 0 writes the run directory
     path = Path(distributed.broadcast(str(run.path) if main else None, trainer.dist))
+    trainer.checkpoint_dir = path / "checkpoints"
+    if trainer.files is None and trainer.fsdp:  # every rank writes its shards of a checkpoint
+        trainer.files = trainer.checkpoint_files(trainer.checkpoint_dir)
     try:
         return _train_and_record(cfg, trainer, run, path, console, model)
+    except RuntimeError as e:
+        # A peer that died or hung shows up inside DDP's or FSDP's own collectives (backward's
+        # all-reduce, a parameter all-gather): one line naming this rank, not a C++ traceback.
+        if trainer.dist.enabled and distributed.is_collective_failure(e):
+            raise distributed.collective_failed(e, trainer.dist) from None
+        raise
     finally:
+        trainer.close()
         distributed.shutdown()
 
 
@@ -166,8 +176,11 @@ def _train_and_record(cfg, trainer: Trainer, run: RunDir | None, path: Path, con
         requeued = trainer.dist.is_main and _requeue(cfg, console)
         then = "the job was requeued" if requeued else f"continue with: ember train resume={path}"
         raise Preempted(f"{state.stop_reason} at step {state.step}; checkpoint {trainer.checkpoint_path}; {then}")
+    weights = strategy.full_state_dict(trainer.model)  # under FSDP every rank takes part
+    if trainer.fsdp:  # its step checkpoints are shards: last.pt is the whole final model
+        trainer.files.save_whole(trainer, weights, "last.pt")
     if run:
-        run.save_weights(trainer.model.state_dict())
+        run.save_weights(weights)
     summary.update(
         status="finished",
         metrics=metrics,
@@ -223,7 +236,7 @@ def _time_report(t: dict, cfg: DictConfig) -> str:
 def _resume(trainer: Trainer, run_dir: Path, console: Console) -> RunDir | None:
     """Every rank loads the newest good checkpoint; rank 0 reopens the run directory for writing."""
     run = RunDir.open(run_dir)
-    files = run.checkpoint_files(trainer.t.keep_checkpoints)
+    files = trainer.checkpoint_files(run.checkpoints)
     ckpt, path = files.newest_good(warn=lambda m: console.print(f"warning: {m}"))
     if ckpt["spec"] != trainer.spec.to_dict():
         raise CheckpointError(f"cannot resume {run_dir}: the data now has a different shape or classes than the checkpoint {path.name}; resume with the run's data settings")

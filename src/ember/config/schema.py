@@ -63,7 +63,8 @@ class TrainerConfig:
     nan_policy: str = "stop"  # stop | skip | off: what a NaN/Inf loss or gradient does
     nan_max_skips: int = 10  # nan_policy=skip: stop after this many skipped steps in a row
     requeue: bool = False  # under SLURM: `scontrol requeue` the job after a preemption checkpoint
-    devices: int = 1  # > 1: start that many local processes through torchrun (DDP)
+    devices: int = 1  # > 1: start that many local processes through torchrun
+    strategy: str = "auto"  # with several processes: ddp (auto) | fsdp (FSDP2: shards parameters, gradients, optimizer state)
     dist_timeout: float = 1800.0  # seconds a rank waits in a collective before it is an error
     progress: str = "auto"  # auto (bar on a terminal, lines otherwise) | bar | lines | none
     tensorboard: bool = True  # false drops tensorboard from `track` (the older switch)

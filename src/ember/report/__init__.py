@@ -132,11 +132,13 @@ def after_training(cfg, run_path: Path, trainer, warn) -> tuple[Path | None, dic
     try:
         loaders = {k: getattr(trainer, f"{k}_loader", None) for k in ("train", "val", "test")}
         splits = Splits(spec=trainer.spec, **{k: (v.data if v is not None else None) for k, v in loaders.items()})
+        # A sharded model cannot run on rank 0 alone: the report rebuilds it from the run directory.
+        model = None if trainer.sharded else trainer.model
         if cfg.run.get("report", True):
-            html, summary = _single(read_run(run_path), model=trainer.model, splits=splits, spec=trainer.spec)
+            html, summary = _single(read_run(run_path), model=model, splits=splits, spec=trainer.spec)
             path = write_html(run_path / "report.html", html)
             artifacts["report.html"] = path
-        else:
+        elif model is not None:
             summary = model_summary(trainer.model, trainer.spec)
     except Exception as e:
         warn(f"warning: report.html not written ({_one_line(e)})")

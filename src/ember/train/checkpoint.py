@@ -107,6 +107,8 @@ class CheckpointFiles:
 
     def newest_good(self, warn) -> tuple[dict, Path]:
         """The newest checkpoint that loads; `warn(message)` is told about each one that does not."""
+        if not self.steps() and any(self.dir.glob("step-*.dcp")):
+            raise CheckpointError(f"{str(self.dir)!r} holds trainer.strategy=fsdp checkpoints; resume with trainer.strategy=fsdp")
         candidates = self.steps() or ([self.dir / "last.pt"] if (self.dir / "last.pt").exists() else [])
         for path in candidates:
             try:
@@ -116,13 +118,13 @@ class CheckpointFiles:
         raise CheckpointError(f"no readable checkpoint in {str(self.dir)!r}; start a new run without resume=")
 
 
-def capture(trainer) -> dict:
+def capture(trainer, weights: bool = True) -> dict:
     """Everything needed to continue exactly: weights, optimizer, schedules, scaler, every RNG,
     the position in the data (epoch, batch), the partial logging interval and the number of
-    metric records written, with the config and DataSpec it was trained with."""
+    metric records written, with the config and DataSpec it was trained with. `weights=False`
+    leaves out the model and optimizer, which sharded checkpoints keep in their own files."""
     return {
-        "model": trainer.model.state_dict(),
-        "optimizer": trainer.optimizer.state_dict(),
+        **({"model": trainer.model.state_dict(), "optimizer": trainer.optimizer.state_dict()} if weights else {}),
         "scheduler": trainer.scheduler.state_dict() if trainer.scheduler is not None else None,
         "warmup": trainer.warmup.state_dict() if trainer.warmup is not None else None,
         "scaler": trainer.scaler.state_dict(),
@@ -139,11 +141,16 @@ def capture(trainer) -> dict:
 def restore(trainer, ckpt: dict) -> str | None:
     """Continue from a checkpoint; returns a note when the schedule length changed."""
     note = None
-    trainer.model.load_state_dict(ckpt["model"])
     # Schedulers add keys to the param groups (initial_lr, max_lr, ...); a checkpoint written
     # under another schedule lacks them, so the keys of the current schedule are kept.
     before = [dict(g) for g in trainer.optimizer.param_groups]
-    trainer.optimizer.load_state_dict(ckpt["optimizer"])
+    if "sharded" in ckpt:  # a trainer.strategy=fsdp checkpoint directory (ember.train.sharded)
+        from ember.train.sharded import load_weights
+
+        load_weights(trainer, Path(ckpt["sharded"]))
+    else:
+        trainer.model.load_state_dict(ckpt["model"])
+        trainer.optimizer.load_state_dict(ckpt["optimizer"])
     for group, old in zip(trainer.optimizer.param_groups, before):
         for key, value in old.items():
             group.setdefault(key, value)

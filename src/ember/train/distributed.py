@@ -52,7 +52,19 @@ def init(d: Dist, device: torch.device, timeout_s: float) -> None:
     if not d.enabled or dist.is_initialized():
         return
     backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+    timeout = datetime.timedelta(seconds=timeout_s)
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    if attempt is not None and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+        # Under torchrun the workers share the agent's store across restarts. Without a key space
+        # of their own, the workers of a restarted round can read the addresses of the round
+        # before (whose ports are closed) and fail gloo's connectFullMesh with "Connection
+        # refused", round after round (seen here after a SIGKILLed rank, also with a bare script).
+        env = os.environ
+        agent = dist.TCPStore(env["MASTER_ADDR"], int(env["MASTER_PORT"]), d.world, is_master=False, timeout=timeout)
+        store = dist.PrefixStore(f"ember/attempt_{attempt}", agent)
+        dist.init_process_group(backend, store=store, rank=d.rank, world_size=d.world, timeout=timeout)
+        return
+    dist.init_process_group(backend, timeout=timeout)
 
 
 def shutdown() -> None:
@@ -75,6 +87,18 @@ def mean(value: torch.Tensor, d: Dist) -> torch.Tensor:
     return value
 
 
+def sum_(value: torch.Tensor, d: Dist) -> torch.Tensor:
+    if d.enabled:
+        value = value.clone()
+        _checked(lambda: dist.all_reduce(value, op=dist.ReduceOp.SUM), d)
+    return value
+
+
+def barrier(d: Dist) -> None:
+    if d.enabled:
+        _checked(dist.barrier, d)
+
+
 def broadcast(obj, d: Dist):
     """Rank 0's value of a picklable object, on every rank."""
     if not d.enabled:
@@ -87,6 +111,20 @@ def broadcast(obj, d: Dist):
 def _checked(op, d: Dist) -> None:
     try:
         op()
-    except (RuntimeError, dist.DistBackendError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise EmberError(f"rank {d.rank}: a collective with the other ranks failed ({first[:200]}); another rank died or timed out (trainer.dist_timeout)") from None
+    except RuntimeError as e:  # DistBackendError and the other c10d errors are RuntimeErrors
+        raise collective_failed(e, d) from None
+
+
+def collective_failed(e: Exception, d: Dist) -> EmberError:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return EmberError(f"rank {d.rank}: a collective with the other ranks failed ({first[:200]}); another rank died or timed out (trainer.dist_timeout)")
+
+
+# What gloo and NCCL say when a peer is gone or late, inside DDP's or FSDP's own collectives.
+_COLLECTIVE_WORDS = ("gloo", "nccl", "connection closed by peer", "timed out", "c10d")
+
+
+def is_collective_failure(e: BaseException) -> bool:
+    if isinstance(e, dist.DistError):
+        return True
+    return isinstance(e, RuntimeError) and any(w in str(e).lower() for w in _COLLECTIVE_WORDS)

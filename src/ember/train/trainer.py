@@ -12,6 +12,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Optional
 
 import numpy as np
@@ -25,7 +26,7 @@ from ember.errors import ConfigError, NonFiniteError
 from ember.metrics import build_metrics, is_higher_better, prepare
 from ember.run import RunDir
 from ember.track.console import Console
-from ember.train import checkpoint, distributed
+from ember.train import checkpoint, distributed, strategy
 from ember.train.distributed import Dist
 from ember.train.flops import count_step_flops, peak_flops
 from ember.train.losses import build_loss
@@ -116,16 +117,17 @@ class Trainer:
         if t.cuda_graphs and not cuda:
             raise ConfigError("trainer.cuda_graphs=true needs a CUDA device; remove it or set trainer.device=cuda")
         # The module the training step calls: the model (or its own loss, for models that define
-        # one), wrapped in DDP across processes and compiled when asked. Checkpoints save self.model.
-        # torch.compile's "reduce-overhead" mode records CUDA graphs for static shapes.
+        # one), spread over the processes (DDP or FSDP, ember.train.strategy) and compiled when
+        # asked. Checkpoints save self.model. torch.compile's "reduce-overhead" mode records CUDA
+        # graphs for static shapes.
         self.uses_loss_protocol = callable(getattr(model, "loss", None))
         runner = _LossForward(self.model) if self.uses_loss_protocol else self.model
-        self.ddp = None
-        if self.dist.enabled:
-            from torch.nn.parallel import DistributedDataParallel
-
-            ids = [self.device.index] if cuda else None
-            runner = self.ddp = DistributedDataParallel(runner, device_ids=ids)
+        self.strategy = strategy.resolve(t.strategy, self.dist)
+        self.fsdp = self.strategy == "fsdp"  # sharded checkpoints, on any number of processes
+        runner = strategy.wrap(runner, self.model, self.strategy, self.dist, self.device, self.precision)
+        self.ddp = runner if self.dist.enabled and self.strategy == "ddp" else None
+        self.sharded = strategy.is_sharded(self.model)
+        self._no_sync = strategy.no_sync(self.strategy, runner, self.model, self.dist)
         if t.compile or t.cuda_graphs:
             runner = torch.compile(runner, mode="reduce-overhead" if t.cuda_graphs else None)
         self.forward = runner
@@ -139,17 +141,17 @@ class Trainer:
         ebs = d.eval_batch_size or 4 * d.batch_size
         pin = self.device.type == "cuda"
 
-        def loader(data, batch_size, shuffle, shard=False):
+        def loader(data, batch_size, shuffle, evaluation=False):
             if data is None:
                 return None
-            rank, world = (self.dist.rank, self.dist.world) if shard else (0, 1)
-            return EpochLoader(place(data), batch_size, shuffle, t.seed, d.num_workers, pin, d.get("fast_path", True), rank, world)
+            return EpochLoader(place(data), batch_size, shuffle, t.seed, d.num_workers, pin, d.get("fast_path", True), self.dist.rank, self.dist.world, evaluation)
 
-        # Training batches are sharded across ranks; every rank evaluates the whole validation
-        # and test splits, so all ranks hold the same metrics and take the same decisions.
-        self.train_loader = loader(splits.train, d.batch_size, d.shuffle, shard=True)
-        self.val_loader = loader(splits.val, ebs, False)
-        self.test_loader = loader(splits.test, ebs, False)
+        # Training batches are sharded across ranks. So are validation and test, unpadded: each
+        # rank evaluates its share and the sums are combined (evaluate), so every rank holds the
+        # metrics of the whole split and all take the same decisions.
+        self.train_loader = loader(splits.train, d.batch_size, d.shuffle)
+        self.val_loader = loader(splits.val, ebs, False, evaluation=True)
+        self.test_loader = loader(splits.test, ebs, False, evaluation=True)
 
         batches = len(self.train_loader)
         if batches == 0:
@@ -186,26 +188,45 @@ class Trainer:
         self._last_train_loss: float | None = None
         self._last_logs: dict = {}
         self.meter = IntervalMeter(self.device, peak_flops=peak_flops(self.device, self.precision) if t.measure_flops else None)
-        self._count_flops = t.measure_flops
+        # Counting runs a copy of the model, which a sharded model cannot do alone.
+        self._count_flops = t.measure_flops and not self.sharded
         self.eval_time = 0.0
         self._grad_norm = None
         self.step_hook = None  # called after every optimizer step (the profiler's clock)
         self.val_hook = None  # called as val_hook(epoch, metrics) after every validation (tuning's pruner)
         self._epoch = 1  # 1-based number of the epoch in progress, for records
         self.signals = SignalWatch()
-        self.files = run.checkpoint_files(t.keep_checkpoints) if run else None
+        self.files = self.checkpoint_files(run.checkpoints) if run else None
+        self.checkpoint_dir = run.checkpoints if run else None  # every rank's, for best.pt at the end
 
     def attach(self, run: RunDir) -> None:
         """The run directory this trainer writes (rank 0 only, when there are several)."""
         self.run = run
-        self.files = run.checkpoint_files(self.t.keep_checkpoints)
+        self.files = self.checkpoint_files(run.checkpoints)
+        self.checkpoint_dir = run.checkpoints
+
+    def close(self) -> None:
+        """Drop the DDP wrapper while the process group still lives. Were its C++ reducer the
+        last holder of a gloo group, the group's destructor would join gloo's threads with the
+        GIL held while one of them waits for the GIL: a hang at the end of the run."""
+        self.ddp = self.forward = self._no_sync = None
+
+    def checkpoint_files(self, directory: Path):
+        """Whole-state .pt files written by rank 0, or (strategy=fsdp) DCP directories that every
+        rank writes its shards into: then every rank holds one, with the run's directory."""
+        if self.fsdp:
+            from ember.train.sharded import ShardedCheckpointFiles
+
+            return ShardedCheckpointFiles(directory, self.t.keep_checkpoints, self.dist)
+        return checkpoint.CheckpointFiles(directory, self.t.keep_checkpoints)
 
     # -- the loop --------------------------------------------------------------------------------
     def fit(self) -> dict[str, float]:
         """Train until max_epochs/max_steps, early stopping or a stop signal; return final metrics."""
         self.console.start(self.total_steps, self.t.max_epochs)
-        self._start = time.perf_counter()
-        self._last_save = time.monotonic()
+        # The loop reads a plain copy: an OmegaConf read costs ~8 µs, and it made ~8 a step.
+        self._t = SimpleNamespace(**OmegaConf.to_container(self.t, resolve=True))
+        self._start, self._last_save = time.perf_counter(), time.monotonic()
         try:
             with self.signals:
                 while not self._done():
@@ -219,7 +240,7 @@ class Trainer:
         return self._finish()
 
     def _done(self) -> bool:
-        state, t = self.state, self.t
+        state, t = self.state, self._t
         if state.stop_reason is None and t.max_steps > 0 and state.step >= t.max_steps:
             state.stop_reason = "max_steps"
         if state.stop_reason is None and state.epoch >= t.max_epochs:
@@ -227,7 +248,7 @@ class Trainer:
         return state.stop_reason is not None or self.signals.stop is not None
 
     def _train_epoch(self) -> None:
-        t, state = self.t, self.state
+        t, state = self._t, self.state
         self.model.train()
         batches, accum = len(self.train_loader), t.grad_accum
         self._epoch = state.epoch + 1  # 1-based number of the epoch in progress, for records
@@ -247,14 +268,14 @@ class Trainer:
             group = min(accum, batches - (i - i % accum))
             # Across processes, gradients are averaged once per optimizer step, not per micro-batch.
             last_of_group = (i + 1) % accum == 0 or i + 1 == batches
-            sync = contextlib.nullcontext() if self.ddp is None or last_of_group else self.ddp.no_sync()
+            sync = contextlib.nullcontext() if self._no_sync is None or last_of_group else self._no_sync()
             with sync:
                 with self.autocast():
                     loss, logs = self._loss(x, y)
                 scaled = loss / group if group > 1 else loss
                 # A disabled GradScaler costs a few Python calls per step; skip it outside fp16.
                 (self.scaler.scale(scaled) if self.scaler.is_enabled() else scaled).backward()
-            meter.add(loss, len(x))
+            meter.add(loss, x.shape[0])  # not len(x): Tensor.__len__ is a Python call
             if not last_of_group:
                 continue
             self._optimizer_step(loss)
@@ -281,25 +302,27 @@ class Trainer:
         state.epoch += 1
         if not t.val_every_n_steps and self.val_loader is not None:
             self._validate()
-        if self.run and (state.epoch % t.checkpoint_every_n_epochs == 0 or state.stop_reason or state.epoch >= t.max_epochs):
+        if self.files and (state.epoch % t.checkpoint_every_n_epochs == 0 or state.stop_reason or state.epoch >= t.max_epochs):
             self.save_checkpoint()
 
     def _maybe_checkpoint(self) -> None:
-        t, state = self.t, self.state
+        t, state = self._t, self.state
         due = (t.checkpoint_every_n_steps and state.step % t.checkpoint_every_n_steps == 0) or self.signals.save_now
         if t.checkpoint_every_n_minutes and time.monotonic() - self._last_save >= 60 * t.checkpoint_every_n_minutes:
             due = True
-        if due and self.run:
+        if self.sharded and self.dist.enabled:  # a time or a signal is local: save together or not at all
+            due = bool(distributed.agree_any(torch.tensor([float(bool(due))], device=self.device), self.dist).item())
+        if due and self.files:
             self.save_checkpoint()
 
     def save_checkpoint(self) -> Path:
         """Write a step checkpoint now (also on SIGUSR2); the newest becomes last.pt."""
         self.signals.save_now = False
         self._last_save = time.monotonic()
-        return self.files.save(self.state_dict(), self.state.step)
+        return self.files.save(self if self.fsdp else self.state_dict(), self.state.step)
 
     def _preempted(self) -> dict[str, float]:
-        path = self.save_checkpoint() if self.run else None
+        path = self.save_checkpoint() if self.files else None
         self.state.stop_reason = f"preempted by {self.signals.stop}"
         self.wall_time = time.perf_counter() - self._start
         self.checkpoint_path = path
@@ -320,19 +343,19 @@ class Trainer:
         return self.loss_fn(self.forward(x), y), {}
 
     def _optimizer_step(self, loss: torch.Tensor) -> None:
-        if self.t.grad_clip > 0:
+        if self._t.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
-            self._grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.t.grad_clip)
+            self._grad_norm = strategy.local(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self._t.grad_clip))
         if self.dist.enabled:
             # One small all-reduce per step: every rank learns whether any rank saw a NaN or got a
             # stop signal, so all skip, stop or go on together and none waits in a collective.
-            flags = torch.tensor([float(self.t.nan_policy != "off" and not self._locally_finite(loss)), float(self.signals.stop is not None)], device=self.device)
+            flags = torch.tensor([float(self._t.nan_policy != "off" and not self._locally_finite(loss)), float(self.signals.stop is not None)], device=self.device)
             bad, stop = distributed.agree_any(flags, self.dist).tolist()
             if stop and self.signals.stop is None:
                 self.signals.stop = "a signal to another rank"
             if bad and not self._handle_nonfinite("loss or gradient norm (on some rank)"):
                 return
-        elif self.t.nan_policy != "off" and not self._locally_finite(loss) and not self._handle_nonfinite(self._what):
+        elif self._t.nan_policy != "off" and not self._locally_finite(loss) and not self._handle_nonfinite(self._what):
             return
         self.state.skipped_steps = 0
         if self.scaler.is_enabled():
@@ -349,17 +372,16 @@ class Trainer:
     def _locally_finite(self, loss: torch.Tensor) -> bool:
         """Whether this process's loss (and gradient norm, where known) is finite.
 
-        The loss is checked every step. The gradient norm is checked when clipping computes it
-        anyway, and always under nan_policy=skip, which must catch a bad update before it lands;
-        under `stop` a non-finite gradient shows up in the next step's loss. With fp16 the
-        GradScaler skips overflowing steps itself (that is how it finds its scale). One host sync
-        per step on an accelerator; trainer.nan_policy=off removes it.
+        The loss is checked every step; the gradient norm when clipping computes it anyway, and always
+        under nan_policy=skip, which must catch a bad update before it lands (under `stop` a non-finite
+        gradient shows up in the next step's loss). With fp16 the GradScaler skips overflowing steps
+        itself. One host sync per step on an accelerator (free on CPU); trainer.nan_policy=off removes it.
         """
         norm = None if self.scaler.is_enabled() else self._grad_norm
-        if norm is None and self.t.nan_policy == "skip" and not self.scaler.is_enabled():
+        if norm is None and self._t.nan_policy == "skip" and not self.scaler.is_enabled():
             grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else None
-        loss_ok = math.isfinite(loss.detach().item())  # one scalar read: no extra kernel
+            norm = strategy.local(torch.nn.utils.get_total_norm(grads)) if grads else None
+        loss_ok = math.isfinite(loss.item())  # one scalar read: no extra kernel
         self._what = "loss" if not loss_ok else "gradient norm"
         return loss_ok and (norm is None or bool(torch.isfinite(norm).item()))
 
@@ -384,8 +406,7 @@ class Trainer:
         record = {"step": self.state.step, "epoch": self._epoch, "split": "train", "loss": m.pop("loss"), "lr": self.optimizer.param_groups[0]["lr"]}
         if self._grad_norm is not None:
             record["grad_norm"] = self._grad_norm.item()
-        record.update({k: float(v) for k, v in logs.items()})
-        record.update(m)
+        record |= {k: float(v) for k, v in logs.items()} | m
         self._emit(record)
         self.meter.reset()
         self._grad_norm = None
@@ -412,8 +433,8 @@ class Trainer:
         better = state.best is None or (value > state.best if self.higher_better else value < state.best)
         if better and math.isfinite(value):
             state.best, state.best_epoch, state.best_step, state.bad_validations = value, self._epoch, state.step, 0
-            if self.run:
-                self.files.save_best(self.state_dict())
+            if self.files:
+                self.files.save_best(self if self.fsdp else self.state_dict())
         else:
             state.bad_validations += 1
             patience = self.t.early_stopping_patience
@@ -422,27 +443,44 @@ class Trainer:
         if self.dist.enabled:  # rank 0 decides, so all ranks stop at the same step
             state.stop_reason = distributed.broadcast(state.stop_reason, self.dist)
 
-    @torch.inference_mode()
     def evaluate(self, loader) -> dict[str, float]:
         """Mean loss and the task's metrics over a loader; one host sync at the end."""
+        # FSDP gathers parameters into tensors it reuses for training: inference-mode tensors
+        # cannot be, so a sharded model evaluates under no_grad.
+        with torch.no_grad() if self.sharded else torch.inference_mode():
+            return self._evaluate(loader)
+
+    def _evaluate(self, loader) -> dict[str, float]:
         self.model.eval()
         self.metrics.reset()
         loss_sum, n = torch.zeros((), device=self.device), 0
         for x, y in loader:
-            x, y = self._to_device(x), self._to_device(y)
-            with self.autocast():
-                if self.uses_loss_protocol:
-                    loss, _ = self.model.loss((x, y))
-                else:
-                    out = (self.model if self.ddp is not None else self.forward)(x)
-                    loss = self.loss_fn(out, y)
-                    self.metrics.update(*prepare(self.spec, out.float(), y))
-            loss_sum += loss.float() * len(x)
+            loss_sum += self._eval_batch(x, y)
             n += len(x)
+        if loader.sharded and self.sharded:
+            # FSDP gathers parameters in every forward, so every rank makes as many calls: a rank
+            # with one batch fewer makes its last one on an empty batch, and counts nothing.
+            for _ in range(loader.sampler.most - len(loader)):
+                self._eval_batch(x[:0], y[:0])
+        if loader.sharded:  # each rank saw its share: the loss is summed here, torchmetrics syncs its own
+            loss_sum, n = distributed.sum_(torch.stack([loss_sum, torch.tensor(float(n), device=self.device)]), self.dist)
         result = {"loss": (loss_sum / max(n, 1)).item()}
         if not self.uses_loss_protocol:
             result.update({k: v.item() for k, v in self.metrics.compute().items()})
         return result
+
+    def _eval_batch(self, x, y) -> torch.Tensor:
+        """The summed loss over one batch; the task's metrics take the batch too."""
+        x, y = self._to_device(x), self._to_device(y)
+        with self.autocast():
+            if self.uses_loss_protocol:
+                loss, _ = self.model.loss((x, y))
+            else:
+                out = (self.model if self.ddp is not None else self.forward)(x)
+                loss = self.loss_fn(out, y)
+                if len(x):
+                    self.metrics.update(*prepare(self.spec, out.float(), y))
+        return loss.float() * len(x)
 
     def _to_device(self, t: torch.Tensor) -> torch.Tensor:
         if t.device != self.device:
@@ -460,8 +498,11 @@ class Trainer:
             final["train/loss"] = self._last_train_loss
         if state.best is not None:
             final[self.monitor] = state.best
-        if self.run and (self.run.checkpoints / "best.pt").exists():
-            self.model.load_state_dict(checkpoint.load(self.run.checkpoints / "best.pt")["model"])
+        best = self.checkpoint_dir / "best.pt" if self.checkpoint_dir else None
+        if self.dist.enabled:  # every rank tests rank 0's best.pt (each evaluates a share)
+            distributed.barrier(self.dist)
+        if best and best.exists():
+            strategy.load_full_state_dict(self.model, checkpoint.load(best)["model"])
         if self.test_loader is not None:
             final.update({f"test/{k}": v for k, v in self.evaluate(self.test_loader).items()})
         if self.val_loader is not None:

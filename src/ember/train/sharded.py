@@ -1,0 +1,105 @@
+"""Step checkpoints of `trainer.strategy=fsdp` runs, in torch.distributed.checkpoint (DCP) format.
+
+    checkpoints/step-<N>.dcp/   every rank's shards of the model and optimizer (DCP files and
+                                .metadata) plus trainer.pt: rank 0's counters, schedules, RNG
+                                and data position, the same on every rank
+    checkpoints/best.pt         the gathered whole model, as in any other run, so eval, export,
+    checkpoints/last.pt         report and model.init read them unchanged (last.pt: at the end)
+
+DCP reshards on load, so a run saved by 4 processes resumes on 2 or on 1. A directory is
+written under a temporary name and renamed by rank 0 once every rank's shards and trainer.pt
+are on disk: a killed job leaves the previous checkpoint as the newest complete one.
+"""
+
+import os
+import shutil
+from pathlib import Path
+
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+from ember.errors import CheckpointError
+from ember.train import checkpoint, distributed
+from ember.train.distributed import Dist
+
+EXTRAS = "trainer.pt"  # everything but the sharded weights and optimizer state
+
+
+class ShardedCheckpointFiles:
+    """The same interface as checkpoint.CheckpointFiles, but every rank takes part in a save."""
+
+    def __init__(self, directory: Path, keep: int, d: Dist):
+        self.dir = Path(directory)
+        self.keep = max(1, keep)
+        self.dist = d
+
+    def steps(self) -> list[Path]:
+        """Complete step checkpoints, newest first (trainer.pt is written last)."""
+        return sorted((p for p in self.dir.glob("step-*.dcp") if (p / EXTRAS).is_file()), reverse=True)
+
+    def save(self, trainer, step: int) -> Path:
+        final = self.dir / f"step-{step:09d}.dcp"
+        tmp = self.dir / f".{final.name}.tmp"
+        if self.dist.is_main:
+            shutil.rmtree(tmp, ignore_errors=True)  # left by a job killed mid-save
+        self._barrier()
+        model_state, optim_state = get_state_dict(trainer.model, trainer.optimizer)
+        dcp.save({"model": model_state, "optimizer": optim_state}, checkpoint_id=tmp, no_dist=not dist.is_initialized())
+        if self.dist.is_main:
+            checkpoint.save_atomic(checkpoint.capture(trainer, weights=False), tmp / EXTRAS)
+            if final.exists():  # the same step saved again (a stop signal right after a save)
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            _fsync_dir(self.dir)
+            for old in self.steps()[self.keep :]:
+                shutil.rmtree(old, ignore_errors=True)
+        self._barrier()  # no rank goes on (or resumes) before the checkpoint is complete
+        return final
+
+    def save_best(self, trainer) -> None:
+        """best.pt: the whole model gathered on rank 0, with the config and DataSpec."""
+        from ember.train.strategy import full_state_dict
+
+        self.save_whole(trainer, full_state_dict(trainer.model), "best.pt")  # a collective: every rank calls it
+
+    def save_whole(self, trainer, weights: dict, name: str) -> None:
+        """A gathered model as an ordinary single-file checkpoint (rank 0 writes it)."""
+        if self.dist.is_main:
+            extras = checkpoint.capture(trainer, weights=False)
+            checkpoint.save_atomic({"model": weights, "config": extras["config"], "spec": extras["spec"], "state": extras["state"]}, self.dir / name)
+
+    def newest_good(self, warn) -> tuple[dict, Path]:
+        """trainer.pt of the newest complete checkpoint, with the directory to load shards from."""
+        for path in self.steps():
+            try:
+                extras = checkpoint.load(path / EXTRAS)
+            except CheckpointError as e:
+                warn(f"{e}; falling back to the previous checkpoint")
+                continue
+            return {**extras, "sharded": str(path)}, path
+        if any(self.dir.glob("step-*.pt")):
+            raise CheckpointError(f"{str(self.dir)!r} holds trainer.strategy=ddp checkpoints; resume with trainer.strategy=ddp (or auto)")
+        raise CheckpointError(f"no readable checkpoint in {str(self.dir)!r}; start a new run without resume=")
+
+    def _barrier(self) -> None:
+        if self.dist.enabled:
+            distributed.barrier(self.dist)
+
+
+def load_weights(trainer, path: Path) -> None:
+    """Load a DCP checkpoint's model and optimizer into this trainer, resharded to its ranks."""
+    # get_state_dict gives the layout of this run (and creates the optimizer's state tensors if
+    # no step was taken yet), which dcp.load fills in place from the saved shards.
+    model_state, optim_state = get_state_dict(trainer.model, trainer.optimizer)
+    state = {"model": model_state, "optimizer": optim_state}
+    dcp.load(state, checkpoint_id=path, no_dist=not dist.is_initialized())
+    set_state_dict(trainer.model, trainer.optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
