@@ -1,6 +1,10 @@
 """The block-shuffled batch sampler of file-backed data (the EpochLoader is tested in test_sources)."""
 
-from ember.data.loaders import BlockBatchSampler, default_workers
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+from ember.data.loaders import BlockBatchSampler, EpochLoader, default_workers
 
 
 def test_block_batches_cover_every_index_once_in_few_contiguous_runs():
@@ -19,3 +23,59 @@ def test_block_batches_cover_every_index_once_in_few_contiguous_runs():
     assert [i for b in sampler for i in b] == epochs[0]  # and the same order for the same (seed, epoch)
     assert [i for b in BlockBatchSampler(10, 4, shuffle=False) for i in b] == list(range(10))
     assert default_workers() >= 0
+
+
+def _rank_batches(n, batch_size, world, epoch=0, start=0, seed=3):
+    ranks = []
+    for rank in range(world):
+        sampler = BlockBatchSampler(n, batch_size, shuffle=True, seed=seed, rank=rank, world=world)
+        sampler.set_epoch(epoch, start)
+        ranks.append([b.tolist() for b in sampler.batches()])
+    return ranks
+
+
+@pytest.mark.parametrize("n, world", [(1000, 2), (1000, 3), (1024, 2), (50, 4)])
+def test_ranks_share_an_epoch_like_one_process_of_the_global_batch(n, world):
+    ranks = _rank_batches(n, 16, world, epoch=2)
+    # Every rank the same number of full batches: none waits for the others at the epoch's end.
+    assert {len(batches) for batches in ranks} == {-(-n // (16 * world))}
+    assert {len(b) for batches in ranks for b in batches} == {16}
+    # Global batch b, the ranks' batches b in rank order, is batch b of one process with the
+    # global batch size and reads_per_batch * world: the same blocks, index for index.
+    one = BlockBatchSampler(n, 16 * world, shuffle=True, seed=3, reads_per_batch=4 * world)
+    one.set_epoch(2)
+    together = [[i for batches in ranks for i in batches[b]] for b in range(len(ranks[0]))]
+    flat, ref = [i for g in together for i in g], [i for g in one.batches() for i in g.tolist()]
+    assert flat[:n] == ref
+    # Every index once; the padding wraps around to the start of the order.
+    assert sorted(flat[:n]) == list(range(n)) and flat[n:] == (ref * 4)[: len(flat) - n]
+    assert len(flat) - n < 16 * world
+
+
+def test_a_rank_resumed_mid_epoch_gets_the_tail_of_its_full_epoch():
+    for rank, full in enumerate(_rank_batches(1000, 16, 2, epoch=5)):
+        assert _rank_batches(1000, 16, 2, epoch=5, start=20)[rank] == full[20:]
+        assert _rank_batches(1000, 16, 2, epoch=5, start=len(full))[rank] == []
+    assert _rank_batches(1000, 16, 2, epoch=5) != _rank_batches(1000, 16, 2, epoch=6)
+
+
+class _WorkerSeeds(Dataset):
+    """A file-backed-like dataset whose 'batch' is the torch seed of the worker reading it."""
+
+    reads_batches = True
+
+    def __len__(self):
+        return 40
+
+    def __getitem__(self, index):
+        return torch.tensor([torch.initial_seed()])
+
+
+def test_worker_seeds_follow_the_epoch_and_the_rank():
+    def seed(epoch, rank):
+        loader = EpochLoader(_WorkerSeeds(), 10, shuffle=True, seed=0, num_workers=1, rank=rank, world=2)
+        loader.set_epoch(epoch, start=1)
+        return int(next(iter(loader)))
+
+    assert seed(3, 0) == seed(3, 0)  # a resumed run's workers get the seeds they had
+    assert len({seed(3, 0), seed(4, 0), seed(3, 1)}) == 3

@@ -52,18 +52,33 @@ class BlockBatchSampler(Sampler):
     many reads instead of one per sample. Block boundaries move with a random phase every
     epoch and blocks are drawn in random order, so batches differ from epoch to epoch.
     The order of epoch e depends only on (seed, e), like the trainer's in-memory order.
+
+    With several processes (`world` > 1) the epoch's order is cut into global batches of
+    `batch_size * world` consecutive indices and rank r takes the r-th `batch_size` of each, as
+    EpochBatchSampler does. The exact guarantee: global batch b (the ranks' batches b together)
+    is batch b of one process with `batch_size * world` and `reads_per_batch * world`, index for
+    index, but for the padding of the last one (below). Blocks are sized by the per-rank batch,
+    so each rank still reads its batch in `reads_per_batch` reads; one process with
+    `batch_size * world` at the default `reads_per_batch` would use `world` times larger blocks,
+    hence another order (unshuffled, the two orders are the same). When the epoch does not fill
+    the last global batch, the order is padded by wrapping around to its start, so every rank
+    gets the same number of full batches and none waits at the epoch's end for a collective that
+    the others never enter. `start` in `set_epoch` counts this rank's batches, so a resumed rank
+    continues exactly where it stopped.
     """
 
-    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int = 0, reads_per_batch: int = 4):
+    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int = 0, reads_per_batch: int = 4, rank: int = 0, world: int = 1):
         self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
+        self.rank, self.world = rank, world
         self.block = max(1, batch_size // reads_per_batch)
         self.epoch, self.start = 0, 0
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Epoch `epoch` from this rank's batch `start` on (a resumed run skips the batches it trained)."""
         self.epoch, self.start = epoch, start
 
     def __len__(self) -> int:
-        return (self.n + self.batch_size - 1) // self.batch_size
+        return -(-self.n // (self.batch_size * self.world))
 
     def order(self) -> torch.Tensor:
         if not self.shuffle:
@@ -83,8 +98,14 @@ class BlockBatchSampler(Sampler):
 
     def batches(self):
         order = self.order()
+        span = self.batch_size * self.world
+        if self.world > 1 and self.n % span:
+            # Wrapped padding: the first blocks of the order again, so the padding reads are
+            # contiguous too. (One process keeps its short last batch, as before.)
+            order = order.repeat(span // self.n + 2)[: len(self) * span]
+        lo = self.rank * self.batch_size
         for b in range(self.start, len(self)):
-            yield order[b * self.batch_size : (b + 1) * self.batch_size]
+            yield order[b * span + lo : b * span + lo + self.batch_size]
 
     def __iter__(self):
         # A trainer may set the epoch; used alone (a plain DataLoader), each pass is a new epoch.
@@ -126,11 +147,39 @@ class EpochBatchSampler(Sampler):
         if self.world > 1 and self.n % span:
             order = order.repeat(span // self.n + 2)[: len(self) * span]
         lo, hi = self.rank * self.batch_size, (self.rank + 1) * self.batch_size
-        for b in range(self.start, len(self)):
-            yield order[b * span : (b + 1) * span][lo:hi] if self.world > 1 else order[b * span : (b + 1) * span]
+        # One split per epoch makes every batch's view at once: half the cost of slicing each.
+        for batch in order.split(span)[self.start : len(self)]:
+            yield batch[lo:hi] if self.world > 1 else batch
 
     def __iter__(self):
         return (idx.tolist() for idx in self.batches())
+
+
+class EvalBatchSampler(Sampler):
+    """One rank's share of an evaluation split: batches rank, rank + world, ... of the split in
+    order, unpadded, so the ranks together see every sample exactly once and their metrics can
+    be summed (padding, as in training, would count some samples twice). Shares differ by at
+    most one batch; `most` is the largest, which a sharded model must match in forward calls."""
+
+    shuffle, seed, epoch, start = False, 0, 0, 0  # read by EpochLoader like EpochBatchSampler's
+
+    def __init__(self, n: int, batch_size: int, rank: int, world: int):
+        self.n, self.batch_size, self.rank, self.world = n, batch_size, rank, world
+        total = -(-n // batch_size)
+        self.mine = range(rank, total, world)
+        self.most = -(-total // world)
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        pass  # the same batches every time
+
+    def __len__(self) -> int:
+        return len(self.mine)
+
+    def ranges(self):
+        return ((b * self.batch_size, min(self.n, (b + 1) * self.batch_size)) for b in self.mine)
+
+    def __iter__(self):
+        return (list(range(lo, hi)) for lo, hi in self.ranges())
 
 
 class EpochLoader:
@@ -138,18 +187,22 @@ class EpochLoader:
 
     In-memory TensorData is batched by indexing (one gather per batch, no per-sample
     __getitem__ and collate); anything else goes through a DataLoader with this batch order.
-    `len()` is the full epoch's batch count, whatever the start.
+    `len()` is the full epoch's batch count, whatever the start. With `evaluation=True` and
+    several ranks, each rank gets its unpadded share of the split (EvalBatchSampler) and
+    `sharded` is set: the evaluation's sums must then be combined across ranks.
     """
 
-    def __init__(self, data: Dataset | TensorData, batch_size: int, shuffle: bool, seed: int = 0, num_workers: int = 0, pin_memory: bool = False, fast: bool = True, rank: int = 0, world: int = 1):
+    def __init__(self, data: Dataset | TensorData, batch_size: int, shuffle: bool, seed: int = 0, num_workers: int = 0, pin_memory: bool = False, fast: bool = True, rank: int = 0, world: int = 1, evaluation: bool = False):
         self.data = data
         lazy = getattr(data, "reads_batches", False)
-        if lazy and world > 1:
-            from ember.errors import ConfigError
-
-            raise ConfigError("file-backed data (hdf5, gridded) is not sharded across processes yet; train it in one process")
-        if lazy:
-            self.sampler = BlockBatchSampler(len(data), batch_size, shuffle, seed)
+        # A split of fewer batches than ranks is evaluated whole by every rank instead.
+        self.sharded = evaluation and world > 1 and -(-len(data) // batch_size) >= world
+        if evaluation and not self.sharded:
+            rank, world = 0, 1
+        if self.sharded:
+            self.sampler = EvalBatchSampler(len(data), batch_size, rank, world)
+        elif lazy:
+            self.sampler = BlockBatchSampler(len(data), batch_size, shuffle, seed, rank=rank, world=world)
         else:
             self.sampler = EpochBatchSampler(len(data), batch_size, shuffle, seed, rank, world)
         self.fast = fast and isinstance(data, TensorData)
@@ -164,8 +217,12 @@ class EpochLoader:
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         self.sampler.set_epoch(epoch, start)
-        if self.loader is not None:  # workers' random seeds follow the epoch too
-            self._worker_seed.manual_seed((self.sampler.seed * 1_000_003 + epoch + 1) % 2**63)
+        if self.loader is not None:
+            # Workers' random seeds follow the epoch too, and differ by rank. (Persistent workers
+            # keep the seed of the epoch they started in; ember's datasets draw no random numbers
+            # in workers, so batches do not depend on it.) The CPU generator keeps only the low
+            # 32 bits of a seed, so the rank is mixed in there rather than in high bits.
+            self._worker_seed.manual_seed((self.sampler.seed * 1_000_003 + epoch + 1 + self.sampler.rank * 1_000_003**2) % 2**63)
 
     def __len__(self) -> int:
         return len(self.sampler)
@@ -177,11 +234,17 @@ class EpochLoader:
 
     def _fast_batches(self):
         x, y, s = self.data.x, self.data.y, self.sampler
+        if self.sharded:  # contiguous ranges: views, no copy
+            for lo, hi in s.ranges():
+                yield x[lo:hi], y[lo:hi]
+            return
         bs = s.batch_size
         if not s.shuffle and s.world == 1:  # contiguous slices are views: no copy at all
             for b in range(s.start, len(self)):
                 yield x[b * bs : (b + 1) * bs], y[b * bs : (b + 1) * bs]
             return
         order = epoch_order(s.n, s.shuffle, s.seed, s.epoch).to(x.device)  # one transfer per epoch
+        # index_select, not x[idx]: the same rows, without advanced indexing's general path
+        # (half the time per batch on small batches, where it shows).
         for idx in s.batches(order):
-            yield x[idx], y[idx]
+            yield x.index_select(0, idx), y.index_select(0, idx)

@@ -1,0 +1,28 @@
+"""benchmarks/gpu_suite.py --smoke: the GPU suite's code path, on CPU with tiny models.
+
+The suite is meant for a GPU machine; its smoke mode keeps it from rotting where there is none.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SUITE = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_suite.py"
+
+
+def test_gpu_suite_smoke_runs_both_models_through_both_loops(tmp_path):
+    out = tmp_path / "gpu_suite.json"
+    r = subprocess.run([sys.executable, str(SUITE), "--smoke", "--out", str(out)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["smoke"] and result["device_type"] == "cpu" and result["device"]
+    assert set(result["models"]) == {"resnet18", "vit_s16"}
+    for name, m in result["models"].items():
+        raw, ours = m["raw"], m["ember"]
+        for loop in (raw, ours):
+            assert loop["images_per_s"] > 0 and 0 < loop["mfu"] < 1, (name, loop)
+        # Both loops count the same step of the same model: the MFUs differ only by speed.
+        assert ours["flops_per_step"] == raw["flops_per_step"] > 0, name
+        assert m["ember_over_raw"] == ours["images_per_s"] / raw["images_per_s"]
+    assert "vit_s16" in r.stdout and "ember/raw" in r.stdout
