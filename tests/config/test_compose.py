@@ -104,3 +104,59 @@ def test_group_options_list_registries_and_files():
     assert "cnn1d" in group_options("model") and "mnist1d" in group_options("data")
     assert group_options("optim") == ["adam", "adamw", "rmsprop", "sgd"]
     assert set(group_options("sched")) == {"none", "step", "cosine", "plateau", "onecycle"}
+
+
+# Overrides that cover every way compose handles them: group selections (also through an
+# experiment that selects groups and sets keys), typed values, lists, `+`, `++` into open keys,
+# `~` deletion, trackers, and mistakes whose one-line messages must not change.
+PARITY_CASES = [
+    [],
+    ["trainer.max_epochs=3", "optim.lr=0.5", "optim.betas=[0.8,0.9]", "trainer.compile=true"],
+    ["model=mlp", "model.width=32", "data=mnist1d", "data.batch_size=128", "sched=cosine"],
+    ["experiment=linear_regression", "trainer.max_epochs=7", "optim.lr=0.1"],
+    ["+experiment=poly_sine", "+data.num_samples=800", "tune.space.lr={type:float,low:0.001,high:0.1}"],
+    ["track=csv,tensorboard", "run.name=x", "resume=null", "~run.dir"],
+    ["trainer=debug", "trainer.max_steps=3"],
+]
+PARITY_ERRORS = [
+    ["trainer.max_epoch=5"],
+    ["trainer.max_epochs=abc"],
+    ["trainer.compile=maybe"],
+    ["model.widht=3", "model=mlp"],
+    ["+trainer.nonsense=1"],
+    ["trainer.max_epochs=[1"],
+    ["~trainer.nothing"],
+]
+
+
+def test_cached_composition_equals_hydras_own(monkeypatch):
+    """compose() caches what the group selections compose to and applies key=value overrides to a
+    copy; the configs and the error messages are those of composing everything through Hydra."""
+    import sys
+
+    compose_module = sys.modules["ember.config.compose"]  # the module; ember.config.compose is the function
+
+    def both(overrides):
+        out = []
+        for fn in (compose_module._compose_cached, compose_module._hydra_compose):
+            monkeypatch.setattr(compose_module, "_compose_cached", fn)
+            try:
+                out.append(OmegaConf.to_yaml(compose(overrides)))
+            except ConfigError as e:
+                out.append(f"error: {e}")
+        monkeypatch.undo()
+        return out
+
+    for overrides in PARITY_CASES + PARITY_ERRORS:
+        cached, hydra = both(overrides)
+        assert cached == hydra, overrides
+    for overrides in PARITY_ERRORS:
+        assert both(overrides)[0].startswith("error: "), overrides
+
+
+def test_a_cached_base_is_never_shared():
+    a = compose(["trainer.max_epochs=3"])
+    a.trainer.max_epochs = 99
+    a.optim.betas[0] = 0.1
+    b = compose([])
+    assert b.trainer.max_epochs == 20 and b.optim.betas[0] == 0.9

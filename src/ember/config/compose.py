@@ -5,6 +5,7 @@ working directory). Hydra's multi-line errors are turned into one-line ConfigErr
 key and list the valid choices.
 """
 
+import copy
 import difflib
 import re
 from pathlib import Path
@@ -15,6 +16,7 @@ from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -95,17 +97,55 @@ def compose(overrides: Iterable[str] = (), config_file: str | Path | None = None
     # Open dictionaries (a tuning space, sampler arguments) take new keys without a `+`.
     overrides = [("++" + o.lstrip("+") if o.lstrip("+").startswith(OPEN_KEYS) else o) for o in overrides]
     _register_schemas()
-    GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None, job_name="ember"):
-            cfg = hydra_compose(config_name="config", overrides=overrides)
+        cfg = _compose_cached(overrides)
     except Exception as e:  # Hydra wraps everything; only config mistakes are translated
         raise _translate(e, overrides) from None
-    finally:
-        GlobalHydra.instance().clear()
     check_keys(cfg, overrides)
     check_values(cfg)
     return cfg
+
+
+# Hydra's compose costs ~70 ms a call (it deep-copies its whole config repository each time):
+# more than training a small model, and ember.fit composes on every call. What the group
+# selections compose to is cached per process; the `key=value` overrides are applied to a copy
+# of it by Hydra's own step for them (the one its compose runs after the groups are merged), so
+# the result and the error messages are Hydra's (that step is private to Hydra: a test compares
+# the two ways on every kind of override). The key holds the number of stored schemas, so a model
+# or data source registered later is seen.
+_BASE: dict[tuple, DictConfig] = {}
+
+
+def _compose_cached(overrides: list[str]) -> DictConfig:
+    try:
+        from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+        apply = ConfigLoaderImpl._apply_overrides_to_config
+    except (ImportError, AttributeError):  # a Hydra without that step: compose the slow way
+        return _hydra_compose(overrides)
+    parsed = OverridesParser.create().parse_overrides(overrides=overrides)
+    values = [o for o in parsed if _is_value_override(o)]
+    selections = tuple(o.input_line for o in parsed if not _is_value_override(o))
+    key = (selections, len(_STORED))
+    if key not in _BASE:
+        _BASE[key] = _hydra_compose(list(selections))
+    cfg = copy.deepcopy(_BASE[key])
+    apply(values, cfg)
+    return cfg
+
+
+def _is_value_override(o) -> bool:
+    """`key=value` (also `+`, `++`, `~`): not a group selection, a sweep or a `hydra.` key."""
+    return o.package is None and not o.is_sweep_override() and o.key_or_group not in GROUPS and o.key_or_group.split(".")[0] != "hydra"
+
+
+def _hydra_compose(overrides: list[str]) -> DictConfig:
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None, job_name="ember"):
+            return hydra_compose(config_name="config", overrides=overrides)
+    finally:
+        GlobalHydra.instance().clear()
 
 
 def check_values(cfg: DictConfig) -> None:
