@@ -24,7 +24,8 @@ from ember.run import RunDir, default_run_name
 from ember.track import flatten
 from ember.track.console import Console
 from ember.train import checkpoint, distributed, strategy
-from ember.train.trainer import Trainer, seed_everything
+from ember.train.device import seed_everything
+from ember.train.trainer import Trainer
 
 GROUP_KEYS = ("data", "optim", "sched", "trainer", "run")
 

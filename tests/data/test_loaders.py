@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from ember.data.loaders import BlockBatchSampler, EpochLoader, default_workers
+from ember.data.loaders import BlockBatchSampler, EpochLoader, TensorData, default_workers
 
 
 def test_block_batches_cover_every_index_once_in_few_contiguous_runs():
@@ -79,3 +79,20 @@ def test_worker_seeds_follow_the_epoch_and_the_rank():
 
     assert seed(3, 0) == seed(3, 0)  # a resumed run's workers get the seeds they had
     assert len({seed(3, 0), seed(4, 0), seed(3, 1)}) == 3
+
+
+@pytest.mark.parametrize("n,world", [(100, 2), (101, 3), (64, 4)])
+def test_evaluation_shares_cover_every_sample_once_without_padding(n, world):
+    data = TensorData(torch.arange(n).float().unsqueeze(1), torch.arange(n))
+    loaders = [EpochLoader(data, 8, False, rank=r, world=world, evaluation=True) for r in range(world)]
+    assert all(ld.sharded for ld in loaders)
+    seen = torch.cat([y for ld in loaders for _, y in ld])
+    assert sorted(seen.tolist()) == list(range(n))  # each sample exactly once: sums add up
+    lengths = [len(ld) for ld in loaders]
+    assert max(lengths) - min(lengths) <= 1 and max(lengths) == loaders[0].sampler.most
+
+
+def test_a_split_smaller_than_the_ranks_is_evaluated_whole_by_each():
+    data = TensorData(torch.zeros(10, 1), torch.arange(10))
+    ld = EpochLoader(data, 8, False, rank=1, world=4, evaluation=True)
+    assert not ld.sharded and torch.cat([y for _, y in ld]).tolist() == list(range(10))

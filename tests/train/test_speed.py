@@ -7,10 +7,11 @@ import torch
 from torch import nn
 
 import ember
+from ember.api import train
 from ember.config import compose
 from ember.errors import ConfigError
+from ember.train.device import resolve_precision
 from ember.train.flops import count_step_flops, cpu_peak_flops
-from ember.train.trainer import resolve_precision
 
 
 def _fit(tmp_path, **overrides):
@@ -75,7 +76,7 @@ def test_precision_auto_is_fp32_on_cpu_and_cuda_paths_refuse_cpu():
     assert resolve_precision("auto", torch.device("cpu")) == "fp32"
     assert resolve_precision("bf16", torch.device("cpu")) == "bf16"
     with pytest.raises(ConfigError, match="trainer.cuda_graphs=true needs a CUDA device"):
-        ember.api.train(compose(["data.num_samples=500", "trainer.cuda_graphs=true", "trainer.device=cpu", "trainer.progress=none"]))
+        train(compose(["data.num_samples=500", "trainer.cuda_graphs=true", "trainer.device=cpu", "trainer.progress=none"]))
 
 
 def test_profile_writes_a_chrome_trace_and_prints_top_operators(tmp_path, capsys, monkeypatch):
@@ -101,3 +102,46 @@ def test_time_report_hints_only_when_data_wait_dominates():
     assert "raise data.num_workers (now 0)" in line
     slow = compose(["data.fast_path=false"])
     assert "set data.fast_path=true" in _time_report({"total_s": 10, "data_wait_s": 6, "eval_s": 0}, slow)
+
+
+def test_fast_preset_composes_and_trains_a_tiny_run_to_completion(tmp_path):
+    cfg = compose(["trainer=fast", "data.num_samples=600", "trainer.max_epochs=2", "trainer.progress=none", "trainer.tensorboard=false", "run.report=false", f"run.root={tmp_path}"])
+    assert cfg.data.batch_size == 128 and cfg.optim.lr == 0.006 and cfg.sched.name == "onecycle"
+    assert cfg.trainer.label_smoothing == 0.1 and not cfg.trainer.measure_flops and cfg.trainer.checkpoint_every_n_epochs == 10
+    assert compose(["trainer=fast"]).trainer.max_epochs == 60
+    result = train(cfg)
+    assert result.summary["status"] == "finished" and result.summary["epochs"] == 2
+    assert result.summary["flops_per_step"] is None  # measure_flops=false: nothing counted
+    records = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert records and all("mfu" not in r for r in records)
+    assert (result.run_dir / "checkpoints" / "last.pt").exists()  # the last epoch still checkpoints
+    assert 0 <= result.metrics["test/accuracy"] <= 1
+
+
+def test_fast_path_trains_the_same_weights_as_the_dataloader_path(tmp_path):
+    a, _ = _fit(tmp_path, fast_path=True, shuffle=True)
+    b, _ = _fit(tmp_path, fast_path=False, shuffle=True)
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_ember_trains_the_weights_of_a_hand_written_loop(tmp_path):
+    """benchmarks/overhead.py's parity check: the same batches in the same order give the same
+    weights, bit for bit, so ember's loop adds bookkeeping, not arithmetic."""
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(100, 8, generator=g), torch.randint(0, 3, (100,), generator=g)
+
+    def net():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+
+    raw = net()
+    opt = torch.optim.AdamW(raw.parameters(), lr=3e-3, weight_decay=0.01)
+    for _ in range(2):
+        for i in range(0, 100, 32):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(raw(x[i : i + 32]), y[i : i + 32]).backward()
+            opt.step()
+    model = net()
+    ember.fit(model, (x, y), max_epochs=2, batch_size=32, shuffle=False, progress="none", tensorboard=False, sched={"name": "none"},
+              optim={"name": "adamw", "lr": 3e-3, "weight_decay": 0.01}, run={"root": str(tmp_path), "report": False})
+    assert all(torch.equal(p, q) for p, q in zip(raw.state_dict().values(), model.state_dict().values()))

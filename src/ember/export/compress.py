@@ -148,7 +148,7 @@ def _prune_and_finetune(model: nn.Module, cfg, out: Path, sparsity: float, epoch
     from ember.config import compose
     from ember.data import build_data
     from ember.track.console import Console
-    from ember.train.trainer import seed_everything
+    from ember.train.device import seed_everything
 
     cfg = compose(_config_as_overrides(cfg) + [f"trainer.max_epochs={epochs}", "trainer.max_steps=-1", f"run.dir={out}", "resume=null"] + overrides)
     model = copy.deepcopy(model).train()

@@ -12,6 +12,7 @@ run can move between one process and many.
 """
 
 import contextlib
+import sys
 import warnings
 
 import torch
@@ -92,9 +93,10 @@ def _fsdp_no_sync(model):
 
 
 def is_sharded(model: nn.Module) -> bool:
-    from torch.distributed.fsdp import FSDPModule
-
-    return isinstance(model, FSDPModule)
+    # Importing torch.distributed.fsdp costs ~1 s: a process that never imported it has no
+    # sharded model, and every single-process run asks.
+    fsdp = sys.modules.get("torch.distributed.fsdp")
+    return fsdp is not None and isinstance(model, fsdp.FSDPModule)
 
 
 def local(t: torch.Tensor | None) -> torch.Tensor | None:
