@@ -84,16 +84,16 @@ class CheckpointFiles:
         """Step checkpoints, newest first."""
         return sorted(self.dir.glob("step-*.pt"), reverse=True)
 
-    def save(self, state: dict, step: int) -> Path:
+    def save(self, trainer, step: int) -> Path:
         path = self.dir / f"step-{step:09d}.pt"
-        save_atomic(state, path)
+        save_atomic(capture(trainer), path)
         self._link_last(path)
         for old in self.steps()[self.keep :]:
             old.unlink(missing_ok=True)
         return path
 
-    def save_best(self, state: dict) -> None:
-        save_atomic(state, self.dir / "best.pt")
+    def save_best(self, trainer) -> None:
+        save_atomic(capture(trainer), self.dir / "best.pt")
 
     def _link_last(self, path: Path) -> None:
         tmp = self.dir / f".last.pt.{os.getpid()}.tmp"

@@ -1,5 +1,5 @@
 """The training loop. Everything it needs to continue lives in `Trainer.state` plus the model,
-optimizer, scheduler and scaler, which `state_dict()` gathers into one checkpoint.
+optimizer, scheduler and scaler, which `checkpoint.capture` gathers into one checkpoint.
 
 Hot-loop rules: no `.item()`, no printing, no host sync per step. Losses accumulate on the device
 and are read every `trainer.log_every_n_steps` steps.
@@ -274,7 +274,7 @@ class Trainer:
         due = (t.checkpoint_every_n_steps and state.step % t.checkpoint_every_n_steps == 0) or self.signals.save_now
         if t.checkpoint_every_n_minutes and time.monotonic() - self._last_save >= 60 * t.checkpoint_every_n_minutes:
             due = True
-        if self.sharded and self.dist.enabled:  # a time or a signal is local: save together or not at all
+        if self.sharded:  # a time or a signal is local: all ranks save together or none does
             due = bool(distributed.agree_any(torch.tensor([float(bool(due))], device=self.device), self.dist).item())
         if due and self.files:
             self.save_checkpoint()
@@ -283,7 +283,7 @@ class Trainer:
         """Write a step checkpoint now (also on SIGUSR2); the newest becomes last.pt."""
         self.signals.save_now = False
         self._last_save = time.monotonic()
-        return self.files.save(self if self.fsdp else self.state_dict(), self.state.step)
+        return self.files.save(self, self.state.step)
 
     def _preempted(self) -> dict[str, float]:
         path = self.save_checkpoint() if self.files else None
@@ -398,7 +398,7 @@ class Trainer:
         if better and math.isfinite(value):
             state.best, state.best_epoch, state.best_step, state.bad_validations = value, self._epoch, state.step, 0
             if self.files:
-                self.files.save_best(self if self.fsdp else self.state_dict())
+                self.files.save_best(self)
         else:
             state.bad_validations += 1
             patience = self.t.early_stopping_patience
@@ -475,10 +475,6 @@ class Trainer:
         return final
 
     # -- state --------------------------------------------------------------------------------------
-    def state_dict(self) -> dict:
-        """Everything needed to continue exactly (see checkpoint.capture)."""
-        return checkpoint.capture(self)
-
     def load_state_dict(self, ckpt: dict) -> str | None:
         """Continue from a checkpoint; returns a note when the schedule length changed."""
         return checkpoint.restore(self, ckpt)
