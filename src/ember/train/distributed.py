@@ -79,19 +79,16 @@ def agree_any(flags: torch.Tensor, d: Dist) -> torch.Tensor:
     return flags
 
 
-def mean(value: torch.Tensor, d: Dist) -> torch.Tensor:
-    if d.enabled:
-        value = value.clone()
-        _checked(lambda: dist.all_reduce(value, op=dist.ReduceOp.SUM), d)
-        value /= d.world
-    return value
-
-
 def sum_(value: torch.Tensor, d: Dist) -> torch.Tensor:
+    """The element-wise sum over all ranks (a new tensor; `value` is left as it was)."""
     if d.enabled:
         value = value.clone()
         _checked(lambda: dist.all_reduce(value, op=dist.ReduceOp.SUM), d)
     return value
+
+
+def mean(value: torch.Tensor, d: Dist) -> torch.Tensor:
+    return sum_(value, d) / d.world if d.enabled else value
 
 
 def barrier(d: Dist) -> None:
