@@ -196,3 +196,21 @@ def test_fsdp_checkpoint_resumes_on_another_number_of_processes(tmp_path):
     assert "from step-000000030.dcp:" in back.stdout and "step 30\n" in back.stdout
     summary = json.loads((tmp_path / "one" / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["steps"] == 40
+
+
+def test_batchnorm_statistics_are_rank_0s_under_ddp_and_fsdp(tmp_path):
+    # cnn1d has BatchNorm, whose running statistics each rank updates from its own batches.
+    # Evaluation (split between the ranks) uses rank 0's, the ones saved, so the metrics logged
+    # during training are those of the checkpoint: re-evaluated at the end it gives the same
+    # val/loss. Both strategies train the same model, buffers included.
+    args = ["model=cnn1d", "data.num_samples=1000", "data.eval_batch_size=32", "trainer.max_epochs=2", "trainer.progress=none", "trainer.tensorboard=false", "run.report=false"]
+    for strategy in ("ddp", "fsdp"):
+        r = _torchrun(2, [*args, f"trainer.strategy={strategy}", f"run.dir={tmp_path / strategy}"], tmp_path)
+        assert r.returncode == 0, r.stderr[-3000:]
+        logged = [json.loads(line) for line in (tmp_path / strategy / "metrics.jsonl").read_text().splitlines() if '"val"' in line]
+        final = json.loads((tmp_path / strategy / "summary.json").read_text())["metrics"]
+        assert final["val/loss"] == pytest.approx(min(rec["loss"] for rec in logged), rel=1e-6)
+    a, b = _weights(tmp_path / "ddp"), _weights(tmp_path / "fsdp")
+    assert any("running_mean" in k for k in a)
+    for k in a:
+        assert torch.allclose(a[k].float(), b[k].float(), atol=1e-5), k

@@ -22,6 +22,7 @@ from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_di
 from ember.errors import CheckpointError
 from ember.train import checkpoint, distributed
 from ember.train.distributed import Dist
+from ember.train.strategy import full_state_dict, sync_buffers
 
 EXTRAS = "trainer.pt"  # everything but the sharded weights and optimizer state
 
@@ -44,6 +45,7 @@ class ShardedCheckpointFiles:
         if self.dist.is_main:
             shutil.rmtree(tmp, ignore_errors=True)  # left by a job killed mid-save
         self._barrier()
+        sync_buffers(trainer.model, self.dist)  # DCP writes one rank's copy of a replicated tensor
         model_state, optim_state = get_state_dict(trainer.model, trainer.optimizer)
         dcp.save({"model": model_state, "optimizer": optim_state}, checkpoint_id=tmp, no_dist=not dist.is_initialized())
         if self.dist.is_main:
@@ -59,8 +61,6 @@ class ShardedCheckpointFiles:
 
     def save_best(self, trainer) -> None:
         """best.pt: the whole model gathered on rank 0, with the config and DataSpec."""
-        from ember.train.strategy import full_state_dict
-
         self.save_whole(trainer, full_state_dict(trainer.model), "best.pt")  # a collective: every rank calls it
 
     def save_whole(self, trainer, weights: dict, name: str) -> None:

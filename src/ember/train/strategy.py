@@ -16,6 +16,7 @@ import sys
 import warnings
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from ember.errors import ConfigError
@@ -54,6 +55,15 @@ def wrap(runner: nn.Module, model: nn.Module, strategy: str, d: Dist, device: to
         fully_shard(unit, mp_policy=policy)
     fully_shard(model, mp_policy=policy)
     return runner
+
+
+def sync_buffers(model: nn.Module, d: Dist) -> None:
+    """Rank 0's buffers (BatchNorm statistics) on every rank. Each rank's running statistics
+    follow its own batches (under DDP too, which sends rank 0's only before a forward); the
+    ones that count are rank 0's, which are saved: evaluation and checkpoints use those."""
+    if d.enabled:
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
 
 
 def shard_units(model: nn.Module) -> list[nn.Module]:

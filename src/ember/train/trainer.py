@@ -417,6 +417,7 @@ class Trainer:
     def _evaluate(self, loader) -> dict[str, float]:
         self.model.eval()
         self.metrics.reset()
+        strategy.sync_buffers(self.model, self.dist)
         loss_sum, n = torch.zeros((), device=self.device), 0
         for x, y in loader:
             loss_sum += self._eval_batch(x, y)
