@@ -25,7 +25,7 @@ from ember.train.distributed import Dist
 STRATEGIES = ("auto", "ddp", "fsdp")
 
 
-def resolve(name: str, d: Dist) -> str:
+def resolve(name: str) -> str:
     if name not in STRATEGIES:
         raise ConfigError(f"trainer.strategy={name!r} is not known; choose one of: {', '.join(STRATEGIES)}")
     return "ddp" if name == "auto" else name
@@ -45,12 +45,12 @@ def wrap(runner: nn.Module, model: nn.Module, strategy: str, d: Dist, device: to
     # FSDP warns that a view returned by the model would lose its hook under an in-place op;
     # ember's losses never modify the model's output in place.
     warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module .* returned a view tensor")
-    # One FSDP unit per block, so only one block's parameters are gathered at a time; the root
-    # unit holds whatever is left (embeddings, heads).
     # Under bf16/fp16 the parameters are gathered in that dtype (half the traffic) while
     # gradients are reduced in fp32, so the sum over many ranks keeps its precision.
     half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     policy = MixedPrecisionPolicy(param_dtype=half, reduce_dtype=torch.float32) if half else MixedPrecisionPolicy()
+    # One FSDP unit per block, so only one block's parameters are gathered at a time; the root
+    # unit holds whatever is left (embeddings, heads).
     for unit in shard_units(model):
         fully_shard(unit, mp_policy=policy)
     fully_shard(model, mp_policy=policy)

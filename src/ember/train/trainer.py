@@ -86,7 +86,7 @@ class Trainer:
         # graphs for static shapes.
         self.uses_loss_protocol = callable(getattr(model, "loss", None))
         runner = _LossForward(self.model) if self.uses_loss_protocol else self.model
-        self.strategy = strategy.resolve(t.strategy, self.dist)
+        self.strategy = strategy.resolve(t.strategy)
         self.fsdp = self.strategy == "fsdp"  # sharded checkpoints, on any number of processes
         runner = strategy.wrap(runner, self.model, self.strategy, self.dist, self.device, self.precision)
         self.ddp = runner if self.dist.enabled and self.strategy == "ddp" else None
