@@ -2,8 +2,9 @@
 
 The same model, data, optimizer and seed trained four ways:
   raw        the tutorials' loop: DataLoader(TensorDataset, shuffle=True), zero_grad/backward/step
-  ember-dl   ember.fit forced onto a DataLoader (data.fast_path=false): the same data path as raw
-  ember      ember.fit with its defaults (in-memory batches by indexing)
+  ember-dl   ember.fit forced onto raw's path: a DataLoader (data.fast_path=false) and the
+             per-parameter optimizer loop (optim.fused=false)
+  ember      ember.fit with its defaults (in-memory batches by indexing, the fused optimizer step)
   lightning  Lightning's Trainer, logger/checkpointing/progress bar off (pip install 'ember[bench]')
 Each is timed over whole runs, divided by the epochs: the median of --repeats rounds, each round
 one run of every contender in turn, so that a change in the load of a shared machine hits all of
@@ -11,7 +12,8 @@ them alike; the ratios against raw are the median of the rounds' own ratios. emb
 everything it does besides the loop: composing the config, the run directory, metrics, the final
 checkpoint. The first round also holds each contender's first call in the process (lazy imports;
 for ember, Hydra's first composition); every run's time is in the JSON. A parity check trains raw
-and ember in the same order (no shuffling) and compares the final weights with torch.equal.
+and ember in the same order (no shuffling), with the same optimizer kernel (fused, then not), and
+compares the final weights with torch.equal.
 Issue #7's targets: ember-dl/raw <= 1.02 and ember/raw <= 0.7 (the tiny MLP, where overhead shows).
 
     python -P benchmarks/overhead.py --epochs 30   # prints a table, writes benchmarks/results/overhead.json
@@ -49,10 +51,10 @@ def cnn():
 CASES = {"tiny-mlp": mlp, "cnn1d": cnn}
 
 
-def raw(make_model, x, y, epochs, batch_size, shuffle=True):
+def raw(make_model, x, y, epochs, batch_size, shuffle=True, fused=None):
     torch.manual_seed(0)
     model = make_model()
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01, fused=fused)
     loader = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=shuffle)
     model.train()
     for _ in range(epochs):
@@ -64,7 +66,7 @@ def raw(make_model, x, y, epochs, batch_size, shuffle=True):
     return model
 
 
-def with_ember(make_model, x, y, epochs, batch_size, root, fast_path=True, shuffle=True):
+def with_ember(make_model, x, y, epochs, batch_size, root, fast_path=True, shuffle=True, fused=None):
     torch.manual_seed(0)
     model = make_model()
     ember.fit(
@@ -77,7 +79,7 @@ def with_ember(make_model, x, y, epochs, batch_size, root, fast_path=True, shuff
         progress="none",
         tensorboard=False,
         checkpoint_every_n_epochs=epochs,
-        optim={"name": "adamw", "lr": 3e-3, "weight_decay": 0.01},
+        optim={"name": "adamw", "lr": 3e-3, "weight_decay": 0.01, "fused": fused},
         sched={"name": "none"},
         run={"root": root, "report": False},  # no HTML report, as Lightning runs without its logger
     )
@@ -155,7 +157,7 @@ def main() -> int:
             e = args.epochs
             fns = {
                 "raw": lambda: raw(make, x, y, e, args.batch_size),
-                "ember-dl": lambda: with_ember(make, x, y, e, args.batch_size, root, fast_path=False),
+                "ember-dl": lambda: with_ember(make, x, y, e, args.batch_size, root, fast_path=False, fused=False),
                 "ember": lambda: with_ember(make, x, y, e, args.batch_size, root),
             }
             if has_lightning:
@@ -165,10 +167,13 @@ def main() -> int:
             # Each round's runs ran back to back, so their ratio is the least disturbed by load.
             row["ratios"] = {name: statistics.median(a / b for a, b in zip(t, times["raw"])) for name, t in times.items() if name != "raw"}
             row["runs_s"] = times
-            # Parity: the same batches in the same order give the same weights, bit for bit.
-            a = raw(make, x, y, 2, args.batch_size, shuffle=False)
-            b = with_ember(make, x, y, 2, args.batch_size, root, shuffle=False)
-            row["weights_equal"] = all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+            # Parity: the same batches in the same order give the same weights, bit for bit, with
+            # the same optimizer kernel: ember's default (fused) and optim.fused=false (raw's loop).
+            equal = lambda a, b: all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))  # noqa: E731
+            row["weights_equal"] = all(
+                equal(raw(make, x, y, 2, args.batch_size, shuffle=False, fused=fused), with_ember(make, x, y, 2, args.batch_size, root, shuffle=False, fused=fused))
+                for fused in (True, False)
+            )
             results["cases"][name] = row
 
     print(f"time per epoch (s), median of {args.repeats} runs of {args.epochs} epochs; ratios against raw: median of the rounds' ratios; torch {torch.__version__}, {torch.get_num_threads()} threads")

@@ -74,3 +74,30 @@ def test_cli_exits_3_on_nan(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert code == 3
     assert err.startswith("error: non-finite") and err.count("\n") == 1
+
+
+def test_a_long_interval_keeps_losses_bounded_and_traces_a_nan_to_a_span(monkeypatch):
+    from ember.train import meter as meter_module
+
+    monkeypatch.setattr(meter_module, "KEEP", 4)
+    m = meter_module.IntervalMeter(torch.device("cpu"))
+    for step in range(1, 7):
+        m.add(torch.tensor(float("nan") if step == 6 else float(step)), 1, step)
+    assert len(m.losses) == 3  # steps 1-4 folded into one sum, then 5 and 6
+    assert m.first_nonfinite() == 6
+    m.reset()
+    for step in range(1, 7):
+        m.add(torch.tensor(float("nan") if step == 2 else float(step)), 1, step)
+    assert m.first_nonfinite() == (1, 4)
+    m.reset()
+    for step in range(1, 7):
+        m.add(torch.tensor(float(step)), 1, step)
+    assert m.first_nonfinite() is None and m.record()["loss"] == 3.5
+
+
+def test_a_nan_in_the_last_update_is_caught_before_its_checkpoint(tmp_path):
+    """The last step's loss is finite but its update overflows: no loss shows it, the weights do."""
+    x, y = _data()
+    with pytest.raises(NonFiniteError, match=r"non-finite weights after step 1 \(epoch 1\); no checkpoint was written yet"):
+        _fit(tmp_path, x, y, max_steps=1, optim={"name": "sgd", "lr": 1e38, "momentum": 0.0})
+    assert not list(tmp_path.glob("*/*/checkpoints/*.pt"))

@@ -72,6 +72,43 @@ def test_sgd_options_are_passed():
     assert group["momentum"] == 0.8 and group["nesterov"] is True
 
 
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
+def test_fused_step_by_default_where_torch_has_one(name):
+    params = [nn.Parameter(torch.zeros(3))]
+    assert build_optimizer(cfg_of(f"optim={name}").optim, params).defaults["fused"] is True
+    assert not build_optimizer(cfg_of(f"optim={name}", "optim.fused=false").optim, params).defaults["fused"]
+    # Sharded parameters keep torch's default step.
+    assert not build_optimizer(cfg_of(f"optim={name}").optim, params, fusable=False).defaults["fused"]
+
+
+def test_fused_step_matches_the_loop_closely_and_false_is_the_loop_exactly():
+    x = torch.randn(64, 8)
+
+    def train(*overrides):
+        cfg = cfg_of(*overrides, "optim.lr=0.003", "optim.weight_decay=0.01").optim if overrides else None
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1))
+        opt = build_optimizer(cfg, list(model.parameters())) if cfg else torch.optim.AdamW(model.parameters(), lr=0.003, weight_decay=0.01)
+        for _ in range(50):
+            opt.zero_grad()
+            model(x).square().mean().backward()
+            opt.step()
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    loop = train()  # the hand-written loop's optimizer
+    assert torch.equal(train("optim=adamw", "optim.fused=false"), loop)
+    fused = train("optim=adamw")
+    assert not torch.equal(fused, loop)  # another kernel indeed ran
+    torch.testing.assert_close(fused, loop, rtol=1e-5, atol=1e-6)
+
+
+def test_fused_true_where_no_fused_step_is_a_config_error():
+    with pytest.raises(ConfigError, match="rmsprop has no fused step"):
+        build_optimizer(cfg_of("optim=rmsprop", "optim.fused=true").optim, [nn.Parameter(torch.zeros(1))])
+    with pytest.raises(ConfigError, match="sharded"):
+        build_optimizer(cfg_of("optim=adamw", "optim.fused=true").optim, [nn.Parameter(torch.zeros(1))], fusable=False)
+
+
 def test_unknown_optimizer_is_a_config_error():
     cfg = OmegaConf.create({"name": "lbfgs", "lr": 0.1, "weight_decay": 0.0})
     with pytest.raises(ConfigError, match="lbfgs"):

@@ -124,9 +124,11 @@ def test_fast_path_trains_the_same_weights_as_the_dataloader_path(tmp_path):
     assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
 
 
-def test_ember_trains_the_weights_of_a_hand_written_loop(tmp_path):
-    """benchmarks/overhead.py's parity check: the same batches in the same order give the same
-    weights, bit for bit, so ember's loop adds bookkeeping, not arithmetic."""
+@pytest.mark.parametrize("fused", [True, False])
+def test_ember_trains_the_weights_of_a_hand_written_loop(tmp_path, fused):
+    """benchmarks/overhead.py's parity check: the same batches in the same order, with the same
+    optimizer kernel, give the same weights, bit for bit, so ember's loop adds bookkeeping, not
+    arithmetic. fused=True is ember's default step; optim.fused=false is the tutorials' loop."""
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(100, 8, generator=g), torch.randint(0, 3, (100,), generator=g)
 
@@ -135,7 +137,7 @@ def test_ember_trains_the_weights_of_a_hand_written_loop(tmp_path):
         return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
 
     raw = net()
-    opt = torch.optim.AdamW(raw.parameters(), lr=3e-3, weight_decay=0.01)
+    opt = torch.optim.AdamW(raw.parameters(), lr=3e-3, weight_decay=0.01, fused=fused)
     for _ in range(2):
         for i in range(0, 100, 32):
             opt.zero_grad()
@@ -143,5 +145,29 @@ def test_ember_trains_the_weights_of_a_hand_written_loop(tmp_path):
             opt.step()
     model = net()
     ember.fit(model, (x, y), max_epochs=2, batch_size=32, shuffle=False, progress="none", tensorboard=False, sched={"name": "none"},
-              optim={"name": "adamw", "lr": 3e-3, "weight_decay": 0.01}, run={"root": str(tmp_path), "report": False})
+              optim={"name": "adamw", "lr": 3e-3, "weight_decay": 0.01, "fused": fused}, run={"root": str(tmp_path), "report": False})
     assert all(torch.equal(p, q) for p, q in zip(raw.state_dict().values(), model.state_dict().values()))
+
+
+def _host_reads_during_fit(tmp_path, monkeypatch, epochs: int) -> int:
+    """Calls that read a tensor's value on the host (a sync on an accelerator) while fitting."""
+    reads = 0
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original):
+            nonlocal reads
+            reads += 1
+            return _original(self, *args)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    # No validation split, logging and checkpoints only at the end: what is left is the loop.
+    _fit(tmp_path, max_epochs=epochs, log_every_n_steps=10_000, checkpoint_every_n_epochs=100, val_fraction=0.0, test_fraction=0.0, measure_flops=False)
+    monkeypatch.undo()
+    return reads
+
+
+def test_the_loop_reads_no_tensor_on_the_host_per_step(tmp_path, monkeypatch):
+    """Under the default nan_policy=stop the loss is checked when the interval is read, not per step:
+    2 epochs and 8 epochs (16 and 64 steps) make the same number of host reads."""
+    assert _host_reads_during_fit(tmp_path / "a", monkeypatch, 2) == _host_reads_during_fit(tmp_path / "b", monkeypatch, 8)

@@ -18,6 +18,7 @@ class OptimConfig:
     nesterov: bool = False  # sgd
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adam, adamw
     eps: float = 1e-8
+    fused: Optional[bool] = None  # null: the single-kernel step where torch has one (sgd, adam, adamw); false: the per-parameter loop
 
 
 @dataclass(kw_only=True)

@@ -1,7 +1,7 @@
 """What a logging interval measured: loss, throughput, step time, data wait, memory, MFU.
 
-Losses accumulate on the device and are read once per interval: that `.item()` is the loop's only
-host sync. Data wait is the host time spent waiting for the next batch, the number that says
+Losses stay on the device, one by one, and are read once per interval: that read is the loop's
+only host sync, and it also finds the first non-finite loss and the step it came from. Data wait is the host time spent waiting for the next batch, the number that says
 whether a run is input-bound.
 """
 
@@ -10,6 +10,10 @@ import sys
 import time
 
 import torch
+
+# The most losses an interval keeps one by one; past that, those so far become one sum that a
+# non-finite loss is traced to as a span of steps (memory stays bounded when logging is rare).
+KEEP = 1024
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -29,15 +33,38 @@ class IntervalMeter:
         self.reset()
 
     def reset(self) -> None:
-        self.loss_sum = torch.zeros((), device=self.device)
+        self.losses: list[torch.Tensor] = []  # the interval's losses, on the device
+        self.labels: list = []  # where each came from: a step number, or (first, last) once folded
         self.micro = self.samples = self.steps = 0
         self.wait = 0.0
         self.start = time.perf_counter()
 
-    def add(self, loss: torch.Tensor, samples: int) -> None:
-        self.loss_sum += loss.detach()
+    def add(self, loss: torch.Tensor, samples: int, label=None) -> None:
+        if len(self.losses) == KEEP:
+            self._fold()
+        self.losses.append(loss.detach())  # a list append: cheaper than an add kernel
+        self.labels.append(label)
         self.micro += 1
         self.samples += samples
+
+    def _fold(self) -> None:
+        first, last = self.labels[0], self.labels[-1]
+        span = (first[0] if isinstance(first, tuple) else first, last)
+        self.losses, self.labels = [self.loss_sum()], [span]
+
+    def loss_sum(self) -> torch.Tensor:
+        """The interval's losses added in order (the order a resumed run adds them in too)."""
+        total = torch.zeros((), device=self.device)
+        for loss in self.losses:
+            total = total + loss
+        return total
+
+    def first_nonfinite(self):
+        """The label of the interval's first NaN/Inf loss, or None: one host sync."""
+        if not self.losses:
+            return None
+        finite = torch.isfinite(torch.stack([loss.float() for loss in self.losses])).tolist()
+        return None if all(finite) else self.labels[finite.index(False)]
 
     def waited(self, seconds: float) -> None:
         self.wait += seconds
@@ -48,7 +75,7 @@ class IntervalMeter:
 
         Across processes, `reduce` averages the loss over ranks and throughput counts all of them.
         """
-        loss = self.loss_sum / max(self.micro, 1)
+        loss = self.loss_sum() / max(self.micro, 1)
         loss = (reduce(loss) if reduce else loss).item()
         elapsed = max(time.perf_counter() - self.start, 1e-9)
         out = {
@@ -63,9 +90,9 @@ class IntervalMeter:
         return out
 
     def state_dict(self) -> dict:
-        return {"loss_sum": self.loss_sum.cpu(), "micro": self.micro, "samples": self.samples, "steps": self.steps}
+        return {"loss_sum": self.loss_sum().cpu(), "micro": self.micro, "samples": self.samples, "steps": self.steps}
 
     def load_state_dict(self, d: dict) -> None:
         self.reset()
-        self.loss_sum = d["loss_sum"].to(self.device)
+        self.losses, self.labels = [d["loss_sum"].to(self.device)], [None]
         self.micro, self.samples, self.steps = d["micro"], d["samples"], d.get("steps", 0)

@@ -132,7 +132,7 @@ class Trainer:
         if self.monitor and (not self.monitor.startswith("val/") or self.monitor.removeprefix("val/") not in computed):
             raise ConfigError(f"trainer.monitor={t.monitor!r} is not a validation metric of this run; choose one of: {', '.join('val/' + k for k in computed)}")
 
-        self.optimizer = build_optimizer(cfg.optim, [p for p in model.parameters() if p.requires_grad], fused=cuda)
+        self.optimizer = build_optimizer(cfg.optim, [p for p in model.parameters() if p.requires_grad], fusable=not self.sharded)
         sched_cfg = cfg.sched
         if sched_cfg.name == "onecycle" and self.total_steps * sched_cfg.pct_start < 2:
             # OneCycleLR cannot rise and fall within so few steps.
@@ -239,7 +239,7 @@ class Trainer:
                 scaled = loss / group if group > 1 else loss
                 # A disabled GradScaler costs a few Python calls per step; skip it outside fp16.
                 (self.scaler.scale(scaled) if self.scaler.is_enabled() else scaled).backward()
-            meter.add(loss, x.shape[0])  # not len(x): Tensor.__len__ is a Python call
+            meter.add(loss, x.shape[0], state.step + 1)  # not len(x): Tensor.__len__ is a Python call
             if not last_of_group:
                 continue
             self._optimizer_step(loss)
@@ -281,6 +281,7 @@ class Trainer:
 
     def save_checkpoint(self) -> Path:
         """Write a step checkpoint now (also on SIGUSR2); the newest becomes last.pt."""
+        self._check_finite(weights=True)
         self.signals.save_now = False
         self._last_save = time.monotonic()
         return self.files.save(self, self.state.step)
@@ -319,7 +320,7 @@ class Trainer:
                 self.signals.stop = "a signal to another rank"
             if bad and not self._handle_nonfinite("loss or gradient norm (on some rank)"):
                 return
-        elif self._t.nan_policy != "off" and not self._locally_finite(loss) and not self._handle_nonfinite(self._what):
+        elif self._t.nan_policy == "skip" and not self._locally_finite(loss) and not self._handle_nonfinite(self._what):
             return
         self.state.skipped_steps = 0
         if self.scaler.is_enabled():
@@ -334,12 +335,11 @@ class Trainer:
             self.warmup.step()
 
     def _locally_finite(self, loss: torch.Tensor) -> bool:
-        """Whether this process's loss (and gradient norm, where known) is finite.
-
-        The loss is checked every step; the gradient norm when clipping computes it anyway, and always
-        under nan_policy=skip, which must catch a bad update before it lands (under `stop` a non-finite
-        gradient shows up in the next step's loss). With fp16 the GradScaler skips overflowing steps
-        itself. One host sync per step on an accelerator (free on CPU); trainer.nan_policy=off removes it.
+        """Whether this process's loss (and gradient norm, where known) is finite: checked every step
+        under nan_policy=skip, which must catch a bad update before it lands, and across processes,
+        where all ranks must agree at once. The gradient norm is checked when clipping computes it
+        anyway, and always under skip. With fp16 the GradScaler skips overflowing steps itself. One
+        host sync per step on an accelerator; in one process, `stop` checks later (_check_finite).
         """
         norm = None if self.scaler.is_enabled() else self._grad_norm
         if norm is None and self._t.nan_policy == "skip" and not self.scaler.is_enabled():
@@ -349,22 +349,42 @@ class Trainer:
         self._what = "loss" if not loss_ok else "gradient norm"
         return loss_ok and (norm is None or bool(torch.isfinite(norm).item()))
 
-    def _handle_nonfinite(self, what: str) -> bool:
-        """Skip the update (returns False) or stop the run, as trainer.nan_policy says."""
+    def _check_finite(self, weights: bool = False) -> None:
+        """nan_policy=stop in one process: the losses are read here, when logging, validating, saving
+        and finishing, not after every step, so the loop makes no host sync; the first non-finite
+        loss is still traced to its step. `weights` checks the parameters too: the last update's
+        NaN shows in no loss yet, and no checkpoint may hold one."""
+        if self.t.nan_policy != "stop" or self.dist.enabled:
+            return  # skip checks every step; so does the per-step all-reduce across processes
+        step = self.meter.first_nonfinite()
+        if step is not None:
+            self._handle_nonfinite("loss", step)
+        params = list(self.model.parameters())
+        if weights and params and not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
+            self._handle_nonfinite("weights", self.state.step, after=True)
+
+    def _handle_nonfinite(self, what: str, step=None, after: bool = False) -> bool:
+        """Skip the update (returns False) or stop the run, as trainer.nan_policy says. `step`: the
+        step the value came from (default: the one in progress), or a (first, last) span of them."""
         state = self.state
-        where = f"step {state.step + 1} (epoch {self._epoch})"
+        if isinstance(step, tuple):
+            where = f"at a step from {step[0] or 'the resume'} to {step[1]}"
+        else:
+            step = step or state.step + 1
+            where = f"{'after' if after else 'at'} step {step} (epoch {math.ceil(step / self.steps_per_epoch)})"
         if self.t.nan_policy == "skip" and state.skipped_steps + 1 < self.t.nan_max_skips:
             state.skipped_steps += 1
             self.optimizer.zero_grad(set_to_none=True)
-            self.console.print(f"warning: non-finite {what} at {where}; update skipped ({state.skipped_steps} in a row)")
+            self.console.print(f"warning: non-finite {what} {where}; update skipped ({state.skipped_steps} in a row)")
             return False
         last = self.files.steps()[0] if self.files and self.files.steps() else None
         hint = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
         raise NonFiniteError(
-            f"non-finite {what} at {where}; {hint}. Lower optim.lr, set trainer.grad_clip, check the data for NaN, or use trainer.nan_policy=skip"
+            f"non-finite {what} {where}; {hint}. Lower optim.lr, set trainer.grad_clip, check the data for NaN, or use trainer.nan_policy=skip"
         )
 
     def _log_train(self, logs: dict) -> None:
+        self._check_finite()
         m = self.meter.record(reduce=lambda t: distributed.mean(t, self.dist), world=self.dist.world)
         self._last_train_loss = m["loss"]
         record = {"step": self.state.step, "epoch": self._epoch, "split": "train", "loss": m.pop("loss"), "lr": self.optimizer.param_groups[0]["lr"]}
@@ -384,6 +404,7 @@ class Trainer:
 
     # -- validation, best checkpoint, early stopping -----------------------------------------------
     def _validate(self) -> None:
+        self._check_finite(weights=True)  # before a best checkpoint can be written
         state = self.state
         start = time.perf_counter()
         metrics = self.evaluate(self.val_loader)
@@ -457,6 +478,7 @@ class Trainer:
     # -- the end of training ----------------------------------------------------------------------
     def _finish(self) -> dict[str, float]:
         """Test the best checkpoint (the last weights when there is no validation split)."""
+        self._check_finite(weights=True)
         state = self.state
         final: dict[str, float] = {}
         if self._last_train_loss is not None:
