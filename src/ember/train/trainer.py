@@ -93,7 +93,10 @@ class Trainer:
         self.sharded = strategy.is_sharded(self.model)
         self._no_sync = strategy.no_sync(self.strategy, runner, self.model, self.dist)
         if t.compile or t.cuda_graphs:
-            runner = torch.compile(runner, mode="reduce-overhead" if t.cuda_graphs else None)
+            # Static shapes: the epoch's short last batch and the evaluation batches get graphs of
+            # their own (~5 in all), rather than one dynamic-shape graph whose kernels ran the 1-D CNN
+            # at 0.66x of its eager speed on CPU in one run (benchmarks/compile.py).
+            runner = torch.compile(runner, mode="reduce-overhead" if t.cuda_graphs else None, dynamic=False)
         self.forward = runner
         self.loss_fn = build_loss(t.loss, self.spec, model, t.label_smoothing)
         self.metrics = build_metrics(self.spec).to(self.device)
