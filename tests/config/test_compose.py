@@ -66,6 +66,8 @@ def test_experiment_overrides_groups_and_values():
         ("model.name=mlp", r"select the model with model=mlp"),
         ("data.batch_size=0", r"data.batch_size must be at least 1"),
         ("trainer.max_epochs", r"cannot parse override 'trainer.max_epochs'; write key=value"),
+        ("trainer.max_epochs=[1", r"cannot parse override 'trainer.max_epochs=\[1'; write key=value"),  # Hydra quotes only '[1'
+        ("=3", r"cannot parse override '=3': it names no key; write key=value"),
     ],
 )
 def test_mistakes_are_one_line_errors_naming_the_key(override, message):

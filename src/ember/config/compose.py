@@ -192,6 +192,9 @@ def _translate(e: Exception, overrides: list[str]) -> Exception:
     text = str(cause)
     key = getattr(cause, "full_key", None) or ""
     m = re.search(r"Could not override '([^']+)'", str(e))
+    if not key and not m and any(o.lstrip("+~").startswith("=") for o in overrides):
+        bad = next(o for o in overrides if o.lstrip("+~").startswith("="))
+        return ConfigError(f"cannot parse override {bad!r}: it names no key; write key=value, for example trainer.max_epochs=5")
     if m or re.search(r"Key '[^']+' (is )?not in", text) or "Missing key" in text:
         return ConfigError(_unknown_key_message(key or m.group(1), overrides))
     m = re.search(r"Value '(.*?)' (?:of type '\w+' )?could not be converted to (\w+)", text)
@@ -205,9 +208,21 @@ def _translate(e: Exception, overrides: list[str]) -> Exception:
         return ConfigError(f"{key}: {first}" if key else first)
     text = str(e)
     if "Error parsing override" in text or "mismatched input" in text or "no viable alternative" in text:
-        bad = next((o for o in overrides if o in text), None)
+        bad = next((o for o in overrides if o in text), None) or _first_unparsable(overrides)
         return ConfigError(f"cannot parse override {bad!r}; write key=value, for example trainer.max_epochs=5")
     return ConfigError(text.strip().splitlines()[0] if text.strip() else type(e).__name__)
+
+
+def _first_unparsable(overrides: list[str]) -> str | None:
+    """The override Hydra's grammar rejects, found one by one (its message quotes only a fragment,
+    such as '[1' for trainer.max_epochs=[1)."""
+    parser = OverridesParser.create()
+    for o in overrides:
+        try:
+            parser.parse_override(o)
+        except Exception:
+            return o
+    return None
 
 
 def check_keys(cfg: DictConfig, overrides: list[str]) -> None:
