@@ -7,6 +7,9 @@ Two standard GPU workloads, each trained two ways on the same data, model and op
              fused AdamW, TF32, batches gathered on the GPU; no logging, no checks
   ember      ember.fit with trainer.precision=bf16 trainer.compile=true (its own channels-last,
              fused AdamW, NaN guard, metrics and checkpoint at the end)
+  graphs     the same with trainer.cuda_graphs=true (CUDA only; compile's reduce-overhead mode
+             replays each step as recorded CUDA graphs). If it fails, its error is recorded and
+             the other numbers are kept
 The images are random tensors created on the device (nothing is downloaded). Both loops run the
 same number of steps; the first --warmup steps (compilation, autotuning) are not timed. images/s
 is over the timed steps; MFU is the FLOPs of one step (torch.utils.flop_counter, the count ember
@@ -91,7 +94,7 @@ def raw_loop(case: dict, x, y, steps: int, warmup: int, compile: bool, device: t
     return {"images_per_s": steps * bs / elapsed, "flops_per_step": flops, "final_loss": loss}
 
 
-def ember_loop(case: dict, x, y, steps: int, warmup: int, compile: bool, device: torch.device, root: str) -> dict:
+def ember_loop(case: dict, x, y, steps: int, warmup: int, compile: bool, device: torch.device, root: str, cuda_graphs: bool = False) -> dict:
     # One epoch of exactly warmup + steps batches, logged every `warmup` steps (which divides
     # `steps`): the first interval holds compilation and is left out.
     result = ember.fit(
@@ -99,7 +102,7 @@ def ember_loop(case: dict, x, y, steps: int, warmup: int, compile: bool, device:
         (x[: (warmup + steps) * case["batch"]], y[: (warmup + steps) * case["batch"]]),
         batch_size=case["batch"],
         trainer={
-            "max_epochs": 1, "device": str(device), "precision": "bf16", "compile": compile,
+            "max_epochs": 1, "device": str(device), "precision": "bf16", "compile": compile, "cuda_graphs": cuda_graphs,
             "log_every_n_steps": warmup, "progress": "none", "tensorboard": False,
         },
         optim={"name": "adamw", "lr": 1e-3},
@@ -162,21 +165,33 @@ def main() -> int:
             raw = raw_loop(case, x, y, steps, warmup, compile, device)
             print(f"{name}: ember ...", flush=True)
             ours = ember_loop(case, x, y, steps, warmup, compile, device, root)
-            for r in (raw, ours):
+            loops = {"raw": raw, "ember": ours}
+            if device.type == "cuda":
+                print(f"{name}: ember with CUDA graphs ...", flush=True)
+                try:
+                    loops["graphs"] = ember_loop(case, x, y, steps, warmup, compile, device, root, cuda_graphs=True)
+                except Exception as e:  # a measurement that failed is reported, not fatal
+                    results.setdefault("errors", {})[f"{name}/graphs"] = f"{type(e).__name__}: {e}"
+            for r in loops.values():
                 r["mfu"] = r["flops_per_step"] * r["images_per_s"] / case["batch"] / peak if r["flops_per_step"] and peak else None
-            results["models"][name] = {**case, "raw": raw, "ember": ours, "ember_over_raw": ours["images_per_s"] / raw["images_per_s"]}
+                r["over_raw"] = r["images_per_s"] / raw["images_per_s"]
+            results["models"][name] = {**case, **loops, "ember_over_raw": ours["images_per_s"] / raw["images_per_s"]}
             del x, y
             if device.type == "cuda":
                 torch.cuda.empty_cache()
 
     print(f"\n{results['device']}, bf16 autocast, compile={compile}, {steps} timed steps after {warmup}; torch {torch.__version__}" + (" (SMOKE: tiny sizes, not a measurement)" if args.smoke else ""))
-    print(f"{'model':<10} {'image':>6} {'batch':>6} {'loop':<6} {'images/s':>10} {'MFU':>7}  {'ember/raw':>9}")
+    print(f"{'model':<10} {'image':>6} {'batch':>6} {'loop':<6} {'images/s':>10} {'MFU':>7}  {'over raw':>9}")
     for name, m in results["models"].items():
-        for loop in ("raw", "ember"):
+        for loop in ("raw", "ember", "graphs"):
+            if loop not in m:
+                continue
             r = m[loop]
             mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "-"
-            ratio = f"{m['ember_over_raw']:.3f}" if loop == "ember" else ""
+            ratio = f"{r['over_raw']:.3f}" if loop != "raw" else ""
             print(f"{name:<10} {m['image']:>6} {m['batch']:>6} {loop:<6} {r['images_per_s']:>10.0f} {mfu:>7}  {ratio:>9}")
+    for what, error in results.get("errors", {}).items():
+        print(f"{what} failed: {error}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
