@@ -1,8 +1,9 @@
 """What a logging interval measured: loss, throughput, step time, data wait, memory, MFU.
 
 Losses stay on the device, one by one, and are read once per interval: that read is the loop's
-only host sync, and it also finds the first non-finite loss and the step it came from. Data wait is the host time spent waiting for the next batch, the number that says
-whether a run is input-bound.
+only host sync, and it also finds the first non-finite loss and the step it came from. Data wait
+is the host time spent waiting for the next batch, the number that says whether a run is
+input-bound.
 """
 
 import resource

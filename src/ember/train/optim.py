@@ -6,7 +6,6 @@ Schedules are stepped once per optimizer step (not per epoch), so their length f
 
 import torch
 from torch.optim import lr_scheduler
-from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
 
 from ember.errors import ConfigError
 
@@ -40,6 +39,15 @@ OPTIMIZERS = {
 FUSED = ("sgd", "adam", "adamw")
 
 
+def _fused_devices() -> list[str]:
+    try:  # private to torch: without it, the two devices every torch>=2.6 fuses on
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+        return _get_fused_kernels_supported_devices()
+    except ImportError:
+        return ["cuda", "cpu"]
+
+
 def build_optimizer(cfg, params: list, fusable: bool = True) -> torch.optim.Optimizer:
     """`fusable` is False where the caller knows the fused kernel cannot take the parameters
     (sharded DTensors); optim.fused=null then falls back to torch's default."""
@@ -49,7 +57,7 @@ def build_optimizer(cfg, params: list, fusable: bool = True) -> torch.optim.Opti
     if fused and cfg.name not in FUSED:
         raise ConfigError(f"optim.fused=true: optim={cfg.name} has no fused step; choose one of {', '.join(FUSED)} or set optim.fused=null")
     if fused is None:
-        devices = _get_fused_kernels_supported_devices()
+        devices = _fused_devices()
         fusable = fusable and cfg.name in FUSED and all(p.is_floating_point() and p.device.type in devices for p in params)
         fused = fusable or None
     elif fused and not fusable:
