@@ -2,7 +2,8 @@
 optimizer, scheduler and scaler, which `checkpoint.capture` gathers into one checkpoint.
 
 Hot-loop rules: no `.item()`, no printing, no host sync per step. Losses accumulate on the device
-and are read every `trainer.log_every_n_steps` steps.
+and are read every `trainer.log_every_n_steps` steps, where the NaN guard (nan_guard.py) reads them
+too.
 """
 
 import contextlib
@@ -19,11 +20,11 @@ from torch import nn
 
 from ember.data import Splits, TensorData
 from ember.data.loaders import EpochLoader
-from ember.errors import ConfigError, NonFiniteError
+from ember.errors import ConfigError
 from ember.metrics import build_metrics, is_higher_better, prepare
 from ember.run import RunDir
 from ember.track.console import Console
-from ember.train import checkpoint, distributed, strategy
+from ember.train import checkpoint, distributed, nan_guard, strategy
 from ember.train.device import resolve_device, resolve_precision
 from ember.train.distributed import Dist
 from ember.train.flops import count_step_flops, peak_flops
@@ -284,7 +285,7 @@ class Trainer:
 
     def save_checkpoint(self) -> Path:
         """Write a step checkpoint now (also on SIGUSR2); the newest becomes last.pt."""
-        self._check_finite(weights=True)
+        nan_guard.check(self, weights=True)
         self.signals.save_now = False
         self._last_save = time.monotonic()
         return self.files.save(self, self.state.step)
@@ -317,13 +318,13 @@ class Trainer:
         if self.dist.enabled:
             # One small all-reduce per step: every rank learns whether any rank saw a NaN or got a
             # stop signal, so all skip, stop or go on together and none waits in a collective.
-            flags = torch.tensor([float(self._t.nan_policy != "off" and not self._locally_finite(loss)), float(self.signals.stop is not None)], device=self.device)
+            flags = torch.tensor([float(self._t.nan_policy != "off" and nan_guard.locally_nonfinite(self, loss) is not None), float(self.signals.stop is not None)], device=self.device)
             bad, stop = distributed.agree_any(flags, self.dist).tolist()
             if stop and self.signals.stop is None:
                 self.signals.stop = "a signal to another rank"
-            if bad and not self._handle_nonfinite("loss or gradient norm (on some rank)"):
+            if bad and not nan_guard.handle(self, "loss or gradient norm (on some rank)"):
                 return
-        elif self._t.nan_policy == "skip" and not self._locally_finite(loss) and not self._handle_nonfinite(self._what):
+        elif self._t.nan_policy == "skip" and (what := nan_guard.locally_nonfinite(self, loss)) and not nan_guard.handle(self, what):
             return
         self.state.skipped_steps = 0
         if self.scaler.is_enabled():
@@ -337,57 +338,8 @@ class Trainer:
         if self.warmup is not None and self.state.step < self.warmup.total_iters:
             self.warmup.step()
 
-    def _locally_finite(self, loss: torch.Tensor) -> bool:
-        """Whether this process's loss (and gradient norm, where known) is finite: checked every step
-        under nan_policy=skip, which must catch a bad update before it lands, and across processes,
-        where all ranks must agree at once. The gradient norm is checked when clipping computes it
-        anyway, and always under skip. With fp16 the GradScaler skips overflowing steps itself. One
-        host sync per step on an accelerator; in one process, `stop` checks later (_check_finite).
-        """
-        norm = None if self.scaler.is_enabled() else self._grad_norm
-        if norm is None and self._t.nan_policy == "skip" and not self.scaler.is_enabled():
-            grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-            norm = strategy.local(torch.nn.utils.get_total_norm(grads)) if grads else None
-        loss_ok = math.isfinite(loss.item())  # one scalar read: no extra kernel
-        self._what = "loss" if not loss_ok else "gradient norm"
-        return loss_ok and (norm is None or bool(torch.isfinite(norm).item()))
-
-    def _check_finite(self, weights: bool = False) -> None:
-        """nan_policy=stop in one process: the losses are read here, when logging, validating, saving
-        and finishing, not after every step, so the loop makes no host sync; the first non-finite
-        loss is still traced to its step. `weights` checks the parameters too: the last update's
-        NaN shows in no loss yet, and no checkpoint may hold one."""
-        if self.t.nan_policy != "stop" or self.dist.enabled:
-            return  # skip checks every step; so does the per-step all-reduce across processes
-        step = self.meter.first_nonfinite()
-        if step is not None:
-            self._handle_nonfinite("loss", step)
-        params = list(self.model.parameters())
-        if weights and params and not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
-            self._handle_nonfinite("weights", self.state.step, after=True)
-
-    def _handle_nonfinite(self, what: str, step=None, after: bool = False) -> bool:
-        """Skip the update (returns False) or stop the run, as trainer.nan_policy says. `step`: the
-        step the value came from (default: the one in progress), or a (first, last) span of them."""
-        state = self.state
-        if isinstance(step, tuple):
-            where = f"at a step from {step[0] or 'the resume'} to {step[1]}"
-        else:
-            step = step or state.step + 1
-            where = f"{'after' if after else 'at'} step {step} (epoch {math.ceil(step / self.steps_per_epoch)})"
-        if self.t.nan_policy == "skip" and state.skipped_steps + 1 < self.t.nan_max_skips:
-            state.skipped_steps += 1
-            self.optimizer.zero_grad(set_to_none=True)
-            self.console.print(f"warning: non-finite {what} {where}; update skipped ({state.skipped_steps} in a row)")
-            return False
-        last = self.files.steps()[0] if self.files and self.files.steps() else None
-        hint = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
-        raise NonFiniteError(
-            f"non-finite {what} {where}; {hint}. Lower optim.lr, set trainer.grad_clip, check the data for NaN, or use trainer.nan_policy=skip"
-        )
-
     def _log_train(self, logs: dict) -> None:
-        self._check_finite()
+        nan_guard.check(self)
         m = self.meter.record(reduce=lambda t: distributed.mean(t, self.dist), world=self.dist.world)
         self._last_train_loss = m["loss"]
         record = {"step": self.state.step, "epoch": self._epoch, "split": "train", "loss": m.pop("loss"), "lr": self.optimizer.param_groups[0]["lr"]}
@@ -407,7 +359,7 @@ class Trainer:
 
     # -- validation, best checkpoint, early stopping -----------------------------------------------
     def _validate(self) -> None:
-        self._check_finite(weights=True)  # before a best checkpoint can be written
+        nan_guard.check(self, weights=True)  # before a best checkpoint can be written
         state = self.state
         start = time.perf_counter()
         metrics = self.evaluate(self.val_loader)
@@ -481,7 +433,7 @@ class Trainer:
     # -- the end of training ----------------------------------------------------------------------
     def _finish(self) -> dict[str, float]:
         """Test the best checkpoint (the last weights when there is no validation split)."""
-        self._check_finite(weights=True)
+        nan_guard.check(self, weights=True)
         state = self.state
         final: dict[str, float] = {}
         if self._last_train_loss is not None:
