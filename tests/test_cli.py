@@ -1,6 +1,8 @@
 """End-to-end: the `ember` command in fresh processes, as a user runs it."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -135,3 +137,12 @@ def test_setup_mistakes_found_after_composition_also_create_nothing(ember_cli, t
     assert r.returncode == 2
     assert r.stderr.startswith(expected), r.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_config_mistake_is_reported_before_the_heavy_imports(tmp_path):
+    """A typo's one-line error should come fast: torchmetrics (and the scipy.signal it loads, ~1 s)
+    is imported when a run builds its metrics, not to check a config."""
+    code = "import sys; from ember.cli import main; rc = main(['train', 'trainer.max_epoch=3']); print(rc, 'torchmetrics' in sys.modules)"
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.stdout.split() == ["2", "False"], r.stdout + r.stderr
+    assert "unknown key 'trainer.max_epoch'" in r.stderr

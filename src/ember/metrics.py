@@ -1,13 +1,16 @@
 """Evaluation metrics per task, on torchmetrics."""
 
 import torch
-import torchmetrics as tm
-from torchmetrics import MetricCollection
 
 from ember.data.spec import DataSpec
 
 
-def build_metrics(spec: DataSpec) -> MetricCollection:
+def build_metrics(spec: DataSpec):
+    """A torchmetrics MetricCollection for the task."""
+    # Imported here: torchmetrics pulls in scipy.signal, ~1 s that a config error or `--help` need not wait for.
+    import torchmetrics as tm
+    from torchmetrics import MetricCollection
+
     if spec.task == "classification":
         k = spec.num_classes
         metrics = {
