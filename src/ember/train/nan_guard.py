@@ -23,7 +23,7 @@ def locally_nonfinite(trainer, loss: torch.Tensor) -> str | None:
     norm is checked when clipping computed it anyway, and always under skip; with fp16 the
     GradScaler skips overflowing steps itself. One host sync on an accelerator."""
     norm = None if trainer.scaler.is_enabled() else trainer._grad_norm
-    if norm is None and trainer.t.nan_policy == "skip" and not trainer.scaler.is_enabled():
+    if norm is None and trainer._t.nan_policy == "skip" and not trainer.scaler.is_enabled():  # _t: the loop's plain copy
         grads = [p.grad for p in trainer.model.parameters() if p.grad is not None]
         norm = strategy.local(torch.nn.utils.get_total_norm(grads)) if grads else None
     if not math.isfinite(loss.item()):  # one scalar read: no extra kernel
