@@ -181,3 +181,44 @@ def test_training_on_an_image_folder_learns(tmp_path):
     result = fit(tmp_path, "data=imagefolder", f"data.root={tmp_path / 'photos'}", "data.image_size=8", "data.augment=[flip,crop]", "data.crop_padding=1", "model=mlp", "trainer.max_epochs=5", "optim.lr=0.01", "sched=none")
     assert result.metrics["test/accuracy"] >= 0.75
     assert torch.isfinite(torch.tensor(result.metrics["test/loss"]))
+
+
+def test_a_lazy_image_folder_reads_the_images_memory_holds(tmp_path):
+    from ember.data.lazy import LazyDataset
+
+    _photos(tmp_path / "photos")
+    common = dict(root=str(tmp_path / "photos"), image_size=8, val_fraction=0, test_fraction=0)
+    eager, lazy = load_data("imagefolder", lazy=False, **common), load_data("imagefolder", lazy=True, **common)
+    assert isinstance(lazy.train, LazyDataset) and isinstance(eager.train.x, torch.Tensor)
+    x, y = lazy.train[list(range(len(lazy.train)))]
+    # The same normalized images and labels (the carved split may order them differently).
+    key = lambda a: torch.argsort(a.flatten(1).sum(1))  # noqa: E731
+    torch.testing.assert_close(x[key(x)], eager.train.x[key(eager.train.x)], atol=1e-5, rtol=1e-5)
+    assert torch.equal(y[key(x)], eager.train.y[key(eager.train.x)])
+    assert lazy.spec.mean == pytest.approx(eager.spec.mean, abs=1e-6) and lazy.spec.std == pytest.approx(eager.spec.std, abs=1e-5)
+
+
+def test_image_folders_too_large_for_memory_are_read_lazily(tmp_path, monkeypatch):
+    from ember.data import images
+    from ember.data.lazy import LazyDataset
+    from ember.data.loaders import EpochLoader
+
+    _photos(tmp_path / "photos")
+    monkeypatch.setattr(images, "_memory_budget", lambda: 12 * 3 * 8 * 8 * 4 - 1)  # one byte short
+    splits = load_data("imagefolder", root=str(tmp_path / "photos"), image_size=8, val_fraction=0, test_fraction=0)
+    assert isinstance(splits.train, LazyDataset)
+    # Files lie class by class: blocks of neighbours (as HDF5 rows are read) would make batches of
+    # few classes, so a lazy image folder is shuffled sample by sample.
+    loader = EpochLoader(splits.train, 8, shuffle=True, num_workers=0)
+    assert loader.sampler.block == 1
+    assert sorted(torch.cat([y for _, y in loader]).tolist()) == [0] * 6 + [1] * 6
+    monkeypatch.setattr(images, "_memory_budget", lambda: 12 * 3 * 8 * 8 * 4)  # fits exactly
+    assert isinstance(load_data("imagefolder", root=str(tmp_path / "photos"), image_size=8).train.x, torch.Tensor)
+
+
+def test_training_on_a_lazy_image_folder_in_a_worker_learns(tmp_path):
+    from data_support import fit
+
+    _photos(tmp_path / "photos", per_class=20)
+    result = fit(tmp_path, "data=imagefolder", f"data.root={tmp_path / 'photos'}", "data.image_size=8", "data.lazy=true", "data.num_workers=1", "model=mlp", "trainer.max_epochs=5", "optim.lr=0.01", "sched=none")
+    assert result.metrics["test/accuracy"] >= 0.75

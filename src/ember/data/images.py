@@ -6,10 +6,12 @@
 
 Nothing is downloaded: the readers take the files users already have, and when one is missing
 the error says which files to put where. Images are decoded once into memory (uint8 -> float
-in [0, 1], shape (channels, height, width)) and then train on the in-memory fast path.
+in [0, 1], shape (channels, height, width)) and then train on the in-memory fast path; an image
+folder too large for that (data.lazy) is decoded batch by batch in DataLoader workers instead.
 """
 
 import gzip
+import os
 import pickle
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,7 +21,8 @@ import torch
 
 from ember.data import Splits, register_data
 from ember.data.checks import check_choice, existing_path, require
-from ember.data.loaders import TensorData
+from ember.data.lazy import LazyDataset
+from ember.data.loaders import TensorData, default_workers
 from ember.data.spec import DataSpec
 from ember.errors import ConfigError, DataError
 
@@ -27,9 +30,14 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".
 
 
 # -- a folder of images -------------------------------------------------------------------------
-@register_data("imagefolder")
-def imagefolder(cfg, *, image_size: int = 32, channels: int = 3) -> Splits:
-    """Images in one subfolder per class (torchvision's ImageFolder layout), resized to image_size."""
+@register_data("imagefolder", num_workers=default_workers())  # workers only read a lazy folder
+def imagefolder(cfg, *, image_size: int = 32, channels: int = 3, lazy: bool | None = None) -> Splits:
+    """Images in one subfolder per class (torchvision's ImageFolder layout), resized to image_size.
+
+    lazy: decode batch by batch as training reads them (in data.num_workers DataLoader workers)
+    instead of once into memory; null: lazily when the decoded images would take more than a
+    quarter of this machine's memory.
+    """
     require("PIL", "images", "imagefolder")
     if channels not in (1, 3):
         raise ConfigError(f"data.channels={channels} must be 1 (grayscale) or 3 (RGB)")
@@ -39,7 +47,14 @@ def imagefolder(cfg, *, image_size: int = 32, channels: int = 3) -> Splits:
     if "train" not in parts:
         parts = {"train": root}
     classes = _classes(parts["train"])
-    splits = {name: _decode_folder(folder, classes, image_size, channels) for name, folder in parts.items()}
+    found = {name: _files(folder, classes) for name, folder in parts.items()}
+    if lazy is None:
+        decoded = sum(len(files) for files, _ in found.values()) * channels * image_size**2 * 4
+        lazy = decoded > _memory_budget()
+    if lazy:
+        splits = {name: _lazy_split(ImageFolderReader(files, labels, image_size, channels, parts[name]), len(classes)) for name, (files, labels) in found.items()}
+    else:
+        splits = {name: _decode_split(files, labels, image_size, channels) for name, (files, labels) in found.items()}
     spec = DataSpec(input_shape=(channels, image_size, image_size), task="classification", num_classes=len(classes), class_names=classes)
     return Splits(train=splits["train"], val=splits.get("val"), test=splits.get("test"), spec=spec)
 
@@ -53,7 +68,8 @@ def _classes(folder: Path) -> list[str]:
     return classes
 
 
-def _decode_folder(folder: Path, classes: list[str], size: int, channels: int) -> TensorData:
+def _files(folder: Path, classes: list[str]) -> tuple[list[Path], list[int]]:
+    """The image files of the class folders, class by class, and their class ids."""
     files, labels, empty = [], [], []
     for k, name in enumerate(classes):
         found = sorted(p for p in (folder / name).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
@@ -65,12 +81,63 @@ def _decode_folder(folder: Path, classes: list[str], size: int, channels: int) -
         raise DataError(f"{folder} has no images ({', '.join(IMAGE_EXTENSIONS[:4])}, ...) in its class folders {', '.join(classes[:5])}; put image files in {folder}/<class name>/")
     if empty:
         raise DataError(f"class folder(s) {', '.join(empty)} in {folder} hold no images; add images or remove the empty folders")
-    # Pillow decodes with the GIL released: threads decode in parallel.
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        images = list(pool.map(lambda f: _decode(f, size, channels), files))
-    x = torch.from_numpy(np.stack(images)).float().div_(255)
-    x = x.unsqueeze(1) if channels == 1 else x.permute(0, 3, 1, 2).contiguous()
+    return files, labels
+
+
+def _decode_split(files: list[Path], labels: list[int], size: int, channels: int) -> TensorData:
+    x = torch.from_numpy(_decode_many(files, size, channels)).float().div_(255)
     return TensorData(x, torch.tensor(labels, dtype=torch.long))
+
+
+def _lazy_split(reader: "ImageFolderReader", num_classes: int) -> LazyDataset:
+    from ember.data.hdf5 import dataset  # the scan and label checks of every file-backed source
+
+    data, _ = dataset(reader, "error", num_classes)
+    return data
+
+
+def _memory_budget() -> int:
+    """Bytes of decoded images kept in memory at most: a quarter of this machine's memory."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4
+    except (ValueError, OSError, AttributeError):  # no sysconf (Windows)
+        return 4 * 2**30
+
+
+class ImageFolderReader:
+    """Image files read as rows of a LazyDataset (lazy.py): decoded when a batch reads them."""
+
+    task = "classification"
+    block_reads = False  # one file per row: neighbouring rows are no cheaper to read together
+
+    def __init__(self, files: list[Path], labels: list[int], size: int, channels: int, folder: Path):
+        self.files, self._labels = files, np.asarray(labels, dtype=np.int64)
+        self.size, self.channels, self.where = size, channels, str(folder)
+        self.input_shape = (channels, size, size)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        x = _decode_many(self.files[start:stop], self.size, self.channels).astype(np.float32) / 255
+        return x, self._labels[start:stop]
+
+    def labels(self) -> np.ndarray:
+        return self._labels
+
+    def close(self) -> None:
+        pass  # no handles: each read opens its files
+
+
+def _decode_many(files: list[Path], size: int, channels: int) -> np.ndarray:
+    """uint8 images, shape (n, channels, size, size)."""
+    if len(files) > 1:  # Pillow decodes with the GIL released: threads decode in parallel
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            images = list(pool.map(lambda f: _decode(f, size, channels), files))
+    else:
+        images = [_decode(f, size, channels) for f in files]
+    a = np.stack(images)
+    return np.ascontiguousarray(a[:, None] if channels == 1 else a.transpose(0, 3, 1, 2))
 
 
 def _decode(path: Path, size: int, channels: int) -> np.ndarray:

@@ -47,6 +47,12 @@ class LazyDataset(Dataset):
 
     reads_batches = True  # tells the loaders to hand over whole batches of indices
 
+    @property
+    def block_reads(self) -> bool:
+        """Whether neighbouring rows are cheaper read together (rows of an array file), so that
+        batches are drawn as blocks of them; False for a reader of one file per row (images)."""
+        return getattr(self.reader, "block_reads", True)
+
     def __init__(self, reader, rows: np.ndarray | None = None, mean=None, std=None, scan: Scan | None = None):
         self.reader = reader
         self.rows = np.arange(len(reader)) if rows is None else np.asarray(rows, dtype=np.int64)
@@ -74,7 +80,7 @@ class LazyDataset(Dataset):
         """Samples at file `rows`, read as contiguous runs; returned in ascending row order."""
         rows = np.sort(rows)
         xs, ys = [], []
-        for start, stop, take in runs(rows):
+        for start, stop, take in runs(rows, MAX_GAP if self.block_reads else 0):
             x, y = self.reader.read(start, stop)
             xs.append(x[take])
             ys.append(y[take])
@@ -126,11 +132,11 @@ class LazyDataset(Dataset):
         self.reader.close()
 
 
-def runs(rows: np.ndarray):
+def runs(rows: np.ndarray, max_gap: int = MAX_GAP):
     """Split sorted rows into (start, stop, positions to keep within the slice) read ranges."""
     if len(rows) == 0:
         return
-    breaks = np.flatnonzero(np.diff(rows) > MAX_GAP) + 1
+    breaks = np.flatnonzero(np.diff(rows) > max_gap) + 1
     for group in np.split(rows, breaks):
         start, stop = int(group[0]), int(group[-1]) + 1
         yield start, stop, group - start

@@ -202,7 +202,9 @@ class EpochLoader:
         if self.sharded:
             self.sampler = EvalBatchSampler(len(data), batch_size, rank, world)
         elif lazy:
-            self.sampler = BlockBatchSampler(len(data), batch_size, shuffle, seed, rank=rank, world=world)
+            # A reader of one file per row gains nothing from blocks: blocks of one sample.
+            reads = 4 if getattr(data, "block_reads", True) else batch_size
+            self.sampler = BlockBatchSampler(len(data), batch_size, shuffle, seed, reads_per_batch=reads, rank=rank, world=world)
         else:
             self.sampler = EpochBatchSampler(len(data), batch_size, shuffle, seed, rank, world)
         self.fast = fast and isinstance(data, TensorData)
