@@ -45,7 +45,7 @@ def hdf5(cfg, *, inputs: str = "x", task: str = "auto", num_classes: int = 0, te
 def dataset(reader, nan: str, num_classes: int) -> tuple[LazyDataset, np.ndarray]:
     """The reader's rows after the scan: NaN/Inf rows refused or dropped, labels checked.
 
-    Shared by the file-backed sources (HDF5 here, NetCDF/Zarr in gridded.py).
+    Shared by the file-backed sources (HDF5 here, NetCDF/Zarr in gridded.py, lazy image folders).
     """
     check_choice(nan, "data.nan", ("error", "drop"))
     data = LazyDataset(reader)

@@ -21,6 +21,7 @@ import torch
 
 from ember.data import Splits, register_data
 from ember.data.checks import check_choice, existing_path, require
+from ember.data.hdf5 import dataset
 from ember.data.lazy import LazyDataset
 from ember.data.loaders import TensorData, default_workers
 from ember.data.spec import DataSpec
@@ -90,9 +91,7 @@ def _decode_split(files: list[Path], labels: list[int], size: int, channels: int
 
 
 def _lazy_split(reader: "ImageFolderReader", num_classes: int) -> LazyDataset:
-    from ember.data.hdf5 import dataset  # the scan and label checks of every file-backed source
-
-    data, _ = dataset(reader, "error", num_classes)
+    data, _ = dataset(reader, "error", num_classes)  # the scan and label checks of every file-backed source
     return data
 
 
