@@ -53,7 +53,7 @@ class ShardedCheckpointFiles:
             if final.exists():  # the same step saved again (a stop signal right after a save)
                 shutil.rmtree(final)
             os.replace(tmp, final)
-            _fsync_dir(self.dir)
+            checkpoint.fsync_dir(self.dir)
             for old in self.steps()[self.keep :]:
                 shutil.rmtree(old, ignore_errors=True)
         self._barrier()  # no rank goes on (or resumes) before the checkpoint is complete
@@ -95,11 +95,3 @@ def load_weights(trainer, path: Path) -> None:
     state = {"model": model_state, "optimizer": optim_state}
     dcp.load(state, checkpoint_id=path, no_dist=not dist.is_initialized())
     set_state_dict(trainer.model, trainer.optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
