@@ -97,20 +97,29 @@ class BlockBatchSampler(Sampler):
         return torch.repeat_interleave(starts, lengths) + offset
 
     def batches(self):
-        order = self.order()
-        span = self.batch_size * self.world
-        if self.world > 1 and self.n % span:
-            # Wrapped padding: the first blocks of the order again, so the padding reads are
-            # contiguous too. (One process keeps its short last batch, as before.)
-            order = order.repeat(span // self.n + 2)[: len(self) * span]
-        lo = self.rank * self.batch_size
-        for b in range(self.start, len(self)):
-            yield order[b * span + lo : b * span + lo + self.batch_size]
+        # The wrapped padding repeats the first blocks of the order, so its reads are contiguous too.
+        return rank_batches(self.order(), self.batch_size, self.rank, self.world, self.start)
 
     def __iter__(self):
         # A trainer may set the epoch; used alone (a plain DataLoader), each pass is a new epoch.
         yield from (idx.tolist() for idx in self.batches())
         self.epoch, self.start = self.epoch + 1, 0
+
+
+def rank_batches(order: torch.Tensor, batch_size: int, rank: int, world: int, start: int):
+    """This rank's batches of an epoch's order, from its batch `start` on. Global batch b is
+    `batch_size * world` consecutive indices and rank r takes the r-th `batch_size` of it. With
+    several ranks the order is padded by wrapping around to its start, so every rank gets as many
+    full batches and none waits at the epoch's end for a collective that the others never enter;
+    one process keeps its short last batch."""
+    span = batch_size * world
+    count = -(-len(order) // span)
+    if world > 1 and len(order) % span:
+        order = order.repeat(span // len(order) + 2)[: count * span]
+    lo = rank * batch_size
+    # One split per epoch makes every batch's view at once: half the cost of slicing each.
+    for batch in order.split(span)[start:count]:
+        yield batch[lo : lo + batch_size] if world > 1 else batch
 
 
 def epoch_order(n: int, shuffle: bool, seed: int, epoch: int) -> torch.Tensor:
@@ -143,13 +152,7 @@ class EpochBatchSampler(Sampler):
     def batches(self, order: torch.Tensor | None = None):
         if order is None:
             order = epoch_order(self.n, self.shuffle, self.seed, self.epoch)
-        span = self.batch_size * self.world
-        if self.world > 1 and self.n % span:
-            order = order.repeat(span // self.n + 2)[: len(self) * span]
-        lo, hi = self.rank * self.batch_size, (self.rank + 1) * self.batch_size
-        # One split per epoch makes every batch's view at once: half the cost of slicing each.
-        for batch in order.split(span)[self.start : len(self)]:
-            yield batch[lo:hi] if self.world > 1 else batch
+        return rank_batches(order, self.batch_size, self.rank, self.world, self.start)
 
     def __iter__(self):
         return (idx.tolist() for idx in self.batches())
