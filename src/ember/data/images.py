@@ -86,8 +86,7 @@ def _files(folder: Path, classes: list[str]) -> tuple[list[Path], list[int]]:
 
 
 def _decode_split(files: list[Path], labels: list[int], size: int, channels: int) -> TensorData:
-    x = torch.from_numpy(_decode_many(files, size, channels)).float().div_(255)
-    return TensorData(x, torch.tensor(labels, dtype=torch.long))
+    return _images(_decode_many(files, size, channels), np.asarray(labels))
 
 
 def _lazy_split(reader: "ImageFolderReader", num_classes: int) -> LazyDataset:
