@@ -41,9 +41,13 @@ def check(trainer, weights: bool = False) -> None:
     step = trainer.meter.first_nonfinite()
     if step is not None:
         handle(trainer, "loss", step)
-    params = list(trainer.model.parameters())
-    if weights and params and not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
-        handle(trainer, "weights", trainer.state.step, after=True)
+    # The weights change only with a step: at an epoch's end, validation, its checkpoint and the
+    # end of the run ask about the same weights, which are read once.
+    if weights and trainer.weights_checked_at != trainer.state.step:
+        params = list(trainer.model.parameters())
+        if params and not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
+            handle(trainer, "weights", trainer.state.step, after=True)
+        trainer.weights_checked_at = trainer.state.step
 
 
 def handle(trainer, what: str, step=None, after: bool = False) -> bool:

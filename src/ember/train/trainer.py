@@ -160,6 +160,7 @@ class Trainer:
         self._count_flops = t.measure_flops and not self.sharded
         self.eval_time = 0.0
         self._grad_norm = None
+        self.weights_checked_at: int | None = None  # the step nan_guard last found the weights finite at
         self.step_hook = None  # called after every optimizer step (the profiler's clock)
         self.val_hook = None  # called as val_hook(epoch, metrics) after every validation (tuning's pruner)
         self._epoch = 1  # 1-based number of the epoch in progress, for records
