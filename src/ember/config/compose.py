@@ -17,6 +17,7 @@ from hydra import initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -220,7 +221,7 @@ def _first_unparsable(overrides: list[str]) -> str | None:
     for o in overrides:
         try:
             parser.parse_override(o)
-        except Exception:
+        except HydraException:  # what its grammar raises for an override it cannot parse
             return o
     return None
 
