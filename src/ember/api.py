@@ -14,12 +14,14 @@ from torch import nn
 from torch.utils.data import Dataset
 
 import ember
+from ember import baselines
 from ember.config import compose
 from ember.config.compose import file_overrides, override_value
 from ember.data import Splits, TensorData, build_data
 from ember.data.spec import DataSpec
 from ember.errors import CheckpointError, ConfigError, DataError, Preempted
 from ember.models import builder_kwargs, count_parameters, create_model
+from ember.models.residual import Residual
 from ember.run import RunDir, default_run_name
 from ember.track import flatten
 from ember.track.console import Console
@@ -58,7 +60,16 @@ def train(cfg: DictConfig, console: Console | None = None, on_validation=None) -
     seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)
     splits = build_data(cfg.data)
     model = create_model(cfg.model.name, splits.spec, **{k: v for k, v in cfg.model.items() if k != "name"})
+    for note in splits.notes:
+        console.print(f"note: {note}")
+    if isinstance(model, Residual):
+        console.print(f"model.residual={cfg.model.residual}: {cfg.model.name} predicts the correction to its input ({_residual_case(splits.spec)}), starting from the {baselines.names(splits.spec)[-1]} baseline; model.residual=false predicts the field itself")
     return _run(cfg, model, splits, console, resume_dir, on_validation)
+
+
+def _residual_case(spec: DataSpec) -> str:
+    names = ", ".join(spec.target_names or [])
+    return f"{names} {spec.lead} steps ahead" if spec.lead else f"{names}: bias correction or same-grid downscaling"
 
 
 def compose_for_resume(overrides: list[str], config_file: str | None = None) -> DictConfig:
@@ -177,6 +188,10 @@ def _train_and_record(cfg, trainer: Trainer, run: RunDir | None, path: Path, con
         requeued = trainer.dist.is_main and _requeue(cfg, console)
         then = "the job was requeued" if requeued else f"continue with: ember train resume={path}"
         raise Preempted(f"{state.stop_reason} at step {state.step}; checkpoint {trainer.checkpoint_path}; {then}")
+    base = {} if trainer.uses_loss_protocol else baselines.score_run(trainer)  # every rank: the scores are summed across them
+    verdict = baselines.verdict(metrics, base, trainer.spec)
+    if verdict and "skill" in verdict:
+        metrics[f"{verdict['split']}/skill"] = verdict["skill"]
     weights = strategy.full_state_dict(trainer.model)  # under FSDP every rank takes part
     if trainer.fsdp:  # its step checkpoints are shards: last.pt is the whole final model
         trainer.files.save_whole(trainer, weights, "last.pt")
@@ -196,6 +211,8 @@ def _train_and_record(cfg, trainer: Trainer, run: RunDir | None, path: Path, con
             "data_wait_s": round(trainer.meter.total_wait, 3),
             "eval_s": round(trainer.eval_time, 3),
         },
+        baselines=base,
+        skill=verdict,
         flops_per_step=trainer.meter.flops_per_step,
         precision=trainer.precision,
         versions={"ember": ember.__version__, "torch": torch.__version__, "python": platform.python_version()},
@@ -215,6 +232,10 @@ def _train_and_record(cfg, trainer: Trainer, run: RunDir | None, path: Path, con
         console.print(f"report: {report}")
     when = f"best epoch {state.best_epoch} of {state.epoch} by {trainer.monitor}" if trainer.monitor else f"{state.epoch} epochs"
     console.table(f"{path.parent.name}: {when}, {trainer.wall_time:.1f} s", metrics)
+    if verdict:
+        console.table(f"beside the baselines on {verdict['split']} (in the data's units)", baselines.table(metrics, base, verdict["split"]))
+        if line := baselines.warning(verdict, metrics, base):
+            console.print(line)
     # The result last, where the eye lands: the table, then the model's own summary line.
     if callable(getattr(trainer.model, "describe", None)):
         console.print(trainer.model.describe())

@@ -5,8 +5,10 @@ import torch
 from ember.data.spec import DataSpec
 
 
-def build_metrics(spec: DataSpec):
-    """A torchmetrics MetricCollection for the task."""
+def build_metrics(spec: DataSpec, climatology: torch.Tensor | None = None):
+    """The task's metrics: a torchmetrics MetricCollection for classification; for regression,
+    RegressionMetrics, which reports in physical units (`climatology`: the train split's mean
+    target, for anomaly correlations)."""
     # Imported here: torchmetrics pulls in scipy.signal, ~1 s that a config error or `--help` need not wait for.
     import torchmetrics as tm
     from torchmetrics import MetricCollection
@@ -20,20 +22,16 @@ def build_metrics(spec: DataSpec):
         if k > 5:
             metrics["top5"] = tm.Accuracy(task="multiclass", num_classes=k, top_k=5)
         return MetricCollection(metrics)
-    # Regression values are pooled over every output element: MSE and MAE equal the mean of the
-    # per-output values, RMSE is the root of the pooled MSE, R² compares against the pooled mean.
-    return MetricCollection(
-        {"mse": tm.MeanSquaredError(), "mae": tm.MeanAbsoluteError(), "rmse": tm.MeanSquaredError(squared=False), "r2": tm.R2Score()}
-    )
+    from ember.regression_metrics import RegressionMetrics
+
+    return RegressionMetrics(spec, climatology)
 
 
-def prepare(spec: DataSpec, output: torch.Tensor, target: torch.Tensor):
-    """Shape outputs and targets the way the metrics expect: (N, C) logits or (N, D) values."""
-    if spec.task == "classification":
-        return output, target
-    return output.reshape(-1), target.reshape(-1)
+HIGHER_BETTER = ("accuracy", "top5", "f1", "r2", "acc", "skill")
 
 
 def is_higher_better(metric: str) -> bool:
-    leaf = metric.rsplit("/", 1)[-1]
-    return leaf in ("accuracy", "top5", "f1", "r2")
+    """For `val/accuracy`, `accuracy`, or a per-variable `val/acc/t2m`."""
+    parts = metric.split("/")
+    name = parts[1] if len(parts) == 3 else parts[-1]
+    return name in HIGHER_BETTER

@@ -36,6 +36,11 @@ def default_run_name(cfg: DictConfig) -> str:
     return cfg.run.name or f"{cfg.data.name}-{cfg.model.name}"
 
 
+# (group, key, value) of config keys a run written before them trained without: targets were not
+# standardized and no model was residual.
+LEGACY = (("data", "normalize_target", False), ("model", "residual", "false"))
+
+
 class RunDir:
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -97,7 +102,13 @@ class RunDir:
 
     # -- reading --
     def config(self) -> DictConfig:
-        return OmegaConf.load(self.path / "config.yaml")
+        cfg = OmegaConf.load(self.path / "config.yaml")
+        # Keys added since the run was written, at the value that reproduces how it trained.
+        for group, key, value in LEGACY:
+            node = cfg.get(group)
+            if isinstance(node, DictConfig) and key not in node:
+                node[key] = value
+        return cfg
 
     def spec(self) -> DataSpec:
         return DataSpec.from_dict(json.loads((self.path / "spec.json").read_text()))

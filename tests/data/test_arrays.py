@@ -28,7 +28,7 @@ def test_npz_with_named_and_predefined_splits(tmp_path):
     x, y = _arrays()
     xt, _ = _arrays(30, seed=1)
     np.savez(tmp_path / "d.npz", inputs=x, field=x[:, :1] * 2, inputs_test=xt, field_test=xt[:, :1] * 2)
-    splits = load_data("numpy", path=str(tmp_path / "d.npz"), inputs="inputs", target="field", normalize=False)
+    splits = load_data("numpy", path=str(tmp_path / "d.npz"), inputs="inputs", target="field", normalize=False, normalize_target=False)
     assert splits.spec.task == "regression" and splits.spec.target_shape == (1, 16)
     assert len(splits.test) == 30 and torch.equal(splits.test.y, torch.from_numpy(xt[:, :1] * 2))
     assert splits.indices == {"train": splits.indices["train"], "val": splits.indices["val"]}  # test is fixed

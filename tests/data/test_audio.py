@@ -44,7 +44,7 @@ def test_yesno_names_give_vector_targets_and_logmel_features(tmp_path):
         labels = rng.integers(0, 2, size=8)
         name = "_".join(map(str, labels))
         wavfile.write(tmp_path / f"{name}.wav", 8000, _tone(440, seed=i))
-    splits = load_data("audio", root=str(tmp_path), labels="filename", sample_rate=8000, duration=0.25, features="logmel", n_fft=256, hop_length=128, n_mels=16, val_fraction=0, test_fraction=0)
+    splits = load_data("audio", root=str(tmp_path), labels="filename", sample_rate=8000, duration=0.25, features="logmel", n_fft=256, hop_length=128, n_mels=16, val_fraction=0, test_fraction=0, normalize_target=False)
     assert splits.spec.task == "regression" and splits.spec.target_shape == (8,)
     assert splits.spec.input_shape == (1, 16, 16)  # 2000 samples / hop 128 + 1 frames
     names = sorted(p.stem for p in tmp_path.glob("*.wav"))

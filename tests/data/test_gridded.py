@@ -48,13 +48,18 @@ def test_variables_become_channels_and_the_target_is_read_lazily(tmp_path):
     x, y = next(iter(EpochLoader(splits.train, 8, shuffle=False)))
     assert x.shape == (8, 2, 4, 8) and y.shape == (8, 1, 4, 8)
     assert abs(x.mean().item()) < 1.0  # normalized
-    assert torch.allclose(y[:, 0], torch.from_numpy(ds.precip.values[rows[:8]]))
+    # Targets standardized with the train split's statistics; the spec keeps them for the way back.
+    train_precip = ds.precip.values[rows]
+    assert np.allclose(splits.spec.target_mean, [train_precip.mean()], rtol=1e-5) and np.allclose(splits.spec.target_std, [train_precip.std(ddof=1)], rtol=1e-4)
+    back = y[:, 0] * splits.spec.target_std[0] + splits.spec.target_mean[0]
+    assert torch.allclose(back, torch.from_numpy(train_precip[:8]), atol=1e-4)
+    assert splits.spec.target_names == ["precip"] and splits.spec.identity_channels is None and len(splits.spec.lat) == 4
 
 
 def test_forecasting_with_a_lead_and_a_zarr_store(tmp_path):
     ds = _dataset(t=30)
     ds.to_zarr(tmp_path / "era.zarr", consolidated=False)
-    splits = load_data("gridded", path=str(tmp_path / "era.zarr"), variables=["t2m"], lead=3, normalize=False, val_fraction=0, test_fraction=0, num_workers=0)
+    splits = load_data("gridded", path=str(tmp_path / "era.zarr"), variables=["t2m"], lead=3, normalize=False, normalize_target=False, val_fraction=0, test_fraction=0, num_workers=0)
     assert len(splits.train) == 27 and splits.spec.target_shape == (1, 4, 8)
     x, y = splits.train[[0, 5]]
     assert torch.equal(x[:, 0], torch.from_numpy(ds.t2m.values[[0, 5]]))
@@ -64,7 +69,7 @@ def test_forecasting_with_a_lead_and_a_zarr_store(tmp_path):
 def test_paired_datasets_are_matched_on_time(tmp_path):
     model = _dataset(t=40, seed=1)
     obs = _dataset(t=40, seed=2, start="2000-01-11")  # overlaps days 10..39 of the model run
-    splits = load_data("gridded", path=_nc(model, tmp_path / "model.nc"), target_path=_nc(obs, tmp_path / "obs.nc"), variables=["t2m"], normalize=False, val_fraction=0, test_fraction=0, num_workers=0)
+    splits = load_data("gridded", path=_nc(model, tmp_path / "model.nc"), target_path=_nc(obs, tmp_path / "obs.nc"), variables=["t2m"], normalize=False, normalize_target=False, val_fraction=0, test_fraction=0, num_workers=0)
     assert len(splits.train) == 30
     x, y = splits.train[[0]]
     assert torch.equal(x[0, 0], torch.from_numpy(model.t2m.values[10]))  # 2000-01-11 in both

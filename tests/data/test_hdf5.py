@@ -55,7 +55,7 @@ def test_several_files_a_nested_target_and_a_test_file(tmp_path):
     x1, _ = _write(tmp_path / "parts/a.h5", n=100, seed=1)
     x2, _ = _write(tmp_path / "parts/b.h5", n=50, seed=2)
     _write(tmp_path / "test.h5", n=30, seed=3)
-    splits = load_data("hdf5", path=str(tmp_path / "parts/*.h5"), target="group/field", test_path=str(tmp_path / "test.h5"), normalize=False, num_workers=0)
+    splits = load_data("hdf5", path=str(tmp_path / "parts/*.h5"), target="group/field", test_path=str(tmp_path / "test.h5"), normalize=False, normalize_target=False, num_workers=0)
     assert splits.spec.task == "regression" and splits.spec.target_shape == (1, 12)
     assert len(splits.train) + len(splits.val) == 150 and len(splits.test) == 30
     # Rows 95..105 straddle the two files.

@@ -40,7 +40,7 @@ def test_burgers_conserves_the_mean_and_decays_like_the_heat_equation_when_small
     out = solve_burgers(small, viscosity=0.1, final_time=0.5)
     assert torch.allclose(out, small * math.exp(-0.1 * (2 * math.pi) ** 2 * 0.5), rtol=1e-6, atol=1e-14)
     splits = load_data("burgers", num_samples=50, resolution=32)
-    assert splits.spec.input_shape == (1, 32) and splits.spec.target_shape == (32,)
+    assert splits.spec.input_shape == (1, 32) and splits.spec.target_shape == (1, 32)
 
 
 @pytest.mark.parametrize(

@@ -46,7 +46,7 @@ def test_csv_classification_with_text_labels_and_a_categorical_feature(weather):
 
 
 def test_csv_regression_on_several_targets_and_chosen_features(weather):
-    splits = load_data("csv", path=str(weather), target=["amount", "b"], features=["a"], normalize=False, val_fraction=0)
+    splits = load_data("csv", path=str(weather), target=["amount", "b"], features=["a"], normalize=False, normalize_target=False, val_fraction=0)
     assert splits.spec.task == "regression" and splits.spec.target_shape == (2,) and splits.spec.input_shape == (1,)
     x, y = splits.train.x, splits.train.y
     assert torch.allclose(y[:, 0], 2 * x[:, 0] - y[:, 1], atol=1e-5)

@@ -129,6 +129,7 @@ class DataCommon:
     num_workers: int = 0  # DataLoader workers for sources that are not in memory (file-backed: CPU count - 1)
     shuffle: bool = True
     normalize: bool = True  # standardize inputs with statistics of the train split
+    normalize_target: bool = True  # regression: standardize targets too; metrics and exports stay in physical units
     nan: str = "error"  # error | drop: what samples holding NaN or Inf do
     augment: list[str] = field(default_factory=list)  # training-batch augmentations: flip, crop, noise, roll
     crop_padding: int = 4  # augment=crop: zero padding before the random crop
@@ -146,3 +147,4 @@ class ModelCommon:
     name: str
     init: Optional[str] = None  # start from these weights: a run directory, a .pt checkpoint or a .safetensors file
     freeze: list[str] = field(default_factory=list)  # parameter-name prefixes to leave untrained, e.g. [stem,stages.0]
+    residual: str = "auto"  # auto | true | false: predict the correction to the input where targets are its own variables on its grid

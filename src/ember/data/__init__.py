@@ -10,7 +10,7 @@ arguments become `data.my_option` config keys with their types and defaults.
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from torch.utils.data import Dataset
@@ -38,6 +38,8 @@ class Splits:
     # saved as splits.json in the run directory so a later evaluation can be checked against the
     # same held-out samples. None where the source's splits are all fixed.
     indices: dict[str, list[int]] | None = None
+    # What the run should tell the user about its data (constant channels, ...): one line each.
+    notes: list[str] = field(default_factory=list)
 
     def get(self, split: str):
         if split not in ("train", "val", "test"):
@@ -56,8 +58,10 @@ def build_data(cfg: Any) -> Splits:
     check_nonempty(splits, cfg.name)
     splits = carve(splits, cfg.test_fraction, cfg.val_fraction, cfg.split_seed, cfg.stratify)
     check_nonempty(splits, cfg.name)
-    if cfg.normalize:
-        splits = normalize(splits)
+    # Regression targets are standardized too (data.normalize_target): variables of different
+    # units weigh alike in the loss, and the network outputs unit-scale values, not 280 K.
+    if cfg.normalize or cfg.get("normalize_target", False):
+        splits = normalize(splits, inputs=cfg.normalize, targets=cfg.get("normalize_target", False))
     augment = build_augment(cfg.augment, cfg.crop_padding, cfg.noise_std, cfg.max_shift)
     if augment is not None:
         splits = replace(splits, augment=augment)

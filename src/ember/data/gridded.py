@@ -48,7 +48,9 @@ def gridded(
         raise ConfigError("data=gridded needs data.target=VARIABLE(S) to predict, data.lead=N to forecast the input variables N steps ahead, or data.target_path=FILE for paired datasets")
     reader = GriddedReader(path, list(variables), targets, tpath, lead, time_dim, fill_value)
     train, kept = dataset(reader, cfg.nan, 0)
-    spec = DataSpec(input_shape=reader.input_shape, task="regression", target_shape=reader.target_shape)
+    info = reader.describe()
+    reader.close()  # DataLoader workers forked later open their own handles
+    spec = DataSpec(input_shape=reader.input_shape, task="regression", target_shape=reader.target_shape, lead=lead, **info)
     splits = Splits(train=train, spec=spec)
     if len(kept) != len(reader):
         splits.indices = {"train": kept.tolist()}
@@ -135,6 +137,21 @@ class GriddedReader:
 
     def __len__(self) -> int:
         return len(self.x_times)
+
+    def describe(self) -> dict:
+        """What the DataSpec records of the fields: names, units, the grid's coordinates, and
+        which input channel holds each target's own variable on the same grid."""
+        ds, tds = self.handles.get(self.paths["inputs"]), self.handles.get(self.paths["targets"])
+        same_grid = self.input_shape[1:] == self.target_shape[1:]
+        identity = [self.variables.index(t) for t in self.targets] if same_grid and all(t in self.variables for t in self.targets) else None
+        out = {"input_names": list(self.variables), "target_names": list(self.targets), "identity_channels": identity}
+        out["target_units"] = [str(tds[t].attrs.get("units", "")) for t in self.targets]
+        dims = [d for d in tds[self.targets[0]].dims if d != self.time_dim]
+        if len(dims) >= 2:
+            for key, dim in (("lat", dims[-2]), ("lon", dims[-1])):
+                if dim in tds.coords and np.issubdtype(tds[dim].dtype, np.number) and (key != "lat" or str(dim).lower().startswith("lat")):
+                    out[key] = [float(v) for v in tds[dim].values]
+        return out
 
     def _fields(self, key: str, names: list[str], times: np.ndarray) -> np.ndarray:
         ds = self.handles.get(self.paths[key])

@@ -40,6 +40,10 @@ class Scan:
     sums: np.ndarray  # (rows, channels) float64 sums over the non-channel dimensions
     sumsq: np.ndarray
     per_channel: int  # values per channel in one sample
+    # The same for floating-point targets (regression), for their standardization; else None.
+    target_sums: np.ndarray | None = None
+    target_sumsq: np.ndarray | None = None
+    target_per_channel: int = 1
 
 
 class LazyDataset(Dataset):
@@ -53,10 +57,11 @@ class LazyDataset(Dataset):
         batches are drawn as blocks of them; False for a reader of one file per row (images)."""
         return getattr(self.reader, "block_reads", True)
 
-    def __init__(self, reader, rows: np.ndarray | None = None, mean=None, std=None, scan: Scan | None = None):
+    def __init__(self, reader, rows: np.ndarray | None = None, mean=None, std=None, scan: Scan | None = None, target_stats=None):
         self.reader = reader
         self.rows = np.arange(len(reader)) if rows is None else np.asarray(rows, dtype=np.int64)
         self.mean, self.std = mean, std  # numpy, broadcastable to one batch
+        self.target_stats = target_stats  # (mean, std) broadcastable to a target batch, or None
         self._scan = scan
 
     def __len__(self) -> int:
@@ -78,20 +83,14 @@ class LazyDataset(Dataset):
 
     def read_rows(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Samples at file `rows`, read as contiguous runs; returned in ascending row order."""
-        rows = np.sort(rows)
-        xs, ys = [], []
-        for start, stop, take in runs(rows, MAX_GAP if self.block_reads else 0):
-            x, y = self.reader.read(start, stop)
-            xs.append(x[take])
-            ys.append(y[take])
-        x = xs[0] if len(xs) == 1 else np.concatenate(xs)
-        y = ys[0] if len(ys) == 1 else np.concatenate(ys)
-        return self._to_tensors(x, y)
+        return self._to_tensors(*self._raw(rows))
 
     def _to_tensors(self, x: np.ndarray, y: np.ndarray):
         x = x.astype(np.float32, copy=False)
         if self.mean is not None:
             x = (x - self.mean) / self.std
+        if self.target_stats is not None:
+            y = (y.astype(np.float32, copy=False) - self.target_stats[0]) / self.target_stats[1]
         y = torch.from_numpy(np.ascontiguousarray(y))
         y = y.long() if self.reader.task == "classification" else y.float()
         return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), y
@@ -99,13 +98,17 @@ class LazyDataset(Dataset):
     # -- splits and statistics -----------------------------------------------------------------
     def subset(self, positions) -> "LazyDataset":
         positions = np.asarray(positions.tolist() if isinstance(positions, torch.Tensor) else positions, dtype=np.int64)
-        return LazyDataset(self.reader, np.sort(self.rows[positions]), self.mean, self.std, self._scan)
+        return LazyDataset(self.reader, np.sort(self.rows[positions]), self.mean, self.std, self._scan, self.target_stats)
 
     def normalized(self, mean: np.ndarray, std: np.ndarray) -> "LazyDataset":
         """The same rows, standardized per channel (dimension 0 of a sample) as they are read."""
-        shape = (1, -1) + (1,) * max(0, len(self.reader.input_shape) - 1)
-        mean, std = (np.asarray(a, dtype=np.float32).reshape(shape) for a in (mean, std))
-        return LazyDataset(self.reader, self.rows, mean, std, self._scan)
+        mean, std = (_per_channel(a, len(self.reader.input_shape)) for a in (mean, std))
+        return LazyDataset(self.reader, self.rows, mean, std, self._scan, self.target_stats)
+
+    def targets_normalized(self, mean: np.ndarray, std: np.ndarray) -> "LazyDataset":
+        """The same rows, with targets standardized per channel as they are read."""
+        stats = tuple(_per_channel(a, len(self.reader.target_shape)) for a in (mean, std))
+        return LazyDataset(self.reader, self.rows, self.mean, self.std, self._scan, stats)
 
     def labels(self) -> np.ndarray | None:
         """Class ids of this split's samples (classification only): for checks and stratified splits."""
@@ -118,18 +121,43 @@ class LazyDataset(Dataset):
             self._scan = scan(self.reader)
         return self._scan
 
-    def channel_stats(self) -> tuple[np.ndarray, np.ndarray]:
-        """Per-channel mean and std of this split's inputs, from the scan's per-row sums."""
+    def channel_stats(self, targets: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Per-channel mean and std of this split's inputs (or targets), from the scan's per-row
+        sums; the std unclamped (a constant channel has 0, see splits.safe_std)."""
         s = self.scan()
-        n = len(self.rows) * s.per_channel
-        mean = s.sums[self.rows].sum(0) / n
-        var = np.maximum(s.sumsq[self.rows].sum(0) / n - mean**2, 0.0)
+        sums, sumsq, per = (s.target_sums, s.target_sumsq, s.target_per_channel) if targets else (s.sums, s.sumsq, s.per_channel)
+        n = len(self.rows) * per
+        mean = sums[self.rows].sum(0) / n
+        var = np.maximum(sumsq[self.rows].sum(0) / n - mean**2, 0.0)
         # Unbiased, like torch.std on the in-memory path.
         std = np.sqrt(var * n / max(n - 1, 1))
-        return mean, np.maximum(std, 1e-8)
+        return mean, std
+
+    def target_mean_field(self, batch: int = 256) -> np.ndarray:
+        """Mean of each target element over this split (the climatology of a field), one pass."""
+        total, n = None, 0
+        for lo in range(0, len(self.rows), batch):
+            _, y = self._raw(self.rows[lo : lo + batch])
+            part = y.astype(np.float64).sum(0)
+            total, n = (part if total is None else total + part), n + len(y)
+        return total / max(n, 1)
+
+    def _raw(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Unstandardized (x, y) at sorted file `rows`, read as contiguous runs."""
+        xs, ys = [], []
+        for start, stop, take in runs(np.sort(rows), MAX_GAP if self.block_reads else 0):
+            x, y = self.reader.read(start, stop)
+            xs.append(x[take])
+            ys.append(y[take])
+        return np.concatenate(xs), np.concatenate(ys)
 
     def close(self) -> None:
         self.reader.close()
+
+
+def _per_channel(a, sample_ndim: int) -> np.ndarray:
+    """Per-channel values shaped to broadcast over a batch (channels on dimension 1)."""
+    return np.asarray(a, dtype=np.float32).reshape((1, -1) + (1,) * max(0, sample_ndim - 1))
 
 
 def runs(rows: np.ndarray, max_gap: int = MAX_GAP):
@@ -153,6 +181,10 @@ def scan(reader) -> Scan:
     bad = np.zeros(n, dtype=bool)
     sums = np.zeros((n, channels))
     sumsq = np.zeros((n, channels))
+    regress = np.issubdtype(y0.dtype, np.floating)
+    t_channels = y0.shape[1] if y0.ndim > 1 else 1
+    t_per = int(np.prod(y0.shape[2:])) if y0.ndim > 2 else 1
+    t_sums, t_sumsq = (np.zeros((n, t_channels)), np.zeros((n, t_channels))) if regress else (None, None)
     counts = {"inputs": 0, "targets": 0}
     first = None
     for start in range(0, n, step):
@@ -167,11 +199,18 @@ def scan(reader) -> Scan:
                 if first is None:
                     where = np.argwhere(~finite)[0]
                     first = (name, start + int(where[0]), tuple(int(i) for i in where[1:]))
-        x = x.reshape(len(x), channels, per_channel).astype(np.float64)
-        x = np.where(np.isfinite(x), x, 0.0)
-        sums[start : start + len(x)] = x.sum(axis=2)
-        sumsq[start : start + len(x)] = (x * x).sum(axis=2)
-    return Scan(bad=bad, nonfinite=counts, first=first, sums=sums, sumsq=sumsq, per_channel=per_channel)
+        _moments(x, channels, per_channel, sums, sumsq, start)
+        if regress:
+            _moments(y, t_channels, t_per, t_sums, t_sumsq, start)
+    return Scan(bad=bad, nonfinite=counts, first=first, sums=sums, sumsq=sumsq, per_channel=per_channel, target_sums=t_sums, target_sumsq=t_sumsq, target_per_channel=t_per)
+
+
+def _moments(a: np.ndarray, channels: int, per_channel: int, sums: np.ndarray, sumsq: np.ndarray, start: int) -> None:
+    """Per-row, per-channel sums and sums of squares of rows `start...` into `sums`, `sumsq`."""
+    a = a.reshape(len(a), channels, per_channel).astype(np.float64)
+    a = np.where(np.isfinite(a), a, 0.0)
+    sums[start : start + len(a)] = a.sum(axis=2)
+    sumsq[start : start + len(a)] = (a * a).sum(axis=2)
 
 
 class Handles:

@@ -129,5 +129,7 @@ def burgers(cfg, *, num_samples: int = 1000, resolution: int = 128, viscosity: f
     g = torch.Generator().manual_seed(seed)
     u0 = random_field(num_samples, resolution, g)
     u1 = solve_burgers(u0, viscosity, final_time)
-    spec = DataSpec(input_shape=(1, resolution), task="regression", target_shape=(resolution,))
-    return Splits(train=TensorData(u0.float().unsqueeze(1), u1.float()), spec=spec)
+    # The target is a field of one channel, like the input: standardized as one quantity, and
+    # the same statistics hold at any resolution (zero-shot super-resolution).
+    spec = DataSpec(input_shape=(1, resolution), task="regression", target_shape=(1, resolution), input_names=["u0"], target_names=["u"])
+    return Splits(train=TensorData(u0.float().unsqueeze(1), u1.float().unsqueeze(1)), spec=spec)

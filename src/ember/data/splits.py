@@ -5,12 +5,14 @@
   trainer.seed are compared on the same data, stratified by class for classification;
 - the split indices recorded (source rows), so a run directory says exactly which samples
   were held out;
-- inputs standardized per channel with statistics of the train split only: by tensor ops for
-  in-memory data, from the streaming scan for file-backed data.
+- inputs, and regression targets, standardized per channel with statistics of the train split
+  only: by tensor ops for in-memory data, from the streaming scan for file-backed data. A
+  channel constant over the train split is left unscaled and said so.
 """
 
 from dataclasses import replace
 
+import numpy as np
 import torch
 from torch.utils.data import Subset
 
@@ -111,27 +113,63 @@ def check_nonempty(splits, source: str) -> None:
             raise DataError(f"the {name} split of data={source} is empty; check the source's files, or leave that split out (data.val_fraction=0 / data.test_fraction=0)")
 
 
-def normalize(splits):
-    """Standardize inputs per channel (dimension 1 of a batch) with the train split's statistics."""
+def normalize(splits, inputs: bool = True, targets: bool = True):
+    """Standardize inputs per channel (dimension 1 of a batch) and, for regression, targets per
+    channel, with the train split's statistics. A user's own Dataset is left as it is."""
     train = splits.train
-    if isinstance(train, TensorData) and train.x.is_floating_point():
-        x = train.x
-        dims = [d for d in range(x.ndim) if d != 1] if x.ndim > 1 else [0]
-        mean = x.mean(dim=dims, keepdim=True)
-        std = x.std(dim=dims, keepdim=True).clamp_min(1e-8)
+    if not isinstance(train, (TensorData, LazyDataset)):
+        return splits
+    if inputs and (isinstance(train, LazyDataset) or train.x.is_floating_point()):
+        mean, std = _stats(train, targets=False)
+        std = safe_std(mean, std, "input channel", splits.spec.input_names, splits.notes)
+        splits = _apply(splits, mean, std, targets=False)
+        splits.spec = replace(splits.spec, mean=mean.tolist(), std=std.tolist())
+    if targets and splits.spec.task == "regression" and _float_targets(train):
+        mean, std = _stats(train, targets=True)
+        std = safe_std(mean, std, "target channel", splits.spec.target_names, splits.notes)
+        splits = _apply(splits, mean, std, targets=True)
+        splits.spec = replace(splits.spec, target_mean=mean.tolist(), target_std=std.tolist())
+    return splits
 
-        def apply(d):
-            return None if d is None else TensorData((d.x - mean) / std, d.y)
 
-        spec = replace(splits.spec, mean=mean.flatten().tolist(), std=std.flatten().tolist())
-        return replace(splits, train=apply(train), val=apply(splits.val), test=apply(splits.test), spec=spec)
+def _float_targets(train) -> bool:
+    if isinstance(train, TensorData):
+        return train.y.is_floating_point()
+    return train.scan().target_sums is not None
+
+
+def _stats(train, targets: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std (unbiased, unclamped) of the train split's inputs or targets:
+    tensor ops in memory; from the streaming scan's per-row sums for file-backed data."""
     if isinstance(train, LazyDataset):
-        # From the scan's per-row sums: no second pass over the files.
-        mean, std = train.channel_stats()
+        return train.channel_stats(targets=targets)
+    a = (train.y if targets else train.x).double()
+    dims = [d for d in range(a.ndim) if d != 1] if a.ndim > 1 else [0]
+    return a.mean(dim=dims).reshape(-1).numpy(), a.std(dim=dims).reshape(-1).numpy()
 
-        def apply(d):
-            return None if d is None else d.normalized(mean, std)
 
-        spec = replace(splits.spec, mean=mean.tolist(), std=std.tolist())
-        return replace(splits, train=apply(train), val=apply(splits.val), test=apply(splits.test), spec=spec)
-    return splits  # a user's own Dataset: normalizing it is its business
+def _apply(splits, mean: np.ndarray, std: np.ndarray, targets: bool):
+    def apply(d):
+        if d is None:
+            return None
+        if isinstance(d, LazyDataset):
+            return d.targets_normalized(mean, std) if targets else d.normalized(mean, std)
+        a = d.y if targets else d.x
+        shape = (1, -1) + (1,) * (a.ndim - 2) if a.ndim > 1 else (-1,)
+        m, s = (torch.as_tensor(v, dtype=a.dtype).reshape(shape) for v in (mean, std))
+        return TensorData(d.x, (d.y - m) / s) if targets else TensorData((d.x - m) / s, d.y)
+
+    return replace(splits, train=apply(splits.train), val=apply(splits.val), test=apply(splits.test))
+
+
+def safe_std(mean: np.ndarray, std: np.ndarray, what: str, names: list[str] | None, notes: list[str]) -> np.ndarray:
+    """The std to divide by: a channel constant over the train split is left unscaled (std 1),
+    not divided by a clamped 1e-8, which multiplied any later change of it by 1e8."""
+    mean, std = np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
+    # Relative to the mean: float32 rounding leaves a constant of 280 a std of ~1e-5, not 0.
+    constant = std <= 1e-6 * np.maximum(np.abs(mean), 1e-30)
+    if constant.any():
+        idx = np.flatnonzero(constant)
+        named = ", ".join(names[i] if names and i < len(names) else str(i) for i in idx[:8]) + (", ..." if len(idx) > 8 else "")
+        notes.append(f"{len(idx)} {what}(s) constant in the train split ({named}): left unscaled; a model cannot learn from a value that never changes")
+    return np.where(constant, 1.0, std)

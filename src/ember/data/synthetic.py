@@ -50,7 +50,7 @@ class _ObjectView:
         self.__dict__ = d
 
 
-@register_data("linear", normalize=False, val_fraction=0.0)
+@register_data("linear", normalize=False, normalize_target=False, val_fraction=0.0)
 def linear(cfg, *, num_samples: int = 100, slope: float = 3.0, intercept: float = 2.0, noise: float = 0.1, seed: int = 0) -> Splits:
     """y = slope * x + intercept + noise * N(0, 1), x ~ N(0, 1): the tutorial's linear regression."""
     g = torch.Generator().manual_seed(seed)
@@ -63,7 +63,7 @@ def linear(cfg, *, num_samples: int = 100, slope: float = 3.0, intercept: float 
     return Splits(train=draw(num_samples), test=draw(num_samples), spec=spec)
 
 
-@register_data("sine", normalize=False, val_fraction=0.0)
+@register_data("sine", normalize=False, normalize_target=False, val_fraction=0.0)
 def sine(cfg, *, num_samples: int = 2000, seed: int = 0) -> Splits:
     """y = sin(x) on [-pi, pi]: the tutorial's polynomial fit. Train on a grid, test on random points."""
     x = torch.linspace(-math.pi, math.pi, num_samples).unsqueeze(1)

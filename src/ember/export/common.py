@@ -51,23 +51,36 @@ def quiet():
 
 # -- the model as shipped -----------------------------------------------------------------------
 class Normalized(nn.Module):
-    """The trained model behind the run's input standardization, so it takes raw inputs.
+    """The trained model between the run's standardizations, so it takes raw inputs and returns
+    targets in physical units.
 
-    `(x - mean) / std` per channel (dimension 1 of a batch), exactly what `build_data` applied
-    to the training data; with no statistics (data.normalize=false) mean 0 and std 1.
+    `(x - mean) / std` per input channel (dimension 1 of a batch), exactly what `build_data`
+    applied to the training data, and `out * target_std + target_mean` per target channel where
+    the targets were standardized (data.normalize_target); with no statistics, the identity.
     """
 
     def __init__(self, model: nn.Module, spec: DataSpec):
         super().__init__()
         self.model = model
-        ndim = max(1, len(spec.input_shape))
-        mean = torch.tensor(spec.mean if spec.mean is not None else [0.0], dtype=torch.float32)
-        std = torch.tensor(spec.std if spec.std is not None else [1.0], dtype=torch.float32)
-        self.register_buffer("mean", mean.reshape((-1,) + (1,) * (ndim - 1)))
-        self.register_buffer("std", std.reshape((-1,) + (1,) * (ndim - 1)))
+        self.register_buffer("mean", _per_channel(spec.mean, 0.0, len(spec.input_shape)))
+        self.register_buffer("std", _per_channel(spec.std, 1.0, len(spec.input_shape)))
+        # Outputs keep the model's own shape: a scalar target's (N, 1) stays (N, 1).
+        self.scaled = spec.task == "regression" and spec.target_mean is not None
+        self.register_buffer("target_mean", _per_channel(spec.target_mean, 0.0, len(spec.target_shape)))
+        self.register_buffer("target_std", _per_channel(spec.target_std, 1.0, len(spec.target_shape)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model((x - self.mean) / self.std)
+        out = self.model((x - self.mean) / self.std)
+        if self.scaled:
+            out = out * self.target_std + self.target_mean
+        return out
+
+
+def _per_channel(values: list[float] | None, default: float, sample_ndim: int) -> torch.Tensor:
+    """Per-channel statistics shaped to broadcast over one sample (channels first); a sample of
+    scalars or a flat vector broadcasts over its last dimension."""
+    t = torch.tensor(values if values is not None else [default], dtype=torch.float32)
+    return t.reshape((-1,) + (1,) * (max(1, sample_ndim) - 1))
 
 
 def raw_inputs(x: torch.Tensor, spec: DataSpec) -> torch.Tensor:

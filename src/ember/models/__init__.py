@@ -19,6 +19,7 @@ from typing import Any
 from torch import nn
 
 from ember.data.spec import DataSpec
+from ember.models.residual import Residual, wants_residual
 from ember.registry import Registry
 
 MODELS = Registry("model")
@@ -36,7 +37,7 @@ EXAMPLE_SPECS = {
 EXAMPLES: dict[str, str] = {}
 
 # Keys every model understands (ember.config.schema.ModelCommon), applied after the builder runs.
-COMMON_KEYS = ("init", "freeze")
+COMMON_KEYS = ("init", "freeze", "residual")
 
 
 def register_model(name: str, *, example: str = "signal", **base_defaults: Any) -> Callable[[Callable], Callable]:
@@ -58,7 +59,8 @@ def create_model(name: str, spec: DataSpec, **kwargs: Any) -> nn.Module:
 
     Besides the builder's own arguments it takes the keys every model has: `init` (a checkpoint,
     weights file or run directory to load shape-matching weights from) and `freeze` (parameter
-    name prefixes to freeze); see ember.models.transfer.
+    name prefixes to freeze), see ember.models.transfer; `residual` (auto, true, false: predict
+    the correction to the input), see ember.models.residual.
     """
     common = {k: kwargs.pop(k) for k in COMMON_KEYS if k in kwargs}
     MODELS.check_kwargs(name, kwargs)
@@ -67,12 +69,15 @@ def create_model(name: str, spec: DataSpec, **kwargs: Any) -> nn.Module:
         from ember.models.transfer import apply_transfer
 
         apply_transfer(model, init=common.get("init"), freeze=common.get("freeze") or ())
+    if wants_residual(common.get("residual", "auto"), spec, name, generative=callable(getattr(model, "loss", None))):
+        model = Residual(model, spec)
     return model
 
 
 def builder_kwargs(model_cfg: Any) -> dict[str, Any]:
-    """The builder's own arguments from a `model` config node (without name, init, freeze)."""
-    return {k: v for k, v in dict(model_cfg).items() if k != "name" and k not in COMMON_KEYS}
+    """The arguments that rebuild a trained model's architecture from a `model` config node: the
+    builder's own and `residual`, without name, init and freeze (the weights come from a checkpoint)."""
+    return {k: v for k, v in dict(model_cfg).items() if k not in ("name", "init", "freeze")}
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -35,7 +35,8 @@ def evaluate(model: torch.nn.Module, data, spec, batch_size: int = 512) -> dict:
                 out = model(x.to(device)).float().cpu()
                 y = y.cpu()
                 if spec.task != "classification" and out.numel() == y.numel():
-                    out = out.reshape(y.shape)
+                    # Pictures in the data's units: the model trained on standardized targets.
+                    out, y = physical(out.reshape(y.shape), spec), physical(y, spec)
                 outs.append(out)
                 targets.append(y)
                 seen += len(y)
@@ -45,6 +46,14 @@ def evaluate(model: torch.nn.Module, data, spec, batch_size: int = 512) -> dict:
         model.train(was_training)
     result = {"output": torch.cat(outs).numpy(), "target": torch.cat(targets).numpy(), "truncated": seen >= MAX_SAMPLES and seen < len(data)}
     return result
+
+
+def physical(y: torch.Tensor, spec) -> torch.Tensor:
+    """Standardized regression targets (or outputs) of a batch back in the data's units."""
+    if spec.target_mean is None or spec.target_std is None:
+        return y
+    shape = (1, -1) + (1,) * (y.ndim - 2) if y.ndim > 1 else (-1,)
+    return y * torch.tensor(spec.target_std).reshape(shape) + torch.tensor(spec.target_mean).reshape(shape)
 
 
 def classification(ev: dict, spec, data) -> dict:

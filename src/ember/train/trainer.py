@@ -21,7 +21,8 @@ from torch import nn
 from ember.data import Splits, TensorData
 from ember.data.loaders import EpochLoader
 from ember.errors import ConfigError
-from ember.metrics import build_metrics, is_higher_better, prepare
+from ember import baselines
+from ember.metrics import build_metrics, is_higher_better
 from ember.run import RunDir
 from ember.track.console import Console
 from ember.train import checkpoint, distributed, nan_guard, strategy
@@ -100,7 +101,10 @@ class Trainer:
             runner = torch.compile(runner, mode="reduce-overhead" if t.cuda_graphs else None, dynamic=False)
         self.forward = runner
         self.loss_fn = build_loss(t.loss, self.spec, model, t.label_smoothing)
-        self.metrics = build_metrics(self.spec).to(self.device)
+        # What the baselines predict (the train split's climatology, or majority class); the
+        # anomaly correlations are taken against the same climatology.
+        self.reference = baselines.reference(splits)
+        self.metrics = build_metrics(self.spec, self.reference if self.spec.task == "regression" else None).to(self.device)
 
         # In-memory splits move to the device once; batches are then slices, not copies.
         on_device = self.device.type != "cpu"
@@ -421,7 +425,7 @@ class Trainer:
                 out = (self.model if self.ddp is not None else self.forward)(x)
                 loss = self.loss_fn(out, y)
                 if len(x):
-                    self.metrics.update(*prepare(self.spec, out.float(), y))
+                    self.metrics.update(out.float(), y)
         return loss.float() * len(x)
 
     def _to_device(self, t: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,112 @@
+"""Regression metrics in physical units, per variable, the way scientists report them.
+
+The model trains on standardized targets (data.normalize_target); `update` multiplies its outputs
+and the targets back into the data's units before anything is summed, so every number a user sees
+is in kelvin, mm/day, or whatever the files hold. Sums are kept in float64 per target channel and
+reduced across processes by torchmetrics, so a split evaluated in shares gives the whole-split
+value. For every regression:
+
+- mse, mae and rmse pooled over every output element; r2 against the pooled mean, or with
+  several target channels the mean of theirs (a pooled r2 over kelvin and mm/day is ~1 always);
+- with several target channels, each of them per channel, named by its variable: `rmse/t2m`;
+- for fields (targets of shape (C, *grid)): the mean bias, the anomaly correlation coefficient
+  against the train split's climatology (`acc`, per sample over the grid, then averaged), and,
+  where the grid has latitudes, the cos(latitude)-weighted RMSE (`wrmse`), WeatherBench 2's
+  convention; anomaly correlations are latitude-weighted too.
+"""
+
+import math
+
+import torch
+from torchmetrics import Metric
+
+from ember.data.spec import DataSpec
+
+STATES = ("n", "se", "ae", "err", "y", "yy", "wse", "acc", "acc_n")
+
+
+class RegressionMetrics(Metric):
+    full_state_update = False
+
+    def __init__(self, spec: DataSpec, climatology: torch.Tensor | None = None):
+        super().__init__()
+        c = spec.target_channels
+        self.channels, self.names = c, [spec.target_name(i) for i in range(c)]
+        self.field = len(spec.target_shape) >= 2
+        ones = [1.0] * c
+        self.register_buffer("t_mean", torch.tensor(spec.target_mean or [0.0] * c, dtype=torch.float64), persistent=False)
+        self.register_buffer("t_std", torch.tensor(spec.target_std or ones, dtype=torch.float64), persistent=False)
+        self.weighted = self.field and spec.lat is not None and len(spec.lat) == spec.target_shape[-2]
+        # Area weights per grid point, mean 1, as (1, 1, points): a latitude row repeats on its longitudes.
+        weights = torch.ones(spec.target_shape[1:] if self.field else (1,), dtype=torch.float64)
+        if self.weighted:
+            w = torch.cos(torch.deg2rad(torch.tensor(spec.lat, dtype=torch.float64))).clamp_min(0)
+            weights = w.reshape(-1, 1).expand(*spec.target_shape[-2:]).expand(weights.shape)
+            weights = weights / weights.mean()
+        self.register_buffer("weights", weights.reshape(1, 1, -1).contiguous(), persistent=False)
+        self.anomalies = self.field and climatology is not None
+        if self.anomalies:
+            self.register_buffer("climatology", climatology.double().reshape(1, c, -1), persistent=False)
+        for name in STATES:
+            self.add_state(name, default=torch.zeros(c, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def keys(self) -> list[str]:
+        overall = ["mse", "mae", "rmse", "r2"]
+        extra = (["bias"] if self.field else []) + (["wrmse"] if self.weighted else []) + (["acc"] if self.anomalies else [])
+        if self.channels == 1:
+            return overall + extra
+        return overall + [f"{m}/{n}" for m in ["rmse", "mae", "r2", *extra] for n in self.names]
+
+    def physical(self, a: torch.Tensor) -> torch.Tensor:
+        """Standardized values of a (N, C, ...) or (N,) batch in the data's units."""
+        a = a.double().reshape(len(a), self.channels, -1)
+        return a * self.t_std.reshape(1, -1, 1) + self.t_mean.reshape(1, -1, 1)
+
+    def update(self, output: torch.Tensor, target: torch.Tensor, standardized: bool = True) -> None:
+        """Sum one batch; `standardized=False` for values already in physical units (baselines)."""
+        if standardized:
+            pred, true = self.physical(output), self.physical(target)
+        else:
+            pred = output.double().reshape(len(output), self.channels, -1)
+            true = target.double().reshape(len(target), self.channels, -1)
+        err = pred - true
+        self.n += torch.full_like(self.n, true[:, 0].numel())
+        self.se += (err * err).sum((0, 2))
+        self.ae += err.abs().sum((0, 2))
+        self.err += err.sum((0, 2))
+        self.y += true.sum((0, 2))
+        self.yy += (true * true).sum((0, 2))
+        self.wse += (self.weights * err * err).sum((0, 2))
+        if self.anomalies:
+            f, o = pred - self.climatology, true - self.climatology
+            num = (self.weights * f * o).sum(2)
+            den = ((self.weights * f * f).sum(2) * (self.weights * o * o).sum(2)).sqrt().clamp_min(1e-300)
+            self.acc += (num / den).sum(0)
+            self.acc_n += len(true)
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        n = self.n.clamp_min(1)
+        ss_tot = self.yy - self.y**2 / n
+        per = {"rmse": (self.se / n).sqrt(), "mae": self.ae / n, "r2": 1 - self.se / ss_tot.clamp_min(1e-300)}
+        out = {
+            "mse": self.se.sum() / n.sum(),
+            "mae": self.ae.sum() / n.sum(),
+            "rmse": (self.se.sum() / n.sum()).sqrt(),
+            # One channel: against the pooled mean. Several (variables of different units, or
+            # table columns): the mean of their own r2, as torchmetrics' uniform_average.
+            "r2": per["r2"].mean() if self.channels > 1 else 1 - self.se.sum() / ss_tot.sum().clamp_min(1e-300),
+        }
+        per["bias"] = self.err / n
+        per["wrmse"] = (self.wse / n).sqrt()
+        per["acc"] = self.acc / self.acc_n.clamp_min(1)
+        for key in self.keys():
+            if key in out:
+                continue
+            metric, _, name = key.partition("/")
+            out[key] = per[metric][self.names.index(name) if name else 0]
+        return {k: v.float() for k, v in out.items()}
+
+
+def skill(model_mse: float, baseline_mse: float) -> float:
+    """1 - MSE_model / MSE_baseline: 1 is perfect, 0 no better than the baseline, < 0 worse."""
+    return 1.0 - model_mse / baseline_mse if baseline_mse > 0 else (0.0 if model_mse == 0 else -math.inf)
