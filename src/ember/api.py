@@ -260,7 +260,10 @@ def _resume(trainer: Trainer, run_dir: Path, console: Console) -> RunDir | None:
     run = RunDir.open(run_dir)
     files = trainer.checkpoint_files(run.checkpoints)
     ckpt, path = files.newest_good(warn=lambda m: console.print(f"warning: {m}"))
-    if ckpt["spec"] != trainer.spec.to_dict():
+    # Compared on the checkpoint's own keys: a checkpoint written before a DataSpec field existed
+    # still resumes (the data's shape and classes are what must not change).
+    now = trainer.spec.to_dict()
+    if any(_jsonable(now.get(k)) != _jsonable(v) for k, v in ckpt["spec"].items()):
         raise CheckpointError(f"cannot resume {run_dir}: the data now has a different shape or classes than the checkpoint {path.name}; resume with the run's data settings")
     try:
         note = trainer.load_state_dict(ckpt)
@@ -275,6 +278,10 @@ def _resume(trainer: Trainer, run_dir: Path, console: Console) -> RunDir | None:
     trainer.attach(run)
     run.reopen(trainer.cfg, ckpt["records"], s.step)
     return run
+
+
+def _jsonable(v):
+    return list(v) if isinstance(v, tuple) else v
 
 
 def _requeue(cfg: DictConfig, console: Console) -> bool:

@@ -85,7 +85,7 @@ def _table(cfg, source: str, what: str, read, features, task: str, num_classes: 
         labels = _LabelEncoder(train[targets[0]], f"column {targets[0]!r} of {path}", num_classes)
         y, spec_extra = labels(train[targets[0]], path), {"num_classes": labels.num_classes, "class_names": labels.names}
     else:
-        y, spec_extra = _regression_targets(train[targets], path), {"target_shape": (len(targets),)}
+        y, spec_extra = _regression_targets(train[targets], path), {"target_shape": (len(targets),), "target_names": [str(t) for t in targets]}
     splits = Splits(train=TensorData(x, y), spec=DataSpec(input_shape=(x.shape[1],), task=task, **spec_extra))
     if test is not None:
         yt = labels(test[targets[0]], Path(test_path)) if task == "classification" else _regression_targets(test[targets], Path(test_path))
