@@ -1,7 +1,9 @@
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -20,6 +22,21 @@ def ember_cli(tmp_path):
         return subprocess.run([sys.executable, "-m", "ember", *args], cwd=cwd or tmp_path, capture_output=True, text=True, env=env, timeout=300)
 
     return run
+
+
+@pytest.fixture
+def code_payload(tmp_path):
+    """An object whose plain unpickling runs a shell command that creates `marker`.
+
+    The security tests hide it in each pickle-based format ember reads and assert `marker` never
+    appears: .obj (to embed with pickle or torch.save), .bytes (pickled alone), .marker."""
+    marker = tmp_path / "pwned"
+
+    class RunsCode:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    return SimpleNamespace(obj=RunsCode(), bytes=pickle.dumps(RunsCode()), marker=marker)
 
 
 # Tests that run only when selected with -m NAME, and why.

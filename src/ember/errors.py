@@ -31,3 +31,7 @@ class Preempted(EmberError):
 
     exit_code = 75  # EX_TEMPFAIL: try again later, which is what a requeued job does
     label = "preempted"
+
+
+class UnsafeFileError(EmberError):
+    """A file that would run code if read as its format allows (a pickle naming a foreign function)."""

@@ -162,3 +162,20 @@ def test_a_cached_base_is_never_shared():
     a.optim.betas[0] = 0.1
     b = compose([])
     assert b.trainer.max_epochs == 20 and b.optim.betas[0] == 0.9
+
+
+@pytest.mark.parametrize("name", ["../../x", "/tmp/elsewhere", "a/b", ".."])
+def test_a_run_name_that_leaves_the_runs_folder_is_refused_before_anything_is_made(ember_cli, tmp_path, name):
+    work = tmp_path / "a" / "b"
+    work.mkdir(parents=True)
+    r = ember_cli("train", f"run.name={name}", "trainer.max_epochs=1", cwd=work)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: run.name={name!r} is not a plain folder name"), r.stderr
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["a", "a/b"]
+
+
+def test_a_study_name_that_leaves_the_runs_folder_is_refused():
+    with pytest.raises(ConfigError, match=r"tune.name='../x' is not a plain folder name"):
+        compose(["tune.name=../x"])
+    assert compose(["run.name=my-experiment"]).run.name == "my-experiment"

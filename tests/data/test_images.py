@@ -222,3 +222,26 @@ def test_training_on_a_lazy_image_folder_in_a_worker_learns(tmp_path):
     _photos(tmp_path / "photos", per_class=20)
     result = fit(tmp_path, "data=imagefolder", f"data.root={tmp_path / 'photos'}", "data.image_size=8", "data.lazy=true", "data.num_workers=1", "model=mlp", "trainer.max_epochs=5", "optim.lr=0.01", "sched=none")
     assert result.metrics["test/accuracy"] >= 0.75
+
+
+def test_a_cifar_batch_that_would_run_code_is_refused_unread(ember_cli, tmp_path, code_payload):
+    folder = _cifar(tmp_path / "data")
+    with open(folder / "data_batch_1", "wb") as f:
+        pickle.dump({b"data": code_payload.obj, b"labels": [0]}, f)
+    line = cli_error(ember_cli, tmp_path, "data=cifar10", f"data.root={tmp_path / 'data'}", "model=mlp", match="data_batch_1 names posix.system")
+    assert "refuses it; extract the python version of the archive" in line
+    assert not code_payload.marker.exists()
+    # The same file through plain pickle would have run the command: the test's payload is live.
+    with open(folder / "data_batch_1", "rb") as f:
+        pickle.load(f)
+    assert code_payload.marker.exists()
+
+
+def test_cifar_batches_of_older_pickles_and_numpys_still_load(tmp_path):
+    # Protocol 2 (bytes as _codecs.encode) and numpy.core (numpy < 2): the globals such files name.
+    folder = _cifar(tmp_path)
+    for name in ["data_batch_1", "test_batch"]:
+        raw = pickle.dumps(pickle.loads((folder / name).read_bytes()), protocol=2)
+        (folder / name).write_bytes(raw.replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))
+    splits = load_data("cifar10", root=str(tmp_path), val_fraction=0)
+    assert len(splits.train) == 40 and len(splits.test) == 8

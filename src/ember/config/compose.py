@@ -168,10 +168,20 @@ def check_values(cfg: DictConfig) -> None:
         name = cfg[key].name
         if name not in group_options(key):
             raise ConfigError(f"{key}.name={name!r} is unknown; choose one of: {', '.join(group_options(key))}")
+    _check_names(cfg)
     positive = ["trainer.grad_accum", "trainer.log_every_n_steps", "trainer.checkpoint_every_n_epochs", "trainer.keep_checkpoints", "trainer.nan_max_skips", "data.batch_size"]
     for key in positive:
         if OmegaConf.select(cfg, key) < 1:
             raise ConfigError(f"{key} must be at least 1, got {OmegaConf.select(cfg, key)}")
+
+
+def _check_names(cfg: DictConfig) -> None:
+    """run.name and tune.name become one folder under run.root: a separator, `..` or an absolute
+    name would put the run (or study) elsewhere on disk, so they are refused before anything is made."""
+    for key in ("run.name", "tune.name"):
+        name = OmegaConf.select(cfg, key)
+        if name is not None and ("/" in str(name) or "\\" in str(name) or str(name) in (".", "..")):
+            raise ConfigError(f"{key}={name!r} is not a plain folder name (no /, \\, .. or absolute path); name it like my-experiment, or set run.dir= for an exact directory")
 
 
 def _check_group_selection(override: str) -> None:

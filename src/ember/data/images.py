@@ -12,20 +12,20 @@ folder too large for that (data.lazy) is decoded batch by batch in DataLoader wo
 
 import gzip
 import os
-import pickle
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ember import safe_pickle
 from ember.data import Splits, register_data
 from ember.data.checks import check_choice, existing_path, require
 from ember.data.hdf5 import dataset
 from ember.data.lazy import LazyDataset
 from ember.data.loaders import TensorData, default_workers
 from ember.data.spec import DataSpec
-from ember.errors import ConfigError, DataError
+from ember.errors import ConfigError, DataError, EmberError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -183,10 +183,24 @@ def cifar100(cfg, *, labels: str = "fine") -> Splits:
     return Splits(train=_images(*train), test=_images(*test), spec=spec)
 
 
+# What the CIFAR python files hold besides dicts, lists, bytes and numbers: one uint8 ndarray,
+# pickled through numpy's reconstruct path (numpy.core before numpy 2, numpy._core after), and
+# the bytes of a file Python 3 wrote with protocol 2 (pickled as _codecs.encode(str, "latin1")).
+CIFAR_GLOBALS = {
+    ("_codecs", "encode"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+}
+
+
 def _unpickle(path: Path) -> dict:
+    fix = "extract the python version of the archive from https://www.cs.toronto.edu/~kriz/cifar.html again"
     try:
-        with open(path, "rb") as f:
-            return pickle.load(f, encoding="bytes")
+        return safe_pickle.load(path, CIFAR_GLOBALS, kind="CIFAR python batch", fix=fix, encoding="bytes")
+    except EmberError:
+        raise
     except Exception as e:  # noqa: BLE001 - truncated downloads and files of another kind
         raise DataError(f"cannot read {path} as a CIFAR python batch ({type(e).__name__}: {e}); the file may be truncated: extract the archive again") from None
 

@@ -42,6 +42,7 @@ from ember.export.common import (
     quiet,
     require,
 )
+from ember.export.pt2 import load_program
 
 FORMATS = {"torchscript": "model.ts", "onnx": "model.onnx", "exported": "model.pt2", "safetensors": "model.safetensors"}
 TITLES = {"torchscript": "TorchScript", "onnx": "ONNX", "exported": "torch.export", "safetensors": "safetensors"}
@@ -328,8 +329,7 @@ def load_artifact(path: str | Path, fmt: str | None = None, threads: int | None 
             module = torch.jit.load(str(path), map_location="cpu")
         return lambda x: module(x)
     if fmt == "exported":
-        with quiet():
-            module = torch.export.load(str(path)).module()
+        module = load_program(path).module()  # not torch.export.load, which runs code a crafted archive holds
         return lambda x: module(x)
     if fmt == "onnx":
         ort = require("onnxruntime", "running an ONNX model")

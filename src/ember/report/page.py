@@ -77,6 +77,19 @@ def metric_order(names) -> list[str]:
     return [n for n in FIRST if n in names] + middle + [n for n in LAST if n in names]
 
 
+# Inside <script>, the HTML parser still looks for `</script`, and `<!--` followed by `<script`
+# switches it into a state where the real `</script>` no longer ends the element (a class named
+# "<!--<script>" blanked every chart). U+2028/U+2029 end lines in older JavaScript. JSON escapes
+# for all five leave no markup in the blob and parse back to the same strings.
+_SCRIPT_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+def script_json(obj) -> str:
+    """JSON for the inside of a <script> element: no character the HTML parser reacts to."""
+    text = json.dumps(obj, allow_nan=False, separators=(",", ":"))
+    return text.translate(str.maketrans(_SCRIPT_ESCAPES))
+
+
 class Page:
     """Collects charts (id -> spec) while the sections are written."""
 
@@ -95,7 +108,7 @@ class Page:
         js = resources.files("ember.report").joinpath("assets/report.js").read_text()
         nav = "".join(f'<a href="#{sid}">{esc(name)}</a>' for sid, name, _ in sections)
         body = "".join(f'<section id="{sid}"><h2>{esc(name)}</h2>{content}</section>' for sid, name, content in sections)
-        data = json.dumps(_clean({"charts": self.charts}), allow_nan=False, separators=(",", ":")).replace("</", "<\\/")
+        data = script_json(_clean({"charts": self.charts}))
         # Errors are caught from the first line on, so the browser tests see every one.
         catch = (
             "window.__emberErrors=[];window.addEventListener('error',function(e){window.__emberErrors.push(String(e.message))});"

@@ -9,17 +9,27 @@
 DCP reshards on load, so a run saved by 4 processes resumes on 2 or on 1. A directory is
 written under a temporary name and renamed by rank 0 once every rank's shards and trainer.pt
 are on disk: a killed job leaves the previous checkpoint as the newest complete one.
+
+DCP itself reads `.metadata` with plain pickle and the non-tensor values (optimizer settings) with
+`torch.load(weights_only=False)`: either runs any code a crafted file names. ember loads through
+_SafeReader and _SafePlanner instead, which read both without calling anything foreign.
 """
 
+import io
 import os
+import pickle
 import shutil
 from pathlib import Path
 
+import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint import metadata as dcp_metadata
+from torch.distributed.checkpoint._traverse import set_element
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-from ember.errors import CheckpointError
+from ember import safe_pickle
+from ember.errors import CheckpointError, EmberError, UnsafeFileError
 from ember.train import checkpoint, distributed
 from ember.train.distributed import Dist
 from ember.train.strategy import full_state_dict, sync_buffers
@@ -93,5 +103,79 @@ def load_weights(trainer, path: Path) -> None:
     # no step was taken yet), which dcp.load fills in place from the saved shards.
     model_state, optim_state = get_state_dict(trainer.model, trainer.optimizer)
     state = {"model": model_state, "optimizer": optim_state}
-    dcp.load(state, checkpoint_id=path, no_dist=not dist.is_initialized())
+    try:
+        dcp.load(state, storage_reader=_SafeReader(path), planner=_SafePlanner(path), no_dist=not dist.is_initialized())
+    except dcp.CheckpointException as e:  # DCP wraps what failed on each rank; ours are one-line errors
+        ours = [exc for exc, _ in e.failures.values() if isinstance(exc, EmberError)]
+        if ours:
+            raise ours[0] from None
+        raise
     set_state_dict(trainer.model, trainer.optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+
+
+# Everything a DCP .metadata pickle names: the dataclasses of torch.distributed.checkpoint.metadata,
+# the storage records of its file system writer, and the torch types they hold.
+DCP_GLOBALS = frozenset(
+    {(dcp_metadata.__name__, n) for n, v in vars(dcp_metadata).items() if isinstance(v, type) and v.__module__ == dcp_metadata.__name__}
+    | {("torch", n) for n, v in vars(torch).items() if isinstance(v, torch.dtype)}
+    | {
+        ("torch.distributed.checkpoint.filesystem", "_StorageInfo"),
+        ("torch", "Size"),
+        ("torch.serialization", "_get_layout"),
+        ("collections", "OrderedDict"),
+        ("pathlib", "PosixPath"),  # the checkpoint_id it was saved under
+        ("pathlib", "WindowsPath"),
+    }
+)
+
+
+def _refusal_fix(path: Path) -> str:
+    return f"delete {path} to resume from the checkpoint before it, or start a new run without resume="
+
+
+class _SafeReader(dcp.FileSystemReader):
+    """DCP's file system reader, with .metadata read once, up front, by ember.safe_pickle."""
+
+    def __init__(self, path: Path):
+        super().__init__(path)
+        file = Path(path) / ".metadata"
+        try:
+            self.metadata = safe_pickle.load(file, DCP_GLOBALS, kind="torch.distributed.checkpoint .metadata file", fix=_refusal_fix(path))
+        except EmberError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a truncated or foreign file
+            raise CheckpointError(f"cannot read {file} ({type(e).__name__}: {e}); {_refusal_fix(path)}") from None
+        if not isinstance(self.metadata, dcp_metadata.Metadata):
+            raise CheckpointError(f"{file} holds a {type(self.metadata).__name__}, not checkpoint metadata; {_refusal_fix(path)}")
+
+    def read_metadata(self, *args, **kwargs) -> dcp_metadata.Metadata:
+        # What FileSystemReader.read_metadata does after its pickle.load.
+        if self.metadata.storage_meta is None:
+            self.metadata.storage_meta = dcp_metadata.StorageMeta()
+        self.metadata.storage_meta.load_id = self.load_id
+        return self.metadata
+
+
+class _SafePlanner(dcp.DefaultLoadPlanner):
+    """DCP's default planner, but non-tensor values load with weights_only=True (plain data only)."""
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.path = path
+
+    def load_bytes(self, read_item, value: io.BytesIO) -> None:
+        fqn = read_item.dest_index.fqn
+        try:
+            obj = torch.load(value, weights_only=True)
+        except pickle.UnpicklingError:  # torch's weights-only unpickler refused a global
+            raise UnsafeFileError(
+                f"{self.path} holds {fqn} as a pickle that names more than plain data: reading it could run code, "
+                f"so ember refuses it; {_refusal_fix(self.path)}"
+            ) from None
+        except Exception as e:  # noqa: BLE001 - truncated or foreign bytes
+            raise CheckpointError(f"cannot read {fqn} from {self.path} ({type(e).__name__}: {e}); {_refusal_fix(self.path)}") from None
+        # What DefaultLoadPlanner.load_bytes does with the object it loaded.
+        if self.flatten_state_dict:
+            set_element(self.original_state_dict, self.mappings[fqn], obj)
+        else:
+            self.state_dict[fqn] = obj
