@@ -31,7 +31,7 @@ def fields(days: int, nlat: int, nlon: int, seed: int):
     wet = np.clip(0.6 * weather + 0.02 * (t2m_obs - 280) + rng.normal(0, 0.7, size=weather.shape), 0, None)
     pr_obs = 4.0 * wet**1.5
     bias = 1.4 * np.sin(lo) * np.cos(la) + 0.5 * np.sin(2 * la)  # warm here, cold there
-    t2m_model = t2m_obs + bias + 0.15 * (t2m_obs - t2m_obs.mean(0)) + rng.normal(0, 0.6, size=weather.shape)
+    t2m_model = t2m_obs + bias + 0.1 * (t2m_obs - t2m_obs.mean(0)) + rng.normal(0, 0.35, size=weather.shape)
     pr_model = 0.8 * pr_obs + 0.6 + rng.gamma(0.5, 0.6, size=weather.shape)  # drizzle, muted extremes
     return lat, lon, {"t2m": (t2m_obs, t2m_model), "pr": (pr_obs, pr_model)}
 

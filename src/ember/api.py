@@ -362,22 +362,46 @@ def load_run(path: str | Path, which: str = "best") -> tuple[nn.Module, DictConf
     return model, cfg, spec
 
 
-def evaluate_run(path: str | Path, overrides: list[str] = (), console: Console | None = None) -> dict[str, float]:
-    """Evaluate a run's best checkpoint on `data.split` (default test) and print the metrics."""
+def evaluate_run(path: str | Path, overrides: list[str] = (), console: Console | None = None, rollout: int = 0) -> dict[str, float]:
+    """Evaluate a run's best checkpoint on `data.split` (default test) beside its baselines and
+    print the metrics; with `rollout=N` (a forecasting run), roll it out N steps instead."""
     run = RunDir.open(path)
     model, cfg, spec = load_run(path)
     cfg = compose(_config_as_overrides(cfg) + list(overrides))
     cfg.trainer.progress = "none"
     splits = build_data(cfg.data)
-    data = splits.get(cfg.data.split)
-    if data is None:
-        raise ConfigError(f"this run's data has no {cfg.data.split} split; use data.split=train, val or test")
-    trainer = Trainer(cfg, model, splits, None, Console("none"))
-    loader = {"train": trainer.train_loader, "val": trainer.val_loader, "test": trainer.test_loader}[cfg.data.split]
-    metrics = {f"{cfg.data.split}/{k}": v for k, v in trainer.evaluate(loader).items()}
+    split = cfg.data.split
+    if splits.get(split) is None:
+        raise ConfigError(f"this run's data has no {split} split; use data.split=train, val or test")
     console = console or Console("lines")
+    if rollout:
+        return _rollout(run, model, splits, spec, split, rollout, console)
+    trainer = Trainer(cfg, model, splits, None, Console("none"))
+    loader = {"train": trainer.train_loader, "val": trainer.val_loader, "test": trainer.test_loader}[split]
+    metrics = {f"{split}/{k}": v for k, v in trainer.evaluate(loader).items()}
+    base = {} if trainer.uses_loss_protocol else baselines.score(loader, spec, trainer.reference, trainer.device, trainer._to_device)
+    base = {name: {f"{split}/{k}": v for k, v in m.items()} for name, m in base.items()}
+    verdict = baselines.verdict(metrics, base, spec)
+    if verdict and "skill" in verdict:
+        metrics[f"{split}/skill"] = verdict["skill"]
     console.table(f"{run.path}: best checkpoint", metrics)
+    if verdict:
+        console.table(f"beside the baselines on {split} (in the data's units)", baselines.table(metrics, base, split))
+        if line := baselines.warning(verdict, metrics, base):
+            console.print(line)
     return metrics
+
+
+def _rollout(run: RunDir, model: nn.Module, splits: Splits, spec: DataSpec, split: str, steps: int, console: Console) -> dict[str, float]:
+    """Roll a forecasting run out `steps` times; print the scores and keep them in rollout.json."""
+    from ember import rollout
+
+    result = rollout.rollout(model, splits, spec, split, steps)
+    run.write_json("rollout.json", result)
+    rows = rollout.table(result, spec)
+    console.table(f"{run.path}: {steps}-step rollout from {result['forecasts']} start times of the {split} split (lead in time steps)", rows)
+    console.print(f"saved {run.path / 'rollout.json'}; ember report {run.path} charts it")
+    return rows
 
 
 def _config_as_overrides(cfg: DictConfig) -> list[str]:

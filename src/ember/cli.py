@@ -8,7 +8,7 @@ from ember.errors import EmberError
 
 COMMANDS = {
     "train": "compose a config, train, validate, test, write a run directory",
-    "eval": "evaluate a run's best checkpoint: ember eval run=DIR [data.split=test]",
+    "eval": "evaluate a run's best checkpoint beside its baselines: ember eval run=DIR [data.split=test] [rollout=N]",
     "config": "print the composed config",
     "models": "list the registered models",
     "summary": "layers, output shapes, parameters, FLOPs and memory of a model: ember summary model=resnet data=digits [depth=2]",
@@ -148,12 +148,15 @@ def _eval(args) -> int:
     runs = [o.split("=", 1)[1] for o in args.overrides if o.startswith("run=")]
     if not runs:
         raise ConfigError("ember eval needs the run to evaluate: ember eval run=runs/<name>/<time>")
-    rest = [o for o in args.overrides if not o.startswith("run=")]
+    steps = [o.split("=", 1)[1] for o in args.overrides if o.startswith("rollout=")]
+    if steps and (not steps[-1].strip().isdigit() or int(steps[-1]) < 1):
+        raise ConfigError(f"rollout={steps[-1]!r} must be a whole number of steps, for example rollout=10")
+    rest = [o for o in args.overrides if not o.startswith(("run=", "rollout="))]
     if args.config:
         from ember.config.compose import file_overrides
 
         rest = file_overrides(args.config) + rest
-    evaluate_run(runs[-1], rest)
+    evaluate_run(runs[-1], rest, rollout=int(steps[-1]) if steps else 0)
     return 0
 
 

@@ -70,7 +70,7 @@ def create_model(name: str, spec: DataSpec, **kwargs: Any) -> nn.Module:
 
         apply_transfer(model, init=common.get("init"), freeze=common.get("freeze") or ())
     if wants_residual(common.get("residual", "auto"), spec, name, generative=callable(getattr(model, "loss", None))):
-        model = Residual(model, spec)
+        model = Residual(model, spec, zero_init=not common.get("init"))  # weights given by init= are the start
     return model
 
 

@@ -45,9 +45,22 @@ def evaluate_split(model, splits, spec) -> dict | None:
     if split is None:
         return None
     data = getattr(splits, split)
-    ev = evaluate.evaluate(model, data, spec)
+    ev = evaluate.evaluate(model, data, spec, references=_baseline_predictors(splits, spec))
     result = evaluate.classification(ev, spec, data) if spec.task == "classification" else evaluate.regression(ev, spec)
     return {**result, "split": split, "truncated": ev["truncated"]}
+
+
+def _baseline_predictors(splits, spec) -> dict:
+    """name -> predictions in physical units from a batch of inputs, for each regression baseline
+    (the report maps their errors beside the model's)."""
+    from ember import baselines
+
+    if spec.task != "regression":
+        return {}
+    clim = baselines.climatology(splits)
+    if clim is None:
+        return {}
+    return {name: (lambda x, name=name: baselines.predict(name, x, spec, clim.float(), len(x))) for name in baselines.names(spec)}
 
 
 def _single(run: RunData, model=None, splits=None, spec=None, evaluate: bool = True) -> tuple[str, dict | None]:

@@ -19,14 +19,18 @@ SCATTER_POINTS = 2000
 EXAMPLES = 8
 
 
-def evaluate(model: torch.nn.Module, data, spec, batch_size: int = 512) -> dict:
-    """Outputs of `model` on `data` (a TensorData or Dataset), as numpy arrays."""
+def evaluate(model: torch.nn.Module, data, spec, batch_size: int = 512, references: dict | None = None) -> dict:
+    """Outputs of `model` on `data` (a TensorData or Dataset), as numpy arrays. For gridded
+    regression targets, also the error of the model and of each of `references` (name ->
+    predictions in physical units from a batch of inputs: the baselines) per grid point."""
     from ember.data import EpochLoader
 
     device = next(iter(model.parameters()), torch.empty(0)).device
     loader = EpochLoader(data, batch_size, shuffle=False)
     loader.set_epoch(0, 0)
     outs, targets, seen = [], [], 0
+    gridded = spec.task == "regression" and len(spec.target_shape) >= 2 and min(spec.target_shape[-2:]) >= 2
+    grid = GridErrors() if gridded else None
     was_training = model.training
     model.eval()
     try:
@@ -37,6 +41,10 @@ def evaluate(model: torch.nn.Module, data, spec, batch_size: int = 512) -> dict:
                 if spec.task != "classification" and out.numel() == y.numel():
                     # Pictures in the data's units: the model trained on standardized targets.
                     out, y = physical(out.reshape(y.shape), spec), physical(y, spec)
+                if grid is not None and out.shape == y.shape:
+                    grid.add("model", out, y)
+                    for name, predict in (references or {}).items():
+                        grid.add(name, predict(x).float().cpu().reshape(y.shape), y)
                 outs.append(out)
                 targets.append(y)
                 seen += len(y)
@@ -45,7 +53,28 @@ def evaluate(model: torch.nn.Module, data, spec, batch_size: int = 512) -> dict:
     finally:
         model.train(was_training)
     result = {"output": torch.cat(outs).numpy(), "target": torch.cat(targets).numpy(), "truncated": seen >= MAX_SAMPLES and seen < len(data)}
+    if grid is not None and grid.n:
+        result["grid"] = grid.maps()
     return result
+
+
+class GridErrors:
+    """Sums of the error and its square per grid point and variable, per predictor."""
+
+    def __init__(self):
+        self.sums: dict[str, list] = {}
+        self.n: dict[str, int] = {}
+
+    def add(self, name: str, pred: torch.Tensor, true: torch.Tensor) -> None:
+        err = (pred.double() - true.double()).reshape(len(true), true.shape[1], *true.shape[-2:]) if true.ndim > 3 else (pred.double() - true.double())
+        s = self.sums.setdefault(name, [0.0, 0.0])
+        s[0] = s[0] + err.sum(0)
+        s[1] = s[1] + (err * err).sum(0)
+        self.n[name] = self.n.get(name, 0) + len(true)
+
+    def maps(self) -> dict[str, dict[str, np.ndarray]]:
+        """{predictor: {"bias": (C, H, W), "rmse": (C, H, W)}} over the samples seen."""
+        return {k: {"bias": (s[0] / self.n[k]).numpy(), "rmse": (s[1] / self.n[k]).sqrt().numpy()} for k, s in self.sums.items()}
 
 
 def physical(y: torch.Tensor, spec) -> torch.Tensor:
@@ -166,7 +195,45 @@ def regression(ev: dict, spec) -> dict:
     target_shape = tuple(spec.target_shape)
     if len(target_shape) >= 2 and min(target_shape[-2:]) >= 4 and out.shape[1:] == target_shape:
         result["maps"] = maps(out, y)
+    if ev.get("grid"):
+        result["error_maps"] = error_maps(ev["grid"], spec)
     return result
+
+
+def error_maps(grid: dict[str, dict[str, np.ndarray]], spec) -> list[dict]:
+    """Per variable, the mean bias and the RMSE of each predictor (the model, the baselines) per
+    grid point as PNGs on one colour scale per variable and quantity, north up, with the grid's
+    latitude and longitude extent for the axes."""
+    lat, lon = spec.lat, spec.lon
+    flip = bool(lat) and len(lat) > 1 and lat[0] < lat[-1]  # rows run south to north: draw north up
+    out = []
+    first = next(iter(grid.values()))["bias"]
+    channels = first.shape[0] if first.ndim == 3 else 1
+    for c in range(channels):
+        def field(name, kind):
+            a = grid[name][kind]
+            a = a[c] if a.ndim == 3 else a
+            return a[::-1] if flip else a
+
+        b_max = max(float(np.abs(field(n, "bias")).max()) for n in grid) or 1.0
+        r_max = max(float(field(n, "rmse").max()) for n in grid) or 1.0
+        units = (spec.target_units or [""] * channels)[c] if spec.target_units and c < len(spec.target_units) else ""
+        item = {"variable": spec.target_name(c), "units": units, "bias_max": _r(b_max), "rmse_max": _r(r_max), "predictors": []}
+        if lat:
+            item["lat"] = [_r(max(lat)), _r(min(lat))] if flip or lat[0] > lat[-1] else [_r(lat[0]), _r(lat[-1])]
+        if lon:
+            item["lon"] = [_r(lon[0]), _r(lon[-1])]
+        for name in grid:
+            bias, rmse = field(name, "bias"), field(name, "rmse")
+            item["predictors"].append({
+                "name": name,
+                "mean_bias": _r(float(bias.mean())),
+                "mean_rmse": _r(float(np.sqrt((rmse**2).mean()))),
+                "bias": png_data_uri(colormap((bias / b_max + 1) / 2, DIVERGING)),
+                "rmse": png_data_uri(colormap(rmse / r_max, VIRIDIS)),
+            })
+        out.append(item)
+    return out
 
 
 def _r(v: float) -> float:

@@ -209,9 +209,68 @@ def evaluation_section(page: Page, ev: dict) -> str:
             for key, what in (("true", f"target, {m['range'][0]} to {m['range'][1]}"), ("pred", "prediction, same scale"), ("error", f"error, ±{m['error_max']}")):
                 parts.append(f'<figure><img class="px" alt="{esc(what)}" src="{m[key]}"><figcaption>{esc(what)}</figcaption></figure>')
             parts.append("</div>")
+        parts.append(error_maps_html(ev.get("error_maps") or []))
     elif ev.get("error"):
         parts.append(_notes([ev["error"]]))
     return "".join(parts)
+
+
+def error_maps_html(variables: list[dict]) -> str:
+    """Per variable: mean bias and RMSE per grid point of the model beside each baseline's, on
+    shared scales, with the latitude and longitude extent on the axes."""
+    parts = []
+    for v in variables:
+        units = f" {v['units']}" if v.get("units") else ""
+        parts.append(f"<h3>{esc(v['variable'])}: error per grid point</h3><p class=muted>mean bias from −{esc(v['bias_max'])} (blue) to +{esc(v['bias_max'])}{esc(units)} (red); RMSE from 0 to {esc(v['rmse_max'])}{esc(units)}</p><div class=\"maps\">")
+        for p in v["predictors"]:
+            for kind, label in (("bias", f"mean bias {p['mean_bias']}"), ("rmse", f"RMSE {p['mean_rmse']}")):
+                caption = f"{p['name']}: {label}{units}"
+                parts.append(f"<figure>{_axes(v, p[kind], caption)}<figcaption>{esc(caption)}</figcaption></figure>")
+        parts.append("</div>")
+    return "".join(parts)
+
+
+def _axes(v: dict, png: str, caption: str) -> str:
+    """A map image with latitude (left) and longitude (below) extents as axis labels."""
+    img = f'<img class="px" alt="{esc(caption)}" src="{png}">'
+    if "lat" not in v or "lon" not in v:
+        return img
+    lat, lon = v["lat"], v["lon"]
+    return (f'<div style="display:grid;grid-template-columns:auto 1fr;gap:2px;font-size:11px">'
+            f'<div style="display:flex;flex-direction:column;justify-content:space-between;text-align:right">'
+            f'<span>{esc(lat[0])}°</span><span>lat</span><span>{esc(lat[1])}°</span></div>{img}<span></span>'
+            f'<div style="display:flex;justify-content:space-between"><span>{esc(lon[0])}°</span><span>lon</span><span>{esc(lon[1])}°</span></div></div>')
+
+
+def rollout_section(page: Page, result: dict) -> str:
+    """RMSE and anomaly correlation against lead time, the model beside persistence and
+    climatology (`ember eval run=DIR rollout=N`)."""
+    scores, leads = result["scores"], result["lead"]
+    first = scores["model"][0]
+    rmse = "wrmse" if any(k.split("/")[0] == "wrmse" for k in first) else "rmse"
+    per_variable = any("/" in k for k in first)  # several variables: their own, not the pooled
+    keys = [k for k in first if k.split("/")[0] in (rmse, "acc") and ("/" in k) == per_variable]
+    charts = []
+    for key in keys:
+        series = [{"name": name, "points": [[lead, step[key]] for lead, step in zip(leads, per_step) if key in step], "colorIndex": i} for i, (name, per_step) in enumerate(scores.items())]
+        charts.append(page.chart({"type": "line", "series": series, "xlabel": "lead (time steps)", "ylabel": key}, f"{key} against lead time"))
+    rows = [[lead] + [scores[name][i].get(k, "") for name in scores for k in keys] for i, lead in enumerate(leads)]
+    head = ["lead"] + [f"{name} {k}" for name in scores for k in keys]
+    intro = f"<p class=muted>{result['forecasts']} forecasts from start times of the {esc(result['split'])} split, each fed back as the next input.</p>"
+    return intro + '<div class="grid">' + "".join(charts) + "</div>" + table(rows, head, numeric=set(range(1, len(head))))
+
+
+def baselines_section(summary: dict, metrics: dict) -> str:
+    """The model's metrics beside the baselines' on the split the skill score uses."""
+    base, verdict = summary.get("baselines") or {}, summary.get("skill") or {}
+    if not base or not verdict:
+        return ""
+    split = verdict["split"]
+    names = [k.split("/", 1)[1] for k in metrics if k.startswith(split + "/") and k not in (f"{split}/loss", f"{split}/skill")]
+    rows = [[n, metrics.get(f"{split}/{n}", "")] + [base[b].get(f"{split}/{n}", "") for b in base] for n in names]
+    line = f"skill {fmt(verdict['skill'])} against the {verdict['best']} baseline (1 − MSE_model / MSE_{verdict['best']}, in standardized units)" if "skill" in verdict else f"best baseline: {verdict['best']}"
+    warn = "" if verdict.get("beaten") else _notes([f"the model does not beat the {verdict['best']} baseline on {split}"])
+    return f"<p>{esc(line)}, on the {esc(split)} split.</p>{warn}" + table(rows, ["metric", "model", *base], numeric=set(range(1, len(base) + 2)))
 
 
 def model_section(model: dict | None, summary: dict) -> str:
@@ -244,6 +303,10 @@ def single(run: RunData, ev: dict | None, model: dict | None, notes: list[str]) 
         names = list(dict.fromkeys(k.split("/", 1)[1] for k in metrics if "/" in k))
         rows = [[n] + [metrics.get(f"{sp}/{n}", "") for sp in splits] for n in names]
         sections.append(("metrics", "Final metrics", table(rows, ["metric"] + splits, numeric=set(range(1, len(splits) + 1)))))
+    if (run.path / "rollout.json").is_file():
+        sections.append(("rollout", "Rollout", rollout_section(page, json.loads((run.path / "rollout.json").read_text()))))
+    if baselines_html := baselines_section(s, metrics):
+        sections.append(("baselines", "Beside the baselines", baselines_html))
     sections.append(("model", "Model", model_section(model, s)))
     sections.append(("config", "Config", f"<pre>{esc(yaml.safe_dump(run.config, sort_keys=False))}</pre>" if run.config else "<p class=muted>No config.</p>"))
     sections.append(("run", "Summary, environment, timings", run_tables(run)))
@@ -268,7 +331,7 @@ def run_tables(run: RunData) -> str:
     for key in ("device", "precision", "host", "flops_per_step"):
         if s.get(key) is not None:
             env[key] = s[key]
-    rest = {k: v for k, v in s.items() if k not in ("metrics", "time", "versions", "environment", "pid", "host")}
+    rest = {k: v for k, v in s.items() if k not in ("metrics", "time", "versions", "environment", "pid", "host", "baselines")}
     return "".join(f"<h3>{name}</h3>" + table(kv_rows(d), align=False) for name, d in (("Timings", timing), ("Environment", env), ("summary.json", rest)))
 
 

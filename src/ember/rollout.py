@@ -1,0 +1,84 @@
+"""`ember eval run=DIR rollout=N`: a forecasting run rolled out N steps autoregressively.
+
+A model trained to forecast its own state `data.lead` steps ahead is applied to its own forecast
+again and again, as a weather model is: from every start time of the split with N * lead steps of
+record after it, forecast k * lead steps ahead for k = 1..N and score each lead time against the
+truth read from the file, beside the two references every forecaster quotes, persistence (the
+start state, held) and the train split's climatology. RMSE (latitude-weighted where the grid has
+latitudes) and the anomaly correlation per lead time, per variable, in physical units.
+"""
+
+import numpy as np
+import torch
+
+from ember import baselines
+from ember.errors import ConfigError
+from ember.export.common import Normalized
+from ember.metrics import build_metrics
+
+PREDICTORS = ("model", "persistence", "climatology")
+
+
+def check(spec, reader, steps: int) -> None:
+    """A one-line error unless this run can be rolled out `steps` times."""
+    if steps < 1:
+        raise ConfigError(f"rollout={steps} must be a number of steps of 1 or more")
+    if reader is None or not hasattr(reader, "x_times"):
+        raise ConfigError("rollout= works on runs of data=gridded trained with data.lead=N (a forecast of the state N steps ahead)")
+    if not spec.lead:
+        raise ConfigError("rollout= needs a forecasting run (trained with data.lead=N): this run maps inputs to other targets, so its output cannot be fed back")
+    full_state = spec.identity_channels is not None and sorted(spec.identity_channels) == list(range(spec.input_shape[0]))
+    if not full_state or getattr(reader, "paths", {}).get("inputs") != getattr(reader, "paths", {}).get("targets"):
+        raise ConfigError("rollout= needs a run that forecasts every input variable from the same dataset (data.lead without data.target or data.target_path): its forecast must be its next input")
+
+
+def rollout(model, splits, spec, split: str, steps: int, batch_size: int = 64) -> dict:
+    """{predictor: [{metric: value} for k in 1..steps]} plus the lead of each step and the count
+    of forecasts; every forecast starts from a sample of `split`."""
+    data = splits.get(split)
+    reader = getattr(data, "reader", None)
+    check(spec, reader, steps)
+    times = reader.x_times[data.rows]
+    n_times = reader.handles.get(reader.paths["inputs"]).sizes[reader.time_dim]
+    starts = times[times + steps * spec.lead < n_times]
+    if len(starts) == 0:
+        raise ConfigError(f"no start time of the {split} split has {steps} x {spec.lead} steps of record after it; use a smaller rollout=")
+    clim = baselines.climatology(splits).float()
+    scores = {p: [build_metrics(spec, clim) for _ in range(steps)] for p in PREDICTORS}
+    net = Normalized(model, spec).eval()  # raw inputs in, physical forecasts out
+    order = torch.tensor(spec.identity_channels)
+    with torch.inference_mode():
+        for lo in range(0, len(starts), batch_size):
+            t0 = starts[lo : lo + batch_size]
+            state = torch.from_numpy(reader._fields("inputs", reader.variables, t0)).float()
+            persistence = state[:, order]
+            for k in range(steps):
+                forecast = net(state)
+                truth = torch.from_numpy(reader._fields("targets", reader.targets, t0 + (k + 1) * spec.lead)).float()
+                for name, pred in (("model", forecast), ("persistence", persistence), ("climatology", clim.expand_as(truth))):
+                    scores[name][k].update(pred, truth, standardized=False)
+                state = state.clone()
+                state[:, order] = forecast.reshape(truth.shape)
+    return {
+        "split": split,
+        "forecasts": int(len(starts)),
+        "lead": [int((k + 1) * spec.lead) for k in range(steps)],
+        "scores": {name: [{m: float(v) for m, v in s.compute().items()} for s in per_step] for name, per_step in scores.items()},
+    }
+
+
+def table(result: dict, spec) -> dict[str, float]:
+    """Console.table rows: `predictor/lead L metric`, RMSE and ACC per variable (latitude-weighted
+    RMSE where the grid has latitudes)."""
+    names = [spec.target_name(c) for c in range(spec.target_channels)]
+    first = result["scores"]["model"][0]
+    rmse = "wrmse" if any(k.startswith("wrmse") for k in first) else "rmse"
+    keys = [f"{m}/{n}" if len(names) > 1 else m for m in (rmse, "acc") for n in names]
+    rows = {}
+    for i, lead in enumerate(result["lead"]):
+        for name in PREDICTORS:
+            for key in keys:
+                value = result["scores"][name][i].get(key)
+                if value is not None and np.isfinite(value):
+                    rows[f"{name}/lead {lead} {key}"] = value
+    return rows
