@@ -30,7 +30,7 @@ def fields(days: int, nlat: int, nlon: int, seed: int):
     t2m_obs = 288 - 30 * np.sin(la) ** 2 + season + 2.5 * weather
     wet = np.clip(0.6 * weather + 0.02 * (t2m_obs - 280) + rng.normal(0, 0.7, size=weather.shape), 0, None)
     pr_obs = 4.0 * wet**1.5
-    bias = 1.4 * np.sin(lo) * np.cos(la) + 0.5 * np.sin(2 * la)  # warm here, cold there
+    bias = 1.9 * np.sin(lo) * np.cos(la) + 0.5 * np.sin(2 * la)  # warm here, cold there
     t2m_model = t2m_obs + bias + 0.1 * (t2m_obs - t2m_obs.mean(0)) + rng.normal(0, 0.35, size=weather.shape)
     pr_model = 0.8 * pr_obs + 0.6 + rng.gamma(0.5, 0.6, size=weather.shape)  # drizzle, muted extremes
     return lat, lon, {"t2m": (t2m_obs, t2m_model), "pr": (pr_obs, pr_model)}

@@ -106,7 +106,8 @@ def export_run(run_dir: str | Path, fmt: str, *, out: str | Path | None = None, 
     if fmt == "safetensors":
         echo(f"exported {result.path} (weights; model config and normalization statistics in its metadata: ember.export.load_safetensors rebuilds the model)")
     else:
-        echo(f"exported {result.path} ({result.method}; input [{shape}] in raw units: the normalization is in the graph)")
+        units = ", and the outputs come back in the data's units" if spec.target_mean is not None else ""
+        echo(f"exported {result.path} ({result.method}; input [{shape}] in raw units: the normalization is in the graph{units})")
     if result.note:
         echo(f"note: {result.note}")
     echo(f"parity on {where}: max abs error {result.max_abs_error:.3g}, max rel error {result.max_rel_error:.3g} (tolerance atol {atol:g} + rtol {rtol:g} x max|output|)")
@@ -173,7 +174,9 @@ def export_model(
                 "mean": spec.mean,
                 "std": spec.std,
                 "dim": 1,
-                "note": "inside the graph: pass raw inputs" if fmt != "safetensors" else "ember.export.load_safetensors applies it; a model rebuilt by hand takes (x - mean) / std per channel",
+                "target_mean": spec.target_mean,
+                "target_std": spec.target_std,
+                "note": "inside the graph: pass raw inputs, get outputs in the data's units" if fmt != "safetensors" else "ember.export.load_safetensors applies it; a model rebuilt by hand takes (x - mean) / std per channel and its output is y * target_std + target_mean",
             },
             "parity": {"max_abs_error": max_abs, "max_rel_error": max_rel, "atol": atol, "rtol": rtol, "checked_on": checked_on, "batch_sizes": [len(c) for c in checks]},
             "spec": spec.to_dict(),
