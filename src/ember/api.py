@@ -156,6 +156,8 @@ def _run(cfg: DictConfig, model: nn.Module, splits: Splits, console: Console, re
     finally:
         trainer.close()
         distributed.shutdown()
+        if run is not None:
+            run.release()
 
 
 def _train_and_record(cfg, trainer: Trainer, run: RunDir | None, path: Path, console: Console, model: nn.Module) -> Result:
@@ -237,6 +239,22 @@ def _time_report(t: dict, cfg: DictConfig) -> str:
 def _resume(trainer: Trainer, run_dir: Path, console: Console) -> RunDir | None:
     """Every rank loads the newest good checkpoint; rank 0 reopens the run directory for writing."""
     run = RunDir.open(run_dir)
+    if not trainer.dist.is_main:
+        _load_for_resume(trainer, run, console)
+        return None
+    run.lock()  # first: a second resume of a live run stops here, before it reads anything
+    try:
+        ckpt = _load_for_resume(trainer, run, console)
+        trainer.attach(run)
+        run.reopen(trainer.cfg, ckpt["records"], trainer.state.step)
+    except BaseException:
+        run.release()
+        raise
+    return run
+
+
+def _load_for_resume(trainer: Trainer, run: RunDir, console: Console) -> dict:
+    run_dir = run.path
     files = trainer.checkpoint_files(run.checkpoints)
     ckpt, path = files.newest_good(warn=lambda m: console.print(f"warning: {m}"))
     if ckpt["spec"] != trainer.spec.to_dict():
@@ -249,11 +267,7 @@ def _resume(trainer: Trainer, run_dir: Path, console: Console) -> RunDir | None:
     console.print(f"resuming {run.path} from {path.name}: epoch {s.epoch + 1}, batch {s.batch}, step {s.step}")
     if note:
         console.print(f"note: {note}")
-    if not trainer.dist.is_main:
-        return None
-    trainer.attach(run)
-    run.reopen(trainer.cfg, ckpt["records"], s.step)
-    return run
+    return ckpt
 
 
 def _requeue(cfg: DictConfig, console: Console) -> bool:

@@ -31,3 +31,7 @@ class Preempted(EmberError):
 
     exit_code = 75  # EX_TEMPFAIL: try again later, which is what a requeued job does
     label = "preempted"
+
+
+class RunBusyError(EmberError):
+    """Another process is writing the run directory."""

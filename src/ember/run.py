@@ -19,6 +19,7 @@ rank 0 the only writer in one place.
 import json
 import os
 import platform
+import shutil
 import socket
 import time
 from datetime import datetime
@@ -27,7 +28,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from ember.data.spec import DataSpec
-from ember.errors import CheckpointError, ConfigError
+from ember.errors import CheckpointError, ConfigError, EmberError
+from ember.files import lock_dir, remove_stale_temps, unlock_dir, write_atomic
 from ember.track import JsonlLogger, TrackContext, open_trackers
 from ember.train import checkpoint
 
@@ -46,33 +48,49 @@ class RunDir:
 
     @classmethod
     def create(cls, cfg: DictConfig, spec: DataSpec) -> "RunDir":
-        if cfg.run.dir:
-            path = Path(cfg.run.dir)
-            if (path / "config.yaml").exists():
-                raise ConfigError(f"run.dir={str(path)!r} already holds a run; choose a new directory or leave run.dir unset")
-        else:
-            base = Path(cfg.run.root) / default_run_name(cfg) / datetime.now().strftime("%Y%m%d-%H%M%S")
-            path, i = base, 1
-            while path.exists():  # two runs started in the same second
-                path, i = base.with_name(f"{base.name}-{i}"), i + 1
-        run = cls(path)
-        run.checkpoints.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(cfg, run.path / "config.yaml", resolve=True)
-        run.write_json("spec.json", spec.to_dict())
-        run.write_json("summary.json", {"status": "running", "started": time.time(), **_process(), "environment": environment()})
-        run._open_loggers(cfg, purge_step=None)
+        """A new run directory, locked for this process. A start that fails removes what it
+        wrote, so no half-made run is left to look like one that is running."""
+        run = cls(_claim(cfg))
+        before = set(os.listdir(run.path))  # a given run.dir may hold the user's own files
+        run.lock()
+        if (run.path / "config.yaml").exists():
+            run.release()
+            raise ConfigError(f"run.dir={str(run.path)!r} already holds a run; choose a new directory or leave run.dir unset")
+        try:
+            run.checkpoints.mkdir(exist_ok=True)
+            run.write_text("config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+            run.write_json("spec.json", spec.to_dict())
+            run.write_json("summary.json", {"status": "running", "started": time.time(), **_process(), "environment": environment()})
+            run._open_loggers(cfg, purge_step=None)
+        except BaseException as e:
+            run.close()
+            for name in set(os.listdir(run.path)) - before:
+                p = run.path / name
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+            if not os.listdir(run.path) and not cfg.run.dir:
+                run.path.rmdir()
+            if isinstance(e, OSError):
+                raise EmberError(f"cannot write the run directory {str(run.path)!r} ({e.strerror or e}); free space or choose a writable run.root or run.dir") from None
+            raise
         return run
+
+    def lock(self) -> None:
+        """Make this process the run's only writer (see ember.files.lock_dir); then remove the
+        temporary files that writers killed earlier left behind."""
+        lock_dir(self.path)
+        for d in (self.path, self.checkpoints):
+            if d.is_dir():
+                remove_stale_temps(d)
 
     def reopen(self, cfg: DictConfig, records: int, step: int) -> None:
         """Continue writing a run from a checkpoint: keep the first `records` metric records
         (those logged before the checkpoint), so no step is logged twice."""
+        self.lock()
         path = self.path / "metrics.jsonl"
         lines = path.read_text().splitlines(keepends=True)[:records] if path.exists() else []
-        tmp = self.path / ".metrics.jsonl.tmp"
-        tmp.write_text("".join(lines))
-        os.replace(tmp, path)
+        self.write_text("metrics.jsonl", "".join(lines))
         self.records = len(lines)
-        OmegaConf.save(cfg, self.path / "config.yaml", resolve=True)
+        self.write_text("config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         self.write_json("summary.json", {**self.summary(), "status": "running", **_process()})
         self._open_loggers(cfg, purge_step=step + 1, kept=self.metrics())
 
@@ -117,16 +135,15 @@ class RunDir:
             logger.log(record)
 
     def save_weights(self, state_dict: dict) -> None:
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
-        tmp = self.path / ".model.safetensors.tmp"
-        save_file({k: v.contiguous() for k, v in state_dict.items()}, str(tmp))
-        os.replace(tmp, self.path / "model.safetensors")
+        write_atomic(self.path / "model.safetensors", save({k: v.contiguous() for k, v in state_dict.items()}))
 
     def write_json(self, name: str, obj: dict) -> None:
-        tmp = self.path / f".{name}.tmp"
-        tmp.write_text(json.dumps(obj, indent=2) + "\n")
-        os.replace(tmp, self.path / name)
+        self.write_text(name, json.dumps(obj, indent=2) + "\n")
+
+    def write_text(self, name: str, text: str) -> None:
+        write_atomic(self.path / name, text)
 
     def close(self, artifacts: dict | None = None) -> None:
         """End the loggers; trackers get the final summary and `artifacts` (name: Path or text)."""
@@ -137,6 +154,35 @@ class RunDir:
                 finish(summary, artifacts or {})
             logger.close()
         self._loggers = []
+        self.release()
+
+    def release(self) -> None:
+        """Let another process write the run (also done by the kernel when this one ends)."""
+        unlock_dir(self.path)
+
+
+def _claim(cfg: DictConfig) -> Path:
+    """The directory of a new run: run.dir, or runs/<experiment>/<time>, made here. mkdir is the
+    claim, so two runs started in the same second take two directories."""
+    if cfg.run.dir:
+        path = Path(cfg.run.dir)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise EmberError(f"cannot make the run directory {str(path)!r} ({e.strerror or e}); choose a writable run.dir") from None
+        return path
+    base = Path(cfg.run.root) / default_run_name(cfg) / datetime.now().strftime("%Y%m%d-%H%M%S")
+    try:
+        base.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise EmberError(f"cannot make the run directory {str(base.parent)!r} ({e.strerror or e}); choose a writable run.root") from None
+    path, i = base, 1
+    while True:
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            path, i = base.with_name(f"{base.name}-{i}"), i + 1
 
 
 def _process() -> dict:

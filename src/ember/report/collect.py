@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from ember.errors import ConfigError
+from ember.files import pid_alive
 
 SKIP_DIRS = {"checkpoints", "tb", "wandb", "mlartifacts", "mlruns", "__pycache__"}
 
@@ -83,23 +84,12 @@ def _mtime(p: Path) -> float | None:
         return None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True
-    return True
-
-
 def run_status(summary: dict) -> str:
     """finished / running / failed / interrupted / preempted. A run that says `running` but whose
     process on this host is gone (killed by the OOM killer, SIGKILL, a crashed node) is `failed`."""
     status = summary.get("status") or "unknown"
-    if status == "running" and summary.get("pid") and summary.get("host") == socket.gethostname():
-        if not _alive(int(summary["pid"])):
-            return "failed"
+    if status == "running" and summary.get("pid") and summary.get("host") == socket.gethostname() and not pid_alive(int(summary["pid"])):
+        return "failed"
     return status
 
 
