@@ -2,8 +2,11 @@
 
 import signal
 
+import numpy as np
 import pytest
+from run_support import DAMAGE, damage
 
+from ember.cli import main
 from ember.config import compose
 from ember.data.spec import DataSpec
 from ember.errors import EmberError
@@ -60,3 +63,36 @@ def test_a_start_that_fails_leaves_no_run_behind(tmp_path, monkeypatch, given_di
     assert not list((tmp_path / "runs").rglob("*"))[1:]  # at most the experiment's empty folder
     monkeypatch.undo()
     RunDir.create(cfg, spec).close()  # and the lock was released: the same start now succeeds
+
+
+@pytest.fixture(scope="session")
+def digits_run(tmp_path_factory):
+    from ember.api import train
+
+    cfg = compose(["model=mlp", "data=digits", "model.width=16", "trainer.max_epochs=1", "trainer.progress=none", "track=[]", "run.report=false", f"run.root={tmp_path_factory.mktemp('runs')}"])
+    return train(cfg).run_dir
+
+
+COMMANDS = {
+    "eval": lambda run, tmp: ["eval", f"run={run}"],
+    "export": lambda run, tmp: ["export", f"run={run}", "format=safetensors", f"out={tmp / 'model.safetensors'}"],
+    "predict": lambda run, tmp: ["predict", f"run={run}", f"input={tmp / 'x.npy'}", f"output={tmp / 'y.csv'}"],
+    "bench": lambda run, tmp: ["bench", f"run={run}", "batch_sizes=1", "iters=1", "warmup=0", "backends=eager", f"out={tmp / 'bench.json'}"],
+    "resume": lambda run, tmp: ["train", f"resume={run}", "trainer.max_epochs=2"],
+}
+
+
+# resume reads the run's config and its step checkpoints, not spec.json or best.pt
+CASES = [(kind, command) for kind in DAMAGE for command in COMMANDS if command != "resume" or kind.startswith("config")]
+
+
+@pytest.mark.parametrize(("kind", "command"), CASES)
+def test_a_damaged_run_is_one_line_error_naming_the_file(digits_run, tmp_path, capsys, kind, command):
+    spec = RunDir(digits_run).spec()
+    np.save(tmp_path / "x.npy", np.zeros((2, *spec.input_shape), dtype=np.float32))
+    run, name = damage(digits_run, kind, tmp_path / "run")
+    capsys.readouterr()
+    assert main(COMMANDS[command](run, tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert name in err and "restore" in err

@@ -18,7 +18,7 @@ from ember.config import compose
 from ember.config.compose import file_overrides, override_value
 from ember.data import Splits, TensorData, build_data
 from ember.data.spec import DataSpec
-from ember.errors import CheckpointError, ConfigError, DataError, Preempted
+from ember.errors import CheckpointError, ConfigError, DataError, Preempted, first_line
 from ember.models import builder_kwargs, count_parameters, create_model
 from ember.run import RunDir, default_run_name
 from ember.track import flatten
@@ -344,7 +344,10 @@ def load_run(path: str | Path, which: str = "best") -> tuple[nn.Module, DictConf
     path = run.checkpoints / f"{which}.pt"
     if which == "best" and not path.exists():  # a run without validation keeps no best: its last is it
         path = run.checkpoints / "last.pt"
-    model.load_state_dict(checkpoint.load(path)["model"])
+    try:
+        model.load_state_dict(checkpoint.load(path)["model"])
+    except (RuntimeError, KeyError, TypeError) as e:  # another model's weights, or not a checkpoint's content
+        raise CheckpointError(f"{str(path)!r} does not fit the run's model {cfg.model.name} ({first_line(e)}); it belongs to another run: restore this run's checkpoint, or train it again") from None
     return model, cfg, spec
 
 

@@ -25,10 +25,12 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from ember.data.spec import DataSpec
-from ember.errors import CheckpointError, ConfigError, EmberError
+from ember.errors import CheckpointError, ConfigError, EmberError, first_line
 from ember.files import lock_dir, remove_stale_temps, unlock_dir, write_atomic
 from ember.track import JsonlLogger, TrackContext, open_trackers
 from ember.train import checkpoint
@@ -114,11 +116,25 @@ class RunDir:
         return run
 
     # -- reading --
+    # Every command that needs a run's config or spec reads it here, so a damaged file is one
+    # error, the same for eval, export, predict, bench, report and resume.
     def config(self) -> DictConfig:
-        return OmegaConf.load(self.path / "config.yaml")
+        try:
+            cfg = OmegaConf.load(self.path / "config.yaml")
+        except (OSError, ValueError, yaml.YAMLError, OmegaConfBaseException) as e:  # UnicodeDecodeError is a ValueError
+            raise self.damaged("config.yaml", e) from None
+        if not (isinstance(cfg, DictConfig) and all(isinstance(cfg.get(g), DictConfig) and cfg[g].get("name") for g in ("model", "data"))):
+            raise self.damaged("config.yaml", "not a mapping with model and data sections")
+        return cfg
 
     def spec(self) -> DataSpec:
-        return DataSpec.from_dict(json.loads((self.path / "spec.json").read_text()))
+        try:
+            return DataSpec.from_dict(json.loads((self.path / "spec.json").read_text()))
+        except (OSError, ValueError, TypeError) as e:  # not JSON, not a mapping, or not a DataSpec's keys
+            raise self.damaged("spec.json", e) from None
+
+    def damaged(self, name: str, why: BaseException | str) -> CheckpointError:
+        return CheckpointError(f"{str(self.path / name)!r} is damaged ({first_line(why)}); restore it from a copy of the run, or train the run again")
 
     def summary(self) -> dict:
         p = self.path / "summary.json"
