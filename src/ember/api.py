@@ -134,10 +134,8 @@ def _run(cfg: DictConfig, model: nn.Module, splits: Splits, console: Console, re
     if resume_dir is not None:
         run = _resume(trainer, resume_dir, console)
     elif main:
-        run = RunDir.create(cfg, splits.spec)
+        run = RunDir.create(cfg, splits.spec, splits.indices)
         trainer.attach(run)
-        if splits.indices is not None:
-            run.write_json("splits.json", splits.indices)
         console.print(f"run directory: {run.path}")
     else:
         run = None  # only rank 0 writes the run directory

@@ -49,7 +49,7 @@ class RunDir:
         self.warn = None  # where tracker warnings go (a callable taking one line); default stderr
 
     @classmethod
-    def create(cls, cfg: DictConfig, spec: DataSpec) -> "RunDir":
+    def create(cls, cfg: DictConfig, spec: DataSpec, splits: dict | None = None) -> "RunDir":
         """A new run directory, locked for this process. A start that fails removes what it
         wrote, so no half-made run is left to look like one that is running."""
         run = cls(_claim(cfg))
@@ -62,13 +62,18 @@ class RunDir:
             run.checkpoints.mkdir(exist_ok=True)
             run.write_text("config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
             run.write_json("spec.json", spec.to_dict())
+            if splits is not None:  # the source rows of each split ember carved
+                run.write_json("splits.json", splits)
             run.write_json("summary.json", {"status": "running", "started": time.time(), **_process(), "environment": environment()})
             run._open_loggers(cfg, purge_step=None)
         except BaseException as e:
             run.close()
             for name in set(os.listdir(run.path)) - before:
                 p = run.path / name
-                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+                if p.is_dir():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
             if not os.listdir(run.path) and not cfg.run.dir:
                 run.path.rmdir()
             if isinstance(e, OSError):
