@@ -59,3 +59,25 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if name in item.keywords:
                 item.add_marker(pytest.mark.skip(reason=reason))
+
+
+# Takes the lock on a directory in another process, says so, and holds it until stdin closes.
+HOLDER = "import sys; from ember.files import lock_dir; lock_dir(sys.argv[1]); print('held', flush=True); sys.stdin.read()"
+
+
+@pytest.fixture
+def hold_lock():
+    """hold_lock(directory) -> the process that now holds the directory's run lock."""
+    procs = []
+
+    def start(directory: Path) -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(directory)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        procs.append(proc)
+        assert proc.stdout.readline().strip() == "held"
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -19,7 +19,7 @@ from ember.config import compose
 from ember.config.compose import file_overrides, override_value
 from ember.data import Splits, TensorData, build_data
 from ember.data.spec import DataSpec
-from ember.errors import CheckpointError, ConfigError, DataError, Preempted
+from ember.errors import CheckpointError, ConfigError, DataError, Preempted, first_line
 from ember.models import builder_kwargs, count_parameters, create_model
 from ember.models.residual import Residual
 from ember.run import RunDir, default_run_name
@@ -145,10 +145,8 @@ def _run(cfg: DictConfig, model: nn.Module, splits: Splits, console: Console, re
     if resume_dir is not None:
         run = _resume(trainer, resume_dir, console)
     elif main:
-        run = RunDir.create(cfg, splits.spec)
+        run = RunDir.create(cfg, splits.spec, splits.indices)
         trainer.attach(run)
-        if splits.indices is not None:
-            run.write_json("splits.json", splits.indices)
         console.print(f"run directory: {run.path}")
     else:
         run = None  # only rank 0 writes the run directory
@@ -167,6 +165,8 @@ def _run(cfg: DictConfig, model: nn.Module, splits: Splits, console: Console, re
     finally:
         trainer.close()
         distributed.shutdown()
+        if run is not None:
+            run.release()
 
 
 def _train_and_record(cfg, trainer: Trainer, run: RunDir | None, path: Path, console: Console, model: nn.Module) -> Result:
@@ -258,6 +258,22 @@ def _time_report(t: dict, cfg: DictConfig) -> str:
 def _resume(trainer: Trainer, run_dir: Path, console: Console) -> RunDir | None:
     """Every rank loads the newest good checkpoint; rank 0 reopens the run directory for writing."""
     run = RunDir.open(run_dir)
+    if not trainer.dist.is_main:
+        _load_for_resume(trainer, run, console)
+        return None
+    run.lock()  # first: a second resume of a live run stops here, before it reads anything
+    try:
+        ckpt = _load_for_resume(trainer, run, console)
+        trainer.attach(run)
+        run.reopen(trainer.cfg, ckpt["records"], trainer.state.step)
+    except BaseException:
+        run.release()
+        raise
+    return run
+
+
+def _load_for_resume(trainer: Trainer, run: RunDir, console: Console) -> dict:
+    run_dir = run.path
     files = trainer.checkpoint_files(run.checkpoints)
     ckpt, path = files.newest_good(warn=lambda m: console.print(f"warning: {m}"))
     # Compared on the checkpoint's own keys: a checkpoint written before a DataSpec field existed
@@ -273,11 +289,7 @@ def _resume(trainer: Trainer, run_dir: Path, console: Console) -> RunDir | None:
     console.print(f"resuming {run.path} from {path.name}: epoch {s.epoch + 1}, batch {s.batch}, step {s.step}")
     if note:
         console.print(f"note: {note}")
-    if not trainer.dist.is_main:
-        return None
-    trainer.attach(run)
-    run.reopen(trainer.cfg, ckpt["records"], s.step)
-    return run
+    return ckpt
 
 
 def _jsonable(v):
@@ -358,7 +370,10 @@ def load_run(path: str | Path, which: str = "best") -> tuple[nn.Module, DictConf
     path = run.checkpoints / f"{which}.pt"
     if which == "best" and not path.exists():  # a run without validation keeps no best: its last is it
         path = run.checkpoints / "last.pt"
-    model.load_state_dict(checkpoint.load(path)["model"])
+    try:
+        model.load_state_dict(checkpoint.load(path)["model"])
+    except (RuntimeError, KeyError, TypeError) as e:  # another model's weights, or not a checkpoint's content
+        raise CheckpointError(f"{str(path)!r} does not fit the run's model {cfg.model.name} ({first_line(e)}); it belongs to another run: restore this run's checkpoint, or train it again") from None
     return model, cfg, spec
 
 

@@ -1,6 +1,14 @@
 """Expected failures. The CLI prints these on one line and exits 2; anything else is a bug."""
 
 
+def first_line(why: BaseException | str) -> str:
+    """A cause on one line, for an error message that must stay one line."""
+    lines = [line.strip() for line in str(why).splitlines() if line.strip()]
+    if not lines:
+        return type(why).__name__ if isinstance(why, BaseException) else ""
+    return lines[1] if len(lines) > 1 and lines[0].endswith(":") else lines[0]  # skip a bare heading such as torch's
+
+
 class EmberError(Exception):
     """A mistake the user can fix: the message says what was wrong and how to fix it."""
 
@@ -35,3 +43,7 @@ class Preempted(EmberError):
 
 class UnsafeFileError(EmberError):
     """A file that would run code if read as its format allows (a pickle naming a foreign function)."""
+
+
+class RunBusyError(EmberError):
+    """Another process is writing the run directory."""

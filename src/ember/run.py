@@ -19,15 +19,19 @@ rank 0 the only writer in one place.
 import json
 import os
 import platform
+import shutil
 import socket
 import time
 from datetime import datetime
 from pathlib import Path
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from ember.data.spec import DataSpec
-from ember.errors import CheckpointError, ConfigError
+from ember.errors import CheckpointError, ConfigError, EmberError, first_line
+from ember.files import lock_dir, remove_stale_temps, unlock_dir, write_atomic
 from ember.track import JsonlLogger, TrackContext, open_trackers
 from ember.train import checkpoint
 
@@ -50,34 +54,55 @@ class RunDir:
         self.warn = None  # where tracker warnings go (a callable taking one line); default stderr
 
     @classmethod
-    def create(cls, cfg: DictConfig, spec: DataSpec) -> "RunDir":
-        if cfg.run.dir:
-            path = Path(cfg.run.dir)
-            if (path / "config.yaml").exists():
-                raise ConfigError(f"run.dir={str(path)!r} already holds a run; choose a new directory or leave run.dir unset")
-        else:
-            base = Path(cfg.run.root) / default_run_name(cfg) / datetime.now().strftime("%Y%m%d-%H%M%S")
-            path, i = base, 1
-            while path.exists():  # two runs started in the same second
-                path, i = base.with_name(f"{base.name}-{i}"), i + 1
-        run = cls(path)
-        run.checkpoints.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(cfg, run.path / "config.yaml", resolve=True)
-        run.write_json("spec.json", spec.to_dict())
-        run.write_json("summary.json", {"status": "running", "started": time.time(), **_process(), "environment": environment()})
-        run._open_loggers(cfg, purge_step=None)
+    def create(cls, cfg: DictConfig, spec: DataSpec, splits: dict | None = None) -> "RunDir":
+        """A new run directory, locked for this process. A start that fails removes what it
+        wrote, so no half-made run is left to look like one that is running."""
+        run = cls(_claim(cfg))
+        before = set(os.listdir(run.path))  # a given run.dir may hold the user's own files
+        run.lock()
+        if (run.path / "config.yaml").exists():
+            run.release()
+            raise ConfigError(f"run.dir={str(run.path)!r} already holds a run; choose a new directory or leave run.dir unset")
+        try:
+            run.checkpoints.mkdir(exist_ok=True)
+            run.write_text("config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+            run.write_json("spec.json", spec.to_dict())
+            if splits is not None:  # the source rows of each split ember carved
+                run.write_json("splits.json", splits)
+            run.write_json("summary.json", {"status": "running", "started": time.time(), **_process(), "environment": environment()})
+            run._open_loggers(cfg, purge_step=None)
+        except BaseException as e:
+            run.close()
+            for name in set(os.listdir(run.path)) - before:
+                p = run.path / name
+                if p.is_dir():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
+            if not os.listdir(run.path) and not cfg.run.dir:
+                run.path.rmdir()
+            if isinstance(e, OSError):
+                raise EmberError(f"cannot write the run directory {str(run.path)!r} ({e.strerror or e}); free space or choose a writable run.root or run.dir") from None
+            raise
         return run
+
+    def lock(self) -> None:
+        """Make this process the run's only writer (see ember.files.lock_dir); then remove the
+        temporary files that writers killed earlier left behind."""
+        lock_dir(self.path)
+        for d in (self.path, self.checkpoints):
+            if d.is_dir():
+                remove_stale_temps(d)
 
     def reopen(self, cfg: DictConfig, records: int, step: int) -> None:
         """Continue writing a run from a checkpoint: keep the first `records` metric records
         (those logged before the checkpoint), so no step is logged twice."""
+        self.lock()
         path = self.path / "metrics.jsonl"
         lines = path.read_text().splitlines(keepends=True)[:records] if path.exists() else []
-        tmp = self.path / ".metrics.jsonl.tmp"
-        tmp.write_text("".join(lines))
-        os.replace(tmp, path)
+        self.write_text("metrics.jsonl", "".join(lines))
         self.records = len(lines)
-        OmegaConf.save(cfg, self.path / "config.yaml", resolve=True)
+        self.write_text("config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         self.write_json("summary.json", {**self.summary(), "status": "running", **_process()})
         self._open_loggers(cfg, purge_step=step + 1, kept=self.metrics())
 
@@ -101,17 +126,29 @@ class RunDir:
         return run
 
     # -- reading --
+    # Every command that needs a run's config or spec reads it here, so a damaged file is one
+    # error, the same for eval, export, predict, bench, report and resume.
     def config(self) -> DictConfig:
-        cfg = OmegaConf.load(self.path / "config.yaml")
+        try:
+            cfg = OmegaConf.load(self.path / "config.yaml")
+        except (OSError, ValueError, yaml.YAMLError, OmegaConfBaseException) as e:  # UnicodeDecodeError is a ValueError
+            raise self.damaged("config.yaml", e) from None
+        if not (isinstance(cfg, DictConfig) and all(isinstance(cfg.get(g), DictConfig) and cfg[g].get("name") for g in ("model", "data"))):
+            raise self.damaged("config.yaml", "not a mapping with model and data sections")
         # Keys added since the run was written, at the value that reproduces how it trained.
         for group, key, value in LEGACY:
-            node = cfg.get(group)
-            if isinstance(node, DictConfig) and key not in node:
-                node[key] = value
+            if key not in cfg[group]:
+                cfg[group][key] = value
         return cfg
 
     def spec(self) -> DataSpec:
-        return DataSpec.from_dict(json.loads((self.path / "spec.json").read_text()))
+        try:
+            return DataSpec.from_dict(json.loads((self.path / "spec.json").read_text()))
+        except (OSError, ValueError, TypeError) as e:  # not JSON, not a mapping, or not a DataSpec's keys
+            raise self.damaged("spec.json", e) from None
+
+    def damaged(self, name: str, why: BaseException | str) -> CheckpointError:
+        return CheckpointError(f"{str(self.path / name)!r} is damaged ({first_line(why)}); restore it from a copy of the run, or train the run again")
 
     def summary(self) -> dict:
         p = self.path / "summary.json"
@@ -128,16 +165,15 @@ class RunDir:
             logger.log(record)
 
     def save_weights(self, state_dict: dict) -> None:
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
-        tmp = self.path / ".model.safetensors.tmp"
-        save_file({k: v.contiguous() for k, v in state_dict.items()}, str(tmp))
-        os.replace(tmp, self.path / "model.safetensors")
+        write_atomic(self.path / "model.safetensors", save({k: v.contiguous() for k, v in state_dict.items()}))
 
     def write_json(self, name: str, obj: dict) -> None:
-        tmp = self.path / f".{name}.tmp"
-        tmp.write_text(json.dumps(obj, indent=2) + "\n")
-        os.replace(tmp, self.path / name)
+        self.write_text(name, json.dumps(obj, indent=2) + "\n")
+
+    def write_text(self, name: str, text: str) -> None:
+        write_atomic(self.path / name, text)
 
     def close(self, artifacts: dict | None = None) -> None:
         """End the loggers; trackers get the final summary and `artifacts` (name: Path or text)."""
@@ -148,6 +184,35 @@ class RunDir:
                 finish(summary, artifacts or {})
             logger.close()
         self._loggers = []
+        self.release()
+
+    def release(self) -> None:
+        """Let another process write the run (also done by the kernel when this one ends)."""
+        unlock_dir(self.path)
+
+
+def _claim(cfg: DictConfig) -> Path:
+    """The directory of a new run: run.dir, or runs/<experiment>/<time>, made here. mkdir is the
+    claim, so two runs started in the same second take two directories."""
+    if cfg.run.dir:
+        path = Path(cfg.run.dir)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise EmberError(f"cannot make the run directory {str(path)!r} ({e.strerror or e}); choose a writable run.dir") from None
+        return path
+    base = Path(cfg.run.root) / default_run_name(cfg) / datetime.now().strftime("%Y%m%d-%H%M%S")
+    try:
+        base.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise EmberError(f"cannot make the run directory {str(base.parent)!r} ({e.strerror or e}); choose a writable run.root") from None
+    path, i = base, 1
+    while True:
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            path, i = base.with_name(f"{base.name}-{i}"), i + 1
 
 
 def _process() -> dict:

@@ -134,3 +134,59 @@ def test_cli_trains_on_a_csv_and_rejects_a_bad_column(ember_cli, tmp_path, weath
 
     shutil.rmtree(tmp_path / "runs")
     cli_error(ember_cli, tmp_path, "data=csv", f"data.path={weather}", "data.target=amout", "model=mlp", match="did you mean 'amount'?")
+
+
+def _spoiled(tmp_path, column: str, values: list, name="spoiled.csv"):
+    """The weather table with `column` replaced by `values` (one per row), written as CSV."""
+    df = _table()
+    df[column] = values
+    path = tmp_path / name
+    df.to_csv(path, index=False)
+    return path
+
+
+def _stray(n=200, at=57, word="12,5"):
+    values = [f"{v:.3f}" for v in np.random.default_rng(1).normal(size=n)]
+    values[at] = word
+    return values
+
+
+# column, its values, what the error must say
+TEXT_THAT_IS_NO_CATEGORY = {
+    "stray_text_in_a_feature": ("b", _stray(), ["column 'b'", "'12,5'", "data row 58 (line 59 of a CSV)", "fix or empty"]),
+    "stray_text_in_the_target": ("amount", _stray(at=3, word="error"), ["column 'amount'", "'error'", "data row 4 "]),
+    "dates": ("b", [f"2024-{1 + i % 12:02d}-{1 + i % 28:02d}" for i in range(200)], ["column 'b'", "dates such as '2024-01-01'", "data.categorical=[b]"]),
+    "ids": ("site", [f"station-{i}" for i in range(200)], ["column 'site'", "200 distinct text values in 200 rows", "data.features"]),
+}
+
+
+@pytest.mark.parametrize("case", TEXT_THAT_IS_NO_CATEGORY)
+def test_text_that_is_no_category_is_an_error_naming_column_row_and_value(tmp_path, case):
+    column, values, expected = TEXT_THAT_IS_NO_CATEGORY[case]
+    path = _spoiled(tmp_path, column, values)
+    target = "amount" if column == "amount" else "label"
+    with pytest.raises(DataError) as e:
+        load_data("csv", path=str(path), target=target)
+    for part in expected:
+        assert part in str(e.value), str(e.value)
+
+
+def test_a_named_categorical_column_is_one_hot_and_a_true_category_passes(tmp_path):
+    ids = [f"station-{i % 40}" for i in range(200)]  # 40 values in 200 rows: a category, kept
+    assert load_data("csv", path=str(_spoiled(tmp_path, "site", ids)), target="label").spec.input_shape == (3 + 40,)
+    many = [f"station-{i}" for i in range(200)]
+    splits = load_data("csv", path=str(_spoiled(tmp_path, "site", many)), target="label", categorical=["site"])
+    assert splits.spec.input_shape == (3 + 200,)
+    with pytest.raises(DataError, match="no categorical column 'sight'"):
+        load_data("csv", path=str(_spoiled(tmp_path, "site", many)), target="label", categorical=["sight"])
+
+
+def test_stray_text_in_the_test_file_is_an_error_naming_its_row(tmp_path, weather):
+    test = _spoiled(tmp_path, "b", _stray(at=9, word="?"), name="test.csv")
+    with pytest.raises(DataError, match=r"column 'b' of .*test.csv holds the text '\?' in data row 10 "):
+        load_data("csv", path=str(weather), target="label", test_path=str(test))
+
+
+def test_cli_stray_text_is_one_line(ember_cli, tmp_path):
+    path = _spoiled(tmp_path, "b", _stray())
+    cli_error(ember_cli, tmp_path, "data=csv", f"data.path={path}", "data.target=label", "model=mlp", match="data row 58")

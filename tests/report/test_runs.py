@@ -3,6 +3,9 @@
 import json
 import shutil
 
+import pytest
+from run_support import DAMAGE, damage
+
 from ember.cli import main
 
 
@@ -61,3 +64,22 @@ def test_runs_mistakes_are_one_line(tmp_path, classification_runs, runs_root, ca
     assert "no run has that metric" in err and "val/loss" in err
     assert main(["runs", str(tmp_path)]) == 0
     assert "no runs under" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("kind", [*DAMAGE, "summary_not_json"])
+def test_a_damaged_run_is_listed_and_marked_among_the_rest(classification_runs, tmp_path, capsys, kind):
+    root = tmp_path / "runs"
+    shutil.copytree(classification_runs[0], root / "good", ignore=shutil.ignore_patterns(".lock"))
+    if kind == "summary_not_json":
+        shutil.copytree(classification_runs[0], root / "bad", ignore=shutil.ignore_patterns(".lock"))
+        (root / "bad" / "summary.json").write_text("[1")
+    else:
+        damage(classification_runs[0], kind, root / "bad")
+    assert main(["runs", str(root), "--json"]) == 0
+    rows = {r["run"]: r for r in json.loads(capsys.readouterr().out)}
+    assert sorted(rows) == ["bad", "good"] and rows["good"]["damaged"] == []
+    damaged = kind not in ("best_from_another_model",)  # ember runs does not read the weights
+    assert bool(rows["bad"]["damaged"]) == damaged
+    assert main(["runs", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert ("damaged: bad: " in out) == damaged and "damaged: good" not in out

@@ -12,6 +12,7 @@ import torch
 from ember.data import Splits, register_data
 from ember.data.loaders import TensorData
 from ember.data.spec import DataSpec
+from ember.files import write_atomic
 
 
 def _cache_dir() -> Path:
@@ -34,9 +35,7 @@ def mnist1d(cfg, *, num_samples: int = 5000, train_split: float = 0.8, seed: int
         raw = make_dataset(_ObjectView(args))
         d = {k: raw[k] for k in ("x", "y", "x_test", "y_test")}
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-        np.savez(tmp, **d)
-        os.replace(tmp, path)
+        write_atomic(path, lambda f: np.savez(f, **d))
 
     def split(x, y):
         return TensorData(torch.as_tensor(x, dtype=torch.float32).unsqueeze(1), torch.as_tensor(y, dtype=torch.long))

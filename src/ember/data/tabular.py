@@ -5,9 +5,11 @@
 
 The target column decides the task unless `data.task` says it: integer, boolean or text labels
 are classification (text labels become class ids in sorted order), floats are regression;
-several target columns are a multi-output regression. Text feature columns are one-hot encoded.
+several target columns are a multi-output regression. Text feature columns are one-hot encoded; a text column that is no category (numbers with a
+stray word, dates, ids) is an error that names it, unless data.categorical names it.
 """
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -29,10 +31,11 @@ def csv(
     num_classes: int = 0,
     sep: str = ",",
     test_path: str | None = None,
+    categorical: tuple[str, ...] = (),
 ) -> Splits:
     """A CSV file with a header row: data.target column(s) from the others (or data.features)."""
     read = lambda pd, path: pd.read_csv(path, sep=sep)
-    return _table(cfg, "csv", "a CSV file with a header row", read, features, task, num_classes, test_path)
+    return _table(cfg, "csv", "a CSV file with a header row", read, features, task, num_classes, test_path, categorical)
 
 
 @register_data("parquet")
@@ -43,6 +46,7 @@ def parquet(
     task: str = "auto",
     num_classes: int = 0,
     test_path: str | None = None,
+    categorical: tuple[str, ...] = (),
 ) -> Splits:
     """A Parquet file: data.target column(s) from the others (or data.features)."""
 
@@ -50,10 +54,10 @@ def parquet(
         require("pyarrow", "tabular", "parquet")
         return pd.read_parquet(path)
 
-    return _table(cfg, "parquet", "a Parquet file", read, features, task, num_classes, test_path)
+    return _table(cfg, "parquet", "a Parquet file", read, features, task, num_classes, test_path, categorical)
 
 
-def _table(cfg, source: str, what: str, read, features, task: str, num_classes: int, test_path) -> Splits:
+def _table(cfg, source: str, what: str, read, features, task: str, num_classes: int, test_path, categorical) -> Splits:
     pd = require("pandas", "tabular", source)
     check_choice(task, "data.task", ("auto", "classification", "regression"))
     path = existing_path(cfg.path, "data.path", source, what)
@@ -61,14 +65,19 @@ def _table(cfg, source: str, what: str, read, features, task: str, num_classes: 
     targets = _names(cfg.target)
     required_key(targets, "data.target", source, f"the column(s) to predict; columns of {path}: {', '.join(map(str, df.columns))}")
     features = _names(features) or [c for c in df.columns if c not in targets]
-    for name in targets + features:
+    categorical = _names(categorical)
+    for name in targets + features + categorical:
         if name not in df.columns:
-            kind = "target" if name in targets else "feature"
-            raise unknown_name(name, [str(c) for c in df.columns], f"{kind} column", str(path), f"set data.{'target' if kind == 'target' else 'features'} to columns of the file")
+            kind = "target" if name in targets else "feature" if name in features else "categorical"
+            raise unknown_name(name, [str(c) for c in df.columns], f"{kind} column", str(path), f"set data.{'target' if kind == 'target' else 'features' if kind == 'feature' else 'categorical'} to columns of the file")
     if not features:
         raise DataError(f"{path} has no feature column besides the target {targets}; add columns or set data.features")
 
     train, kept = _clean(df, features + targets, path, cfg.nan)
+    # Text where numbers were meant would be one-hot encoded without a word: say so instead.
+    check_text_columns(train[features], kept, path, categorical)
+    if task != "classification":
+        check_text_columns(train[targets], kept, path, categorical, only_stray=True)
     test = None
     if test_path:
         tpath = existing_path(test_path, "data.test_path", source, what)
@@ -76,7 +85,8 @@ def _table(cfg, source: str, what: str, read, features, task: str, num_classes: 
         missing = [c for c in features + targets if c not in test_df.columns]
         if missing:
             raise unknown_name(missing[0], [str(c) for c in test_df.columns], "column", str(tpath), "data.test_path must have the train file's columns; its columns are")
-        test, _ = _clean(test_df, features + targets, tpath, cfg.nan)
+        test, test_kept = _clean(test_df, features + targets, tpath, cfg.nan)
+        check_like_train(test, train, test_kept, tpath)
 
     encode = _FeatureEncoder(pd, train[features], path)
     x = encode(train[features])
@@ -134,7 +144,7 @@ def _clean(df, columns: list[str], path: Path, nan: str):
     per_column = ", ".join(f"{c}: {n}" for c, n in zip(columns, counts) if n)
     raise DataError(
         f"{path} has {plural(int(bad.sum()), 'missing or infinite value')} ({per_column}); the first is in column {columns[col]!r} "
-        f"of data row {row + 1} (line {row + 2} of a CSV); fix the file or set data.nan=drop to drop the {plural(int(bad_rows.sum()), 'row')} holding them"
+        f"of {_row(row)}; fix the file or set data.nan=drop to drop the {plural(int(bad_rows.sum()), 'row')} holding them"
     )
 
 
@@ -144,6 +154,58 @@ def _isinf(part, numeric_columns) -> np.ndarray:
         if c in numeric_columns:
             out[:, j] = np.isinf(part[c].to_numpy(dtype=np.float64))
     return out
+
+
+# Dates and times as text (2024-01-31, 2024-01-31T12:00:00Z, 31/01/2024, 1.31.24): not categories.
+DATE = re.compile(r"^(\d{4}-\d{1,2}-\d{1,2}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?|\d{1,2}[/.]\d{1,2}[/.]\d{2,4})$")
+MOSTLY = 0.8  # the share of values that makes a column "numbers with stray text" or "dates"
+MANY_CATEGORIES = 20  # more distinct text values than this, and more than half the rows: not a category
+
+
+def check_text_columns(frame, kept: np.ndarray, path: Path, categorical: list[str], only_stray: bool = False) -> None:
+    """A DataError for a text column that one-hot encoding would silently get wrong: numbers with
+    a few stray words, dates, or so many distinct values (ids, free text) that they are no
+    category. `kept` maps the frame's rows to the file's; data.categorical names columns that are
+    categories all the same."""
+    import pandas as pd
+
+    for c in frame.columns:
+        col = frame[c]
+        if c in categorical or not _is_text(col) or pd.api.types.is_bool_dtype(col):
+            continue
+        text = col.astype(str).str.strip()
+        where = f"column {c!r} of {path}"
+        numeric = pd.to_numeric(text, errors="coerce").notna().to_numpy()
+        if numeric.mean() >= MOSTLY:
+            i = int(np.flatnonzero(~numeric)[0])
+            raise DataError(
+                f"{where} holds numbers but for {plural(int((~numeric).sum()), 'text value')}, the first {text.iloc[i]!r} in {_row(kept[i])}; "
+                "as text the whole column would become one-hot categories: fix or empty the value(s) (data.nan=drop drops rows with empty ones)"
+            )
+        if only_stray:
+            continue
+        fix = f"leave it out by listing the other columns in data.features, or set data.categorical=[{c}] if it is a category"
+        dates = text.str.match(DATE).to_numpy()
+        if dates.mean() >= MOSTLY:
+            raise DataError(f"{where} holds dates such as {text.iloc[0]!r} ({_row(kept[0])}), which would become one category per date; turn them into numbers (day of year, hour, a timestamp) in the file, or {fix}")
+        distinct = text.nunique()
+        if distinct > MANY_CATEGORIES and distinct > len(text) / 2:
+            raise DataError(f"{where} holds {distinct} distinct text values in {len(text)} rows (such as {text.iloc[0]!r} in {_row(kept[0])}), too many for one-hot categories; {fix}")
+
+
+def check_like_train(test, train, kept: np.ndarray, path: Path) -> None:
+    """The test file's columns that are numbers in the train file must be numbers there too."""
+    import pandas as pd
+
+    for c in test.columns:
+        if not _is_text(train[c]) and _is_text(test[c]):
+            numeric = pd.to_numeric(test[c].astype(str).str.strip(), errors="coerce").notna().to_numpy()
+            i = int(np.flatnonzero(~numeric)[0])
+            raise DataError(f"column {c!r} of {path} holds the text {str(test[c].iloc[i])!r} in {_row(kept[i])}, where the train file has numbers; fix or empty the value")
+
+
+def _row(i) -> str:
+    return f"data row {int(i) + 1} (line {int(i) + 2} of a CSV)"
 
 
 def _is_text(col) -> bool:

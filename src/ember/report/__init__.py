@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from ember.errors import ConfigError
+from ember.files import write_atomic
 from ember.report.collect import RunData, labels_for, read_run
 
 
@@ -99,9 +100,7 @@ def _one_line(e: BaseException) -> str:
 
 def write_html(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, text)
     return path
 
 

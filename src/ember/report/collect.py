@@ -14,7 +14,8 @@ from pathlib import Path
 
 import yaml
 
-from ember.errors import ConfigError
+from ember.errors import ConfigError, first_line
+from ember.files import pid_alive
 
 SKIP_DIRS = {"checkpoints", "tb", "wandb", "mlartifacts", "mlruns", "__pycache__"}
 
@@ -27,6 +28,7 @@ class RunData:
     records: list[dict] = field(default_factory=list)
     spec: dict | None = None
     problems: list[str] = field(default_factory=list)
+    damaged: list[str] = field(default_factory=list)  # the problems of files that exist but cannot be read
     label: str = ""
 
     @property
@@ -83,23 +85,12 @@ def _mtime(p: Path) -> float | None:
         return None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True
-    return True
-
-
 def run_status(summary: dict) -> str:
     """finished / running / failed / interrupted / preempted. A run that says `running` but whose
     process on this host is gone (killed by the OOM killer, SIGKILL, a crashed node) is `failed`."""
     status = summary.get("status") or "unknown"
-    if status == "running" and summary.get("pid") and summary.get("host") == socket.gethostname():
-        if not _alive(int(summary["pid"])):
-            return "failed"
+    if status == "running" and summary.get("pid") and summary.get("host") == socket.gethostname() and not pid_alive(int(summary["pid"])):
+        return "failed"
     return status
 
 
@@ -157,11 +148,14 @@ def read_run(path: str | Path) -> RunData:
         raise not_a_run(path)
     run = RunData(path=path, label=path.name)
     try:
-        run.config = yaml.safe_load((path / "config.yaml").read_text()) or {}
-    except (OSError, yaml.YAMLError) as e:
-        run.problems.append(f"config.yaml could not be read ({str(e).splitlines()[0]})")
-    run.summary = _read_json(path / "summary.json", run.problems) or {}
-    run.spec = _read_json(path / "spec.json", run.problems)
+        config = yaml.safe_load((path / "config.yaml").read_text()) or {}
+        if not isinstance(config, dict) or any(not isinstance(config.get(k, {}), dict) for k in ("model", "data", "run", "trainer")):
+            raise ValueError("not a mapping of config groups")
+        run.config = config
+    except (OSError, ValueError, yaml.YAMLError) as e:  # UnicodeDecodeError is a ValueError
+        _damaged(run, "config.yaml", e)
+    run.summary = _read_json(path / "summary.json", run) or {}
+    run.spec = _read_json(path / "spec.json", run, required=("input_shape", "task"))
     p = path / "metrics.jsonl"
     if p.exists():
         bad = 0
@@ -182,16 +176,25 @@ def read_run(path: str | Path) -> RunData:
     return run
 
 
-def _read_json(p: Path, problems: list[str]) -> dict | None:
+def _read_json(p: Path, run: RunData, required: tuple[str, ...] = ()) -> dict | None:
     if not p.exists():
-        problems.append(f"{p.name} is missing")
+        run.problems.append(f"{p.name} is missing")
         return None
     try:
         value = json.loads(p.read_text())
-        return value if isinstance(value, dict) else None
+        if not isinstance(value, dict) or not all(k in value for k in required):
+            raise ValueError("not a JSON object" + (f" with {', '.join(required)}" if required else ""))
+        return value
     except (OSError, ValueError) as e:
-        problems.append(f"{p.name} could not be read ({e})")
+        _damaged(run, p.name, e)
         return None
+
+
+def _damaged(run: RunData, name: str, why: BaseException | str) -> None:
+    """Note a file that exists but cannot be used: the run is shown without it, marked damaged."""
+    note = f"{name} could not be read ({first_line(why)})"
+    run.damaged.append(note)
+    run.problems.append(note)
 
 
 def labels_for(paths: list[Path]) -> list[str]:

@@ -50,6 +50,7 @@ def row(run: RunData, root: Path) -> dict:
         "steps": run.summary.get("steps"),
         "metrics": metrics,
         "error": run.summary.get("error"),
+        "damaged": run.damaged,
     }
 
 
@@ -120,13 +121,16 @@ def print_table(rows: list[dict], sort: str | None, root: Path) -> None:
     for r in rows:
         best = f"{r['monitor'].split('/', 1)[-1]} {_num(r['best'])}" if r["monitor"] and r["best"] is not None else ""
         test = f"{r['test_metric'].split('/', 1)[-1]} {_num(r['metrics'][r['test_metric']])}" if r["test_metric"] else ""
-        status = f"[{style.get(r['status'], 'default')}]{r['status']}[/]"
+        status = f"[{style.get(r['status'], 'default')}]{r['status']}[/]" + (" [red]damaged[/]" if r["damaged"] else "")
         run_name = Path(r["run"]).name if r["experiment"] == Path(r["run"]).parent.name else r["run"]
         cells = [r["experiment"], run_name, status, (r["started"] or "").replace("T", " ")[:16], r["model"] or "", r["data"] or "", best, test, _duration(r["duration_s"])]
         if extra:
             cells.append(_num(r["metrics"].get(extra)))
         table.add_row(*cells)
     console.print(table)
+    for r in rows:  # what is wrong with a damaged run, and what to do
+        if r["damaged"]:
+            console.print(f"damaged: {r['run']}: {'; '.join(r['damaged'])}; restore the files from a copy of the run, or delete it", markup=False, soft_wrap=True)
 
 
 def runs_command(args) -> int:

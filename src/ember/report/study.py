@@ -8,11 +8,25 @@ import json
 import os
 from pathlib import Path
 
+from ember.errors import CheckpointError, first_line
 from ember.report.page import Page, esc, fmt, table, when
 
 
 def is_study(path: Path) -> bool:
     return (Path(path) / "study.json").is_file()
+
+
+def read_study(path: Path) -> dict:
+    """A study's study.json (the one place it is read: ember tune, its --status, ember report)."""
+    p = Path(path) / "study.json"
+    try:
+        info = json.loads(p.read_text())
+    except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        info = first_line(e)
+    if not isinstance(info, dict) or not isinstance(info.get("overrides"), list):
+        why = info if isinstance(info, str) else "not a JSON object with the study's overrides"
+        raise CheckpointError(f"{str(p)!r} is damaged ({why}); restore it from a copy, or start the study again in a new run.dir")
+    return info
 
 
 def _value(text: str):
@@ -61,7 +75,7 @@ def _describe(axis: dict, dist) -> str:
 
 def study_page(path: Path, out: Path) -> str:
     path = Path(path)
-    info = json.loads((path / "study.json").read_text())
+    info = read_study(path)
     metric, direction = info.get("metric", "value"), info.get("direction", "minimize")
     history = _rows(path / "history.csv")
     leaderboard = _rows(path / "leaderboard.csv")

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from ember.files import write_atomic
+
 TRACKERS = ("tensorboard", "mlflow", "wandb", "csv")
 EXTRAS = {"mlflow": "mlflow", "wandb": "wandb", "tensorboard": "tensorboard"}
 
@@ -64,9 +66,7 @@ class TrackContext:
 
     def save_state(self, name: str, value: dict) -> None:
         state = {**self.state(), name: value}
-        tmp = self.path / ".track.json.tmp"
-        tmp.write_text(json.dumps(state, indent=2) + "\n")
-        tmp.replace(self.path / "track.json")
+        write_atomic(self.path / "track.json", json.dumps(state, indent=2) + "\n")
 
 
 def metric_items(record: dict) -> dict[str, float]:

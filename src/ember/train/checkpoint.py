@@ -12,33 +12,13 @@ import torch
 from omegaconf import OmegaConf
 
 from ember.errors import CheckpointError
+from ember.files import fsync_dir, temp_path, write_atomic  # noqa: F401 (fsync_dir: used as checkpoint.fsync_dir)
 
 
 def save_atomic(obj: Any, path: Path) -> None:
-    """Write to a temporary file in the same directory, fsync, then rename over `path`.
-
-    A reader (or a job killed mid-write) sees the old file or the new one, never half of one.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)  # make the rename itself durable
-
-
-def fsync_dir(path: Path) -> None:
-    """Flush a directory's entries (a rename into it) to disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """torch.save through ember.files.write_atomic, fsynced: a reader (or a job killed
+    mid-write) sees the old checkpoint or the new one, never half of one."""
+    write_atomic(path, lambda f: torch.save(obj, f), durable=True)
 
 
 def load(path: Path) -> dict:
@@ -101,7 +81,7 @@ class CheckpointFiles:
         save_atomic(capture(trainer), self.dir / "best.pt")
 
     def _link_last(self, path: Path) -> None:
-        tmp = self.dir / f".last.pt.{os.getpid()}.tmp"
+        tmp = temp_path(self.dir / "last.pt")
         tmp.unlink(missing_ok=True)
         try:
             os.link(path, tmp)

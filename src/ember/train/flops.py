@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from ember.files import write_atomic
+
 # Dense peak TFLOP/s per GPU: (TF32 / fp32 path, bf16 / fp16 tensor cores), from data sheets.
 GPU_PEAK_TFLOPS = {
     "H200": (494.7, 989.4),
@@ -72,9 +74,7 @@ def cpu_peak_flops() -> float:
             best = min(best, time.perf_counter() - t)
         known[key] = 2 * n**3 / best
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(known, indent=1))
-        os.replace(tmp, cache)
+        write_atomic(cache, json.dumps(known, indent=1))
     return known[key]
 
 

@@ -13,6 +13,7 @@ import optuna
 
 from ember.config import compose
 from ember.errors import ConfigError, Preempted
+from ember.files import write_atomic
 from ember.tune.space import Param, suggest, to_overrides
 
 
@@ -144,9 +145,7 @@ def _rewrite_summary(run_dir: Path, **fields) -> None:
     summary = json.loads(path.read_text())
     summary.pop("error", None)
     summary.update(fields)
-    tmp = path.with_name(".summary.json.tmp")
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(summary, indent=2) + "\n")
 
 
 def _free_memory() -> None:

@@ -1,9 +1,9 @@
 """What a study tells: a line per trial, the leaderboard, best.yaml, importances, the history."""
 
 import csv
+import io
 import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -14,14 +14,13 @@ from rich.console import Console
 from rich.table import Table
 
 from ember.config import compose
+from ember.files import write_atomic
 
 ORDER = {"complete": 0, "pruned": 1, "running": 2, "waiting": 3, "failed": 4, "lost": 5}
 
 
 def write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
 def describe(plan) -> dict:
@@ -195,13 +194,12 @@ def _duration(t: FrozenTrial) -> float | None:
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as f:
-        if rows:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-    os.replace(tmp, path)
+    text = io.StringIO(newline="")
+    if rows:
+        writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    write_atomic(path, text.getvalue())
 
 
 def _importances(study: optuna.Study) -> dict[str, float]:
@@ -227,6 +225,4 @@ def _write_best_yaml(plan, best: FrozenTrial) -> None:
         f"# {_params(best)}\n# reproduce: ember train --config {plan.dir / 'best.yaml'}\n"
     )
     path = plan.dir / "best.yaml"
-    tmp = path.with_name(".best.yaml.tmp")
-    tmp.write_text(header + yaml.safe_dump(c, sort_keys=False))
-    os.replace(tmp, path)
+    write_atomic(path, header + yaml.safe_dump(c, sort_keys=False))

@@ -12,7 +12,6 @@ failed by whichever worker looks next and queued again with the same parameters,
 
 import contextlib
 import json
-import os
 import warnings
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from ember.errors import ConfigError, EmberError
+from ember.files import write_atomic
 
 try:  # Optuna >= 4.9 renamed RetryFailedTrialCallback
     from optuna.storages import RetryHeartbeatStaleTrialCallback as _Retry
@@ -61,9 +61,7 @@ class RetryLost:
             if summary.get("status") in ("running", "failed", "interrupted", "preempted"):
                 reason = trial.user_attrs.get("interrupted") or "its worker stopped sending heartbeats (killed or lost)"
                 summary.update(status="failed", error=f"trial {trial.number} lost: {reason}; queued again with the same parameters")
-                tmp = path.with_name(".summary.json.tmp")
-                tmp.write_text(json.dumps(summary, indent=2) + "\n")
-                os.replace(tmp, path)
+                write_atomic(path, json.dumps(summary, indent=2) + "\n")
 
 
 def make_storage(url: str, heartbeat: int, retries: int) -> optuna.storages.BaseStorage:

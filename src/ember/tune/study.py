@@ -33,6 +33,7 @@ from ember.config import compose
 from ember.config.compose import file_overrides
 from ember.errors import ConfigError, EmberError, Preempted
 from ember.metrics import is_higher_better
+from ember.report.study import read_study
 from ember.run import default_run_name
 from ember.tune import report
 from ember.tune.objective import Fatal, Objective, Plan
@@ -61,7 +62,7 @@ def make_plan(overrides: list[str], config_file: str | None = None, status: bool
     cfg = compose(base)
     if status and cfg.run.dir and (Path(cfg.run.dir) / "study.json").is_file() and all(o.startswith(("run.dir=", "tune.storage=")) for o in overrides) and not config_file:
         # `ember tune --status run.dir=STUDY_DIR`: the study's own command.
-        saved = json.loads((Path(cfg.run.dir) / "study.json").read_text())
+        saved = read_study(Path(cfg.run.dir))
         base = saved["overrides"] + [f"run.dir={cfg.run.dir}"] + [o for o in overrides if o.startswith("tune.storage=")]
         cfg = compose(base)
     t = cfg.tune
@@ -119,7 +120,7 @@ def _study_dir(cfg: DictConfig, name: str, fingerprint: str, shared: bool, must_
     if shared:
         return experiment / f"tune-{name}"
     for path in sorted(experiment.glob("tune-*/"), reverse=True):
-        if (path / "study.json").is_file() and json.loads((path / "study.json").read_text()).get("name") == name:
+        if (path / "study.json").is_file() and read_study(path).get("name") == name:
             _check_same_study(path, fingerprint, cfg)
             return path
     if must_exist:
@@ -135,7 +136,7 @@ def _check_same_study(path: Path, fingerprint: str, cfg: DictConfig) -> None:
     info = path / "study.json"
     if not info.is_file():
         return
-    saved = json.loads(info.read_text())
+    saved = read_study(path)
     if saved.get("fingerprint") not in (None, fingerprint):
         raise ConfigError(f"study {saved.get('name')!r} in {str(path)!r} was started with another config ({_changed_keys(path / 'config.yaml', cfg)}); rerun with its settings, or start a new study (another run.dir or tune.name)")
 

@@ -1,0 +1,124 @@
+"""Writing files safely: atomic replacement, temporary files that die with their writer, and the
+lock that gives a run directory one writer at a time.
+
+A temporary file is named `.<name>.<pid>.tmp` after the process writing it. The writer removes it
+on any error; one left by a SIGKILL is removed by the next process that takes the directory
+(`remove_stale_temps`), which can tell from the pid that its writer is gone.
+"""
+
+import errno
+import fcntl
+import json
+import os
+import re
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+from ember.errors import EmberError, RunBusyError
+
+LOCK_NAME = ".lock"
+_TEMP = re.compile(r"^\..+\.(\d+)\.tmp$")
+_held: dict[Path, int] = {}  # locked directory -> the open descriptor that holds its lock
+
+
+def temp_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def write_atomic(path: str | Path, data: bytes | str | Callable[[BinaryIO], None], durable: bool = False) -> None:
+    """Write `data` (bytes, text, or a function that writes into a binary file) to a temporary
+    file beside `path`, then rename it over `path`: a reader, or a job killed mid-write, sees the
+    old file or the new one, never half of one. `durable` also fsyncs the file and the rename."""
+    path = Path(path)
+    tmp = temp_path(path)
+    try:
+        with open(tmp, "wb") as f:
+            if callable(data):
+                data(f)
+            else:
+                f.write(data.encode() if isinstance(data, str) else data)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    if durable:
+        fsync_dir(path.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush a directory's entries (a rename into it) to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it exists, as another user's
+        return True
+    return True
+
+
+def remove_stale_temps(directory: Path) -> list[Path]:
+    """Remove the temporary files in `directory` whose writing process is gone; return them."""
+    removed = []
+    for p in Path(directory).glob(".*.tmp"):
+        m = _TEMP.match(p.name)
+        if m and p.is_file() and int(m.group(1)) != os.getpid() and not pid_alive(int(m.group(1))):
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
+def lock_dir(directory: Path) -> None:
+    """Make this process the one writer of `directory`, or raise RunBusyError naming the holder.
+
+    An flock on `<directory>/.lock`, held until `unlock_dir` or the process ends: the kernel drops
+    it on any exit, SIGKILL included, so a dead holder never blocks the next start.
+    """
+    directory = Path(directory).resolve()
+    if directory in _held:
+        return
+    path = directory / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise EmberError(f"cannot write the run directory {str(directory)!r} ({e.strerror}); choose a writable run.root or run.dir") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):  # a filesystem without locks: go unguarded
+            _held[directory] = fd
+            return
+        holder = _read_holder(fd)
+        os.close(fd)
+        raise RunBusyError(f"{str(directory)!r} is in use by {holder}; wait for it to end or stop it, then retry (a run directory takes one writer at a time)") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}).encode(), 0)
+    _held[directory] = fd
+
+
+def unlock_dir(directory: Path) -> None:
+    fd = _held.pop(Path(directory).resolve(), None)
+    if fd is not None:
+        os.close(fd)  # closing the descriptor drops the lock
+
+
+def _read_holder(fd: int) -> str:
+    try:
+        info = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info["since"]))
+        return f"process {info['pid']} on {info['host']} (since {since})"
+    except (OSError, ValueError, KeyError, TypeError):  # the holder has not written its name yet
+        return "another process"

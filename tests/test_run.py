@@ -1,0 +1,98 @@
+"""The run directory: one writer at a time, and nothing half-made left by a start that fails."""
+
+import signal
+
+import numpy as np
+import pytest
+from run_support import DAMAGE, damage
+
+from ember.cli import main
+from ember.config import compose
+from ember.data.spec import DataSpec
+from ember.errors import EmberError
+from ember.run import RunDir
+
+TINY = ["experiment=linear_regression", "trainer.max_epochs=3", "trainer.progress=none", "track=[]"]
+
+
+def test_a_second_train_or_resume_of_a_held_run_is_refused_and_a_killed_holder_is_recovered(ember_cli, tmp_path, hold_lock):
+    run = tmp_path / "run"
+    run.mkdir()
+    holder = hold_lock(run)
+    stale = run / f".summary.json.{holder.pid}.tmp"  # what a writer killed mid-write leaves
+    stale.write_text("{")
+    refused = ember_cli("train", *TINY, f"run.dir={run}")
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.startswith("error: ") and len(refused.stderr.strip().splitlines()) == 1
+    assert f"in use by process {holder.pid}" in refused.stderr
+    assert not (run / "config.yaml").exists()
+
+    first = ember_cli("train", *TINY, f"run.dir={run}")  # the SIGKILLed holder's lock is gone
+    assert first.returncode == 0, first.stderr
+    assert (run / "summary.json").is_file() and not stale.exists()
+
+    holder = hold_lock(run)
+    metrics = (run / "metrics.jsonl").read_text()
+    again = ember_cli("train", f"resume={run}", "trainer.max_epochs=6")
+    holder.stdin.close()
+    holder.wait()
+    assert again.returncode == 2 and f"in use by process {holder.pid}" in again.stderr
+    assert "resuming " + str(run) not in again.stdout  # refused before it read the checkpoint
+    assert (run / "metrics.jsonl").read_text() == metrics
+    resumed = ember_cli("train", f"resume={run}", "trainer.max_epochs=6")
+    assert resumed.returncode == 0, resumed.stderr
+
+
+@pytest.mark.parametrize("given_dir", [False, True])
+def test_a_start_that_fails_leaves_no_run_behind(tmp_path, monkeypatch, given_dir):
+    def no_space(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("ember.run.open_trackers", no_space)
+    mine = tmp_path / "mine" / "notes.txt"  # run.dir may be a folder the user made, with their files
+    mine.parent.mkdir()
+    mine.write_text("keep")
+    where = f"run.dir={mine.parent}" if given_dir else f"run.root={tmp_path / 'runs'}"
+    cfg = compose([*TINY, where])
+    spec = DataSpec(input_shape=(1,), task="regression", target_shape=(1,))
+    with pytest.raises(EmberError, match="cannot write the run directory .*No space left on device"):
+        RunDir.create(cfg, spec)
+    assert [p.name for p in mine.parent.iterdir()] == ["notes.txt"]
+    assert not list((tmp_path / "runs").rglob("*"))[1:]  # at most the experiment's empty folder
+    monkeypatch.undo()
+    RunDir.create(cfg, spec).close()  # and the lock was released: the same start now succeeds
+
+
+@pytest.fixture(scope="session")
+def digits_run(tmp_path_factory):
+    from ember.api import train
+
+    cfg = compose(["model=mlp", "data=digits", "model.width=16", "trainer.max_epochs=1", "trainer.progress=none", "track=[]", "run.report=false", f"run.root={tmp_path_factory.mktemp('runs')}"])
+    return train(cfg).run_dir
+
+
+COMMANDS = {
+    "eval": lambda run, tmp: ["eval", f"run={run}"],
+    "export": lambda run, tmp: ["export", f"run={run}", "format=safetensors", f"out={tmp / 'model.safetensors'}"],
+    "predict": lambda run, tmp: ["predict", f"run={run}", f"input={tmp / 'x.npy'}", f"output={tmp / 'y.csv'}"],
+    "bench": lambda run, tmp: ["bench", f"run={run}", "batch_sizes=1", "iters=1", "warmup=0", "backends=eager", f"out={tmp / 'bench.json'}"],
+    "resume": lambda run, tmp: ["train", f"resume={run}", "trainer.max_epochs=2"],
+}
+
+
+# resume reads the run's config and its step checkpoints, not spec.json or best.pt
+CASES = [(kind, command) for kind in DAMAGE for command in COMMANDS if command != "resume" or kind.startswith("config")]
+
+
+@pytest.mark.parametrize(("kind", "command"), CASES)
+def test_a_damaged_run_is_one_line_error_naming_the_file(digits_run, tmp_path, capsys, kind, command):
+    spec = RunDir(digits_run).spec()
+    np.save(tmp_path / "x.npy", np.zeros((2, *spec.input_shape), dtype=np.float32))
+    run, name = damage(digits_run, kind, tmp_path / "run")
+    capsys.readouterr()
+    assert main(COMMANDS[command](run, tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert name in err and "restore" in err
