@@ -15,8 +15,6 @@ value. For every regression:
   convention; anomaly correlations are latitude-weighted too.
 """
 
-import math
-
 import torch
 from torchmetrics import Metric
 
@@ -105,8 +103,3 @@ class RegressionMetrics(Metric):
             metric, _, name = key.partition("/")
             out[key] = per[metric][self.names.index(name) if name else 0]
         return {k: v.float() for k, v in out.items()}
-
-
-def skill(model_mse: float, baseline_mse: float) -> float:
-    """1 - MSE_model / MSE_baseline: 1 is perfect, 0 no better than the baseline, < 0 worse."""
-    return 1.0 - model_mse / baseline_mse if baseline_mse > 0 else (0.0 if model_mse == 0 else -math.inf)

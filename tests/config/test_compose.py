@@ -53,7 +53,7 @@ def test_experiment_overrides_groups_and_values():
     "override, message",
     [
         ("trainer.max_epoch=3", r"unknown key 'trainer.max_epoch'; did you mean trainer.max_epochs\? valid keys of trainer: max_epochs, "),
-        ("model.widht=3", r"unknown key 'model.widht'; valid keys of model: name, init, freeze, channels, depth"),
+        ("model.widht=3", r"unknown key 'model.widht'; valid keys of model: name, init, freeze, residual, channels, depth"),
         ("foo=1", r"unknown key 'foo'; valid keys at the top level: model, data, optim"),
         ("model=resnet9000", r"unknown model 'resnet9000'; choose one of: .*cnn1d.*mlp"),
         ("optim=adan", r"unknown optim 'adan'; choose one of: adam, adamw, rmsprop, sgd"),
@@ -77,7 +77,7 @@ def test_mistakes_are_one_line_errors_naming_the_key(override, message):
 
 
 def test_model_keys_are_checked_for_the_selected_option():
-    with pytest.raises(ConfigError, match=r"unknown key 'model.width'; valid keys of model: name, init, freeze$"):
+    with pytest.raises(ConfigError, match=r"unknown key 'model.width'; valid keys of model: name, init, freeze, residual$"):
         compose(["experiment=poly_sine", "model.width=3"])
 
 
