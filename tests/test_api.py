@@ -81,3 +81,29 @@ def test_existing_run_dir_is_not_overwritten(tmp_path):
     ember.fit(nn.Linear(4, 3), (x, y), max_epochs=1, progress="none", run={"dir": str(target)})
     with pytest.raises(ConfigError, match="already holds a run"):
         ember.fit(nn.Linear(4, 3), (x, y), max_epochs=1, progress="none", run={"dir": str(target)})
+
+
+def test_a_run_written_before_target_scaling_still_evaluates_exports_and_resumes(tmp_path):
+    import yaml
+
+    from ember.export.export import export_run
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 3)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", (280 + 5 * x[:, :1] + x[:, 1:2] ** 2).astype(np.float32))
+    common = ["data=numpy", f"data.path={tmp_path / 'x.npy'}", f"data.target={tmp_path / 'y.npy'}", "model=mlp", "trainer.progress=none", f"run.root={tmp_path / 'runs'}"]
+    result = ember.api.train(ember.api.compose([*common, "trainer.max_epochs=2", "data.normalize_target=false", "model.residual=false"]))
+    run = result.run_dir
+    # What an older ember wrote: no target statistics, no residual or normalize_target keys.
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    del cfg["data"]["normalize_target"], cfg["model"]["residual"]
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    spec = json.loads((run / "spec.json").read_text())
+    for key in ("target_mean", "target_std", "target_names", "identity_channels", "lead", "lat", "lon", "input_names", "target_units"):
+        spec.pop(key, None)
+    (run / "spec.json").write_text(json.dumps(spec))
+    assert ember.evaluate_run(run, console=None)["test/rmse"] == pytest.approx(result.metrics["test/rmse"], rel=1e-5)
+    export_run(run, "torchscript", echo=lambda s: None)  # its parity check compares outputs
+    resumed = ember.api.train(ember.api.compose_for_resume([f"resume={run}", "trainer.max_epochs=3", "trainer.progress=none"]))
+    assert resumed.run_dir == run and resumed.summary["epochs"] == 3

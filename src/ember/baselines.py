@@ -168,6 +168,12 @@ def warning(v: dict | None, final: dict[str, float], base: dict[str, dict[str, f
     return f"warning: the model does not beat the {best} baseline on {split} ({skill_part}{metric} {mine:.4g} vs {theirs:.4g}); train longer, change the model, or check the data"
 
 
+def units(spec) -> str:
+    """'t2m in K, pr in mm/day' where the data names its units, else 'in the data's units'."""
+    named = [(spec.target_name(c), u) for c, u in enumerate(spec.target_units or []) if u]
+    return ", ".join(f"{n} in {u}" for n, u in named) if named else "in the data's units"
+
+
 def table(final: dict[str, float], base: dict[str, dict[str, float]], split: str) -> dict[str, float]:
     """The model's metrics on `split` beside each baseline's, keyed `column/metric` for Console.table."""
     rows = {f"model/{k.split('/', 1)[1]}": v for k, v in final.items() if k.startswith(split + "/") and k != f"{split}/loss"}

@@ -84,8 +84,12 @@ def remove_stale_temps(directory: Path) -> list[Path]:
 def lock_dir(directory: Path) -> None:
     """Make this process the one writer of `directory`, or raise RunBusyError naming the holder.
 
-    An flock on `<directory>/.lock`, held until `unlock_dir` or the process ends: the kernel drops
-    it on any exit, SIGKILL included, so a dead holder never blocks the next start.
+    A POSIX record lock (fcntl.lockf) on `<directory>/.lock`, held until `unlock_dir` or the
+    process ends: the kernel drops it on any exit, SIGKILL included, so a dead holder never blocks
+    the next start. Not an flock: forked DataLoader workers share an flock with their parent, and
+    a SIGKILLed trainer's workers kept its run locked until they noticed the parent was gone; a
+    record lock belongs to the process alone. (It is also dropped when this process closes any
+    descriptor of the file: nothing but this module opens it.)
     """
     directory = Path(directory).resolve()
     if directory in _held:
@@ -96,9 +100,9 @@ def lock_dir(directory: Path) -> None:
     except OSError as e:
         raise EmberError(f"cannot write the run directory {str(directory)!r} ({e.strerror}); choose a writable run.root or run.dir") from None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
-        if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):  # a filesystem without locks: go unguarded
+        if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):  # a filesystem without locks: go unguarded
             _held[directory] = fd
             return
         holder = _read_holder(fd)

@@ -133,7 +133,7 @@ def write_study(path, trials):
     }
     results = {"trials": {"complete": len(trials)}, "importances": {"optim.lr": 0.9, "model.activation": 0.1}, "best": {"trial": 0, "value": trials[0][1], "params": {"optim.lr": trials[0][2]}}}
     info = {"name": "demo", "metric": "val/loss", "direction": "minimize", "sampler": "tpe", "pruner": "median", "space": space, "results": results, "created": 1.8e9}
-    (path / "study.json").write_text(json.dumps(info))
+    (path / "study.json").write_text(json.dumps({**info, "overrides": []}))
     best, history = None, ["trial,state,value,best_value,seconds,started,optim.lr,model.activation"]
     for n, value, lr, act in trials:
         best = value if best is None else min(best, value)
