@@ -21,6 +21,9 @@ def test_the_exported_corrector_halves_the_uncorrected_error_in_kelvin(tmp_path,
     assert "warning: the model does not beat" not in r.stdout
     summary = json.loads((tmp_path / "runs/bc/summary.json").read_text())
     assert summary["skill"]["best"] == "identity" and summary["skill"]["skill"] > 0.3
+    # The report maps the error per grid point of the model beside the best baseline's, per variable.
+    html = (tmp_path / "runs/bc/report.html").read_text()
+    assert "t2m: error per grid point" in html and "pr: error per grid point" in html and "identity: mean bias" in html and "Beside the baselines" in html
     r = ember_cli("eval", "run=runs/bc")
     assert r.returncode == 0 and "identity" in r.stdout and "rmse/t2m" in r.stdout, r.stderr
     r = ember_cli("export", "run=runs/bc", "format=onnx")

@@ -36,8 +36,9 @@ def summary_text(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def evaluate_split(model, splits, spec) -> dict | None:
-    """The model on the test split (or val where there is none): the report's evaluation."""
+def evaluate_split(model, splits, spec, baseline: str | None = None) -> dict | None:
+    """The model on the test split (or val where there is none): the report's evaluation; its
+    errors per grid point are mapped beside those of `baseline` (the run's best; all if None)."""
     from ember.report import evaluate
 
     if callable(getattr(model, "loss", None)):
@@ -46,14 +47,14 @@ def evaluate_split(model, splits, spec) -> dict | None:
     if split is None:
         return None
     data = getattr(splits, split)
-    ev = evaluate.evaluate(model, data, spec, references=_baseline_predictors(splits, spec))
+    ev = evaluate.evaluate(model, data, spec, references=_baseline_predictors(splits, spec, baseline))
     result = evaluate.classification(ev, spec, data) if spec.task == "classification" else evaluate.regression(ev, spec)
     return {**result, "split": split, "truncated": ev["truncated"]}
 
 
-def _baseline_predictors(splits, spec) -> dict:
+def _baseline_predictors(splits, spec, only: str | None = None) -> dict:
     """name -> predictions in physical units from a batch of inputs, for each regression baseline
-    (the report maps their errors beside the model's)."""
+    (or `only` that one): the report maps their errors beside the model's."""
     from ember import baselines
 
     if spec.task != "regression":
@@ -61,7 +62,8 @@ def _baseline_predictors(splits, spec) -> dict:
     clim = baselines.climatology(splits)
     if clim is None:
         return {}
-    return {name: (lambda x, name=name: baselines.predict(name, x, spec, clim.float(), len(x))) for name in baselines.names(spec)}
+    names = [n for n in baselines.names(spec) if only is None or n == only]
+    return {name: (lambda x, name=name: baselines.predict(name, x, spec, clim.float(), len(x))) for name in names}
 
 
 def _single(run: RunData, model=None, splits=None, spec=None, evaluate: bool = True) -> tuple[str, dict | None]:
@@ -81,7 +83,7 @@ def _single(run: RunData, model=None, splits=None, spec=None, evaluate: bool = T
     if model is not None:
         spec = spec or splits.spec
         try:
-            ev = evaluate_split(model, splits, spec) if evaluate else None
+            ev = evaluate_split(model, splits, spec, (run.summary.get("skill") or {}).get("best")) if evaluate else None
         except Exception as e:
             notes.append(f"the best checkpoint could not be evaluated ({_one_line(e)})")
         try:

@@ -221,12 +221,13 @@ def error_maps_html(variables: list[dict]) -> str:
     parts = []
     for v in variables:
         units = f" {v['units']}" if v.get("units") else ""
-        parts.append(f"<h3>{esc(v['variable'])}: error per grid point</h3><p class=muted>mean bias from −{esc(v['bias_max'])} (blue) to +{esc(v['bias_max'])}{esc(units)} (red); RMSE from 0 to {esc(v['rmse_max'])}{esc(units)}</p><div class=\"maps\">")
-        for p in v["predictors"]:
-            for kind, label in (("bias", f"mean bias {p['mean_bias']}"), ("rmse", f"RMSE {p['mean_rmse']}")):
-                caption = f"{p['name']}: {label}{units}"
+        parts.append(f"<h3>{esc(v['variable'])}: error per grid point</h3><p class=muted>mean bias from −{esc(v['bias_max'])} (blue) to +{esc(v['bias_max'])}{esc(units)} (red); RMSE from 0 to {esc(v['rmse_max'])}{esc(units)}</p>")
+        for kind, label in (("bias", "mean bias"), ("rmse", "RMSE")):  # one row each: the model, then the baseline
+            parts.append('<div class="maps">')
+            for p in v["predictors"]:
+                caption = f"{p['name']}: {label} {p['mean_' + kind]}{units}"
                 parts.append(f"<figure>{_axes(v, p[kind], caption)}<figcaption>{esc(caption)}</figcaption></figure>")
-        parts.append("</div>")
+            parts.append("</div>")
     return "".join(parts)
 
 
