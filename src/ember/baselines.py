@@ -98,7 +98,15 @@ def score(loader, spec, reference, device, to_device=lambda t: t) -> dict[str, d
                 m.update(pred, y)
             else:  # the targets come standardized, the baselines in physical units
                 m.update(pred, m.physical(y), standardized=False)
-    return {name: {k: float(v) for k, v in m.compute().items()} for name, m in metrics.items()}
+    return {name: defined(name, {k: float(v) for k, v in m.compute().items()}) for name, m in metrics.items()}
+
+
+def defined(name: str, metrics: dict[str, float]) -> dict[str, float]:
+    """A baseline's metrics without those it has no value for: the climatology has no anomaly,
+    so its anomaly correlation is undefined (not 0)."""
+    if name != "climatology":
+        return metrics
+    return {k: v for k, v in metrics.items() if k.split("/")[0] != "acc"}
 
 
 def score_run(trainer) -> dict[str, dict[str, float]]:
