@@ -233,7 +233,7 @@ def _train_and_record(cfg, trainer: Trainer, run: RunDir | None, path: Path, con
     when = f"best epoch {state.best_epoch} of {state.epoch} by {trainer.monitor}" if trainer.monitor else f"{state.epoch} epochs"
     console.table(f"{path.parent.name}: {when}, {trainer.wall_time:.1f} s", metrics)
     if verdict:
-        console.table(f"beside the baselines on {verdict['split']} ({baselines.units(trainer.spec)})", baselines.table(metrics, base, verdict["split"]))
+        console.table(baselines.title(trainer.spec, verdict["split"]), baselines.table(metrics, base, verdict["split"]))
         if line := baselines.warning(verdict, metrics, base):
             console.print(line)
     # The result last, where the eye lands: the table, then the model's own summary line.
@@ -401,7 +401,7 @@ def evaluate_run(path: str | Path, overrides: list[str] = (), console: Console |
         metrics[f"{split}/skill"] = verdict["skill"]
     console.table(f"{run.path}: best checkpoint", metrics)
     if verdict:
-        console.table(f"beside the baselines on {split} ({baselines.units(spec)})", baselines.table(metrics, base, split))
+        console.table(baselines.title(spec, split), baselines.table(metrics, base, split))
         if line := baselines.warning(verdict, metrics, base):
             console.print(line)
     return metrics

@@ -103,10 +103,9 @@ def score(loader, spec, reference, device, to_device=lambda t: t) -> dict[str, d
 
 def defined(name: str, metrics: dict[str, float]) -> dict[str, float]:
     """A baseline's metrics without those it has no value for: the climatology has no anomaly,
-    so its anomaly correlation is undefined (not 0)."""
-    if name != "climatology":
-        return metrics
-    return {k: v for k, v in metrics.items() if k.split("/")[0] != "acc"}
+    so its anomaly correlation is undefined (not 0); one class has no top-5 (ties decide it)."""
+    undefined = {"climatology": "acc", "majority": "top5"}.get(name)
+    return {k: v for k, v in metrics.items() if k.split("/")[0] != undefined}
 
 
 def score_run(trainer) -> dict[str, dict[str, float]]:
@@ -176,10 +175,14 @@ def warning(v: dict | None, final: dict[str, float], base: dict[str, dict[str, f
     return f"warning: the model does not beat the {best} baseline on {split} ({skill_part}{metric} {mine:.4g} vs {theirs:.4g}); train longer, change the model, or check the data"
 
 
-def units(spec) -> str:
-    """'t2m in K, pr in mm/day' where the data names its units, else 'in the data's units'."""
-    named = [(spec.target_name(c), u) for c, u in enumerate(spec.target_units or []) if u]
-    return ", ".join(f"{n} in {u}" for n, u in named) if named else "in the data's units"
+def title(spec, split: str) -> str:
+    """The comparison table's title: the split, and the units for regression ('t2m in K, pr in
+    mm/day' where the data names them)."""
+    if spec.task == "classification":
+        return f"beside the baselines on {split}"
+    named = [f"{spec.target_name(c)} in {u}" for c, u in enumerate(spec.target_units or []) if u]
+    units = ", ".join(named) if named else "in the data's units"
+    return f"beside the baselines on {split} ({units})"
 
 
 def table(final: dict[str, float], base: dict[str, dict[str, float]], split: str) -> dict[str, float]:
