@@ -87,6 +87,15 @@ def test_table_run_predicts_with_its_one_hot_encoding(tmp_path):
     with pytest.raises(DataError, match=r"lacks feature column\(s\) 'site'; the model was trained on columns: pressure, site"):
         predict(run_dir, tmp_path / "missing.csv")
 
+    # The run is self-contained: the training file edited (a new site first in sorted order) or
+    # gone changes nothing, since the one-hot categories are kept in spec.json.
+    spec = json.loads((run_dir / "spec.json").read_text())
+    assert spec["encoding"] == {"columns": ["pressure", "site"], "categories": {"site": ["alps", "coast", "plain"]}}
+    path.write_text("pressure,site,rain\n1000,aaa,1\n" + path.read_text().split("\n", 1)[1])
+    np.testing.assert_array_equal(predict(run_dir, new, echo=lambda s: None).values, preds.values)
+    path.unlink()
+    np.testing.assert_array_equal(predict(run_dir, new, echo=lambda s: None).values, preds.values)
+
 
 def test_image_folder(tmp_path):
     from PIL import Image

@@ -27,6 +27,9 @@ class DataSpec:
     # baseline and residual learning. None where targets are other quantities.
     identity_channels: list[int] | None = None
     lead: int = 0  # time steps between input and target (forecasting)
+    # Tables: how raw columns become the input vector ({"columns": [...], "categories": {column:
+    # [values in one-hot order]}}), so `ember predict` needs only the run.
+    encoding: dict | None = None
     lat: list[float] | None = None  # the grid's latitudes (second-to-last target axis), for weighting and maps
     lon: list[float] | None = None
 

@@ -88,7 +88,7 @@ def _table(cfg, source: str, what: str, read, features, task: str, num_classes: 
         test, test_kept = _clean(test_df, features + targets, tpath, cfg.nan)
         check_like_train(test, train, test_kept, tpath)
 
-    encode = _FeatureEncoder(pd, train[features], path)
+    encode = _FeatureEncoder.fit(pd, train[features])
     x = encode(train[features])
     task = _task(train[targets], task, targets)
     if task == "classification":
@@ -96,6 +96,8 @@ def _table(cfg, source: str, what: str, read, features, task: str, num_classes: 
         y, spec_extra = labels(train[targets[0]], path), {"num_classes": labels.num_classes, "class_names": labels.names}
     else:
         y, spec_extra = _regression_targets(train[targets], path), {"target_shape": (len(targets),), "target_names": [str(t) for t in targets]}
+    # What predicting needs, kept in the run: the feature columns and their one-hot categories.
+    spec_extra |= {"input_names": encode.names(features), "encoding": {"columns": features, "categories": encode.categories}}
     splits = Splits(train=TensorData(x, y), spec=DataSpec(input_shape=(x.shape[1],), task=task, **spec_extra))
     if test is not None:
         yt = labels(test[targets[0]], Path(test_path)) if task == "classification" else _regression_targets(test[targets], Path(test_path))
@@ -228,12 +230,21 @@ def _task(targets, task: str, names: list[str]) -> str:
 
 
 class _FeatureEncoder:
-    """Numeric columns as they are; text/boolean columns one-hot over the train file's values."""
+    """Numeric columns as they are; text/boolean columns one-hot over the train file's values.
 
-    def __init__(self, pd, frame, path: Path):
-        self.pd = pd
-        self.categories = {c: sorted(frame[c].astype(str).unique()) for c in frame.columns if _is_text(frame[c])}
-        self.path = path
+    `categories` (column -> its values, in one-hot order) is all it holds: the run keeps it in
+    spec.json (`encoding`), so predicting never needs the training file again."""
+
+    def __init__(self, pd, categories: dict[str, list[str]]):
+        self.pd, self.categories = pd, categories
+
+    @classmethod
+    def fit(cls, pd, frame) -> "_FeatureEncoder":
+        return cls(pd, {c: sorted(frame[c].astype(str).unique()) for c in frame.columns if _is_text(frame[c])})
+
+    def names(self, columns: list[str]) -> list[str]:
+        """A name per input channel: the column, or `column=value` for a one-hot one."""
+        return [n for c in columns for n in ([f"{c}={v}" for v in self.categories[c]] if c in self.categories else [c])]
 
     def __call__(self, frame) -> torch.Tensor:
         parts = []

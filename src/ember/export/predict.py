@@ -238,7 +238,7 @@ def _table(path: Path, spec: DataSpec, data: dict) -> np.ndarray:
         raise DataError(f"reading {path.name} needs pandas: pip install 'ember[tabular]'") from None
     df = _read_table(pd, path, data)
     if data.get("name") in ("csv", "parquet"):
-        x = _table_features(pd, df, path, data)
+        x = _table_features(pd, df, path, data, spec.encoding)
     else:
         text = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
         if text:
@@ -263,13 +263,17 @@ def _read_table(pd, path: Path, data: dict):
     return df
 
 
-def _table_features(pd, df, path: Path, data: dict) -> np.ndarray:
-    """The feature columns of a table run, encoded as in training (one-hot over the train file's values)."""
+def _table_features(pd, df, path: Path, data: dict, encoding: dict | None) -> np.ndarray:
+    """The feature columns of a table run, encoded as in training (one-hot over the train file's
+    values): from the run's own record of them, or (a run written before it kept one) from the
+    training file."""
+    from ember.data.tabular import _FeatureEncoder, _is_text
+
     targets = _names(data.get("target"))
-    features = _names(data.get("features"))
+    features = list(encoding["columns"]) if encoding else _names(data.get("features"))
     train_path = Path(str(data.get("path") or ""))
     train = None
-    if data.get("path") and train_path.is_file():
+    if not encoding and data.get("path") and train_path.is_file():
         train = _read_table(pd, train_path, data)
         features = features or [c for c in train.columns if c not in targets]
     features = features or [c for c in df.columns if c not in targets]
@@ -279,11 +283,10 @@ def _table_features(pd, df, path: Path, data: dict) -> np.ndarray:
     bad = df[features].isna().any(axis=1).to_numpy()
     if bad.any():
         raise DataError(f"{path} has missing values in {int(bad.sum())} row(s), the first is data row {int(np.flatnonzero(bad)[0]) + 1}; fill or drop them")
-    from ember.data.tabular import _FeatureEncoder, _is_text
-
+    if encoding:
+        return _FeatureEncoder(pd, encoding["categories"])(df[features]).numpy()
     if train is not None:
-        encode = _FeatureEncoder(pd, train[features].dropna(), train_path)
-        return encode(df[features]).numpy()
+        return _FeatureEncoder.fit(pd, train[features].dropna())(df[features]).numpy()
     text = [c for c in features if _is_text(df[c])]
     if text:
         raise DataError(f"column {text[0]!r} holds text, and the training file {str(data.get('path'))!r} that defines its one-hot encoding is gone; put it back at that path to predict")
