@@ -8,6 +8,7 @@ from ember.errors import EmberError  # noqa: E402
 # for importing torchmetrics and the trainer.
 _API = {
     "fit": "ember.api",
+    "train_config": "ember.api",
     "load_run": "ember.api",
     "evaluate_run": "ember.api",
     "Result": "ember.api",

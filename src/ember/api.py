@@ -42,15 +42,41 @@ class Result:
     best_epoch: Optional[int] = None
     summary: dict = field(default_factory=dict)
 
+    def _repr_html_(self) -> str:
+        """In a notebook: the metrics table and the loss curves, not the dataclass's fields."""
+        from ember.notebook import run_html
 
-def train(cfg: DictConfig, console: Console | None = None, on_validation=None) -> Result:
-    """Train from a composed config (what `ember train` runs).
+        when = f"best epoch {self.best_epoch}" if self.best_epoch else f"{self.summary.get('epochs', '?')} epochs"
+        return run_html(f"{type(self.model).__name__}: {when}", self.metrics, self.run_dir)
+
+
+class LoadedRun(tuple):
+    """What `load_run` returns: the (model, config, spec) tuple, unpacked as before, which also
+    knows its run directory and shows its metrics and curves in a notebook."""
+
+    def __new__(cls, model: nn.Module, cfg: DictConfig, spec: DataSpec, path: Path):
+        run = super().__new__(cls, (model, cfg, spec))
+        run.path = Path(path)
+        return run
+
+    def _repr_html_(self) -> str:
+        from ember.notebook import run_html
+
+        summary = RunDir(self.path).summary()
+        return run_html(f"{self[1].model.name} on {self[1].data.name}", summary.get("metrics") or {}, self.path)
+
+
+def train(cfg: DictConfig | list[str], console: Console | None = None, on_validation=None) -> Result:
+    """Train from a composed config, or from overrides as `ember train` takes them:
+    `ember.train_config(["model=mlp", "trainer.max_epochs=5"])`.
 
     With `cfg.resume` (a run directory, or `auto`), continue that run from its newest good
     checkpoint with `cfg` as the config; model and data settings must match the run's.
     `on_validation(epoch, metrics)` is called after every validation; an exception it raises
     ends the run (tuning's pruner).
     """
+    if not isinstance(cfg, DictConfig):
+        cfg = compose([cfg] if isinstance(cfg, str) else list(cfg))
     d = distributed.from_env()
     # Rank 0 speaks for every process; the others train silently.
     console = console or (Console(cfg.trainer.progress) if d.is_main else Console("none", stream=open(os.devnull, "w")))
@@ -70,6 +96,10 @@ def train(cfg: DictConfig, console: Console | None = None, on_validation=None) -
 def _residual_case(spec: DataSpec) -> str:
     names = ", ".join(spec.target_names or [])
     return f"{names} {spec.lead} steps ahead" if spec.lead else f"{names}: bias correction or same-grid downscaling"
+
+
+# The public name (ember.train is the package of the training loop).
+train_config = train
 
 
 def compose_for_resume(overrides: list[str], config_file: str | None = None) -> DictConfig:
@@ -360,8 +390,9 @@ def _infer_spec(train: Any) -> DataSpec:
     return DataSpec(input_shape=tuple(x.shape), task="regression", target_shape=tuple(y.shape))
 
 
-def load_run(path: str | Path, which: str = "best") -> tuple[nn.Module, DictConfig, DataSpec]:
-    """The model of a run with its `best` (or `last`) weights, its config and its DataSpec."""
+def load_run(path: str | Path, which: str = "best") -> LoadedRun:
+    """The model of a run with its `best` (or `last`) weights, its config and its DataSpec:
+    `model, cfg, spec = ember.load_run("runs/...")`; in a notebook it shows its metrics."""
     run = RunDir.open(path)
     cfg, spec = run.config(), run.spec()
     if cfg.model.get("custom"):
@@ -374,7 +405,7 @@ def load_run(path: str | Path, which: str = "best") -> tuple[nn.Module, DictConf
         model.load_state_dict(checkpoint.load(path)["model"])
     except (RuntimeError, KeyError, TypeError) as e:  # another model's weights, or not a checkpoint's content
         raise CheckpointError(f"{str(path)!r} does not fit the run's model {cfg.model.name} ({first_line(e)}); it belongs to another run: restore this run's checkpoint, or train it again") from None
-    return model, cfg, spec
+    return LoadedRun(model, cfg, spec, run.path)
 
 
 def evaluate_run(path: str | Path, overrides: list[str] = (), console: Console | None = None, rollout: int = 0) -> dict[str, float]:

@@ -32,7 +32,7 @@ def reference(splits):
 
 def climatology(splits) -> torch.Tensor | None:
     """The train split's mean of each target element, in physical units (regression), or None
-    where the train data is a user's own Dataset."""
+    where its targets are not numbers."""
     spec, train = splits.spec, splits.train
     if spec.task != "regression":
         return None
@@ -40,8 +40,13 @@ def climatology(splits) -> torch.Tensor | None:
         mean = train.y.double().mean(0).cpu()
     elif isinstance(train, LazyDataset) and train.scan().target_sums is not None:
         return torch.from_numpy(train.target_mean_field()).double()  # read raw: already physical
-    else:
+    elif isinstance(train, (TensorData, LazyDataset)):
         return None
+    else:  # a user's own Dataset (ember.fit): one pass over its targets, as they come
+        total, n = 0.0, 0
+        for y in _targets(train):
+            total, n = total + y.double().sum(0), n + len(y)
+        return total / n if n else None
     if spec.target_mean is not None:  # standardized in memory: back to physical units
         c = spec.target_channels
         shape = (c,) + (1,) * (mean.ndim - 1) if mean.ndim else (1,)
@@ -50,12 +55,25 @@ def climatology(splits) -> torch.Tensor | None:
 
 
 def majority(splits) -> int | None:
-    """The train split's most frequent class, or None where labels cannot be read cheaply."""
+    """The train split's most frequent class, or None where it has no labels."""
     train = splits.train
-    y = train.y if isinstance(train, TensorData) else train.labels() if isinstance(train, LazyDataset) else None
+    if isinstance(train, TensorData):
+        y = train.y
+    elif isinstance(train, LazyDataset):
+        y = train.labels()
+    else:
+        y = torch.cat(list(_targets(train)) or [torch.zeros(0, dtype=torch.long)])
     if y is None or len(y) == 0:
         return None
     return int(np.bincount(np.asarray(torch.as_tensor(y).reshape(-1).long().cpu())).argmax())
+
+
+def _targets(data, batch_size: int = 512):
+    """The targets of a Dataset yielding (x, y), batch by batch."""
+    from torch.utils.data import DataLoader
+
+    for _, y in DataLoader(data, batch_size=batch_size):
+        yield torch.as_tensor(y)
 
 
 def names(spec) -> list[str]:

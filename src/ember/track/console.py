@@ -23,7 +23,8 @@ class Console:
     def __init__(self, mode: str = "auto", stream=None):
         self.out = RichConsole(file=stream or sys.stdout, highlight=False, soft_wrap=True)
         if mode == "auto":
-            mode = "bar" if self.out.is_terminal else "lines"
+            # A notebook gets the bar too (rich draws it in the cell, through ipywidgets).
+            mode = "bar" if self.out.is_terminal or self.out.is_jupyter else "lines"
         self.mode = mode
         self._progress: Progress | None = None
         self._task = None
