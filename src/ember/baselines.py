@@ -19,6 +19,7 @@ import torch
 
 from ember.data.lazy import LazyDataset
 from ember.data.loaders import TensorData
+from ember.export.common import raw_inputs
 from ember.metrics import build_metrics
 
 
@@ -93,12 +94,8 @@ def predict(name: str, x: torch.Tensor, spec, reference, n: int) -> torch.Tensor
         return torch.nn.functional.one_hot(torch.full((n,), reference, dtype=torch.long, device=x.device), spec.num_classes).float()
     if name in ("mean", "climatology"):
         return reference.to(x.device).expand(n, *reference.shape)
-    x = x[:, spec.identity_channels].double()
-    if spec.mean is not None:  # the inputs were standardized: back to their units
-        shape = (1, -1) + (1,) * (x.ndim - 2)
-        idx = spec.identity_channels
-        x = x * torch.tensor([spec.std[i] for i in idx], dtype=torch.float64, device=x.device).reshape(shape) + torch.tensor([spec.mean[i] for i in idx], dtype=torch.float64, device=x.device).reshape(shape)
-    return x
+    # identity / persistence: the inputs' own variables, back in their units.
+    return raw_inputs(x.double(), spec)[:, spec.identity_channels]
 
 
 def score(loader, spec, reference, device, to_device=lambda t: t) -> dict[str, dict[str, float]]:

@@ -88,7 +88,8 @@ def raw_inputs(x: torch.Tensor, spec: DataSpec) -> torch.Tensor:
     if spec.mean is None or spec.std is None:
         return x
     shape = (-1,) + (1,) * (x.ndim - 2)
-    return x * torch.tensor(spec.std).reshape(shape) + torch.tensor(spec.mean).reshape(shape)
+    std, mean = (torch.tensor(v, dtype=x.dtype, device=x.device).reshape(shape) for v in (spec.std, spec.mean))
+    return x * std + mean
 
 
 def load_model(run_dir: str | Path) -> tuple[nn.Module, Any, DataSpec, dict]:
