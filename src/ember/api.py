@@ -243,6 +243,7 @@ def _train_and_record(cfg, trainer: Trainer, run: RunDir | None, path: Path, con
         },
         baselines=base,
         skill=verdict,
+        threads=trainer.threads.summary(),
         flops_per_step=trainer.meter.flops_per_step,
         precision=trainer.precision,
         versions={"ember": ember.__version__, "torch": torch.__version__, "python": platform.python_version()},
@@ -257,7 +258,7 @@ def _train_and_record(cfg, trainer: Trainer, run: RunDir | None, path: Path, con
         run.close(artifacts)
     if state.stop_reason and state.stop_reason.startswith("early stopping"):
         console.print(state.stop_reason)
-    console.print(_time_report(summary["time"], cfg))
+    console.print(_time_report(summary["time"], cfg, summary["threads"]))
     if report is not None:
         console.print(f"report: {report}")
     when = f"best epoch {state.best_epoch} of {state.epoch} by {trainer.monitor}" if trainer.monitor else f"{state.epoch} epochs"
@@ -272,16 +273,22 @@ def _train_and_record(cfg, trainer: Trainer, run: RunDir | None, path: Path, con
     return Result(metrics=metrics, run_dir=path, model=trainer.model, best_epoch=state.best_epoch, summary=summary)
 
 
-def _time_report(t: dict, cfg: DictConfig) -> str:
-    """Where the time went, and one concrete hint when the loop mostly waited for data."""
+def _time_report(t: dict, cfg: DictConfig, threads: dict | None = None) -> str:
+    """Where the time went, the threads and why, and one concrete hint when the loop mostly
+    waited for data or the CPU was shared."""
     total = max(t["total_s"], 1e-9)
     wait, evaluation = t["data_wait_s"] / total, t["eval_s"] / total
     line = f"time: {total:.1f} s, of which waiting for data {wait:.0%}, validation {evaluation:.0%}"
+    if threads:
+        line += f"; {threads['threads']} thread(s): {threads['why']}"
     if wait > 0.3:
         if not cfg.data.get("fast_path", True):
             line += "; hint: the data is in memory, set data.fast_path=true to batch it by indexing"
         else:
             line += f"; hint: the loop is input-bound, raise data.num_workers (now {cfg.data.num_workers})"
+    elif threads and threads.get("step_spread", 1) > 5:
+        fix = "ember dropped to fewer threads when it saw it" if threads["changes"][1:] else "run with trainer.threads=1 beside other work"
+        line += f"; steps varied {threads['step_spread']:.0f}x: the CPU was shared ({fix})"
     return line
 
 

@@ -65,6 +65,8 @@ def test_two_ranks_of_batch_b_equal_one_process_of_batch_2b(tmp_path, strategy):
         assert two_m[k] == pytest.approx(one_m[k], rel=1e-4, abs=1e-6), k
     summary = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert summary["steps"] == 50 and summary["status"] == "finished"
+    # torchrun's two local ranks share the CPUs: each rank's thread budget is half of them.
+    assert summary["threads"]["budget"] == max(1, len(os.sched_getaffinity(0)) // 2)
     # Only rank 0 wrote: one record per logged step, none twice.
     steps_logged = [json.loads(line)["step"] for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines() if '"train"' in line]
     assert steps_logged == sorted(set(steps_logged))

@@ -52,6 +52,9 @@ def test_jobs_run_trials_in_worker_processes(runs, capsys):
     # Processes, not threads of this one. (Which of the two took which trial depends on how fast
     # each started, so one may have taken them all.)
     assert str(os.getpid()) not in pids and 1 <= len(pids) <= 2
+    # The two workers share the CPUs: each trial's thread budget is half of them.
+    summaries = [json.loads(p.read_text()) for p in study_dir.rglob("summary.json")]
+    assert len(summaries) == 3 and {s["threads"]["budget"] for s in summaries} == {max(1, len(os.sched_getaffinity(0)) // 2)}
 
 
 def test_ctrl_c_leaves_the_study_consistent_and_a_rerun_finishes_it(tmp_path, capsys):

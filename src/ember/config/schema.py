@@ -68,6 +68,7 @@ class TrainerConfig:
     strategy: str = "auto"  # with several processes: ddp (auto) | fsdp (FSDP2: shards parameters, gradients, optimizer state)
     dist_timeout: float = 1800.0  # seconds a rank waits in a collective before it is an error
     progress: str = "auto"  # auto (bar on a terminal, lines otherwise) | bar | lines | none
+    threads: str = "auto"  # CPU threads of torch's kernels: auto (probe and adapt, ember.train.threads) | N; OMP_NUM_THREADS wins
     tensorboard: bool = True  # false drops tensorboard from `track` (the older switch)
 
 

@@ -33,6 +33,7 @@ from ember.train.losses import build_loss
 from ember.train.meter import IntervalMeter
 from ember.train.optim import build_optimizer, build_scheduler, warmup_for_plateau
 from ember.train.signals import SignalWatch
+from ember.train.threads import ThreadPolicy
 
 
 @dataclass
@@ -125,6 +126,8 @@ class Trainer:
         self.val_loader = loader(splits.val, ebs, False, evaluation=True)
         self.test_loader = loader(splits.test, ebs, False, evaluation=True)
 
+        # Threads of torch's CPU kernels: chosen, probed and adapted to a shared machine.
+        self.threads = ThreadPolicy(t.get("threads", "auto"), self.device, loader_workers=0 if self.train_loader.fast else d.num_workers)
         batches = len(self.train_loader)
         if batches == 0:
             raise ConfigError("the train split is empty; check the data source")
@@ -254,6 +257,7 @@ class Trainer:
             self._optimizer_step(loss)
             state.step += 1
             meter.steps += 1
+            self.threads.step()
             if self.step_hook is not None:
                 self.step_hook()
             state.batch = i + 1

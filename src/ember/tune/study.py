@@ -242,6 +242,9 @@ def _spawn(plan: Plan) -> int:
 def _worker_main(plan: Plan, index: int) -> None:
     import sys
 
+    # The workers share this machine's CPUs: each trial's thread budget is its share of them.
+    os.environ["EMBER_CPU_SHARE"] = str(plan.jobs)
+
     try:
         code = _work(plan, index)
     except EmberError as e:
