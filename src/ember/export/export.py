@@ -3,6 +3,7 @@
     torchscript   model.ts     torch.jit.script, or torch.jit.trace where scripting fails
     onnx          model.onnx   the torch.onnx dynamo exporter (pip install 'ember[export]')
     exported      model.pt2    a torch.export program
+    aoti          model.aoti.pt2   an AOTInductor package: compiled for C/C++ (TorchScript's successor)
     safetensors   model.safetensors   the weights, with config and spec in its metadata
 
 The graph formats take raw inputs: the run's per-channel standardization is part of the graph.
@@ -42,10 +43,11 @@ from ember.export.common import (
     quiet,
     require,
 )
+from ember.export import aoti
 from ember.export.pt2 import load_program
 
-FORMATS = {"torchscript": "model.ts", "onnx": "model.onnx", "exported": "model.pt2", "safetensors": "model.safetensors"}
-TITLES = {"torchscript": "TorchScript", "onnx": "ONNX", "exported": "torch.export", "safetensors": "safetensors"}
+FORMATS = {"torchscript": "model.ts", "onnx": "model.onnx", "exported": "model.pt2", "aoti": "model" + aoti.SUFFIX, "safetensors": "model.safetensors"}
+TITLES = {"torchscript": "TorchScript", "onnx": "ONNX", "exported": "torch.export", "aoti": "AOTInductor", "safetensors": "safetensors"}
 INPUT_NAME = "input"
 
 
@@ -319,7 +321,11 @@ def _write_safetensors(wrapper, example, path, dynamic, spec, model_config):
     return "weights", ""
 
 
-WRITERS = {"torchscript": _write_torchscript, "onnx": _write_onnx, "exported": _write_exported, "safetensors": _write_safetensors}
+def _write_aoti(wrapper, example, path, dynamic, spec, model_config):
+    return aoti.write(wrapper, example, path, dynamic, cannot_export)
+
+
+WRITERS = {"torchscript": _write_torchscript, "onnx": _write_onnx, "exported": _write_exported, "aoti": _write_aoti, "safetensors": _write_safetensors}
 
 
 # -- runners: the artifact through its own runtime -----------------------------------------------
@@ -334,6 +340,8 @@ def load_artifact(path: str | Path, fmt: str | None = None, threads: int | None 
     if fmt == "exported":
         module = load_program(path).module()  # not torch.export.load, which runs code a crafted archive holds
         return lambda x: module(x)
+    if fmt == "aoti":
+        return aoti.load(path)
     if fmt == "onnx":
         ort = require("onnxruntime", "running an ONNX model")
         options = ort.SessionOptions()
@@ -351,11 +359,13 @@ def load_artifact(path: str | Path, fmt: str | None = None, threads: int | None 
     if fmt == "safetensors":
         module = load_safetensors(path)
         return lambda x: module(x)
-    raise ConfigError(f"{path} is not an exported model; pass a .ts, .onnx, .pt2 or .safetensors file written by ember export")
+    raise ConfigError(f"{path} is not an exported model; pass a .ts, .onnx, .pt2, .aoti.pt2 or .safetensors file written by ember export")
 
 
 def format_of(path: Path) -> str:
-    by_suffix = {Path(name).suffix: fmt for fmt, name in FORMATS.items()}
+    if str(path).endswith(aoti.SUFFIX):  # before the plain .pt2 of torch.export programs
+        return "aoti"
+    by_suffix = {Path(name).suffix: fmt for fmt, name in FORMATS.items() if fmt != "aoti"}
     fmt = by_suffix.get(Path(path).suffix)
     if fmt is None:
         meta = Path(str(path) + ".json")
@@ -406,7 +416,11 @@ def _run_safetensors(path, wrapper, model_config):
     return lambda x: clone(x)
 
 
-RUNNERS = {"torchscript": _run_torchscript, "onnx": _run_onnx, "exported": _run_exported, "safetensors": _run_safetensors}
+def _run_aoti(path, wrapper, model_config):
+    return load_artifact(path, "aoti")
+
+
+RUNNERS = {"torchscript": _run_torchscript, "onnx": _run_onnx, "exported": _run_exported, "aoti": _run_aoti, "safetensors": _run_safetensors}
 
 
 # -- when a model does not export: which layer, and which formats do work ------------------------
