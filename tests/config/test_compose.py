@@ -64,7 +64,7 @@ def test_experiment_overrides_groups_and_values():
         ("trainer.precision=fp8", r"trainer.precision='fp8' is not a valid choice; choose one of: auto, fp32, bf16, fp16"),
         ("trainer.device=gpu", r"trainer.device='gpu' is not a device"),
         ("model.name=mlp", r"select the model with model=mlp"),
-        ("data.batch_size=0", r"data.batch_size must be at least 1"),
+        ("data.batch_size=0", r"data.batch_size=0 is out of range: it must be >= 1"),
         ("trainer.max_epochs", r"cannot parse override 'trainer.max_epochs'; write key=value"),
         ("trainer.max_epochs=[1", r"cannot parse override 'trainer.max_epochs=\[1'; write key=value"),  # Hydra quotes only '[1'
         ("=3", r"cannot parse override '=3': it names no key; write key=value"),

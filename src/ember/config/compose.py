@@ -6,10 +6,12 @@ key and list the valid choices.
 """
 
 import copy
+import dataclasses
 import difflib
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
 from hydra import compose as hydra_compose
@@ -23,6 +25,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ember.config.schema import DataCommon, EmberConfig, ModelCommon, OptimConfig
 from ember.errors import ConfigError
+from ember.ranges import check_ranges
 
 CONF_DIR = Path(__file__).parent / "conf"
 GROUPS = ("model", "data", "optim", "sched", "trainer", "experiment")
@@ -169,10 +172,10 @@ def check_values(cfg: DictConfig) -> None:
         if name not in group_options(key):
             raise ConfigError(f"{key}.name={name!r} is unknown; choose one of: {', '.join(group_options(key))}")
     _check_names(cfg)
-    positive = ["trainer.grad_accum", "trainer.log_every_n_steps", "trainer.checkpoint_every_n_epochs", "trainer.keep_checkpoints", "trainer.nan_max_skips", "data.batch_size"]
-    for key in positive:
-        if OmegaConf.select(cfg, key) < 1:
-            raise ConfigError(f"{key} must be at least 1, got {OmegaConf.select(cfg, key)}")
+    for name, schema in _schemas(cfg).items():
+        check_ranges(cfg[name], schema, name)
+    if cfg.data.val_fraction + cfg.data.test_fraction >= 1:
+        raise ConfigError(f"data.val_fraction={cfg.data.val_fraction} and data.test_fraction={cfg.data.test_fraction} leave no training data; their sum must be below 1")
 
 
 def _check_names(cfg: DictConfig) -> None:
@@ -236,17 +239,23 @@ def _first_unparsable(overrides: list[str]) -> str | None:
     return None
 
 
-def check_keys(cfg: DictConfig, overrides: list[str]) -> None:
-    """Reject keys that `+key=value` added but no schema knows."""
+def _schemas(cfg: DictConfig) -> dict[str, type]:
+    """The dataclass of each group of the config: the selected builder's for model and data."""
     from ember.data import DATA
     from ember.models import MODELS
 
-    schemas = {"model": MODELS.config_schema(cfg.model.name, base=ModelCommon), "data": DATA.config_schema(cfg.data.name, base=DataCommon)}
+    groups = {name: f.default_factory for name, f in EmberConfig.__dataclass_fields__.items() if dataclasses.is_dataclass(f.default_factory)}
+    return {**groups, "model": MODELS.config_schema(cfg.model.name, base=ModelCommon), "data": DATA.config_schema(cfg.data.name, base=DataCommon)}
+
+
+def check_keys(cfg: DictConfig, overrides: list[str]) -> None:
+    """Reject keys that `+key=value` added but no schema knows."""
+    schemas = _schemas(cfg)
     for name, node in cfg.items():
         if name not in EmberConfig.__dataclass_fields__:
             raise ConfigError(_unknown_key_message(str(name), overrides))
         if isinstance(node, DictConfig):
-            schema = schemas.get(name) or EmberConfig.__dataclass_fields__[name].default_factory
+            schema = schemas[name]
             for key in node:
                 if key not in schema.__dataclass_fields__:
                     raise ConfigError(_unknown_key_message(f"{name}.{key}", overrides))

@@ -10,6 +10,7 @@ named after data.inputs and data.target. Integer targets of one value per sample
 
 import zipfile
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
@@ -19,10 +20,11 @@ from ember.data.checks import check_labels, existing_path, infer_task, nan_rows,
 from ember.data.loaders import TensorData
 from ember.data.spec import DataSpec
 from ember.errors import DataError
+from ember.ranges import NON_NEGATIVE
 
 
 @register_data("numpy")
-def numpy_arrays(cfg, *, inputs: str = "x", task: str = "auto", num_classes: int = 0) -> Splits:
+def numpy_arrays(cfg, *, inputs: str = "x", task: str = "auto", num_classes: Annotated[int, NON_NEGATIVE] = 0) -> Splits:
     """NumPy arrays: data.path=x.npy with data.target=y.npy, or one .npz of named arrays."""
     path = existing_path(cfg.path, "data.path", "numpy", "an .npy file of inputs (with data.target=TARGETS.npy) or an .npz file")
     if path.suffix == ".npz":

@@ -11,6 +11,7 @@ stray word, dates, ids) is an error that names it, unless data.categorical names
 
 import re
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
@@ -20,6 +21,7 @@ from ember.data.checks import check_choice, check_labels, existing_path, plural,
 from ember.data.loaders import TensorData
 from ember.data.spec import DataSpec
 from ember.errors import DataError
+from ember.ranges import NON_NEGATIVE
 
 
 @register_data("csv")
@@ -28,7 +30,7 @@ def csv(
     *,
     features: tuple[str, ...] = (),
     task: str = "auto",
-    num_classes: int = 0,
+    num_classes: Annotated[int, NON_NEGATIVE] = 0,
     sep: str = ",",
     test_path: str | None = None,
     categorical: tuple[str, ...] = (),
@@ -44,7 +46,7 @@ def parquet(
     *,
     features: tuple[str, ...] = (),
     task: str = "auto",
-    num_classes: int = 0,
+    num_classes: Annotated[int, NON_NEGATIVE] = 0,
     test_path: str | None = None,
     categorical: tuple[str, ...] = (),
 ) -> Splits:
