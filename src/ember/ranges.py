@@ -33,11 +33,12 @@ class Range:
         return self.high is None or (value < self.high if self.high_open else value <= self.high)
 
     def __str__(self) -> str:
+        low, high = (f"{b:g}" if isinstance(b, float) else str(b) for b in (self.low, self.high))
         if self.high is None:
-            return f"{'>' if self.low_open else '>='} {self.low:g}"
+            return f"{'>' if self.low_open else '>='} {low}"
         if self.low is None:
-            return f"{'<' if self.high_open else '<='} {self.high:g}"
-        return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+            return f"{'<' if self.high_open else '<='} {high}"
+        return f"in {'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
 
 
 POSITIVE = Range(0, low_open=True)  # learning rates, eps, scales
@@ -47,6 +48,14 @@ FRACTION = Range(0, 1, high_open=True)  # dropout, split fractions, betas: 1 wou
 PROBABILITY = Range(0, 1)  # label smoothing, sparsity
 OPEN_UNIT = Range(0, 1, low_open=True, high_open=True)  # onecycle's pct_start, plateau's factor
 SEED = Range(0, 2**32 - 1)  # what numpy's seeding accepts
+
+
+@dataclass(frozen=True)
+class Ranged:
+    """A command option's default with its valid range, e.g. {"atol": Ranged(1e-5, NON_NEGATIVE)}."""
+
+    default: Any
+    valid: Range
 
 
 def range_of(annotation: Any) -> Range | None:

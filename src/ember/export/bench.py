@@ -21,10 +21,20 @@ import torch
 from ember.data.spec import DataSpec
 from ember.errors import ConfigError, EmberError
 from ember.export.common import Normalized, load_model, parse_options, quiet, raw_inputs
+from ember.ranges import AT_LEAST_1, NON_NEGATIVE, POSITIVE, Ranged
 from ember.train.flops import cpu_name
 
 BACKENDS = ("eager", "compile", "torchscript", "onnxruntime")
-DEFAULTS = {"run": None, "batch_sizes": (1, 8, 64), "backends": BACKENDS, "iters": 100, "warmup": 10, "seconds": 2.0, "threads": 0, "out": None}
+DEFAULTS = {
+    "run": None,
+    "batch_sizes": Ranged((1, 8, 64), AT_LEAST_1),
+    "backends": BACKENDS,
+    "iters": Ranged(100, AT_LEAST_1),
+    "warmup": Ranged(10, NON_NEGATIVE),
+    "seconds": Ranged(2.0, POSITIVE),
+    "threads": Ranged(0, NON_NEGATIVE),  # 0: torch's own choice
+    "out": None,
+}
 
 
 def bench_command(overrides: list[str]) -> int:

@@ -43,6 +43,7 @@ from ember.export.common import (
     require,
 )
 from ember.export.pt2 import load_program
+from ember.ranges import AT_LEAST_1, NON_NEGATIVE, Ranged
 
 FORMATS = {"torchscript": "model.ts", "onnx": "model.onnx", "exported": "model.pt2", "safetensors": "model.safetensors"}
 TITLES = {"torchscript": "TorchScript", "onnx": "ONNX", "exported": "torch.export", "safetensors": "safetensors"}
@@ -66,7 +67,7 @@ class Exported:
 # -- the command ---------------------------------------------------------------------------------
 def export_command(overrides: list[str]) -> int:
     """ember export run=DIR format=torchscript|onnx|exported|safetensors [batch=dynamic] [out=PATH] [atol=] [rtol=]."""
-    opts, _ = parse_options("export", overrides, {"run": None, "format": None, "batch": "dynamic", "out": None, "atol": 1e-5, "rtol": 1e-4, "samples": 64})
+    opts, _ = parse_options("export", overrides, {"run": None, "format": None, "batch": "dynamic", "out": None, "atol": Ranged(1e-5, NON_NEGATIVE), "rtol": Ranged(1e-4, NON_NEGATIVE), "samples": Ranged(64, AT_LEAST_1)})
     if not opts["run"]:
         raise ConfigError("ember export needs the run to export: ember export run=runs/<name>/<time> format=onnx")
     if not opts["format"]:

@@ -25,6 +25,7 @@ from torch.utils._pytree import tree_leaves
 from ember.data.spec import DataSpec
 from ember.errors import ConfigError, DataError
 from ember.export.common import Normalized, load_model, parse_options, quiet
+from ember.ranges import AT_LEAST_1, Ranged
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet")
@@ -53,7 +54,7 @@ class Predictions:
 
 def predict_command(overrides: list[str]) -> int:
     """ember predict run=DIR|ARTIFACT input=FILE [output=FILE] [batch_size=256]."""
-    opts, _ = parse_options("predict", overrides, {"run": None, "input": None, "output": None, "batch_size": 256})
+    opts, _ = parse_options("predict", overrides, {"run": None, "input": None, "output": None, "batch_size": Ranged(256, AT_LEAST_1)})
     if not opts["run"]:
         raise ConfigError("ember predict needs the model: ember predict run=runs/<name>/<time> input=FILE (or run=<run>/export/model.onnx)")
     if not opts["input"]:

@@ -77,6 +77,7 @@ def sample_run(run_dir: str | Path, n: int = 16, out: str | Path | None = None, 
 
 def sample_command(overrides: list[str]) -> int:
     """ember sample run=DIR [n=16] [seed=0] [out=PATH]."""
+    from ember.ranges import AT_LEAST_1, SEED
     from ember.summary import _int_option, command_options
 
     options, rest = command_options(overrides, ("run", "n", "seed", "out"))
@@ -84,6 +85,6 @@ def sample_command(overrides: list[str]) -> int:
         raise ConfigError(f"ember sample takes run=DIR, n=, seed= and out=, not {rest[0]!r}")
     if not options.get("run"):
         raise ConfigError("ember sample needs the run to sample from: ember sample run=runs/<name>/<time> n=16")
-    path = sample_run(options["run"], n=_int_option(options, "n", 16), out=options.get("out"), seed=_int_option(options, "seed", 0))
+    path = sample_run(options["run"], n=_int_option(options, "n", 16, AT_LEAST_1), out=options.get("out"), seed=_int_option(options, "seed", 0, SEED))
     print(f"wrote {path}")
     return 0
