@@ -179,3 +179,10 @@ def test_a_study_name_that_leaves_the_runs_folder_is_refused():
     with pytest.raises(ConfigError, match=r"tune.name='../x' is not a plain folder name"):
         compose(["tune.name=../x"])
     assert compose(["run.name=my-experiment"]).run.name == "my-experiment"
+
+
+def test_a_config_file_that_is_not_utf8_is_one_line_naming_the_byte(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("run:\n  name: café\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"config file '.*latin1.yaml' is not UTF-8 text \(byte 0xe9 at offset 16\); save it as UTF-8"):
+        compose([], config_file=path)

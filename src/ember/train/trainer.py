@@ -12,17 +12,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Optional
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from ember import baselines
 from ember.data import Splits, TensorData
 from ember.data.loaders import EpochLoader
 from ember.errors import ConfigError
-from ember import baselines
 from ember.metrics import build_metrics, is_higher_better
+from ember.models.layers import BATCH_NORMS, running_batch_norm
 from ember.run import RunDir
 from ember.track.console import Console
 from ember.train import checkpoint, distributed, nan_guard, strategy
@@ -41,11 +41,11 @@ class TrainState:
     batch: int = 0  # micro-batches of the current epoch already trained on
     step: int = 0  # optimizer steps taken
     skipped_steps: int = 0  # consecutive steps skipped for a non-finite loss (nan_policy=skip)
-    best: Optional[float] = None  # best value of the monitored metric
-    best_epoch: Optional[int] = None
-    best_step: Optional[int] = None
+    best: float | None = None  # best value of the monitored metric
+    best_epoch: int | None = None
+    best_step: int | None = None
     bad_validations: int = 0  # validations since the last improvement (early stopping)
-    stop_reason: Optional[str] = None
+    stop_reason: str | None = None
 
 
 class _LossForward(nn.Module):
@@ -100,6 +100,7 @@ class Trainer:
             # at 0.66x of its eager speed on CPU in one run (benchmarks/compile.py).
             runner = torch.compile(runner, mode="reduce-overhead" if t.cuda_graphs else None, dynamic=False)
         self.forward = runner
+        self._batch_norms = [m for m in model.modules() if isinstance(m, BATCH_NORMS)]
         self.loss_fn = build_loss(t.loss, self.spec, model, t.label_smoothing)
         # What the baselines predict (the train split's climatology, or majority class); the
         # anomaly correlations are taken against the same climatology.
@@ -108,7 +109,7 @@ class Trainer:
 
         # In-memory splits move to the device once; batches are then slices, not copies.
         on_device = self.device.type != "cpu"
-        place = lambda d: d.to(self.device) if isinstance(d, TensorData) and on_device else d  # noqa: E731
+        place = lambda d: d.to(self.device) if isinstance(d, TensorData) and on_device else d
         d = cfg.data
         ebs = d.eval_batch_size or 4 * d.batch_size
         pin = self.device.type == "cuda"
@@ -305,13 +306,19 @@ class Trainer:
     def _measure_flops(self, x, y) -> None:
         self._count_flops = False
         if self.uses_loss_protocol:
-            fn = lambda m, x, y: m.loss((x, y))[0]  # noqa: E731
+            fn = lambda m, x, y: m.loss((x, y))[0]
         else:
-            fn = lambda m, x, y: self.loss_fn(m(x), y)  # noqa: E731
+            fn = lambda m, x, y: self.loss_fn(m(x), y)
         per_batch = count_step_flops(self.model, fn, x, y)
         self.meter.flops_per_step = per_batch * self.t.grad_accum if per_batch else None
 
     def _loss(self, x, y):
+        if x.shape[0] == 1 and self._batch_norms:  # a last batch of one sample
+            with running_batch_norm(self._batch_norms):
+                return self._loss_of(x, y)
+        return self._loss_of(x, y)
+
+    def _loss_of(self, x, y):
         if self.uses_loss_protocol:
             return self.forward(x, y)
         return self.loss_fn(self.forward(x), y), {}
