@@ -12,15 +12,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Optional
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from ember import baselines
 from ember.data import Splits, TensorData
 from ember.data.loaders import EpochLoader
 from ember.errors import ConfigError
+from ember import baselines
 from ember.metrics import build_metrics, is_higher_better
 from ember.models.layers import BATCH_NORMS, running_batch_norm
 from ember.run import RunDir
@@ -41,11 +42,11 @@ class TrainState:
     batch: int = 0  # micro-batches of the current epoch already trained on
     step: int = 0  # optimizer steps taken
     skipped_steps: int = 0  # consecutive steps skipped for a non-finite loss (nan_policy=skip)
-    best: float | None = None  # best value of the monitored metric
-    best_epoch: int | None = None
-    best_step: int | None = None
+    best: Optional[float] = None  # best value of the monitored metric
+    best_epoch: Optional[int] = None
+    best_step: Optional[int] = None
     bad_validations: int = 0  # validations since the last improvement (early stopping)
-    stop_reason: str | None = None
+    stop_reason: Optional[str] = None
 
 
 class _LossForward(nn.Module):
@@ -109,7 +110,7 @@ class Trainer:
 
         # In-memory splits move to the device once; batches are then slices, not copies.
         on_device = self.device.type != "cpu"
-        place = lambda d: d.to(self.device) if isinstance(d, TensorData) and on_device else d
+        place = lambda d: d.to(self.device) if isinstance(d, TensorData) and on_device else d  # noqa: E731
         d = cfg.data
         ebs = d.eval_batch_size or 4 * d.batch_size
         pin = self.device.type == "cuda"
@@ -306,9 +307,9 @@ class Trainer:
     def _measure_flops(self, x, y) -> None:
         self._count_flops = False
         if self.uses_loss_protocol:
-            fn = lambda m, x, y: m.loss((x, y))[0]
+            fn = lambda m, x, y: m.loss((x, y))[0]  # noqa: E731
         else:
-            fn = lambda m, x, y: self.loss_fn(m(x), y)
+            fn = lambda m, x, y: self.loss_fn(m(x), y)  # noqa: E731
         per_batch = count_step_flops(self.model, fn, x, y)
         self.meter.flops_per_step = per_batch * self.t.grad_accum if per_batch else None
 
