@@ -27,6 +27,7 @@ from torch import nn
 
 from ember.errors import ConfigError
 from ember.export.common import ExportError, Normalized, load_model, parse_options, quiet, raw_inputs
+from ember.files import check_output
 from ember.ranges import AT_LEAST_1, OPEN_UNIT, Ranged
 
 METHODS = ("dynamic_int8", "prune")
@@ -60,6 +61,7 @@ def compress_run(run_dir: str | Path, method: str | None, *, sparsity: float = 0
     out = Path(out) if out else run_dir.with_name(f"{run_dir.name}-{suffix}")
     if (out / "config.yaml").exists():
         raise ConfigError(f"{out} already holds a run; pass out= a new directory")
+    check_output(out, "the compressed run", "out=", folder=True)
 
     from ember.data import build_data
 

@@ -43,6 +43,7 @@ from ember.export.common import (
     require,
 )
 from ember.export.pt2 import load_program
+from ember.files import check_output, output_errors
 from ember.ranges import AT_LEAST_1, NON_NEGATIVE, Ranged
 
 FORMATS = {"torchscript": "model.ts", "onnx": "model.onnx", "exported": "model.pt2", "safetensors": "model.safetensors"}
@@ -92,9 +93,10 @@ def parse_batch(value: Any) -> int | None:
 def export_run(run_dir: str | Path, fmt: str, *, out: str | Path | None = None, batch: int | None = None, atol: float = 1e-5, rtol: float = 1e-4, samples: int = 64, echo: Callable[[str], None] = print) -> Exported:
     """Export a run's best model to `fmt` (in `<run>/export/` unless `out`), with a parity check."""
     check_format(fmt)
-    model, cfg, spec, summary = load_model(run_dir)
-    x, where = held_out_batch(cfg, spec, max(2, samples))
     path = Path(out) if out else Path(run_dir) / "export" / FORMATS[fmt]
+    model, cfg, spec, summary = load_model(run_dir)
+    check_output(path, f"the {fmt} export", "out=")
+    x, where = held_out_batch(cfg, spec, max(2, samples))
     from omegaconf import OmegaConf
 
     from ember.models import builder_kwargs
@@ -151,8 +153,9 @@ def export_model(
     path = Path(path)
     example = _example(x, batch)
     checks = [example] if batch is not None else [example, example[:1]]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmpdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    with output_errors(path, f"the {fmt} export", "out="):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmpdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         tmp = tmpdir / path.name
         method, note = WRITERS[fmt](wrapper, example, tmp, batch is None, spec, model_config)
@@ -185,10 +188,11 @@ def export_model(
             "created": time.time(),
             **(meta or {}),
         }
-        (tmpdir / (path.name + ".json")).write_text(json.dumps(info, indent=2) + "\n")
-        # The artifact (and ONNX's external data, if any) first, its description last.
-        for f in sorted(tmpdir.iterdir(), key=lambda p: p.suffix == ".json"):
-            os.replace(f, path.parent / f.name)
+        with output_errors(path, f"the {fmt} export", "out="):
+            (tmpdir / (path.name + ".json")).write_text(json.dumps(info, indent=2) + "\n")
+            # The artifact (and ONNX's external data, if any) first, its description last.
+            for f in sorted(tmpdir.iterdir(), key=lambda p: p.suffix == ".json"):
+                os.replace(f, path.parent / f.name)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
     return Exported(path, path.with_name(path.name + ".json"), fmt, method, max_abs, max_rel, checked_on, note)

@@ -17,6 +17,7 @@ import torch
 
 from ember.data.spec import DataSpec
 from ember.errors import ConfigError
+from ember.files import check_output, output_errors
 
 
 def write_png(path: str | Path, pixels: np.ndarray) -> None:
@@ -69,9 +70,10 @@ def sample_run(run_dir: str | Path, n: int = 16, out: str | Path | None = None, 
     samples = model.sample(n, generator=torch.Generator().manual_seed(seed))
     if samples.ndim != 4:
         raise ConfigError(f"model {cfg.model.name} samples of shape {tuple(samples.shape[1:])} are not images; ember sample writes 2-D samples")
-    path = Path(out) if out else Path(run_dir) / "samples.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_png(path, to_grid(samples, spec))
+    path = check_output(Path(out) if out else Path(run_dir) / "samples.png", "the samples", "out=")
+    with output_errors(path, "the samples", "out="):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_png(path, to_grid(samples, spec))
     return path
 
 
