@@ -21,7 +21,7 @@ RUN = "{run}"  # replaced by the path of a small trained run
 
 CASES = {
     "train": [
-        (["optim.lr=-1"], "optim.lr=-1.0 is out of range: it must be > 0"),
+        (["optim.lr=-1"], "optim.lr=-1.0 is out of range: it must be >= 0"),
         (["optim.lr=nan"], "optim.lr=nan is out of range"),
         (["optim.betas=[0.9,1.2]"], "optim.betas=[0.9, 1.2] is out of range: each item must be in [0, 1)"),
         (["optim=sgd", "optim.momentum=1.5"], "optim.momentum=1.5 is out of range"),

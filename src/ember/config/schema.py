@@ -17,7 +17,7 @@ from ember.ranges import AT_LEAST_1, FRACTION, NON_NEGATIVE, OPEN_UNIT, POSITIVE
 @dataclass(kw_only=True)
 class OptimConfig:
     name: str = "adamw"  # an entry of ember.train.optim.OPTIMIZERS
-    lr: Annotated[float, POSITIVE] = 1e-3
+    lr: Annotated[float, NON_NEGATIVE] = 1e-3  # 0 trains nothing, which tests and baselines use
     weight_decay: Annotated[float, NON_NEGATIVE] = 0.0
     momentum: Annotated[float, FRACTION] = 0.9  # sgd, rmsprop
     nesterov: bool = False  # sgd
