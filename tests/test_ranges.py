@@ -62,6 +62,7 @@ def test_a_list_is_checked_item_by_item():
     [
         (["optim.lr=-0.1"], r"optim.lr=-0.1 is out of range: it must be >= 0"),
         (["optim.betas=[0.9,1.0]"], r"optim.betas=\[0.9, 1.0\] is out of range"),
+        (["optim.betas=[0.9]"], r"optim.betas=\[0.9\] must hold two values"),
         (["optim.eps=0"], r"optim.eps=0.0 is out of range: it must be > 0"),
         (["optim=sgd", "optim.momentum=-0.5"], r"optim.momentum=-0.5 is out of range"),
         (["optim.weight_decay=-1"], r"optim.weight_decay=-1.0 is out of range: it must be >= 0"),

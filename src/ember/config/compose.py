@@ -174,6 +174,8 @@ def check_values(cfg: DictConfig) -> None:
     _check_names(cfg)
     for name, schema in _schemas(cfg).items():
         check_ranges(cfg[name], schema, name)
+    if len(cfg.optim.betas) != 2:  # a range checks each item, not how many there are
+        raise ConfigError(f"optim.betas={list(cfg.optim.betas)} must hold two values, for example optim.betas=[0.9,0.999]")
     if cfg.data.val_fraction + cfg.data.test_fraction >= 1:
         raise ConfigError(f"data.val_fraction={cfg.data.val_fraction} and data.test_fraction={cfg.data.test_fraction} leave no training data; their sum must be below 1")
 
