@@ -3,7 +3,7 @@ import typing
 
 import pytest
 
-from ember.config import compose
+from ember.config import GROUPS, compose, group_options
 from ember.config.schema import DataCommon, EmberConfig, ModelCommon
 from ember.data import DATA
 from ember.errors import ConfigError
@@ -91,8 +91,9 @@ def test_out_of_range_values_fail_at_compose_naming_key_value_and_range(override
 def test_unset_optional_keys_and_defaults_are_in_range():
     cfg = compose(["model=vit", "data=digits"])  # vit's dim, depth, heads are null until sized
     assert cfg.model.dim is None
-    for name in MODELS.names():
-        assert compose([f"model={name}"]).model.name == name
+    for group in GROUPS:  # every option's own defaults and every experiment's values
+        for option in group_options(group):
+            assert compose([f"{group}={option}"]) is not None
 
 
 def test_create_model_from_python_checks_ranges_too():
