@@ -1,5 +1,6 @@
 """ember.files: atomic writes leave no temporary file, stale ones are cleaned, the lock is exclusive."""
 
+import errno
 import os
 import signal
 import subprocess
@@ -7,8 +8,8 @@ import sys
 
 import pytest
 
-from ember.errors import RunBusyError
-from ember.files import lock_dir, remove_stale_temps, unlock_dir, write_atomic
+from ember.errors import OutputError, RunBusyError
+from ember.files import check_output, lock_dir, output_errors, remove_stale_temps, unlock_dir, write_atomic
 
 
 def dead_pid() -> int:
@@ -59,3 +60,34 @@ def test_lock_is_refused_while_another_process_holds_it_and_recovered_after_sigk
     holder = hold_lock(tmp_path)  # and released: another process takes it at once
     holder.stdin.close()
     assert holder.wait() == 0
+
+
+def test_check_output_refuses_a_folder_a_file_in_the_way_and_a_file_for_a_folder(tmp_path):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputError, match=r"cannot write the report to '.*folder': it is a folder; choose another path with -o"):
+        check_output(tmp_path / "folder", "the report", "-o")
+    with pytest.raises(OutputError, match=r"to '.*file/deeper/r.html': '.*file' is a file, not a folder"):
+        check_output(tmp_path / "file/deeper/r.html", "the report", "-o")
+    with pytest.raises(OutputError, match=r"cannot write the compressed run to '.*file': it is a file"):
+        check_output(tmp_path / "file", "the compressed run", "out=", folder=True)
+    assert check_output(tmp_path / "new/deeper/r.html", "the report", "-o") == tmp_path / "new/deeper/r.html"
+    assert not (tmp_path / "new").exists()  # checking makes nothing
+
+
+def test_output_errors_name_the_path_and_the_cause():
+    full = pytest.raises(OutputError, match=r"cannot write the benchmark to 'b.json' \(No space left on device\); free space on that disk")
+    with full, output_errors("b.json", "the benchmark", "out="):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_folder_even_root_cannot_write_is_one_line():
+    """Root writes through chmod, so a kernel file system stands in for a read-only disk."""
+    try:
+        open("/sys/ember-write-probe", "w").close()
+        pytest.skip("/sys is writable here")
+    except OSError:
+        pass
+    refused = pytest.raises(OutputError, match=r"cannot write the report to '/sys/r.html' \((Permission denied|Read-only file system)\); choose another path with -o")
+    with refused, output_errors("/sys/r.html", "the report", "-o"):
+        write_atomic("/sys/r.html", "<html>")

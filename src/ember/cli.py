@@ -41,9 +41,17 @@ def _groups_help() -> str:
     return "\n".join(lines)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its mistakes (`--steps abc`) one line like every other error, not usage + error."""
+
+    def error(self, message: str):
+        print(f"error: {self.prog}: {message}; see {self.prog} --help", file=sys.stderr)
+        sys.exit(2)
+
+
 def _parser() -> argparse.ArgumentParser:
     epilog = _groups_help() + "\n\n" + OVERRIDES_HELP + "\nexamples:\n  ember train\n  ember train model=mlp optim.lr=0.01 trainer.max_epochs=5\n  ember train experiment=linear_regression\n  ember eval run=runs/mnist1d-cnn1d/20260101-120000\n"
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ember",
         description="Train, tune, track and ship PyTorch models from one config.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -110,9 +118,12 @@ def _main(argv: list[str] | None) -> int:
 
 def _profile(args) -> int:
     from ember.config import compose
+    from ember.ranges import AT_LEAST_1, NON_NEGATIVE, check_value
     from ember.track.console import Console
     from ember.train.profile import profile_run
 
+    check_value("--steps", args.steps, AT_LEAST_1)
+    check_value("--warmup", args.warmup, NON_NEGATIVE)
     profile_run(compose(args.overrides, args.config), Console("lines"), warmup=args.warmup, steps=args.steps)
     return 0
 

@@ -28,6 +28,11 @@ class CheckpointError(EmberError):
     """A missing, unreadable or incompatible checkpoint or run directory."""
 
 
+class OutputError(EmberError):
+    """An output path that cannot be written: a folder where a file goes, a file in its way, a
+    read-only or full disk."""
+
+
 class NonFiniteError(EmberError):
     """The loss or a gradient became NaN or infinite (trainer.nan_policy=stop)."""
 

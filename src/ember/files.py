@@ -6,6 +6,7 @@ on any error; one left by a SIGKILL is removed by the next process that takes th
 (`remove_stale_temps`), which can tell from the pid that its writer is gone.
 """
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from ember.errors import EmberError, RunBusyError
+from ember.errors import EmberError, OutputError, RunBusyError
 
 LOCK_NAME = ".lock"
 _TEMP = re.compile(r"^\..+\.(\d+)\.tmp$")
@@ -48,6 +49,35 @@ def write_atomic(path: str | Path, data: bytes | str | Callable[[BinaryIO], None
         tmp.unlink(missing_ok=True)
     if durable:
         fsync_dir(path.parent)
+
+
+def check_output(path: str | Path, what: str, option: str, folder: bool = False) -> Path:
+    """Refuse an output path that cannot take `what` before any work is done for it: a folder
+    where a file goes (or a file where a folder goes), a file in the way of its folders, or a
+    folder this process may not write. `option` is how the user chose the path (`out=`, `-o`)."""
+    path = Path(path)
+    fix = f"choose another path with {option}"
+    if path.is_dir() != folder and path.exists():
+        raise OutputError(f"cannot write {what} to {str(path)!r}: it is a {'file' if folder else 'folder'}; {fix}")
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise OutputError(f"cannot write {what} to {str(path)!r}: {str(ancestor)!r} is a file, not a folder; {fix}")
+    if not os.access(ancestor, os.W_OK):
+        raise OutputError(f"cannot write {what} to {str(path)!r}: the folder {str(ancestor)!r} is not writable; {fix}")
+    return path
+
+
+@contextlib.contextmanager
+def output_errors(path: str | Path, what: str, option: str):
+    """An OSError while writing an output (a full or read-only disk, a path that changed since
+    check_output) becomes one line naming the path and the cause."""
+    try:
+        yield
+    except OSError as e:
+        fix = "free space on that disk" if e.errno == errno.ENOSPC else f"choose another path with {option}"
+        raise OutputError(f"cannot write {what} to {str(path)!r} ({e.strerror or e}); {fix}") from None
 
 
 def fsync_dir(path: Path) -> None:

@@ -101,13 +101,17 @@ def graph_command(overrides: list[str], config_file: str | None = None) -> int:
     """ember graph [--config FILE] [out=PATH] [overrides]: render the configured model's graph."""
     from ember.config import compose
     from ember.data import build_data
+    from ember.files import check_output, output_errors
     from ember.models import create_model
     from ember.summary import command_options
 
     options, rest = command_options(overrides, ("out",))
     cfg = compose(rest, config_file)
+    out = options.get("out") or f"{cfg.model.name}-graph"
+    check_output(f"{out}.dot", "the graph", "out=")  # out= names the files' stem: out.dot, out.svg, out.png
     spec = build_data(cfg.data).spec
     model = create_model(cfg.model.name, spec, **{k: v for k, v in cfg.model.items() if k != "name"})
-    files, ops = graph(model, spec, options.get("out") or f"{cfg.model.name}-graph")
+    with output_errors(f"{out}.dot", "the graph", "out="):
+        files, ops = graph(model, spec, out)
     print(f"{cfg.model.name}: {ops} operations in one forward pass; wrote {', '.join(str(f) for f in files)}")
     return 0

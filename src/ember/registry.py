@@ -1,15 +1,18 @@
 """A name -> builder registry in the style of timm's: a decorator, a factory and a listing.
 
 A builder's keyword-only arguments are its config schema: `config_schema` turns them into a
-dataclass, so `model.width=abc` or `model.widht=64` fails at compose time like any other key.
+dataclass, so `model.width=abc` or `model.widht=64` fails at compose time like any other key,
+and `width: Annotated[int, AT_LEAST_1] = 64` gives the key its valid range (ember.ranges).
 """
 
 import dataclasses
 import inspect
 import typing
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ember.errors import ConfigError
+from ember.ranges import check_value, range_of
 
 
 class Registry:
@@ -58,6 +61,9 @@ class Registry:
                 f"{self.kind} {name!r} has no argument {unknown[0]!r}; "
                 f"valid arguments: {', '.join(valid) or '(none)'}"
             )
+        # create_model / build_data called from Python skip compose: check the ranges here too.
+        for key, value in kwargs.items():
+            check_value(f"{self.kind}.{key}", value, range_of(valid[key].annotation))
 
     def config_schema(self, name: str, base: type | None = None) -> type:
         """A dataclass whose fields are `name` (plus `base`'s fields) and the builder's options."""
@@ -91,6 +97,8 @@ def _config_type(annotation: Any) -> Any:
     if annotation is inspect.Parameter.empty:
         return Any
     origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:  # keep the range (ember.ranges) beside the converted type
+        return typing.Annotated[(_config_type(annotation.__origin__), *annotation.__metadata__)]
     if origin is tuple:
         args = [a for a in typing.get_args(annotation) if a is not Ellipsis]
         return list[args[0]] if args else list

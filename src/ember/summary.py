@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ember.data.spec import DataSpec
+from ember.ranges import NON_NEGATIVE, Range, check_value
 
 
 @dataclass
@@ -181,13 +182,15 @@ def command_options(overrides: list[str], names: tuple[str, ...]) -> tuple[dict[
     return options, rest
 
 
-def _int_option(options: dict[str, str], key: str, default: int) -> int:
+def _int_option(options: dict[str, str], key: str, default: int, valid: Range) -> int:
     from ember.errors import ConfigError
 
     try:
-        return int(options.get(key, default))
+        value = int(options.get(key, default))
     except ValueError:
         raise ConfigError(f"{key}={options[key]!r} must be a whole number") from None
+    check_value(key, value, valid)
+    return value
 
 
 def summary_command(overrides: list[str], config_file: str | None = None) -> int:
@@ -196,5 +199,5 @@ def summary_command(overrides: list[str], config_file: str | None = None) -> int
 
     options, rest = command_options(overrides, ("depth",))
     cfg = compose(rest, config_file)
-    print_summary(summary_from_config(cfg, depth=_int_option(options, "depth", 2)))
+    print_summary(summary_from_config(cfg, depth=_int_option(options, "depth", 2, NON_NEGATIVE)))
     return 0

@@ -64,7 +64,7 @@ def test_experiment_overrides_groups_and_values():
         ("trainer.precision=fp8", r"trainer.precision='fp8' is not a valid choice; choose one of: auto, fp32, bf16, fp16"),
         ("trainer.device=gpu", r"trainer.device='gpu' is not a device"),
         ("model.name=mlp", r"select the model with model=mlp"),
-        ("data.batch_size=0", r"data.batch_size must be at least 1"),
+        ("data.batch_size=0", r"data.batch_size=0 is out of range: it must be >= 1"),
         ("trainer.max_epochs", r"cannot parse override 'trainer.max_epochs'; write key=value"),
         ("trainer.max_epochs=[1", r"cannot parse override 'trainer.max_epochs=\[1'; write key=value"),  # Hydra quotes only '[1'
         ("=3", r"cannot parse override '=3': it names no key; write key=value"),
@@ -179,3 +179,10 @@ def test_a_study_name_that_leaves_the_runs_folder_is_refused():
     with pytest.raises(ConfigError, match=r"tune.name='../x' is not a plain folder name"):
         compose(["tune.name=../x"])
     assert compose(["run.name=my-experiment"]).run.name == "my-experiment"
+
+
+def test_a_config_file_that_is_not_utf8_is_one_line_naming_the_byte(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("run:\n  name: café\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"config file '.*latin1.yaml' is not UTF-8 text \(byte 0xe9 at offset 16\); save it as UTF-8"):
+        compose([], config_file=path)

@@ -65,3 +65,19 @@ def test_numpy_bad_inputs(tmp_path):
     (tmp_path / "broken.npz").write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(DataError, match="cannot read .*broken.npz as a NumPy .npz file"):
         load_data("numpy", path=str(tmp_path / "broken.npz"))
+
+
+def test_numpy_empty_text_and_one_class_arrays_are_one_line_errors(tmp_path):
+    x, y = _arrays()
+    cases = {
+        "empty": ({"x": x[:0], "y": y[:0]}, r"the inputs hold no samples \(shape \(0, 3, 16\)\)"),
+        "text_inputs": ({"x": np.array([["a", "b"]] * 20), "y": np.arange(20) % 2}, r"the inputs are of dtype <U1 \(text\); save numbers"),
+        "text_targets": ({"x": x, "y": np.where(y == 1, "cat", "dog")}, r"the targets are of dtype <U3 \(text\); save numbers"),
+        "objects_in_val": ({"x": x, "y": y, "x_val": x[:4], "y_val": np.array([b"1.5", b"2", b"3", b"4"])}, r"val arrays\): the targets are of dtype \|S3"),
+        "one_class": ({"x": x, "y": np.ones_like(y)}, r"every sample has the label 1, one class only; a classifier needs at least two classes"),
+    }
+    for name, (arrays, message) in cases.items():
+        np.savez(tmp_path / f"{name}.npz", **arrays)
+        with pytest.raises(DataError, match=message) as info:
+            load_data("numpy", path=str(tmp_path / f"{name}.npz"))
+        assert "\n" not in str(info.value), name

@@ -190,3 +190,16 @@ def test_stray_text_in_the_test_file_is_an_error_naming_its_row(tmp_path, weathe
 def test_cli_stray_text_is_one_line(ember_cli, tmp_path):
     path = _spoiled(tmp_path, "b", _stray())
     cli_error(ember_cli, tmp_path, "data=csv", f"data.path={path}", "data.target=label", "model=mlp", match="data row 58")
+
+
+def test_one_class_and_the_target_as_a_feature_are_errors_and_numeric_names_work(tmp_path, weather):
+    df = _table()
+    df.assign(label="rain").to_csv(tmp_path / "one.csv", index=False)
+    with pytest.raises(DataError, match=r"column 'label' of .*one.csv: every sample has the label 'rain', one class only"):
+        load_data("csv", path=str(tmp_path / "one.csv"), target="label", features=["a", "b"])
+    with pytest.raises(DataError, match=r"column 'label' of .*weather.csv is both the target and a feature, so the model would be shown the answer"):
+        load_data("csv", path=str(weather), target="label", features=["a", "label"])
+    # Columns named by numbers: Hydra reads data.target=3 as the integer 3.
+    df[["a", "b", "amount"]].set_axis(["1", "2", "3"], axis=1).to_csv(tmp_path / "numbered.csv", index=False)
+    splits = load_data("csv", path=str(tmp_path / "numbered.csv"), target=3, features=[1, 2])
+    assert splits.spec.task == "regression" and splits.spec.target_names == ["3"]

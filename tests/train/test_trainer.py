@@ -487,3 +487,15 @@ def test_compile_trains_like_eager(tmp_path):
         results.append([p.detach().clone() for p in model.parameters()])
     for a, b in zip(*results):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_a_last_batch_of_one_sample_trains_through_batch_norm(tmp_path):
+    """33 samples in batches of 16: the last batch is one sample, which batch norm cannot
+    normalize by itself; it uses the running statistics and the layer stays in training mode."""
+    cfg = make_cfg(tmp_path, "data.batch_size=16", "trainer.max_epochs=2")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 8), nn.BatchNorm1d(8), nn.Tanh(), nn.Linear(8, 1))
+    trainer = make_trainer(cfg, model, regression_data(33))
+    trainer.fit()
+    assert trainer.state.step == 6  # 3 batches an epoch, the one-sample batch included
+    assert model[1].training and model[1].num_batches_tracked.item() == 4  # statistics from the full batches only

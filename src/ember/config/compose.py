@@ -6,10 +6,12 @@ key and list the valid choices.
 """
 
 import copy
+import dataclasses
 import difflib
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
 from hydra import compose as hydra_compose
@@ -23,6 +25,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ember.config.schema import DataCommon, EmberConfig, ModelCommon, OptimConfig
 from ember.errors import ConfigError
+from ember.ranges import check_ranges
 
 CONF_DIR = Path(__file__).parent / "conf"
 GROUPS = ("model", "data", "optim", "sched", "trainer", "experiment")
@@ -169,10 +172,12 @@ def check_values(cfg: DictConfig) -> None:
         if name not in group_options(key):
             raise ConfigError(f"{key}.name={name!r} is unknown; choose one of: {', '.join(group_options(key))}")
     _check_names(cfg)
-    positive = ["trainer.grad_accum", "trainer.log_every_n_steps", "trainer.checkpoint_every_n_epochs", "trainer.keep_checkpoints", "trainer.nan_max_skips", "data.batch_size"]
-    for key in positive:
-        if OmegaConf.select(cfg, key) < 1:
-            raise ConfigError(f"{key} must be at least 1, got {OmegaConf.select(cfg, key)}")
+    for name, schema in _schemas(cfg).items():
+        check_ranges(cfg[name], schema, name)
+    if len(cfg.optim.betas) != 2:  # a range checks each item, not how many there are
+        raise ConfigError(f"optim.betas={list(cfg.optim.betas)} must hold two values, for example optim.betas=[0.9,0.999]")
+    if cfg.data.val_fraction + cfg.data.test_fraction >= 1:
+        raise ConfigError(f"data.val_fraction={cfg.data.val_fraction} and data.test_fraction={cfg.data.test_fraction} leave no training data; their sum must be below 1")
 
 
 def _check_names(cfg: DictConfig) -> None:
@@ -236,17 +241,23 @@ def _first_unparsable(overrides: list[str]) -> str | None:
     return None
 
 
-def check_keys(cfg: DictConfig, overrides: list[str]) -> None:
-    """Reject keys that `+key=value` added but no schema knows."""
+def _schemas(cfg: DictConfig) -> dict[str, type]:
+    """The dataclass of each group of the config: the selected builder's for model and data."""
     from ember.data import DATA
     from ember.models import MODELS
 
-    schemas = {"model": MODELS.config_schema(cfg.model.name, base=ModelCommon), "data": DATA.config_schema(cfg.data.name, base=DataCommon)}
+    groups = {name: f.default_factory for name, f in EmberConfig.__dataclass_fields__.items() if dataclasses.is_dataclass(f.default_factory)}
+    return {**groups, "model": MODELS.config_schema(cfg.model.name, base=ModelCommon), "data": DATA.config_schema(cfg.data.name, base=DataCommon)}
+
+
+def check_keys(cfg: DictConfig, overrides: list[str]) -> None:
+    """Reject keys that `+key=value` added but no schema knows."""
+    schemas = _schemas(cfg)
     for name, node in cfg.items():
         if name not in EmberConfig.__dataclass_fields__:
             raise ConfigError(_unknown_key_message(str(name), overrides))
         if isinstance(node, DictConfig):
-            schema = schemas.get(name) or EmberConfig.__dataclass_fields__[name].default_factory
+            schema = schemas[name]
             for key in node:
                 if key not in schema.__dataclass_fields__:
                     raise ConfigError(_unknown_key_message(f"{name}.{key}", overrides))
@@ -280,9 +291,13 @@ def file_overrides(path: str | Path) -> list[str]:
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist; pass the path of a YAML file to --config")
     try:
-        content = yaml.safe_load(path.read_text()) or {}
+        content = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {str(path)!r} is not valid YAML: {str(e).splitlines()[0]}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {str(path)!r} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); save it as UTF-8") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {e.strerror}") from None
     if not isinstance(content, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a mapping of keys to values")
     out: list[str] = []

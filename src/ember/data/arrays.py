@@ -10,19 +10,21 @@ named after data.inputs and data.target. Integer targets of one value per sample
 
 import zipfile
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
 
 from ember.data import Splits, register_data
-from ember.data.checks import check_labels, existing_path, infer_task, nan_rows, unknown_name
+from ember.data.checks import check_labels, check_numeric, existing_path, infer_task, nan_rows, unknown_name
 from ember.data.loaders import TensorData
 from ember.data.spec import DataSpec
 from ember.errors import DataError
+from ember.ranges import NON_NEGATIVE
 
 
 @register_data("numpy")
-def numpy_arrays(cfg, *, inputs: str = "x", task: str = "auto", num_classes: int = 0) -> Splits:
+def numpy_arrays(cfg, *, inputs: str = "x", task: str = "auto", num_classes: Annotated[int, NON_NEGATIVE] = 0) -> Splits:
     """NumPy arrays: data.path=x.npy with data.target=y.npy, or one .npz of named arrays."""
     path = existing_path(cfg.path, "data.path", "numpy", "an .npy file of inputs (with data.target=TARGETS.npy) or an .npz file")
     if path.suffix == ".npz":
@@ -38,6 +40,8 @@ def numpy_arrays(cfg, *, inputs: str = "x", task: str = "auto", num_classes: int
         y = _load_npy(existing_path(cfg.target, "data.target", "numpy", "an .npy file of targets"))
         where = f"{path} and {cfg.target}"
         extra = {}
+    if len(x) == 0:
+        raise DataError(f"{where}: the inputs hold no samples (shape {x.shape}); save at least one sample per split")
     if y.ndim == 2 and y.shape[1] == 1 and np.issubdtype(y.dtype, np.integer):
         y = y[:, 0]  # a column of labels
     task = infer_task(y, task)
@@ -81,6 +85,8 @@ def _first_line(e: Exception) -> str:
 
 
 def _tensors(x: np.ndarray, y: np.ndarray, task: str, where: str, nan: str, num_classes: int):
+    check_numeric(x, "inputs", where)
+    check_numeric(y, "targets", where)
     if len(x) != len(y):
         raise DataError(f"{where}: {len(x)} input samples but {len(y)} targets; both must have one entry per sample along the first axis")
     if x.ndim == 1:

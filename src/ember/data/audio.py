@@ -13,6 +13,7 @@ Every recording is mixed to mono, resampled to `data.sample_rate` and cropped or
 
 import math
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
@@ -22,6 +23,7 @@ from ember.data.checks import check_choice, check_labels, existing_path, require
 from ember.data.loaders import TensorData
 from ember.data.spec import DataSpec
 from ember.errors import DataError
+from ember.ranges import AT_LEAST_1, POSITIVE
 
 
 @register_data("audio")
@@ -29,12 +31,12 @@ def audio(
     cfg,
     *,
     labels: str = "folder",
-    sample_rate: int = 16000,
-    duration: float = 1.0,
+    sample_rate: Annotated[int, AT_LEAST_1] = 16000,
+    duration: Annotated[float, POSITIVE] = 1.0,
     features: str = "waveform",
-    n_mels: int = 40,
-    n_fft: int = 400,
-    hop_length: int = 160,
+    n_mels: Annotated[int, AT_LEAST_1] = 40,
+    n_fft: Annotated[int, AT_LEAST_1] = 400,
+    hop_length: Annotated[int, AT_LEAST_1] = 160,
 ) -> Splits:
     """WAV files labelled by subfolder or by file name, at a fixed rate and length; optional log-mel."""
     require("scipy.io.wavfile", "audio", "audio")

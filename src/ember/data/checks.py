@@ -127,6 +127,18 @@ def nan_rows(arrays: dict[str, np.ndarray | torch.Tensor], where: str, policy: s
     raise DataError(f"{where} holds NaN or infinite values ({total}); the first is in {name} at {at}; fix the data or set data.nan=drop to drop the {plural(int(bad.sum()), 'sample')} holding them")
 
 
+def one_class(where: str, label: Any) -> DataError:
+    """A classification target with a single class: nothing to tell apart, so every loss is 0."""
+    label = label.item() if isinstance(label, np.generic) else label
+    return DataError(f"{where}: every sample has the label {label!r}, one class only; a classifier needs at least two classes, so check data.target (or use data.task=regression if it is a quantity)")
+
+
+def check_numeric(a: np.ndarray, what: str, where: str) -> None:
+    """Numbers only: text or object arrays would fail later inside torch, or be silently cast."""
+    if a.dtype.kind not in "biuf":
+        raise DataError(f"{where}: the {what} are of dtype {a.dtype} ({'text' if a.dtype.kind in 'US' else 'not numbers'}); save numbers (for class labels, ids 0..K-1, e.g. numpy.unique(y, return_inverse=True)[1])")
+
+
 def check_labels(y: np.ndarray | torch.Tensor, where: str, num_classes: int = 0) -> int:
     """The number of classes of integer labels y; they must be 0..K-1 (all present unless K is given)."""
     y = y.numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
@@ -140,6 +152,8 @@ def check_labels(y: np.ndarray | torch.Tensor, where: str, num_classes: int = 0)
     if num_classes:
         return num_classes
     present = np.unique(y)
+    if len(present) == 1:
+        raise one_class(where, present[0])
     if len(present) != hi + 1:
         missing = sorted(set(range(hi + 1)) - set(present.tolist()))
         shown = ", ".join(map(str, missing[:10])) + (", ..." if len(missing) > 10 else "")

@@ -14,6 +14,7 @@ per DataLoader worker, batches as contiguous time slices, statistics from one st
 
 import warnings
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 
@@ -24,6 +25,7 @@ from ember.data.lazy import Handles
 from ember.data.loaders import default_workers
 from ember.data.spec import DataSpec
 from ember.errors import ConfigError, DataError
+from ember.ranges import NON_NEGATIVE
 
 
 @register_data("gridded", num_workers=default_workers())
@@ -31,7 +33,7 @@ def gridded(
     cfg,
     *,
     variables: tuple[str, ...] = (),
-    lead: int = 0,
+    lead: Annotated[int, NON_NEGATIVE] = 0,
     target_path: str | None = None,
     time_dim: str = "time",
     fill_value: float | None = None,

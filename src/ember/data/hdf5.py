@@ -11,6 +11,7 @@ regressed.
 """
 
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 
@@ -20,10 +21,11 @@ from ember.data.lazy import Handles, LazyDataset
 from ember.data.loaders import default_workers
 from ember.data.spec import DataSpec
 from ember.errors import DataError
+from ember.ranges import NON_NEGATIVE
 
 
 @register_data("hdf5", num_workers=default_workers())
-def hdf5(cfg, *, inputs: str = "x", task: str = "auto", num_classes: int = 0, test_path: str | None = None) -> Splits:
+def hdf5(cfg, *, inputs: str = "x", task: str = "auto", num_classes: Annotated[int, NON_NEGATIVE] = 0, test_path: str | None = None) -> Splits:
     """Datasets in HDF5 files (a path, a glob or a comma list), read lazily in batches."""
     check_choice(task, "data.task", ("auto", "classification", "regression"))
     target = str(cfg.target) if cfg.target else "y"

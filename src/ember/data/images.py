@@ -14,6 +14,7 @@ import gzip
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
@@ -26,13 +27,14 @@ from ember.data.lazy import LazyDataset
 from ember.data.loaders import TensorData, default_workers
 from ember.data.spec import DataSpec
 from ember.errors import ConfigError, DataError, EmberError
+from ember.ranges import AT_LEAST_1
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
 # -- a folder of images -------------------------------------------------------------------------
 @register_data("imagefolder", num_workers=default_workers())  # workers only read a lazy folder
-def imagefolder(cfg, *, image_size: int = 32, channels: int = 3, lazy: bool | None = None) -> Splits:
+def imagefolder(cfg, *, image_size: Annotated[int, AT_LEAST_1] = 32, channels: Annotated[int, AT_LEAST_1] = 3, lazy: bool | None = None) -> Splits:
     """Images in one subfolder per class (torchvision's ImageFolder layout), resized to image_size.
 
     lazy: decode batch by batch as training reads them (in data.num_workers DataLoader workers)

@@ -11,6 +11,7 @@ Both integrate many independent trajectories at once, vectorized over the batch,
 """
 
 import math
+from typing import Annotated
 
 import torch
 
@@ -18,6 +19,7 @@ from ember.data import Splits, register_data
 from ember.data.loaders import TensorData
 from ember.data.spec import DataSpec
 from ember.errors import ConfigError
+from ember.ranges import AT_LEAST_1, POSITIVE, SEED
 
 # -- Lorenz '96 ------------------------------------------------------------------------------------
 # Coupling h, time-scale ratio c and amplitude ratio b of Arnold et al. (2013).
@@ -65,7 +67,7 @@ def simulate_l96(samples: int, slow: int, fast: int, forcing: float, seed: int, 
 
 
 @register_data("lorenz96")
-def lorenz96(cfg, *, num_samples: int = 2000, slow: int = 8, fast: int = 32, forcing: float = 20.0, seed: int = 0) -> Splits:
+def lorenz96(cfg, *, num_samples: Annotated[int, AT_LEAST_1] = 2000, slow: Annotated[int, AT_LEAST_1] = 8, fast: Annotated[int, AT_LEAST_1] = 32, forcing: float = 20.0, seed: Annotated[int, SEED] = 0) -> Splits:
     """Two-scale Lorenz '96: predict the sub-grid tendency of each slow variable from the slow state."""
     if slow < 4 or fast < 3:
         raise ConfigError(f"data=lorenz96 needs data.slow >= 4 and data.fast >= 3, got {slow} and {fast}")
@@ -122,7 +124,7 @@ def solve_burgers(u0: torch.Tensor, viscosity: float, final_time: float) -> torc
 
 
 @register_data("burgers")
-def burgers(cfg, *, num_samples: int = 1000, resolution: int = 128, viscosity: float = 0.1, final_time: float = 1.0, seed: int = 0) -> Splits:
+def burgers(cfg, *, num_samples: Annotated[int, AT_LEAST_1] = 1000, resolution: Annotated[int, AT_LEAST_1] = 128, viscosity: Annotated[float, POSITIVE] = 0.1, final_time: Annotated[float, POSITIVE] = 1.0, seed: Annotated[int, SEED] = 0) -> Splits:
     """1-D viscous Burgers (FNO benchmark): map a random smooth u(x, 0) to u(x, t=1) on a periodic grid."""
     if resolution < 16 or viscosity <= 0 or final_time <= 0:
         raise ConfigError(f"data=burgers needs data.resolution >= 16, data.viscosity > 0 and data.final_time > 0, got {resolution}, {viscosity}, {final_time}")

@@ -5,6 +5,7 @@ import json
 import math
 import os
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
@@ -13,6 +14,7 @@ from ember.data import Splits, register_data
 from ember.data.loaders import TensorData
 from ember.data.spec import DataSpec
 from ember.files import write_atomic
+from ember.ranges import AT_LEAST_1, NON_NEGATIVE, OPEN_UNIT, POSITIVE, SEED
 
 
 def _cache_dir() -> Path:
@@ -20,7 +22,7 @@ def _cache_dir() -> Path:
 
 
 @register_data("mnist1d")
-def mnist1d(cfg, *, num_samples: int = 5000, train_split: float = 0.8, seed: int = 42) -> Splits:
+def mnist1d(cfg, *, num_samples: Annotated[int, AT_LEAST_1] = 5000, train_split: Annotated[float, OPEN_UNIT] = 0.8, seed: Annotated[int, SEED] = 42) -> Splits:
     """MNIST-1D (Greydanus 2020): 10 classes of 1-D signals, length 40, generated locally."""
     from mnist1d.data import get_dataset_args, make_dataset
 
@@ -50,7 +52,7 @@ class _ObjectView:
 
 
 @register_data("linear", normalize=False, normalize_target=False, val_fraction=0.0)
-def linear(cfg, *, num_samples: int = 100, slope: float = 3.0, intercept: float = 2.0, noise: float = 0.1, seed: int = 0) -> Splits:
+def linear(cfg, *, num_samples: Annotated[int, AT_LEAST_1] = 100, slope: float = 3.0, intercept: float = 2.0, noise: Annotated[float, NON_NEGATIVE] = 0.1, seed: Annotated[int, SEED] = 0) -> Splits:
     """y = slope * x + intercept + noise * N(0, 1), x ~ N(0, 1): the tutorial's linear regression."""
     g = torch.Generator().manual_seed(seed)
 
@@ -63,7 +65,7 @@ def linear(cfg, *, num_samples: int = 100, slope: float = 3.0, intercept: float 
 
 
 @register_data("sine", normalize=False, normalize_target=False, val_fraction=0.0)
-def sine(cfg, *, num_samples: int = 2000, seed: int = 0) -> Splits:
+def sine(cfg, *, num_samples: Annotated[int, AT_LEAST_1] = 2000, seed: Annotated[int, SEED] = 0) -> Splits:
     """y = sin(x) on [-pi, pi]: the tutorial's polynomial fit. Train on a grid, test on random points."""
     x = torch.linspace(-math.pi, math.pi, num_samples).unsqueeze(1)
     g = torch.Generator().manual_seed(seed)
@@ -73,7 +75,7 @@ def sine(cfg, *, num_samples: int = 2000, seed: int = 0) -> Splits:
 
 
 @register_data("spirals")
-def spirals(cfg, *, num_samples: int = 1500, classes: int = 3, noise: float = 0.2, turns: float = 0.65, seed: int = 0) -> Splits:
+def spirals(cfg, *, num_samples: Annotated[int, AT_LEAST_1] = 1500, classes: Annotated[int, AT_LEAST_1] = 3, noise: Annotated[float, NON_NEGATIVE] = 0.2, turns: Annotated[float, POSITIVE] = 0.65, seed: Annotated[int, SEED] = 0) -> Splits:
     """Interleaved 2-D spirals, one arm per class (CS231n's toy set): not linearly separable."""
     if classes < 2 or num_samples < classes:
         from ember.errors import ConfigError

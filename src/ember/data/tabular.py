@@ -11,15 +11,26 @@ stray word, dates, ids) is an error that names it, unless data.categorical names
 
 import re
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
 
 from ember.data import Splits, register_data
-from ember.data.checks import check_choice, check_labels, existing_path, plural, require, required_key, unknown_name
+from ember.data.checks import (
+    check_choice,
+    check_labels,
+    existing_path,
+    one_class,
+    plural,
+    require,
+    required_key,
+    unknown_name,
+)
 from ember.data.loaders import TensorData
 from ember.data.spec import DataSpec
 from ember.errors import DataError
+from ember.ranges import NON_NEGATIVE
 
 
 @register_data("csv")
@@ -28,7 +39,7 @@ def csv(
     *,
     features: tuple[str, ...] = (),
     task: str = "auto",
-    num_classes: int = 0,
+    num_classes: Annotated[int, NON_NEGATIVE] = 0,
     sep: str = ",",
     test_path: str | None = None,
     categorical: tuple[str, ...] = (),
@@ -44,7 +55,7 @@ def parquet(
     *,
     features: tuple[str, ...] = (),
     task: str = "auto",
-    num_classes: int = 0,
+    num_classes: Annotated[int, NON_NEGATIVE] = 0,
     test_path: str | None = None,
     categorical: tuple[str, ...] = (),
 ) -> Splits:
@@ -70,6 +81,9 @@ def _table(cfg, source: str, what: str, read, features, task: str, num_classes: 
         if name not in df.columns:
             kind = "target" if name in targets else "feature" if name in features else "categorical"
             raise unknown_name(name, [str(c) for c in df.columns], f"{kind} column", str(path), f"set data.{'target' if kind == 'target' else 'features' if kind == 'feature' else 'categorical'} to columns of the file")
+    both = [c for c in targets if c in features]
+    if both:
+        raise DataError(f"column {both[0]!r} of {path} is both the target and a feature, so the model would be shown the answer; remove it from data.features")
     if not features:
         raise DataError(f"{path} has no feature column besides the target {targets}; add columns or set data.features")
 
@@ -110,8 +124,8 @@ def _table(cfg, source: str, what: str, read, features, task: str, num_classes: 
 def _names(value) -> list[str]:
     if value is None or value == "":
         return []
-    if isinstance(value, str):
-        return [value]
+    if isinstance(value, (str, int, float)):  # a numeric column name such as data.target=3
+        return [str(value)]
     return [str(v) for v in value]
 
 
@@ -268,6 +282,8 @@ class _LabelEncoder:
         if self.text:
             self.names = sorted(col.astype(str).unique())
             self.num_classes = len(self.names)
+            if self.num_classes == 1 and not num_classes:
+                raise one_class(where, self.names[0])
         else:
             values = col.to_numpy()
             if not pd.api.types.is_integer_dtype(col) and not np.all(np.mod(values, 1) == 0):

@@ -8,7 +8,6 @@ takes raw inputs as exported. The table is printed and, for a run, written to `<
 """
 
 import json
-import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -21,12 +20,23 @@ import torch
 from ember.data.spec import DataSpec
 from ember.errors import ConfigError, EmberError
 from ember.export.common import Normalized, load_model, parse_options, quiet, raw_inputs
+from ember.files import check_output, output_errors, write_atomic
+from ember.ranges import AT_LEAST_1, NON_NEGATIVE, POSITIVE, Ranged
 from ember.train.flops import cpu_name
 
 BACKENDS = ("eager", "compile", "torchscript", "onnxruntime", "aoti")
 # aoti compiles for tens of seconds, so it runs when asked for by name (backends=eager,aoti).
 DEFAULT_BACKENDS = BACKENDS[:-1]
-DEFAULTS = {"run": None, "batch_sizes": (1, 8, 64), "backends": DEFAULT_BACKENDS, "iters": 100, "warmup": 10, "seconds": 2.0, "threads": 0, "out": None}
+DEFAULTS = {
+    "run": None,
+    "batch_sizes": Ranged((1, 8, 64), AT_LEAST_1),
+    "backends": DEFAULT_BACKENDS,
+    "iters": Ranged(100, AT_LEAST_1),
+    "warmup": Ranged(10, NON_NEGATIVE),
+    "seconds": Ranged(2.0, POSITIVE),
+    "threads": Ranged(0, NON_NEGATIVE),  # 0: torch's own choice
+    "out": None,
+}
 
 
 def bench_command(overrides: list[str]) -> int:
@@ -59,6 +69,9 @@ def bench_run(
         raise ConfigError(f"batch_sizes={','.join(map(str, batch_sizes))} must be sizes of at least 1")
     if iters < 1 or warmup < 0:
         raise ConfigError(f"iters={iters} must be at least 1 and warmup={warmup} at least 0")
+    path = Path(out) if out else (Path(run_dir) / "bench.json" if run_dir else None)
+    if path is not None:  # before minutes of timing are spent for it
+        check_output(path, "the benchmark", "out=")
     if threads:
         torch.set_num_threads(threads)
     wrapper, spec, name = _model(run_dir, overrides)
@@ -92,12 +105,10 @@ def bench_run(
         "skipped": skipped,
     }
     _print(report)
-    path = Path(out) if out else (Path(run_dir) / "bench.json" if run_dir else None)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(report, indent=2) + "\n")
-        os.replace(tmp, path)
+        with output_errors(path, "the benchmark", "out="):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, json.dumps(report, indent=2) + "\n")
         print(f"wrote {path}")
     return report
 

@@ -16,6 +16,7 @@ from torch import nn
 
 from ember.data.spec import DataSpec
 from ember.errors import ConfigError, EmberError
+from ember.ranges import Ranged, check_value
 
 
 class ExportError(EmberError):
@@ -147,8 +148,10 @@ def parse_options(command: str, overrides: list[str], defaults: dict[str, Any], 
     """`key=value` options typed after their defaults; unknown keys are errors (or returned, rest_ok).
 
     A default of None takes a string; a tuple default takes a comma-separated list (of ints
-    when the default holds ints).
+    when the default holds ints); a `Ranged(default, range)` is checked against its range.
     """
+    valid = {k: d.valid for k, d in defaults.items() if isinstance(d, Ranged)}
+    defaults = {k: d.default if isinstance(d, Ranged) else d for k, d in defaults.items()}
     options, rest = dict(defaults), []
     for item in overrides:
         key, eq, value = item.partition("=")
@@ -160,6 +163,7 @@ def parse_options(command: str, overrides: list[str], defaults: dict[str, Any], 
             did = f"did you mean {hint[0]}=? " if hint else ""
             raise ConfigError(f"ember {command} does not take {item!r}; {did}its options are: {', '.join(f'{k}=' for k in defaults)}")
         options[key] = _typed(key, value, defaults[key])
+        check_value(key, options[key], valid.get(key))
     return options, rest
 
 

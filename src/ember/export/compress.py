@@ -27,6 +27,8 @@ from torch import nn
 
 from ember.errors import ConfigError
 from ember.export.common import ExportError, Normalized, load_model, parse_options, quiet, raw_inputs
+from ember.files import check_output
+from ember.ranges import AT_LEAST_1, OPEN_UNIT, Ranged
 
 METHODS = ("dynamic_int8", "prune")
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -34,7 +36,7 @@ PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 def compress_command(overrides: list[str]) -> int:
     """ember compress run=DIR method=dynamic_int8|prune [sparsity=0.5] [epochs=1] [out=DIR] [config overrides for fine-tuning]."""
-    opts, rest = parse_options("compress", overrides, {"run": None, "method": None, "sparsity": 0.5, "epochs": 1, "out": None}, rest_ok=True)
+    opts, rest = parse_options("compress", overrides, {"run": None, "method": None, "sparsity": Ranged(0.5, OPEN_UNIT), "epochs": Ranged(1, AT_LEAST_1), "out": None}, rest_ok=True)
     if not opts["run"]:
         raise ConfigError("ember compress needs the run to compress: ember compress run=runs/<name>/<time> method=dynamic_int8")
     compress_run(opts["run"], opts["method"], sparsity=opts["sparsity"], epochs=opts["epochs"], out=opts["out"], overrides=rest)
@@ -59,6 +61,7 @@ def compress_run(run_dir: str | Path, method: str | None, *, sparsity: float = 0
     out = Path(out) if out else run_dir.with_name(f"{run_dir.name}-{suffix}")
     if (out / "config.yaml").exists():
         raise ConfigError(f"{out} already holds a run; pass out= a new directory")
+    check_output(out, "the compressed run", "out=", folder=True)
 
     from ember.data import build_data
 

@@ -45,6 +45,8 @@ from ember.export.common import (
 )
 from ember.export import aoti
 from ember.export.pt2 import load_program
+from ember.files import check_output, output_errors
+from ember.ranges import AT_LEAST_1, NON_NEGATIVE, Ranged
 
 FORMATS = {"torchscript": "model.ts", "onnx": "model.onnx", "exported": "model.pt2", "aoti": "model" + aoti.SUFFIX, "safetensors": "model.safetensors"}
 TITLES = {"torchscript": "TorchScript", "onnx": "ONNX", "exported": "torch.export", "aoti": "AOTInductor", "safetensors": "safetensors"}
@@ -68,7 +70,7 @@ class Exported:
 # -- the command ---------------------------------------------------------------------------------
 def export_command(overrides: list[str]) -> int:
     """ember export run=DIR format=torchscript|onnx|exported|safetensors [batch=dynamic] [out=PATH] [atol=] [rtol=]."""
-    opts, _ = parse_options("export", overrides, {"run": None, "format": None, "batch": "dynamic", "out": None, "atol": 1e-5, "rtol": 1e-4, "samples": 64})
+    opts, _ = parse_options("export", overrides, {"run": None, "format": None, "batch": "dynamic", "out": None, "atol": Ranged(1e-5, NON_NEGATIVE), "rtol": Ranged(1e-4, NON_NEGATIVE), "samples": Ranged(64, AT_LEAST_1)})
     if not opts["run"]:
         raise ConfigError("ember export needs the run to export: ember export run=runs/<name>/<time> format=onnx")
     if not opts["format"]:
@@ -93,9 +95,10 @@ def parse_batch(value: Any) -> int | None:
 def export_run(run_dir: str | Path, fmt: str, *, out: str | Path | None = None, batch: int | None = None, atol: float = 1e-5, rtol: float = 1e-4, samples: int = 64, echo: Callable[[str], None] = print) -> Exported:
     """Export a run's best model to `fmt` (in `<run>/export/` unless `out`), with a parity check."""
     check_format(fmt)
-    model, cfg, spec, summary = load_model(run_dir)
-    x, where = held_out_batch(cfg, spec, max(2, samples))
     path = Path(out) if out else Path(run_dir) / "export" / FORMATS[fmt]
+    model, cfg, spec, summary = load_model(run_dir)
+    check_output(path, f"the {fmt} export", "out=")
+    x, where = held_out_batch(cfg, spec, max(2, samples))
     from omegaconf import OmegaConf
 
     from ember.models import builder_kwargs
@@ -152,8 +155,9 @@ def export_model(
     path = Path(path)
     example = _example(x, batch)
     checks = [example] if batch is not None else [example, example[:1]]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmpdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    with output_errors(path, f"the {fmt} export", "out="):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmpdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         tmp = tmpdir / path.name
         method, note = WRITERS[fmt](wrapper, example, tmp, batch is None, spec, model_config)
@@ -186,10 +190,11 @@ def export_model(
             "created": time.time(),
             **(meta or {}),
         }
-        (tmpdir / (path.name + ".json")).write_text(json.dumps(info, indent=2) + "\n")
-        # The artifact (and ONNX's external data, if any) first, its description last.
-        for f in sorted(tmpdir.iterdir(), key=lambda p: p.suffix == ".json"):
-            os.replace(f, path.parent / f.name)
+        with output_errors(path, f"the {fmt} export", "out="):
+            (tmpdir / (path.name + ".json")).write_text(json.dumps(info, indent=2) + "\n")
+            # The artifact (and ONNX's external data, if any) first, its description last.
+            for f in sorted(tmpdir.iterdir(), key=lambda p: p.suffix == ".json"):
+                os.replace(f, path.parent / f.name)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
     return Exported(path, path.with_name(path.name + ".json"), fmt, method, max_abs, max_rel, checked_on, note)

@@ -25,6 +25,8 @@ from torch.utils._pytree import tree_leaves
 from ember.data.spec import DataSpec
 from ember.errors import ConfigError, DataError
 from ember.export.common import Normalized, load_model, parse_options, quiet
+from ember.files import check_output, output_errors
+from ember.ranges import AT_LEAST_1, Ranged
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet")
@@ -53,7 +55,7 @@ class Predictions:
 
 def predict_command(overrides: list[str]) -> int:
     """ember predict run=DIR|ARTIFACT input=FILE [output=FILE] [batch_size=256]."""
-    opts, _ = parse_options("predict", overrides, {"run": None, "input": None, "output": None, "batch_size": 256})
+    opts, _ = parse_options("predict", overrides, {"run": None, "input": None, "output": None, "batch_size": Ranged(256, AT_LEAST_1)})
     if not opts["run"]:
         raise ConfigError("ember predict needs the model: ember predict run=runs/<name>/<time> input=FILE (or run=<run>/export/model.onnx)")
     if not opts["input"]:
@@ -68,11 +70,14 @@ def predict(source: str | Path, input: str | Path, output: str | Path | None = N
         raise ConfigError(f"batch_size={batch_size} must be at least 1")
     if output is not None and Path(output).suffix not in OUTPUT_SUFFIXES:
         raise ConfigError(f"output={str(output)!r}: write predictions to a {', '.join(OUTPUT_SUFFIXES)} file")
+    if output is not None:
+        check_output(output, "the predictions", "output=")
     predictor = load_predictor(source)
     x, ids = read_inputs(input, predictor.spec, predictor.data)
     preds = run_batches(predictor, x, ids, batch_size)
     if output is not None:
-        write_predictions(preds, output)
+        with output_errors(output, "the predictions", "output="):
+            write_predictions(preds, output)
         (echo or print)(f"wrote {len(ids)} predictions to {output}")
     else:
         show(preds)

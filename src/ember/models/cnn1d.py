@@ -1,10 +1,13 @@
 """A 1-D convolutional network for signals: the default model for MNIST-1D."""
 
+from typing import Annotated
+
 from torch import nn
 
 from ember.data.spec import DataSpec
 from ember.models import register_model
 from ember.models.layers import activation, out_shape
+from ember.ranges import AT_LEAST_1, FRACTION
 
 
 class CNN1d(nn.Module):
@@ -31,7 +34,7 @@ class CNN1d(nn.Module):
 
 
 @register_model("cnn1d")
-def cnn1d(spec: DataSpec, *, channels: int = 64, depth: int = 3, kernel_size: int = 5, activation: str = "gelu", dropout: float = 0.1) -> nn.Module:
+def cnn1d(spec: DataSpec, *, channels: Annotated[int, AT_LEAST_1] = 64, depth: Annotated[int, AT_LEAST_1] = 3, kernel_size: Annotated[int, AT_LEAST_1] = 5, activation: str = "gelu", dropout: Annotated[float, FRACTION] = 0.1) -> nn.Module:
     """1-D CNN: conv-BN-activation blocks, later ones strided, a linear head."""
     if len(spec.input_shape) != 2:
         from ember.errors import ConfigError

@@ -15,6 +15,7 @@ F is a small U-Net whose residual blocks are modulated by an embedding of the no
 
 import itertools
 import math
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +25,7 @@ from ember.data.spec import DataSpec
 from ember.errors import ConfigError
 from ember.models import register_model
 from ember.models.layers import crop, norm, pad, pad_amounts, spatial_input
+from ember.ranges import AT_LEAST_1, FRACTION, POSITIVE
 
 
 class NoiseEmbedding(nn.Module):
@@ -159,16 +161,16 @@ class EDM(nn.Module):
 def diffusion(
     spec: DataSpec,
     *,
-    width: int = 32,
-    depth: int = 2,
-    dropout: float = 0.0,
-    sigma_data: float = 1.0,
+    width: Annotated[int, AT_LEAST_1] = 32,
+    depth: Annotated[int, AT_LEAST_1] = 2,
+    dropout: Annotated[float, FRACTION] = 0.0,
+    sigma_data: Annotated[float, POSITIVE] = 1.0,
     p_mean: float = -1.2,
-    p_std: float = 1.2,
-    sigma_min: float = 0.002,
-    sigma_max: float = 80.0,
-    rho: float = 7.0,
-    steps: int = 18,
+    p_std: Annotated[float, POSITIVE] = 1.2,
+    sigma_min: Annotated[float, POSITIVE] = 0.002,
+    sigma_max: Annotated[float, POSITIVE] = 80.0,
+    rho: Annotated[float, POSITIVE] = 7.0,
+    steps: Annotated[int, AT_LEAST_1] = 18,
 ) -> nn.Module:
     """EDM diffusion model: preconditioned U-Net denoiser, Heun sampler."""
     channels, size = spatial_input(spec, "diffusion", (2,), "the denoiser is a 2-D U-Net over images or fields")

@@ -13,6 +13,7 @@ Complex weights are stored as real tensors with a trailing (real, imaginary) axi
 safetensors and state dicts only ever see real numbers.
 """
 
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +32,7 @@ from ember.models.layers import (
     pad_amounts,
     spatial_input,
 )
+from ember.ranges import AT_LEAST_1, FRACTION, POSITIVE, PROBABILITY, Range
 
 
 class SpectralConv(nn.Module):
@@ -110,7 +112,7 @@ class FNO(nn.Module):
 
 
 @register_model("fno", example="field1d")
-def fno(spec: DataSpec, *, modes: int = 16, width: int = 64, depth: int = 4, activation: str = "gelu", grid: bool = True) -> nn.Module:
+def fno(spec: DataSpec, *, modes: Annotated[int, AT_LEAST_1] = 16, width: Annotated[int, AT_LEAST_1] = 64, depth: Annotated[int, AT_LEAST_1] = 4, activation: str = "gelu", grid: bool = True) -> nn.Module:
     """Fourier Neural Operator, 1-D or 2-D: convolutions on low Fourier modes."""
     channels, size = spatial_input(spec, "fno", (1, 2), "the FNO maps fields on grids; use model=mlp for tables")
     if modes < 1 or depth < 1:
@@ -199,14 +201,14 @@ class AFNO(nn.Module):
 def afno(
     spec: DataSpec,
     *,
-    patch_size: int = 4,
-    dim: int = 256,
-    depth: int = 4,
-    num_blocks: int = 8,
-    mlp_ratio: float = 4.0,
-    sparsity: float = 0.01,
-    modes_fraction: float = 1.0,
-    dropout: float = 0.0,
+    patch_size: Annotated[int, AT_LEAST_1] = 4,
+    dim: Annotated[int, AT_LEAST_1] = 256,
+    depth: Annotated[int, AT_LEAST_1] = 4,
+    num_blocks: Annotated[int, AT_LEAST_1] = 8,
+    mlp_ratio: Annotated[float, POSITIVE] = 4.0,
+    sparsity: Annotated[float, PROBABILITY] = 0.01,
+    modes_fraction: Annotated[float, Range(0, 1, low_open=True)] = 1.0,
+    dropout: Annotated[float, FRACTION] = 0.0,
 ) -> nn.Module:
     """Adaptive Fourier Neural Operator (FourCastNet): Fourier token mixing."""
     channels, size = spatial_input(spec, "afno", (2,), "AFNO maps 2-D fields; use model=fno for 1-D fields")

@@ -1,6 +1,7 @@
 """Small pieces the model families share: activations, normalizations, and the DataSpec arithmetic
 that sizes a model's input and output so users never compute a flatten size by hand."""
 
+import contextlib
 import math
 
 import torch
@@ -18,6 +19,23 @@ def activation(name: str) -> nn.Module:
     if name not in ACTIVATIONS:
         raise ConfigError(f"unknown activation {name!r}; choose one of: {', '.join(ACTIVATIONS)}")
     return ACTIVATIONS[name]()
+
+
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
+@contextlib.contextmanager
+def running_batch_norm(modules: list[nn.Module]):
+    """Batch-norm layers normalize with their running statistics inside: a batch of one sample
+    has no batch statistics (torch raises on it), and the last batch of an epoch can be one."""
+    training = [m.training for m in modules]
+    for m in modules:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m, was in zip(modules, training):
+            m.train(was)
 
 
 def check_choice(key: str, value: str, choices: tuple) -> None:

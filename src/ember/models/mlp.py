@@ -2,6 +2,7 @@
 networks (the ANN and the cubic polynomial)."""
 
 import math
+from typing import Annotated
 
 import torch
 from torch import nn
@@ -9,6 +10,7 @@ from torch import nn
 from ember.data.spec import DataSpec
 from ember.models import register_model
 from ember.models.layers import ACTIVATIONS, activation, check_choice, out_shape  # noqa: F401 (activation: re-exported)
+from ember.ranges import AT_LEAST_1, FRACTION, NON_NEGATIVE
 
 
 class Linear(nn.Module):
@@ -51,7 +53,7 @@ class MLP(nn.Module):
 
 
 @register_model("mlp")
-def mlp(spec: DataSpec, *, width: int = 256, depth: int = 2, activation: str = "relu", dropout: float = 0.0, norm: str = "none") -> nn.Module:
+def mlp(spec: DataSpec, *, width: Annotated[int, AT_LEAST_1] = 256, depth: Annotated[int, NON_NEGATIVE] = 2, activation: str = "relu", dropout: Annotated[float, FRACTION] = 0.0, norm: str = "none") -> nn.Module:
     """Multi-layer perceptron on the flattened input."""
     check_choice("model.norm", norm, ("none", "batch", "layer"))
     return MLP(spec.in_features, spec.out_features, width, depth, activation, dropout, out_shape(spec), norm)
@@ -72,7 +74,7 @@ class ANN(nn.Module):
 
 
 @register_model("ann", example="scalar")
-def ann(spec: DataSpec, *, hidden: int = 3) -> nn.Module:
+def ann(spec: DataSpec, *, hidden: Annotated[int, AT_LEAST_1] = 3) -> nn.Module:
     """The tutorials' ANN: Linear(in, 3) -> ReLU -> Linear(3, out)."""
     return ANN(spec.in_features, hidden, out_shape(spec))
 

@@ -6,12 +6,15 @@ the paper's (18/34 with basic blocks, 50 with bottlenecks). Two stems: the stand
 one used for CIFAR (a 3x3 stride 1 convolution), which keeps the resolution a 32x32 image needs.
 """
 
+from typing import Annotated
+
 from torch import nn
 
 from ember.data.spec import DataSpec
 from ember.errors import ConfigError
 from ember.models import register_model
 from ember.models.layers import activation, check_choice, conv, flat_out_features, norm, out_shape, spatial_input
+from ember.ranges import AT_LEAST_1, FRACTION
 
 # depth -> (block type, blocks per stage)
 LAYOUTS = {10: ("basic", (1, 1, 1, 1)), 18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)), 50: ("bottleneck", (3, 4, 6, 3))}
@@ -134,12 +137,12 @@ def _check(depth: int, stem: str, stages: int, norm_kind: str) -> None:
 def resnet(
     spec: DataSpec,
     *,
-    depth: int = 18,
-    width: int = 64,
+    depth: Annotated[int, AT_LEAST_1] = 18,  # the builder names the depths it has
+    width: Annotated[int, AT_LEAST_1] = 64,
     stem: str = "auto",
     norm: str = "batch",
     activation: str = "relu",
-    dropout: float = 0.0,
+    dropout: Annotated[float, FRACTION] = 0.0,
 ) -> nn.Module:
     """ResNet-18/34/50; CIFAR stem below 128 px, ImageNet stem above."""
     _check(depth, stem, 4, norm)
@@ -153,13 +156,13 @@ def resnet(
 def resnet1d(
     spec: DataSpec,
     *,
-    depth: int = 18,
-    width: int = 32,
-    stages: int = 3,
-    kernel_size: int = 5,
+    depth: Annotated[int, AT_LEAST_1] = 18,  # the builder names the depths it has
+    width: Annotated[int, AT_LEAST_1] = 32,
+    stages: Annotated[int, AT_LEAST_1] = 3,
+    kernel_size: Annotated[int, AT_LEAST_1] = 5,
     norm: str = "batch",
     activation: str = "relu",
-    dropout: float = 0.1,
+    dropout: Annotated[float, FRACTION] = 0.1,
 ) -> nn.Module:
     """1-D ResNet for signals and sequences, global average pooling."""
     _check(depth, "small", stages, norm)

@@ -17,6 +17,7 @@ import torch
 
 from ember.data.spec import DataSpec
 from ember.errors import ConfigError
+from ember.files import check_output, output_errors
 
 
 def write_png(path: str | Path, pixels: np.ndarray) -> None:
@@ -69,14 +70,16 @@ def sample_run(run_dir: str | Path, n: int = 16, out: str | Path | None = None, 
     samples = model.sample(n, generator=torch.Generator().manual_seed(seed))
     if samples.ndim != 4:
         raise ConfigError(f"model {cfg.model.name} samples of shape {tuple(samples.shape[1:])} are not images; ember sample writes 2-D samples")
-    path = Path(out) if out else Path(run_dir) / "samples.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_png(path, to_grid(samples, spec))
+    path = check_output(Path(out) if out else Path(run_dir) / "samples.png", "the samples", "out=")
+    with output_errors(path, "the samples", "out="):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_png(path, to_grid(samples, spec))
     return path
 
 
 def sample_command(overrides: list[str]) -> int:
     """ember sample run=DIR [n=16] [seed=0] [out=PATH]."""
+    from ember.ranges import AT_LEAST_1, SEED
     from ember.summary import _int_option, command_options
 
     options, rest = command_options(overrides, ("run", "n", "seed", "out"))
@@ -84,6 +87,6 @@ def sample_command(overrides: list[str]) -> int:
         raise ConfigError(f"ember sample takes run=DIR, n=, seed= and out=, not {rest[0]!r}")
     if not options.get("run"):
         raise ConfigError("ember sample needs the run to sample from: ember sample run=runs/<name>/<time> n=16")
-    path = sample_run(options["run"], n=_int_option(options, "n", 16), out=options.get("out"), seed=_int_option(options, "seed", 0))
+    path = sample_run(options["run"], n=_int_option(options, "n", 16, AT_LEAST_1), out=options.get("out"), seed=_int_option(options, "seed", 0, SEED))
     print(f"wrote {path}")
     return 0

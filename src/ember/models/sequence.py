@@ -4,6 +4,8 @@ The transformer's Block (pre-norm attention + MLP, as in GPT-2 and ViT) is also 
 Attention runs through F.scaled_dot_product_attention, which picks the fused kernel the device has.
 """
 
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -12,6 +14,7 @@ from ember.data.spec import DataSpec
 from ember.errors import ConfigError
 from ember.models import register_model
 from ember.models.layers import activation, flat_out_features, out_shape, spatial_input
+from ember.ranges import AT_LEAST_1, FRACTION, POSITIVE
 
 
 class Attention(nn.Module):
@@ -76,12 +79,12 @@ class SequenceTransformer(nn.Module):
 def transformer(
     spec: DataSpec,
     *,
-    dim: int = 64,
-    depth: int = 4,
-    heads: int = 4,
-    mlp_ratio: float = 4.0,
-    patch_size: int = 1,
-    dropout: float = 0.1,
+    dim: Annotated[int, AT_LEAST_1] = 64,
+    depth: Annotated[int, AT_LEAST_1] = 4,
+    heads: Annotated[int, AT_LEAST_1] = 4,
+    mlp_ratio: Annotated[float, POSITIVE] = 4.0,
+    patch_size: Annotated[int, AT_LEAST_1] = 1,
+    dropout: Annotated[float, FRACTION] = 0.1,
     activation: str = "gelu",
 ) -> nn.Module:
     """Transformer encoder for (channels, length) sequences, mean-pooled tokens."""
@@ -109,7 +112,7 @@ class GRU(nn.Module):
 
 
 @register_model("gru")
-def gru(spec: DataSpec, *, hidden: int = 128, layers: int = 1, bidirectional: bool = False, dropout: float = 0.0) -> nn.Module:
+def gru(spec: DataSpec, *, hidden: Annotated[int, AT_LEAST_1] = 128, layers: Annotated[int, AT_LEAST_1] = 1, bidirectional: bool = False, dropout: Annotated[float, FRACTION] = 0.0) -> nn.Module:
     """GRU over (channels, length) sequences, a linear head on the final state."""
     channels, _ = spatial_input(spec, "gru", (1,), "use model=mlp for tables")
     return GRU(channels, flat_out_features(spec), out_shape(spec), hidden, layers, bidirectional, dropout)

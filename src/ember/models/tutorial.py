@@ -6,6 +6,8 @@ size at all). That number is the most common bug when the data changes, so here 
 from DataSpec.input_shape; at the tutorials' own input sizes the layers are exactly theirs.
 """
 
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -14,6 +16,7 @@ from ember.data.spec import DataSpec
 from ember.errors import ConfigError
 from ember.models import register_model
 from ember.models.layers import flat_out_features, out_shape, spatial_input
+from ember.ranges import AT_LEAST_1, FRACTION
 
 
 def _image(spec: DataSpec, model: str, min_size: int) -> tuple[int, int, int]:
@@ -123,7 +126,7 @@ class VGG3Layer(nn.Module):
 
 
 @register_model("vgg3", example="image")
-def vgg3(spec: DataSpec, *, width: int = 64, hidden: int = 4096, dropout: float = 0.5) -> nn.Module:
+def vgg3(spec: DataSpec, *, width: Annotated[int, AT_LEAST_1] = 64, hidden: Annotated[int, AT_LEAST_1] = 4096, dropout: Annotated[float, FRACTION] = 0.5) -> nn.Module:
     """The guide's VGG3Layer: 3 conv-BN-ReLU-pool blocks, 4096-4096 classifier."""
     c, h, w = _image(spec, "vgg3", 8)
     return VGG3Layer(c, h, w, flat_out_features(spec), out_shape(spec), width, hidden, dropout)

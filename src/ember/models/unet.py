@@ -6,6 +6,7 @@ that concatenate the skip connection of the same resolution. Grids whose sides a
 of 2**depth (a 181x360 climate field) are zero-padded for the network and cropped back after.
 """
 
+from typing import Annotated
 
 import torch
 from torch import nn
@@ -23,6 +24,7 @@ from ember.models.layers import (
     pad_amounts,
     spatial_input,
 )
+from ember.ranges import AT_LEAST_1, FRACTION
 
 
 class DoubleConv(nn.Module):
@@ -91,11 +93,11 @@ class UNet(nn.Module):
 def unet(
     spec: DataSpec,
     *,
-    width: int = 32,
-    depth: int = 4,
+    width: Annotated[int, AT_LEAST_1] = 32,
+    depth: Annotated[int, AT_LEAST_1] = 4,
     norm: str = "batch",
     activation: str = "relu",
-    dropout: float = 0.0,
+    dropout: Annotated[float, FRACTION] = 0.0,
 ) -> nn.Module:
     """2-D U-Net: fields to fields, or per-pixel classes; any grid size."""
     channels, size = spatial_input(spec, "unet", (2,), "use model=resnet1d or model=fno for 1-D fields")

@@ -11,6 +11,7 @@ change with the image size. The trainer calls `loss(batch)`; `sample(n)` decodes
 """
 
 import math
+from typing import Annotated
 
 import torch
 from torch import nn
@@ -19,6 +20,7 @@ from ember.data.spec import DataSpec
 from ember.errors import ConfigError
 from ember.models import register_model
 from ember.models.layers import activation, crop, norm, pad, pad_amounts, spatial_input
+from ember.ranges import AT_LEAST_1, NON_NEGATIVE
 
 
 class VAE(nn.Module):
@@ -88,10 +90,10 @@ class VAE(nn.Module):
 def vae(
     spec: DataSpec,
     *,
-    width: int = 32,
-    depth: int = 2,
-    latent_dim: int = 16,
-    beta: float = 1.0,
+    width: Annotated[int, AT_LEAST_1] = 32,
+    depth: Annotated[int, AT_LEAST_1] = 2,
+    latent_dim: Annotated[int, AT_LEAST_1] = 16,
+    beta: Annotated[float, NON_NEGATIVE] = 1.0,
     norm: str = "batch",
     activation: str = "relu",
 ) -> nn.Module:

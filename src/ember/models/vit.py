@@ -7,6 +7,8 @@ size does not divide are zero-padded on the right and bottom.
 """
 
 
+from typing import Annotated
+
 import torch
 from torch import nn
 
@@ -15,6 +17,7 @@ from ember.errors import ConfigError
 from ember.models import register_model
 from ember.models.layers import check_choice, flat_out_features, out_shape, pad, pad_amounts, spatial_input
 from ember.models.sequence import Block, check_heads
+from ember.ranges import AT_LEAST_1, FRACTION, POSITIVE
 
 PRESETS = {"tiny": {"dim": 192, "depth": 12, "heads": 3}, "small": {"dim": 384, "depth": 12, "heads": 6}}
 
@@ -54,12 +57,12 @@ def vit(
     spec: DataSpec,
     *,
     size: str = "tiny",
-    dim: int | None = None,
-    depth: int | None = None,
-    heads: int | None = None,
-    patch_size: int | None = None,
-    mlp_ratio: float = 4.0,
-    dropout: float = 0.0,
+    dim: Annotated[int | None, AT_LEAST_1] = None,
+    depth: Annotated[int | None, AT_LEAST_1] = None,
+    heads: Annotated[int | None, AT_LEAST_1] = None,
+    patch_size: Annotated[int | None, AT_LEAST_1] = None,
+    mlp_ratio: Annotated[float, POSITIVE] = 4.0,
+    dropout: Annotated[float, FRACTION] = 0.0,
 ) -> nn.Module:
     """Vision Transformer with DeiT tiny/small presets."""
     check_choice("model.size", size, tuple(PRESETS))

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from ember.errors import ConfigError
-from ember.files import write_atomic
+from ember.files import check_output, output_errors, write_atomic
 from ember.report.collect import RunData, labels_for, read_run
 
 
@@ -101,8 +101,9 @@ def _one_line(e: BaseException) -> str:
 
 
 def write_html(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, text)
+    with output_errors(path, "the report", "-o"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, text)
     return path
 
 
@@ -164,9 +165,11 @@ def after_training(cfg, run_path: Path, trainer, warn) -> tuple[Path | None, dic
 def report_command(args) -> int:
     from ember.track.console import Console
 
+    if args.out:  # before the runs are read and evaluated for it
+        check_output(args.out, "the report", "-o")
     path = build_report(args.runs, args.out, evaluate=not args.no_eval)
     Console("lines").print(f"report: {path}")
     return 0
 
 
-__all__ = ["after_training", "build_report", "report_command", "RunData", "read_run"]
+__all__ = ["RunData", "after_training", "build_report", "read_run", "report_command"]

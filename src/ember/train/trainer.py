@@ -23,6 +23,7 @@ from ember.data.loaders import EpochLoader
 from ember.errors import ConfigError
 from ember import baselines
 from ember.metrics import build_metrics, is_higher_better
+from ember.models.layers import BATCH_NORMS, running_batch_norm
 from ember.run import RunDir
 from ember.track.console import Console
 from ember.train import checkpoint, distributed, nan_guard, strategy
@@ -101,6 +102,7 @@ class Trainer:
             # at 0.66x of its eager speed on CPU in one run (benchmarks/compile.py).
             runner = torch.compile(runner, mode="reduce-overhead" if t.cuda_graphs else None, dynamic=False)
         self.forward = runner
+        self._batch_norms = [m for m in model.modules() if isinstance(m, BATCH_NORMS)]
         self.loss_fn = build_loss(t.loss, self.spec, model, t.label_smoothing)
         # What the baselines predict (the train split's climatology, or majority class); the
         # anomaly correlations are taken against the same climatology.
@@ -316,6 +318,12 @@ class Trainer:
         self.meter.flops_per_step = per_batch * self.t.grad_accum if per_batch else None
 
     def _loss(self, x, y):
+        if x.shape[0] == 1 and self._batch_norms:  # a last batch of one sample
+            with running_batch_norm(self._batch_norms):
+                return self._loss_of(x, y)
+        return self._loss_of(x, y)
+
+    def _loss_of(self, x, y):
         if self.uses_loss_protocol:
             return self.forward(x, y)
         return self.loss_fn(self.forward(x), y), {}

@@ -1,0 +1,91 @@
+"""Valid ranges of numeric config keys, written beside each key as `Annotated[float, POSITIVE]`.
+
+The range lives in the key's type (a schema field or a builder's keyword argument), so a new key
+carries its range with it and `check_ranges` finds every one the same way: compose fails with a
+line that names the key, the value and the range, before anything is created (torch would
+otherwise find a negative learning rate or a dropout of 2 later, as a traceback).
+"""
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from ember.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Range:
+    """low <= value <= high (either bound may be None, or open: strict)."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        # Infinite and NaN values are never in range: every ranged key is a finite setting.
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def __str__(self) -> str:
+        low, high = (f"{b:g}" if isinstance(b, float) else str(b) for b in (self.low, self.high))
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {low}"
+        if self.low is None:
+            return f"{'<' if self.high_open else '<='} {high}"
+        return f"in {'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
+
+
+POSITIVE = Range(0, low_open=True)  # learning rates, eps, scales
+NON_NEGATIVE = Range(0)  # weight decay, patience, counts that may be zero
+AT_LEAST_1 = Range(1)  # sizes, depths, epochs, batch sizes
+FRACTION = Range(0, 1, high_open=True)  # dropout, split fractions, betas: 1 would leave nothing
+PROBABILITY = Range(0, 1)  # label smoothing, sparsity
+OPEN_UNIT = Range(0, 1, low_open=True, high_open=True)  # onecycle's pct_start, plateau's factor
+SEED = Range(0, 2**32 - 1)  # what numpy's seeding accepts
+
+
+@dataclass(frozen=True)
+class Ranged:
+    """A command option's default with its valid range, e.g. {"atol": Ranged(1e-5, NON_NEGATIVE)}."""
+
+    default: Any
+    valid: Range
+
+
+def range_of(annotation: Any) -> Range | None:
+    """The Range in `Annotated[T, Range]` (also inside Optional[...]); None when there is none."""
+    if typing.get_origin(annotation) is Annotated:
+        return next((m for m in annotation.__metadata__ if isinstance(m, Range)), None)
+    for arg in typing.get_args(annotation):  # Optional[Annotated[...]] and other unions
+        found = range_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def check_value(key: str, value: Any, valid: Range | None) -> None:
+    """Raise ConfigError when a number (or a number of a list) is outside `valid`."""
+    if valid is None or value is None:
+        return
+    many = isinstance(value, (list, tuple))
+    for item in value if many else [value]:
+        if isinstance(item, bool) or not isinstance(item, (int, float)):
+            continue  # a wrong type is the schema's own error
+        if item not in valid:
+            raise ConfigError(f"{key}={list(value) if many else value!r} is out of range: {'each item ' if many else 'it '}must be {valid}")
+
+
+def check_ranges(node: Any, schema: type, prefix: str) -> None:
+    """Check every ranged field of a dataclass `schema` against its value in the mapping `node`."""
+    for f in dataclasses.fields(schema):
+        valid = range_of(f.type)
+        if valid is not None and f.name in node:
+            value = node[f.name]
+            # An OmegaConf list is not a Python list: compare its items as one.
+            check_value(f"{prefix}.{f.name}", list(value) if isinstance(value, typing.Sequence) and not isinstance(value, str) else value, valid)
