@@ -24,4 +24,4 @@ def test_untrained_model_from_config_through_the_cli(tmp_path, capsys):
     assert report["model"] == "mlp on digits (untrained)" and [r["batch"] for r in report["results"]] == [2]
     capsys.readouterr()
     assert main(["bench", "model=mlp", "backends=eager,tensorrt"]) == 2
-    assert capsys.readouterr().err.strip() == "error: unknown backend 'tensorrt'; choose from: eager, compile, torchscript, onnxruntime"
+    assert capsys.readouterr().err.strip() == "error: unknown backend 'tensorrt'; choose from: eager, compile, torchscript, onnxruntime, aoti"

@@ -112,7 +112,7 @@ def test_cli(cnn_run, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "parity on 64 samples of the test split: max abs error" in out and (tmp_path / "m.ts.json").is_file()
     assert main(["export", f"run={cnn_run}", "format=onx"]) == 2
-    assert capsys.readouterr().err.strip() == "error: unknown export format 'onx'; did you mean onnx? choose one of: torchscript, onnx, exported, safetensors"
+    assert capsys.readouterr().err.strip() == "error: unknown export format 'onx'; did you mean onnx? choose one of: torchscript, onnx, exported, aoti, safetensors"
     assert main(["export", f"run={cnn_run}", "formt=onnx"]) == 2
     assert "did you mean format=?" in capsys.readouterr().err
     assert main(["export", f"run={tmp_path}", "format=onnx"]) == 2

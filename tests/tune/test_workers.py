@@ -130,7 +130,7 @@ def postgres():
 
 def test_postgres_workers_share_a_study_and_a_killed_workers_trial_is_run_again_once(postgres, tmp_path):
     runs = tmp_path / "runs"
-    args = TINY + ["trainer.max_epochs=12", f"run.root={runs}", f"tune.storage={postgres}", "tune.name=shared", "tune.trials=6", "tune.heartbeat=1", "tune.sampler=random", "tune.pruner=none", LR]
+    args = TINY + ["trainer.max_epochs=40", f"run.root={runs}", f"tune.storage={postgres}", "tune.name=shared", "tune.trials=6", "tune.heartbeat=1", "tune.sampler=random", "tune.pruner=none", LR]
     a = _ember_tune(args, tmp_path)
     b = _ember_tune(args, tmp_path)  # the same command on "another node"
 
