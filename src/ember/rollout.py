@@ -61,7 +61,7 @@ def rollout(model, splits, spec, split: str, steps: int, batch_size: int = 64) -
                 state[:, order] = forecast.reshape(truth.shape)
     return {
         "split": split,
-        "forecasts": int(len(starts)),
+        "forecasts": len(starts),
         "lead": [int((k + 1) * spec.lead) for k in range(steps)],
         "scores": {name: [baselines.defined(name, {m: float(v) for m, v in s.compute().items()}) for s in per_step] for name, per_step in scores.items()},
     }

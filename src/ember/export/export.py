@@ -13,7 +13,6 @@ an export above the tolerance is an error, and nothing is left where the artifac
 Beside the artifact, `<artifact>.json` names its inputs and outputs with shapes and dtypes.
 """
 
-import copy
 import json
 import math
 import os
@@ -33,6 +32,8 @@ from torch.utils._pytree import tree_leaves
 import ember
 from ember.data.spec import DataSpec
 from ember.errors import ConfigError
+from ember.export import aoti
+from ember.export.artifacts import FILE_NAMES, RUNNERS, format_of, load_artifact, load_safetensors  # noqa: F401 - also imported from here
 from ember.export.common import (
     ExportError,
     Normalized,
@@ -43,12 +44,10 @@ from ember.export.common import (
     quiet,
     require,
 )
-from ember.export import aoti
-from ember.export.pt2 import load_program
 from ember.files import check_output, output_errors
 from ember.ranges import AT_LEAST_1, NON_NEGATIVE, Ranged
 
-FORMATS = {"torchscript": "model.ts", "onnx": "model.onnx", "exported": "model.pt2", "aoti": "model" + aoti.SUFFIX, "safetensors": "model.safetensors"}
+FORMATS = FILE_NAMES  # format -> default file name
 TITLES = {"torchscript": "TorchScript", "onnx": "ONNX", "exported": "torch.export", "aoti": "AOTInductor", "safetensors": "safetensors"}
 INPUT_NAME = "input"
 
@@ -331,101 +330,6 @@ def _write_aoti(wrapper, example, path, dynamic, spec, model_config):
 
 
 WRITERS = {"torchscript": _write_torchscript, "onnx": _write_onnx, "exported": _write_exported, "aoti": _write_aoti, "safetensors": _write_safetensors}
-
-
-# -- runners: the artifact through its own runtime -----------------------------------------------
-def load_artifact(path: str | Path, fmt: str | None = None, threads: int | None = None) -> Callable[[torch.Tensor], Any]:
-    """A function from a batch of raw inputs to the outputs of an exported file, in its runtime."""
-    path = Path(path)
-    fmt = fmt or format_of(path)
-    if fmt == "torchscript":
-        with quiet():
-            module = torch.jit.load(str(path), map_location="cpu")
-        return lambda x: module(x)
-    if fmt == "exported":
-        module = load_program(path).module()  # not torch.export.load, which runs code a crafted archive holds
-        return lambda x: module(x)
-    if fmt == "aoti":
-        return aoti.load(path)
-    if fmt == "onnx":
-        ort = require("onnxruntime", "running an ONNX model")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-
-        def run(x):
-            outs = session.run(None, {name: x.detach().cpu().float().numpy()})
-            return [torch.from_numpy(o) for o in outs] if len(outs) > 1 else torch.from_numpy(outs[0])
-
-        return run
-    if fmt == "safetensors":
-        module = load_safetensors(path)
-        return lambda x: module(x)
-    raise ConfigError(f"{path} is not an exported model; pass a .ts, .onnx, .pt2, .aoti.pt2 or .safetensors file written by ember export")
-
-
-def format_of(path: Path) -> str:
-    if str(path).endswith(aoti.SUFFIX):  # before the plain .pt2 of torch.export programs
-        return "aoti"
-    by_suffix = {Path(name).suffix: fmt for fmt, name in FORMATS.items() if fmt != "aoti"}
-    fmt = by_suffix.get(Path(path).suffix)
-    if fmt is None:
-        meta = Path(str(path) + ".json")
-        if meta.is_file():
-            return json.loads(meta.read_text())["format"]
-        raise ConfigError(f"cannot tell the format of {path}; exported files end in {', '.join(by_suffix)}")
-    return fmt
-
-
-def load_safetensors(path: str | Path) -> nn.Module:
-    """The model of a safetensors export, rebuilt from the registry, taking raw inputs."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    from ember.models import builder_kwargs, create_model
-
-    with safe_open(str(path), "pt") as f:
-        meta = f.metadata() or {}
-    if "ember_model" not in meta or "ember_spec" not in meta:
-        raise ConfigError(f"{path} has no ember model description in its metadata; it was not written by ember export format=safetensors")
-    spec = DataSpec.from_dict(json.loads(meta["ember_spec"]))
-    model_cfg = json.loads(meta["ember_model"])
-    model = create_model(model_cfg["name"], spec, **builder_kwargs(model_cfg))
-    model.load_state_dict(load_file(str(path)))
-    return Normalized(model, spec).eval()
-
-
-def _run_torchscript(path, wrapper, model_config):
-    return load_artifact(path, "torchscript")
-
-
-def _run_exported(path, wrapper, model_config):
-    return load_artifact(path, "exported")
-
-
-def _run_onnx(path, wrapper, model_config):
-    return load_artifact(path, "onnx")
-
-
-def _run_safetensors(path, wrapper, model_config):
-    if model_config is not None:
-        return load_artifact(path, "safetensors")
-    # A model outside the registry: its own class, with the weights read back from the file.
-    from safetensors.torch import load_file
-
-    clone = copy.deepcopy(wrapper)
-    clone.model.load_state_dict(load_file(str(path)))
-    return lambda x: clone(x)
-
-
-def _run_aoti(path, wrapper, model_config):
-    return load_artifact(path, "aoti")
-
-
-RUNNERS = {"torchscript": _run_torchscript, "onnx": _run_onnx, "exported": _run_exported, "aoti": _run_aoti, "safetensors": _run_safetensors}
 
 
 # -- when a model does not export: which layer, and which formats do work ------------------------
