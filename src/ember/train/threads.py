@@ -74,17 +74,28 @@ class ThreadPolicy:
         if str(setting) != "auto":
             if not str(setting).isdigit() or int(setting) < 1:
                 raise ConfigError(f"trainer.threads={setting!r} must be auto or a number of threads of 1 or more")
+            self._interop(int(setting))
             self._fix(int(setting), f"trainer.threads={setting}")
         elif env.get("OMP_NUM_THREADS"):
             self.threads, self.why = torch.get_num_threads(), f"OMP_NUM_THREADS={env['OMP_NUM_THREADS']} set by the user"
         elif device.type != "cpu":
             self.threads, self.why = torch.get_num_threads(), f"torch's default on {device.type}: the CPU only feeds the device"
         else:
+            self._interop(self.budget)
             self.candidates = sorted({self.budget, 1, max(1, self.budget // 2)}, reverse=True)
             self.active = len(self.candidates) > 1
             self._fix(self.budget, f"the {self.budget} CPU(s) this process may use")
             if self.active:
                 self._start_probe()
+
+    @staticmethod
+    def _interop(n: int) -> None:
+        """Inter-op threads follow the same budget; torch takes that setting once per process,
+        before any parallel work, so a second trainer in the process keeps the first one's."""
+        try:
+            torch.set_num_interop_threads(n)
+        except RuntimeError:
+            pass
 
     def _fix(self, n: int, why: str) -> None:
         self.threads, self.why = max(1, n), why
