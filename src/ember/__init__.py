@@ -9,8 +9,8 @@ from ember.errors import EmberError  # noqa: E402
 _API = {
     "fit": "ember.api",
     "train_config": "ember.api",
-    "load_run": "ember.api",
-    "evaluate_run": "ember.api",
+    "load_run": "ember.evaluation",
+    "evaluate_run": "ember.evaluation",
     "Result": "ember.api",
     "load_data": "ember.data",
     "list_data": "ember.data",

@@ -6,7 +6,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -16,16 +16,16 @@ from torch.utils.data import Dataset
 import ember
 from ember import baselines
 from ember.config import compose
-from ember.config.compose import file_overrides, override_value
+from ember.config.compose import config_as_overrides, file_overrides, override_value
 from ember.data import Splits, TensorData, build_data
 from ember.data.spec import DataSpec
-from ember.errors import CheckpointError, ConfigError, DataError, Preempted, first_line
-from ember.models import builder_kwargs, count_parameters, create_model
+from ember.errors import CheckpointError, ConfigError, DataError, Preempted
+from ember.models import count_parameters, create_model
 from ember.models.residual import Residual
 from ember.run import RunDir, default_run_name
 from ember.track import flatten
 from ember.track.console import Console
-from ember.train import checkpoint, distributed, strategy
+from ember.train import distributed, strategy
 from ember.train.device import seed_everything
 from ember.train.trainer import Trainer
 
@@ -37,9 +37,9 @@ class Result:
     """What a training run produced."""
 
     metrics: dict[str, float]
-    run_dir: Optional[Path]
+    run_dir: Path | None
     model: nn.Module
-    best_epoch: Optional[int] = None
+    best_epoch: int | None = None
     summary: dict = field(default_factory=dict)
 
     def _repr_html_(self) -> str:
@@ -48,22 +48,6 @@ class Result:
 
         when = f"best epoch {self.best_epoch}" if self.best_epoch else f"{self.summary.get('epochs', '?')} epochs"
         return run_html(f"{type(self.model).__name__}: {when}", self.metrics, self.run_dir)
-
-
-class LoadedRun(tuple):
-    """What `load_run` returns: the (model, config, spec) tuple, unpacked as before, which also
-    knows its run directory and shows its metrics and curves in a notebook."""
-
-    def __new__(cls, model: nn.Module, cfg: DictConfig, spec: DataSpec, path: Path):
-        run = super().__new__(cls, (model, cfg, spec))
-        run.path = Path(path)
-        return run
-
-    def _repr_html_(self) -> str:
-        from ember.notebook import run_html
-
-        summary = RunDir(self.path).summary()
-        return run_html(f"{self[1].model.name} on {self[1].data.name}", summary.get("metrics") or {}, self.path)
 
 
 def train(cfg: DictConfig | list[str], console: Console | None = None, on_validation=None) -> Result:
@@ -114,7 +98,7 @@ def compose_for_resume(overrides: list[str], config_file: str | None = None) -> 
     run_dir = resume_run_dir(cfg)
     saved = RunDir.open(run_dir).config()
     file_part = file_overrides(config_file) if config_file else []
-    cfg = compose(_config_as_overrides(saved) + file_part + list(overrides))
+    cfg = compose(config_as_overrides(saved) + file_part + list(overrides))
     cfg.resume = str(run_dir)
     return cfg
 
@@ -218,37 +202,13 @@ def _train_and_record(cfg, trainer: Trainer, run: RunDir | None, path: Path, con
         requeued = trainer.dist.is_main and _requeue(cfg, console)
         then = "the job was requeued" if requeued else f"continue with: ember train resume={path}"
         raise Preempted(f"{state.stop_reason} at step {state.step}; checkpoint {trainer.checkpoint_path}; {then}")
-    base = {} if trainer.uses_loss_protocol else baselines.score_run(trainer)  # every rank: the scores are summed across them
-    verdict = baselines.verdict(metrics, base, trainer.spec)
-    if verdict and "skill" in verdict:
-        metrics[f"{verdict['split']}/skill"] = verdict["skill"]
+    base, verdict = _baselines(trainer, metrics)
     weights = strategy.full_state_dict(trainer.model)  # under FSDP every rank takes part
     if trainer.fsdp:  # its step checkpoints are shards: last.pt is the whole final model
         trainer.files.save_whole(trainer, weights, "last.pt")
     if run:
         run.save_weights(weights)
-    summary.update(
-        status="finished",
-        metrics=metrics,
-        monitor=trainer.monitor,
-        best_epoch=state.best_epoch,
-        epochs=state.epoch,
-        steps=state.step,
-        stop_reason=state.stop_reason,
-        wall_time_s=round(trainer.wall_time, 3),
-        time={
-            "total_s": round(trainer.wall_time, 3),
-            "data_wait_s": round(trainer.meter.total_wait, 3),
-            "eval_s": round(trainer.eval_time, 3),
-        },
-        baselines=base,
-        skill=verdict,
-        threads=trainer.threads.summary(),
-        flops_per_step=trainer.meter.flops_per_step,
-        precision=trainer.precision,
-        versions={"ember": ember.__version__, "torch": torch.__version__, "python": platform.python_version()},
-        finished=time.time(),
-    )
+    summary.update(_finished(trainer, metrics, base, verdict))
     write("summary.json", summary)
     report = None
     if run:
@@ -262,15 +222,47 @@ def _train_and_record(cfg, trainer: Trainer, run: RunDir | None, path: Path, con
     if report is not None:
         console.print(f"report: {report}")
     when = f"best epoch {state.best_epoch} of {state.epoch} by {trainer.monitor}" if trainer.monitor else f"{state.epoch} epochs"
-    console.table(f"{path.parent.name}: {when}, {trainer.wall_time:.1f} s", metrics)
-    if verdict:
-        console.table(baselines.title(trainer.spec, verdict["split"]), baselines.table(metrics, base, verdict["split"]))
-        if line := baselines.warning(verdict, metrics, base):
-            console.print(line)
-    # The result last, where the eye lands: the table, then the model's own summary line.
+    baselines.show(console, f"{path.parent.name}: {when}, {trainer.wall_time:.1f} s", metrics, base, verdict, trainer.spec)
+    # The result last, where the eye lands: the tables, then the model's own summary line.
     if callable(getattr(trainer.model, "describe", None)):
         console.print(trainer.model.describe())
     return Result(metrics=metrics, run_dir=path, model=trainer.model, best_epoch=state.best_epoch, summary=summary)
+
+
+def _finished(trainer: Trainer, metrics: dict, base: dict, verdict: dict | None) -> dict:
+    """What summary.json says of a finished run."""
+    return {
+        "status": "finished",
+        "metrics": metrics,
+        "monitor": trainer.monitor,
+        "best_epoch": trainer.state.best_epoch,
+        "epochs": trainer.state.epoch,
+        "steps": trainer.state.step,
+        "stop_reason": trainer.state.stop_reason,
+        "wall_time_s": round(trainer.wall_time, 3),
+        "time": {
+            "total_s": round(trainer.wall_time, 3),
+            "data_wait_s": round(trainer.meter.total_wait, 3),
+            "eval_s": round(trainer.eval_time, 3),
+        },
+        "baselines": base,
+        "skill": verdict,
+        "threads": trainer.threads.summary(),
+        "flops_per_step": trainer.meter.flops_per_step,
+        "precision": trainer.precision,
+        "versions": {"ember": ember.__version__, "torch": torch.__version__, "python": platform.python_version()},
+        "finished": time.time(),
+    }
+
+
+def _baselines(trainer: Trainer, metrics: dict[str, float]) -> tuple[dict, dict | None]:
+    """The baselines' scores on val and test, and the model's verdict against the best of them
+    (its skill joins `metrics`). Every rank takes part: the scores are summed across them."""
+    base = {} if trainer.uses_loss_protocol else baselines.score_run(trainer)
+    verdict = baselines.verdict(metrics, base, trainer.spec)
+    if verdict and "skill" in verdict:
+        metrics[f"{verdict['split']}/skill"] = verdict["skill"]
+    return base, verdict
 
 
 def _time_report(t: dict, cfg: DictConfig, threads: dict | None = None) -> str:
@@ -397,73 +389,5 @@ def _infer_spec(train: Any) -> DataSpec:
     return DataSpec(input_shape=tuple(x.shape), task="regression", target_shape=tuple(y.shape))
 
 
-def load_run(path: str | Path, which: str = "best") -> LoadedRun:
-    """The model of a run with its `best` (or `last`) weights, its config and its DataSpec:
-    `model, cfg, spec = ember.load_run("runs/...")`; in a notebook it shows its metrics."""
-    run = RunDir.open(path)
-    cfg, spec = run.config(), run.spec()
-    if cfg.model.get("custom"):
-        raise ConfigError(f"{run.path} trained a custom model ({cfg.model.name}); build it yourself and load {run.checkpoints / (which + '.pt')}")
-    model = create_model(cfg.model.name, spec, **builder_kwargs(cfg.model))
-    path = run.checkpoints / f"{which}.pt"
-    if which == "best" and not path.exists():  # a run without validation keeps no best: its last is it
-        path = run.checkpoints / "last.pt"
-    try:
-        model.load_state_dict(checkpoint.load(path)["model"])
-    except (RuntimeError, KeyError, TypeError) as e:  # another model's weights, or not a checkpoint's content
-        raise CheckpointError(f"{str(path)!r} does not fit the run's model {cfg.model.name} ({first_line(e)}); it belongs to another run: restore this run's checkpoint, or train it again") from None
-    return LoadedRun(model, cfg, spec, run.path)
-
-
-def evaluate_run(path: str | Path, overrides: list[str] = (), console: Console | None = None, rollout: int = 0) -> dict[str, float]:
-    """Evaluate a run's best checkpoint on `data.split` (default test) beside its baselines and
-    print the metrics; with `rollout=N` (a forecasting run), roll it out N steps instead."""
-    run = RunDir.open(path)
-    model, cfg, spec = load_run(path)
-    cfg = compose(_config_as_overrides(cfg) + list(overrides))
-    cfg.trainer.progress = "none"
-    splits = build_data(cfg.data)
-    split = cfg.data.split
-    if splits.get(split) is None:
-        raise ConfigError(f"this run's data has no {split} split; use data.split=train, val or test")
-    console = console or Console("lines")
-    if rollout:
-        return _rollout(run, model, splits, spec, split, rollout, console)
-    trainer = Trainer(cfg, model, splits, None, Console("none"))
-    loader = {"train": trainer.train_loader, "val": trainer.val_loader, "test": trainer.test_loader}[split]
-    metrics = {f"{split}/{k}": v for k, v in trainer.evaluate(loader).items()}
-    base = {} if trainer.uses_loss_protocol else baselines.score(loader, spec, trainer.reference, trainer.device, trainer._to_device)
-    base = {name: {f"{split}/{k}": v for k, v in m.items()} for name, m in base.items()}
-    verdict = baselines.verdict(metrics, base, spec)
-    if verdict and "skill" in verdict:
-        metrics[f"{split}/skill"] = verdict["skill"]
-    console.table(f"{run.path}: best checkpoint", metrics)
-    if verdict:
-        console.table(baselines.title(spec, split), baselines.table(metrics, base, split))
-        if line := baselines.warning(verdict, metrics, base):
-            console.print(line)
-    return metrics
-
-
-def _rollout(run: RunDir, model: nn.Module, splits: Splits, spec: DataSpec, split: str, steps: int, console: Console) -> dict[str, float]:
-    """Roll a forecasting run out `steps` times; print the scores and keep them in rollout.json."""
-    from ember import rollout
-
-    result = rollout.rollout(model, splits, spec, split, steps)
-    run.write_json("rollout.json", result)
-    rows = rollout.table(result, spec)
-    console.table(f"{run.path}: {steps}-step rollout from {result['forecasts']} start times of the {split} split (lead in time steps)", rows)
-    console.print(f"saved {run.path / 'rollout.json'}; ember report {run.path} charts it")
-    return rows
-
-
-def _config_as_overrides(cfg: DictConfig) -> list[str]:
-    """A saved config as overrides, so it composes (and validates) like the original command."""
-    out = [f"model={cfg.model.name}", f"data={cfg.data.name}"]
-    container = OmegaConf.to_container(cfg)
-    for group, node in container.items():
-        if isinstance(node, dict):
-            out += [f"{group}.{k}={override_value(v)}" for k, v in node.items() if k != "name" or group not in ("model", "data")]
-        else:
-            out.append(f"{group}={override_value(node)}")
-    return out
+# A finished run read back (its public home was here; ember.evaluation holds it now).
+from ember.evaluation import LoadedRun, evaluate_run, load_run  # noqa: F401

@@ -206,3 +206,12 @@ def table(final: dict[str, float], base: dict[str, dict[str, float]], split: str
     for name, metrics in base.items():
         rows |= {f"{name}/{k.split('/', 1)[1]}": v for k, v in metrics.items() if k.startswith(split + "/")}
     return rows
+
+
+def show(console, heading: str, metrics: dict, base: dict, verdict: dict | None, spec) -> None:
+    """The metrics table, the model beside its baselines, and a warning where it does not beat them."""
+    console.table(heading, metrics)
+    if verdict:
+        console.table(title(spec, verdict["split"]), table(metrics, base, verdict["split"]))
+        if line := warning(verdict, metrics, base):
+            console.print(line)

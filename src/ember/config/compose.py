@@ -334,3 +334,15 @@ def override_value(v: Any) -> str:
     if isinstance(v, dict):
         return "{" + ",".join(f"{k}:{override_value(x)}" for k, x in v.items()) + "}"
     return "'" + str(v).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def config_as_overrides(cfg: DictConfig) -> list[str]:
+    """A saved config as overrides, so it composes (and validates) like the original command."""
+    out = [f"model={cfg.model.name}", f"data={cfg.data.name}"]
+    container = OmegaConf.to_container(cfg)
+    for group, node in container.items():
+        if isinstance(node, dict):
+            out += [f"{group}.{k}={override_value(v)}" for k, v in node.items() if k != "name" or group not in ("model", "data")]
+        else:
+            out.append(f"{group}={override_value(node)}")
+    return out

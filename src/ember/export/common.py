@@ -96,7 +96,7 @@ def raw_inputs(x: torch.Tensor, spec: DataSpec) -> torch.Tensor:
 def load_model(run_dir: str | Path) -> tuple[nn.Module, Any, DataSpec, dict]:
     """A run's best model (last, without validation) in eval mode, compressed as its summary says;
     its config, spec and summary."""
-    from ember.api import load_run
+    from ember.evaluation import load_run
     from ember.run import RunDir
 
     run = RunDir.open(run_dir)

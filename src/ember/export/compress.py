@@ -147,13 +147,14 @@ def magnitude_masks(model: nn.Module, sparsity: float) -> dict[str, torch.Tensor
 
 
 def _prune_and_finetune(model: nn.Module, cfg, out: Path, sparsity: float, epochs: int, overrides: list[str], info: dict) -> nn.Module:
-    from ember.api import _config_as_overrides, _run
+    from ember.api import _run
+    from ember.config.compose import config_as_overrides
     from ember.config import compose
     from ember.data import build_data
     from ember.track.console import Console
     from ember.train.device import seed_everything
 
-    cfg = compose(_config_as_overrides(cfg) + [f"trainer.max_epochs={epochs}", "trainer.max_steps=-1", f"run.dir={out}", "resume=null"] + overrides)
+    cfg = compose(config_as_overrides(cfg) + [f"trainer.max_epochs={epochs}", "trainer.max_steps=-1", f"run.dir={out}", "resume=null"] + overrides)
     model = copy.deepcopy(model).train()
     masks = magnitude_masks(model, sparsity)
     params = dict(model.named_parameters())

@@ -59,7 +59,7 @@ def to_grid(images: torch.Tensor, spec: DataSpec | None = None, pad: int = 2, mi
 
 def sample_run(run_dir: str | Path, n: int = 16, out: str | Path | None = None, seed: int = 0) -> Path:
     """Draw n samples from the best checkpoint of a run and write them as a PNG grid."""
-    from ember.api import load_run
+    from ember.evaluation import load_run
 
     if n < 1:
         raise ConfigError(f"n={n} must be at least 1")

@@ -72,7 +72,7 @@ def _single(run: RunData, model=None, splits=None, spec=None, evaluate: bool = T
     notes, ev, summary = [], None, None
     if model is None and evaluate and run.status == "finished":
         try:
-            from ember.api import load_run
+            from ember.evaluation import load_run
             from ember.data import build_data
 
             model, cfg, spec = load_run(run.path)

@@ -3,7 +3,7 @@ and recall, the most confused examples (classification); predicted against true 
 and maps of gridded targets (regression).
 
 After `ember train` the report uses the model and data still in memory; `ember report RUN` loads
-the best checkpoint (ember.api.load_run) and rebuilds the data (ember.data.build_data).
+the best checkpoint (ember.evaluation.load_run) and rebuilds the data (ember.data.build_data).
 """
 
 import base64
