@@ -29,7 +29,7 @@ from ember.train import checkpoint, distributed, nan_guard, strategy
 from ember.train.device import resolve_device, resolve_precision
 from ember.train.distributed import Dist
 from ember.train.flops import count_step_flops, peak_flops
-from ember.train.losses import build_loss
+from ember.train.losses import build_loss, resolve_loss
 from ember.train.meter import IntervalMeter
 from ember.train.optim import build_optimizer, build_scheduler, warmup_for_plateau
 from ember.train.signals import SignalWatch
@@ -101,6 +101,8 @@ class Trainer:
             runner = torch.compile(runner, mode="reduce-overhead" if t.cuda_graphs else None, dynamic=False)
         self.forward = runner
         self.loss_fn = build_loss(t.loss, self.spec, model, t.label_smoothing)
+        if t.loss == "auto" and resolve_loss("auto", self.spec, model) == "rel_l2" and not self.uses_loss_protocol:
+            console.print("note: trainer.loss=auto trains this neural operator on the relative L2 error (rel_l2), as its paper does; set trainer.loss=mse for MSE")
         # What the baselines predict (the train split's climatology, or majority class); the
         # anomaly correlations are taken against the same climatology.
         self.reference = baselines.reference(splits)
