@@ -3,8 +3,6 @@
 import hashlib
 import json
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -12,11 +10,7 @@ import torch
 from ember.data import Splits, register_data
 from ember.data.loaders import TensorData
 from ember.data.spec import DataSpec
-from ember.files import write_atomic
-
-
-def _cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ember"
+from ember.files import cache_dir, write_atomic
 
 
 @register_data("mnist1d")
@@ -27,7 +21,7 @@ def mnist1d(cfg, *, num_samples: int = 5000, train_split: float = 0.8, seed: int
     args = get_dataset_args(as_dict=True)
     args.update(num_samples=num_samples, train_split=train_split, seed=seed)
     key = hashlib.sha256(json.dumps(args, sort_keys=True).encode()).hexdigest()[:16]
-    path = _cache_dir() / f"mnist1d-{key}.npz"
+    path = cache_dir() / f"mnist1d-{key}.npz"
     # Generation takes seconds and is deterministic in its arguments, so it is cached.
     if path.exists():
         d = np.load(path)
