@@ -85,7 +85,7 @@ def _override_value(v: Any) -> str:
 # After Splits and register_data: the modules below import them.
 # Importing the source modules registers them. Each imports its heavy library (pandas, h5py,
 # xarray, ...) only when it builds, so `ember --help` and the other sources do not pay for it.
-from ember.data import arrays, audio, builtin, gridded, hdf5, images, physics, synthetic, tabular  # noqa: F401
+from ember.data import arrays, audio, builtin, darcy, gridded, hdf5, images, physics, synthetic, tabular  # noqa: F401
 from ember.data.augment import build_augment
 from ember.data.splits import carve, check_nonempty, normalize
 
