@@ -137,6 +137,8 @@ def fit(model: nn.Module, train: Any, val: Any = None, test: Any = None, **overr
 def _run(cfg: DictConfig, model: nn.Module, splits: Splits, console: Console, resume_dir: Path | None = None, on_validation=None) -> Result:
     # Everything that can fail on bad input runs before the run directory is created.
     trainer = Trainer(cfg, model, splits, None, console, distributed.from_env())
+    if cfg.trainer.loss == "auto" and trainer.loss_name == "rel_l2":
+        console.print("note: trainer.loss=auto trains this neural operator on the relative L2 error (rel_l2), as its paper does; set trainer.loss=mse for MSE")
     trainer.val_hook = on_validation
     main = trainer.dist.is_main
     if trainer.dist.enabled:
@@ -384,7 +386,10 @@ def evaluate_run(path: str | Path, overrides: list[str] = (), console: Console |
     model, cfg, spec = load_run(path)
     cfg = compose(_config_as_overrides(cfg) + list(overrides))
     cfg.trainer.progress = "none"
-    splits = build_data(cfg.data)
+    # In the run's own units: data with other settings (data.resolution=1024 for a model trained
+    # at 256) would otherwise be standardized with its own train split's statistics.
+    splits = build_data(cfg.data, stats_from=spec)
+    spec = splits.spec  # the run's units, the data's shapes (its grid may be finer)
     split = cfg.data.split
     if splits.get(split) is None:
         raise ConfigError(f"this run's data has no {split} split; use data.split=train, val or test")

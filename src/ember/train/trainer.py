@@ -101,8 +101,7 @@ class Trainer:
             runner = torch.compile(runner, mode="reduce-overhead" if t.cuda_graphs else None, dynamic=False)
         self.forward = runner
         self.loss_fn = build_loss(t.loss, self.spec, model, t.label_smoothing)
-        if t.loss == "auto" and resolve_loss("auto", self.spec, model) == "rel_l2" and not self.uses_loss_protocol:
-            console.print("note: trainer.loss=auto trains this neural operator on the relative L2 error (rel_l2), as its paper does; set trainer.loss=mse for MSE")
+        self.loss_name = "own" if self.uses_loss_protocol else resolve_loss(t.loss, self.spec, model)
         # What the baselines predict (the train split's climatology, or majority class); the
         # anomaly correlations are taken against the same climatology.
         self.reference = baselines.reference(splits)
