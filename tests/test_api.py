@@ -122,3 +122,15 @@ def test_an_fno_trained_on_one_grid_is_evaluated_on_a_finer_one(tmp_path):
     assert coarse["test/relative_l2"] == pytest.approx(result.metrics["test/relative_l2"], rel=1e-4)
     # Other samples (the generator draws per resolution), the same operator: errors of one size.
     assert 0 < fine["test/relative_l2"] < 2 * coarse["test/relative_l2"] + 0.05, (coarse, fine)
+
+
+def test_fit_takes_the_splits_of_load_data_with_their_statistics(tmp_path):
+    splits = ember.load_data("burgers", num_samples=60, resolution=32)
+    model = ember.create_model("fno", splits.spec, width=8, modes=4, depth=1)
+    result = ember.fit(model, splits, max_epochs=1, loss="rel_l2", progress="none", run={"root": str(tmp_path)})
+    spec = json.loads((result.run_dir / "spec.json").read_text())
+    # The data's own statistics reach the run (not re-inferred without them from the tensors).
+    assert spec["target_std"] == pytest.approx(splits.spec.target_std) and "test/relative_l2" in result.metrics
+    assert "val/relative_l2" in result.metrics  # load_data carved a validation split
+    with pytest.raises(ConfigError, match="takes the val and test splits from `splits`"):
+        ember.fit(model, splits, test=splits.test)

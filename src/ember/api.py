@@ -120,12 +120,19 @@ def _check_resume_config(run_dir: Path, cfg: DictConfig, console: Console) -> No
 def fit(model: nn.Module, train: Any, val: Any = None, test: Any = None, **overrides: Any) -> Result:
     """Train your own `nn.Module` with ember's loop, run directory and config keys.
 
-    `train`, `val`, `test`: a Dataset yielding (x, y), or an (X, y) pair of tensors/arrays.
+    `train`, `val`, `test`: a Dataset yielding (x, y), or an (X, y) pair of tensors/arrays; or
+    `train` the Splits of `ember.load_data`, with their val and test splits and their DataSpec
+    (so the loss and metrics know the targets' statistics and report in the data's units).
     `overrides`: config groups as dicts (`trainer={"max_epochs": 5}`) or any key that belongs to
     exactly one group (`max_epochs=5`, `lr=1e-3`, `batch_size=32`).
     Example: `ember.fit(model, (X, y), max_epochs=20, lr=0.01).metrics`.
     """
-    splits = Splits(train=_as_data(train, "train"), val=_as_data(val, "val"), test=_as_data(test, "test"), spec=_infer_spec(train))
+    if isinstance(train, Splits):
+        if val is not None or test is not None:
+            raise ConfigError("ember.fit(model, splits) takes the val and test splits from `splits`; pass no val= or test=")
+        splits = train
+    else:
+        splits = Splits(train=_as_data(train, "train"), val=_as_data(val, "val"), test=_as_data(test, "test"), spec=_infer_spec(train))
     cfg = compose(["data.val_fraction=0", "data.normalize=false"] + _fit_overrides(overrides))
     OmegaConf.set_struct(cfg, False)  # the user's own model and data have no registry schema
     cfg.model = {"name": type(model).__name__, "custom": True}
