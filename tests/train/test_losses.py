@@ -38,6 +38,9 @@ def test_auto_picks_rel_l2_for_operators_on_fields_and_mse_otherwise():
     # Inside the residual wrapper too (identity_channels makes model.residual=auto wrap it).
     assert resolve_loss("auto", spec, create_model("fno", spec, width=8, modes=4, depth=1, residual="true")) == "rel_l2"
     assert resolve_loss("auto", spec, create_model("mlp", spec)) == "mse"
+    # Several variables (kelvin and mm/day would share one norm): MSE on the standardized ones.
+    two = DataSpec(input_shape=(2, 32), task="regression", target_shape=(2, 32))
+    assert resolve_loss("auto", two, create_model("fno", two, width=8, modes=4, depth=1)) == "mse"
     assert resolve_loss("mse", spec, create_model("fno", spec, width=8, modes=4, depth=1)) == "mse"
 
 

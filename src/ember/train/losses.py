@@ -24,8 +24,11 @@ def resolve_loss(name: str, spec: DataSpec, model: nn.Module) -> str:
         # Models that end in log_softmax (the tutorials' MNIST Net) declare it.
         return getattr(model, "default_loss", "cross_entropy")
     # Neural operators (fno, afno) declare `operator = True`; modules() also finds them inside
-    # the residual wrapper. Their papers train and report the relative L2 error on fields.
-    if len(spec.target_shape) >= 2 and any(getattr(m, "operator", False) for m in model.modules()):
+    # the residual wrapper. Their papers train and report the relative L2 error on fields of one
+    # quantity. With several variables the norm would add kelvin to mm/day, so MSE on the
+    # standardized variables stays (FourCastNet's loss).
+    field = len(spec.target_shape) >= 2 and spec.target_channels == 1
+    if field and any(getattr(m, "operator", False) for m in model.modules()):
         return "rel_l2"
     return "mse"
 
@@ -38,7 +41,8 @@ class RelativeL2Loss(nn.Module):
     sample by its distance from the train mean rather than from 0 (a Burgers solution of mean
     0.5 and small swing would count as large). The FNO papers' loss is on the data as it is, so
     the values are multiplied back with the spec's target statistics first, as the relative_l2
-    metric does; the loss then equals that metric on a batch.
+    metric does; the loss then equals that metric on a batch. With several target channels the
+    norm pools them in their own units, meant for components of one quantity (a velocity).
     """
 
     def __init__(self, spec: DataSpec):
