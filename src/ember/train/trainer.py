@@ -100,7 +100,7 @@ class Trainer:
             # at 0.66x of its eager speed on CPU in one run (benchmarks/compile.py).
             runner = torch.compile(runner, mode="reduce-overhead" if t.cuda_graphs else None, dynamic=False)
         self.forward = runner
-        self.loss_fn = build_loss(t.loss, self.spec, model, t.label_smoothing)
+        self.loss_fn = build_loss(t.loss, self.spec, model, t.label_smoothing).to(self.device)  # rel_l2 holds the target statistics
         self.loss_name = "own" if self.uses_loss_protocol else resolve_loss(t.loss, self.spec, model)
         # What the baselines predict (the train split's climatology, or majority class); the
         # anomaly correlations are taken against the same climatology.
