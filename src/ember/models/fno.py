@@ -47,8 +47,12 @@ class SpectralConv(nn.Module):
         # In 2-D the first axis has positive and negative frequencies (two weight blocks); the
         # last axis of a real FFT only non-negative ones.
         blocks = 1 if len(modes) == 1 else 2
-        scale = 1 / (c_in * c_out)  # the paper's initialization
-        self.weight = nn.Parameter(scale * torch.rand(blocks, c_in, c_out, *modes, 2))
+        # Complex normal weights of variance 2 / (c_in + c_out) (neuraloperator's choice), not the
+        # paper's uniform [0, 1 / (c_in c_out)]: those start the layers nearly at zero, and on
+        # Burgers (s=256, 200 samples, batch 20, one run each) the test relative L2 went from 0.27
+        # to 0.16 after 10 epochs and from 0.021 to 0.018 after 30.
+        std = (1 / (c_in + c_out)) ** 0.5  # per real and imaginary part
+        self.weight = nn.Parameter(std * torch.randn(blocks, c_in, c_out, *modes, 2))
 
     def forward(self, x):
         # Complex arithmetic on (real, imaginary) pairs: ONNX has no complex tensors.
