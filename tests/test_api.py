@@ -107,3 +107,30 @@ def test_a_run_written_before_target_scaling_still_evaluates_exports_and_resumes
     export_run(run, "torchscript", echo=lambda s: None)  # its parity check compares outputs
     resumed = ember.api.train(ember.api.compose_for_resume([f"resume={run}", "trainer.max_epochs=3", "trainer.progress=none"]))
     assert resumed.run_dir == run and resumed.summary["epochs"] == 3
+
+
+def test_an_fno_trained_on_one_grid_is_evaluated_on_a_finer_one(tmp_path):
+    """Zero-shot super-resolution: `ember eval run=DIR data.resolution=128` of a run at 32 points."""
+    from ember.config import compose
+    from ember.track.console import Console
+
+    overrides = ["model=fno", "model.width=8", "model.modes=6", "model.depth=2", "data=burgers", "data.num_samples=100", "data.resolution=32", "trainer.max_epochs=8"]
+    cfg = compose([*overrides, "trainer.progress=none", "trainer.tensorboard=false", f"run.root={tmp_path}"])
+    result = ember.api.train(cfg, console=Console("none"))
+    coarse = ember.api.evaluate_run(result.run_dir, [], console=Console("none"))
+    fine = ember.api.evaluate_run(result.run_dir, ["data.resolution=128"], console=Console("none"))
+    assert coarse["test/relative_l2"] == pytest.approx(result.metrics["test/relative_l2"], rel=1e-4)
+    # Other samples (the generator draws per resolution), the same operator: errors of one size.
+    assert 0 < fine["test/relative_l2"] < 2 * coarse["test/relative_l2"] + 0.05, (coarse, fine)
+
+
+def test_fit_takes_the_splits_of_load_data_with_their_statistics(tmp_path):
+    splits = ember.load_data("burgers", num_samples=60, resolution=32)
+    model = ember.create_model("fno", splits.spec, width=8, modes=4, depth=1)
+    result = ember.fit(model, splits, max_epochs=1, loss="rel_l2", progress="none", run={"root": str(tmp_path)})
+    spec = json.loads((result.run_dir / "spec.json").read_text())
+    # The data's own statistics reach the run (not re-inferred without them from the tensors).
+    assert spec["target_std"] == pytest.approx(splits.spec.target_std) and "test/relative_l2" in result.metrics
+    assert "val/relative_l2" in result.metrics  # load_data carved a validation split
+    with pytest.raises(ConfigError, match="takes the val and test splits from `splits`"):
+        ember.fit(model, splits, test=splits.test)

@@ -96,3 +96,14 @@ def test_a_damaged_run_is_one_line_error_naming_the_file(digits_run, tmp_path, c
     err = capsys.readouterr().err
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
     assert name in err and "restore" in err
+
+
+def test_weights_keep_the_tensors_of_a_state_dict_with_extra_state(tmp_path):
+    """neuraloperator's models put a dict of their arguments in their state dict: safetensors takes tensors only."""
+    import torch
+    from safetensors.torch import load_file
+
+    cfg = compose([f"run.dir={tmp_path / 'run'}"])
+    run = RunDir.create(cfg, DataSpec(input_shape=(2,), task="regression"), {})
+    run.save_weights({"w": torch.ones(2), "_metadata": {"args": [1, 2]}})
+    assert list(load_file(run.path / "model.safetensors")) == ["w"]

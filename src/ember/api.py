@@ -134,12 +134,19 @@ def _check_resume_config(run_dir: Path, cfg: DictConfig, console: Console) -> No
 def fit(model: nn.Module, train: Any, val: Any = None, test: Any = None, **overrides: Any) -> Result:
     """Train your own `nn.Module` with ember's loop, run directory and config keys.
 
-    `train`, `val`, `test`: a Dataset yielding (x, y), or an (X, y) pair of tensors/arrays.
+    `train`, `val`, `test`: a Dataset yielding (x, y), or an (X, y) pair of tensors/arrays; or
+    `train` the Splits of `ember.load_data`, with their val and test splits and their DataSpec
+    (so the loss and metrics know the targets' statistics and report in the data's units).
     `overrides`: config groups as dicts (`trainer={"max_epochs": 5}`) or any key that belongs to
     exactly one group (`max_epochs=5`, `lr=1e-3`, `batch_size=32`).
     Example: `ember.fit(model, (X, y), max_epochs=20, lr=0.01).metrics`.
     """
-    splits = Splits(train=_as_data(train, "train"), val=_as_data(val, "val"), test=_as_data(test, "test"), spec=_infer_spec(train))
+    if isinstance(train, Splits):
+        if val is not None or test is not None:
+            raise ConfigError("ember.fit(model, splits) takes the val and test splits from `splits`; pass no val= or test=")
+        splits = train
+    else:
+        splits = Splits(train=_as_data(train, "train"), val=_as_data(val, "val"), test=_as_data(test, "test"), spec=_infer_spec(train))
     cfg = compose(["data.val_fraction=0", "data.normalize=false"] + _fit_overrides(overrides))
     OmegaConf.set_struct(cfg, False)  # the user's own model and data have no registry schema
     cfg.model = {"name": type(model).__name__, "custom": True}
@@ -151,6 +158,8 @@ def fit(model: nn.Module, train: Any, val: Any = None, test: Any = None, **overr
 def _run(cfg: DictConfig, model: nn.Module, splits: Splits, console: Console, resume_dir: Path | None = None, on_validation=None) -> Result:
     # Everything that can fail on bad input runs before the run directory is created.
     trainer = Trainer(cfg, model, splits, None, console, distributed.from_env())
+    if cfg.trainer.loss == "auto" and trainer.loss_name == "rel_l2":
+        console.print("note: trainer.loss=auto trains this neural operator on the relative L2 error (rel_l2), as its paper does; set trainer.loss=mse for MSE")
     trainer.val_hook = on_validation
     main = trainer.dist.is_main
     if trainer.dist.enabled:

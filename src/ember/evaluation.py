@@ -61,7 +61,10 @@ def evaluate_run(path: str | Path, overrides: list[str] = (), console: Console |
     model, cfg, spec = load_run(path)
     cfg = compose(config_as_overrides(cfg) + list(overrides))
     cfg.trainer.progress = "none"
-    splits = build_data(cfg.data)
+    # In the run's own units: data with other settings (data.resolution=1024 for a model trained
+    # at 256) would otherwise be standardized with its own train split's statistics.
+    splits = build_data(cfg.data, stats_from=spec)
+    spec = splits.spec  # the run's units, the data's shapes (its grid may be finer)
     split = cfg.data.split
     if splits.get(split) is None:
         raise ConfigError(f"this run's data has no {split} split; use data.split=train, val or test")

@@ -25,6 +25,12 @@ _TEMP = re.compile(r"^\..+\.(\d+)\.tmp$")
 _held: dict[Path, int] = {}  # locked directory -> the open descriptor that holds its lock
 
 
+def cache_dir() -> Path:
+    """Where ember keeps what it can regenerate (simulated data, measured machine peaks): the user
+    sees it in the run output and may delete it at any time."""
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ember"
+
+
 def temp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 

@@ -13,7 +13,12 @@ value. For every regression:
   against the train split's climatology (`acc`, per sample over the grid, then averaged), and,
   where the grid has latitudes, the cos(latitude)-weighted RMSE (`wrmse`), WeatherBench 2's
   convention; anomaly correlations are latitude-weighted too.
+- for fields and vectors (more than one value per sample): `relative_l2`, the mean over samples
+  of ||pred - true|| / ||true|| with each norm over all of the sample's values, the neural
+  operator papers' error (the FNO's Table 1).
 """
+
+import math
 
 import torch
 from torchmetrics import Metric
@@ -47,13 +52,18 @@ class RegressionMetrics(Metric):
             self.register_buffer("climatology", climatology.double().reshape(1, c, -1), persistent=False)
         for name in STATES:
             self.add_state(name, default=torch.zeros(c, dtype=torch.float64), dist_reduce_fx="sum")
+        # Summed per-sample errors and their count: sums, so shares of a split add up across processes.
+        self.relative = math.prod(spec.target_shape) > 1
+        self.add_state("rel", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("rel_n", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
 
     def keys(self) -> list[str]:
         overall = ["mse", "mae", "rmse", "r2"]
+        relative = ["relative_l2"] if self.relative else []
         extra = (["bias"] if self.field else []) + (["wrmse"] if self.weighted else []) + (["acc"] if self.anomalies else [])
         if self.channels == 1:
-            return overall + extra
-        return overall + [f"{m}/{n}" for m in ["rmse", "mae", "r2", *extra] for n in self.names]
+            return overall + relative + extra
+        return overall + relative + [f"{m}/{n}" for m in ["rmse", "mae", "r2", *extra] for n in self.names]
 
     def physical(self, a: torch.Tensor) -> torch.Tensor:
         """Standardized values of a (N, C, ...) or (N,) batch in the data's units."""
@@ -75,6 +85,10 @@ class RegressionMetrics(Metric):
         self.y += true.sum((0, 2))
         self.yy += (true * true).sum((0, 2))
         self.wse += (self.weights * err * err).sum((0, 2))
+        if self.relative:
+            # A target of all 0 has no relative error; the floor keeps it finite (as the rel_l2 loss).
+            self.rel += (err.flatten(1).norm(dim=1) / true.flatten(1).norm(dim=1).clamp_min(1e-12)).sum()
+            self.rel_n += len(true)
         if self.anomalies:
             f, o = pred - self.climatology, true - self.climatology
             num = (self.weights * f * o).sum(2)
@@ -94,6 +108,8 @@ class RegressionMetrics(Metric):
             # table columns): the mean of their own r2, as torchmetrics' uniform_average.
             "r2": per["r2"].mean() if self.channels > 1 else 1 - self.se.sum() / ss_tot.sum().clamp_min(1e-300),
         }
+        if self.relative:
+            out["relative_l2"] = self.rel / self.rel_n.clamp_min(1)
         per["bias"] = self.err / n
         per["wrmse"] = (self.wse / n).sqrt()
         per["acc"] = self.acc / self.acc_n.clamp_min(1)

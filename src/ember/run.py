@@ -165,9 +165,13 @@ class RunDir:
             logger.log(record)
 
     def save_weights(self, state_dict: dict) -> None:
+        import torch
         from safetensors.torch import save
 
-        write_atomic(self.path / "model.safetensors", save({k: v.contiguous() for k, v in state_dict.items()}))
+        # safetensors holds tensors only: a module's extra state (neuraloperator's models keep
+        # their constructor arguments there as a dict) stays in the checkpoints.
+        tensors = {k: v.contiguous() for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
+        write_atomic(self.path / "model.safetensors", save(tensors))
 
     def write_json(self, name: str, obj: dict) -> None:
         self.write_text(name, json.dumps(obj, indent=2) + "\n")

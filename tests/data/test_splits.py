@@ -10,7 +10,7 @@ from ember.config import compose
 from ember.data import Splits, build_data
 from ember.data.loaders import TensorData
 from ember.data.spec import DataSpec
-from ember.data.splits import _order, carve
+from ember.data.splits import _order, carve, normalize
 from ember.errors import ConfigError, DataError
 
 
@@ -83,3 +83,16 @@ def test_file_backed_normalization_matches_the_in_memory_path(tmp_path):
     assert np.allclose(mem.spec.mean, lazy.spec.mean, atol=1e-5) and np.allclose(mem.spec.std, lazy.spec.std, atol=1e-5)
     xb, _ = lazy.test[list(range(len(lazy.test)))]
     assert torch.allclose(xb, mem.test.x, atol=1e-5)
+
+
+def test_normalize_can_take_a_runs_statistics_for_data_on_another_grid():
+    x, y = torch.randn(40, 2, 16) * 3 + 1, torch.randn(40, 1, 16) * 5 - 2
+    spec = DataSpec(input_shape=(2, 16), task="regression", target_shape=(1, 16))
+    run = DataSpec(input_shape=(2, 8), task="regression", target_shape=(1, 8), mean=[1.0, 2.0], std=[3.0, 4.0], target_mean=[-2.0], target_std=[5.0])
+    splits = normalize(Splits(train=TensorData(x, y), spec=spec), stats_from=run)
+    assert splits.spec.mean == [1.0, 2.0] and splits.spec.target_std == [5.0] and splits.spec.input_shape == (2, 16)
+    assert torch.allclose(splits.train.x[:, 1], (x[:, 1] - 2.0) / 4.0) and torch.allclose(splits.train.y, (y + 2.0) / 5.0)
+    # Statistics for another number of channels do not apply: the data's own are computed.
+    other = DataSpec(input_shape=(3, 8), task="regression", target_shape=(1, 8), mean=[0.0] * 3, std=[1.0] * 3)
+    own = normalize(Splits(train=TensorData(x, y), spec=spec), stats_from=other)
+    assert own.spec.mean != [0.0, 0.0] and abs(own.train.x[:, 0].mean()) < 1e-5

@@ -47,8 +47,9 @@ class Splits:
         return getattr(self, split)
 
 
-def build_data(cfg: Any) -> Splits:
-    """Build the splits named by a `data` config node: carve test and validation, normalize.
+def build_data(cfg: Any, stats_from: DataSpec | None = None) -> Splits:
+    """Build the splits named by a `data` config node: carve test and validation, normalize
+    (with `stats_from`'s statistics where given: a run evaluated on other data).
 
     Everything that can fail on bad data fails here, before a run directory exists.
     """
@@ -61,7 +62,7 @@ def build_data(cfg: Any) -> Splits:
     # Regression targets are standardized too (data.normalize_target): variables of different
     # units weigh alike in the loss, and the network outputs unit-scale values, not 280 K.
     if cfg.normalize or cfg.get("normalize_target", False):
-        splits = normalize(splits, inputs=cfg.normalize, targets=cfg.get("normalize_target", False))
+        splits = normalize(splits, inputs=cfg.normalize, targets=cfg.get("normalize_target", False), stats_from=stats_from)
     augment = build_augment(cfg.augment, cfg.crop_padding, cfg.noise_std, cfg.max_shift)
     if augment is not None:
         splits = replace(splits, augment=augment)
@@ -85,7 +86,7 @@ def _override_value(v: Any) -> str:
 # After Splits and register_data: the modules below import them.
 # Importing the source modules registers them. Each imports its heavy library (pandas, h5py,
 # xarray, ...) only when it builds, so `ember --help` and the other sources do not pay for it.
-from ember.data import arrays, audio, builtin, gridded, hdf5, images, physics, synthetic, tabular  # noqa: F401
+from ember.data import arrays, audio, builtin, darcy, gridded, hdf5, images, physics, synthetic, tabular  # noqa: F401
 from ember.data.augment import build_augment
 from ember.data.splits import carve, check_nonempty, normalize
 

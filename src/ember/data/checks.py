@@ -20,7 +20,7 @@ from ember.errors import ConfigError, DataError
 NAN_POLICIES = ("error", "drop")
 
 
-PACKAGES = {"sklearn": "scikit-learn", "PIL": "pillow", "scipy.io.wavfile": "scipy"}
+PACKAGES = {"sklearn": "scikit-learn", "PIL": "pillow", "scipy.io.wavfile": "scipy", "scipy.sparse": "scipy", "scipy.sparse.linalg": "scipy"}
 
 
 def plural(n: int, word: str) -> str:

@@ -143,7 +143,7 @@ class GriddedReader:
     def describe(self) -> dict:
         """What the DataSpec records of the fields: names, units, the grid's coordinates, and
         which input channel holds each target's own variable on the same grid."""
-        ds, tds = self.handles.get(self.paths["inputs"]), self.handles.get(self.paths["targets"])
+        tds = self.handles.get(self.paths["targets"])
         same_grid = self.input_shape[1:] == self.target_shape[1:]
         identity = [self.variables.index(t) for t in self.targets] if same_grid and all(t in self.variables for t in self.targets) else None
         out = {"input_names": list(self.variables), "target_names": list(self.targets), "identity_channels": identity}

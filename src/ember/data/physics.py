@@ -8,6 +8,7 @@
   u(., 0) -> u(., 1).
 
 Both integrate many independent trajectories at once, vectorized over the batch, in float64.
+Burgers solutions are cached on disk (ember.data.cache): the run output says where.
 """
 
 import math
@@ -16,6 +17,7 @@ from typing import Annotated
 import torch
 
 from ember.data import Splits, register_data
+from ember.data.cache import cached_arrays
 from ember.data.loaders import TensorData
 from ember.data.spec import DataSpec
 from ember.errors import ConfigError
@@ -123,15 +125,56 @@ def solve_burgers(u0: torch.Tensor, viscosity: float, final_time: float) -> torc
     return torch.fft.irfft(v, n=n)
 
 
-@register_data("burgers")
-def burgers(cfg, *, num_samples: Annotated[int, AT_LEAST_1] = 1000, resolution: Annotated[int, AT_LEAST_1] = 128, viscosity: Annotated[float, POSITIVE] = 0.1, final_time: Annotated[float, POSITIVE] = 1.0, seed: Annotated[int, SEED] = 0) -> Splits:
+def spectral_resample(u: torch.Tensor, m: int) -> torch.Tensor:
+    """u (..., n) on the periodic grid of n points, resampled to m points through its Fourier
+    series: exact for fields with no modes at or above min(n, m) / 2 (their Nyquist is dropped)."""
+    n = u.shape[-1]
+    c = torch.fft.rfft(u)
+    out = torch.zeros(*u.shape[:-1], m // 2 + 1, dtype=c.dtype)
+    keep = (min(n, m) + 1) // 2
+    out[..., :keep] = c[..., :keep]
+    return torch.fft.irfft(out * (m / n), n=m)
+
+
+def burgers_solution(u0: torch.Tensor, viscosity: float, final_time: float, tol: float = 1e-7, probe: int = 16) -> torch.Tensor:
+    """solve_burgers(u0) on u0's grid, computed on the coarsest grid that resolves it.
+
+    Viscosity damps mode k like exp(-nu (2 pi k)^2 t), so at nu = 0.1 the solution at t = 1 (and
+    all but the first instants of the path to it) lives on a few dozen modes: solving 1024-point
+    fields on 128 points and interpolating spectrally gave the same fields to 4e-9 relative (below
+    float32's 6e-8) in 1/80 of the time, as the RK4 step also follows the coarse grid's highest
+    mode. The grid is chosen per call, not assumed: the `probe` samples of largest amplitude
+    (the hardest) are solved on 32, 64, ... points until two successive grids agree to `tol`.
+    """
+    n = u0.shape[-1]
+    hardest = u0[u0.abs().amax(-1).argsort(descending=True)[:probe]]
+    m, previous = 32, None
+    while m < n:
+        current = spectral_resample(solve_burgers(spectral_resample(hardest, m), viscosity, final_time), n)
+        if previous is not None and ((current - previous).norm(dim=-1) / current.norm(dim=-1).clamp_min(1e-300)).max() < tol:
+            break
+        previous, m = current, 2 * m
+    if m >= n:
+        return solve_burgers(u0, viscosity, final_time)
+    return spectral_resample(solve_burgers(spectral_resample(u0, m), viscosity, final_time), n)
+
+
+# Batch 20, the FNO paper's: with 420 training samples, batch 64 gave the FNO 7 steps an epoch and
+# a test relative L2 of 0.0157 after 30 epochs at s=256, batch 20 gave 0.0122 (one run of each).
+@register_data("burgers", batch_size=20)
+def burgers(cfg, *, num_samples: Annotated[int, AT_LEAST_1] = 1000, resolution: Annotated[int, AT_LEAST_1] = 128, viscosity: Annotated[float, POSITIVE] = 0.1, final_time: Annotated[float, POSITIVE] = 1.0, seed: Annotated[int, SEED] = 0, cache: bool = True) -> Splits:
     """1-D viscous Burgers (FNO benchmark): map a random smooth u(x, 0) to u(x, t=1) on a periodic grid."""
     if resolution < 16 or viscosity <= 0 or final_time <= 0:
         raise ConfigError(f"data=burgers needs data.resolution >= 16, data.viscosity > 0 and data.final_time > 0, got {resolution}, {viscosity}, {final_time}")
-    g = torch.Generator().manual_seed(seed)
-    u0 = random_field(num_samples, resolution, g)
-    u1 = solve_burgers(u0, viscosity, final_time)
+
+    def make():
+        u0 = random_field(num_samples, resolution, torch.Generator().manual_seed(seed))
+        return {"u0": u0.float(), "u1": burgers_solution(u0, viscosity, final_time).float()}
+
+    # The solver's version is part of the key: a changed solver must not read old solutions.
+    args = {"solver": 2, "num_samples": num_samples, "resolution": resolution, "viscosity": viscosity, "final_time": final_time, "seed": seed}
+    d, note = cached_arrays("burgers", args, make, enabled=cache)
     # The target is a field of one channel, like the input: standardized as one quantity, and
     # the same statistics hold at any resolution (zero-shot super-resolution).
     spec = DataSpec(input_shape=(1, resolution), task="regression", target_shape=(1, resolution), input_names=["u0"], target_names=["u"])
-    return Splits(train=TensorData(u0.float().unsqueeze(1), u1.float().unsqueeze(1)), spec=spec)
+    return Splits(train=TensorData(d["u0"].unsqueeze(1), d["u1"].unsqueeze(1)), spec=spec, notes=[note])

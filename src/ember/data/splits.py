@@ -18,6 +18,7 @@ from torch.utils.data import Subset
 
 from ember.data.lazy import LazyDataset
 from ember.data.loaders import TensorData
+from ember.data.spec import DataSpec
 from ember.errors import ConfigError, DataError
 
 
@@ -113,23 +114,33 @@ def check_nonempty(splits, source: str) -> None:
             raise DataError(f"the {name} split of data={source} is empty; check the source's files, or leave that split out (data.val_fraction=0 / data.test_fraction=0)")
 
 
-def normalize(splits, inputs: bool = True, targets: bool = True):
+def normalize(splits, inputs: bool = True, targets: bool = True, stats_from: DataSpec | None = None):
     """Standardize inputs per channel (dimension 1 of a batch) and, for regression, targets per
-    channel, with the train split's statistics. A user's own Dataset is left as it is."""
+    channel, with the train split's statistics, or with `stats_from`'s where it has them for as
+    many channels (evaluating a run on other data: the model knows only its own training units).
+    A user's own Dataset is left as it is."""
     train = splits.train
     if not isinstance(train, (TensorData, LazyDataset)):
         return splits
     if inputs and (isinstance(train, LazyDataset) or train.x.is_floating_point()):
-        mean, std = _stats(train, targets=False)
+        mean, std = _given(stats_from and stats_from.mean, stats_from and stats_from.std, splits.spec.input_shape) or _stats(train, targets=False)
         std = safe_std(mean, std, "input channel", splits.spec.input_names, splits.notes)
         splits = _apply(splits, mean, std, targets=False)
         splits.spec = replace(splits.spec, mean=mean.tolist(), std=std.tolist())
     if targets and splits.spec.task == "regression" and _float_targets(train):
-        mean, std = _stats(train, targets=True)
+        given = _given(stats_from and stats_from.target_mean, stats_from and stats_from.target_std, (splits.spec.target_channels,))
+        mean, std = given or _stats(train, targets=True)
         std = safe_std(mean, std, "target channel", splits.spec.target_names, splits.notes)
         splits = _apply(splits, mean, std, targets=True)
         splits.spec = replace(splits.spec, target_mean=mean.tolist(), target_std=std.tolist())
     return splits
+
+
+def _given(mean, std, shape) -> tuple[np.ndarray, np.ndarray] | None:
+    """Statistics handed in, where there are as many as the data has channels (shape[0])."""
+    if not mean or not std or not shape or len(mean) != shape[0]:
+        return None
+    return np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
 
 
 def _float_targets(train) -> bool:

@@ -3,8 +3,6 @@
 import hashlib
 import json
 import math
-import os
-from pathlib import Path
 from typing import Annotated
 
 import numpy as np
@@ -13,12 +11,8 @@ import torch
 from ember.data import Splits, register_data
 from ember.data.loaders import TensorData
 from ember.data.spec import DataSpec
-from ember.files import write_atomic
+from ember.files import cache_dir, write_atomic
 from ember.ranges import AT_LEAST_1, NON_NEGATIVE, OPEN_UNIT, POSITIVE, SEED
-
-
-def _cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ember"
 
 
 @register_data("mnist1d")
@@ -29,7 +23,7 @@ def mnist1d(cfg, *, num_samples: Annotated[int, AT_LEAST_1] = 5000, train_split:
     args = get_dataset_args(as_dict=True)
     args.update(num_samples=num_samples, train_split=train_split, seed=seed)
     key = hashlib.sha256(json.dumps(args, sort_keys=True).encode()).hexdigest()[:16]
-    path = _cache_dir() / f"mnist1d-{key}.npz"
+    path = cache_dir() / f"mnist1d-{key}.npz"
     # Generation takes seconds and is deterministic in its arguments, so it is cached.
     if path.exists():
         d = np.load(path)

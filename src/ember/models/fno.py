@@ -32,44 +32,46 @@ from ember.models.layers import (
     pad_amounts,
     spatial_input,
 )
-from ember.ranges import AT_LEAST_1, FRACTION, POSITIVE, PROBABILITY, Range
+from ember.ranges import AT_LEAST_1, FRACTION, NON_NEGATIVE, POSITIVE, PROBABILITY, Range
 
 
 class SpectralConv(nn.Module):
-    """Global convolution: multiply the lowest Fourier modes by learned complex weights."""
+    """Global convolution: multiply the lowest Fourier modes by learned complex weights.
 
-    def __init__(self, c_in: int, c_out: int, size: tuple, modes: int):
+    The weights live on modes, not grid points, so the layer runs on any grid with at least as
+    many modes as it keeps (the grid size is read from the input, never stored).
+    """
+
+    def __init__(self, c_in: int, c_out: int, modes: list[int]):
         super().__init__()
-        self.size = list(size)
+        self.modes = modes
         self.c_out = c_out
-        if len(size) == 1:
-            self.modes = [min(modes, size[0] // 2 + 1)]
-            blocks = 1
-        else:
-            # The first axis has positive and negative frequencies (two weight blocks); the last
-            # axis of a real FFT only non-negative ones.
-            self.modes = [min(modes, size[0] // 2), min(modes, size[1] // 2 + 1)]
-            blocks = 2
-        scale = 1 / (c_in * c_out)
-        self.weight = nn.Parameter(scale * torch.rand(blocks, c_in, c_out, *self.modes, 2))
+        # In 2-D the first axis has positive and negative frequencies (two weight blocks); the
+        # last axis of a real FFT only non-negative ones.
+        blocks = 1 if len(modes) == 1 else 2
+        # Complex normal weights of variance 2 / (c_in + c_out) (neuraloperator's choice), not the
+        # paper's uniform [0, 1 / (c_in c_out)]: those start the layers nearly at zero, and on
+        # Burgers (s=256, 200 samples, batch 20, one run each) the test relative L2 went from 0.27
+        # to 0.16 after 10 epochs and from 0.021 to 0.018 after 30.
+        std = (1 / (c_in + c_out)) ** 0.5  # per real and imaginary part
+        self.weight = nn.Parameter(std * torch.randn(blocks, c_in, c_out, *modes, 2))
 
     def forward(self, x):
         # Complex arithmetic on (real, imaginary) pairs: ONNX has no complex tensors.
-        n = x.shape[0]
-        if len(self.size) == 1:
-            m = self.modes[0]
+        if len(self.modes) == 1:
+            m, size = self.modes[0], x.shape[-1]
             x_ft = torch.view_as_real(torch.fft.rfft(x))
             y = _complex_mul("bix,iox->box", x_ft[:, :, :m], self.weight[0])
-            y = F.pad(y, [0, 0, 0, self.size[0] // 2 + 1 - m])  # higher modes are zero
-            return torch.fft.irfft(torch.view_as_complex(y), n=self.size[0])
-        m1, m2 = self.modes
-        h, wf = self.size[0], self.size[1] // 2 + 1
+            y = F.pad(y, [0, 0, 0, size // 2 + 1 - m])  # higher modes are zero
+            return torch.fft.irfft(torch.view_as_complex(y), n=size)
+        m1, m2 = self.modes[0], self.modes[1]
+        h, w = x.shape[-2], x.shape[-1]
         x_ft = torch.view_as_real(torch.fft.rfft2(x))
         low = _complex_mul("bixy,ioxy->boxy", x_ft[:, :, :m1, :m2], self.weight[0])
         high = _complex_mul("bixy,ioxy->boxy", x_ft[:, :, h - m1 :, :m2], self.weight[1])
-        middle = torch.zeros(n, self.c_out, h - 2 * m1, m2, 2, dtype=low.dtype, device=x.device)
-        y = F.pad(torch.cat([low, middle, high], dim=2), [0, 0, 0, wf - m2])
-        return torch.fft.irfft2(torch.view_as_complex(y), s=(self.size[0], self.size[1]))
+        middle = torch.zeros(x.shape[0], self.c_out, h - 2 * m1, m2, 2, dtype=low.dtype, device=x.device)
+        y = F.pad(torch.cat([low, middle, high], dim=2), [0, 0, 0, w // 2 + 1 - m2])
+        return torch.fft.irfft2(torch.view_as_complex(y), s=(h, w))
 
 
 def _complex_mul(equation: str, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -80,45 +82,79 @@ def _complex_mul(equation: str, x: torch.Tensor, w: torch.Tensor) -> torch.Tenso
     return torch.stack([real, imag], dim=-1)
 
 
+def fno_modes(size: tuple, modes: int) -> list[int]:
+    """Modes kept per axis on a grid of `size`, or a ConfigError where the grid has too few."""
+    # rfft has size // 2 + 1 modes on the last axis; the first axis of a 2-D grid splits its
+    # size between positive and negative frequencies.
+    limits = [size[0] // 2 + 1] if len(size) == 1 else [size[0] // 2, size[1] // 2 + 1]
+    if modes > min(limits):
+        raise ConfigError(f"model.modes={modes} needs a grid of at least {2 * modes} points per axis, but the data's grid is {tuple(size)}; lower model.modes to {max(1, min(limits))} or raise data.resolution")
+    return [modes] * len(size)
+
+
 class FNO(nn.Module):
-    def __init__(self, in_channels: int, size: tuple, out_channels: int, out_shape: tuple, modes: int, width: int, depth: int, act: str, grid: bool):
+    """Li et al. (2021): lift to `width` channels, Fourier layers (spectral convolution plus a
+    pointwise linear skip, GELU between layers), project to the output. No normalization layers,
+    as in the paper: they tie the weights to the training resolution's statistics."""
+
+    operator = True  # trainer.loss=auto trains it on the relative L2 error (ember.train.losses)
+
+    def __init__(self, in_channels: int, dims: int, out_channels: int, squeeze: bool, modes: list[int], width: int, depth: int, act: str, grid: bool, padding: float):
         super().__init__()
-        dims = len(size)
         Conv = conv(dims)
-        self.out_shape = out_shape
-        self.use_grid = grid
-        # The grid coordinates in [0, 1] as extra input channels, as in the paper: they let the
-        # operator learn position-dependent maps on non-periodic domains.
-        axes = torch.meshgrid(*[torch.linspace(0, 1, s) for s in size], indexing="ij")
-        self.register_buffer("grid", torch.stack(axes).unsqueeze(0), persistent=False)
-        self.expand: list[int] = [-1] * (1 + dims)
+        self.dims, self.squeeze, self.use_grid, self.padding = dims, squeeze, grid, padding
         self.lift = Conv(in_channels + (dims if grid else 0), width, 1)
-        self.spectral = nn.ModuleList([SpectralConv(width, width, size, modes) for _ in range(depth)])
+        self.spectral = nn.ModuleList([SpectralConv(width, width, modes) for _ in range(depth)])
         self.pointwise = nn.ModuleList([Conv(width, width, 1) for _ in range(depth)])
         self.act = activation(act)
         self.project = nn.Sequential(Conv(width, 2 * width, 1), activation(act), Conv(2 * width, out_channels, 1))
 
+    def coordinates(self, x: torch.Tensor) -> torch.Tensor:
+        """The grid's coordinates in [0, 1] as extra input channels, as in the paper: they let
+        the operator learn position-dependent maps on non-periodic domains. Built from the
+        input's size, so the model runs at any resolution."""
+        n, size = x.shape[0], x.shape[2:]
+        if self.dims == 1:
+            return torch.linspace(0, 1, size[0], dtype=x.dtype, device=x.device).reshape(1, 1, -1).expand(n, 1, size[0])
+        gy = torch.linspace(0, 1, size[0], dtype=x.dtype, device=x.device).reshape(1, 1, -1, 1).expand(n, 1, size[0], size[1])
+        gx = torch.linspace(0, 1, size[1], dtype=x.dtype, device=x.device).reshape(1, 1, 1, -1).expand(n, 1, size[0], size[1])
+        return torch.cat([gy, gx], dim=1)
+
     def forward(self, x):
-        n = x.shape[0]
+        size = x.shape[2:]
         if self.use_grid:
-            x = torch.cat([x, self.grid.expand([n] + self.expand)], dim=1)
+            x = torch.cat([x, self.coordinates(x)], dim=1)
         x = self.lift(x)
+        # Domain padding (non-periodic problems): zeros after the end of each axis give the FFT's
+        # wrap-around somewhere to go; a fraction of the grid, so it scales with the resolution.
+        pads: list[int] = []
+        for s in size:
+            pads = [0, int(self.padding * s + 0.5)] + pads
+        if self.padding > 0:
+            x = F.pad(x, pads)
         last = len(self.spectral) - 1
         for i, (spectral, pointwise) in enumerate(zip(self.spectral, self.pointwise)):
             x = spectral(x) + pointwise(x)
             if i < last:
                 x = self.act(x)
-        return self.project(x).reshape(n, *self.out_shape)
+        if self.padding > 0:
+            x = x[:, :, : size[0]] if self.dims == 1 else x[:, :, : size[0], : size[1]]
+        x = self.project(x)
+        return x[:, 0] if self.squeeze else x
 
 
 @register_model("fno", example="field1d")
-def fno(spec: DataSpec, *, modes: Annotated[int, AT_LEAST_1] = 16, width: Annotated[int, AT_LEAST_1] = 64, depth: Annotated[int, AT_LEAST_1] = 4, activation: str = "gelu", grid: bool = True) -> nn.Module:
+def fno(spec: DataSpec, *, modes: Annotated[int, AT_LEAST_1] = 16, width: Annotated[int, AT_LEAST_1] = 64, depth: Annotated[int, AT_LEAST_1] = 4, activation: str = "gelu", grid: bool = True, padding: Annotated[float, NON_NEGATIVE] = 0.0) -> nn.Module:
     """Fourier Neural Operator, 1-D or 2-D: convolutions on low Fourier modes."""
     channels, size = spatial_input(spec, "fno", (1, 2), "the FNO maps fields on grids; use model=mlp for tables")
     if modes < 1 or depth < 1:
         raise ConfigError(f"model.modes={modes} and model.depth={depth} must be at least 1")
+    if not 0 <= padding <= 1:
+        raise ConfigError(f"model.padding={padding} is the fraction of the grid added as zeros for non-periodic problems; use a value in [0, 1] (0.1 for Darcy, 0 for periodic data)")
     out_channels = dense_out_channels(spec, "fno", size)
-    return FNO(channels, size, out_channels, dense_out_shape(spec, size), modes, width, depth, activation, grid)
+    # A regression target without a channel axis, (*grid): one output channel, dropped.
+    squeeze = spec.task == "regression" and len(dense_out_shape(spec, size)) == len(size)
+    return FNO(channels, len(size), out_channels, squeeze, fno_modes(size, modes), width, depth, activation, grid, padding)
 
 
 class AFNOFilter(nn.Module):
@@ -174,6 +210,8 @@ class AFNOBlock(nn.Module):
 
 
 class AFNO(nn.Module):
+    operator = True  # trainer.loss=auto trains it on the relative L2 error (ember.train.losses)
+
     def __init__(self, in_channels: int, size: tuple, out_channels: int, out_shape: tuple, patch: int, dim: int, depth: int, num_blocks: int, sparsity: float, modes_fraction: float, mlp_ratio: float, dropout: float):
         super().__init__()
         self.size, self.patch, self.out_channels, self.out_shape = list(size), patch, out_channels, out_shape

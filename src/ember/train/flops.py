@@ -8,7 +8,6 @@ by a short matmul probe and cached; GPU peaks come from the vendors' data sheets
 
 import copy
 import json
-import os
 import platform
 import time
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ember.files import write_atomic
+from ember.files import cache_dir, write_atomic
 
 # Dense peak TFLOP/s per GPU: (TF32 / fp32 path, bf16 / fp16 tensor cores), from data sheets.
 GPU_PEAK_TFLOPS = {
@@ -61,7 +60,7 @@ def peak_flops(device: torch.device, precision: str) -> float | None:
 def cpu_peak_flops() -> float:
     """float32 matmul FLOP/s of this machine at the current thread count, measured once and cached."""
     key = f"{platform.machine()}-{cpu_name()}-{torch.get_num_threads()}threads-torch{torch.__version__}"
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ember" / "peak_flops.json"
+    cache = cache_dir() / "peak_flops.json"
     known = json.loads(cache.read_text()) if cache.exists() else {}
     if key not in known:
         n = 1024

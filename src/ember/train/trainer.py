@@ -30,7 +30,7 @@ from ember.train import checkpoint, distributed, nan_guard, strategy
 from ember.train.device import resolve_device, resolve_precision
 from ember.train.distributed import Dist
 from ember.train.flops import count_step_flops, peak_flops
-from ember.train.losses import build_loss
+from ember.train.losses import build_loss, resolve_loss
 from ember.train.meter import IntervalMeter
 from ember.train.optim import build_optimizer, build_scheduler, warmup_for_plateau
 from ember.train.signals import SignalWatch
@@ -103,7 +103,8 @@ class Trainer:
             runner = torch.compile(runner, mode="reduce-overhead" if t.cuda_graphs else None, dynamic=False)
         self.forward = runner
         self._batch_norms = [m for m in model.modules() if isinstance(m, BATCH_NORMS)]
-        self.loss_fn = build_loss(t.loss, self.spec, model, t.label_smoothing)
+        self.loss_fn = build_loss(t.loss, self.spec, model, t.label_smoothing).to(self.device)  # rel_l2 holds the target statistics
+        self.loss_name = "own" if self.uses_loss_protocol else resolve_loss(t.loss, self.spec, model)
         # What the baselines predict (the train split's climatology, or majority class); the
         # anomaly correlations are taken against the same climatology.
         self.reference = baselines.reference(splits)

@@ -1,0 +1,57 @@
+"""The Fourier Neural Operator as the paper defines it: any resolution, domain padding, bad modes."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from ember.data.spec import DataSpec
+from ember.errors import ConfigError
+from ember.models import create_model
+
+
+def field(*size, channels=1):
+    return DataSpec(input_shape=(channels, *size), task="regression", target_shape=(1, *size))
+
+
+def test_the_fno_is_the_papers_lift_fourier_layers_project_with_no_normalization():
+    model = create_model("fno", field(64), modes=8, width=16, depth=4)
+    assert not any(isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)) for m in model.modules())
+    assert len(model.spectral) == len(model.pointwise) == 4 and isinstance(model.act, nn.GELU)
+    assert model.lift.in_channels == 2  # the field and its grid coordinate
+
+
+@pytest.mark.parametrize("size, modes", [((32,), 8), ((16, 20), 6)])
+def test_a_trained_fno_runs_on_finer_grids_of_the_same_domain(size, modes):
+    model = create_model("fno", field(*size), modes=modes, width=8, depth=2).eval()
+    fine = tuple(4 * s for s in size)
+    with torch.no_grad():
+        assert model(torch.randn(2, 1, *fine)).shape == (2, 1, *fine)
+    # A band-limited input gives the same output at the shared points of both grids.
+    if len(size) == 1:
+        x = torch.arange(fine[0]) / fine[0]
+        u = torch.sin(2 * math.pi * x).reshape(1, 1, -1)
+        with torch.no_grad():
+            # The coordinate channel is linspace(0, 1, s), as in the paper, so the grids agree to O(1/s).
+            torch.testing.assert_close(model(u)[..., ::4], model(u[..., ::4]), atol=0.05, rtol=0.05)
+
+
+def test_domain_padding_keeps_the_output_on_the_input_grid():
+    model = create_model("fno", field(30, 24), modes=6, width=8, depth=2, padding=0.25).eval()
+    plain = create_model("fno", field(30, 24), modes=6, width=8, depth=2).eval()
+    plain.load_state_dict(model.state_dict())  # padding adds no weights
+    x = torch.randn(2, 1, 30, 24)
+    with torch.no_grad():
+        padded, periodic = model(x), plain(x)
+    assert padded.shape == periodic.shape == (2, 1, 30, 24)
+    assert not torch.allclose(padded, periodic)  # the padding changed what the FFT sees
+    with pytest.raises(ConfigError, match="model.padding=2"):
+        create_model("fno", field(30), padding=2)
+
+
+def test_a_grid_too_small_for_the_modes_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"model.modes=16 needs a grid of at least 32 points per axis, but the data's grid is \(20,\); lower model.modes to 11"):
+        create_model("fno", field(20), modes=16)
+    with pytest.raises(ConfigError, match=r"lower model.modes to 8"):
+        create_model("fno", field(16, 40), modes=12)
