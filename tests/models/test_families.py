@@ -124,13 +124,17 @@ def test_unet_segmentation_and_odd_grids():
 
 def test_fno_weights_do_not_depend_on_the_resolution():
     """A Fourier neural operator trained at one resolution runs at another (zero-shot super-resolution)."""
+    torch.manual_seed(0)
     coarse = create_model("fno", DataSpec(input_shape=(1, 64), task="regression", target_shape=(64,)), modes=8, width=8)
     fine = create_model("fno", DataSpec(input_shape=(1, 256), task="regression", target_shape=(256,)), modes=8, width=8)
     fine.load_state_dict(coarse.state_dict())
     x = torch.linspace(0, 2 * math.pi, 257)[:-1]
     u = torch.sin(x).reshape(1, 1, 256)
-    # Both resolutions see the same smooth function; the outputs agree at the shared points.
-    torch.testing.assert_close(fine(u)[:, ::4], coarse(u[..., ::4]), atol=1e-3, rtol=1e-3)
+    # Both resolutions see the same smooth function; the outputs agree at the shared points, up to
+    # the aliasing of what the activations add above the coarse grid's band (0.7% here, at random
+    # weights of the paper's scale; weights tied to a grid would differ by their whole size).
+    a, b = fine(u)[:, ::4], coarse(u[..., ::4])
+    assert ((a - b).norm() / b.norm()).item() < 0.02
     field = DataSpec(input_shape=(2, 20, 24), task="regression", target_shape=(3, 20, 24))
     assert create_model("fno", field, modes=6, width=8)(torch.randn(2, 2, 20, 24)).shape == (2, 3, 20, 24)
 

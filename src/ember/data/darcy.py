@@ -10,6 +10,7 @@ that includes the boundary, as one sparse linear system per sample (SciPy, `pip 
 """
 
 import math
+from typing import Annotated
 
 import numpy as np
 import torch
@@ -20,6 +21,7 @@ from ember.data.checks import require
 from ember.data.loaders import TensorData
 from ember.data.spec import DataSpec
 from ember.errors import ConfigError
+from ember.ranges import AT_LEAST_1, SEED
 
 HIGH, LOW = 12.0, 3.0  # the paper's permeabilities
 
@@ -71,7 +73,7 @@ def solve_darcy(a: np.ndarray, forcing: float = 1.0) -> np.ndarray:
 
 
 @register_data("darcy")
-def darcy(cfg, *, num_samples: int = 1000, resolution: int = 85, seed: int = 0, cache: bool = True) -> Splits:
+def darcy(cfg, *, num_samples: Annotated[int, AT_LEAST_1] = 1000, resolution: Annotated[int, AT_LEAST_1] = 85, seed: Annotated[int, SEED] = 0, cache: bool = True) -> Splits:
     """2-D Darcy flow (FNO benchmark): map a two-valued permeability a(x) to the pressure u(x)."""
     if resolution < 16:
         raise ConfigError(f"data.resolution={resolution} is too coarse for data=darcy; use at least 16 (the paper's grids are 85, 141, 211, 421)")
