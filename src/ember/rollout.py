@@ -50,11 +50,11 @@ def rollout(model, splits, spec, split: str, steps: int, batch_size: int = 64) -
     with torch.inference_mode():
         for lo in range(0, len(starts), batch_size):
             t0 = starts[lo : lo + batch_size]
-            state = torch.from_numpy(reader._fields("inputs", reader.variables, t0)).float()
+            state = torch.from_numpy(reader.fields("inputs", reader.variables, t0)).float()
             persistence = state[:, order]
             for k in range(steps):
                 forecast = net(state)
-                truth = torch.from_numpy(reader._fields("targets", reader.targets, t0 + (k + 1) * spec.lead)).float()
+                truth = torch.from_numpy(reader.fields("targets", reader.targets, t0 + (k + 1) * spec.lead)).float()
                 for name, pred in (("model", forecast), ("persistence", persistence), ("climatology", clim.expand_as(truth))):
                     scores[name][k].update(pred, truth, standardized=False)
                 state = state.clone()

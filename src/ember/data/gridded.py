@@ -155,7 +155,8 @@ class GriddedReader:
                     out[key] = [float(v) for v in tds[dim].values]
         return out
 
-    def _fields(self, key: str, names: list[str], times: np.ndarray) -> np.ndarray:
+    def fields(self, key: str, names: list[str], times: np.ndarray) -> np.ndarray:
+        """Variables `names` of the inputs or targets dataset at time indices `times`, raw: (times, variables, *grid)."""
         ds = self.handles.get(self.paths[key])
         # A contiguous range of times is one slice: one read per variable and chunk.
         sel = slice(int(times[0]), int(times[-1]) + 1) if times[-1] - times[0] == len(times) - 1 else times
@@ -169,8 +170,8 @@ class GriddedReader:
         return out
 
     def read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-        x = self._fields("inputs", self.variables, self.x_times[start:stop])
-        y = self._fields("targets", self.targets, self.y_times[start:stop])
+        x = self.fields("inputs", self.variables, self.x_times[start:stop])
+        y = self.fields("targets", self.targets, self.y_times[start:stop])
         return x, y
 
     def labels(self):

@@ -36,9 +36,10 @@ def summary_text(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def evaluate_split(model, splits, spec, baseline: str | None = None) -> dict | None:
+def evaluate_split(model, splits, spec, baseline: str | None = None, reference=None) -> dict | None:
     """The model on the test split (or val where there is none): the report's evaluation; its
-    errors per grid point are mapped beside those of `baseline` (the run's best; all if None)."""
+    errors per grid point are mapped beside those of `baseline` (the run's best; all if None),
+    which predicts from `reference` (the climatology; computed from the splits if None)."""
     from ember.report import evaluate
 
     if callable(getattr(model, "loss", None)):
@@ -47,26 +48,26 @@ def evaluate_split(model, splits, spec, baseline: str | None = None) -> dict | N
     if split is None:
         return None
     data = getattr(splits, split)
-    ev = evaluate.evaluate(model, data, spec, references=_baseline_predictors(splits, spec, baseline))
+    ev = evaluate.evaluate(model, data, spec, references=_baseline_predictors(splits, spec, baseline, reference))
     result = evaluate.classification(ev, spec, data) if spec.task == "classification" else evaluate.regression(ev, spec)
     return {**result, "split": split, "truncated": ev["truncated"]}
 
 
-def _baseline_predictors(splits, spec, only: str | None = None) -> dict:
+def _baseline_predictors(splits, spec, only: str | None = None, clim=None) -> dict:
     """name -> predictions in physical units from a batch of inputs, for each regression baseline
     (or `only` that one): the report maps their errors beside the model's."""
     from ember import baselines
 
     if spec.task != "regression":
         return {}
-    clim = baselines.climatology(splits)
+    clim = clim if clim is not None else baselines.climatology(splits)
     if clim is None:
         return {}
     names = [n for n in baselines.names(spec) if only is None or n == only]
     return {name: (lambda x, name=name: baselines.predict(name, x, spec, clim.float(), len(x))) for name in names}
 
 
-def _single(run: RunData, model=None, splits=None, spec=None, evaluate: bool = True) -> tuple[str, dict | None]:
+def _single(run: RunData, model=None, splits=None, spec=None, evaluate: bool = True, reference=None) -> tuple[str, dict | None]:
     from ember.report import page
 
     notes, ev, summary = [], None, None
@@ -83,7 +84,7 @@ def _single(run: RunData, model=None, splits=None, spec=None, evaluate: bool = T
     if model is not None:
         spec = spec or splits.spec
         try:
-            ev = evaluate_split(model, splits, spec, (run.summary.get("skill") or {}).get("best")) if evaluate else None
+            ev = evaluate_split(model, splits, spec, (run.summary.get("skill") or {}).get("best"), reference) if evaluate else None
         except Exception as e:
             notes.append(f"the best checkpoint could not be evaluated ({_one_line(e)})")
         try:
@@ -150,7 +151,9 @@ def after_training(cfg, run_path: Path, trainer, warn) -> tuple[Path | None, dic
         # A sharded model cannot run on rank 0 alone: the report rebuilds it from the run directory.
         model = None if trainer.sharded else trainer.model
         if cfg.run.get("report", True):
-            html, summary = _single(read_run(run_path), model=model, splits=splits, spec=trainer.spec)
+            # The trainer's climatology: for file-backed data, computing it again is a pass over the files.
+            reference = trainer.reference if trainer.spec.task == "regression" else None
+            html, summary = _single(read_run(run_path), model=model, splits=splits, spec=trainer.spec, reference=reference)
             path = write_html(run_path / "report.html", html)
             artifacts["report.html"] = path
         elif model is not None:
