@@ -13,6 +13,7 @@ under (a) an idle machine and (b) N bounded busy processes that this script star
 and CPUs - 1 if larger). Rounds interleave every contender and condition; medians, and ratios.
 
     python -P benchmarks/contention.py [--epochs 8] [--rounds 3]   # table; benchmarks/results/contention.json
+    python -P benchmarks/contention.py --busy 0 --only ember-auto,ember-default --rounds 10 --out benchmarks/results/contention_idle.json
 """
 
 import argparse
@@ -76,11 +77,16 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--busy", type=int, nargs="*", default=None, help="busy-process counts (default: 0, 1 and CPUs - 1)")
+    p.add_argument("--only", default=None, help="comma-separated contenders (default: all)")
+    p.add_argument("--out", default=str(HERE / "results" / "contention.json"))
     args = p.parse_args()
-    loads = sorted({0, 1, max(1, CPUS - 1)})
+    loads = sorted(set(args.busy) if args.busy is not None else {0, 1, max(1, CPUS - 1)})
     times: dict[str, dict[int, list[float]]] = {}
     with tempfile.TemporaryDirectory() as root:
         cmds = contenders(args.epochs, root)
+        if args.only:
+            cmds = {k: v for k, v in cmds.items() if k in args.only.split(",")}
         for r in range(args.rounds):
             for n in loads:
                 for name, cmd in cmds.items():
@@ -99,10 +105,12 @@ def main() -> int:
     for name, per in med.items():
         print(f"{name:<14}" + "".join(f"{per[n]:>9.2f}s" for n in loads) + "".join(f"{per[n] / per[0]:>14.2f}" for n in loads if n))
     for n in loads:
-        if n:
+        if n and "raw" in med:
             print(f"beside {n} busy: raw / ember-auto = {med['raw'][n] / med['ember-auto'][n]:.2f}x; ember-default / ember-auto = {med['ember-default'][n] / med['ember-auto'][n]:.2f}x")
-    print(f"idle: ember-auto / ember-default = {med['ember-auto'][0] / med['ember-default'][0]:.3f}")
-    out = HERE / "results" / "contention.json"
+    if 0 in loads:
+        rounds = [a / b for a, b in zip(times["ember-auto"][0], times["ember-default"][0])]
+        print(f"idle: ember-auto / ember-default = {med['ember-auto'][0] / med['ember-default'][0]:.3f} (medians); median of the rounds' ratios {statistics.median(rounds):.3f}")
+    out = Path(args.out)
     out.write_text(json.dumps({"epochs": args.epochs, "rounds": args.rounds, "cpus": CPUS, "times_s": times, "median_s": med}, indent=2) + "\n")
     print(f"wrote {out}")
     return 0
