@@ -93,6 +93,16 @@ def raw_inputs(x: torch.Tensor, spec: DataSpec) -> torch.Tensor:
     return x * std + mean
 
 
+def physical_targets(y: torch.Tensor, spec: DataSpec) -> torch.Tensor:
+    """Standardized regression targets (or outputs) of a batch back in the data's units
+    (data.normalize_target): what `Normalized` does inside an exported graph."""
+    if spec.target_mean is None or spec.target_std is None:
+        return y
+    shape = (1, -1) + (1,) * (y.ndim - 2) if y.ndim > 1 else (-1,)
+    std, mean = (torch.tensor(v, dtype=y.dtype, device=y.device).reshape(shape) for v in (spec.target_std, spec.target_mean))
+    return y * std + mean
+
+
 def load_model(run_dir: str | Path) -> tuple[nn.Module, Any, DataSpec, dict]:
     """A run's best model (last, without validation) in eval mode, compressed as its summary says;
     its config, spec and summary."""

@@ -14,6 +14,8 @@ import zlib
 import numpy as np
 import torch
 
+from ember.export.common import physical_targets
+
 MAX_SAMPLES = 20000  # the report's evaluation stops here: it shows a picture, not a benchmark
 SCATTER_POINTS = 2000
 EXAMPLES = 8
@@ -40,7 +42,7 @@ def evaluate(model: torch.nn.Module, data, spec, batch_size: int = 512, referenc
                 y = y.cpu()
                 if spec.task != "classification" and out.numel() == y.numel():
                     # Pictures in the data's units: the model trained on standardized targets.
-                    out, y = physical(out.reshape(y.shape), spec), physical(y, spec)
+                    out, y = physical_targets(out.reshape(y.shape), spec), physical_targets(y, spec)
                 if grid is not None and out.shape == y.shape:
                     grid.add("model", out, y)
                     for name, predict in (references or {}).items():
@@ -75,14 +77,6 @@ class GridErrors:
     def maps(self) -> dict[str, dict[str, np.ndarray]]:
         """{predictor: {"bias": (C, H, W), "rmse": (C, H, W)}} over the samples seen."""
         return {k: {"bias": (s[0] / self.n[k]).numpy(), "rmse": (s[1] / self.n[k]).sqrt().numpy()} for k, s in self.sums.items()}
-
-
-def physical(y: torch.Tensor, spec) -> torch.Tensor:
-    """Standardized regression targets (or outputs) of a batch back in the data's units."""
-    if spec.target_mean is None or spec.target_std is None:
-        return y
-    shape = (1, -1) + (1,) * (y.ndim - 2) if y.ndim > 1 else (-1,)
-    return y * torch.tensor(spec.target_std).reshape(shape) + torch.tensor(spec.target_mean).reshape(shape)
 
 
 def classification(ev: dict, spec, data) -> dict:

@@ -18,10 +18,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from ember import baselines
 from ember.data import Splits, TensorData
 from ember.data.loaders import EpochLoader
 from ember.errors import ConfigError
-from ember import baselines
 from ember.metrics import build_metrics, is_higher_better
 from ember.models.layers import BATCH_NORMS, running_batch_norm
 from ember.run import RunDir
