@@ -26,7 +26,8 @@ from ember.run import RunDir, default_run_name
 from ember.track import flatten
 from ember.track.console import Console
 from ember.train import distributed, strategy
-from ember.train.device import seed_everything
+from ember.train.build import build_trainer
+from ember.train.device import restored_torch_flags, seed_everything
 from ember.train.trainer import Trainer
 
 GROUP_KEYS = ("data", "optim", "sched", "trainer", "run")
@@ -67,7 +68,7 @@ def train(cfg: DictConfig | list[str], console: Console | None = None, on_valida
     resume_dir = resume_run_dir(cfg) if cfg.resume else None
     if resume_dir is not None:
         _check_resume_config(resume_dir, cfg, console)
-    seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)
+    seed_everything(cfg.trainer.seed)
     splits = build_data(cfg.data)
     model = create_model(cfg.model.name, splits.spec, **{k: v for k, v in cfg.model.items() if k != "name"})
     for note in splits.notes:
@@ -151,52 +152,55 @@ def fit(model: nn.Module, train: Any, val: Any = None, test: Any = None, **overr
     OmegaConf.set_struct(cfg, False)  # the user's own model and data have no registry schema
     cfg.model = {"name": type(model).__name__, "custom": True}
     cfg.data = {**OmegaConf.to_container(cfg.data), "name": "custom"}
-    seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)
+    seed_everything(cfg.trainer.seed)
     return _run(cfg, model, splits, Console(cfg.trainer.progress))
 
 
 def _run(cfg: DictConfig, model: nn.Module, splits: Splits, console: Console, resume_dir: Path | None = None, on_validation=None) -> Result:
-    # Everything that can fail on bad input runs before the run directory is created.
-    trainer = Trainer(cfg, model, splits, None, console, distributed.from_env())
+    # torch's global switches are the run's only for the run (ember.fit in a notebook).
+    with restored_torch_flags():
+        # Everything that can fail on bad input runs before the run directory is created.
+        trainer = build_trainer(cfg, model, splits, console, distributed.from_env())
+        try:
+            return _run_built(cfg, trainer, splits, console, resume_dir, on_validation)
+        finally:
+            trainer.close()
+            distributed.shutdown()
+
+
+def _run_built(cfg: DictConfig, trainer: Trainer, splits: Splits, console: Console, resume_dir: Path | None, on_validation) -> Result:
     if cfg.trainer.loss == "auto" and trainer.loss_name == "rel_l2":
         console.print("note: trainer.loss=auto trains this neural operator on the relative L2 error (rel_l2), as its paper does; set trainer.loss=mse for MSE")
     trainer.val_hook = on_validation
-    main = trainer.dist.is_main
-    if trainer.dist.enabled:
-        d = trainer.dist
+    d = trainer.parallel.dist
+    if d.enabled:
         console.print(f"{d.world} processes, global batch {cfg.data.batch_size} x {d.world} x {cfg.trainer.grad_accum} = {cfg.data.batch_size * d.world * cfg.trainer.grad_accum}")
     if resume_dir is not None:
         run = _resume(trainer, resume_dir, console)
-    elif main:
+    elif d.is_main:
         run = RunDir.create(cfg, splits.spec, splits.indices)
-        trainer.attach(run)
         console.print(f"run directory: {run.path}")
     else:
         run = None  # only rank 0 writes the run directory
-    path = Path(distributed.broadcast(str(run.path) if main else None, trainer.dist))
-    trainer.checkpoint_dir = path / "checkpoints"
-    if trainer.files is None and trainer.fsdp:  # every rank writes its shards of a checkpoint
-        trainer.files = trainer.checkpoint_files(trainer.checkpoint_dir)
+    path = Path(distributed.broadcast(str(run.path) if d.is_main else None, d))
     try:
-        return _train_and_record(cfg, trainer, run, path, console, model)
+        return _train_and_record(cfg, trainer, run, path, console)
     except RuntimeError as e:
         # A peer that died or hung shows up inside DDP's or FSDP's own collectives (backward's
         # all-reduce, a parameter all-gather): one line naming this rank, not a C++ traceback.
-        if trainer.dist.enabled and distributed.is_collective_failure(e):
-            raise distributed.collective_failed(e, trainer.dist) from None
+        if d.enabled and distributed.is_collective_failure(e):
+            raise distributed.collective_failed(e, d) from None
         raise
     finally:
-        trainer.close()
-        distributed.shutdown()
         if run is not None:
             run.release()
 
 
-def _train_and_record(cfg, trainer: Trainer, run: RunDir | None, path: Path, console: Console, model: nn.Module) -> Result:
+def _train_and_record(cfg, trainer: Trainer, run: RunDir | None, path: Path, console: Console) -> Result:
     write = run.write_json if run is not None else (lambda name, obj: None)
-    summary = {**(run.summary() if run else {}), "status": "running", "run_dir": str(path), "params": count_parameters(model), "device": str(trainer.device)}
+    summary = {**(run.summary() if run else {}), "status": "running", "run_dir": str(path), "params": count_parameters(trainer.model), "device": str(trainer.device)}
     try:
-        metrics = trainer.fit()
+        metrics = trainer.fit(run, path / "checkpoints")
     except BaseException as e:
         status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
         write("summary.json", {**summary, "status": status, "error": f"{type(e).__name__}: {e}"})
@@ -208,12 +212,12 @@ def _train_and_record(cfg, trainer: Trainer, run: RunDir | None, path: Path, con
         write("summary.json", {**summary, "status": "preempted", "steps": state.step, "checkpoint": str(trainer.checkpoint_path)})
         if run:
             run.close()
-        requeued = trainer.dist.is_main and _requeue(cfg, console)
+        requeued = trainer.parallel.dist.is_main and _requeue(cfg, console)
         then = "the job was requeued" if requeued else f"continue with: ember train resume={path}"
         raise Preempted(f"{state.stop_reason} at step {state.step}; checkpoint {trainer.checkpoint_path}; {then}")
     base, verdict = _baselines(trainer, metrics)
     weights = strategy.full_state_dict(trainer.model)  # under FSDP every rank takes part
-    if trainer.fsdp:  # its step checkpoints are shards: last.pt is the whole final model
+    if trainer.parallel.sharded_checkpoints:  # its step checkpoints are shards: last.pt is the whole final model
         trainer.files.save_whole(trainer, weights, "last.pt")
     if run:
         run.save_weights(weights)
@@ -230,7 +234,9 @@ def _train_and_record(cfg, trainer: Trainer, run: RunDir | None, path: Path, con
     console.print(_time_report(summary["time"], cfg, summary["threads"]))
     if report is not None:
         console.print(f"report: {report}")
-    when = f"best epoch {state.best_epoch} of {state.epoch} by {trainer.monitor}" if trainer.monitor else f"{state.epoch} epochs"
+    when = f"best epoch {state.best_epoch} of {state.epoch} by {trainer.monitor.name}" if trainer.monitor else f"{state.epoch} epochs"
+    if trainer.ema is not None:
+        when += f", the weights' moving average (trainer.ema={trainer.ema_decay:g})"
     baselines.show(console, f"{path.parent.name}: {when}, {trainer.wall_time:.1f} s", metrics, base, verdict, trainer.spec)
     # The result last, where the eye lands: the tables, then the model's own summary line.
     if callable(getattr(trainer.model, "describe", None)):
@@ -243,7 +249,7 @@ def _finished(trainer: Trainer, metrics: dict, base: dict, verdict: dict | None)
     return {
         "status": "finished",
         "metrics": metrics,
-        "monitor": trainer.monitor,
+        "monitor": trainer.monitor.name if trainer.monitor else None,
         "best_epoch": trainer.state.best_epoch,
         "epochs": trainer.state.epoch,
         "steps": trainer.state.step,
@@ -259,6 +265,7 @@ def _finished(trainer: Trainer, metrics: dict, base: dict, verdict: dict | None)
         "threads": trainer.threads.summary(),
         "flops_per_step": trainer.meter.flops_per_step,
         "precision": trainer.precision,
+        "tested_weights": f"exponential moving average, decay {trainer.ema_decay:g}" if trainer.ema is not None else "training weights",
         "versions": {"ember": ember.__version__, "torch": torch.__version__, "python": platform.python_version()},
         "finished": time.time(),
     }
@@ -296,13 +303,12 @@ def _time_report(t: dict, cfg: DictConfig, threads: dict | None = None) -> str:
 def _resume(trainer: Trainer, run_dir: Path, console: Console) -> RunDir | None:
     """Every rank loads the newest good checkpoint; rank 0 reopens the run directory for writing."""
     run = RunDir.open(run_dir)
-    if not trainer.dist.is_main:
+    if not trainer.parallel.dist.is_main:
         _load_for_resume(trainer, run, console)
         return None
     run.lock()  # first: a second resume of a live run stops here, before it reads anything
     try:
         ckpt = _load_for_resume(trainer, run, console)
-        trainer.attach(run)
         run.reopen(trainer.cfg, ckpt["records"], trainer.state.step)
     except BaseException:
         run.release()

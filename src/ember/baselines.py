@@ -129,7 +129,7 @@ def score_run(trainer) -> dict[str, dict[str, float]]:
     for split, loader in (("val", trainer.val_loader), ("test", trainer.test_loader)):
         if loader is None:
             continue
-        for name, metrics in score(loader, trainer.spec, trainer.reference, trainer.device, trainer._to_device).items():
+        for name, metrics in score(loader, trainer.spec, trainer.reference, trainer.device, trainer.to_device).items():
             out.setdefault(name, {}).update({f"{split}/{k}": v for k, v in metrics.items()})
     return out
 

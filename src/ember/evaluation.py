@@ -17,7 +17,8 @@ from ember.models import builder_kwargs, create_model
 from ember.run import RunDir
 from ember.track.console import Console
 from ember.train import checkpoint
-from ember.train.trainer import Trainer
+from ember.train.build import build_trainer
+from ember.train.device import restored_torch_flags
 
 
 class LoadedRun(tuple):
@@ -71,10 +72,11 @@ def evaluate_run(path: str | Path, overrides: list[str] = (), console: Console |
     console = console or Console("lines")
     if rollout:
         return _rollout(run, model, splits, spec, split, rollout, console)
-    trainer = Trainer(cfg, model, splits, None, Console("none"))
-    loader = {"train": trainer.train_loader, "val": trainer.val_loader, "test": trainer.test_loader}[split]
-    metrics = {f"{split}/{k}": v for k, v in trainer.evaluate(loader).items()}
-    base = {} if trainer.uses_loss_protocol else baselines.score(loader, spec, trainer.reference, trainer.device, trainer._to_device)
+    with restored_torch_flags():
+        trainer = build_trainer(cfg, model, splits, Console("none"))
+        loader = {"train": trainer.train_loader, "val": trainer.val_loader, "test": trainer.test_loader}[split]
+        metrics = {f"{split}/{k}": v for k, v in trainer.evaluate(loader).items()}
+        base = {} if trainer.uses_loss_protocol else baselines.score(loader, spec, trainer.reference, trainer.device, trainer.to_device)
     base = {name: {f"{split}/{k}": v for k, v in m.items()} for name, m in base.items()}
     verdict = baselines.verdict(metrics, base, spec)
     if verdict and "skill" in verdict:

@@ -15,7 +15,7 @@ from ember.data.spec import DataSpec
 from ember.errors import ConfigError
 from ember.track.console import Console
 from ember.train.optim import build_optimizer, build_scheduler, warmup_for_plateau
-from ember.train.trainer import Trainer
+from ember.train.build import build_trainer
 
 LR = 0.1
 REGRESSION = DataSpec(input_shape=(3,), task="regression", target_shape=(1,))
@@ -236,7 +236,7 @@ def _trainer(tmp_path, model, *overrides, val=True, console=None):
         *overrides,
     )
     splits = Splits(train=_data(16), val=_data(8, seed=1) if val else None, spec=REGRESSION)
-    return Trainer(cfg, model, splits, run=None, console=console or Console("none"))
+    return build_trainer(cfg, model, splits, console=console or Console("none"))
 
 
 def test_plateau_through_trainer_reduces_lr_on_constant_val_loss(tmp_path):

@@ -64,8 +64,8 @@ def _assert_equal_weights(a: dict, b: dict):
 
 @pytest.mark.parametrize(
     "extra, seed",
-    [([], 1), (["data.fast_path=false", "data.num_workers=2"], 2)],
-    ids=["fast-path", "dataloader-2-workers"],
+    [([], 1), (["data.fast_path=false", "data.num_workers=2"], 2), (["trainer.ema=0.9"], 3)],
+    ids=["fast-path", "dataloader-2-workers", "weight-average"],
 )
 def test_killed_and_resumed_runs_end_bit_exact(tmp_path, extra, seed):
     args = BASE + extra

@@ -68,6 +68,10 @@ class TrainerConfig:
     keep_checkpoints: Annotated[int, AT_LEAST_1] = 3  # step checkpoints kept (best.pt is kept besides)
     nan_policy: str = "stop"  # stop | skip | off: what a NaN/Inf loss or gradient does
     nan_max_skips: Annotated[int, AT_LEAST_1] = 10  # nan_policy=skip: stop after this many skipped steps in a row
+    # Exponential moving average of the weights, the decay per optimizer step (0.999 averages over
+    # ~1000 steps); validation, best.pt, the test, export and sampling use the average. null: the
+    # model's own default (model=diffusion: 0.999, as EDM trains), else off; 0: off.
+    ema: Annotated[float | None, Range(0, 1, high_open=True)] = None
     requeue: bool = False  # under SLURM: `scontrol requeue` the job after a preemption checkpoint
     devices: Annotated[int, AT_LEAST_1] = 1  # > 1: start that many local processes through torchrun
     strategy: str = "auto"  # with several processes: ddp (auto) | fsdp (FSDP2: shards parameters, gradients, optimizer state)

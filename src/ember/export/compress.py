@@ -164,7 +164,7 @@ def _prune_and_finetune(model: nn.Module, cfg, out: Path, sparsity: float, epoch
             # A zero gradient keeps a pruned weight at zero under SGD, Adam and AdamW alike: their
             # moments stay zero and decoupled weight decay scales zero to zero.
             params[name].register_hook(lambda g, m=mask: g * m.to(g.device))
-    seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)
+    seed_everything(cfg.trainer.seed)
     splits = build_data(cfg.data)
     result = _run(cfg, model, splits, Console(cfg.trainer.progress))
     from ember.run import RunDir

@@ -99,6 +99,10 @@ class DenoiserUNet(nn.Module):
 
 
 class EDM(nn.Module):
+    # EDM (Karras et al. 2022) and every serious implementation sample from an exponential moving
+    # average of the weights: trainer.ema=null takes this decay.
+    ema_decay = 0.999
+
     def __init__(self, channels: int, size: tuple, width: int, depth: int, dropout: float, sigma_data: float, p_mean: float, p_std: float, sigma_min: float, sigma_max: float, rho: float, steps: int):
         super().__init__()
         self.shape = (channels, *size)

@@ -149,7 +149,7 @@ def after_training(cfg, run_path: Path, trainer, warn) -> tuple[Path | None, dic
         loaders = {k: getattr(trainer, f"{k}_loader", None) for k in ("train", "val", "test")}
         splits = Splits(spec=trainer.spec, **{k: (v.data if v is not None else None) for k, v in loaders.items()})
         # A sharded model cannot run on rank 0 alone: the report rebuilds it from the run directory.
-        model = None if trainer.sharded else trainer.model
+        model = None if trainer.parallel.sharded_params else trainer.model
         if cfg.run.get("report", True):
             # The trainer's climatology: for file-backed data, computing it again is a pass over the files.
             reference = trainer.reference if trainer.spec.task == "regression" else None

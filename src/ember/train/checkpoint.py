@@ -2,14 +2,11 @@
 
 import os
 import random
-import warnings
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 
 from ember.errors import CheckpointError
 from ember.files import fsync_dir, temp_path, write_atomic  # noqa: F401 (fsync_dir: used as checkpoint.fsync_dir)
@@ -71,14 +68,14 @@ class CheckpointFiles:
 
     def save(self, trainer, step: int) -> Path:
         path = self.dir / f"step-{step:09d}.pt"
-        save_atomic(capture(trainer), path)
+        save_atomic(trainer.state_dict(), path)
         self._link_last(path)
         for old in self.steps()[self.keep :]:
             old.unlink(missing_ok=True)
         return path
 
     def save_best(self, trainer) -> None:
-        save_atomic(capture(trainer), self.dir / "best.pt")
+        save_atomic(trainer.state_dict(tested=True), self.dir / "best.pt")
 
     def _link_last(self, path: Path) -> None:
         tmp = temp_path(self.dir / "last.pt")
@@ -101,60 +98,3 @@ class CheckpointFiles:
             except CheckpointError as e:
                 warn(f"{e}; falling back to the previous checkpoint")
         raise CheckpointError(f"no readable checkpoint in {str(self.dir)!r}; start a new run without resume=")
-
-
-def capture(trainer, weights: bool = True) -> dict:
-    """Everything needed to continue exactly: weights, optimizer, schedules, scaler, every RNG,
-    the position in the data (epoch, batch), the partial logging interval and the number of
-    metric records written, with the config and DataSpec it was trained with. `weights=False`
-    leaves out the model and optimizer, which sharded checkpoints keep in their own files."""
-    return {
-        **({"model": trainer.model.state_dict(), "optimizer": trainer.optimizer.state_dict()} if weights else {}),
-        "scheduler": trainer.scheduler.state_dict() if trainer.scheduler is not None else None,
-        "warmup": trainer.warmup.state_dict() if trainer.warmup is not None else None,
-        "scaler": trainer.scaler.state_dict(),
-        "state": asdict(trainer.state),
-        "total_steps": trainer.total_steps,
-        "rng": rng_state(),
-        "interval": trainer.meter.state_dict(),
-        "records": trainer.run.records if trainer.run else 0,
-        "config": OmegaConf.to_container(trainer.cfg, resolve=True),
-        "spec": trainer.spec.to_dict(),
-    }
-
-
-def restore(trainer, ckpt: dict) -> str | None:
-    """Continue from a checkpoint; returns a note when the schedule length changed."""
-    note = None
-    # Schedulers add keys to the param groups (initial_lr, max_lr, ...); a checkpoint written
-    # under another schedule lacks them, so the keys of the current schedule are kept.
-    before = [dict(g) for g in trainer.optimizer.param_groups]
-    if "sharded" in ckpt:  # a trainer.strategy=fsdp checkpoint directory (ember.train.sharded)
-        from ember.train.sharded import load_weights
-
-        load_weights(trainer, Path(ckpt["sharded"]))
-    else:
-        trainer.model.load_state_dict(ckpt["model"])
-        trainer.optimizer.load_state_dict(ckpt["optimizer"])
-    for group, old in zip(trainer.optimizer.param_groups, before):
-        for key, value in old.items():
-            group.setdefault(key, value)
-    trainer.scaler.load_state_dict(ckpt["scaler"])
-    trainer.state = type(trainer.state)(**{**ckpt["state"], "stop_reason": None})
-    if trainer.warmup is not None and ckpt["warmup"] is not None:
-        trainer.warmup.load_state_dict(ckpt["warmup"])
-    if trainer.scheduler is not None:
-        if ckpt["scheduler"] is not None and (ckpt["total_steps"] == trainer.total_steps or trainer.plateau):
-            trainer.scheduler.load_state_dict(ckpt["scheduler"])
-        elif not trainer.plateau:
-            # A new length: the new schedule, advanced to the current step.
-            with warnings.catch_warnings():  # "scheduler stepped before optimizer": on purpose
-                warnings.simplefilter("ignore")
-                for _ in range(trainer.state.step):
-                    trainer.scheduler.step()
-            note = f"the lr schedule now spans {trainer.total_steps} steps instead of {ckpt['total_steps']}"
-    set_rng_state(ckpt["rng"])
-    trainer.meter.load_state_dict(ckpt["interval"])
-    trainer._grad_norm = None
-    trainer._epoch = trainer.state.epoch + (1 if trainer.state.batch else 0)
-    return note

@@ -32,6 +32,13 @@ GPU_PEAK_TFLOPS = {
 }
 
 
+def loss_step_flops(model: torch.nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor) -> float | None:
+    """FLOPs of one training step's passes under `loss_fn(out, y)`, or (None) the model's own loss(batch)."""
+    if loss_fn is None:
+        return count_step_flops(model, lambda m, x, y: m.loss((x, y))[0], x, y)
+    return count_step_flops(model, lambda m, x, y: loss_fn(m(x), y), x, y)
+
+
 def count_step_flops(model: torch.nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor) -> float | None:
     """FLOPs of one forward and backward pass on this batch; None where counting fails."""
     try:

@@ -4,6 +4,8 @@ Schedules are stepped once per optimizer step (not per epoch), so their length f
 `trainer.max_steps`/`max_epochs` and gradient accumulation; `plateau` is stepped per validation.
 """
 
+import warnings
+
 import torch
 from torch.optim import lr_scheduler
 
@@ -96,3 +98,21 @@ def warmup_for_plateau(cfg, optimizer):
     if cfg.name != "plateau" or not cfg.warmup_steps:
         return None
     return lr_scheduler.LinearLR(optimizer, start_factor=cfg.warmup_start_factor, end_factor=1.0, total_iters=cfg.warmup_steps)
+
+
+def load_schedule(scheduler, saved: dict | None, saved_total: int, total: int, step: int) -> str | None:
+    """Resume an lr schedule; returns a note when its length changed (then the new schedule is
+    advanced to `step`). A plateau schedule has no length."""
+    if scheduler is None:
+        return None
+    plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+    if saved is not None and (saved_total == total or plateau):
+        scheduler.load_state_dict(saved)
+        return None
+    if plateau:
+        return None
+    with warnings.catch_warnings():  # "scheduler stepped before optimizer": on purpose
+        warnings.simplefilter("ignore")
+        for _ in range(step):
+            scheduler.step()
+    return f"the lr schedule now spans {total} steps instead of {saved_total}"

@@ -6,6 +6,7 @@ writes a Chrome trace (open it in Perfetto or chrome://tracing) into the run dir
 
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.profiler import ProfilerActivity, profile, schedule
 
@@ -13,24 +14,24 @@ from ember.data import build_data
 from ember.models import builder_kwargs, create_model
 from ember.run import RunDir, default_run_name
 from ember.track.console import Console
-from ember.train.device import seed_everything
-from ember.train.trainer import Trainer
+from ember.train.device import restored_torch_flags, seed_everything
+from ember.train.build import build_trainer
 
 
 def profile_run(cfg: DictConfig, console: Console, warmup: int = 5, steps: int = 10) -> Path:
     cfg = OmegaConf.merge(cfg, {"trainer": {"max_steps": warmup + steps, "progress": "none"}})
     cfg.run.name = default_run_name(cfg) + "-profile"
-    seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)
+    seed_everything(cfg.trainer.seed)
     splits = build_data(cfg.data)
     model = create_model(cfg.model.name, splits.spec, **builder_kwargs(cfg.model))
-    trainer = Trainer(cfg, model, splits, None, Console("none"))
-    run = RunDir.create(cfg, splits.spec)
-    trainer.attach(run)
-    cuda = trainer.device.type == "cuda"
+    cuda = torch.cuda.is_available() and cfg.trainer.device in ("auto", "cuda")
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    with profile(activities=activities, schedule=schedule(wait=0, warmup=warmup, active=steps, repeat=1)) as prof:
-        trainer.step_hook = prof.step  # the profiler's clock is the optimizer step
-        trainer.fit()
+    with restored_torch_flags():
+        trainer = build_trainer(cfg, model, splits, Console("none"))
+        run = RunDir.create(cfg, splits.spec)
+        with profile(activities=activities, schedule=schedule(wait=0, warmup=warmup, active=steps, repeat=1)) as prof:
+            trainer.step_hook = prof.step  # the profiler's clock is the optimizer step
+            trainer.fit(run, run.checkpoints)
     trace = run.path / "trace.json"
     prof.export_chrome_trace(str(trace))
     run.close()

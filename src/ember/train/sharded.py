@@ -59,7 +59,7 @@ class ShardedCheckpointFiles:
         model_state, optim_state = get_state_dict(trainer.model, trainer.optimizer)
         dcp.save({"model": model_state, "optimizer": optim_state}, checkpoint_id=tmp, no_dist=not dist.is_initialized())
         if self.dist.is_main:
-            checkpoint.save_atomic(checkpoint.capture(trainer, weights=False), tmp / EXTRAS)
+            checkpoint.save_atomic(trainer.state_dict(weights=False), tmp / EXTRAS)
             if final.exists():  # the same step saved again (a stop signal right after a save)
                 shutil.rmtree(final)
             os.replace(tmp, final)
@@ -76,7 +76,7 @@ class ShardedCheckpointFiles:
     def save_whole(self, trainer, weights: dict, name: str) -> None:
         """A gathered model as an ordinary single-file checkpoint (rank 0 writes it)."""
         if self.dist.is_main:
-            extras = checkpoint.capture(trainer, weights=False)
+            extras = trainer.state_dict(weights=False)
             checkpoint.save_atomic({"model": weights, "config": extras["config"], "spec": extras["spec"], "state": extras["state"]}, self.dir / name)
 
     def newest_good(self, warn) -> tuple[dict, Path]:

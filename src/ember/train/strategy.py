@@ -14,6 +14,9 @@ run can move between one process and many.
 import contextlib
 import sys
 import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -23,6 +26,68 @@ from ember.errors import ConfigError
 from ember.train.distributed import Dist
 
 STRATEGIES = ("auto", "ddp", "fsdp")
+
+
+@dataclass
+class Parallel:
+    """How the training step runs over the processes, resolved once from trainer.strategy."""
+
+    strategy: str  # ddp | fsdp (one process: the plain model either way)
+    dist: Dist
+    step_module: nn.Module | None  # what the training step calls: the model (or its own loss), wrapped, compiled
+    eval_module: nn.Module  # what evaluation calls: the compiled model, never the DDP wrapper (its hooks are for training)
+    sharded_params: bool  # FSDP made the parameters DTensors: no inference mode, no FLOP counting
+    no_sync: Callable | None  # a context for micro-batches that must not reduce gradients yet
+
+    @property
+    def sharded_checkpoints(self) -> bool:
+        """strategy=fsdp writes DCP step checkpoints that every rank takes part in, on any number
+        of processes, so a run can move between one process and many."""
+        return self.strategy == "fsdp"
+
+    def checkpoint_files(self, directory: Path, keep: int):
+        if self.sharded_checkpoints:
+            # torch.distributed.checkpoint costs ~1 s to import; only fsdp runs need it.
+            from ember.train.sharded import ShardedCheckpointFiles
+
+            return ShardedCheckpointFiles(directory, keep, self.dist)
+        from ember.train.checkpoint import CheckpointFiles
+
+        return CheckpointFiles(directory, keep)
+
+    def close(self) -> None:
+        """Drop the DDP wrapper while the process group still lives. Were its C++ reducer the
+        last holder of a gloo group, the group's destructor would join gloo's threads with the
+        GIL held while one of them waits for the GIL: a hang at the end of the run."""
+        self.step_module = self.no_sync = None
+
+
+class _LossForward(nn.Module):
+    """Calls a model's own `loss(batch)` through forward(), so DDP sees (and syncs) the pass."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x, y):
+        return self.model.loss((x, y))
+
+
+def plan(name: str, model: nn.Module, d: Dist, device: torch.device, precision: str, compile_mode: str | None) -> Parallel:
+    """Spread `model` over the processes and say how the step and evaluation call it.
+    `compile_mode`: None (eager), "default" or "reduce-overhead" (CUDA graphs) for torch.compile."""
+    name = resolve(name)
+    own_loss = callable(getattr(model, "loss", None))
+    runner = _LossForward(model) if own_loss else model
+    runner = wrap(runner, model, name, d, device, precision)
+    ddp = d.enabled and name == "ddp"
+    skip_sync = no_sync(name, runner, model, d)
+    if compile_mode:
+        # Static shapes: the epoch's short last batch and the evaluation batches get graphs of
+        # their own (~5 in all), rather than one dynamic-shape graph whose kernels ran the 1-D CNN
+        # at 0.66x of its eager speed on CPU in one run (benchmarks/compile.py).
+        runner = torch.compile(runner, mode=None if compile_mode == "default" else compile_mode, dynamic=False)
+    return Parallel(strategy=name, dist=d, step_module=runner, eval_module=model if ddp or own_loss else runner, sharded_params=is_sharded(model), no_sync=skip_sync)
 
 
 def resolve(name: str) -> str:

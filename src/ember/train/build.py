@@ -1,0 +1,153 @@
+"""Build a Trainer from the config: every setting is resolved and checked here, once, before
+anything is written, so the loop (trainer.py) only runs.
+
+`build_trainer(cfg, model, splits, console, dist)` resolves the device, the precision and how the
+model is spread over processes (strategy.Parallel), builds the loaders, loss, metrics, optimizer
+and schedules, and hands the trainer its components: the guard (NaN and stop decisions), the
+cadences of logging, validation and checkpoints, the meter and the thread policy.
+"""
+
+import contextlib
+import math
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from ember import baselines
+from ember.data import Splits, TensorData
+from ember.data.loaders import EpochLoader
+from ember.errors import ConfigError
+from ember.metrics import build_metrics, is_higher_better
+from ember.track.console import Console
+from ember.train import distributed, strategy
+from ember.train.cadence import Every
+from ember.train.device import resolve_device, resolve_precision, set_torch_flags
+from ember.train.distributed import Dist
+from ember.train.flops import peak_flops
+from ember.train.guard import Guard
+from ember.train.losses import build_loss, resolve_loss
+from ember.train.meter import IntervalMeter
+from ember.train.optim import build_optimizer, build_scheduler, warmup_for_plateau
+from ember.train.threads import ThreadPolicy
+from ember.train.state import Monitor
+from ember.train.trainer import Trainer
+
+
+def build_trainer(cfg: DictConfig, model: nn.Module, splits: Splits, console: Console, dist: Dist | None = None) -> Trainer:
+    """A trainer ready to `fit`, or a ConfigError naming the setting that cannot work."""
+    t = OmegaConf.to_object(cfg.trainer)  # the loop reads a plain dataclass, not the OmegaConf node
+    dist = dist or Dist()
+    device = _device(t, dist)
+    precision = resolve_precision(t.precision, device)
+    set_torch_flags(device, t.tf32, t.deterministic)  # api restores them after the run
+    cuda = device.type == "cuda"
+    if t.cuda_graphs and not cuda:
+        raise ConfigError("trainer.cuda_graphs=true needs a CUDA device; remove it or set trainer.device=cuda")
+    # channels_last feeds cuDNN's fastest convolution kernels; only 4-D inputs have that layout.
+    channels_last = cuda and t.channels_last and any(isinstance(m, nn.Conv2d) for m in model.modules())
+    model = model.to(device, memory_format=torch.channels_last) if channels_last else model.to(device)
+    # The module the step calls: the model (or its own loss), spread over the processes (DDP or
+    # FSDP) and compiled when asked; "reduce-overhead" records CUDA graphs for static shapes.
+    compile_mode = "reduce-overhead" if t.cuda_graphs else "default" if t.compile else None
+    parallel = strategy.plan(t.strategy, model, dist, device, precision, compile_mode)
+    own_loss = callable(getattr(model, "loss", None))
+    loss_fn = None if own_loss else build_loss(t.loss, splits.spec, model, t.label_smoothing).to(device)  # rel_l2 holds the target statistics
+    # What the baselines predict (the train split's climatology, or majority class); the anomaly
+    # correlations are taken against the same climatology.
+    reference = baselines.reference(splits)
+    metrics = build_metrics(splits.spec, reference if splits.spec.task == "regression" else None).to(device)
+    loaders = _loaders(cfg.data, t.seed, splits, device, dist)
+    if len(loaders[0]) == 0:
+        raise ConfigError("the train split is empty; check the data source")
+    steps_per_epoch = math.ceil(len(loaders[0]) / t.grad_accum)
+    total = steps_per_epoch * t.max_epochs
+    total_steps = min(total, t.max_steps) if t.max_steps > 0 else total
+    monitor = _monitor(t, loaders[1] is not None, ["loss"] if own_loss else ["loss", *metrics.keys()])
+    optimizer = build_optimizer(cfg.optim, [p for p in model.parameters() if p.requires_grad], fusable=not parallel.sharded_params)
+    scheduler, warmup = _schedules(cfg.sched, optimizer, total_steps, steps_per_epoch, monitor, console)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    ema_decay = getattr(model, "ema_decay", 0.0) if t.ema is None else t.ema
+    ema = _averaged(ema_decay, model, parallel)
+    return Trainer(
+        cfg=cfg, t=t, spec=splits.spec, model=model, parallel=parallel, device=device, precision=precision,
+        channels_last=channels_last,
+        autocast=(lambda: torch.autocast(device.type, dtype=dtype)) if dtype else contextlib.nullcontext,
+        scaler=torch.amp.GradScaler(device.type, enabled=precision == "fp16"),
+        loss_fn=loss_fn, loss_name="own" if own_loss else resolve_loss(t.loss, splits.spec, model),
+        metrics=metrics, reference=reference, augment=splits.augment,
+        train_loader=loaders[0], val_loader=loaders[1], test_loader=loaders[2],
+        optimizer=optimizer, scheduler=scheduler, warmup=warmup, monitor=monitor, ema=ema, ema_decay=ema_decay,
+        steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+        # Threads of torch's CPU kernels: chosen, probed and adapted to a shared machine.
+        threads=ThreadPolicy(t.threads, device, loader_workers=0 if loaders[0].fast else cfg.data.num_workers),
+        meter=IntervalMeter(device, peak_flops=peak_flops(device, precision) if t.measure_flops else None),
+        guard=Guard(t.nan_policy, t.nan_max_skips, steps_per_epoch, dist, device, console),
+        console=console,
+        logging=Every(steps=t.log_every_n_steps),
+        validation=Every(steps=t.val_every_n_steps, epochs=0 if t.val_every_n_steps else 1) if monitor else Every(),
+        checkpointing=Every(steps=t.checkpoint_every_n_steps, epochs=t.checkpoint_every_n_epochs, minutes=t.checkpoint_every_n_minutes),
+    )  # fmt: skip
+
+
+def _averaged(decay: float, model: nn.Module, parallel) -> AveragedModel | None:
+    """trainer.ema: an exponential moving average of the weights (and of the buffers, so a
+    BatchNorm's statistics match the averaged weights), updated after every optimizer step."""
+    if not decay:
+        return None
+    if parallel.sharded_params:
+        raise ConfigError("trainer.ema does not work with trainer.strategy=fsdp yet; use trainer.strategy=ddp or trainer.ema=0")
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def _device(t, dist: Dist) -> torch.device:
+    device = resolve_device(t.device)
+    if dist.enabled and device.type == "cuda":
+        device = torch.device("cuda", dist.local_rank)
+        torch.cuda.set_device(device)
+    distributed.init(dist, device, t.dist_timeout)
+    return device
+
+
+def _loaders(d: DictConfig, seed: int, splits: Splits, device: torch.device, dist: Dist) -> tuple:
+    """Train, val and test loaders. Training batches are sharded across ranks. So are validation
+    and test, unpadded: each rank evaluates its share and the sums are combined, so every rank
+    holds the metrics of the whole split and all take the same decisions."""
+    # In-memory splits move to the device once; batches are then slices, not copies.
+    on_device = device.type != "cpu"
+    eval_batch = d.eval_batch_size or 4 * d.batch_size
+
+    def loader(data, batch_size, shuffle, evaluation=False):
+        if data is None:
+            return None
+        if isinstance(data, TensorData) and on_device:
+            data = data.to(device)
+        return EpochLoader(data, batch_size, shuffle, seed, d.num_workers, device.type == "cuda", d.get("fast_path", True), dist.rank, dist.world, evaluation)
+
+    return loader(splits.train, d.batch_size, d.shuffle), loader(splits.val, eval_batch, False, True), loader(splits.test, eval_batch, False, True)
+
+
+def _monitor(t, has_val: bool, computed: list[str]) -> Monitor | None:
+    if not has_val:
+        if t.early_stopping_patience:
+            raise ConfigError("trainer.early_stopping_patience needs a validation split; set data.val_fraction > 0 or pass val data")
+        return None
+    name = "val/loss" if t.monitor == "auto" else t.monitor
+    if not name.startswith("val/") or name.removeprefix("val/") not in computed:
+        raise ConfigError(f"trainer.monitor={t.monitor!r} is not a validation metric of this run; choose one of: {', '.join('val/' + k for k in computed)}")
+    higher = t.mode == "max" or (t.mode == "auto" and is_higher_better(name))
+    return Monitor(name=name, higher_better=higher, patience=t.early_stopping_patience)
+
+
+def _schedules(sched: DictConfig, optimizer, total_steps: int, steps_per_epoch: int, monitor: Monitor | None, console: Console):
+    """The lr schedule and, beside a plateau schedule, its linear warmup."""
+    if sched.name == "onecycle" and total_steps * sched.pct_start < 2:
+        # OneCycleLR cannot rise and fall within so few steps.
+        console.print(f"note: {total_steps} steps are too few for sched=onecycle; training at a constant lr")
+        sched = OmegaConf.merge(sched, {"name": "none"})
+    mode = "max" if monitor and monitor.higher_better else "min"
+    scheduler = build_scheduler(sched, optimizer, total_steps, steps_per_epoch, mode)
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) and not monitor:
+        raise ConfigError("sched=plateau needs a validation split to watch; set data.val_fraction > 0 or choose another sched")
+    return scheduler, warmup_for_plateau(sched, optimizer)
