@@ -195,7 +195,7 @@ class EpochLoader:
     `sharded` is set: the evaluation's sums must then be combined across ranks.
     """
 
-    def __init__(self, data: Dataset | TensorData, batch_size: int, shuffle: bool, seed: int = 0, num_workers: int = 0, pin_memory: bool = False, fast: bool = True, rank: int = 0, world: int = 1, evaluation: bool = False):
+    def __init__(self, data: Dataset | TensorData, batch_size: int, shuffle: bool, *, seed: int = 0, num_workers: int = 0, pin_memory: bool = False, fast: bool = True, rank: int = 0, world: int = 1, evaluation: bool = False):
         self.data = data
         lazy = getattr(data, "reads_batches", False)
         # A split of fewer batches than ranks is evaluated whole by every rank instead.

@@ -30,8 +30,8 @@ from ember.train.guard import Guard
 from ember.train.losses import build_loss, resolve_loss
 from ember.train.meter import IntervalMeter
 from ember.train.optim import build_optimizer, build_scheduler, warmup_for_plateau
-from ember.train.threads import ThreadPolicy
 from ember.train.state import Monitor
+from ember.train.threads import ThreadPolicy
 from ember.train.trainer import Trainer
 
 
@@ -88,7 +88,7 @@ def build_trainer(cfg: DictConfig, model: nn.Module, splits: Splits, console: Co
         logging=Every(steps=t.log_every_n_steps),
         validation=Every(steps=t.val_every_n_steps, epochs=0 if t.val_every_n_steps else 1) if monitor else Every(),
         checkpointing=Every(steps=t.checkpoint_every_n_steps, epochs=t.checkpoint_every_n_epochs, minutes=t.checkpoint_every_n_minutes),
-    )  # fmt: skip
+    )
 
 
 def _averaged(decay: float, model: nn.Module, parallel) -> AveragedModel | None:
@@ -123,7 +123,10 @@ def _loaders(d: DictConfig, seed: int, splits: Splits, device: torch.device, dis
             return None
         if isinstance(data, TensorData) and on_device:
             data = data.to(device)
-        return EpochLoader(data, batch_size, shuffle, seed, d.num_workers, device.type == "cuda", d.get("fast_path", True), dist.rank, dist.world, evaluation)
+        return EpochLoader(
+            data, batch_size, shuffle, seed=seed, num_workers=d.num_workers, pin_memory=device.type == "cuda",
+            fast=d.get("fast_path", True), rank=dist.rank, world=dist.world, evaluation=evaluation,
+        )
 
     return loader(splits.train, d.batch_size, d.shuffle), loader(splits.val, eval_batch, False, True), loader(splits.test, eval_batch, False, True)
 

@@ -14,8 +14,8 @@ from ember.data import build_data
 from ember.models import builder_kwargs, create_model
 from ember.run import RunDir, default_run_name
 from ember.track.console import Console
-from ember.train.device import restored_torch_flags, seed_everything
 from ember.train.build import build_trainer
+from ember.train.device import restored_torch_flags, seed_everything
 
 
 def profile_run(cfg: DictConfig, console: Console, warmup: int = 5, steps: int = 10) -> Path:

@@ -3,7 +3,6 @@ metric it watches."""
 
 import math
 from dataclasses import dataclass
-from typing import Optional
 
 
 @dataclass
@@ -12,11 +11,11 @@ class TrainState:
     batch: int = 0  # micro-batches of the current epoch already trained on
     step: int = 0  # optimizer steps taken
     skipped_steps: int = 0  # consecutive steps skipped for a non-finite loss (nan_policy=skip)
-    best: Optional[float] = None  # best value of the monitored metric
-    best_epoch: Optional[int] = None
-    best_step: Optional[int] = None
+    best: float | None = None  # best value of the monitored metric
+    best_epoch: int | None = None
+    best_step: int | None = None
     bad_validations: int = 0  # validations since the last improvement (early stopping)
-    stop_reason: Optional[str] = None
+    stop_reason: str | None = None
 
     @property
     def epoch_in_progress(self) -> int:

@@ -15,8 +15,7 @@ import contextlib
 import sys
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.distributed as dist
@@ -44,16 +43,6 @@ class Parallel:
         """strategy=fsdp writes DCP step checkpoints that every rank takes part in, on any number
         of processes, so a run can move between one process and many."""
         return self.strategy == "fsdp"
-
-    def checkpoint_files(self, directory: Path, keep: int):
-        if self.sharded_checkpoints:
-            # torch.distributed.checkpoint costs ~1 s to import; only fsdp runs need it.
-            from ember.train.sharded import ShardedCheckpointFiles
-
-            return ShardedCheckpointFiles(directory, keep, self.dist)
-        from ember.train.checkpoint import CheckpointFiles
-
-        return CheckpointFiles(directory, keep)
 
     def close(self) -> None:
         """Drop the DDP wrapper while the process group still lives. Were its C++ reducer the

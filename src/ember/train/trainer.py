@@ -12,7 +12,8 @@ import contextlib
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -30,8 +31,8 @@ from ember.train.flops import loss_step_flops
 from ember.train.guard import Guard
 from ember.train.meter import IntervalMeter
 from ember.train.optim import load_schedule
-from ember.train.strategy import Parallel
 from ember.train.state import Monitor, TrainState
+from ember.train.strategy import Parallel
 from ember.train.threads import ThreadPolicy
 
 
@@ -245,7 +246,11 @@ class Trainer:
     def checkpoint_files(self, directory: Path):
         """Whole-state .pt files written by rank 0, or (strategy=fsdp) DCP directories that every
         rank writes its shards into."""
-        return self.parallel.checkpoint_files(directory, self.t.keep_checkpoints)
+        if self.parallel.sharded_checkpoints:
+            from ember.train.sharded import ShardedCheckpointFiles  # torch.distributed.checkpoint: ~1 s to import
+
+            return ShardedCheckpointFiles(directory, self.t.keep_checkpoints, self.parallel.dist)
+        return checkpoint.CheckpointFiles(directory, self.t.keep_checkpoints)
 
     def _checkpoint_due(self) -> bool:
         due = self.checkpointing.at_step(self.state.step) or self.guard.signals.save_now
