@@ -85,10 +85,11 @@ class Net(nn.Module):
         return self.head(self.body(x))
 
 
-def test_unexportable_layer_is_named_with_the_formats_that_work(tmp_path):
+@pytest.mark.parametrize(("fmt", "title", "name"), [("exported", "torch.export", "model.pt2"), ("aoti", "AOTInductor", "model.aoti.pt2")])
+def test_unexportable_layer_is_named_with_the_formats_that_work(tmp_path, fmt, title, name):
     spec = DataSpec(input_shape=(1, 40), task="classification", num_classes=3)
-    with pytest.raises(ExportError, match=r"cannot export to torch.export: layer 'body.2' \(DataDependent\) fails: .*formats that work for this model: torchscript, safetensors$"):
-        export_model(Normalized(Net(), spec), "exported", tmp_path / "model.pt2", torch.randn(8, 1, 40), spec=spec)
+    with pytest.raises(ExportError, match=rf"cannot export to {title}: layer 'body.2' \(DataDependent\) fails: .*formats that work for this model: torchscript, safetensors$"):
+        export_model(Normalized(Net(), spec), fmt, tmp_path / name, torch.randn(8, 1, 40), spec=spec)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -342,7 +342,7 @@ def _attempt(fmt: str, module: nn.Module, args: tuple, kwargs: dict | None = Non
                 torch.jit.script(module)
             except Exception:  # noqa: BLE001
                 torch.jit.trace(module, args, check_trace=False)
-        elif fmt == "exported":
+        elif fmt in ("exported", "aoti"):  # AOTInductor compiles torch.export's program: a model fails there
             torch.export.export(module, args, kwargs, strict=False)
         elif fmt == "onnx":
             torch.onnx.export(module, args, kwargs=kwargs, dynamo=True, verbose=False)
