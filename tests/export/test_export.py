@@ -108,6 +108,22 @@ def test_missing_onnx_names_the_extra(cnn_run, tmp_path, monkeypatch):
         export_run(cnn_run, "onnx", out=tmp_path / "m.onnx", echo=_quiet)
 
 
+def test_torchscript_deprecation_is_said_once_in_embers_words_and_no_torch_warning_leaks(cnn_run, tmp_path, recwarn):
+    import warnings
+
+    warnings.simplefilter("always")  # a torch.jit DeprecationWarning would show in recwarn
+    lines = []
+    result = export_run(cnn_run, "torchscript", out=tmp_path / "m.ts", echo=lines.append)
+    load_artifact(result.path)(torch.zeros(2, 1, 40))
+    notes = [line for line in lines if "deprecated" in line]
+    assert len(notes) == 1 and "FTorch" in notes[0] and "format=aoti" in notes[0]
+    assert not [w for w in recwarn if "deprecated" in str(w.message)], [str(w.message) for w in recwarn]
+    # The other formats do not mention it.
+    lines.clear()
+    export_run(cnn_run, "exported", out=tmp_path / "m.pt2", echo=lines.append)
+    assert lines and not [line for line in lines if "TorchScript" in line]
+
+
 def test_cli(cnn_run, tmp_path, capsys):
     assert main(["export", f"run={cnn_run}", "format=torchscript", f"out={tmp_path / 'm.ts'}"]) == 0
     out = capsys.readouterr().out
