@@ -188,13 +188,13 @@ def table(r: dict) -> str:
     at = {lead: f["leads"].index(lead) for lead in (0.5, 1.0, 2.0) if lead in f["leads"]}
     head = "| closure | " + " | ".join(f"RMSE at {lead:g}" for lead in at) + " | lead RMSE > clim. std | mean | std | Hellinger | us per step |"
     lines = [head, "|" + " --- |" * (head.count("|") - 1)]
-    lines.append(f"| two-scale truth | " + " | ".join("0" for _ in at) + f" | | {c['truth']['mean']:.3f} | {c['truth']['std']:.3f} | 0 | |")
+    lines.append("| two-scale truth | " + " | ".join("0" for _ in at) + f" | | {c['truth']['mean']:.3f} | {c['truth']['std']:.3f} | 0 | |")
     for name in f["rmse"]:
         lead = f["lead_past_climate_std"][name]
         hel = c[name]["hellinger"]
         cells = [f"{f['rmse'][name][i]:.3f}" for i in at.values()]
         climate = f"{c[name]['mean']:.3f} | {c[name]['std']:.3f} | {hel:.4f}" if hel is not None else "blew up | | "
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {'> %g' % f['leads'][-1] if lead is None else f'{lead:g}'} | {climate} | {cost[name]:.1f} |")
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {'> ' + format(f['leads'][-1], 'g') if lead is None else format(lead, 'g')} | {climate} | {cost[name]:.1f} |")
     return "\n".join(lines)
 
 

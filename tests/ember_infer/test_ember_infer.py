@@ -6,9 +6,12 @@ import re
 import subprocess
 
 import numpy as np
+import pytest
 import torch
 
 from ember.export.export import load_artifact
+
+pytestmark = pytest.mark.cpp
 
 
 def run(*cmd, cwd=None) -> subprocess.CompletedProcess:

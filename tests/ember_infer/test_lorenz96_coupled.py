@@ -7,7 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "lorenz96_coupled.py"
+
+
+pytestmark = pytest.mark.cpp
 
 
 def test_the_coupled_network_beats_no_closure_and_stays_bounded(ember_infer, tmp_path):
