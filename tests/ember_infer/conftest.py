@@ -1,6 +1,7 @@
 """ember_infer (the C library and Fortran module): built, installed and its CTest suite configured
-once per test session, shared by the pytest workers (the first one builds under a lock, the other
-waits and reuses it). About 60 s on 2 cores: two AOTInductor exports and the C++ build."""
+once per test session. Its tests share one xdist worker (xdist_group); a file lock still keeps a
+second worker, under another --dist mode, from building twice. Two AOTInductor exports and the C++
+build, run side by side on 2 cores."""
 
 import json
 import os
@@ -30,8 +31,8 @@ class Built:
     runs: dict  # model name -> run directory
 
     # ember_infer/tests/CMakeLists.txt: per model, one test per format (every batch size, real32
-    # and real64), one of the Fortran module's errors, one of the C library's.
-    ctest_count: int = 4 * len(MODELS)
+    # and real64), one of the Fortran module's errors, one of the C library's; and the docs' example.
+    ctest_count: int = 4 * len(MODELS) + 1
 
 
 def missing_tools() -> list[str]:

@@ -11,7 +11,7 @@ import torch
 
 from ember.export.export import load_artifact
 
-pytestmark = pytest.mark.cpp
+pytestmark = [pytest.mark.cpp, pytest.mark.xdist_group("ember_infer")]  # one worker: the build is shared
 
 
 def run(*cmd, cwd=None) -> subprocess.CompletedProcess:
@@ -48,3 +48,13 @@ def test_without_status_a_failed_load_stops_the_fortran_program_with_the_message
     done = run(ember_infer.tests / "lorenz96" / "lorenz96", "net", missing, tmp_path / "init.txt", tmp_path / "out.bin", 1, 1)
     assert done.returncode != 0
     assert f"ember_infer: cannot load {missing}: no such file" in done.stderr and "pass status=" in done.stderr
+
+
+def test_the_documented_fortran_example_is_the_one_ctest_builds_and_runs():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    page = (root / "docs" / "deploy" / "c-fortran.md").read_text()
+    shown = re.search(r"```fortran\n(.*?)```", page, re.S).group(1)
+    assert shown == (root / "ember_infer" / "examples" / "classify.f90").read_text()
+    assert "add_test(NAME example.classify" in (root / "ember_infer" / "tests" / "CMakeLists.txt").read_text()
