@@ -1,7 +1,8 @@
 """ember_infer (the C library and Fortran module): built, installed and its CTest suite configured
-once per test session. Its tests share one xdist worker (xdist_group); a file lock still keeps a
-second worker, under another --dist mode, from building twice. Two AOTInductor exports and the C++
-build, run side by side on 2 cores."""
+once per test session, shared by the pytest workers: the first builds under a file lock, another
+waits and reuses it. The build keeps both cores busy (the C++ compile beside the two AOTInductor
+exports), so a worker waiting meanwhile costs little. (xdist_group would pin the tests to one
+worker, but --dist loadgroup did not group them with pytest 9.2 and xdist 3.8 here.)"""
 
 import json
 import os

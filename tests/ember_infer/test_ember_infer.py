@@ -11,7 +11,7 @@ import torch
 
 from ember.export.export import load_artifact
 
-pytestmark = [pytest.mark.cpp, pytest.mark.xdist_group("ember_infer")]  # one worker: the build is shared
+pytestmark = pytest.mark.cpp
 
 
 def run(*cmd, cwd=None) -> subprocess.CompletedProcess:

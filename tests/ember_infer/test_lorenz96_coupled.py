@@ -11,7 +11,7 @@ import pytest
 
 BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "lorenz96_coupled.py"
 
-pytestmark = [pytest.mark.cpp, pytest.mark.xdist_group("ember_infer")]  # one worker: the build is shared
+pytestmark = pytest.mark.cpp
 
 
 def test_the_coupled_network_beats_no_closure_and_stays_bounded(ember_infer, tmp_path):
