@@ -4,6 +4,7 @@ error without a status argument stops a Fortran program with the message."""
 
 import re
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -51,10 +52,8 @@ def test_without_status_a_failed_load_stops_the_fortran_program_with_the_message
 
 
 def test_the_documented_fortran_example_is_the_one_ctest_builds_and_runs():
-    from pathlib import Path
-
     root = Path(__file__).resolve().parents[2]
     page = (root / "docs" / "deploy" / "c-fortran.md").read_text()
-    shown = re.search(r"```fortran\n(.*?)```", page, re.S).group(1)
+    shown = re.search(r"```fortran\n(.*?)```", page, re.DOTALL).group(1)
     assert shown == (root / "ember_infer" / "examples" / "classify.f90").read_text()
     assert "add_test(NAME example.classify" in (root / "ember_infer" / "tests" / "CMakeLists.txt").read_text()
