@@ -3,10 +3,6 @@
 import pytest
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "cpp: builds examples/cpp against the torch wheel's libtorch with CMake (~25 s on 2 cores); deselect with -m 'not cpp'")
-
-
 def _train(root, *overrides):
     from ember.api import train
     from ember.config import compose

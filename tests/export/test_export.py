@@ -85,10 +85,11 @@ class Net(nn.Module):
         return self.head(self.body(x))
 
 
-def test_unexportable_layer_is_named_with_the_formats_that_work(tmp_path):
+@pytest.mark.parametrize(("fmt", "title", "name"), [("exported", "torch.export", "model.pt2"), ("aoti", "AOTInductor", "model.aoti.pt2")])
+def test_unexportable_layer_is_named_with_the_formats_that_work(tmp_path, fmt, title, name):
     spec = DataSpec(input_shape=(1, 40), task="classification", num_classes=3)
-    with pytest.raises(ExportError, match=r"cannot export to torch.export: layer 'body.2' \(DataDependent\) fails: .*formats that work for this model: torchscript, safetensors$"):
-        export_model(Normalized(Net(), spec), "exported", tmp_path / "model.pt2", torch.randn(8, 1, 40), spec=spec)
+    with pytest.raises(ExportError, match=rf"cannot export to {title}: layer 'body.2' \(DataDependent\) fails: .*formats that work for this model: torchscript, safetensors$"):
+        export_model(Normalized(Net(), spec), fmt, tmp_path / name, torch.randn(8, 1, 40), spec=spec)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -105,6 +106,22 @@ def test_missing_onnx_names_the_extra(cnn_run, tmp_path, monkeypatch):
     monkeypatch.setattr("ember.export.common.importlib.import_module", no_onnxscript)
     with pytest.raises(ExportError, match=r"format=onnx needs the onnxscript package, which is not installed; pip install 'ember\[export\]'"):
         export_run(cnn_run, "onnx", out=tmp_path / "m.onnx", echo=_quiet)
+
+
+def test_torchscript_deprecation_is_said_once_in_embers_words_and_no_torch_warning_leaks(cnn_run, tmp_path, recwarn):
+    import warnings
+
+    warnings.simplefilter("always")  # a torch.jit DeprecationWarning would show in recwarn
+    lines = []
+    result = export_run(cnn_run, "torchscript", out=tmp_path / "m.ts", echo=lines.append)
+    load_artifact(result.path)(torch.zeros(2, 1, 40))
+    notes = [line for line in lines if "deprecated" in line]
+    assert len(notes) == 1 and "FTorch" in notes[0] and "format=aoti" in notes[0]
+    assert not [w for w in recwarn if "deprecated" in str(w.message)], [str(w.message) for w in recwarn]
+    # The other formats do not mention it.
+    lines.clear()
+    export_run(cnn_run, "exported", out=tmp_path / "m.pt2", echo=lines.append)
+    assert lines and not [line for line in lines if "TorchScript" in line]
 
 
 def test_cli(cnn_run, tmp_path, capsys):

@@ -50,6 +50,13 @@ from ember.ranges import AT_LEAST_1, NON_NEGATIVE, Ranged
 FORMATS = FILE_NAMES  # format -> default file name
 TITLES = {"torchscript": "TorchScript", "onnx": "ONNX", "exported": "torch.export", "aoti": "AOTInductor", "safetensors": "safetensors"}
 INPUT_NAME = "input"
+# torch 2.13 warns that torch.jit.script/trace/load are deprecated on every call, which ember's
+# exporters and loaders silence (quiet()); the user reads it here once, with what to do about it.
+TORCHSCRIPT_NOTE = (
+    "note: TorchScript is deprecated upstream (torch 2.13 warns on torch.jit.script, trace and load) but libtorch still runs it; ember keeps it "
+    "because FTorch, the Fortran bridge, takes only TorchScript. For C, C++ or ember_infer's Fortran module, "
+    "format=aoti (AOTInductor) is its successor"
+)
 
 
 @dataclass
@@ -114,6 +121,8 @@ def export_run(run_dir: str | Path, fmt: str, *, out: str | Path | None = None, 
         echo(f"exported {result.path} ({result.method}; input [{shape}] in raw units: the normalization is in the graph{units})")
     if result.note:
         echo(f"note: {result.note}")
+    if fmt == "torchscript":
+        echo(TORCHSCRIPT_NOTE)
     echo(f"parity on {where}: max abs error {result.max_abs_error:.3g}, max rel error {result.max_rel_error:.3g} (tolerance atol {atol:g} + rtol {rtol:g} x max|output|)")
     echo(f"wrote {result.meta_path}")
     return result
@@ -342,7 +351,7 @@ def _attempt(fmt: str, module: nn.Module, args: tuple, kwargs: dict | None = Non
                 torch.jit.script(module)
             except Exception:  # noqa: BLE001
                 torch.jit.trace(module, args, check_trace=False)
-        elif fmt == "exported":
+        elif fmt in ("exported", "aoti"):  # AOTInductor compiles torch.export's program: a model fails there
             torch.export.export(module, args, kwargs, strict=False)
         elif fmt == "onnx":
             torch.onnx.export(module, args, kwargs=kwargs, dynamo=True, verbose=False)
