@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ember.data.spec import DataSpec
-from ember.errors import ConfigError, EmberError
+from ember.errors import ConfigError, EmberError, first_line
 from ember.export.common import Normalized, load_model, parse_options, quiet, raw_inputs
 from ember.files import check_output, output_errors, write_atomic
 from ember.ranges import AT_LEAST_1, NON_NEGATIVE, POSITIVE, Ranged
@@ -82,7 +82,7 @@ def bench_run(
         except EmberError as e:
             skipped[backend] = str(e)
         except Exception as e:  # noqa: BLE001 - a backend that cannot take this model is reported, not fatal
-            skipped[backend] = _first_line(e)
+            skipped[backend] = first_line(e, innermost=True)
     results = []
     for b in batch_sizes:
         rows = compare(fns, _inputs(spec, b), iters=iters, warmup=warmup, seconds=seconds, failed=skipped)
@@ -133,7 +133,7 @@ def compare(fns: dict[str, Callable[[torch.Tensor], Any]], x: torch.Tensor, *, i
             for _ in range(max(0, warmup - 1)):
                 fn(x)
         except Exception as e:  # noqa: BLE001 - e.g. torch.compile without a C++ compiler
-            failed[name] = _first_line(e)
+            failed[name] = first_line(e, innermost=True)
             continue
         live[name] = fn
     times: dict[str, list[float]] = {name: [] for name in live}
@@ -244,8 +244,3 @@ def _versions() -> dict:
     return out
 
 
-def _first_line(e: BaseException) -> str:
-    while e.__cause__ is not None:
-        e = e.__cause__
-    text = (str(e).strip().splitlines() or [type(e).__name__])[0]
-    return text if len(text) < 240 else text[:237] + "..."

@@ -15,8 +15,6 @@ Beside the artifact, `<artifact>.json` names its inputs and outputs with shapes 
 
 import json
 import math
-import os
-import re
 import shutil
 import tempfile
 import time
@@ -31,7 +29,7 @@ from torch.utils._pytree import tree_leaves
 
 import ember
 from ember.data.spec import DataSpec
-from ember.errors import ConfigError
+from ember.errors import ConfigError, first_line
 from ember.export import aoti
 from ember.export.artifacts import FILE_NAMES, RUNNERS, format_of, load_artifact, load_safetensors  # noqa: F401 - also imported from here
 from ember.export.common import (
@@ -44,7 +42,7 @@ from ember.export.common import (
     quiet,
     require,
 )
-from ember.files import check_output, output_errors
+from ember.files import check_output, output_errors, publish
 from ember.ranges import AT_LEAST_1, NON_NEGATIVE, Ranged
 
 FORMATS = FILE_NAMES  # format -> default file name
@@ -190,10 +188,10 @@ def export_model(
             **(meta or {}),
         }
         with output_errors(path, f"the {fmt} export", "out="):
-            (tmpdir / (path.name + ".json")).write_text(json.dumps(info, indent=2) + "\n")
+            (tmpdir / (path.name + ".json")).write_text(json.dumps(info, indent=2) + "\n")  # published below
             # The artifact (and ONNX's external data, if any) first, its description last.
             for f in sorted(tmpdir.iterdir(), key=lambda p: p.suffix == ".json"):
-                os.replace(f, path.parent / f.name)
+                publish(f, path.parent / f.name)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
     return Exported(path, path.with_name(path.name + ".json"), fmt, method, max_abs, max_rel, checked_on, note)
@@ -216,7 +214,7 @@ def parity(run: Callable, wrapper: nn.Module, inputs: list[torch.Tensor], atol: 
             try:
                 got = [torch.as_tensor(t) for t in tree_leaves(run(x))]
             except Exception as e:  # noqa: BLE001 - the runtime's own failure, reported in one line
-                raise ExportError(f"parity check failed: the {what} cannot run a batch of {len(x)} ({_first_line(e)}); no artifact was written; export with batch={len(inputs[0])} for a fixed batch size, or try another format") from None
+                raise ExportError(f"parity check failed: the {what} cannot run a batch of {len(x)} ({first_line(e, innermost=True)}); no artifact was written; export with batch={len(inputs[0])} for a fixed batch size, or try another format") from None
         if [tuple(t.shape) for t in got] != [tuple(t.shape) for t in want]:
             raise ExportError(f"parity check failed: the {what} returns shapes {[tuple(t.shape) for t in got]} for a batch of {len(x)}, the eager model {[tuple(t.shape) for t in want]}; no artifact was written")
         for g, w in zip(got, want):
@@ -244,14 +242,6 @@ def _versions(fmt: str) -> dict:
     return out
 
 
-def _first_line(e: BaseException) -> str:
-    """The first line of an exception's innermost cause (the ONNX exporter wraps torch.export's)."""
-    while e.__cause__ is not None:
-        e = e.__cause__
-    text = re.sub(r"\x1b\[[0-9;]*m", "", (str(e).strip().splitlines() or [type(e).__name__])[0]).strip() or type(e).__name__
-    return text if len(text) < 240 else text[:237] + "..."
-
-
 # -- writers: (wrapper, example, path, dynamic, spec, model_config) -> (method, note) --------------------------
 def _dynamic_shapes(dynamic: bool):
     return {"x": {0: torch.export.Dim("batch")}} if dynamic else None
@@ -263,7 +253,7 @@ def to_torchscript(wrapper: nn.Module, example: torch.Tensor) -> tuple[torch.jit
         try:
             return torch.jit.script(wrapper), "torch.jit.script", ""
         except Exception as e:  # noqa: BLE001 - TorchScript rejects much of Python; tracing is the fallback
-            why = _first_line(e)
+            why = first_line(e, innermost=True)
         traced = torch.jit.trace(wrapper, example, check_trace=False)
     return traced, "torch.jit.trace", f"traced, since torch.jit.script failed ({why}); a trace records one path through the code"
 
@@ -357,7 +347,7 @@ def cannot_export(wrapper: nn.Module, example: torch.Tensor, fmt: str, error: Ba
             pass
         else:
             return ExportError(
-                f"cannot export to {TITLES[fmt]} with a dynamic batch dimension ({_first_line(error)}); the model fixes its batch size: export with batch={len(example)}"
+                f"cannot export to {TITLES[fmt]} with a dynamic batch dimension ({first_line(error, innermost=True)}); the model fixes its batch size: export with batch={len(example)}"
             )
     layer = failing_layer(wrapper.model, wrapper, example, fmt)
     where = f"layer {layer[0]!r} ({layer[1]}) fails" if layer and layer[0] else f"the model's own forward ({type(wrapper.model).__name__}) fails" if layer else "it fails"
@@ -365,7 +355,7 @@ def cannot_export(wrapper: nn.Module, example: torch.Tensor, fmt: str, error: Ba
     if fmt != "safetensors" and all(isinstance(v, torch.Tensor) and not v.is_quantized for v in wrapper.model.state_dict().values()):
         works.append("safetensors")
     works = ", ".join(works) or "none (keep the run directory's checkpoint)"
-    return ExportError(f"cannot export to {TITLES[fmt]}: {where}: {_first_line(error)}; formats that work for this model: {works}")
+    return ExportError(f"cannot export to {TITLES[fmt]}: {where}: {first_line(error, innermost=True)}; formats that work for this model: {works}")
 
 
 def _attempt_static(fmt: str, wrapper: nn.Module, example: torch.Tensor) -> None:

@@ -8,8 +8,6 @@ integer factor (nearest neighbour) so an 8x8 digit is visible.
 """
 
 import math
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -17,21 +15,7 @@ import torch
 
 from ember.data.spec import DataSpec
 from ember.errors import ConfigError
-from ember.files import check_output, output_errors
-
-
-def write_png(path: str | Path, pixels: np.ndarray) -> None:
-    """Write an (H, W) grayscale or (H, W, 3) RGB uint8 array as a PNG, with only zlib."""
-    pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
-    h, w = pixels.shape[:2]
-    color = 0 if pixels.ndim == 2 else 2
-    raw = b"".join(b"\x00" + pixels[i].tobytes() for i in range(h))  # filter type 0 per row
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
-
-    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, color, 0, 0, 0)) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
-    Path(path).write_bytes(png)
+from ember.files import check_output, output_errors, png_bytes, write_atomic
 
 
 def to_grid(images: torch.Tensor, spec: DataSpec | None = None, pad: int = 2, min_tile: int = 64) -> np.ndarray:
@@ -73,7 +57,7 @@ def sample_run(run_dir: str | Path, n: int = 16, out: str | Path | None = None, 
     path = check_output(Path(out) if out else Path(run_dir) / "samples.png", "the samples", "out=")
     with output_errors(path, "the samples", "out="):
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_png(path, to_grid(samples, spec))
+        write_atomic(path, png_bytes(to_grid(samples, spec)))
     return path
 
 

@@ -12,7 +12,7 @@ import copy
 import os
 from pathlib import Path
 
-from ember.errors import ConfigError
+from ember.errors import ConfigError, describe
 from ember.files import check_output, output_errors, write_atomic
 from ember.report.collect import RunData, labels_for, read_run
 
@@ -73,32 +73,27 @@ def _single(run: RunData, model=None, splits=None, spec=None, evaluate: bool = T
     notes, ev, summary = [], None, None
     if model is None and evaluate and run.status == "finished":
         try:
-            from ember.evaluation import load_run
             from ember.data import build_data
+            from ember.evaluation import load_run
 
             model, cfg, spec = load_run(run.path)
             splits = build_data(cfg.data)
         except Exception as e:
-            notes.append(f"the best checkpoint could not be evaluated ({_one_line(e)})")
+            notes.append(f"the best checkpoint could not be evaluated ({describe(e)})")
             model = None
     if model is not None:
         spec = spec or splits.spec
         try:
             ev = evaluate_split(model, splits, spec, (run.summary.get("skill") or {}).get("best"), reference) if evaluate else None
         except Exception as e:
-            notes.append(f"the best checkpoint could not be evaluated ({_one_line(e)})")
+            notes.append(f"the best checkpoint could not be evaluated ({describe(e)})")
         try:
             summary = model_summary(model, spec)
         except Exception as e:
-            notes.append(f"no model summary ({_one_line(e)})")
+            notes.append(f"no model summary ({describe(e)})")
     elif evaluate and run.status != "finished":
         notes.append("the best checkpoint is evaluated once the run has finished")
     return page.single(run, ev, summary, notes), summary
-
-
-def _one_line(e: BaseException) -> str:
-    lines = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {lines[0][:200]}" if lines else type(e).__name__
 
 
 def write_html(path: Path, text: str) -> Path:
@@ -159,7 +154,7 @@ def after_training(cfg, run_path: Path, trainer, warn) -> tuple[Path | None, dic
         elif model is not None:
             summary = model_summary(trainer.model, trainer.spec)
     except Exception as e:
-        warn(f"warning: report.html not written ({_one_line(e)})")
+        warn(f"warning: report.html not written ({describe(e)})")
     if summary:
         artifacts["model_summary.txt"] = summary_text(summary)
     return path, artifacts

@@ -8,13 +8,12 @@ the best checkpoint (ember.evaluation.load_run) and rebuilds the data (ember.dat
 
 import base64
 import math
-import struct
-import zlib
 
 import numpy as np
 import torch
 
 from ember.export.common import physical_targets
+from ember.files import png_bytes
 
 MAX_SAMPLES = 20000  # the report's evaluation stops here: it shows a picture, not a benchmark
 SCATTER_POINTS = 2000
@@ -99,7 +98,7 @@ def classification(ev: dict, spec, data) -> dict:
         "recall": [round(float(v), 4) for v in recall],
         "support": cm.sum(1).tolist(),
         "accuracy": float(tp.sum() / max(cm.sum(), 1)),
-        "n": int(len(y)),
+        "n": len(y),
     }
     if ev["output"].ndim == 2:
         out["examples"] = confused_examples(ev["output"], ev["target"].astype(np.int64), data, spec, names)
@@ -179,7 +178,7 @@ def regression(ev: dict, spec) -> dict:
     result = {
         "scatter": [[_r(true[i]), _r(pred[i])] for i in pick],
         "hist": {"edges": [_r(e) for e in edges], "counts": counts.tolist()},
-        "n": int(len(y)),
+        "n": len(y),
         "values": int(pred.size),
         "rmse": math.sqrt(ss_res / max(pred.size, 1)),
         "mae": float(np.abs(resid).mean()) if resid.size else float("nan"),
@@ -266,14 +265,5 @@ def colormap(v: np.ndarray, anchors: list[tuple]) -> np.ndarray:
 
 
 def png_data_uri(img: np.ndarray) -> str:
-    """A (H, W) grey or (H, W, 3) RGB uint8 array as a data: URI holding a PNG (zlib, no Pillow)."""
-    img = np.ascontiguousarray(img, dtype=np.uint8)
-    h, w = img.shape[:2]
-    color = 0 if img.ndim == 2 else 2
-    raw = b"".join(b"\x00" + img[r].tobytes() for r in range(h))
-
-    def chunk(tag: bytes, payload: bytes) -> bytes:
-        return struct.pack(">I", len(payload)) + tag + payload + struct.pack(">I", zlib.crc32(tag + payload) & 0xFFFFFFFF)
-
-    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, color, 0, 0, 0)) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+    """A (H, W) grey or (H, W, 3) RGB uint8 array as a data: URI holding a PNG."""
+    return "data:image/png;base64," + base64.b64encode(png_bytes(img)).decode("ascii")

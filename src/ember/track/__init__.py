@@ -15,10 +15,12 @@ replay the kept records into it and drop the one of the interrupted attempt.
 import json
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from ember.errors import describe
 from ember.files import write_atomic
 
 TRACKERS = ("tensorboard", "mlflow", "wandb", "csv")
@@ -150,7 +152,7 @@ class Guarded:
         try:
             fn(*args)
         except Exception as e:  # a tracker never stops training
-            self.warn(f"warning: tracker {self.name} failed {what} ({_one_line(e)}); training goes on without it")
+            self.warn(f"warning: tracker {self.name} failed {what} ({describe(e)}); training goes on without it")
             tracker, self.tracker = self.tracker, None
             if method != "close":
                 try:
@@ -167,11 +169,6 @@ class Guarded:
     def close(self) -> None:
         self._call("to close", "close")
         self.tracker = None
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0][:200]}" if text else type(e).__name__
 
 
 def open_trackers(names: list[str], ctx: TrackContext, warn: Callable[[str], None] = _warn_stderr) -> list[Guarded]:
@@ -200,10 +197,10 @@ def open_trackers(names: list[str], ctx: TrackContext, warn: Callable[[str], Non
                 continue
         except ImportError as e:
             extra = EXTRAS.get(name, name)
-            warn(f"warning: tracker {name} is not available ({_one_line(e)}); install it with pip install 'ember[{extra}]'; training goes on without it")
+            warn(f"warning: tracker {name} is not available ({describe(e)}); install it with pip install 'ember[{extra}]'; training goes on without it")
             continue
         except Exception as e:
-            warn(f"warning: tracker {name} could not start ({_one_line(e)}); training goes on without it")
+            warn(f"warning: tracker {name} could not start ({describe(e)}); training goes on without it")
             continue
         out.append(Guarded(name, tracker, warn))
     return out

@@ -12,13 +12,13 @@ import torch
 from omegaconf import OmegaConf
 
 from ember.errors import CheckpointError
-from ember.files import fsync_dir, temp_path, write_atomic  # noqa: F401 (fsync_dir: used as checkpoint.fsync_dir)
+from ember.files import fsync_dir, publish, temp_path, write_atomic  # noqa: F401 (fsync_dir: used as checkpoint.fsync_dir)
 
 
 def save_atomic(obj: Any, path: Path) -> None:
     """torch.save through ember.files.write_atomic, fsynced: a reader (or a job killed
     mid-write) sees the old checkpoint or the new one, never half of one."""
-    write_atomic(path, lambda f: torch.save(obj, f), durable=True)
+    write_atomic(path, lambda f: torch.save(obj, f))
 
 
 def load(path: Path) -> dict:
@@ -85,7 +85,7 @@ class CheckpointFiles:
         tmp.unlink(missing_ok=True)
         try:
             os.link(path, tmp)
-            os.replace(tmp, self.dir / "last.pt")
+            publish(tmp, self.dir / "last.pt")
         except OSError:  # a filesystem without hard links: write a copy
             tmp.unlink(missing_ok=True)
             save_atomic(load(path), self.dir / "last.pt")

@@ -12,7 +12,7 @@ from typing import Any
 import optuna
 
 from ember.config import compose
-from ember.errors import ConfigError, Preempted
+from ember.errors import ConfigError, Preempted, describe
 from ember.files import write_atomic
 from ember.tune.space import Param, suggest, to_overrides
 
@@ -108,14 +108,14 @@ class Objective:
                 text = "tune.metric=" + text.removeprefix("trainer.monitor=").replace("trainer.monitor", "tune.metric")
                 trial.set_user_attr("fatal", text)
                 raise Fatal(text) from None
-            trial.set_user_attr("error", f"{type(e).__name__}: {_first_line(e)}")
+            trial.set_user_attr("error", describe(e))
             raise
         except Exception as e:  # a failed trial: NaN guard, out of memory, a bug in a model
-            trial.set_user_attr("error", f"{type(e).__name__}: {_first_line(e)}")
+            trial.set_user_attr("error", describe(e))
             raise
         finally:
             if run_dir.is_dir():
-                (run_dir / "output.log").write_text(out.getvalue())
+                write_atomic(run_dir / "output.log", out.getvalue())
             _free_memory()
         value = result.metrics.get(plan.metric)
         if value is None:
@@ -129,11 +129,6 @@ class Objective:
         if not math.isfinite(value):
             trial.set_user_attr("error", f"{plan.metric} is {value}")
         return float(value)
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _rewrite_summary(run_dir: Path, **fields) -> None:
