@@ -16,6 +16,7 @@ from torch import nn
 from ember.data.spec import DataSpec
 from ember.errors import ConfigError, EmberError
 from ember.files import check_output, output_errors, write_atomic
+from ember.options import parse_options
 
 
 def _label(text: str) -> str:
@@ -103,11 +104,10 @@ def graph_command(overrides: list[str], config_file: str | None = None) -> int:
     from ember.config import compose
     from ember.data import build_data
     from ember.models import create_model
-    from ember.summary import command_options
 
-    options, rest = command_options(overrides, ("out",))
+    options, rest = parse_options("graph", overrides, {"out": None}, rest_ok=True)
     cfg = compose(rest, config_file)
-    out = options.get("out") or f"{cfg.model.name}-graph"
+    out = options["out"] or f"{cfg.model.name}-graph"
     check_output(f"{out}.dot", "the graph", "out=")  # out= names the files' stem: out.dot, out.svg, out.png
     spec = build_data(cfg.data).spec
     model = create_model(cfg.model.name, spec, **{k: v for k, v in cfg.model.items() if k != "name"})

@@ -26,6 +26,7 @@ from omegaconf.errors import OmegaConfBaseException
 from ember.config.schema import DataCommon, EmberConfig, ModelCommon, OptimConfig
 from ember.errors import ConfigError
 from ember.ranges import check_ranges
+from ember.track import TRACKERS, flatten
 
 CONF_DIR = Path(__file__).parent / "conf"
 GROUPS = ("model", "data", "optim", "sched", "trainer", "experiment")
@@ -158,8 +159,6 @@ def check_values(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if value is not None and value not in choices:
             raise ConfigError(f"{key}={value!r} is not a valid choice; choose one of: {', '.join(choices)}")
-    from ember.track import TRACKERS
-
     for name in cfg.get("track") or []:
         if name not in TRACKERS:
             hint = difflib.get_close_matches(str(name), TRACKERS, n=1)
@@ -307,18 +306,10 @@ def file_overrides(path: str | Path) -> list[str]:
         elif key in GROUPS and isinstance(value, dict) and isinstance(value.get("name"), str):
             # A saved config.yaml: `model: {name: mlp, width: 64}` selects mlp, then sets its keys.
             out.insert(0, f"{key}={value['name']}")
-            out += [f"{k}={override_value(v)}" for k, v in _flatten(key, {k: v for k, v in value.items() if k != "name"})]
+            out += [f"{k}={override_value(v)}" for k, v in flatten({k: v for k, v in value.items() if k != "name"}, f"{key}.").items()]
         else:
-            out += [f"{k}={override_value(v)}" for k, v in _flatten(key, value)]
+            out += [f"{k}={override_value(v)}" for k, v in flatten({key: value}).items()]
     return out
-
-
-def _flatten(prefix: str, value: Any):
-    if isinstance(value, dict) and value:
-        for k, v in value.items():
-            yield from _flatten(f"{prefix}.{k}", v)
-    else:
-        yield prefix, value
 
 
 def override_value(v: Any) -> str:

@@ -19,8 +19,9 @@ import torch
 
 from ember.data.spec import DataSpec
 from ember.errors import ConfigError, EmberError, first_line
-from ember.export.common import Normalized, load_model, parse_options, quiet, raw_inputs
+from ember.export.common import Normalized, load_model, quiet, raw_inputs
 from ember.files import check_output, output_errors, write_atomic
+from ember.options import parse_options
 from ember.ranges import AT_LEAST_1, NON_NEGATIVE, POSITIVE, Ranged
 from ember.train.flops import cpu_name
 

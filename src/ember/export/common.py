@@ -1,8 +1,7 @@
 """What export, predict, bench and compress share: the run's model behind its normalization,
-a held-out batch to check exports on, the optional libraries, and the commands' key=value options.
+a held-out batch to check exports on, the optional libraries.
 """
 
-import difflib
 import importlib
 import io
 import logging
@@ -16,7 +15,6 @@ from torch import nn
 
 from ember.data.spec import DataSpec
 from ember.errors import ConfigError, EmberError
-from ember.ranges import Ranged, check_value
 
 
 class ExportError(EmberError):
@@ -151,46 +149,3 @@ def held_out_batch(cfg: Any, spec: DataSpec, n: int = 64) -> tuple[torch.Tensor,
 
 def output_name(spec: DataSpec) -> str:
     return "logits" if spec.task == "classification" else "prediction"
-
-
-# -- key=value options of the commands ----------------------------------------------------------
-def parse_options(command: str, overrides: list[str], defaults: dict[str, Any], rest_ok: bool = False) -> tuple[dict[str, Any], list[str]]:
-    """`key=value` options typed after their defaults; unknown keys are errors (or returned, rest_ok).
-
-    A default of None takes a string; a tuple default takes a comma-separated list (of ints
-    when the default holds ints); a `Ranged(default, range)` is checked against its range.
-    """
-    valid = {k: d.valid for k, d in defaults.items() if isinstance(d, Ranged)}
-    defaults = {k: d.default if isinstance(d, Ranged) else d for k, d in defaults.items()}
-    options, rest = dict(defaults), []
-    for item in overrides:
-        key, eq, value = item.partition("=")
-        if not eq or key not in defaults:
-            if rest_ok and eq:
-                rest.append(item)
-                continue
-            hint = difflib.get_close_matches(key, list(defaults), n=1)
-            did = f"did you mean {hint[0]}=? " if hint else ""
-            raise ConfigError(f"ember {command} does not take {item!r}; {did}its options are: {', '.join(f'{k}=' for k in defaults)}")
-        options[key] = _typed(key, value, defaults[key])
-        check_value(key, options[key], valid.get(key))
-    return options, rest
-
-
-def _typed(key: str, value: str, default: Any) -> Any:
-    try:
-        if isinstance(default, bool):
-            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError
-            return value.lower() in ("true", "1", "yes")
-        if isinstance(default, int):
-            return int(value)
-        if isinstance(default, float):
-            return float(value)
-        if isinstance(default, tuple):
-            items = [v.strip() for v in value.strip("[]").split(",") if v.strip()]
-            return tuple(int(v) for v in items) if default and isinstance(default[0], int) else tuple(items)
-    except ValueError:
-        kind = {bool: "true or false", int: "a whole number", float: "a number", tuple: "a comma-separated list"}[type(default)]
-        raise ConfigError(f"{key}={value!r} must be {kind}") from None
-    return value

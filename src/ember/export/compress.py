@@ -26,8 +26,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ember.errors import ConfigError
-from ember.export.common import ExportError, Normalized, load_model, parse_options, quiet, raw_inputs
+from ember.export.common import ExportError, Normalized, load_model, quiet, raw_inputs
 from ember.files import check_output
+from ember.options import parse_options
 from ember.ranges import AT_LEAST_1, OPEN_UNIT, Ranged
 
 METHODS = ("dynamic_int8", "prune")
@@ -148,8 +149,8 @@ def magnitude_masks(model: nn.Module, sparsity: float) -> dict[str, torch.Tensor
 
 def _prune_and_finetune(model: nn.Module, cfg, out: Path, sparsity: float, epochs: int, overrides: list[str], info: dict) -> nn.Module:
     from ember.api import _run
-    from ember.config.compose import config_as_overrides
     from ember.config import compose
+    from ember.config.compose import config_as_overrides
     from ember.data import build_data
     from ember.track.console import Console
     from ember.train.device import seed_everything

@@ -38,11 +38,11 @@ from ember.export.common import (
     held_out_batch,
     load_model,
     output_name,
-    parse_options,
     quiet,
     require,
 )
 from ember.files import check_output, output_errors, publish
+from ember.options import parse_options
 from ember.ranges import AT_LEAST_1, NON_NEGATIVE, Ranged
 
 FORMATS = FILE_NAMES  # format -> default file name

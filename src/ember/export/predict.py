@@ -25,8 +25,9 @@ from torch.utils._pytree import tree_leaves
 
 from ember.data.spec import DataSpec
 from ember.errors import ConfigError, DataError, first_line
-from ember.export.common import Normalized, load_model, parse_options, quiet
+from ember.export.common import Normalized, load_model, quiet
 from ember.files import check_output, output_errors, write_atomic
+from ember.options import parse_options
 from ember.ranges import AT_LEAST_1, Ranged
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")

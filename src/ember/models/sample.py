@@ -16,6 +16,8 @@ import torch
 from ember.data.spec import DataSpec
 from ember.errors import ConfigError
 from ember.files import check_output, output_errors, png_bytes, write_atomic
+from ember.options import parse_options
+from ember.ranges import AT_LEAST_1, SEED, Ranged
 
 
 def to_grid(images: torch.Tensor, spec: DataSpec | None = None, pad: int = 2, min_tile: int = 64) -> np.ndarray:
@@ -63,14 +65,9 @@ def sample_run(run_dir: str | Path, n: int = 16, out: str | Path | None = None, 
 
 def sample_command(overrides: list[str]) -> int:
     """ember sample run=DIR [n=16] [seed=0] [out=PATH]."""
-    from ember.ranges import AT_LEAST_1, SEED
-    from ember.summary import _int_option, command_options
-
-    options, rest = command_options(overrides, ("run", "n", "seed", "out"))
-    if rest:
-        raise ConfigError(f"ember sample takes run=DIR, n=, seed= and out=, not {rest[0]!r}")
-    if not options.get("run"):
+    options, _ = parse_options("sample", overrides, {"run": None, "n": Ranged(16, AT_LEAST_1), "seed": Ranged(0, SEED), "out": None})
+    if not options["run"]:
         raise ConfigError("ember sample needs the run to sample from: ember sample run=runs/<name>/<time> n=16")
-    path = sample_run(options["run"], n=_int_option(options, "n", 16, AT_LEAST_1), out=options.get("out"), seed=_int_option(options, "seed", 0, SEED))
+    path = sample_run(options["run"], n=options["n"], out=options["out"], seed=options["seed"])
     print(f"wrote {path}")
     return 0

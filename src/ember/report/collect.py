@@ -208,16 +208,6 @@ def labels_for(paths: list[Path]) -> list[str]:
     return [str(p) for p in paths]
 
 
-def flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in (d or {}).items():
-        if isinstance(v, dict) and v:
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def curves(records: list[dict], max_points: int = 1500) -> dict[str, dict[str, list]]:
     """metric -> split -> [[step, value, epoch], ...], thinned to at most `max_points` a series."""
     out: dict[str, dict[str, list]] = {}

@@ -83,10 +83,13 @@ def metric_items(record: dict) -> dict[str, float]:
     return out
 
 
-def flatten(d: dict, prefix: str = "") -> dict:
+def flatten(d: dict | None, prefix: str = "") -> dict:
+    """Nested mappings as one level of dotted keys: {"model": {"width": 64}} -> {"model.width": 64}.
+    An empty mapping stays a value of its own ({} under its key), so no key disappears: a config
+    that sets `model.kwargs: {}` still differs from one that leaves the key out."""
     out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
+    for k, v in (d or {}).items():
+        if isinstance(v, dict) and v:
             out.update(flatten(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v
