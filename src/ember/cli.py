@@ -153,7 +153,7 @@ def _config(args) -> int:
 
 
 def _eval(args) -> int:
-    from ember.api import evaluate_run
+    from ember.evaluation import evaluate_run
     from ember.errors import ConfigError
 
     runs = [o.split("=", 1)[1] for o in args.overrides if o.startswith("run=")]
@@ -211,7 +211,7 @@ def _tune(args) -> int:
 
 
 def _sample(args) -> int:
-    from ember.models.sample import sample_command
+    from ember.sample import sample_command
 
     return sample_command(args.overrides)
 

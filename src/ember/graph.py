@@ -13,9 +13,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ember.config import compose
+from ember.data import build_data
 from ember.data.spec import DataSpec
 from ember.errors import ConfigError, EmberError
 from ember.files import check_output, output_errors, write_atomic
+from ember.models import create_model
 from ember.options import parse_options
 
 
@@ -101,10 +104,6 @@ def graph(model: nn.Module, spec: DataSpec, out: str | Path) -> tuple[list[Path]
 
 def graph_command(overrides: list[str], config_file: str | None = None) -> int:
     """ember graph [--config FILE] [out=PATH] [overrides]: render the configured model's graph."""
-    from ember.config import compose
-    from ember.data import build_data
-    from ember.models import create_model
-
     options, rest = parse_options("graph", overrides, {"out": None}, rest_ok=True)
     cfg = compose(rest, config_file)
     out = options["out"] or f"{cfg.model.name}-graph"

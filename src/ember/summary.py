@@ -14,7 +14,10 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ember.config import compose
+from ember.data import build_data
 from ember.data.spec import DataSpec
+from ember.models import create_model
 from ember.options import parse_options
 from ember.ranges import NON_NEGATIVE, Ranged
 
@@ -163,9 +166,6 @@ def print_summary(summary: Summary, console=None) -> None:
 
 def summary_from_config(cfg, depth: int = 2) -> Summary:
     """Build the data's spec and the model that `cfg` describes, and summarize it."""
-    from ember.data import build_data
-    from ember.models import create_model
-
     spec = build_data(cfg.data).spec
     model = create_model(cfg.model.name, spec, **{k: v for k, v in cfg.model.items() if k != "name"})
     return summarize(model, spec, batch_size=cfg.data.batch_size, depth=depth, name=cfg.model.name)
@@ -173,8 +173,6 @@ def summary_from_config(cfg, depth: int = 2) -> Summary:
 
 def summary_command(overrides: list[str], config_file: str | None = None) -> int:
     """ember summary [--config FILE] [depth=N] [overrides]: the model the config describes."""
-    from ember.config import compose
-
     options, rest = parse_options("summary", overrides, {"depth": Ranged(2, NON_NEGATIVE)}, rest_ok=True)
     cfg = compose(rest, config_file)
     print_summary(summary_from_config(cfg, depth=options["depth"]))

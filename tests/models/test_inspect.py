@@ -11,7 +11,7 @@ from ember.data.spec import DataSpec
 from ember.errors import ConfigError
 from ember.graph import autograd_dot
 from ember.models import create_model
-from ember.models.sample import sample_run, to_grid
+from ember.sample import sample_run, to_grid
 from ember.summary import summarize
 
 SIGNAL = DataSpec(input_shape=(1, 40), task="classification", num_classes=10)

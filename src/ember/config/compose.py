@@ -24,9 +24,12 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ember.config.schema import DataCommon, EmberConfig, ModelCommon, OptimConfig
+from ember.data import DATA, list_data
 from ember.errors import ConfigError
+from ember.models import MODELS, list_models
 from ember.ranges import check_ranges
 from ember.track import TRACKERS, flatten
+from ember.train.optim import OPTIMIZERS
 
 CONF_DIR = Path(__file__).parent / "conf"
 GROUPS = ("model", "data", "optim", "sched", "trainer", "experiment")
@@ -47,16 +50,11 @@ CHOICES = {
 
 def group_options(group: str) -> list[str]:
     """The options of a config group: registry entries for model/data, YAML files otherwise."""
-    from ember.data import list_data
-    from ember.models import list_models
-
     if group == "model":
         return list_models()
     if group == "data":
         return list_data()
     if group == "optim":
-        from ember.train.optim import OPTIMIZERS
-
         return sorted(OPTIMIZERS)
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
@@ -67,10 +65,6 @@ _STORED: set[tuple[str, str]] = set()
 
 
 def _register_schemas() -> None:
-    from ember.data import DATA
-    from ember.models import MODELS
-    from ember.train.optim import OPTIMIZERS
-
     cs = ConfigStore.instance()
 
     def store(group: str, name: str, node) -> None:
@@ -242,9 +236,6 @@ def _first_unparsable(overrides: list[str]) -> str | None:
 
 def _schemas(cfg: DictConfig) -> dict[str, type]:
     """The dataclass of each group of the config: the selected builder's for model and data."""
-    from ember.data import DATA
-    from ember.models import MODELS
-
     groups = {name: f.default_factory for name, f in EmberConfig.__dataclass_fields__.items() if dataclasses.is_dataclass(f.default_factory)}
     return {**groups, "model": MODELS.config_schema(cfg.model.name, base=ModelCommon), "data": DATA.config_schema(cfg.data.name, base=DataCommon)}
 

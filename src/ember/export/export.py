@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 from torch.utils._pytree import tree_leaves
 
@@ -34,7 +35,6 @@ from ember.export import aoti
 from ember.export.artifacts import FILE_NAMES, RUNNERS, format_of, load_artifact, load_safetensors  # noqa: F401 - also imported from here
 from ember.export.common import (
     ExportError,
-    Normalized,
     held_out_batch,
     load_model,
     output_name,
@@ -42,8 +42,10 @@ from ember.export.common import (
     require,
 )
 from ember.files import check_output, output_errors, publish
+from ember.models import builder_kwargs
 from ember.options import parse_options
 from ember.ranges import AT_LEAST_1, NON_NEGATIVE, Ranged
+from ember.units import Normalized
 
 FORMATS = FILE_NAMES  # format -> default file name
 TITLES = {"torchscript": "TorchScript", "onnx": "ONNX", "exported": "torch.export", "aoti": "AOTInductor", "safetensors": "safetensors"}
@@ -96,10 +98,6 @@ def export_run(run_dir: str | Path, fmt: str, *, out: str | Path | None = None, 
     model, cfg, spec, summary = load_model(run_dir)
     check_output(path, f"the {fmt} export", "out=")
     x, where = held_out_batch(cfg, spec, max(2, samples))
-    from omegaconf import OmegaConf
-
-    from ember.models import builder_kwargs
-
     config = OmegaConf.to_container(cfg, resolve=True)
     meta = {"run": str(Path(run_dir).resolve()), "model": cfg.model.name, "compression": summary.get("compression"), "config": config}
     model_config = {"name": cfg.model.name, **builder_kwargs(config["model"])}
@@ -160,33 +158,8 @@ def export_model(
         method, note = WRITERS[fmt](wrapper, example, tmp, batch is None, spec, model_config)
         run = RUNNERS[fmt](tmp, wrapper, model_config)
         max_abs, max_rel = parity(run, wrapper, checks, atol, rtol, f"{TITLES[fmt]} export", checked_on)
-        with torch.no_grad():
-            outputs = [o for o in tree_leaves(wrapper(example)) if isinstance(o, torch.Tensor)]
-        names = [output_name(spec)] if len(outputs) == 1 else [f"output_{i}" for i in range(len(outputs))]
-        batch_dim = "batch" if batch is None else batch
-        info = {
-            "format": fmt,
-            "file": path.name,
-            "method": method,
-            "inputs": [{"name": INPUT_NAME, "shape": [batch_dim, *spec.input_shape], "dtype": str(example.dtype).removeprefix("torch.")}],
-            "outputs": [{"name": n, "shape": [batch_dim, *o.shape[1:]], "dtype": str(o.dtype).removeprefix("torch.")} for n, o in zip(names, outputs)],
-            "task": spec.task,
-            "class_names": spec.class_names,
-            "normalization": {
-                "folded": fmt != "safetensors",
-                "mean": spec.mean,
-                "std": spec.std,
-                "dim": 1,
-                "target_mean": spec.target_mean,
-                "target_std": spec.target_std,
-                "note": "inside the graph: pass raw inputs, get outputs in the data's units" if fmt != "safetensors" else "ember.export.load_safetensors applies it; a model rebuilt by hand takes (x - mean) / std per channel and its output is y * target_std + target_mean",
-            },
-            "parity": {"max_abs_error": max_abs, "max_rel_error": max_rel, "atol": atol, "rtol": rtol, "checked_on": checked_on, "batch_sizes": [len(c) for c in checks]},
-            "spec": spec.to_dict(),
-            "versions": _versions(fmt),
-            "created": time.time(),
-            **(meta or {}),
-        }
+        checked = {"max_abs_error": max_abs, "max_rel_error": max_rel, "atol": atol, "rtol": rtol, "checked_on": checked_on, "batch_sizes": [len(c) for c in checks]}
+        info = _description(fmt, path.name, method, wrapper, example, spec, batch, checked) | (meta or {})
         with output_errors(path, f"the {fmt} export", "out="):
             (tmpdir / (path.name + ".json")).write_text(json.dumps(info, indent=2) + "\n")  # published below
             # The artifact (and ONNX's external data, if any) first, its description last.
@@ -195,6 +168,37 @@ def export_model(
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
     return Exported(path, path.with_name(path.name + ".json"), fmt, method, max_abs, max_rel, checked_on, note)
+
+
+def _description(fmt: str, name: str, method: str, wrapper: nn.Module, example: torch.Tensor, spec: DataSpec, batch: int | None, checked: dict) -> dict:
+    """What `<artifact>.json` says of an export: its inputs and outputs with shapes, the
+    normalization folded into it, the parity check, the DataSpec and the library versions."""
+    with torch.no_grad():
+        outputs = [o for o in tree_leaves(wrapper(example)) if isinstance(o, torch.Tensor)]
+    output_names = [output_name(spec)] if len(outputs) == 1 else [f"output_{i}" for i in range(len(outputs))]
+    batch_dim = "batch" if batch is None else batch
+    return {
+        "format": fmt,
+        "file": name,
+        "method": method,
+        "inputs": [{"name": INPUT_NAME, "shape": [batch_dim, *spec.input_shape], "dtype": str(example.dtype).removeprefix("torch.")}],
+        "outputs": [{"name": n, "shape": [batch_dim, *o.shape[1:]], "dtype": str(o.dtype).removeprefix("torch.")} for n, o in zip(output_names, outputs)],
+        "task": spec.task,
+        "class_names": spec.class_names,
+        "normalization": {
+            "folded": fmt != "safetensors",
+            "mean": spec.mean,
+            "std": spec.std,
+            "dim": 1,
+            "target_mean": spec.target_mean,
+            "target_std": spec.target_std,
+            "note": "inside the graph: pass raw inputs, get outputs in the data's units" if fmt != "safetensors" else "ember.export.load_safetensors applies it; a model rebuilt by hand takes (x - mean) / std per channel and its output is y * target_std + target_mean",
+        },
+        "parity": checked,
+        "spec": spec.to_dict(),
+        "versions": _versions(fmt),
+        "created": time.time(),
+    }
 
 
 def _example(x: torch.Tensor, batch: int | None) -> torch.Tensor:

@@ -21,14 +21,17 @@ from typing import Any
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 from torch.utils._pytree import tree_leaves
 
 from ember.data.spec import DataSpec
 from ember.errors import ConfigError, DataError, first_line
-from ember.export.common import Normalized, load_model, quiet
+from ember.export.artifacts import format_of, load_artifact
+from ember.export.common import load_model, quiet
 from ember.files import check_output, output_errors, write_atomic
 from ember.options import parse_options
 from ember.ranges import AT_LEAST_1, Ranged
+from ember.units import Normalized
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet")
@@ -90,14 +93,10 @@ def predict(source: str | Path, input: str | Path, output: str | Path | None = N
 def load_predictor(source: str | Path) -> Predictor:
     path = Path(source)
     if path.is_dir():
-        from omegaconf import OmegaConf
-
         model, cfg, spec, _ = load_model(path)
         wrapper = Normalized(model, spec).eval()
         return Predictor(wrapper, spec, OmegaConf.to_container(cfg.data, resolve=True), str(path))
     if path.is_file():
-        from ember.export.export import format_of, load_artifact
-
         meta_path = Path(str(path) + ".json")
         if not meta_path.is_file():
             raise ConfigError(f"{path} has no description {meta_path.name} beside it; pass the run directory, or export again with ember export")

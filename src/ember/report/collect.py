@@ -16,6 +16,7 @@ import yaml
 
 from ember.errors import ConfigError, first_line
 from ember.files import pid_alive
+from ember.metrics import is_higher_better
 
 SKIP_DIRS = {"checkpoints", "tb", "wandb", "mlartifacts", "mlruns", "__pycache__"}
 
@@ -63,8 +64,6 @@ class RunData:
         values = [r[name] for r in self.records if r.get("split") == split and isinstance(r.get(name), (int, float))]
         if not values:
             return {}
-        from ember.metrics import is_higher_better
-
         return {monitor: max(values) if is_higher_better(monitor) else min(values)}
 
     def duration(self) -> float | None:

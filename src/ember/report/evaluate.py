@@ -3,7 +3,7 @@ and recall, the most confused examples (classification); predicted against true 
 and maps of gridded targets (regression).
 
 After `ember train` the report uses the model and data still in memory; `ember report RUN` loads
-the best checkpoint (ember.evaluation.load_run) and rebuilds the data (ember.data.build_data).
+the best checkpoint (ember.run.load_run) and rebuilds the data (ember.data.build_data).
 """
 
 import base64
@@ -12,8 +12,9 @@ import math
 import numpy as np
 import torch
 
-from ember.export.common import physical_targets
+from ember.data import EpochLoader
 from ember.files import png_bytes
+from ember.units import physical_targets
 
 MAX_SAMPLES = 20000  # the report's evaluation stops here: it shows a picture, not a benchmark
 SCATTER_POINTS = 2000
@@ -24,8 +25,6 @@ def evaluate(model: torch.nn.Module, data, spec, batch_size: int = 512, referenc
     """Outputs of `model` on `data` (a TensorData or Dataset), as numpy arrays. For gridded
     regression targets, also the error of the model and of each of `references` (name ->
     predictions in physical units from a batch of inputs: the baselines) per grid point."""
-    from ember.data import EpochLoader
-
     device = next(iter(model.parameters()), torch.empty(0)).device
     loader = EpochLoader(data, batch_size, shuffle=False)
     loader.set_epoch(0, 0)

@@ -18,6 +18,7 @@ from ember.errors import ConfigError
 from ember.files import check_output, output_errors, png_bytes, write_atomic
 from ember.options import parse_options
 from ember.ranges import AT_LEAST_1, SEED, Ranged
+from ember.run import load_run
 
 
 def to_grid(images: torch.Tensor, spec: DataSpec | None = None, pad: int = 2, min_tile: int = 64) -> np.ndarray:
@@ -45,8 +46,6 @@ def to_grid(images: torch.Tensor, spec: DataSpec | None = None, pad: int = 2, mi
 
 def sample_run(run_dir: str | Path, n: int = 16, out: str | Path | None = None, seed: int = 0) -> Path:
     """Draw n samples from the best checkpoint of a run and write them as a PNG grid."""
-    from ember.evaluation import load_run
-
     if n < 1:
         raise ConfigError(f"n={n} must be at least 1")
     model, cfg, spec = load_run(run_dir)
