@@ -252,5 +252,3 @@ def _versions() -> dict:
     except ImportError:
         pass
     return out
-
-
