@@ -184,6 +184,8 @@ def open_trackers(names: list[str], ctx: TrackContext, warn: Callable[[str], Non
                     continue  # the default; without the package there is nothing to write
                 tracker = TensorBoardLogger(ctx.path / "tb", ctx.purge_step, ctx)
             elif name == "csv":
+                # Each logger module imports TrackContext from this one, and its own library
+                # (mlflow, wandb) when it starts: imported here, a tracker nobody asked for costs nothing.
                 from ember.track.csv_logger import CsvLogger
 
                 tracker = CsvLogger(ctx)
