@@ -28,7 +28,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 import ember  # noqa: E402
-from ember.data import load_data  # noqa: E402
+from ember.api import load_data  # noqa: E402
 from ember.data.spec import DataSpec  # noqa: E402
 from ember.train.flops import cpu_name  # noqa: E402
 

@@ -34,7 +34,7 @@ LOOP = """
 import sys, time
 sys.path.append({here!r})  # after site-packages: benchmarks/mnist1d.py must not shadow the package
 from overhead import cnn, raw, with_lightning
-from ember.data import load_data
+from ember.api import load_data
 d = load_data('mnist1d').train
 fn = with_lightning if sys.argv[1] == 'lightning' else raw
 start = time.perf_counter()

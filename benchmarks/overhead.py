@@ -34,7 +34,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 import ember
-from ember.data import load_data
+from ember.api import load_data
 from ember.train.flops import cpu_name
 
 

@@ -5,11 +5,13 @@ import os
 import signal
 import subprocess
 import sys
+import zlib
 
+import numpy as np
 import pytest
 
 from ember.errors import OutputError, RunBusyError
-from ember.files import check_output, lock_dir, output_errors, remove_stale_temps, unlock_dir, write_atomic
+from ember.files import check_output, lock_dir, output_errors, png_bytes, remove_stale_temps, unlock_dir, write_atomic
 
 
 def dead_pid() -> int:
@@ -30,9 +32,22 @@ def test_write_atomic_replaces_the_file_and_leaves_no_temp_on_failure(tmp_path):
     with pytest.raises(OSError):
         write_atomic(target, broken)
     assert target.read_text() == "old"
-    write_atomic(target, b"new", durable=True)
+    write_atomic(target, b"new")
     assert target.read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
+
+
+@pytest.mark.parametrize("shape", [(5, 6, 3), (4, 7)])
+def test_png_bytes_decode_back_to_the_pixels(shape):
+    pixels = np.random.default_rng(0).integers(0, 255, shape, dtype=np.uint8)
+    data = png_bytes(pixels)
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    # Decode the single IDAT chunk back: each row is a filter byte 0, then the row's pixels.
+    idat = data[data.index(b"IDAT") + 4 : data.index(b"IEND") - 8]
+    raw = zlib.decompress(idat)
+    row = pixels[0].size + 1
+    rows = [raw[i * row + 1 : (i + 1) * row] for i in range(shape[0])]
+    assert np.array_equal(np.frombuffer(b"".join(rows), np.uint8).reshape(shape), pixels)
 
 
 def test_stale_temps_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):

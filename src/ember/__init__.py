@@ -9,10 +9,10 @@ from ember.errors import EmberError  # noqa: E402
 _API = {
     "fit": "ember.api",
     "train_config": "ember.api",
-    "load_run": "ember.evaluation",
+    "load_run": "ember.run",
     "evaluate_run": "ember.evaluation",
     "Result": "ember.api",
-    "load_data": "ember.data",
+    "load_data": "ember.api",
     "list_data": "ember.data",
     "create_model": "ember.models",
     "list_models": "ember.models",

@@ -20,9 +20,10 @@ from ember.config.compose import config_as_overrides, file_overrides, override_v
 from ember.data import Splits, TensorData, build_data
 from ember.data.spec import DataSpec
 from ember.errors import CheckpointError, ConfigError, DataError, Preempted
+from ember.evaluation import evaluate_run  # noqa: F401 (ember.api.evaluate_run, its first home)
 from ember.models import count_parameters, create_model
 from ember.models.residual import Residual
-from ember.run import RunDir, default_run_name
+from ember.run import LoadedRun, RunDir, default_run_name, load_run  # noqa: F401 (load_run: its first home was here)
 from ember.track import flatten
 from ember.track.console import Console
 from ember.train import distributed, strategy
@@ -75,7 +76,7 @@ def train(cfg: DictConfig | list[str], console: Console | None = None, on_valida
         console.print(f"note: {note}")
     if isinstance(model, Residual):
         console.print(f"model.residual={cfg.model.residual}: {cfg.model.name} predicts the correction to its input ({_residual_case(splits.spec)}), starting from the {baselines.names(splits.spec)[-1]} baseline; model.residual=false predicts the field itself")
-    return _run(cfg, model, splits, console, resume_dir, on_validation)
+    return train_model(cfg, model, splits, console, resume_dir, on_validation)
 
 
 def _residual_case(spec: DataSpec) -> str:
@@ -153,10 +154,12 @@ def fit(model: nn.Module, train: Any, val: Any = None, test: Any = None, **overr
     cfg.model = {"name": type(model).__name__, "custom": True}
     cfg.data = {**OmegaConf.to_container(cfg.data), "name": "custom"}
     seed_everything(cfg.trainer.seed)
-    return _run(cfg, model, splits, Console(cfg.trainer.progress))
+    return train_model(cfg, model, splits, Console(cfg.trainer.progress))
 
 
-def _run(cfg: DictConfig, model: nn.Module, splits: Splits, console: Console, resume_dir: Path | None = None, on_validation=None) -> Result:
+def train_model(cfg: DictConfig, model: nn.Module, splits: Splits, console: Console, resume_dir: Path | None = None, on_validation=None) -> Result:
+    """Train `model` on `splits` as `cfg` says, into a new run directory (or `resume_dir`): what
+    `train`, `fit` and compress's fine-tuning share."""
     # torch's global switches are the run's only for the run (ember.fit in a notebook).
     with restored_torch_flags():
         # Everything that can fail on bad input runs before the run directory is created.
@@ -404,5 +407,7 @@ def _infer_spec(train: Any) -> DataSpec:
     return DataSpec(input_shape=tuple(x.shape), task="regression", target_shape=tuple(y.shape))
 
 
-# A finished run read back (its public home was here; ember.evaluation holds it now).
-from ember.evaluation import LoadedRun, evaluate_run, load_run  # noqa: F401
+def load_data(name: str = "mnist1d", **options: Any) -> Splits:
+    """A registered data source built with its defaults and the given options, as `ember train
+    data=NAME data.key=value` builds it: `splits = ember.load_data("burgers", resolution=64)`."""
+    return build_data(compose([f"data={name}"] + [f"data.{k}={override_value(v)}" for k, v in options.items()]).data)

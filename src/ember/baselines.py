@@ -19,8 +19,8 @@ import torch
 
 from ember.data.lazy import LazyDataset
 from ember.data.loaders import TensorData
-from ember.export.common import raw_inputs
 from ember.metrics import build_metrics
+from ember.units import raw_inputs
 
 
 def reference(splits):

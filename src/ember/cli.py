@@ -1,10 +1,13 @@
-"""The `ember` command. Expected failures (EmberError) print one line and exit 2."""
+"""The `ember` command. Expected failures (EmberError) print one line and exit 2.
+
+Each command imports its module inside its own function: `ember runs` or `ember config` need not
+import the trainer, Optuna or the exporters."""
 
 import argparse
 import os
 import sys
 
-from ember.errors import EmberError
+from ember.errors import ConfigError, EmberError
 
 COMMANDS = {
     "train": "compose a config, train, validate, test, write a run directory",
@@ -153,8 +156,7 @@ def _config(args) -> int:
 
 
 def _eval(args) -> int:
-    from ember.api import evaluate_run
-    from ember.errors import ConfigError
+    from ember.evaluation import evaluate_run
 
     runs = [o.split("=", 1)[1] for o in args.overrides if o.startswith("run=")]
     if not runs:
@@ -211,7 +213,7 @@ def _tune(args) -> int:
 
 
 def _sample(args) -> int:
-    from ember.models.sample import sample_command
+    from ember.sample import sample_command
 
     return sample_command(args.overrides)
 

@@ -1,12 +1,28 @@
-"""Expected failures. The CLI prints these on one line and exits 2; anything else is a bug."""
+"""Expected failures. The CLI prints these on one line and exits 2; anything else is a bug.
+Also the one-line text of a cause, which every such message quotes."""
+
+import re
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # the colours some exporters print into their messages
 
 
-def first_line(why: BaseException | str) -> str:
-    """A cause on one line, for an error message that must stay one line."""
-    lines = [line.strip() for line in str(why).splitlines() if line.strip()]
+def first_line(why: BaseException | str, innermost: bool = False) -> str:
+    """A cause on one line, for an error message that must stay one line: the first line that is
+    not a bare heading (such as torch's "...:"), without colour codes, cut at 240 characters.
+    `innermost` reads the innermost `__cause__` instead (the ONNX exporter wraps torch.export's)."""
+    while innermost and isinstance(why, BaseException) and why.__cause__ is not None:
+        why = why.__cause__
+    lines = [line.strip() for line in _ANSI.sub("", str(why)).splitlines() if line.strip()]
     if not lines:
         return type(why).__name__ if isinstance(why, BaseException) else ""
-    return lines[1] if len(lines) > 1 and lines[0].endswith(":") else lines[0]  # skip a bare heading such as torch's
+    text = lines[1] if len(lines) > 1 and lines[0].endswith(":") else lines[0]
+    return text if len(text) < 240 else text[:237] + "..."
+
+
+def describe(e: BaseException) -> str:
+    """An unexpected exception as `Type: first line`, for a warning that goes on without the
+    failed part (a tracker, the report's evaluation): the type says what kind of bug it was."""
+    return f"{type(e).__name__}: {first_line(e)}"
 
 
 class EmberError(Exception):

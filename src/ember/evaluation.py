@@ -1,58 +1,20 @@
-"""A trained run read back from its directory: `load_run` (the model with its best weights, the
-config, the DataSpec) and `evaluate_run` (`ember eval`: the best checkpoint on a split beside its
-baselines, or a forecasting run rolled out with `rollout=N`)."""
+"""`ember eval`: a run's best checkpoint evaluated on a split beside its baselines, or a
+forecasting run rolled out with `rollout=N`. (The run itself is read back by ember.run.load_run.)"""
 
 from pathlib import Path
 
-from omegaconf import DictConfig
 from torch import nn
 
-from ember import baselines
+from ember import baselines, rollout
 from ember.config import compose
 from ember.config.compose import config_as_overrides
 from ember.data import Splits, build_data
 from ember.data.spec import DataSpec
-from ember.errors import CheckpointError, ConfigError, first_line
-from ember.models import builder_kwargs, create_model
-from ember.run import RunDir
+from ember.errors import ConfigError
+from ember.run import RunDir, load_run
 from ember.track.console import Console
-from ember.train import checkpoint
 from ember.train.build import build_trainer
 from ember.train.device import restored_torch_flags
-
-
-class LoadedRun(tuple):
-    """What `load_run` returns: the (model, config, spec) tuple, unpacked as before, which also
-    knows its run directory and shows its metrics and curves in a notebook."""
-
-    def __new__(cls, model: nn.Module, cfg: DictConfig, spec: DataSpec, path: Path):
-        run = super().__new__(cls, (model, cfg, spec))
-        run.path = Path(path)
-        return run
-
-    def _repr_html_(self) -> str:
-        from ember.notebook import run_html
-
-        summary = RunDir(self.path).summary()
-        return run_html(f"{self[1].model.name} on {self[1].data.name}", summary.get("metrics") or {}, self.path)
-
-
-def load_run(path: str | Path, which: str = "best") -> LoadedRun:
-    """The model of a run with its `best` (or `last`) weights, its config and its DataSpec:
-    `model, cfg, spec = ember.load_run("runs/...")`; in a notebook it shows its metrics."""
-    run = RunDir.open(path)
-    cfg, spec = run.config(), run.spec()
-    if cfg.model.get("custom"):
-        raise ConfigError(f"{run.path} trained a custom model ({cfg.model.name}); build it yourself and load {run.checkpoints / (which + '.pt')}")
-    model = create_model(cfg.model.name, spec, **builder_kwargs(cfg.model))
-    path = run.checkpoints / f"{which}.pt"
-    if which == "best" and not path.exists():  # a run without validation keeps no best: its last is it
-        path = run.checkpoints / "last.pt"
-    try:
-        model.load_state_dict(checkpoint.load(path)["model"])
-    except (RuntimeError, KeyError, TypeError) as e:  # another model's weights, or not a checkpoint's content
-        raise CheckpointError(f"{str(path)!r} does not fit the run's model {cfg.model.name} ({first_line(e)}); it belongs to another run: restore this run's checkpoint, or train it again") from None
-    return LoadedRun(model, cfg, spec, run.path)
 
 
 def evaluate_run(path: str | Path, overrides: list[str] = (), console: Console | None = None, rollout: int = 0) -> dict[str, float]:
@@ -87,8 +49,6 @@ def evaluate_run(path: str | Path, overrides: list[str] = (), console: Console |
 
 def _rollout(run: RunDir, model: nn.Module, splits: Splits, spec: DataSpec, split: str, steps: int, console: Console) -> dict[str, float]:
     """Roll a forecasting run out `steps` times; print the scores and keep them in rollout.json."""
-    from ember import rollout
-
     result = rollout.rollout(model, splits, spec, split, steps)
     run.write_json("rollout.json", result)
     rows = rollout.table(result, spec)

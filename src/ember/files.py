@@ -1,5 +1,8 @@
-"""Writing files safely: atomic replacement, temporary files that die with their writer, and the
-lock that gives a run directory one writer at a time.
+"""Writing files safely: atomic replacement, temporary files that die with their writer, the
+lock that gives a run directory one writer at a time, and PNG images written with zlib alone.
+
+Every file ember writes goes through `write_atomic` (or `publish`, for a file another library
+wrote to a temporary path), so a reader never sees half a file, even after a crash.
 
 A temporary file is named `.<name>.<pid>.tmp` after the process writing it. The writer removes it
 on any error; one left by a SIGKILL is removed by the next process that takes the directory
@@ -13,12 +16,17 @@ import json
 import os
 import re
 import socket
+import struct
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from ember.errors import EmberError, OutputError, RunBusyError
+import numpy as np
+import torch
+
+from ember.errors import CheckpointError, EmberError, OutputError, RunBusyError
 
 LOCK_NAME = ".lock"
 _TEMP = re.compile(r"^\..+\.(\d+)\.tmp$")
@@ -35,10 +43,10 @@ def temp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
-def write_atomic(path: str | Path, data: bytes | str | Callable[[BinaryIO], None], durable: bool = False) -> None:
+def write_atomic(path: str | Path, data: bytes | str | Callable[[BinaryIO], None]) -> None:
     """Write `data` (bytes, text, or a function that writes into a binary file) to a temporary
-    file beside `path`, then rename it over `path`: a reader, or a job killed mid-write, sees the
-    old file or the new one, never half of one. `durable` also fsyncs the file and the rename."""
+    file beside `path`, then `publish` it: a reader, or a job killed mid-write, sees the old file
+    or the new one, never half of one."""
     path = Path(path)
     tmp = temp_path(path)
     try:
@@ -47,14 +55,37 @@ def write_atomic(path: str | Path, data: bytes | str | Callable[[BinaryIO], None
                 data(f)
             else:
                 f.write(data.encode() if isinstance(data, str) else data)
-            if durable:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
+        publish(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    if durable:
-        fsync_dir(path.parent)
+
+
+def publish(tmp: Path, path: Path) -> None:
+    """Rename the finished file `tmp` over `path` in the same folder. The data is flushed to disk
+    before the rename and the rename after it: without the first, a power cut can leave `path`
+    empty; without the second, pointing at the old file."""
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(Path(path).parent)
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    """An (H, W) grey or (H, W, 3) RGB uint8 array as a PNG file's bytes, with zlib alone (no
+    Pillow: the report and `ember sample` need no imaging library)."""
+    pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
+    h, w = pixels.shape[:2]
+    color = 0 if pixels.ndim == 2 else 2
+    raw = b"".join(b"\x00" + pixels[i].tobytes() for i in range(h))  # filter type 0 per row
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", w, h, 8, color, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
 
 
 def check_output(path: str | Path, what: str, option: str, folder: bool = False) -> Path:
@@ -162,3 +193,20 @@ def _read_holder(fd: int) -> str:
         return f"process {info['pid']} on {info['host']} (since {since})"
     except (OSError, ValueError, KeyError, TypeError):  # the holder has not written its name yet
         return "another process"
+
+
+def save_checkpoint(obj, path: Path) -> None:
+    """torch.save through write_atomic: a reader (or a job killed mid-write) sees the old
+    checkpoint or the new one, never half of one."""
+    write_atomic(path, lambda f: torch.save(obj, f))
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A checkpoint's contents, read with weights_only (plain data and tensors: no code runs)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist; check the run directory (ember runs lists them)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - a truncated or foreign file
+        raise CheckpointError(f"checkpoint {str(path)!r} cannot be read ({type(e).__name__}); it is corrupt or not an ember checkpoint") from None

@@ -13,8 +13,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ember.config import compose
+from ember.data import build_data
 from ember.data.spec import DataSpec
 from ember.errors import ConfigError, EmberError
+from ember.files import check_output, output_errors, write_atomic
+from ember.models import create_model
+from ember.options import parse_options
 
 
 def _label(text: str) -> str:
@@ -73,7 +78,7 @@ def render(dot_source: str, out: str | Path, formats: tuple[str, ...] = ("svg", 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     dot_file = out.with_name(out.name + ".dot")
-    dot_file.write_text(dot_source)
+    write_atomic(dot_file, dot_source)
     written = [dot_file]
     exe = shutil.which("dot")
     if exe is None:
@@ -93,21 +98,15 @@ def graph(model: nn.Module, spec: DataSpec, out: str | Path) -> tuple[list[Path]
     out = Path(out)
     files = render(source, out)
     tree = out.with_name(out.name + ".modules.txt")
-    tree.write_text(str(model) + "\n")
+    write_atomic(tree, str(model) + "\n")
     return files + [tree], ops
 
 
 def graph_command(overrides: list[str], config_file: str | None = None) -> int:
     """ember graph [--config FILE] [out=PATH] [overrides]: render the configured model's graph."""
-    from ember.config import compose
-    from ember.data import build_data
-    from ember.files import check_output, output_errors
-    from ember.models import create_model
-    from ember.summary import command_options
-
-    options, rest = command_options(overrides, ("out",))
+    options, rest = parse_options("graph", overrides, {"out": None}, rest_ok=True)
     cfg = compose(rest, config_file)
-    out = options.get("out") or f"{cfg.model.name}-graph"
+    out = options["out"] or f"{cfg.model.name}-graph"
     check_output(f"{out}.dot", "the graph", "out=")  # out= names the files' stem: out.dot, out.svg, out.png
     spec = build_data(cfg.data).spec
     model = create_model(cfg.model.name, spec, **{k: v for k, v in cfg.model.items() if k != "name"})

@@ -13,8 +13,8 @@ import torch
 
 from ember import baselines
 from ember.errors import ConfigError
-from ember.export.common import Normalized
 from ember.metrics import build_metrics
+from ember.units import Normalized
 
 PREDICTORS = ("model", "persistence", "climatology")
 

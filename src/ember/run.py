@@ -13,7 +13,9 @@
     <run>/report.html       curves, evaluation, config and environment on one offline page
 
 Every file written during training goes through RunDir, so a later multi-process run can make
-rank 0 the only writer in one place.
+rank 0 the only writer in one place. Everything after training (eval, export, predict, bench,
+compress, report, sample, tune) reads a run through this module: `RunDir.open` for its files,
+`load_run` for its model with the trained weights.
 """
 
 import json
@@ -25,15 +27,20 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+from safetensors.torch import save
+from torch import nn
 
+import ember
 from ember.data.spec import DataSpec
 from ember.errors import CheckpointError, ConfigError, EmberError, first_line
-from ember.files import lock_dir, remove_stale_temps, unlock_dir, write_atomic
+from ember.files import load_checkpoint, lock_dir, remove_stale_temps, unlock_dir, write_atomic
+from ember.models import builder_kwargs, create_model
+from ember.notebook import run_html
 from ember.track import JsonlLogger, TrackContext, open_trackers
-from ember.train import checkpoint
 
 
 def default_run_name(cfg: DictConfig) -> str:
@@ -115,8 +122,6 @@ class RunDir:
         kwargs = {"warn": self.warn} if self.warn else {}
         self._loggers += open_trackers(names, ctx, **kwargs)
 
-    def checkpoint_files(self, keep: int) -> "checkpoint.CheckpointFiles":
-        return checkpoint.CheckpointFiles(self.checkpoints, keep)
 
     @classmethod
     def open(cls, path: str | Path, key: str = "run") -> "RunDir":
@@ -165,9 +170,6 @@ class RunDir:
             logger.log(record)
 
     def save_weights(self, state_dict: dict) -> None:
-        import torch
-        from safetensors.torch import save
-
         # safetensors holds tensors only: a module's extra state (neuraloperator's models keep
         # their constructor arguments there as a dict) stays in the checkpoints.
         tensors = {k: v.contiguous() for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
@@ -193,6 +195,38 @@ class RunDir:
     def release(self) -> None:
         """Let another process write the run (also done by the kernel when this one ends)."""
         unlock_dir(self.path)
+
+
+class LoadedRun(tuple):
+    """What `load_run` returns: the (model, config, spec) tuple, unpacked as before, which also
+    knows its run directory and shows its metrics and curves in a notebook."""
+
+    def __new__(cls, model: nn.Module, cfg: DictConfig, spec: DataSpec, path: Path):
+        run = super().__new__(cls, (model, cfg, spec))
+        run.path = Path(path)
+        return run
+
+    def _repr_html_(self) -> str:
+        summary = RunDir(self.path).summary()
+        return run_html(f"{self[1].model.name} on {self[1].data.name}", summary.get("metrics") or {}, self.path)
+
+
+def load_run(path: str | Path, which: str = "best") -> LoadedRun:
+    """The model of a run with its `best` (or `last`) weights, its config and its DataSpec:
+    `model, cfg, spec = ember.load_run("runs/...")`; in a notebook it shows its metrics."""
+    run = RunDir.open(path)
+    cfg, spec = run.config(), run.spec()
+    if cfg.model.get("custom"):
+        raise ConfigError(f"{run.path} trained a custom model ({cfg.model.name}); build it yourself and load {run.checkpoints / (which + '.pt')}")
+    model = create_model(cfg.model.name, spec, **builder_kwargs(cfg.model))
+    path = run.checkpoints / f"{which}.pt"
+    if which == "best" and not path.exists():  # a run without validation keeps no best: its last is it
+        path = run.checkpoints / "last.pt"
+    try:
+        model.load_state_dict(load_checkpoint(path)["model"])
+    except (RuntimeError, KeyError, TypeError) as e:  # another model's weights, or not a checkpoint's content
+        raise CheckpointError(f"{str(path)!r} does not fit the run's model {cfg.model.name} ({first_line(e)}); it belongs to another run: restore this run's checkpoint, or train it again") from None
+    return LoadedRun(model, cfg, spec, run.path)
 
 
 def _claim(cfg: DictConfig) -> Path:
@@ -225,10 +259,6 @@ def _process() -> dict:
 
 
 def environment() -> dict:
-    import torch
-
-    import ember
-
     env = {
         "ember": ember.__version__,
         "torch": torch.__version__,

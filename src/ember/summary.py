@@ -14,8 +14,12 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ember.config import compose
+from ember.data import build_data
 from ember.data.spec import DataSpec
-from ember.ranges import NON_NEGATIVE, Range, check_value
+from ember.models import create_model
+from ember.options import parse_options
+from ember.ranges import NON_NEGATIVE, Ranged
 
 
 @dataclass
@@ -162,42 +166,14 @@ def print_summary(summary: Summary, console=None) -> None:
 
 def summary_from_config(cfg, depth: int = 2) -> Summary:
     """Build the data's spec and the model that `cfg` describes, and summarize it."""
-    from ember.data import build_data
-    from ember.models import create_model
-
     spec = build_data(cfg.data).spec
     model = create_model(cfg.model.name, spec, **{k: v for k, v in cfg.model.items() if k != "name"})
     return summarize(model, spec, batch_size=cfg.data.batch_size, depth=depth, name=cfg.model.name)
 
 
-def command_options(overrides: list[str], names: tuple[str, ...]) -> tuple[dict[str, str], list[str]]:
-    """Split `name=value` options of a command (run=, n=, out=, ...) from config overrides."""
-    options, rest = {}, []
-    for o in overrides:
-        key, eq, value = o.partition("=")
-        if eq and key in names:
-            options[key] = value
-        else:
-            rest.append(o)
-    return options, rest
-
-
-def _int_option(options: dict[str, str], key: str, default: int, valid: Range) -> int:
-    from ember.errors import ConfigError
-
-    try:
-        value = int(options.get(key, default))
-    except ValueError:
-        raise ConfigError(f"{key}={options[key]!r} must be a whole number") from None
-    check_value(key, value, valid)
-    return value
-
-
 def summary_command(overrides: list[str], config_file: str | None = None) -> int:
     """ember summary [--config FILE] [depth=N] [overrides]: the model the config describes."""
-    from ember.config import compose
-
-    options, rest = command_options(overrides, ("depth",))
+    options, rest = parse_options("summary", overrides, {"depth": Ranged(2, NON_NEGATIVE)}, rest_ok=True)
     cfg = compose(rest, config_file)
-    print_summary(summary_from_config(cfg, depth=_int_option(options, "depth", 2, NON_NEGATIVE)))
+    print_summary(summary_from_config(cfg, depth=options["depth"]))
     return 0

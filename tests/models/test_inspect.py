@@ -1,7 +1,6 @@
 """`ember models`, `ember summary`, `ember graph` and `ember sample`."""
 
 import shutil
-import zlib
 
 import numpy as np
 import pytest
@@ -12,7 +11,7 @@ from ember.data.spec import DataSpec
 from ember.errors import ConfigError
 from ember.graph import autograd_dot
 from ember.models import create_model
-from ember.models.sample import sample_run, to_grid, write_png
+from ember.sample import sample_run, to_grid
 from ember.summary import summarize
 
 SIGNAL = DataSpec(input_shape=(1, 40), task="classification", num_classes=10)
@@ -51,23 +50,9 @@ def test_autograd_graph_names_parameters():
     assert "to_stats.weight" in dot and "output\\nscalar" in dot
 
 
-def test_png_writer_and_grid():
-    pixels = (np.arange(12 * 7) % 256).astype(np.uint8).reshape(12, 7)
-    write_png("/dev/null", pixels)  # no exception for a gray image
+def test_grid_tiles_samples_with_padding():
     grid = to_grid(torch.randn(5, 3, 4, 4), min_tile=8)
     assert grid.shape == (2 + 2 * (8 + 2), 2 + 3 * (8 + 2), 3) and grid.dtype == np.uint8
-
-
-def test_png_is_readable(tmp_path):
-    pixels = np.random.default_rng(0).integers(0, 255, (5, 6, 3), dtype=np.uint8)
-    write_png(tmp_path / "a.png", pixels)
-    data = (tmp_path / "a.png").read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    # Decode the single IDAT chunk back: filter byte 0 + the row's pixels.
-    idat = data[data.index(b"IDAT") + 4 : data.index(b"IEND") - 8]
-    raw = zlib.decompress(idat)
-    rows = [raw[i * 19 + 1 : (i + 1) * 19] for i in range(5)]
-    assert np.array_equal(np.frombuffer(b"".join(rows), np.uint8).reshape(5, 6, 3), pixels)
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import yaml
 from ember.api import compose_for_resume, train
 from ember.config import compose
 from ember.errors import ConfigError
+from ember.track import flatten
 from ember.track.console import Console
 
 TINY = ["data.num_samples=500", "trainer.max_epochs=2", "trainer.progress=none", "trainer.log_every_n_steps=2", "trainer.grad_accum=2", "sched=none", "run.report=false"]
@@ -164,3 +165,9 @@ def test_track_config():
 def test_tensorboard_off_with_the_older_switch(tmp_path):
     run = train(compose([*TINY, f"run.root={tmp_path}", "trainer.tensorboard=false", "track=[tensorboard,csv]"]), console=Console("none")).run_dir
     assert not (run / "tb").exists() and (run / "metrics.csv").exists()
+
+
+def test_flatten_gives_dotted_keys_and_keeps_an_empty_mapping_as_a_value():
+    nested = {"model": {"name": "mlp", "kwargs": {}}, "trainer": {"ema": {"decay": 0.99}}, "seed": 0}
+    assert flatten(nested) == {"model.name": "mlp", "model.kwargs": {}, "trainer.ema.decay": 0.99, "seed": 0}
+    assert flatten(None) == {}

@@ -11,6 +11,7 @@ from ember.api import train
 from ember.config import compose
 from ember.data.spec import DataSpec
 from ember.errors import CheckpointError
+from ember.files import load_checkpoint, save_checkpoint
 from ember.models import create_model
 from ember.train import checkpoint
 
@@ -24,8 +25,8 @@ def test_save_atomic_then_load_round_trips(tmp_path):
         "s": "text",
     }
     path = tmp_path / "ck.pt"
-    checkpoint.save_atomic(obj, path)
-    back = checkpoint.load(path)
+    save_checkpoint(obj, path)
+    back = load_checkpoint(path)
     assert set(back) == set(obj)
     assert torch.equal(back["a"], obj["a"]) and torch.equal(back["b"], obj["b"])
     assert torch.equal(back["nested"]["c"], obj["nested"]["c"]) and back["nested"]["c"].dtype == torch.float64
@@ -35,33 +36,33 @@ def test_save_atomic_then_load_round_trips(tmp_path):
 
 def test_save_atomic_overwrites(tmp_path):
     path = tmp_path / "ck.pt"
-    checkpoint.save_atomic({"v": torch.tensor(1)}, path)
-    checkpoint.save_atomic({"v": torch.tensor(2)}, path)
-    assert checkpoint.load(path)["v"].item() == 2
+    save_checkpoint({"v": torch.tensor(1)}, path)
+    save_checkpoint({"v": torch.tensor(2)}, path)
+    assert load_checkpoint(path)["v"].item() == 2
     assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]
 
 
 def test_failed_save_keeps_old_file_and_leaves_no_temporary(tmp_path):
     path = tmp_path / "ck.pt"
-    checkpoint.save_atomic({"v": torch.tensor(1)}, path)
+    save_checkpoint({"v": torch.tensor(1)}, path)
     with pytest.raises((AttributeError, TypeError, pickle.PicklingError)):
-        checkpoint.save_atomic({"v": lambda: None}, path)  # a lambda cannot be pickled
-    assert checkpoint.load(path)["v"].item() == 1
+        save_checkpoint({"v": lambda: None}, path)  # a lambda cannot be pickled
+    assert load_checkpoint(path)["v"].item() == 1
     assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]
 
 
 def test_load_missing_file_raises_checkpoint_error(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
-        checkpoint.load(tmp_path / "nope.pt")
+        load_checkpoint(tmp_path / "nope.pt")
     with pytest.raises(CheckpointError):
-        checkpoint.load(tmp_path)  # a directory is not a checkpoint
+        load_checkpoint(tmp_path)  # a directory is not a checkpoint
 
 
 def test_load_garbage_raises_checkpoint_error(tmp_path):
     path = tmp_path / "garbage.pt"
     path.write_bytes(b"this is not a checkpoint\x00\x01\x02" * 10)
     with pytest.raises(CheckpointError, match="cannot be read"):
-        checkpoint.load(path)
+        load_checkpoint(path)
 
 
 def test_load_refuses_arbitrary_objects(tmp_path):
@@ -69,7 +70,7 @@ def test_load_refuses_arbitrary_objects(tmp_path):
     path = tmp_path / "obj.pt"
     torch.save({"obj": _Arbitrary()}, path)
     with pytest.raises(CheckpointError):
-        checkpoint.load(path)
+        load_checkpoint(path)
 
 
 class _Arbitrary:
@@ -106,7 +107,7 @@ def test_run_checkpoints_load_with_weights_only(run_dir, name):
     path, _ = run_dir
     file = path / "checkpoints" / name
     raw = torch.load(file, map_location="cpu", weights_only=True)
-    ck = checkpoint.load(file)
+    ck = load_checkpoint(file)
     assert set(raw) == set(ck)
     for key in ("model", "optimizer", "state", "rng", "config", "spec"):
         assert key in ck, key
@@ -127,10 +128,10 @@ def test_run_checkpoints_load_with_weights_only(run_dir, name):
 
 def test_last_checkpoint_holds_the_final_state(run_dir):
     path, result = run_dir
-    ck = checkpoint.load(path / "checkpoints" / "last.pt")
+    ck = load_checkpoint(path / "checkpoints" / "last.pt")
     assert ck["state"]["epoch"] == 2
     assert ck["state"]["step"] == result.summary["steps"]
-    best = checkpoint.load(path / "checkpoints" / "best.pt")
+    best = load_checkpoint(path / "checkpoints" / "best.pt")
     assert best["state"]["best_epoch"] == result.best_epoch
     # The returned model is the best checkpoint's weights.
     for k, v in result.model.state_dict().items():
@@ -169,8 +170,8 @@ def test_rng_state_survives_a_checkpoint_file(tmp_path):
     random.seed(3)
     np.random.randn()
     path = tmp_path / "rng.pt"
-    checkpoint.save_atomic({"rng": checkpoint.rng_state()}, path)
+    save_checkpoint({"rng": checkpoint.rng_state()}, path)
     first = _draw()
     _draw()  # move every generator on
-    checkpoint.set_rng_state(checkpoint.load(path)["rng"])
+    checkpoint.set_rng_state(load_checkpoint(path)["rng"])
     _assert_same(first, _draw())

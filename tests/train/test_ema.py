@@ -9,8 +9,8 @@ from ember.config import compose
 from ember.data import Splits, TensorData
 from ember.data.spec import DataSpec
 from ember.errors import ConfigError
+from ember.files import load_checkpoint
 from ember.track.console import Console
-from ember.train import checkpoint
 from ember.train.build import build_trainer
 
 SPEC = DataSpec(input_shape=(3,), task="regression", target_shape=(1,))
@@ -54,8 +54,8 @@ def test_the_average_follows_the_ema_recursion_step_by_step(tmp_path):
 
 def test_best_checkpoint_holds_the_average_and_step_checkpoints_the_training_weights(tmp_path):
     result = ember.fit(net(), data(64, 1), val=data(32, 2), max_epochs=2, lr=0.1, batch_size=16, ema=0.5, run={"root": str(tmp_path)})
-    best = checkpoint.load(result.run_dir / "checkpoints" / "best.pt")
-    last = checkpoint.load(result.run_dir / "checkpoints" / "last.pt")
+    best = load_checkpoint(result.run_dir / "checkpoints" / "best.pt")
+    last = load_checkpoint(result.run_dir / "checkpoints" / "last.pt")
     averaged = {k.removeprefix("module."): v for k, v in last["ema"].items() if k.startswith("module.")}
     assert best["state"]["best_epoch"] == 2  # the average improved each epoch, so best.pt is the last one
     assert all(torch.equal(best["model"][k], averaged[k]) for k in best["model"])

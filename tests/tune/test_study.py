@@ -12,7 +12,8 @@ from ember.config import compose
 from ember.config.compose import file_overrides
 from ember.errors import ConfigError
 from ember.tune import tune_command
-from ember.tune.study import _create, _work, counts, load, make_plan
+from ember.tune.budget import counts
+from ember.tune.study import _create, _work, load, make_plan
 
 
 def _study_dirs(runs):

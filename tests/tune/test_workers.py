@@ -17,8 +17,8 @@ import pytest
 from tune_support import LR, TINY
 
 from ember.tune import tune_command
+from ember.tune.budget import counted
 from ember.tune.storage import with_driver
-from ember.tune.study import counted
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "120"}
 

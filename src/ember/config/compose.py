@@ -24,8 +24,12 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ember.config.schema import DataCommon, EmberConfig, ModelCommon, OptimConfig
+from ember.data import DATA, list_data
 from ember.errors import ConfigError
+from ember.models import MODELS, list_models
 from ember.ranges import check_ranges
+from ember.track import TRACKERS, flatten
+from ember.train.optim import OPTIMIZERS
 
 CONF_DIR = Path(__file__).parent / "conf"
 GROUPS = ("model", "data", "optim", "sched", "trainer", "experiment")
@@ -46,16 +50,11 @@ CHOICES = {
 
 def group_options(group: str) -> list[str]:
     """The options of a config group: registry entries for model/data, YAML files otherwise."""
-    from ember.data import list_data
-    from ember.models import list_models
-
     if group == "model":
         return list_models()
     if group == "data":
         return list_data()
     if group == "optim":
-        from ember.train.optim import OPTIMIZERS
-
         return sorted(OPTIMIZERS)
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
@@ -66,10 +65,6 @@ _STORED: set[tuple[str, str]] = set()
 
 
 def _register_schemas() -> None:
-    from ember.data import DATA
-    from ember.models import MODELS
-    from ember.train.optim import OPTIMIZERS
-
     cs = ConfigStore.instance()
 
     def store(group: str, name: str, node) -> None:
@@ -158,8 +153,6 @@ def check_values(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if value is not None and value not in choices:
             raise ConfigError(f"{key}={value!r} is not a valid choice; choose one of: {', '.join(choices)}")
-    from ember.track import TRACKERS
-
     for name in cfg.get("track") or []:
         if name not in TRACKERS:
             hint = difflib.get_close_matches(str(name), TRACKERS, n=1)
@@ -243,9 +236,6 @@ def _first_unparsable(overrides: list[str]) -> str | None:
 
 def _schemas(cfg: DictConfig) -> dict[str, type]:
     """The dataclass of each group of the config: the selected builder's for model and data."""
-    from ember.data import DATA
-    from ember.models import MODELS
-
     groups = {name: f.default_factory for name, f in EmberConfig.__dataclass_fields__.items() if dataclasses.is_dataclass(f.default_factory)}
     return {**groups, "model": MODELS.config_schema(cfg.model.name, base=ModelCommon), "data": DATA.config_schema(cfg.data.name, base=DataCommon)}
 
@@ -307,18 +297,10 @@ def file_overrides(path: str | Path) -> list[str]:
         elif key in GROUPS and isinstance(value, dict) and isinstance(value.get("name"), str):
             # A saved config.yaml: `model: {name: mlp, width: 64}` selects mlp, then sets its keys.
             out.insert(0, f"{key}={value['name']}")
-            out += [f"{k}={override_value(v)}" for k, v in _flatten(key, {k: v for k, v in value.items() if k != "name"})]
+            out += [f"{k}={override_value(v)}" for k, v in flatten({k: v for k, v in value.items() if k != "name"}, f"{key}.").items()]
         else:
-            out += [f"{k}={override_value(v)}" for k, v in _flatten(key, value)]
+            out += [f"{k}={override_value(v)}" for k, v in flatten({key: value}).items()]
     return out
-
-
-def _flatten(prefix: str, value: Any):
-    if isinstance(value, dict) and value:
-        for k, v in value.items():
-            yield from _flatten(f"{prefix}.{k}", v)
-    else:
-        yield prefix, value
 
 
 def override_value(v: Any) -> str:

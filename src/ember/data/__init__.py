@@ -69,20 +69,6 @@ def build_data(cfg: Any, stats_from: DataSpec | None = None) -> Splits:
     return splits
 
 
-def load_data(name: str = "mnist1d", **options: Any) -> Splits:
-    """Python API: build a registered source with its defaults and the given options."""
-    from ember.config import compose  # late import: the config module imports this package
-
-    cfg = compose([f"data={name}"] + [f"data.{k}={_override_value(v)}" for k, v in options.items()])
-    return build_data(cfg.data)
-
-
-def _override_value(v: Any) -> str:
-    from ember.config.compose import override_value
-
-    return override_value(v)
-
-
 # After Splits and register_data: the modules below import them.
 # Importing the source modules registers them. Each imports its heavy library (pandas, h5py,
 # xarray, ...) only when it builds, so `ember --help` and the other sources do not pay for it.
@@ -90,4 +76,4 @@ from ember.data import arrays, audio, builtin, darcy, gridded, hdf5, images, phy
 from ember.data.augment import build_augment
 from ember.data.splits import carve, check_nonempty, normalize
 
-__all__ = ["DATA", "DataSpec", "Splits", "EpochLoader", "TensorData", "build_data", "list_data", "load_data", "register_data"]
+__all__ = ["DATA", "DataSpec", "Splits", "EpochLoader", "TensorData", "build_data", "list_data", "register_data"]

@@ -19,7 +19,7 @@ from ember.data import Splits, register_data
 from ember.data.checks import check_labels, check_numeric, existing_path, infer_task, nan_rows, unknown_name
 from ember.data.loaders import TensorData
 from ember.data.spec import DataSpec
-from ember.errors import DataError
+from ember.errors import DataError, first_line
 from ember.ranges import NON_NEGATIVE
 
 
@@ -61,7 +61,7 @@ def _load_npy(path: Path) -> np.ndarray:
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
     except Exception as e:  # noqa: BLE001 - truncated files, pickled object arrays, not an .npy at all
-        raise DataError(f"cannot read {path} as a NumPy .npy file ({_first_line(e)}); save it with numpy.save") from None
+        raise DataError(f"cannot read {path} as a NumPy .npy file ({first_line(e)}); save it with numpy.save") from None
 
 
 def _load_npz(path: Path, names: list[str], optional: bool = False) -> dict | None:
@@ -77,11 +77,7 @@ def _load_npz(path: Path, names: list[str], optional: bool = False) -> dict | No
     except DataError:
         raise
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
-        raise DataError(f"cannot read {path} as a NumPy .npz file ({_first_line(e)}); save it with numpy.savez") from None
-
-
-def _first_line(e: Exception) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise DataError(f"cannot read {path} as a NumPy .npz file ({first_line(e)}); save it with numpy.savez") from None
 
 
 def _tensors(x: np.ndarray, y: np.ndarray, task: str, where: str, nan: str, num_classes: int):

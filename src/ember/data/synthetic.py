@@ -11,6 +11,7 @@ import torch
 from ember.data import Splits, register_data
 from ember.data.loaders import TensorData
 from ember.data.spec import DataSpec
+from ember.errors import ConfigError
 from ember.files import cache_dir, write_atomic
 from ember.ranges import AT_LEAST_1, NON_NEGATIVE, OPEN_UNIT, POSITIVE, SEED
 
@@ -72,8 +73,6 @@ def sine(cfg, *, num_samples: Annotated[int, AT_LEAST_1] = 2000, seed: Annotated
 def spirals(cfg, *, num_samples: Annotated[int, AT_LEAST_1] = 1500, classes: Annotated[int, AT_LEAST_1] = 3, noise: Annotated[float, NON_NEGATIVE] = 0.2, turns: Annotated[float, POSITIVE] = 0.65, seed: Annotated[int, SEED] = 0) -> Splits:
     """Interleaved 2-D spirals, one arm per class (CS231n's toy set): not linearly separable."""
     if classes < 2 or num_samples < classes:
-        from ember.errors import ConfigError
-
         raise ConfigError(f"data=spirals needs data.classes >= 2 and data.num_samples >= data.classes, got {classes} and {num_samples}")
     g = torch.Generator().manual_seed(seed)
     y = torch.arange(num_samples) % classes

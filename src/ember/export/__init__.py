@@ -9,7 +9,8 @@ One module per concern: export.py, predict.py, bench.py, compress.py; common.py 
 share (the model behind its normalization, held-out samples, options).
 """
 
-from ember.export.common import ExportError, Normalized
+from ember.export.common import ExportError
+from ember.units import Normalized
 
 
 def __getattr__(name: str):

@@ -16,8 +16,10 @@ from torch import nn
 from ember.data.spec import DataSpec
 from ember.errors import ConfigError
 from ember.export import aoti
-from ember.export.common import Normalized, quiet, require
+from ember.export.common import quiet, require
 from ember.export.pt2 import load_program
+from ember.models import builder_kwargs, create_model
+from ember.units import Normalized
 
 FILE_NAMES = {"torchscript": "model.ts", "onnx": "model.onnx", "exported": "model.pt2", "aoti": "model" + aoti.SUFFIX, "safetensors": "model.safetensors"}
 
@@ -72,8 +74,6 @@ def load_safetensors(path: str | Path) -> nn.Module:
     """The model of a safetensors export, rebuilt from the registry, taking raw inputs."""
     from safetensors import safe_open
     from safetensors.torch import load_file
-
-    from ember.models import builder_kwargs, create_model
 
     with safe_open(str(path), "pt") as f:
         meta = f.metadata() or {}

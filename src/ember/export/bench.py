@@ -17,12 +17,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from ember.config import compose
+from ember.data import build_data
 from ember.data.spec import DataSpec
-from ember.errors import ConfigError, EmberError
-from ember.export.common import Normalized, load_model, parse_options, quiet, raw_inputs
+from ember.errors import ConfigError, EmberError, first_line
+from ember.export.common import load_model, quiet
+from ember.export.export import export_model, load_artifact
 from ember.files import check_output, output_errors, write_atomic
+from ember.models import builder_kwargs, create_model
+from ember.options import parse_options
 from ember.ranges import AT_LEAST_1, NON_NEGATIVE, POSITIVE, Ranged
 from ember.train.flops import cpu_name
+from ember.units import Normalized, raw_inputs
 
 BACKENDS = ("eager", "compile", "torchscript", "onnxruntime", "aoti")
 # aoti compiles for tens of seconds, so it runs when asked for by name (backends=eager,aoti).
@@ -62,27 +68,14 @@ def bench_run(
     out: str | Path | None = None,
 ) -> dict:
     """Benchmark a run's model (or `model=... data=...` overrides); returns what bench.json holds."""
-    for b in backends:
-        if b not in BACKENDS:
-            raise ConfigError(f"unknown backend {b!r}; choose from: {', '.join(BACKENDS)}")
-    if not batch_sizes or min(batch_sizes) < 1:
-        raise ConfigError(f"batch_sizes={','.join(map(str, batch_sizes))} must be sizes of at least 1")
-    if iters < 1 or warmup < 0:
-        raise ConfigError(f"iters={iters} must be at least 1 and warmup={warmup} at least 0")
+    _check_settings(batch_sizes, backends, iters, warmup)
     path = Path(out) if out else (Path(run_dir) / "bench.json" if run_dir else None)
     if path is not None:  # before minutes of timing are spent for it
         check_output(path, "the benchmark", "out=")
     if threads:
         torch.set_num_threads(threads)
     wrapper, spec, name = _model(run_dir, overrides)
-    fns, skipped = {}, {}
-    for backend in backends:
-        try:
-            fns[backend] = _backend(backend, wrapper, spec)
-        except EmberError as e:
-            skipped[backend] = str(e)
-        except Exception as e:  # noqa: BLE001 - a backend that cannot take this model is reported, not fatal
-            skipped[backend] = _first_line(e)
+    fns, skipped = _backends(backends, wrapper, spec)
     results = []
     for b in batch_sizes:
         rows = compare(fns, _inputs(spec, b), iters=iters, warmup=warmup, seconds=seconds, failed=skipped)
@@ -113,6 +106,29 @@ def bench_run(
     return report
 
 
+def _check_settings(batch_sizes: tuple[int, ...], backends: tuple[str, ...], iters: int, warmup: int) -> None:
+    for b in backends:
+        if b not in BACKENDS:
+            raise ConfigError(f"unknown backend {b!r}; choose from: {', '.join(BACKENDS)}")
+    if not batch_sizes or min(batch_sizes) < 1:
+        raise ConfigError(f"batch_sizes={','.join(map(str, batch_sizes))} must be sizes of at least 1")
+    if iters < 1 or warmup < 0:
+        raise ConfigError(f"iters={iters} must be at least 1 and warmup={warmup} at least 0")
+
+
+def _backends(names: tuple[str, ...], wrapper: torch.nn.Module, spec: DataSpec) -> tuple[dict, dict[str, str]]:
+    """The model ready to run on each backend, and why each one that cannot take it was skipped."""
+    fns, skipped = {}, {}
+    for backend in names:
+        try:
+            fns[backend] = _backend(backend, wrapper, spec)
+        except EmberError as e:
+            skipped[backend] = str(e)
+        except Exception as e:  # noqa: BLE001 - a backend that cannot take this model is reported, not fatal
+            skipped[backend] = first_line(e, innermost=True)
+    return fns, skipped
+
+
 def compare(fns: dict[str, Callable[[torch.Tensor], Any]], x: torch.Tensor, *, iters: int = 100, warmup: int = 10, seconds: float = 2.0, rounds: int = 5, failed: dict | None = None) -> dict[str, dict]:
     """Time each function on `x`: warm-up, then `iters` calls each, interleaved in `rounds`
     rounds so that a change in the machine's load (other jobs, clock) hits all of them alike.
@@ -133,7 +149,7 @@ def compare(fns: dict[str, Callable[[torch.Tensor], Any]], x: torch.Tensor, *, i
             for _ in range(max(0, warmup - 1)):
                 fn(x)
         except Exception as e:  # noqa: BLE001 - e.g. torch.compile without a C++ compiler
-            failed[name] = _first_line(e)
+            failed[name] = first_line(e, innermost=True)
             continue
         live[name] = fn
     times: dict[str, list[float]] = {name: [] for name in live}
@@ -173,10 +189,6 @@ def _model(run_dir, overrides) -> tuple[torch.nn.Module, DataSpec, str]:
     if run_dir:
         model, cfg, spec, _ = load_model(run_dir)
         return Normalized(model, spec).eval(), spec, f"{cfg.model.name} ({Path(run_dir).name})"
-    from ember.config import compose
-    from ember.data import build_data
-    from ember.models import builder_kwargs, create_model
-
     cfg = compose(list(overrides))
     with quiet():
         spec = build_data(cfg.data).spec
@@ -197,8 +209,6 @@ def _backend(name: str, wrapper: torch.nn.Module, spec: DataSpec) -> Callable[[t
             compiled = torch.compile(wrapper, dynamic=False)
         return _no_grad(compiled)
     # The files `ember export` writes, parity-checked, run by their own runtime.
-    from ember.export.export import export_model, load_artifact
-
     fmt, fname = {"torchscript": ("torchscript", "model.ts"), "onnxruntime": ("onnx", "model.onnx"), "aoti": ("aoti", "model.aoti.pt2")}[name]
     with tempfile.TemporaryDirectory(prefix="ember-bench-") as tmp:
         path = Path(tmp) / fname
@@ -242,10 +252,3 @@ def _versions() -> dict:
     except ImportError:
         pass
     return out
-
-
-def _first_line(e: BaseException) -> str:
-    while e.__cause__ is not None:
-        e = e.__cause__
-    text = (str(e).strip().splitlines() or [type(e).__name__])[0]
-    return text if len(text) < 240 else text[:237] + "..."

@@ -1,8 +1,7 @@
 """What export, predict, bench and compress share: the run's model behind its normalization,
-a held-out batch to check exports on, the optional libraries, and the commands' key=value options.
+a held-out batch to check exports on, the optional libraries.
 """
 
-import difflib
 import importlib
 import io
 import logging
@@ -14,9 +13,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from ember.data import TensorData, build_data
 from ember.data.spec import DataSpec
 from ember.errors import ConfigError, EmberError
-from ember.ranges import Ranged, check_value
+from ember.run import RunDir, load_run
+from ember.units import raw_inputs
 
 
 class ExportError(EmberError):
@@ -50,65 +51,9 @@ def quiet():
             lg.setLevel(level)
 
 
-# -- the model as shipped -----------------------------------------------------------------------
-class Normalized(nn.Module):
-    """The trained model between the run's standardizations, so it takes raw inputs and returns
-    targets in physical units.
-
-    `(x - mean) / std` per input channel (dimension 1 of a batch), exactly what `build_data`
-    applied to the training data, and `out * target_std + target_mean` per target channel where
-    the targets were standardized (data.normalize_target); with no statistics, the identity.
-    """
-
-    def __init__(self, model: nn.Module, spec: DataSpec):
-        super().__init__()
-        self.model = model
-        self.register_buffer("mean", _per_channel(spec.mean, 0.0, len(spec.input_shape)))
-        self.register_buffer("std", _per_channel(spec.std, 1.0, len(spec.input_shape)))
-        # Outputs keep the model's own shape: a scalar target's (N, 1) stays (N, 1).
-        self.scaled = spec.task == "regression" and spec.target_mean is not None
-        self.register_buffer("target_mean", _per_channel(spec.target_mean, 0.0, len(spec.target_shape)))
-        self.register_buffer("target_std", _per_channel(spec.target_std, 1.0, len(spec.target_shape)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.model((x - self.mean) / self.std)
-        if self.scaled:
-            out = out * self.target_std + self.target_mean
-        return out
-
-
-def _per_channel(values: list[float] | None, default: float, sample_ndim: int) -> torch.Tensor:
-    """Per-channel statistics shaped to broadcast over one sample (channels first); a sample of
-    scalars or a flat vector broadcasts over its last dimension."""
-    t = torch.tensor(values if values is not None else [default], dtype=torch.float32)
-    return t.reshape((-1,) + (1,) * (max(1, sample_ndim) - 1))
-
-
-def raw_inputs(x: torch.Tensor, spec: DataSpec) -> torch.Tensor:
-    """Standardized inputs back in the units of the data files (what an exported model takes)."""
-    if spec.mean is None or spec.std is None:
-        return x
-    shape = (-1,) + (1,) * (x.ndim - 2)
-    std, mean = (torch.tensor(v, dtype=x.dtype, device=x.device).reshape(shape) for v in (spec.std, spec.mean))
-    return x * std + mean
-
-
-def physical_targets(y: torch.Tensor, spec: DataSpec) -> torch.Tensor:
-    """Standardized regression targets (or outputs) of a batch back in the data's units
-    (data.normalize_target): what `Normalized` does inside an exported graph."""
-    if spec.target_mean is None or spec.target_std is None:
-        return y
-    shape = (1, -1) + (1,) * (y.ndim - 2) if y.ndim > 1 else (-1,)
-    std, mean = (torch.tensor(v, dtype=y.dtype, device=y.device).reshape(shape) for v in (spec.target_std, spec.target_mean))
-    return y * std + mean
-
-
 def load_model(run_dir: str | Path) -> tuple[nn.Module, Any, DataSpec, dict]:
     """A run's best model (last, without validation) in eval mode, compressed as its summary says;
     its config, spec and summary."""
-    from ember.evaluation import load_run
-    from ember.run import RunDir
-
     run = RunDir.open(run_dir)
     if not (run.path / "spec.json").is_file():
         raise ConfigError(f"{run.path} has no spec.json; pass run= a directory written by ember train")
@@ -118,11 +63,21 @@ def load_model(run_dir: str | Path) -> tuple[nn.Module, Any, DataSpec, dict]:
     model.eval()
     summary = run.summary()
     compression = summary.get("compression") or {}
-    if compression.get("method") == "dynamic_int8":
-        from ember.export.compress import quantize_dynamic_int8
-
+    if compression.get("method") == "dynamic_int8":  # the float weights, quantized again as compress did
         model = quantize_dynamic_int8(model)
     return model, cfg, spec, summary
+
+
+def quantize_dynamic_int8(model: nn.Module) -> nn.Module:
+    """nn.Linear weights as int8, activations quantized per batch at run time (CPU)."""
+    if not any(isinstance(m, nn.Linear) for m in model.modules()):
+        raise ConfigError(f"{type(model).__name__} has no nn.Linear layer, which is what method=dynamic_int8 quantizes; use method=prune")
+    try:
+        from torch.ao.quantization import quantize_dynamic
+    except ImportError:  # pragma: no cover - removed from a future torch
+        raise ConfigError("this torch has no torch.ao.quantization.quantize_dynamic; use method=prune, or a torch that has it") from None
+    with quiet():
+        return quantize_dynamic(model.eval(), {nn.Linear}, dtype=torch.qint8).eval()
 
 
 def held_out_batch(cfg: Any, spec: DataSpec, n: int = 64) -> tuple[torch.Tensor, str]:
@@ -131,8 +86,6 @@ def held_out_batch(cfg: Any, spec: DataSpec, n: int = 64) -> tuple[torch.Tensor,
     When the data cannot be built any more (files moved, a library missing), random inputs in
     the data's units stand in, and the description says so.
     """
-    from ember.data import TensorData, build_data
-
     try:
         with quiet():
             splits = build_data(cfg.data)
@@ -151,46 +104,3 @@ def held_out_batch(cfg: Any, spec: DataSpec, n: int = 64) -> tuple[torch.Tensor,
 
 def output_name(spec: DataSpec) -> str:
     return "logits" if spec.task == "classification" else "prediction"
-
-
-# -- key=value options of the commands ----------------------------------------------------------
-def parse_options(command: str, overrides: list[str], defaults: dict[str, Any], rest_ok: bool = False) -> tuple[dict[str, Any], list[str]]:
-    """`key=value` options typed after their defaults; unknown keys are errors (or returned, rest_ok).
-
-    A default of None takes a string; a tuple default takes a comma-separated list (of ints
-    when the default holds ints); a `Ranged(default, range)` is checked against its range.
-    """
-    valid = {k: d.valid for k, d in defaults.items() if isinstance(d, Ranged)}
-    defaults = {k: d.default if isinstance(d, Ranged) else d for k, d in defaults.items()}
-    options, rest = dict(defaults), []
-    for item in overrides:
-        key, eq, value = item.partition("=")
-        if not eq or key not in defaults:
-            if rest_ok and eq:
-                rest.append(item)
-                continue
-            hint = difflib.get_close_matches(key, list(defaults), n=1)
-            did = f"did you mean {hint[0]}=? " if hint else ""
-            raise ConfigError(f"ember {command} does not take {item!r}; {did}its options are: {', '.join(f'{k}=' for k in defaults)}")
-        options[key] = _typed(key, value, defaults[key])
-        check_value(key, options[key], valid.get(key))
-    return options, rest
-
-
-def _typed(key: str, value: str, default: Any) -> Any:
-    try:
-        if isinstance(default, bool):
-            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError
-            return value.lower() in ("true", "1", "yes")
-        if isinstance(default, int):
-            return int(value)
-        if isinstance(default, float):
-            return float(value)
-        if isinstance(default, tuple):
-            items = [v.strip() for v in value.strip("[]").split(",") if v.strip()]
-            return tuple(int(v) for v in items) if default and isinstance(default[0], int) else tuple(items)
-    except ValueError:
-        kind = {bool: "true or false", int: "a whole number", float: "a number", tuple: "a comma-separated list"}[type(default)]
-        raise ConfigError(f"{key}={value!r} must be {kind}") from None
-    return value

@@ -25,10 +25,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ember.api import train_model
+from ember.config import compose
+from ember.config.compose import config_as_overrides
+from ember.data import TensorData, build_data
 from ember.errors import ConfigError
-from ember.export.common import ExportError, Normalized, load_model, parse_options, quiet, raw_inputs
+from ember.export.bench import compare
+from ember.export.common import ExportError, load_model, quantize_dynamic_int8, quiet
+from ember.export.export import export_run
 from ember.files import check_output
+from ember.options import parse_options
 from ember.ranges import AT_LEAST_1, OPEN_UNIT, Ranged
+from ember.run import RunDir
+from ember.track.console import Console
+from ember.train.device import seed_everything
+from ember.units import Normalized, raw_inputs
 
 METHODS = ("dynamic_int8", "prune")
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -63,8 +74,6 @@ def compress_run(run_dir: str | Path, method: str | None, *, sparsity: float = 0
         raise ConfigError(f"{out} already holds a run; pass out= a new directory")
     check_output(out, "the compressed run", "out=", folder=True)
 
-    from ember.data import build_data
-
     with quiet():
         splits = build_data(cfg.data)
     split = "test" if splits.test is not None else "val" if splits.val is not None else "train"
@@ -83,21 +92,7 @@ def compress_run(run_dir: str | Path, method: str | None, *, sparsity: float = 0
 
 
 # -- dynamic int8 --------------------------------------------------------------------------------
-def quantize_dynamic_int8(model: nn.Module) -> nn.Module:
-    """nn.Linear weights as int8, activations quantized per batch at run time (CPU)."""
-    if not any(isinstance(m, nn.Linear) for m in model.modules()):
-        raise ConfigError(f"{type(model).__name__} has no nn.Linear layer, which is what method=dynamic_int8 quantizes; use method=prune")
-    try:
-        from torch.ao.quantization import quantize_dynamic
-    except ImportError:  # pragma: no cover - removed from a future torch
-        raise ConfigError("this torch has no torch.ao.quantization.quantize_dynamic; use method=prune, or a torch that has it") from None
-    with quiet():
-        return quantize_dynamic(model.eval(), {nn.Linear}, dtype=torch.qint8).eval()
-
-
 def _write_int8_run(source: Path, out: Path, summary: dict, qmodel: nn.Module, data, spec, split: str) -> None:
-    from ember.run import RunDir
-
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
     for name in ("config.yaml", "spec.json", "splits.json", "model.safetensors"):
         if (source / name).is_file():
@@ -120,8 +115,6 @@ def _write_int8_run(source: Path, out: Path, summary: dict, qmodel: nn.Module, d
         },
     )
     # The deployable artifact: TorchScript of the quantized model, raw inputs in, parity-checked.
-    from ember.export.export import export_run
-
     try:
         export_run(out, "torchscript", echo=lambda s: None)
     except ExportError as e:
@@ -147,13 +140,6 @@ def magnitude_masks(model: nn.Module, sparsity: float) -> dict[str, torch.Tensor
 
 
 def _prune_and_finetune(model: nn.Module, cfg, out: Path, sparsity: float, epochs: int, overrides: list[str], info: dict) -> nn.Module:
-    from ember.api import _run
-    from ember.config.compose import config_as_overrides
-    from ember.config import compose
-    from ember.data import build_data
-    from ember.track.console import Console
-    from ember.train.device import seed_everything
-
     cfg = compose(config_as_overrides(cfg) + [f"trainer.max_epochs={epochs}", "trainer.max_steps=-1", f"run.dir={out}", "resume=null"] + overrides)
     model = copy.deepcopy(model).train()
     masks = magnitude_masks(model, sparsity)
@@ -166,9 +152,7 @@ def _prune_and_finetune(model: nn.Module, cfg, out: Path, sparsity: float, epoch
             params[name].register_hook(lambda g, m=mask: g * m.to(g.device))
     seed_everything(cfg.trainer.seed)
     splits = build_data(cfg.data)
-    result = _run(cfg, model, splits, Console(cfg.trainer.progress))
-    from ember.run import RunDir
-
+    result = train_model(cfg, model, splits, Console(cfg.trainer.progress))
     run = RunDir(out)
     info["achieved_sparsity"] = round(_sparsity(result.model), 4)
     run.write_json("summary.json", {**run.summary(), "compression": info})
@@ -184,8 +168,6 @@ def _sparsity(model: nn.Module) -> float:
 # -- measuring before and after ------------------------------------------------------------------
 def evaluate(model: nn.Module, data, spec, split: str = "test", batch_size: int = 512) -> dict[str, float]:
     """Loss and accuracy (classification) or MSE and MAE (regression) on standardized data."""
-    from ember.data import TensorData
-
     if isinstance(data, TensorData):
         batches = [(data.x[i : i + batch_size], data.y[i : i + batch_size]) for i in range(0, len(data), batch_size)]
     else:
@@ -218,8 +200,6 @@ def _profile(model: nn.Module, data, spec, split: str) -> dict[str, Any]:
 
 def _timings(model: nn.Module, after_model: nn.Module, spec, before: dict, after: dict) -> None:
     """Latency at batch 1 and throughput at batch 64 of both models, timed in alternation."""
-    from ember.export.bench import compare
-
     fns = {}
     for key, m in (("before", model), ("after", after_model)):
         wrapper = Normalized(m, spec).eval()

@@ -15,8 +15,6 @@ Beside the artifact, `<artifact>.json` names its inputs and outputs with shapes 
 
 import json
 import math
-import os
-import re
 import shutil
 import tempfile
 import time
@@ -26,26 +24,28 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 from torch.utils._pytree import tree_leaves
 
 import ember
 from ember.data.spec import DataSpec
-from ember.errors import ConfigError
+from ember.errors import ConfigError, first_line
 from ember.export import aoti
 from ember.export.artifacts import FILE_NAMES, RUNNERS, format_of, load_artifact, load_safetensors  # noqa: F401 - also imported from here
 from ember.export.common import (
     ExportError,
-    Normalized,
     held_out_batch,
     load_model,
     output_name,
-    parse_options,
     quiet,
     require,
 )
-from ember.files import check_output, output_errors
+from ember.files import check_output, output_errors, publish
+from ember.models import builder_kwargs
+from ember.options import parse_options
 from ember.ranges import AT_LEAST_1, NON_NEGATIVE, Ranged
+from ember.units import Normalized
 
 FORMATS = FILE_NAMES  # format -> default file name
 TITLES = {"torchscript": "TorchScript", "onnx": "ONNX", "exported": "torch.export", "aoti": "AOTInductor", "safetensors": "safetensors"}
@@ -105,10 +105,6 @@ def export_run(run_dir: str | Path, fmt: str, *, out: str | Path | None = None, 
     model, cfg, spec, summary = load_model(run_dir)
     check_output(path, f"the {fmt} export", "out=")
     x, where = held_out_batch(cfg, spec, max(2, samples))
-    from omegaconf import OmegaConf
-
-    from ember.models import builder_kwargs
-
     config = OmegaConf.to_container(cfg, resolve=True)
     meta = {"run": str(Path(run_dir).resolve()), "model": cfg.model.name, "compression": summary.get("compression"), "config": config}
     model_config = {"name": cfg.model.name, **builder_kwargs(config["model"])}
@@ -171,41 +167,47 @@ def export_model(
         method, note = WRITERS[fmt](wrapper, example, tmp, batch is None, spec, model_config)
         run = RUNNERS[fmt](tmp, wrapper, model_config)
         max_abs, max_rel = parity(run, wrapper, checks, atol, rtol, f"{TITLES[fmt]} export", checked_on)
-        with torch.no_grad():
-            outputs = [o for o in tree_leaves(wrapper(example)) if isinstance(o, torch.Tensor)]
-        names = [output_name(spec)] if len(outputs) == 1 else [f"output_{i}" for i in range(len(outputs))]
-        batch_dim = "batch" if batch is None else batch
-        info = {
-            "format": fmt,
-            "file": path.name,
-            "method": method,
-            "inputs": [{"name": INPUT_NAME, "shape": [batch_dim, *spec.input_shape], "dtype": str(example.dtype).removeprefix("torch.")}],
-            "outputs": [{"name": n, "shape": [batch_dim, *o.shape[1:]], "dtype": str(o.dtype).removeprefix("torch.")} for n, o in zip(names, outputs)],
-            "task": spec.task,
-            "class_names": spec.class_names,
-            "normalization": {
-                "folded": fmt != "safetensors",
-                "mean": spec.mean,
-                "std": spec.std,
-                "dim": 1,
-                "target_mean": spec.target_mean,
-                "target_std": spec.target_std,
-                "note": "inside the graph: pass raw inputs, get outputs in the data's units" if fmt != "safetensors" else "ember.export.load_safetensors applies it; a model rebuilt by hand takes (x - mean) / std per channel and its output is y * target_std + target_mean",
-            },
-            "parity": {"max_abs_error": max_abs, "max_rel_error": max_rel, "atol": atol, "rtol": rtol, "checked_on": checked_on, "batch_sizes": [len(c) for c in checks]},
-            "spec": spec.to_dict(),
-            "versions": _versions(fmt),
-            "created": time.time(),
-            **(meta or {}),
-        }
+        checked = {"max_abs_error": max_abs, "max_rel_error": max_rel, "atol": atol, "rtol": rtol, "checked_on": checked_on, "batch_sizes": [len(c) for c in checks]}
+        info = _description(fmt, path.name, method, wrapper, example, spec, batch, checked) | (meta or {})
         with output_errors(path, f"the {fmt} export", "out="):
-            (tmpdir / (path.name + ".json")).write_text(json.dumps(info, indent=2) + "\n")
+            (tmpdir / (path.name + ".json")).write_text(json.dumps(info, indent=2) + "\n")  # published below
             # The artifact (and ONNX's external data, if any) first, its description last.
             for f in sorted(tmpdir.iterdir(), key=lambda p: p.suffix == ".json"):
-                os.replace(f, path.parent / f.name)
+                publish(f, path.parent / f.name)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
     return Exported(path, path.with_name(path.name + ".json"), fmt, method, max_abs, max_rel, checked_on, note)
+
+
+def _description(fmt: str, name: str, method: str, wrapper: nn.Module, example: torch.Tensor, spec: DataSpec, batch: int | None, checked: dict) -> dict:
+    """What `<artifact>.json` says of an export: its inputs and outputs with shapes, the
+    normalization folded into it, the parity check, the DataSpec and the library versions."""
+    with torch.no_grad():
+        outputs = [o for o in tree_leaves(wrapper(example)) if isinstance(o, torch.Tensor)]
+    output_names = [output_name(spec)] if len(outputs) == 1 else [f"output_{i}" for i in range(len(outputs))]
+    batch_dim = "batch" if batch is None else batch
+    return {
+        "format": fmt,
+        "file": name,
+        "method": method,
+        "inputs": [{"name": INPUT_NAME, "shape": [batch_dim, *spec.input_shape], "dtype": str(example.dtype).removeprefix("torch.")}],
+        "outputs": [{"name": n, "shape": [batch_dim, *o.shape[1:]], "dtype": str(o.dtype).removeprefix("torch.")} for n, o in zip(output_names, outputs)],
+        "task": spec.task,
+        "class_names": spec.class_names,
+        "normalization": {
+            "folded": fmt != "safetensors",
+            "mean": spec.mean,
+            "std": spec.std,
+            "dim": 1,
+            "target_mean": spec.target_mean,
+            "target_std": spec.target_std,
+            "note": "inside the graph: pass raw inputs, get outputs in the data's units" if fmt != "safetensors" else "ember.export.load_safetensors applies it; a model rebuilt by hand takes (x - mean) / std per channel and its output is y * target_std + target_mean",
+        },
+        "parity": checked,
+        "spec": spec.to_dict(),
+        "versions": _versions(fmt),
+        "created": time.time(),
+    }
 
 
 def _example(x: torch.Tensor, batch: int | None) -> torch.Tensor:
@@ -225,7 +227,7 @@ def parity(run: Callable, wrapper: nn.Module, inputs: list[torch.Tensor], atol: 
             try:
                 got = [torch.as_tensor(t) for t in tree_leaves(run(x))]
             except Exception as e:  # noqa: BLE001 - the runtime's own failure, reported in one line
-                raise ExportError(f"parity check failed: the {what} cannot run a batch of {len(x)} ({_first_line(e)}); no artifact was written; export with batch={len(inputs[0])} for a fixed batch size, or try another format") from None
+                raise ExportError(f"parity check failed: the {what} cannot run a batch of {len(x)} ({first_line(e, innermost=True)}); no artifact was written; export with batch={len(inputs[0])} for a fixed batch size, or try another format") from None
         if [tuple(t.shape) for t in got] != [tuple(t.shape) for t in want]:
             raise ExportError(f"parity check failed: the {what} returns shapes {[tuple(t.shape) for t in got]} for a batch of {len(x)}, the eager model {[tuple(t.shape) for t in want]}; no artifact was written")
         for g, w in zip(got, want):
@@ -253,14 +255,6 @@ def _versions(fmt: str) -> dict:
     return out
 
 
-def _first_line(e: BaseException) -> str:
-    """The first line of an exception's innermost cause (the ONNX exporter wraps torch.export's)."""
-    while e.__cause__ is not None:
-        e = e.__cause__
-    text = re.sub(r"\x1b\[[0-9;]*m", "", (str(e).strip().splitlines() or [type(e).__name__])[0]).strip() or type(e).__name__
-    return text if len(text) < 240 else text[:237] + "..."
-
-
 # -- writers: (wrapper, example, path, dynamic, spec, model_config) -> (method, note) --------------------------
 def _dynamic_shapes(dynamic: bool):
     return {"x": {0: torch.export.Dim("batch")}} if dynamic else None
@@ -272,7 +266,7 @@ def to_torchscript(wrapper: nn.Module, example: torch.Tensor) -> tuple[torch.jit
         try:
             return torch.jit.script(wrapper), "torch.jit.script", ""
         except Exception as e:  # noqa: BLE001 - TorchScript rejects much of Python; tracing is the fallback
-            why = _first_line(e)
+            why = first_line(e, innermost=True)
         traced = torch.jit.trace(wrapper, example, check_trace=False)
     return traced, "torch.jit.trace", f"traced, since torch.jit.script failed ({why}); a trace records one path through the code"
 
@@ -366,7 +360,7 @@ def cannot_export(wrapper: nn.Module, example: torch.Tensor, fmt: str, error: Ba
             pass
         else:
             return ExportError(
-                f"cannot export to {TITLES[fmt]} with a dynamic batch dimension ({_first_line(error)}); the model fixes its batch size: export with batch={len(example)}"
+                f"cannot export to {TITLES[fmt]} with a dynamic batch dimension ({first_line(error, innermost=True)}); the model fixes its batch size: export with batch={len(example)}"
             )
     layer = failing_layer(wrapper.model, wrapper, example, fmt)
     where = f"layer {layer[0]!r} ({layer[1]}) fails" if layer and layer[0] else f"the model's own forward ({type(wrapper.model).__name__}) fails" if layer else "it fails"
@@ -374,7 +368,7 @@ def cannot_export(wrapper: nn.Module, example: torch.Tensor, fmt: str, error: Ba
     if fmt != "safetensors" and all(isinstance(v, torch.Tensor) and not v.is_quantized for v in wrapper.model.state_dict().values()):
         works.append("safetensors")
     works = ", ".join(works) or "none (keep the run directory's checkpoint)"
-    return ExportError(f"cannot export to {TITLES[fmt]}: {where}: {_first_line(error)}; formats that work for this model: {works}")
+    return ExportError(f"cannot export to {TITLES[fmt]}: {where}: {first_line(error, innermost=True)}; formats that work for this model: {works}")
 
 
 def _attempt_static(fmt: str, wrapper: nn.Module, example: torch.Tensor) -> None:

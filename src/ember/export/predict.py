@@ -11,6 +11,7 @@ the input shape, task, class names and data settings: predicting needs nothing e
 """
 
 import csv
+import io
 import json
 import math
 from collections.abc import Callable
@@ -20,13 +21,17 @@ from typing import Any
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 from torch.utils._pytree import tree_leaves
 
 from ember.data.spec import DataSpec
-from ember.errors import ConfigError, DataError
-from ember.export.common import Normalized, load_model, parse_options, quiet
-from ember.files import check_output, output_errors
+from ember.errors import ConfigError, DataError, first_line
+from ember.export.artifacts import format_of, load_artifact
+from ember.export.common import load_model, quiet
+from ember.files import check_output, output_errors, write_atomic
+from ember.options import parse_options
 from ember.ranges import AT_LEAST_1, Ranged
+from ember.units import Normalized
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet")
@@ -88,14 +93,10 @@ def predict(source: str | Path, input: str | Path, output: str | Path | None = N
 def load_predictor(source: str | Path) -> Predictor:
     path = Path(source)
     if path.is_dir():
-        from omegaconf import OmegaConf
-
         model, cfg, spec, _ = load_model(path)
         wrapper = Normalized(model, spec).eval()
         return Predictor(wrapper, spec, OmegaConf.to_container(cfg.data, resolve=True), str(path))
     if path.is_file():
-        from ember.export.export import format_of, load_artifact
-
         meta_path = Path(str(path) + ".json")
         if not meta_path.is_file():
             raise ConfigError(f"{path} has no description {meta_path.name} beside it; pass the run directory, or export again with ember export")
@@ -186,7 +187,7 @@ def _array(path: Path, data: dict) -> np.ndarray:
         try:
             return np.load(path, allow_pickle=False)
         except Exception as e:  # noqa: BLE001 - truncated or not an .npy file
-            raise DataError(f"cannot read {path} as a NumPy .npy file ({_first_line(e)}); save it with numpy.save") from None
+            raise DataError(f"cannot read {path} as a NumPy .npy file ({first_line(e)}); save it with numpy.save") from None
     if suffix == ".npz":
         try:
             with np.load(path, allow_pickle=False) as npz:
@@ -194,7 +195,7 @@ def _array(path: Path, data: dict) -> np.ndarray:
         except DataError:
             raise
         except Exception as e:  # noqa: BLE001
-            raise DataError(f"cannot read {path} as a NumPy .npz file ({_first_line(e)}); save it with numpy.savez") from None
+            raise DataError(f"cannot read {path} as a NumPy .npz file ({first_line(e)}); save it with numpy.savez") from None
     try:
         import h5py
     except ImportError:
@@ -206,7 +207,7 @@ def _array(path: Path, data: dict) -> np.ndarray:
     except DataError:
         raise
     except Exception as e:  # noqa: BLE001
-        raise DataError(f"cannot read {path} as HDF5 ({_first_line(e)}); check the file") from None
+        raise DataError(f"cannot read {path} as HDF5 ({first_line(e)}); check the file") from None
 
 
 def _pick(names: list[str], wanted: list[str], path: Path, what: str, get: Callable[[str], np.ndarray]) -> np.ndarray:
@@ -261,7 +262,7 @@ def _read_table(pd, path: Path, data: dict):
         if all(_is_number(c) for c in df.columns):  # no header row: the first row is data
             df = pd.read_csv(path, sep=sep, header=None)
     except Exception as e:  # noqa: BLE001 - parser errors, bad encodings
-        raise DataError(f"cannot read {path} as a table ({_first_line(e)}); check the file") from None
+        raise DataError(f"cannot read {path} as a table ({first_line(e)}); check the file") from None
     if len(df) == 0:
         raise DataError(f"{path} holds no data rows")
     df.columns = [str(c) for c in df.columns]
@@ -312,20 +313,16 @@ def _is_number(text: str) -> bool:
         return False
 
 
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
-
-
 # -- writing and showing -------------------------------------------------------------------------
 def write_predictions(p: Predictions, output: str | Path) -> None:
     path = Path(output)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix
     if suffix == ".npy":
-        np.save(path, p.values)
+        write_atomic(path, lambda f: np.save(f, p.values))
     elif suffix == ".npz":
         extra = {"labels": np.array(p.labels), "probabilities": p.values} if p.labels is not None else {"values": p.values}
-        np.savez(path, ids=np.array(p.ids), **extra)
+        write_atomic(path, lambda f: np.savez(f, ids=np.array(p.ids), **extra))
     elif suffix == ".json":
         rows = []
         for i, sample in enumerate(p.ids):
@@ -334,13 +331,14 @@ def write_predictions(p: Predictions, output: str | Path) -> None:
                 row["label"] = p.labels[i]
             row.update({c: float(v) for c, v in zip(p.columns, p.values[i])})
             rows.append(row)
-        path.write_text(json.dumps(rows, indent=1) + "\n")
+        write_atomic(path, json.dumps(rows, indent=1) + "\n")
     else:
-        with open(path, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["id"] + (["label"] if p.labels is not None else []) + p.columns)
-            for i, sample in enumerate(p.ids):
-                w.writerow([sample] + ([p.labels[i]] if p.labels is not None else []) + [f"{v:.6g}" for v in p.values[i]])
+        text = io.StringIO(newline="")
+        w = csv.writer(text)
+        w.writerow(["id"] + (["label"] if p.labels is not None else []) + p.columns)
+        for i, sample in enumerate(p.ids):
+            w.writerow([sample] + ([p.labels[i]] if p.labels is not None else []) + [f"{v:.6g}" for v in p.values[i]])
+        write_atomic(path, text.getvalue())
 
 
 def show(p: Predictions, rows: int = 10) -> None:

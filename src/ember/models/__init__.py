@@ -20,6 +20,7 @@ from torch import nn
 
 from ember.data.spec import DataSpec
 from ember.models.residual import Residual, wants_residual
+from ember.models.transfer import apply_transfer
 from ember.registry import Registry
 
 MODELS = Registry("model")
@@ -66,8 +67,6 @@ def create_model(name: str, spec: DataSpec, **kwargs: Any) -> nn.Module:
     MODELS.check_kwargs(name, kwargs)
     model = MODELS.get(name)(spec, **kwargs)
     if common.get("init") or common.get("freeze"):
-        from ember.models.transfer import apply_transfer
-
         apply_transfer(model, init=common.get("init"), freeze=common.get("freeze") or ())
     if wants_residual(common.get("residual", "auto"), spec, name, generative=callable(getattr(model, "loss", None))):
         model = Residual(model, spec, zero_init=not common.get("init"))  # weights given by init= are the start

@@ -5,6 +5,7 @@ from typing import Annotated
 from torch import nn
 
 from ember.data.spec import DataSpec
+from ember.errors import ConfigError
 from ember.models import register_model
 from ember.models.layers import activation, out_shape
 from ember.ranges import AT_LEAST_1, FRACTION
@@ -37,8 +38,6 @@ class CNN1d(nn.Module):
 def cnn1d(spec: DataSpec, *, channels: Annotated[int, AT_LEAST_1] = 64, depth: Annotated[int, AT_LEAST_1] = 3, kernel_size: Annotated[int, AT_LEAST_1] = 5, activation: str = "gelu", dropout: Annotated[float, FRACTION] = 0.1) -> nn.Module:
     """1-D CNN: conv-BN-activation blocks, later ones strided, a linear head."""
     if len(spec.input_shape) != 2:
-        from ember.errors import ConfigError
-
         raise ConfigError(f"model cnn1d takes (channels, length) inputs, but the data has shape {spec.input_shape}; use model=mlp")
     in_channels, length = spec.input_shape
     return CNN1d(in_channels, length, spec.out_features, channels, depth, kernel_size, activation, dropout, out_shape(spec))

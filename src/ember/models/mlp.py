@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ember.data.spec import DataSpec
+from ember.errors import ConfigError
 from ember.models import register_model
 from ember.models.layers import ACTIVATIONS, activation, check_choice, out_shape  # noqa: F401 (activation: re-exported)
 from ember.ranges import AT_LEAST_1, FRACTION, NON_NEGATIVE
@@ -101,7 +102,5 @@ class Poly3(nn.Module):
 def poly3(spec: DataSpec) -> nn.Module:
     """The tutorial's cubic polynomial fit of sin(x), as one linear layer."""
     if spec.input_shape != (1,):
-        from ember.errors import ConfigError
-
         raise ConfigError(f"model poly3 takes one scalar input per sample, but the data has shape {spec.input_shape}; use data=sine or model=mlp")
     return Poly3()

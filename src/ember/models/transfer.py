@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ember.errors import CheckpointError, ConfigError
+from ember.files import load_checkpoint
 
 # Prefixes that wrappers add to parameter names: DDP's `module.` and torch.compile's `_orig_mod.`.
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
@@ -44,8 +45,6 @@ def _short(keys: list[str], n: int = 6) -> str:
 
 def load_state(source: str | Path) -> dict[str, torch.Tensor]:
     """Weights from a run directory (its best checkpoint), a .pt checkpoint or a .safetensors file."""
-    from ember.train import checkpoint
-
     path = Path(source)
     if path.is_dir():
         best, weights = path / "checkpoints" / "best.pt", path / "model.safetensors"
@@ -65,7 +64,7 @@ def load_state(source: str | Path) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"model.init: {str(path)!r} cannot be read as safetensors ({type(e).__name__})") from None
-    obj = checkpoint.load(path)
+    obj = load_checkpoint(path)
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         obj = obj["model"]  # an ember (or Lightning-like) checkpoint
     elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):

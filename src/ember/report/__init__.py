@@ -12,16 +12,21 @@ import copy
 import os
 from pathlib import Path
 
-from ember.errors import ConfigError
+from ember import baselines
+from ember.data import Splits, build_data
+from ember.errors import ConfigError, describe
 from ember.files import check_output, output_errors, write_atomic
+from ember.report import evaluate, page
 from ember.report.collect import RunData, labels_for, read_run
+from ember.report.study import is_study, study_page
+from ember.run import load_run
+from ember.summary import summarize
+from ember.track.console import Console
 
 
 def model_summary(model, spec) -> dict | None:
     """ember.summary's table of a copy of the model (its forward pass must not touch the
     trained model's BatchNorm statistics)."""
-    from ember.summary import summarize
-
     clone = copy.deepcopy(model).cpu()
     return summarize(clone, spec, depth=2, name=type(model).__name__).to_dict()
 
@@ -40,8 +45,6 @@ def evaluate_split(model, splits, spec, baseline: str | None = None, reference=N
     """The model on the test split (or val where there is none): the report's evaluation; its
     errors per grid point are mapped beside those of `baseline` (the run's best; all if None),
     which predicts from `reference` (the climatology; computed from the splits if None)."""
-    from ember.report import evaluate
-
     if callable(getattr(model, "loss", None)):
         return None  # generative models (vae, diffusion): no predictions to compare
     split = "test" if splits.test is not None else "val" if splits.val is not None else None
@@ -56,8 +59,6 @@ def evaluate_split(model, splits, spec, baseline: str | None = None, reference=N
 def _baseline_predictors(splits, spec, only: str | None = None, clim=None) -> dict:
     """name -> predictions in physical units from a batch of inputs, for each regression baseline
     (or `only` that one): the report maps their errors beside the model's."""
-    from ember import baselines
-
     if spec.task != "regression":
         return {}
     clim = clim if clim is not None else baselines.climatology(splits)
@@ -67,38 +68,28 @@ def _baseline_predictors(splits, spec, only: str | None = None, clim=None) -> di
     return {name: (lambda x, name=name: baselines.predict(name, x, spec, clim.float(), len(x))) for name in names}
 
 
-def _single(run: RunData, model=None, splits=None, spec=None, evaluate: bool = True, reference=None) -> tuple[str, dict | None]:
-    from ember.report import page
-
+def _single(run: RunData, model=None, splits=None, spec=None, score: bool = True, reference=None) -> tuple[str, dict | None]:
     notes, ev, summary = [], None, None
-    if model is None and evaluate and run.status == "finished":
+    if model is None and score and run.status == "finished":
         try:
-            from ember.evaluation import load_run
-            from ember.data import build_data
-
             model, cfg, spec = load_run(run.path)
             splits = build_data(cfg.data)
         except Exception as e:
-            notes.append(f"the best checkpoint could not be evaluated ({_one_line(e)})")
+            notes.append(f"the best checkpoint could not be evaluated ({describe(e)})")
             model = None
     if model is not None:
         spec = spec or splits.spec
         try:
-            ev = evaluate_split(model, splits, spec, (run.summary.get("skill") or {}).get("best"), reference) if evaluate else None
+            ev = evaluate_split(model, splits, spec, (run.summary.get("skill") or {}).get("best"), reference) if score else None
         except Exception as e:
-            notes.append(f"the best checkpoint could not be evaluated ({_one_line(e)})")
+            notes.append(f"the best checkpoint could not be evaluated ({describe(e)})")
         try:
             summary = model_summary(model, spec)
         except Exception as e:
-            notes.append(f"no model summary ({_one_line(e)})")
-    elif evaluate and run.status != "finished":
+            notes.append(f"no model summary ({describe(e)})")
+    elif score and run.status != "finished":
         notes.append("the best checkpoint is evaluated once the run has finished")
     return page.single(run, ev, summary, notes), summary
-
-
-def _one_line(e: BaseException) -> str:
-    lines = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {lines[0][:200]}" if lines else type(e).__name__
 
 
 def write_html(path: Path, text: str) -> Path:
@@ -111,24 +102,18 @@ def write_html(path: Path, text: str) -> Path:
 def build_report(runs: list[str | Path], out: str | Path | None = None, evaluate: bool = True) -> Path:
     """Write the report of one run (default RUN/report.html) or the comparison of several
     (default ./report.html); returns its path."""
-    from ember.report.study import is_study
-
     studies = [p for p in runs if is_study(Path(p))]
     if studies:
         if len(runs) > 1:
             raise ConfigError(f"{studies[0]} is an ember tune study; report it on its own: ember report {studies[0]}")
-        from ember.report.study import study_page
-
         target = Path(out) if out else Path(studies[0]) / "report.html"
         return write_html(target, study_page(Path(studies[0]), target))
     data = [read_run(p) for p in runs]
     for run, label in zip(data, labels_for([r.path for r in data])):
         run.label = label
     if len(data) == 1:
-        html, _ = _single(data[0], evaluate=evaluate)
+        html, _ = _single(data[0], score=evaluate)
         return write_html(Path(out) if out else data[0].path / "report.html", html)
-    from ember.report import page
-
     target = Path(out) if out else Path("report.html")
     links = []
     for run in data:
@@ -141,8 +126,6 @@ def after_training(cfg, run_path: Path, trainer, warn) -> tuple[Path | None, dic
     """At the end of `ember train`: report.html from the model and data still in memory (unless
     run.report=false), and the artifacts the trackers keep: config, spec, summary, report, model
     summary. Never raises: a failure is one warning line, and the run stays finished."""
-    from ember.data import Splits
-
     artifacts = {name: run_path / name for name in ("config.yaml", "spec.json", "summary.json")}
     path, summary = None, None
     try:
@@ -159,15 +142,13 @@ def after_training(cfg, run_path: Path, trainer, warn) -> tuple[Path | None, dic
         elif model is not None:
             summary = model_summary(trainer.model, trainer.spec)
     except Exception as e:
-        warn(f"warning: report.html not written ({_one_line(e)})")
+        warn(f"warning: report.html not written ({describe(e)})")
     if summary:
         artifacts["model_summary.txt"] = summary_text(summary)
     return path, artifacts
 
 
 def report_command(args) -> int:
-    from ember.track.console import Console
-
     if args.out:  # before the runs are read and evaluated for it
         check_output(args.out, "the report", "-o")
     path = build_report(args.runs, args.out, evaluate=not args.no_eval)

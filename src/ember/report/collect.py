@@ -16,6 +16,7 @@ import yaml
 
 from ember.errors import ConfigError, first_line
 from ember.files import pid_alive
+from ember.metrics import is_higher_better
 
 SKIP_DIRS = {"checkpoints", "tb", "wandb", "mlartifacts", "mlruns", "__pycache__"}
 
@@ -63,8 +64,6 @@ class RunData:
         values = [r[name] for r in self.records if r.get("split") == split and isinstance(r.get(name), (int, float))]
         if not values:
             return {}
-        from ember.metrics import is_higher_better
-
         return {monitor: max(values) if is_higher_better(monitor) else min(values)}
 
     def duration(self) -> float | None:
@@ -206,16 +205,6 @@ def labels_for(paths: list[Path]) -> list[str]:
         if len(set(labels)) == len(labels):
             return labels
     return [str(p) for p in paths]
-
-
-def flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in (d or {}).items():
-        if isinstance(v, dict) and v:
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def curves(records: list[dict], max_points: int = 1500) -> dict[str, dict[str, list]]:

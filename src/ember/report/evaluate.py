@@ -3,18 +3,18 @@ and recall, the most confused examples (classification); predicted against true 
 and maps of gridded targets (regression).
 
 After `ember train` the report uses the model and data still in memory; `ember report RUN` loads
-the best checkpoint (ember.evaluation.load_run) and rebuilds the data (ember.data.build_data).
+the best checkpoint (ember.run.load_run) and rebuilds the data (ember.data.build_data).
 """
 
 import base64
 import math
-import struct
-import zlib
 
 import numpy as np
 import torch
 
-from ember.export.common import physical_targets
+from ember.data import EpochLoader
+from ember.files import png_bytes
+from ember.units import physical_targets
 
 MAX_SAMPLES = 20000  # the report's evaluation stops here: it shows a picture, not a benchmark
 SCATTER_POINTS = 2000
@@ -25,8 +25,6 @@ def evaluate(model: torch.nn.Module, data, spec, batch_size: int = 512, referenc
     """Outputs of `model` on `data` (a TensorData or Dataset), as numpy arrays. For gridded
     regression targets, also the error of the model and of each of `references` (name ->
     predictions in physical units from a batch of inputs: the baselines) per grid point."""
-    from ember.data import EpochLoader
-
     device = next(iter(model.parameters()), torch.empty(0)).device
     loader = EpochLoader(data, batch_size, shuffle=False)
     loader.set_epoch(0, 0)
@@ -99,7 +97,7 @@ def classification(ev: dict, spec, data) -> dict:
         "recall": [round(float(v), 4) for v in recall],
         "support": cm.sum(1).tolist(),
         "accuracy": float(tp.sum() / max(cm.sum(), 1)),
-        "n": int(len(y)),
+        "n": len(y),
     }
     if ev["output"].ndim == 2:
         out["examples"] = confused_examples(ev["output"], ev["target"].astype(np.int64), data, spec, names)
@@ -179,7 +177,7 @@ def regression(ev: dict, spec) -> dict:
     result = {
         "scatter": [[_r(true[i]), _r(pred[i])] for i in pick],
         "hist": {"edges": [_r(e) for e in edges], "counts": counts.tolist()},
-        "n": int(len(y)),
+        "n": len(y),
         "values": int(pred.size),
         "rmse": math.sqrt(ss_res / max(pred.size, 1)),
         "mae": float(np.abs(resid).mean()) if resid.size else float("nan"),
@@ -266,14 +264,5 @@ def colormap(v: np.ndarray, anchors: list[tuple]) -> np.ndarray:
 
 
 def png_data_uri(img: np.ndarray) -> str:
-    """A (H, W) grey or (H, W, 3) RGB uint8 array as a data: URI holding a PNG (zlib, no Pillow)."""
-    img = np.ascontiguousarray(img, dtype=np.uint8)
-    h, w = img.shape[:2]
-    color = 0 if img.ndim == 2 else 2
-    raw = b"".join(b"\x00" + img[r].tobytes() for r in range(h))
-
-    def chunk(tag: bytes, payload: bytes) -> bytes:
-        return struct.pack(">I", len(payload)) + tag + payload + struct.pack(">I", zlib.crc32(tag + payload) & 0xFFFFFFFF)
-
-    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, color, 0, 0, 0)) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+    """A (H, W) grey or (H, W, 3) RGB uint8 array as a data: URI holding a PNG."""
+    return "data:image/png;base64," + base64.b64encode(png_bytes(img)).decode("ascii")

@@ -12,7 +12,8 @@ from importlib import resources
 
 import yaml
 
-from ember.report.collect import RunData, curves, flatten, status_note
+from ember.report.collect import RunData, curves, status_note
+from ember.track import flatten
 
 FIRST = ["loss"]
 LAST = ["lr", "samples_per_s", "data_wait", "grad_norm", "step_ms", "peak_mem_mb", "mfu"]

@@ -14,7 +14,9 @@ from datetime import datetime
 from pathlib import Path
 
 from ember.errors import ConfigError
+from ember.metrics import is_higher_better
 from ember.report.collect import RunData, find_runs, read_run
+from ember.report.page import _clean, duration
 
 COLUMNS = ("started", "duration", "status", "experiment", "model", "data", "run")
 
@@ -78,8 +80,6 @@ def sort_rows(rows: list[dict], key: str | None) -> list[dict]:
         return sorted(present, key=lambda r: r[field]) + [r for r in rows if r.get(field) is None]
     if "/" not in key:
         raise ConfigError(f"--sort {key!r}: sort by a metric such as val/loss or test/accuracy, or by one of: {', '.join(COLUMNS)}")
-    from ember.metrics import is_higher_better
-
     present = [r for r in rows if isinstance(r["metrics"].get(key), (int, float))]
     if rows and not present:
         known = sorted({k for r in rows for k in r["metrics"]})
@@ -95,8 +95,6 @@ def _num(v) -> str:
 
 
 def _duration(s) -> str:
-    from ember.report.page import duration
-
     return duration(s) if s is not None else ""
 
 
@@ -145,8 +143,6 @@ def runs_command(args) -> int:
 
 def _print(rows: list[dict], args, root: Path) -> None:
     if args.json:
-        from ember.report.page import _clean
-
         json.dump(_clean(rows), sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")
     else:

@@ -15,10 +15,12 @@ replay the kept records into it and drop the one of the interrupted attempt.
 import json
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from ember.errors import describe
 from ember.files import write_atomic
 
 TRACKERS = ("tensorboard", "mlflow", "wandb", "csv")
@@ -81,10 +83,13 @@ def metric_items(record: dict) -> dict[str, float]:
     return out
 
 
-def flatten(d: dict, prefix: str = "") -> dict:
+def flatten(d: dict | None, prefix: str = "") -> dict:
+    """Nested mappings as one level of dotted keys: {"model": {"width": 64}} -> {"model.width": 64}.
+    An empty mapping stays a value of its own ({} under its key), so no key disappears: a config
+    that sets `model.kwargs: {}` still differs from one that leaves the key out."""
     out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
+    for k, v in (d or {}).items():
+        if isinstance(v, dict) and v:
             out.update(flatten(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v
@@ -150,7 +155,7 @@ class Guarded:
         try:
             fn(*args)
         except Exception as e:  # a tracker never stops training
-            self.warn(f"warning: tracker {self.name} failed {what} ({_one_line(e)}); training goes on without it")
+            self.warn(f"warning: tracker {self.name} failed {what} ({describe(e)}); training goes on without it")
             tracker, self.tracker = self.tracker, None
             if method != "close":
                 try:
@@ -169,11 +174,6 @@ class Guarded:
         self.tracker = None
 
 
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0][:200]}" if text else type(e).__name__
-
-
 def open_trackers(names: list[str], ctx: TrackContext, warn: Callable[[str], None] = _warn_stderr) -> list[Guarded]:
     """Start each named tracker; one that cannot start is a warning line and is left out."""
     out = []
@@ -184,6 +184,8 @@ def open_trackers(names: list[str], ctx: TrackContext, warn: Callable[[str], Non
                     continue  # the default; without the package there is nothing to write
                 tracker = TensorBoardLogger(ctx.path / "tb", ctx.purge_step, ctx)
             elif name == "csv":
+                # Each logger module imports TrackContext from this one, and its own library
+                # (mlflow, wandb) when it starts: imported here, a tracker nobody asked for costs nothing.
                 from ember.track.csv_logger import CsvLogger
 
                 tracker = CsvLogger(ctx)
@@ -200,10 +202,10 @@ def open_trackers(names: list[str], ctx: TrackContext, warn: Callable[[str], Non
                 continue
         except ImportError as e:
             extra = EXTRAS.get(name, name)
-            warn(f"warning: tracker {name} is not available ({_one_line(e)}); install it with pip install 'ember[{extra}]'; training goes on without it")
+            warn(f"warning: tracker {name} is not available ({describe(e)}); install it with pip install 'ember[{extra}]'; training goes on without it")
             continue
         except Exception as e:
-            warn(f"warning: tracker {name} could not start ({_one_line(e)}); training goes on without it")
+            warn(f"warning: tracker {name} could not start ({describe(e)}); training goes on without it")
             continue
         out.append(Guarded(name, tracker, warn))
     return out

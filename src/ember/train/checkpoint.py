@@ -3,29 +3,12 @@
 import os
 import random
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from ember.errors import CheckpointError
-from ember.files import fsync_dir, temp_path, write_atomic  # noqa: F401 (fsync_dir: used as checkpoint.fsync_dir)
-
-
-def save_atomic(obj: Any, path: Path) -> None:
-    """torch.save through ember.files.write_atomic, fsynced: a reader (or a job killed
-    mid-write) sees the old checkpoint or the new one, never half of one."""
-    write_atomic(path, lambda f: torch.save(obj, f), durable=True)
-
-
-def load(path: Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist; check the run directory (ember runs lists them)")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"checkpoint {str(path)!r} cannot be read ({type(e).__name__}); it is corrupt or not an ember checkpoint") from None
+from ember.files import load_checkpoint, publish, save_checkpoint, temp_path
 
 
 def rng_state() -> dict:
@@ -68,24 +51,24 @@ class CheckpointFiles:
 
     def save(self, trainer, step: int) -> Path:
         path = self.dir / f"step-{step:09d}.pt"
-        save_atomic(trainer.state_dict(), path)
+        save_checkpoint(trainer.state_dict(), path)
         self._link_last(path)
         for old in self.steps()[self.keep :]:
             old.unlink(missing_ok=True)
         return path
 
     def save_best(self, trainer) -> None:
-        save_atomic(trainer.state_dict(tested=True), self.dir / "best.pt")
+        save_checkpoint(trainer.state_dict(tested=True), self.dir / "best.pt")
 
     def _link_last(self, path: Path) -> None:
         tmp = temp_path(self.dir / "last.pt")
         tmp.unlink(missing_ok=True)
         try:
             os.link(path, tmp)
-            os.replace(tmp, self.dir / "last.pt")
+            publish(tmp, self.dir / "last.pt")
         except OSError:  # a filesystem without hard links: write a copy
             tmp.unlink(missing_ok=True)
-            save_atomic(load(path), self.dir / "last.pt")
+            save_checkpoint(load_checkpoint(path), self.dir / "last.pt")
 
     def newest_good(self, warn) -> tuple[dict, Path]:
         """The newest checkpoint that loads; `warn(message)` is told about each one that does not."""
@@ -94,7 +77,7 @@ class CheckpointFiles:
         candidates = self.steps() or ([self.dir / "last.pt"] if (self.dir / "last.pt").exists() else [])
         for path in candidates:
             try:
-                return load(path), path
+                return load_checkpoint(path), path
             except CheckpointError as e:
                 warn(f"{e}; falling back to the previous checkpoint")
         raise CheckpointError(f"no readable checkpoint in {str(self.dir)!r}; start a new run without resume=")

@@ -30,7 +30,8 @@ from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_di
 
 from ember import safe_pickle
 from ember.errors import CheckpointError, EmberError, UnsafeFileError
-from ember.train import checkpoint, distributed
+from ember.files import fsync_dir, load_checkpoint, save_checkpoint
+from ember.train import distributed
 from ember.train.distributed import Dist
 from ember.train.strategy import full_state_dict, sync_buffers
 
@@ -59,11 +60,11 @@ class ShardedCheckpointFiles:
         model_state, optim_state = get_state_dict(trainer.model, trainer.optimizer)
         dcp.save({"model": model_state, "optimizer": optim_state}, checkpoint_id=tmp, no_dist=not dist.is_initialized())
         if self.dist.is_main:
-            checkpoint.save_atomic(trainer.state_dict(weights=False), tmp / EXTRAS)
+            save_checkpoint(trainer.state_dict(weights=False), tmp / EXTRAS)
             if final.exists():  # the same step saved again (a stop signal right after a save)
                 shutil.rmtree(final)
             os.replace(tmp, final)
-            checkpoint.fsync_dir(self.dir)
+            fsync_dir(self.dir)
             for old in self.steps()[self.keep :]:
                 shutil.rmtree(old, ignore_errors=True)
         self._barrier()  # no rank goes on (or resumes) before the checkpoint is complete
@@ -77,13 +78,13 @@ class ShardedCheckpointFiles:
         """A gathered model as an ordinary single-file checkpoint (rank 0 writes it)."""
         if self.dist.is_main:
             extras = trainer.state_dict(weights=False)
-            checkpoint.save_atomic({"model": weights, "config": extras["config"], "spec": extras["spec"], "state": extras["state"]}, self.dir / name)
+            save_checkpoint({"model": weights, "config": extras["config"], "spec": extras["spec"], "state": extras["state"]}, self.dir / name)
 
     def newest_good(self, warn) -> tuple[dict, Path]:
         """trainer.pt of the newest complete checkpoint, with the directory to load shards from."""
         for path in self.steps():
             try:
-                extras = checkpoint.load(path / EXTRAS)
+                extras = load_checkpoint(path / EXTRAS)
             except CheckpointError as e:
                 warn(f"{e}; falling back to the previous checkpoint")
                 continue

@@ -14,8 +14,8 @@ run can move between one process and many.
 import contextlib
 import sys
 import warnings
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist

@@ -10,18 +10,18 @@ interval measured, the thread policy how many threads the kernels get.
 
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
-from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
-from ember.config.schema import TrainerConfig
 from ember.data.spec import DataSpec
+from ember.files import load_checkpoint
 from ember.models.layers import BATCH_NORMS, running_batch_norm
 from ember.run import RunDir
 from ember.track.console import Console
@@ -36,10 +36,14 @@ from ember.train.strategy import Parallel
 from ember.train.threads import ThreadPolicy
 
 
+if TYPE_CHECKING:  # the config layer sits above the loop (it names the optimizers and schedules)
+    from ember.config.schema import TrainerConfig
+
+
 @dataclass(kw_only=True, eq=False)
 class Trainer:
     cfg: DictConfig  # the whole config, saved in every checkpoint
-    t: TrainerConfig  # cfg.trainer as a plain dataclass: an OmegaConf read costs ~8 µs, the loop makes several a step
+    t: "TrainerConfig"  # cfg.trainer as a plain dataclass: an OmegaConf read costs ~8 µs, the loop makes several a step
     spec: DataSpec
     model: nn.Module  # what checkpoints save; the step calls parallel.step_module
     parallel: Parallel
@@ -363,7 +367,7 @@ class Trainer:
         if self.parallel.dist.enabled:  # every rank tests rank 0's best.pt (each evaluates a share)
             distributed.barrier(self.parallel.dist)
         if best and best.exists():
-            strategy.load_full_state_dict(self.tested_model, checkpoint.load(best)["model"])
+            strategy.load_full_state_dict(self.tested_model, load_checkpoint(best)["model"])
         if self.ema is not None:  # the run returns, saves and exports the weights it tested
             self.model.load_state_dict(self.ema.module.state_dict())
         if self.test_loader is not None:

@@ -2,6 +2,7 @@
 
 import gc
 import io
+import json
 import math
 import os
 import socket
@@ -10,10 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import torch
 
+from ember.api import Result, train
 from ember.config import compose
-from ember.errors import ConfigError, Preempted
+from ember.errors import ConfigError, Preempted, describe
 from ember.files import write_atomic
+from ember.track.console import Console
+from ember.tune.budget import is_surplus
 from ember.tune.space import Param, suggest, to_overrides
 
 
@@ -63,10 +68,6 @@ class Objective:
         self.interrupted: str | None = None
 
     def __call__(self, trial: optuna.Trial) -> float:
-        from ember.api import train
-        from ember.track.console import Console
-        from ember.tune.study import is_surplus
-
         plan, self.current = self.plan, trial
         if is_surplus(trial.study, trial.study._storage.get_trial(trial._trial_id), plan.trials):
             trial.set_user_attr("surplus", True)  # another worker took the last place first
@@ -75,8 +76,25 @@ class Objective:
         run_dir = plan.dir / f"trial-{trial.number}"
         trial.set_user_attr("run_dir", str(run_dir))
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        result = self._train(trial, values, run_dir)
+        value = result.metrics.get(plan.metric)
+        if value is None:
+            text = f"tune.metric={plan.metric} was not measured: the trials have no validation split; set data.val_fraction above 0"
+            trial.set_user_attr("fatal", text)
+            raise Fatal(text)
+        summary = result.summary
+        trial.set_user_attr("epochs", summary.get("epochs"))
+        trial.set_user_attr("best_epoch", summary.get("best_epoch"))
+        trial.set_user_attr("seconds", summary.get("wall_time_s"))
+        if not math.isfinite(value):
+            trial.set_user_attr("error", f"{plan.metric} is {value}")
+        return float(value)
+
+    def _train(self, trial: optuna.Trial, values: dict[str, Any], run_dir: Path) -> Result:
+        """Train the trial's run, reporting each validation to the pruner; record on the trial
+        why it ended early (pruned, interrupted, failed), and keep its output in output.log."""
+        plan, validations = self.plan, 0
         leaf = plan.metric.removeprefix("val/")
-        validations = 0
 
         def on_validation(epoch: int, metrics: dict) -> None:
             nonlocal validations
@@ -89,7 +107,7 @@ class Objective:
         out = io.StringIO()
         try:
             cfg = compose(plan.trial_overrides(values) + [f"run.dir={run_dir}"])
-            result = train(cfg, Console("none", stream=out), on_validation=on_validation)
+            return train(cfg, Console("none", stream=out), on_validation=on_validation)
         except optuna.TrialPruned as e:
             trial.set_user_attr("pruned", str(e))
             _rewrite_summary(run_dir, status="pruned", pruned=str(e), validations=validations)
@@ -108,37 +126,18 @@ class Objective:
                 text = "tune.metric=" + text.removeprefix("trainer.monitor=").replace("trainer.monitor", "tune.metric")
                 trial.set_user_attr("fatal", text)
                 raise Fatal(text) from None
-            trial.set_user_attr("error", f"{type(e).__name__}: {_first_line(e)}")
+            trial.set_user_attr("error", describe(e))
             raise
         except Exception as e:  # a failed trial: NaN guard, out of memory, a bug in a model
-            trial.set_user_attr("error", f"{type(e).__name__}: {_first_line(e)}")
+            trial.set_user_attr("error", describe(e))
             raise
         finally:
             if run_dir.is_dir():
-                (run_dir / "output.log").write_text(out.getvalue())
+                write_atomic(run_dir / "output.log", out.getvalue())
             _free_memory()
-        value = result.metrics.get(plan.metric)
-        if value is None:
-            text = f"tune.metric={plan.metric} was not measured: the trials have no validation split; set data.val_fraction above 0"
-            trial.set_user_attr("fatal", text)
-            raise Fatal(text)
-        summary = result.summary
-        trial.set_user_attr("epochs", summary.get("epochs"))
-        trial.set_user_attr("best_epoch", summary.get("best_epoch"))
-        trial.set_user_attr("seconds", summary.get("wall_time_s"))
-        if not math.isfinite(value):
-            trial.set_user_attr("error", f"{plan.metric} is {value}")
-        return float(value)
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _rewrite_summary(run_dir: Path, **fields) -> None:
-    import json
-
     path = run_dir / "summary.json"
     if not path.is_file():
         return
@@ -151,8 +150,6 @@ def _rewrite_summary(run_dir: Path, **fields) -> None:
 def _free_memory() -> None:
     gc.collect()
     try:
-        import torch
-
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     except Exception:  # pragma: no cover - cleanup must not hide the trial's own outcome

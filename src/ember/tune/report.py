@@ -15,6 +15,8 @@ from rich.table import Table
 
 from ember.config import compose
 from ember.files import write_atomic
+from ember.tune.budget import counts, retried
+from ember.tune.storage import without_password
 
 ORDER = {"complete": 0, "pruned": 1, "running": 2, "waiting": 3, "failed": 4, "lost": 5}
 
@@ -24,11 +26,9 @@ def write_json(path: Path, obj: dict) -> None:
 
 
 def describe(plan) -> dict:
-    from ember.tune.storage import _safe
-
     return {
         "name": plan.name,
-        "storage": _safe(plan.storage),
+        "storage": without_password(plan.storage),
         "metric": plan.metric,
         "direction": plan.direction,
         "sampler": plan.sampler,
@@ -54,10 +54,6 @@ def _fmt(v) -> str:
 
 def _params(t: FrozenTrial) -> str:
     return " ".join(f"{k}={_fmt(v)}" for k, v in t.params.items())
-
-
-def _retried(trials: list[FrozenTrial]) -> set[int]:
-    return {n for t in trials for n in t.system_attrs.get("retry_history", [])}
 
 
 def _best(study: optuna.Study) -> FrozenTrial | None:
@@ -94,8 +90,6 @@ class TrialLine:
 
 
 def print_header(study: optuna.Study, plan) -> None:
-    from ember.tune.study import counts
-
     done = counts(study)[0]
     space = ", ".join(p.key for p in plan.params)
     verb = "continuing" if done else "starting"
@@ -108,17 +102,39 @@ def print_header(study: optuna.Study, plan) -> None:
 
 def show(study: optuna.Study, plan, console: Console | None = None) -> dict:
     """Write leaderboard.csv, history.csv, best.yaml and study.json's results; print the table."""
-    if console is None:
-        console = Console(highlight=False, soft_wrap=True)
-        if not console.is_terminal:  # a log file: no need to squeeze the table into 80 columns
-            console = Console(highlight=False, soft_wrap=True, width=200)
     trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("surplus")]
-    retried = _retried(trials)
+    again = retried(trials)
+    rows = _leaderboard(trials, plan, again)
+    _write_csv(plan.dir / "leaderboard.csv", rows)
+    _write_csv(plan.dir / "history.csv", _history(trials, plan, again))
+    best = _best(study)
+    tally = {s: sum(1 for r in rows if r["state"] == s) for s in ORDER}
+    results = {"trials": tally, "importances": _importances(study), "updated": time.time()}
+    if best is not None:
+        results["best"] = {"trial": best.number, "value": best.value, "params": best.params, "run_dir": best.user_attrs.get("run_dir")}
+        _write_best_yaml(plan, best)
+    info = plan.dir / "study.json"
+    saved = json.loads(info.read_text()) if info.is_file() else {}
+    write_json(info, {**saved, "results": results})
+    _print_results(console or _console(), plan, rows, results, best)
+    return results
+
+
+def _console() -> Console:
+    console = Console(highlight=False, soft_wrap=True)
+    if not console.is_terminal:  # a log file: no need to squeeze the table into 80 columns
+        console = Console(highlight=False, soft_wrap=True, width=200)
+    return console
+
+
+def _leaderboard(trials: list[FrozenTrial], plan, again: set[int]) -> list[dict]:
+    """One row per trial, best first: complete trials by value, then pruned ones by their last
+    reported value, then the running, waiting, failed and lost ones."""
     sign = -1.0 if plan.direction == "maximize" else 1.0
     keys = [p.key for p in plan.params]
 
     def rank_key(t: FrozenTrial):
-        s = state(t, retried)
+        s = state(t, again)
         if s == "complete":
             v = t.value if t.value is not None and math.isfinite(t.value) else math.inf * sign
             return (ORDER[s], sign * v, t.number)
@@ -126,14 +142,13 @@ def show(study: optuna.Study, plan, console: Console | None = None) -> dict:
             return (ORDER[s], sign * t.intermediate_values[max(t.intermediate_values)], t.number)
         return (ORDER[s], 0.0, t.number)
 
-    ranked = sorted(trials, key=rank_key)
     rows = []
-    for rank, t in enumerate(ranked, 1):
+    for rank, t in enumerate(sorted(trials, key=rank_key), 1):
         rows.append(
             {
                 "rank": rank,
                 "trial": t.number,
-                "state": state(t, retried),
+                "state": state(t, again),
                 plan.metric: t.value if t.state == TrialState.COMPLETE else (t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None),
                 **{k: t.params.get(k) for k in keys},
                 "epochs": t.user_attrs.get("epochs") or (max(t.intermediate_values) if t.intermediate_values else None),
@@ -143,26 +158,24 @@ def show(study: optuna.Study, plan, console: Console | None = None) -> dict:
                 "run_dir": t.user_attrs.get("run_dir", ""),
             }
         )
-    _write_csv(plan.dir / "leaderboard.csv", rows)
+    return rows
+
+
+def _history(trials: list[FrozenTrial], plan, again: set[int]) -> list[dict]:
+    """The trials in the order they started, with the best value so far."""
+    better = max if plan.direction == "maximize" else min
     history, best_so_far = [], None
     for t in sorted(trials, key=lambda t: t.number):
         if t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value):
-            best_so_far = t.value if best_so_far is None else (min if sign > 0 else max)(best_so_far, t.value)
-        history.append({"trial": t.number, "state": state(t, retried), "value": t.value, "best_value": best_so_far, "seconds": _duration(t), "started": t.datetime_start, **{k: t.params.get(k) for k in keys}})
-    _write_csv(plan.dir / "history.csv", history)
+            best_so_far = t.value if best_so_far is None else better(best_so_far, t.value)
+        history.append({"trial": t.number, "state": state(t, again), "value": t.value, "best_value": best_so_far, "seconds": _duration(t), "started": t.datetime_start, **{p.key: t.params.get(p.key) for p in plan.params}})
+    return history
 
-    best = _best(study)
-    importances = _importances(study)
-    tally = {s: sum(1 for r in rows if r["state"] == s) for s in ORDER}
-    results = {"trials": tally, "importances": importances, "updated": time.time()}
-    if best is not None:
-        results["best"] = {"trial": best.number, "value": best.value, "params": best.params, "run_dir": best.user_attrs.get("run_dir")}
-        _write_best_yaml(plan, best)
-    info = plan.dir / "study.json"
-    saved = json.loads(info.read_text()) if info.is_file() else {}
-    write_json(info, {**saved, "results": results})
 
-    table = Table(title=f"study {plan.name}: " + ", ".join(f"{n} {s}" for s, n in tally.items() if n))
+def _print_results(console: Console, plan, rows: list[dict], results: dict, best: FrozenTrial | None) -> None:
+    """The first ten rows of the leaderboard, the best trial, and how to reproduce it."""
+    keys = [p.key for p in plan.params]
+    table = Table(title=f"study {plan.name}: " + ", ".join(f"{n} {s}" for s, n in results["trials"].items() if n))
     for col in ("#", "trial", "state", plan.metric, *keys, "epochs", "s"):
         table.add_column(col, justify="left" if col == "state" else "right")
     for r in rows[:10]:
@@ -172,11 +185,10 @@ def show(study: optuna.Study, plan, console: Console | None = None) -> dict:
         console.print(f"... {len(rows) - 10} more in {plan.dir / 'leaderboard.csv'}")
     if best is not None:
         console.print(f"best: trial {best.number}, {plan.metric} {_fmt(best.value)}: {_params(best)}")
-        if importances:
-            console.print("importance: " + ", ".join(f"{k} {v:.2f}" for k, v in importances.items()))
+        if results["importances"]:
+            console.print("importance: " + ", ".join(f"{k} {v:.2f}" for k, v in results["importances"].items()))
         console.print(f"reproduce: ember train --config {plan.dir / 'best.yaml'}")
     console.print(f"in {plan.dir}: leaderboard.csv, history.csv, study.json" + (", best.yaml" if best is not None else "") + ", trial-<n>/")
-    return results
 
 
 def _cell(v, digits: int = 4) -> str:

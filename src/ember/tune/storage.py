@@ -84,13 +84,13 @@ def make_storage(url: str, heartbeat: int, retries: int) -> optuna.storages.Base
                 **{_callback_arg(): RetryLost(retries)},
             )
     except ModuleNotFoundError as e:
-        raise ConfigError(f"tune.storage={_safe(url)} needs the {e.name} package; pip install 'ember[tune]'") from None
+        raise ConfigError(f"tune.storage={without_password(url)} needs the {e.name} package; pip install 'ember[tune]'") from None
     except ImportError as e:
-        raise ConfigError(f"tune.storage={_safe(url)}: the database's Python driver is missing ({e}); pip install 'ember[tune]' for PostgreSQL") from None
+        raise ConfigError(f"tune.storage={without_password(url)}: the database's Python driver is missing ({e}); pip install 'ember[tune]' for PostgreSQL") from None
     except Exception as e:  # sqlalchemy's URL and connection errors
         if type(e).__module__.startswith("sqlalchemy"):
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise EmberError(f"cannot open tune.storage={_safe(url)}: {first}") from None
+            raise EmberError(f"cannot open tune.storage={without_password(url)}: {first}") from None
         raise
 
 
@@ -112,7 +112,7 @@ def _callback_arg() -> str:
     return "heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in params else "failed_trial_callback"
 
 
-def _safe(url: str) -> str:
+def without_password(url: str) -> str:
     """The URL without its password, for messages."""
     if "://" in url and "@" in url:
         scheme, rest = url.split("://", 1)

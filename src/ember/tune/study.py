@@ -27,7 +27,7 @@ from pathlib import Path
 
 import optuna
 from omegaconf import DictConfig, OmegaConf
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 from ember.config import compose
 from ember.config.compose import file_overrides
@@ -35,7 +35,9 @@ from ember.errors import ConfigError, EmberError, Preempted
 from ember.metrics import is_higher_better
 from ember.report.study import read_study
 from ember.run import default_run_name
+from ember.track import flatten
 from ember.tune import report
+from ember.tune.budget import counts
 from ember.tune.objective import Fatal, Objective, Plan
 from ember.tune.samplers import check_names, make_pruner, make_sampler
 from ember.tune.space import parse_space, validate
@@ -143,22 +145,15 @@ def _check_same_study(path: Path, fingerprint: str, cfg: DictConfig) -> None:
 
 def _changed_keys(config_file: Path, cfg: DictConfig) -> str:
     try:
-        old = _flat(OmegaConf.to_container(OmegaConf.load(config_file)))
+        old = flatten(OmegaConf.to_container(OmegaConf.load(config_file)))
     except Exception:
         return "its config.yaml is unreadable"
-    new = _flat(OmegaConf.to_container(cfg, resolve=True))
+    new = flatten(OmegaConf.to_container(cfg, resolve=True))
     free = {f"{group}.{key}" for group, keys in NOT_IN_FINGERPRINT.items() for key in keys}
     keys = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k) and k not in free and not k.startswith(("run.", "tune.space."))]
     keys += ["tune.space"] if any(old.get(k) != new.get(k) for k in set(old) | set(new) if k.startswith("tune.space.")) else []
     shown = [k if k == "tune.space" else f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in keys[:4]]
     return "changed: " + ", ".join(shown) if keys else "different keys"
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
 
 
 # -- running ------------------------------------------------------------------------------------
@@ -298,27 +293,3 @@ def _work(plan: Plan, index: int) -> int:
         if fatal:
             raise Fatal(fatal)
     return 0
-
-
-def counted(trials: list[FrozenTrial]) -> list[FrozenTrial]:
-    """The trials of the study's budget: not a lost trial that was queued again (its rerun counts
-    instead), not a surplus one (started by a worker that raced another for the last place)."""
-    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
-    return [t for t in trials if t.number not in retried and not t.user_attrs.get("surplus")]
-
-
-def counts(study: optuna.Study) -> tuple[int, int, int]:
-    """(finished, running, waiting) trials of the budget."""
-    trials = counted(study.get_trials(deepcopy=False))
-    done = sum(1 for t in trials if t.state.is_finished())
-    running = sum(1 for t in trials if t.state == TrialState.RUNNING)
-    waiting = sum(1 for t in trials if t.state == TrialState.WAITING)
-    return done, running, waiting
-
-
-def is_surplus(study: optuna.Study, trial: FrozenTrial, budget: int) -> bool:
-    """Whether a new trial came after the budget was taken: trial numbers order the workers' claims."""
-    if "failed_trial" in trial.system_attrs:  # a rerun replaces a lost trial: never surplus
-        return False
-    before = [t for t in counted(study.get_trials(deepcopy=False)) if t.number < trial.number]
-    return len(before) >= budget

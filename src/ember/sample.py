@@ -8,8 +8,6 @@ integer factor (nearest neighbour) so an 8x8 digit is visible.
 """
 
 import math
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -17,21 +15,10 @@ import torch
 
 from ember.data.spec import DataSpec
 from ember.errors import ConfigError
-from ember.files import check_output, output_errors
-
-
-def write_png(path: str | Path, pixels: np.ndarray) -> None:
-    """Write an (H, W) grayscale or (H, W, 3) RGB uint8 array as a PNG, with only zlib."""
-    pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
-    h, w = pixels.shape[:2]
-    color = 0 if pixels.ndim == 2 else 2
-    raw = b"".join(b"\x00" + pixels[i].tobytes() for i in range(h))  # filter type 0 per row
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
-
-    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, color, 0, 0, 0)) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
-    Path(path).write_bytes(png)
+from ember.files import check_output, output_errors, png_bytes, write_atomic
+from ember.options import parse_options
+from ember.ranges import AT_LEAST_1, SEED, Ranged
+from ember.run import load_run
 
 
 def to_grid(images: torch.Tensor, spec: DataSpec | None = None, pad: int = 2, min_tile: int = 64) -> np.ndarray:
@@ -59,8 +46,6 @@ def to_grid(images: torch.Tensor, spec: DataSpec | None = None, pad: int = 2, mi
 
 def sample_run(run_dir: str | Path, n: int = 16, out: str | Path | None = None, seed: int = 0) -> Path:
     """Draw n samples from the best checkpoint of a run and write them as a PNG grid."""
-    from ember.evaluation import load_run
-
     if n < 1:
         raise ConfigError(f"n={n} must be at least 1")
     model, cfg, spec = load_run(run_dir)
@@ -73,20 +58,15 @@ def sample_run(run_dir: str | Path, n: int = 16, out: str | Path | None = None, 
     path = check_output(Path(out) if out else Path(run_dir) / "samples.png", "the samples", "out=")
     with output_errors(path, "the samples", "out="):
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_png(path, to_grid(samples, spec))
+        write_atomic(path, png_bytes(to_grid(samples, spec)))
     return path
 
 
 def sample_command(overrides: list[str]) -> int:
     """ember sample run=DIR [n=16] [seed=0] [out=PATH]."""
-    from ember.ranges import AT_LEAST_1, SEED
-    from ember.summary import _int_option, command_options
-
-    options, rest = command_options(overrides, ("run", "n", "seed", "out"))
-    if rest:
-        raise ConfigError(f"ember sample takes run=DIR, n=, seed= and out=, not {rest[0]!r}")
-    if not options.get("run"):
+    options, _ = parse_options("sample", overrides, {"run": None, "n": Ranged(16, AT_LEAST_1), "seed": Ranged(0, SEED), "out": None})
+    if not options["run"]:
         raise ConfigError("ember sample needs the run to sample from: ember sample run=runs/<name>/<time> n=16")
-    path = sample_run(options["run"], n=_int_option(options, "n", 16, AT_LEAST_1), out=options.get("out"), seed=_int_option(options, "seed", 0, SEED))
+    path = sample_run(options["run"], n=options["n"], out=options["out"], seed=options["seed"])
     print(f"wrote {path}")
     return 0

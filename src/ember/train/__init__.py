@@ -1,0 +1,1 @@
+"""The training loop and what it needs: device, precision, parallelism, checkpoints, optimizers."""
