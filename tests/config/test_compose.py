@@ -60,7 +60,7 @@ def test_experiment_overrides_groups_and_values():
         ("experiment=nope", r"unknown experiment 'nope'; choose one of: linear_regression, poly_sine"),
         ("trainer.max_epochs=abc", r"trainer.max_epochs='abc' has the wrong type; expected int"),
         ("trainer.compile=maybe", r"trainer.compile='maybe' has the wrong type; expected true or false"),
-        ("optim.name=adan", r"optim.name='adan' is not a valid choice; choose one of: adam, adamw, rmsprop, sgd"),
+        ("optim.name=adan", r"optim.name='adan' is not a valid choice; did you mean adam\? choose one of: adam, adamw, rmsprop, sgd"),
         ("trainer.precision=fp8", r"trainer.precision='fp8' is not a valid choice; choose one of: auto, fp32, bf16, fp16"),
         ("trainer.device=gpu", r"trainer.device='gpu' is not a device"),
         ("model.name=mlp", r"select the model with model=mlp"),

@@ -67,6 +67,10 @@ def build_optimizer(cfg, params: list, fusable: bool = True) -> torch.optim.Opti
     return OPTIMIZERS[cfg.name][0](cfg, params, fused or None)
 
 
+# The schedules build_scheduler makes; each name is an option of the `sched` config group.
+SCHEDULES = ("none", "step", "cosine", "plateau", "onecycle")
+
+
 def build_scheduler(cfg, optimizer, total_steps: int, steps_per_epoch: int, mode: str = "min"):
     """The schedule for `total_steps` optimizer steps, with optional linear warmup; None for `none`."""
     name, warmup = cfg.name, cfg.warmup_steps
