@@ -10,6 +10,7 @@ import copy
 import dataclasses
 import difflib
 import re
+import typing
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from ember.config.schema import DataCommon, EmberConfig, ModelCommon, OptimConfig, SchedConfig
 from ember.errors import ConfigError
@@ -182,31 +183,37 @@ def _check_group_selection(override: str) -> None:
 
 
 def _translate(e: Exception, overrides: list[str]) -> Exception:
+    """A failed composition as one line, from OmegaConf's exception fields (the key, the value)
+    rather than from its text; Hydra names an unknown key only in its text (the one pattern read)."""
+    nameless = next((o for o in overrides if o.lstrip("+~").startswith("=")), None)
+    if nameless is not None:
+        return ConfigError(f"cannot parse override {nameless!r}: it names no key; write key=value, for example trainer.max_epochs=5")
+    bad = _first_unparsable(overrides)
+    if bad is not None:
+        return ConfigError(f"cannot parse override {bad!r}; write key=value, for example trainer.max_epochs=5")
     cause = e
     while cause.__cause__ is not None and not isinstance(cause, OmegaConfBaseException):
         cause = cause.__cause__
-    text = str(cause)
     key = getattr(cause, "full_key", None) or ""
+    if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and key:
+        return ConfigError(_unknown_key_message(key, overrides))
+    if isinstance(cause, ValidationError) and key:
+        return ConfigError(f"{key}={cause.value!r} has the wrong type; expected {_expected_type(cause)}")
     m = re.search(r"Could not override '([^']+)'", str(e))
-    if not key and not m and any(o.lstrip("+~").startswith("=") for o in overrides):
-        bad = next(o for o in overrides if o.lstrip("+~").startswith("="))
-        return ConfigError(f"cannot parse override {bad!r}: it names no key; write key=value, for example trainer.max_epochs=5")
-    if m or re.search(r"Key '[^']+' (is )?not in", text) or "Missing key" in text:
-        return ConfigError(_unknown_key_message(key or m.group(1), overrides))
-    m = re.search(r"Value '(.*?)' (?:of type '\w+' )?could not be converted to (\w+)", text)
     if m:
-        return ConfigError(f"{key}={m.group(1)!r} has the wrong type; expected {m.group(2).lower()}")
-    m = re.search(r"Value '(.*?)' is not a valid bool", text)
-    if m:
-        return ConfigError(f"{key}={m.group(1)!r} has the wrong type; expected true or false")
-    if isinstance(cause, OmegaConfBaseException):
-        first = text.splitlines()[0]
-        return ConfigError(f"{key}: {first}" if key else first)
-    text = str(e)
-    if "Error parsing override" in text or "mismatched input" in text or "no viable alternative" in text:
-        bad = next((o for o in overrides if o in text), None) or _first_unparsable(overrides)
-        return ConfigError(f"cannot parse override {bad!r}; write key=value, for example trainer.max_epochs=5")
-    return ConfigError(text.strip().splitlines()[0] if text.strip() else type(e).__name__)
+        return ConfigError(_unknown_key_message(m.group(1), overrides))
+    text = str(cause).strip()
+    return ConfigError(text.splitlines()[0] if text else type(cause).__name__)
+
+
+def _expected_type(error: ValidationError) -> str:
+    """The type the schema declares for the key (or list item) a ValidationError names."""
+    if dataclasses.is_dataclass(error.object_type):
+        declared = typing.get_type_hints(error.object_type).get(error.key)  # Annotated[...] comes back plain
+    else:  # an item of a typed list, such as optim.betas[0]
+        declared = next(iter(typing.get_args(error.ref_type)), None)
+    kind = next((a for a in typing.get_args(declared) if a is not type(None)), declared)  # Optional[int] -> int
+    return {bool: "true or false", int: "integer", float: "float", str: "text"}.get(kind, getattr(kind, "__name__", str(kind)))
 
 
 def _first_unparsable(overrides: list[str]) -> str | None:
