@@ -121,3 +121,25 @@ def test_one_of_is_found_in_the_annotation_like_a_range():
     assert choices_of(Annotated[str, OneOf({"a": 1, "b": 2})]).names == ("a", "b")
     assert choices_of(Optional[Annotated[str, OneOf(["x"])]]).names == ("x",)
     assert choices_of(str) is None and choices_of(Annotated[int, AT_LEAST_1]) is None
+
+
+def test_a_builders_set_of_names_is_checked_at_compose_and_from_python():
+    from typing import Annotated
+
+    from ember.config.schema import ModelCommon
+    from ember.ranges import OneOf, check_fields
+    from ember.registry import Registry
+
+    registry = Registry("model")
+
+    @registry.register("toy")
+    def toy(spec, *, norm: Annotated[str, OneOf(("batch", "layer"))] = "batch"):
+        return norm
+
+    with pytest.raises(ConfigError, match=r"^model.norm='bach' is not a valid choice; did you mean batch\? choose one of: batch, layer$"):
+        registry.check_kwargs("toy", {"norm": "bach"})
+    registry.check_kwargs("toy", {"norm": "layer"})
+    schema = registry.config_schema("toy", base=ModelCommon)  # what compose builds from the signature
+    with pytest.raises(ConfigError, match=r"^model.norm='group' is not a valid choice"):
+        schema(norm="group")
+    check_fields(schema(norm="layer"), "model")

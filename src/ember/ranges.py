@@ -111,12 +111,16 @@ def check_value(key: str, value: Any, valid: Range | None) -> None:
             raise ConfigError(f"{key}={list(value) if many else value!r} is out of range: {'each item ' if many else 'it '}must be {valid}")
 
 
+def check_annotated(key: str, value: Any, annotation: Any) -> None:
+    """Check `value` (or each item of a list) against the Range or the OneOf in its annotation."""
+    check_value(key, value, range_of(annotation))
+    choices = choices_of(annotation)
+    if choices is not None and value is not None:
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            check_choice(key, item, choices.names)
+
+
 def check_fields(obj: Any, prefix: str) -> None:
     """Check every field of the dataclass instance `obj` that carries a Range or a OneOf."""
     for f in dataclasses.fields(obj):
-        key, value = f"{prefix}.{f.name}" if prefix else f.name, getattr(obj, f.name)
-        check_value(key, value, range_of(f.type))
-        choices = choices_of(f.type)
-        if choices is not None and value is not None:
-            for item in value if isinstance(value, list) else [value]:
-                check_choice(key, item, choices.names)
+        check_annotated(f"{prefix}.{f.name}" if prefix else f.name, getattr(obj, f.name), f.type)
