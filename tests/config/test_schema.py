@@ -1,13 +1,11 @@
 """The schema's dataclasses: fixed sets of names from their owners, checks beside their fields,
-one default per key, and `typed` as the one conversion from the composed config."""
-
-import dataclasses
+one default per key."""
 
 import pytest
 from omegaconf import OmegaConf
 
 from ember.config import compose, group_options, typed
-from ember.config.compose import CONF_DIR, hydra_apply_overrides
+from ember.config.compose import CONF_DIR
 from ember.config.schema import DataCommon, EmberConfig, OptimConfig, RunConfig, SchedConfig, TrainerConfig, TuneConfig
 from ember.data.checks import NAN_POLICIES
 from ember.errors import ConfigError
@@ -86,21 +84,3 @@ def test_each_key_has_one_default_in_the_schema():
     assert cfg.sched == SchedConfig(name="onecycle")
     assert cfg.run == RunConfig() and cfg.tune == TuneConfig()
     assert not OmegaConf.load(CONF_DIR / "trainer" / "default.yaml")
-
-
-def test_typed_builds_the_schemas_dataclasses_with_every_value():
-    cfg = compose(["model=mlp", "model.width=32", "optim=sgd", "trainer.max_epochs=3", "track=csv"])
-    t = typed(cfg)
-    assert isinstance(t, EmberConfig) and isinstance(t.trainer, TrainerConfig) and isinstance(t.data, DataCommon)
-    assert type(t.model).__name__ == "mlp_model_config" and t.model.width == 32
-    assert t.optim.name == "sgd" and t.trainer.max_epochs == 3 and t.track == ["csv"]
-    # Nothing is lost: the dataclasses hold what the DictConfig holds (the checkpoint saves them).
-    assert dataclasses.asdict(t) == OmegaConf.to_container(cfg, resolve=True)
-
-
-def test_hydras_private_override_step_is_still_there():
-    """compose applies `key=value` overrides with Hydra's private step (hydra_apply_overrides, the
-    one private call). Without it compose still works, the slow way: this test is what says so."""
-    apply = hydra_apply_overrides()
-    assert apply is not None, "Hydra no longer has ConfigLoaderImpl._apply_overrides_to_config: update ember.config.compose.hydra_apply_overrides"
-    assert callable(apply)
