@@ -2,10 +2,10 @@
 anything is written, so the loop (trainer.py) only runs.
 
 `build_trainer(cfg, model, splits, console, dist)` takes the typed config (`ember.config.typed`:
-the schema's dataclasses, every value already checked) and resolves the device, the precision and how the
-model is spread over processes (strategy.Parallel), builds the loaders, loss, metrics, optimizer
-and schedules, and hands the trainer its components: the guard (NaN and stop decisions), the
-cadences of logging, validation and checkpoints, the meter and the thread policy.
+the schema's dataclasses, every value already checked) and resolves the device, the precision and
+how the model is spread over processes (strategy.Parallel), builds the loaders, loss, metrics,
+optimizer and schedules, and hands the trainer its components: the guard (NaN and stop
+decisions), the cadences of logging, validation and checkpoints, the meter and the thread policy.
 """
 
 import contextlib
