@@ -21,14 +21,14 @@ from pathlib import Path
 
 import torch
 
-from ember.config import compose
+from ember.config import compose, typed
 from ember.data import build_data
 from ember.models import builder_kwargs, create_model
 from ember.run import RunDir
 from ember.track.console import Console
 from ember.train.device import seed_everything
 from ember.train.flops import cpu_name
-from ember.train.trainer import Trainer
+from ember.train.build import build_trainer
 
 
 def curve(overrides: list[str], budget_s: float) -> dict:
@@ -41,8 +41,8 @@ def curve(overrides: list[str], budget_s: float) -> dict:
         seed_everything(cfg.trainer.seed)
         splits = build_data(cfg.data)
         model = create_model(cfg.model.name, splits.spec, **builder_kwargs(cfg.model))
-        trainer = Trainer(cfg, model, splits, None, Console("none"))
-        trainer.attach(RunDir.create(cfg, splits.spec))
+        trainer = build_trainer(typed(cfg), model, splits, Console("none"))
+        run = RunDir.create(cfg, splits.spec)
         points, clock = [], {"paused": 0.0, "start": time.perf_counter()}
         setup_s = clock["start"] - setup
 
@@ -59,8 +59,8 @@ def curve(overrides: list[str], budget_s: float) -> dict:
                 trainer.state.stop_reason = "budget"
 
         trainer.step_hook = after_step
-        final = trainer.fit()
-        trainer.run.close()
+        final = trainer.fit(run, run.checkpoints)
+        run.close()
         return {"points": points, "final": final.get("test/accuracy"), "setup_s": setup_s, "within_budget": trainer.state.stop_reason != "budget"}
 
 

@@ -101,3 +101,45 @@ def test_create_model_from_python_checks_ranges_too():
 
     with pytest.raises(ConfigError, match=r"model.width=0 is out of range: it must be >= 1"):
         create_model("mlp", example_spec("mlp"), width=0)
+
+
+def test_check_choice_names_the_key_the_nearest_name_and_all_of_them():
+    from ember.ranges import check_choice
+
+    assert check_choice("model.norm", "batch", ("batch", "layer")) == "batch"
+    with pytest.raises(ConfigError, match=r"^model.norm='bach' is not a valid choice; did you mean batch\? choose one of: batch, layer$"):
+        check_choice("model.norm", "bach", ("batch", "layer"))
+    with pytest.raises(ConfigError, match=r"^model.norm='x' is not a valid choice; choose one of: batch, layer$"):
+        check_choice("model.norm", "x", ("batch", "layer"))
+
+
+def test_one_of_is_found_in_the_annotation_like_a_range():
+    from typing import Annotated, Optional
+
+    from ember.ranges import OneOf, choices_of
+
+    assert choices_of(Annotated[str, OneOf({"a": 1, "b": 2})]).names == ("a", "b")
+    assert choices_of(Optional[Annotated[str, OneOf(["x"])]]).names == ("x",)
+    assert choices_of(str) is None and choices_of(Annotated[int, AT_LEAST_1]) is None
+
+
+def test_a_builders_set_of_names_is_checked_at_compose_and_from_python():
+    from typing import Annotated
+
+    from ember.config.schema import ModelCommon
+    from ember.ranges import OneOf, check_fields
+    from ember.registry import Registry
+
+    registry = Registry("model")
+
+    @registry.register("toy")
+    def toy(spec, *, norm: Annotated[str, OneOf(("batch", "layer"))] = "batch"):
+        return norm
+
+    with pytest.raises(ConfigError, match=r"^model.norm='bach' is not a valid choice; did you mean batch\? choose one of: batch, layer$"):
+        registry.check_kwargs("toy", {"norm": "bach"})
+    registry.check_kwargs("toy", {"norm": "layer"})
+    schema = registry.config_schema("toy", base=ModelCommon)  # what compose builds from the signature
+    with pytest.raises(ConfigError, match=r"^model.norm='group' is not a valid choice"):
+        schema(norm="group")
+    check_fields(schema(norm="layer"), "model")

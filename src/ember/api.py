@@ -15,8 +15,9 @@ from torch.utils.data import Dataset
 
 import ember
 from ember import baselines
-from ember.config import compose
+from ember.config import compose, typed
 from ember.config.compose import config_as_overrides, file_overrides, override_value
+from ember.config.schema import DataCommon
 from ember.data import Splits, TensorData, build_data
 from ember.data.spec import DataSpec
 from ember.errors import CheckpointError, ConfigError, DataError, Preempted
@@ -152,7 +153,9 @@ def fit(model: nn.Module, train: Any, val: Any = None, test: Any = None, **overr
     cfg = compose(["data.val_fraction=0", "data.normalize=false"] + _fit_overrides(overrides))
     OmegaConf.set_struct(cfg, False)  # the user's own model and data have no registry schema
     cfg.model = {"name": type(model).__name__, "custom": True}
-    cfg.data = {**OmegaConf.to_container(cfg.data), "name": "custom"}
+    # The keys every data source has, typed like them (the trainer reads them), named custom.
+    common = {k: v for k, v in OmegaConf.to_container(cfg.data).items() if k in DataCommon.__dataclass_fields__}
+    cfg.data = OmegaConf.structured(DataCommon(**{**common, "name": "custom"}))
     seed_everything(cfg.trainer.seed)
     return train_model(cfg, model, splits, Console(cfg.trainer.progress))
 
@@ -163,7 +166,8 @@ def train_model(cfg: DictConfig, model: nn.Module, splits: Splits, console: Cons
     # torch's global switches are the run's only for the run (ember.fit in a notebook).
     with restored_torch_flags():
         # Everything that can fail on bad input runs before the run directory is created.
-        trainer = build_trainer(cfg, model, splits, console, distributed.from_env())
+        # The trainer reads the typed config; cfg (a DictConfig) is what the run directory saves.
+        trainer = build_trainer(typed(cfg), model, splits, console, distributed.from_env())
         try:
             return _run_built(cfg, trainer, splits, console, resume_dir, on_validation)
         finally:
@@ -179,7 +183,7 @@ def _run_built(cfg: DictConfig, trainer: Trainer, splits: Splits, console: Conso
     if d.enabled:
         console.print(f"{d.world} processes, global batch {cfg.data.batch_size} x {d.world} x {cfg.trainer.grad_accum} = {cfg.data.batch_size * d.world * cfg.trainer.grad_accum}")
     if resume_dir is not None:
-        run = _resume(trainer, resume_dir, console)
+        run = _resume(trainer, cfg, resume_dir, console)
     elif d.is_main:
         run = RunDir.create(cfg, splits.spec, splits.indices)
         console.print(f"run directory: {run.path}")
@@ -303,7 +307,7 @@ def _time_report(t: dict, cfg: DictConfig, threads: dict | None = None) -> str:
     return line
 
 
-def _resume(trainer: Trainer, run_dir: Path, console: Console) -> RunDir | None:
+def _resume(trainer: Trainer, cfg: DictConfig, run_dir: Path, console: Console) -> RunDir | None:
     """Every rank loads the newest good checkpoint; rank 0 reopens the run directory for writing."""
     run = RunDir.open(run_dir)
     if not trainer.parallel.dist.is_main:
@@ -312,7 +316,7 @@ def _resume(trainer: Trainer, run_dir: Path, console: Console) -> RunDir | None:
     run.lock()  # first: a second resume of a live run stops here, before it reads anything
     try:
         ckpt = _load_for_resume(trainer, run, console)
-        run.reopen(trainer.cfg, ckpt["records"], trainer.state.step)
+        run.reopen(cfg, ckpt["records"], trainer.state.step)
     except BaseException:
         run.release()
         raise

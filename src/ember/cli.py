@@ -123,7 +123,7 @@ def _profile(args) -> int:
     from ember.config import compose
     from ember.ranges import AT_LEAST_1, NON_NEGATIVE, check_value
     from ember.track.console import Console
-    from ember.train.profile import profile_run
+    from ember.profile import profile_run
 
     check_value("--steps", args.steps, AT_LEAST_1)
     check_value("--warmup", args.warmup, NON_NEGATIVE)

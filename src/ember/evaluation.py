@@ -6,7 +6,7 @@ from pathlib import Path
 from torch import nn
 
 from ember import baselines, rollout
-from ember.config import compose
+from ember.config import compose, typed
 from ember.config.compose import config_as_overrides
 from ember.data import Splits, build_data
 from ember.data.spec import DataSpec
@@ -35,7 +35,7 @@ def evaluate_run(path: str | Path, overrides: list[str] = (), console: Console |
     if rollout:
         return _rollout(run, model, splits, spec, split, rollout, console)
     with restored_torch_flags():
-        trainer = build_trainer(cfg, model, splits, Console("none"))
+        trainer = build_trainer(typed(cfg), model, splits, Console("none"))
         loader = {"train": trainer.train_loader, "val": trainer.val_loader, "test": trainer.test_loader}[split]
         metrics = {f"{split}/{k}": v for k, v in trainer.evaluate(loader).items()}
         base = {} if trainer.uses_loss_protocol else baselines.score(loader, spec, trainer.reference, trainer.device, trainer.to_device)

@@ -1,15 +1,18 @@
-"""Valid ranges of numeric config keys, written beside each key as `Annotated[float, POSITIVE]`.
+"""Valid values of config keys, written beside each key: `Annotated[float, POSITIVE]` for a
+range, `Annotated[str, OneOf(LOSSES)]` for a fixed set of names.
 
-The range lives in the key's type (a schema field or a builder's keyword argument), so a new key
-carries its range with it and `check_ranges` finds every one the same way: compose fails with a
-line that names the key, the value and the range, before anything is created (torch would
+The constraint lives in the key's type (a schema field or a builder's keyword argument), so a new
+key carries it along and `check_fields` finds every one the same way: compose fails with a line
+that names the key, the value and what is valid, before anything is created (torch would
 otherwise find a negative learning rate or a dropout of 2 later, as a traceback).
 """
 
 import dataclasses
+import difflib
 import math
 import typing
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 from ember.errors import ConfigError
@@ -51,6 +54,18 @@ SEED = Range(0, 2**32 - 1)  # what numpy's seeding accepts
 
 
 @dataclass(frozen=True)
+class OneOf:
+    """The value is one of `names`. A `Literal` in the annotation would say the same, but OmegaConf
+    2.3 rejects Literal fields, so the set rides in `Annotated` like a Range. Pass the owner's own
+    table (`OneOf(LOSSES)`), never a copy of it, so the names have one source."""
+
+    names: tuple[str, ...]
+
+    def __post_init__(self):
+        object.__setattr__(self, "names", tuple(self.names))  # a dict's keys or a list become a tuple
+
+
+@dataclass(frozen=True)
 class Ranged:
     """A command option's default with its valid range, e.g. {"atol": Ranged(1e-5, NON_NEGATIVE)}."""
 
@@ -69,6 +84,21 @@ def range_of(annotation: Any) -> Range | None:
     return None
 
 
+def choices_of(annotation: Any) -> OneOf | None:
+    """The OneOf in `Annotated[T, OneOf(...)]` (also inside Optional[...]); None when there is none."""
+    if typing.get_origin(annotation) is Annotated:
+        return next((m for m in annotation.__metadata__ if isinstance(m, OneOf)), None)
+    return next((found for arg in typing.get_args(annotation) if (found := choices_of(arg)) is not None), None)
+
+
+def check_choice(key: str, value: Any, choices: Sequence[str]) -> Any:
+    """`value` itself, or a ConfigError naming the key, the nearest valid name and all of them."""
+    if value not in choices:
+        hint = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+        raise ConfigError(f"{key}={value!r} is not a valid choice; {'did you mean ' + hint[0] + '? ' if hint else ''}choose one of: {', '.join(choices)}")
+    return value
+
+
 def check_value(key: str, value: Any, valid: Range | None) -> None:
     """Raise ConfigError when a number (or a number of a list) is outside `valid`."""
     if valid is None or value is None:
@@ -81,11 +111,16 @@ def check_value(key: str, value: Any, valid: Range | None) -> None:
             raise ConfigError(f"{key}={list(value) if many else value!r} is out of range: {'each item ' if many else 'it '}must be {valid}")
 
 
-def check_ranges(node: Any, schema: type, prefix: str) -> None:
-    """Check every ranged field of a dataclass `schema` against its value in the mapping `node`."""
-    for f in dataclasses.fields(schema):
-        valid = range_of(f.type)
-        if valid is not None and f.name in node:
-            value = node[f.name]
-            # An OmegaConf list is not a Python list: compare its items as one.
-            check_value(f"{prefix}.{f.name}", list(value) if isinstance(value, typing.Sequence) and not isinstance(value, str) else value, valid)
+def check_annotated(key: str, value: Any, annotation: Any) -> None:
+    """Check `value` (or each item of a list) against the Range or the OneOf in its annotation."""
+    check_value(key, value, range_of(annotation))
+    choices = choices_of(annotation)
+    if choices is not None and value is not None:
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            check_choice(key, item, choices.names)
+
+
+def check_fields(obj: Any, prefix: str) -> None:
+    """Check every field of the dataclass instance `obj` that carries a Range or a OneOf."""
+    for f in dataclasses.fields(obj):
+        check_annotated(f"{prefix}.{f.name}" if prefix else f.name, getattr(obj, f.name), f.type)

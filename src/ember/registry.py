@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ember.errors import ConfigError
-from ember.ranges import check_value, range_of
+from ember.ranges import check_annotated
 
 
 class Registry:
@@ -61,9 +61,9 @@ class Registry:
                 f"{self.kind} {name!r} has no argument {unknown[0]!r}; "
                 f"valid arguments: {', '.join(valid) or '(none)'}"
             )
-        # create_model / build_data called from Python skip compose: check the ranges here too.
+        # create_model / build_data called from Python skip compose: check ranges and names here too.
         for key, value in kwargs.items():
-            check_value(f"{self.kind}.{key}", value, range_of(valid[key].annotation))
+            check_annotated(f"{self.kind}.{key}", value, valid[key].annotation)
 
     def config_schema(self, name: str, base: type | None = None) -> type:
         """A dataclass whose fields are `name` (plus `base`'s fields) and the builder's options."""

@@ -155,7 +155,7 @@ def test_a_failing_tracker_is_one_warning_and_training_goes_on(tmp_path, monkeyp
 
 
 def test_track_config():
-    with pytest.raises(ConfigError, match="unknown tracker 'mlfow'; did you mean mlflow"):
+    with pytest.raises(ConfigError, match=r"track='mlfow' is not a valid choice; did you mean mlflow\? choose one of: tensorboard, mlflow, wandb, csv"):
         compose(["track=[mlfow]"])
     assert list(compose([]).track) == ["tensorboard"]
     assert list(compose(["track=csv,mlflow"]).track) == ["csv", "mlflow"]  # brackets optional

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import ember
-from ember.config import compose
+from ember.config import compose, typed
 from ember.data import Splits, TensorData
 from ember.data.spec import DataSpec
 from ember.errors import ConfigError
@@ -30,7 +30,7 @@ def net() -> nn.Module:
 def trainer_for(tmp_path, *overrides, model=None, val=True):
     cfg = compose(["data=linear", "optim=sgd", "optim.lr=0.1", "sched=none", "data.shuffle=false", "data.batch_size=16", "trainer.device=cpu", "trainer.progress=none", f"run.root={tmp_path}", *overrides])
     splits = Splits(train=data(64, 1), val=data(32, 2) if val else None, spec=SPEC)
-    return build_trainer(cfg, model or net(), splits, Console("none"))
+    return build_trainer(typed(cfg), model or net(), splits, Console("none"))
 
 
 def params(model: nn.Module) -> list[torch.Tensor]:

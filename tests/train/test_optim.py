@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from torch import nn
 from train_support import RecordingConsole
 
-from ember.config import compose
+from ember.config import compose, typed
 from ember.data import Splits, TensorData
 from ember.data.spec import DataSpec
 from ember.errors import ConfigError
@@ -236,7 +236,7 @@ def _trainer(tmp_path, model, *overrides, val=True, console=None):
         *overrides,
     )
     splits = Splits(train=_data(16), val=_data(8, seed=1) if val else None, spec=REGRESSION)
-    return build_trainer(cfg, model, splits, console=console or Console("none"))
+    return build_trainer(typed(cfg), model, splits, console=console or Console("none"))
 
 
 def test_plateau_through_trainer_reduces_lr_on_constant_val_loss(tmp_path):

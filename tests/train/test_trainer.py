@@ -12,7 +12,7 @@ from train_support import RecordingConsole
 
 import ember
 from ember.api import train
-from ember.config import compose
+from ember.config import compose, typed
 from ember.data import Splits, TensorData
 from ember.data.spec import DataSpec
 from ember.track.console import Console
@@ -54,7 +54,7 @@ def small_net(seed: int = 0) -> nn.Module:
 
 def make_trainer(cfg, model, train_data, val=None, test=None, spec=REGRESSION, console=None):
     splits = Splits(train=train_data, val=val, test=test, spec=spec)
-    return build_trainer(cfg, model, splits, console=console or Console("none"))
+    return build_trainer(typed(cfg), model, splits, console=console or Console("none"))
 
 
 def flat(model: nn.Module) -> torch.Tensor:
@@ -468,7 +468,7 @@ def test_validation_every_n_steps(tmp_path):
     torch.manual_seed(0)
     splits = Splits(train=regression_data(40), val=regression_data(16, seed=2), spec=REGRESSION)
     console = RecordingConsole()
-    trainer = build_trainer(cfg, ember.create_model("mlp", REGRESSION, width=8), splits, console)
+    trainer = build_trainer(typed(cfg), ember.create_model("mlp", REGRESSION, width=8), splits, console)
     trainer.fit()
     # 5 steps per epoch, 10 in all: validations at steps 3, 6, 9 and none at epoch ends.
     assert [r["step"] for r in console.split("val")] == [3, 6, 9]
@@ -482,7 +482,7 @@ def test_compile_trains_like_eager(tmp_path):
         torch.manual_seed(0)
         model = ember.create_model("mlp", REGRESSION, width=8)
         splits = Splits(train=regression_data(40), spec=REGRESSION)
-        trainer = build_trainer(cfg, model, splits, Console("none"))
+        trainer = build_trainer(typed(cfg), model, splits, Console("none"))
         trainer.fit()
         results.append([p.detach().clone() for p in model.parameters()])
     for a, b in zip(*results):

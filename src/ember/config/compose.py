@@ -2,13 +2,15 @@
 
 Hydra's compose API does the composition (ember owns its run directory and never changes the
 working directory). Hydra's multi-line errors are turned into one-line ConfigErrors that name the
-key and list the valid choices.
+key and list the valid choices. `typed` turns the composed config into the schema's dataclasses,
+which check every value; compose runs it, and the trainer reads its result.
 """
 
 import copy
 import dataclasses
 import difflib
 import re
+import typing
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -21,41 +23,30 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from ember.config.schema import DataCommon, EmberConfig, ModelCommon, OptimConfig
+from ember.config.schema import DataCommon, EmberConfig, ModelCommon, OptimConfig, SchedConfig
 from ember.data import DATA, list_data
 from ember.errors import ConfigError
 from ember.models import MODELS, list_models
-from ember.ranges import check_ranges
-from ember.track import TRACKERS, flatten
-from ember.train.optim import OPTIMIZERS
+from ember.track import flatten
+from ember.train.optim import OPTIMIZERS, SCHEDULES
 
 CONF_DIR = Path(__file__).parent / "conf"
 GROUPS = ("model", "data", "optim", "sched", "trainer", "experiment")
 # Keys that hold open dictionaries: any key may be set below them.
 OPEN_KEYS = ("tune.space", "tune.sampler_args", "tune.pruner_args")
 
-# Keys whose values come from a fixed set (optim.name and sched.name: their groups' options).
-CHOICES = {
-    "trainer.precision": ("auto", "fp32", "bf16", "fp16"),
-    "trainer.loss": ("auto", "cross_entropy", "nll", "mse", "l1", "mae", "huber", "rel_l2"),
-    "trainer.mode": ("auto", "min", "max"),
-    "trainer.progress": ("auto", "bar", "lines", "none"),
-    "trainer.nan_policy": ("stop", "skip", "off"),
-    "data.split": ("train", "val", "test"),
-    "data.nan": ("error", "drop"),
-}
-
 
 def group_options(group: str) -> list[str]:
-    """The options of a config group: registry entries for model/data, YAML files otherwise."""
+    """The options of a config group: registry entries for model/data, the optimizers and schedules
+    ember.train.optim builds, YAML files otherwise."""
     if group == "model":
         return list_models()
     if group == "data":
         return list_data()
-    if group == "optim":
-        return sorted(OPTIMIZERS)
+    if group in ("optim", "sched"):
+        return sorted(OPTIMIZERS if group == "optim" else SCHEDULES)
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
@@ -75,6 +66,8 @@ def _register_schemas() -> None:
     store("", "ember_schema", lambda: EmberConfig)
     for name, (_, defaults) in OPTIMIZERS.items():
         store("optim", name, lambda: OmegaConf.merge(OptimConfig(), {"name": name, **defaults}))
+    for name in SCHEDULES:
+        store("sched", name, lambda: SchedConfig(name=name))
     for name in MODELS.names():
         store("model", name, lambda: MODELS.config_schema(name, base=ModelCommon))
     for name in DATA.names():
@@ -109,18 +102,29 @@ def compose(overrides: Iterable[str] = (), config_file: str | Path | None = None
 # more than training a small model, and ember.fit composes on every call. What the group
 # selections compose to is cached per process; the `key=value` overrides are applied to a copy
 # of it by Hydra's own step for them (the one its compose runs after the groups are merged), so
-# the result and the error messages are Hydra's (that step is private to Hydra: a test compares
-# the two ways on every kind of override). The key holds the number of stored schemas, so a model
-# or data source registered later is seen.
+# the result and the error messages are Hydra's (that step is private to Hydra, see
+# hydra_apply_overrides). The key holds the number of stored schemas, so a model or data source
+# registered later is seen.
 _BASE: dict[tuple, DictConfig] = {}
 
 
-def _compose_cached(overrides: list[str]) -> DictConfig:
+def hydra_apply_overrides():
+    """Hydra's step that applies `key=value` overrides to a composed config, or None.
+
+    ember's one private call into Hydra or OmegaConf, kept in this function. Where a Hydra lacks
+    it, compose goes the slow way (Hydra's whole compose each call); tests/config/test_compose.py
+    fails loudly then, and compares the two ways on every kind of override while it exists."""
     try:
         from hydra._internal.config_loader_impl import ConfigLoaderImpl
 
-        apply = ConfigLoaderImpl._apply_overrides_to_config
-    except (ImportError, AttributeError):  # a Hydra without that step: compose the slow way
+        return ConfigLoaderImpl._apply_overrides_to_config
+    except (ImportError, AttributeError):
+        return None
+
+
+def _compose_cached(overrides: list[str]) -> DictConfig:
+    apply = hydra_apply_overrides()
+    if apply is None:
         return _hydra_compose(overrides)
     parsed = OverridesParser.create().parse_overrides(overrides=overrides)
     values = [o for o in parsed if _is_value_override(o)]
@@ -141,45 +145,26 @@ def _is_value_override(o) -> bool:
 def _hydra_compose(overrides: list[str]) -> DictConfig:
     GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None, job_name="ember"):
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="ember"):
             return hydra_compose(config_name="config", overrides=overrides)
     finally:
         GlobalHydra.instance().clear()
 
 
 def check_values(cfg: DictConfig) -> None:
-    choices_of = {**CHOICES, "optim.name": group_options("optim"), "sched.name": group_options("sched")}
-    for key, choices in choices_of.items():
-        value = OmegaConf.select(cfg, key)
-        if value is not None and value not in choices:
-            raise ConfigError(f"{key}={value!r} is not a valid choice; choose one of: {', '.join(choices)}")
-    for name in cfg.get("track") or []:
-        if name not in TRACKERS:
-            hint = difflib.get_close_matches(str(name), TRACKERS, n=1)
-            raise ConfigError(f"track: unknown tracker {name!r}; {'did you mean ' + hint[0] + '? ' if hint else ''}choose from: {', '.join(TRACKERS)} (for example track=[tensorboard,csv])")
-    device = cfg.trainer.device
-    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
-        raise ConfigError(f"trainer.device={device!r} is not a device; use auto, cpu, cuda, cuda:N or mps")
+    """Every value valid: the model and data are registered, and the config builds its dataclasses."""
     for key in ("model", "data"):
         name = cfg[key].name
         if name not in group_options(key):
             raise ConfigError(f"{key}.name={name!r} is unknown; choose one of: {', '.join(group_options(key))}")
-    _check_names(cfg)
-    for name, schema in _schemas(cfg).items():
-        check_ranges(cfg[name], schema, name)
-    if len(cfg.optim.betas) != 2:  # a range checks each item, not how many there are
-        raise ConfigError(f"optim.betas={list(cfg.optim.betas)} must hold two values, for example optim.betas=[0.9,0.999]")
-    if cfg.data.val_fraction + cfg.data.test_fraction >= 1:
-        raise ConfigError(f"data.val_fraction={cfg.data.val_fraction} and data.test_fraction={cfg.data.test_fraction} leave no training data; their sum must be below 1")
+    typed(cfg)
 
 
-def _check_names(cfg: DictConfig) -> None:
-    """run.name and tune.name become one folder under run.root: a separator, `..` or an absolute
-    name would put the run (or study) elsewhere on disk, so they are refused before anything is made."""
-    for key in ("run.name", "tune.name"):
-        name = OmegaConf.select(cfg, key)
-        if name is not None and ("/" in str(name) or "\\" in str(name) or str(name) in (".", "..")):
-            raise ConfigError(f"{key}={name!r} is not a plain folder name (no /, \\, .. or absolute path); name it like my-experiment, or set run.dir= for an exact directory")
+def typed(cfg: DictConfig) -> EmberConfig:
+    """The config as the schema's dataclasses (model and data as their builders' schemas), each
+    checked as it is built: ranges, fixed sets of values, and the checks across a group's keys.
+    The trainer reads this; the DictConfig is kept to print, save and turn into overrides."""
+    return OmegaConf.to_object(cfg)
 
 
 def _check_group_selection(override: str) -> None:
@@ -195,31 +180,37 @@ def _check_group_selection(override: str) -> None:
 
 
 def _translate(e: Exception, overrides: list[str]) -> Exception:
+    """A failed composition as one line, from OmegaConf's exception fields (the key, the value)
+    rather than from its text; Hydra names an unknown key only in its text (the one pattern read)."""
+    nameless = next((o for o in overrides if o.lstrip("+~").startswith("=")), None)
+    if nameless is not None:
+        return ConfigError(f"cannot parse override {nameless!r}: it names no key; write key=value, for example trainer.max_epochs=5")
+    bad = _first_unparsable(overrides)
+    if bad is not None:
+        return ConfigError(f"cannot parse override {bad!r}; write key=value, for example trainer.max_epochs=5")
     cause = e
     while cause.__cause__ is not None and not isinstance(cause, OmegaConfBaseException):
         cause = cause.__cause__
-    text = str(cause)
     key = getattr(cause, "full_key", None) or ""
+    if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and key:
+        return ConfigError(_unknown_key_message(key, overrides))
+    if isinstance(cause, ValidationError) and key:
+        return ConfigError(f"{key}={cause.value!r} has the wrong type; expected {_expected_type(cause)}")
     m = re.search(r"Could not override '([^']+)'", str(e))
-    if not key and not m and any(o.lstrip("+~").startswith("=") for o in overrides):
-        bad = next(o for o in overrides if o.lstrip("+~").startswith("="))
-        return ConfigError(f"cannot parse override {bad!r}: it names no key; write key=value, for example trainer.max_epochs=5")
-    if m or re.search(r"Key '[^']+' (is )?not in", text) or "Missing key" in text:
-        return ConfigError(_unknown_key_message(key or m.group(1), overrides))
-    m = re.search(r"Value '(.*?)' (?:of type '\w+' )?could not be converted to (\w+)", text)
     if m:
-        return ConfigError(f"{key}={m.group(1)!r} has the wrong type; expected {m.group(2).lower()}")
-    m = re.search(r"Value '(.*?)' is not a valid bool", text)
-    if m:
-        return ConfigError(f"{key}={m.group(1)!r} has the wrong type; expected true or false")
-    if isinstance(cause, OmegaConfBaseException):
-        first = text.splitlines()[0]
-        return ConfigError(f"{key}: {first}" if key else first)
-    text = str(e)
-    if "Error parsing override" in text or "mismatched input" in text or "no viable alternative" in text:
-        bad = next((o for o in overrides if o in text), None) or _first_unparsable(overrides)
-        return ConfigError(f"cannot parse override {bad!r}; write key=value, for example trainer.max_epochs=5")
-    return ConfigError(text.strip().splitlines()[0] if text.strip() else type(e).__name__)
+        return ConfigError(_unknown_key_message(m.group(1), overrides))
+    text = str(cause).strip()
+    return ConfigError(text.splitlines()[0] if text else type(cause).__name__)
+
+
+def _expected_type(error: ValidationError) -> str:
+    """The type the schema declares for the key (or list item) a ValidationError names."""
+    if dataclasses.is_dataclass(error.object_type):
+        declared = typing.get_type_hints(error.object_type).get(error.key)  # Annotated[...] comes back plain
+    else:  # an item of a typed list, such as optim.betas[0]
+        declared = next(iter(typing.get_args(error.ref_type)), None)
+    kind = next((a for a in typing.get_args(declared) if a is not type(None)), declared)  # Optional[int] -> int
+    return {bool: "true or false", int: "integer", float: "float", str: "text"}.get(kind, getattr(kind, "__name__", str(kind)))
 
 
 def _first_unparsable(overrides: list[str]) -> str | None:

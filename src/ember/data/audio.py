@@ -19,11 +19,11 @@ import numpy as np
 import torch
 
 from ember.data import Splits, register_data
-from ember.data.checks import check_choice, check_labels, existing_path, require
+from ember.data.checks import check_labels, existing_path, require
 from ember.data.loaders import TensorData
 from ember.data.spec import DataSpec
 from ember.errors import DataError
-from ember.ranges import AT_LEAST_1, POSITIVE
+from ember.ranges import AT_LEAST_1, POSITIVE, check_choice
 
 
 @register_data("audio")
@@ -40,8 +40,8 @@ def audio(
 ) -> Splits:
     """WAV files labelled by subfolder or by file name, at a fixed rate and length; optional log-mel."""
     require("scipy.io.wavfile", "audio", "audio")
-    check_choice(labels, "data.labels", ("folder", "filename"))
-    check_choice(features, "data.features", ("waveform", "logmel"))
+    check_choice("data.labels", labels, ("folder", "filename"))
+    check_choice("data.features", features, ("waveform", "logmel"))
     root = existing_path(cfg.root or cfg.path, "data.root", "audio", "a folder of .wav files (one subfolder per class, or labels in the file names)", directory=True)
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() == ".wav" and p.is_file())
     if not files:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ember.errors import ConfigError, DataError
+from ember.ranges import check_choice
 
 NAN_POLICIES = ("error", "drop")
 
@@ -77,12 +78,6 @@ def unknown_name(name: str, valid: Sequence[str], what: str, where: str, fix: st
     return DataError(f"no {what} {name!r} in {where}; {did_you_mean}{fix}: {listed}")
 
 
-def check_choice(value: str, key: str, choices: Sequence[str]) -> str:
-    if value not in choices:
-        raise ConfigError(f"{key}={value!r} is not a valid choice; choose one of: {', '.join(choices)}")
-    return value
-
-
 def nonfinite_rows(a: np.ndarray | torch.Tensor) -> np.ndarray:
     """Boolean mask of the samples (first dimension) holding a NaN or an infinity."""
     a = a.numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
@@ -110,7 +105,7 @@ def nan_rows(arrays: dict[str, np.ndarray | torch.Tensor], where: str, policy: s
 
     `arrays` maps a name used in the message (`features`, `targets`) to an array of samples.
     """
-    check_choice(policy, "data.nan", NAN_POLICIES)
+    check_choice("data.nan", policy, NAN_POLICIES)
     n = len(next(iter(arrays.values())))
     bad = np.zeros(n, dtype=bool)
     for a in arrays.values():
@@ -163,7 +158,7 @@ def check_labels(y: np.ndarray | torch.Tensor, where: str, num_classes: int = 0)
 
 def infer_task(y: np.ndarray, task: str, key: str = "data.task") -> str:
     """classification for integer, boolean or categorical labels of one value per sample."""
-    check_choice(task, key, ("auto", "classification", "regression"))
+    check_choice(key, task, ("auto", "classification", "regression"))
     if task != "auto":
         return task
     integer = np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.bool_)

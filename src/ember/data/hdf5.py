@@ -16,18 +16,18 @@ from typing import Annotated
 import numpy as np
 
 from ember.data import Splits, register_data
-from ember.data.checks import check_choice, check_labels, expand_paths, plural, require, unknown_name
+from ember.data.checks import check_labels, expand_paths, plural, require, unknown_name
 from ember.data.lazy import Handles, LazyDataset
 from ember.data.loaders import default_workers
 from ember.data.spec import DataSpec
 from ember.errors import DataError
-from ember.ranges import NON_NEGATIVE
+from ember.ranges import NON_NEGATIVE, check_choice
 
 
 @register_data("hdf5", num_workers=default_workers())
 def hdf5(cfg, *, inputs: str = "x", task: str = "auto", num_classes: Annotated[int, NON_NEGATIVE] = 0, test_path: str | None = None) -> Splits:
     """Datasets in HDF5 files (a path, a glob or a comma list), read lazily in batches."""
-    check_choice(task, "data.task", ("auto", "classification", "regression"))
+    check_choice("data.task", task, ("auto", "classification", "regression"))
     target = str(cfg.target) if cfg.target else "y"
     what = "an HDF5 file, a glob like 'data/*.h5' or a comma-separated list of files"
     reader = HDF5Reader(expand_paths(cfg.path, "data.path", "hdf5", what), inputs, target, task)
@@ -49,7 +49,7 @@ def dataset(reader, nan: str, num_classes: int) -> tuple[LazyDataset, np.ndarray
 
     Shared by the file-backed sources (HDF5 here, NetCDF/Zarr in gridded.py, lazy image folders).
     """
-    check_choice(nan, "data.nan", ("error", "drop"))
+    check_choice("data.nan", nan, ("error", "drop"))
     data = LazyDataset(reader)
     s = data.scan()
     rows = np.arange(len(reader))

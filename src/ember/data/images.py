@@ -21,13 +21,13 @@ import torch
 
 from ember import safe_pickle
 from ember.data import Splits, register_data
-from ember.data.checks import check_choice, existing_path, require
+from ember.data.checks import existing_path, require
 from ember.data.hdf5 import dataset
 from ember.data.lazy import LazyDataset
 from ember.data.loaders import TensorData, default_workers
 from ember.data.spec import DataSpec
 from ember.errors import ConfigError, DataError, EmberError
-from ember.ranges import AT_LEAST_1
+from ember.ranges import AT_LEAST_1, check_choice
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -172,7 +172,7 @@ def cifar10(cfg) -> Splits:
 @register_data("cifar100", augment=["crop", "flip"])
 def cifar100(cfg, *, labels: str = "fine") -> Splits:
     """CIFAR-100 from the python files in data.root (cifar-100-python); fine (100) or coarse (20) labels."""
-    check_choice(labels, "data.labels", ("fine", "coarse"))
+    check_choice("data.labels", labels, ("fine", "coarse"))
     folder = _find(cfg.root, "cifar100", "cifar-100-python", ["train", "test"], "cifar-100-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html")
     k = 100 if labels == "fine" else 20
     key = f"{labels}_labels".encode()

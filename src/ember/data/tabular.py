@@ -18,7 +18,6 @@ import torch
 
 from ember.data import Splits, register_data
 from ember.data.checks import (
-    check_choice,
     check_labels,
     existing_path,
     one_class,
@@ -30,7 +29,7 @@ from ember.data.checks import (
 from ember.data.loaders import TensorData
 from ember.data.spec import DataSpec
 from ember.errors import DataError
-from ember.ranges import NON_NEGATIVE
+from ember.ranges import NON_NEGATIVE, check_choice
 
 
 @register_data("csv")
@@ -70,7 +69,7 @@ def parquet(
 
 def _table(cfg, source: str, what: str, read, features, task: str, num_classes: int, test_path, categorical) -> Splits:
     pd = require("pandas", "tabular", source)
-    check_choice(task, "data.task", ("auto", "classification", "regression"))
+    check_choice("data.task", task, ("auto", "classification", "regression"))
     path = existing_path(cfg.path, "data.path", source, what)
     df = _read(pd, read, path, source)
     targets = _names(cfg.target)
@@ -143,7 +142,7 @@ def _read(pd, read, path: Path, source: str):
 
 def _clean(df, columns: list[str], path: Path, nan: str):
     """Rows without missing or infinite values, or a DataError naming the first one."""
-    check_choice(nan, "data.nan", ("error", "drop"))
+    check_choice("data.nan", nan, ("error", "drop"))
     part = df[columns]
     numeric = part.select_dtypes("number")
     bad = part.isna().to_numpy() if len(numeric.columns) == 0 else part.isna().to_numpy() | _isinf(part, numeric.columns)

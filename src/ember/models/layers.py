@@ -10,6 +10,7 @@ from torch import nn
 
 from ember.data.spec import DataSpec
 from ember.errors import ConfigError
+from ember.ranges import check_choice
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU, "leaky_relu": nn.LeakyReLU}
 NORMS = ("batch", "group", "layer", "none")
@@ -36,11 +37,6 @@ def running_batch_norm(modules: list[nn.Module]):
     finally:
         for m, was in zip(modules, training):
             m.train(was)
-
-
-def check_choice(key: str, value: str, choices: tuple) -> None:
-    if value not in choices:
-        raise ConfigError(f"{key}={value!r} is not a valid choice; choose one of: {', '.join(choices)}")
 
 
 def norm(kind: str, channels: int, dims: int) -> nn.Module:

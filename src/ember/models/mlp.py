@@ -10,8 +10,8 @@ from torch import nn
 from ember.data.spec import DataSpec
 from ember.errors import ConfigError
 from ember.models import register_model
-from ember.models.layers import ACTIVATIONS, activation, check_choice, out_shape  # noqa: F401 (activation: re-exported)
-from ember.ranges import AT_LEAST_1, FRACTION, NON_NEGATIVE
+from ember.models.layers import ACTIVATIONS, activation, out_shape  # noqa: F401 (activation: re-exported)
+from ember.ranges import AT_LEAST_1, FRACTION, NON_NEGATIVE, check_choice
 
 
 class Linear(nn.Module):

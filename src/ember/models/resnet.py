@@ -13,8 +13,8 @@ from torch import nn
 from ember.data.spec import DataSpec
 from ember.errors import ConfigError
 from ember.models import register_model
-from ember.models.layers import activation, check_choice, conv, flat_out_features, norm, out_shape, spatial_input
-from ember.ranges import AT_LEAST_1, FRACTION
+from ember.models.layers import activation, conv, flat_out_features, norm, out_shape, spatial_input
+from ember.ranges import AT_LEAST_1, FRACTION, check_choice
 
 # depth -> (block type, blocks per stage)
 LAYOUTS = {10: ("basic", (1, 1, 1, 1)), 18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)), 50: ("bottleneck", (3, 4, 6, 3))}

@@ -15,9 +15,9 @@ from torch import nn
 from ember.data.spec import DataSpec
 from ember.errors import ConfigError
 from ember.models import register_model
-from ember.models.layers import check_choice, flat_out_features, out_shape, pad, pad_amounts, spatial_input
+from ember.models.layers import flat_out_features, out_shape, pad, pad_amounts, spatial_input
 from ember.models.sequence import Block, check_heads
-from ember.ranges import AT_LEAST_1, FRACTION, POSITIVE
+from ember.ranges import AT_LEAST_1, FRACTION, POSITIVE, check_choice
 
 PRESETS = {"tiny": {"dim": 192, "depth": 12, "heads": 3}, "small": {"dim": 384, "depth": 12, "heads": 6}}
 

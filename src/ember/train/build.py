@@ -1,17 +1,19 @@
 """Build a Trainer from the config: every setting is resolved and checked here, once, before
 anything is written, so the loop (trainer.py) only runs.
 
-`build_trainer(cfg, model, splits, console, dist)` resolves the device, the precision and how the
-model is spread over processes (strategy.Parallel), builds the loaders, loss, metrics, optimizer
-and schedules, and hands the trainer its components: the guard (NaN and stop decisions), the
-cadences of logging, validation and checkpoints, the meter and the thread policy.
+`build_trainer(cfg, model, splits, console, dist)` takes the typed config (`ember.config.typed`:
+the schema's dataclasses, every value already checked) and resolves the device, the precision and
+how the model is spread over processes (strategy.Parallel), builds the loaders, loss, metrics,
+optimizer and schedules, and hands the trainer its components: the guard (NaN and stop
+decisions), the cadences of logging, validation and checkpoints, the meter and the thread policy.
 """
 
 import contextlib
+import dataclasses
 import math
+from typing import TYPE_CHECKING
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
@@ -34,10 +36,13 @@ from ember.train.state import Monitor
 from ember.train.threads import ThreadPolicy
 from ember.train.trainer import Trainer
 
+if TYPE_CHECKING:  # the config layer sits above the loop (it names the optimizers and schedules)
+    from ember.config.schema import DataCommon, EmberConfig, SchedConfig
 
-def build_trainer(cfg: DictConfig, model: nn.Module, splits: Splits, console: Console, dist: Dist | None = None) -> Trainer:
+
+def build_trainer(cfg: "EmberConfig", model: nn.Module, splits: Splits, console: Console, dist: Dist | None = None) -> Trainer:
     """A trainer ready to `fit`, or a ConfigError naming the setting that cannot work."""
-    t = OmegaConf.to_object(cfg.trainer)  # the loop reads a plain dataclass, not the OmegaConf node
+    t = cfg.trainer
     dist = dist or Dist()
     device = _device(t, dist)
     precision = resolve_precision(t.precision, device)
@@ -110,7 +115,7 @@ def _device(t, dist: Dist) -> torch.device:
     return device
 
 
-def _loaders(d: DictConfig, seed: int, splits: Splits, device: torch.device, dist: Dist) -> tuple:
+def _loaders(d: "DataCommon", seed: int, splits: Splits, device: torch.device, dist: Dist) -> tuple:
     """Train, val and test loaders. Training batches are sharded across ranks. So are validation
     and test, unpadded: each rank evaluates its share and the sums are combined, so every rank
     holds the metrics of the whole split and all take the same decisions."""
@@ -125,7 +130,7 @@ def _loaders(d: DictConfig, seed: int, splits: Splits, device: torch.device, dis
             data = data.to(device)
         return EpochLoader(
             data, batch_size, shuffle, seed=seed, num_workers=d.num_workers, pin_memory=device.type == "cuda",
-            fast=d.get("fast_path", True), rank=dist.rank, world=dist.world, evaluation=evaluation,
+            fast=d.fast_path, rank=dist.rank, world=dist.world, evaluation=evaluation,
         )
 
     return loader(splits.train, d.batch_size, d.shuffle), loader(splits.val, eval_batch, False, True), loader(splits.test, eval_batch, False, True)
@@ -143,12 +148,12 @@ def _monitor(t, has_val: bool, computed: list[str]) -> Monitor | None:
     return Monitor(name=name, higher_better=higher, patience=t.early_stopping_patience)
 
 
-def _schedules(sched: DictConfig, optimizer, total_steps: int, steps_per_epoch: int, monitor: Monitor | None, console: Console):
+def _schedules(sched: "SchedConfig", optimizer, total_steps: int, steps_per_epoch: int, monitor: Monitor | None, console: Console):
     """The lr schedule and, beside a plateau schedule, its linear warmup."""
     if sched.name == "onecycle" and total_steps * sched.pct_start < 2:
         # OneCycleLR cannot rise and fall within so few steps.
         console.print(f"note: {total_steps} steps are too few for sched=onecycle; training at a constant lr")
-        sched = OmegaConf.merge(sched, {"name": "none"})
+        sched = dataclasses.replace(sched, name="none")
     mode = "max" if monitor and monitor.higher_better else "min"
     scheduler = build_scheduler(sched, optimizer, total_steps, steps_per_epoch, mode)
     if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) and not monitor:

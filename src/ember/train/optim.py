@@ -55,7 +55,7 @@ def build_optimizer(cfg, params: list, fusable: bool = True) -> torch.optim.Opti
     (sharded DTensors); optim.fused=null then falls back to torch's default."""
     if cfg.name not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer {cfg.name!r}; choose one of: {', '.join(OPTIMIZERS)}")
-    fused = cfg.get("fused")
+    fused = cfg.fused
     if fused and cfg.name not in FUSED:
         raise ConfigError(f"optim.fused=true: optim={cfg.name} has no fused step; choose one of {', '.join(FUSED)} or set optim.fused=null")
     if fused is None:
@@ -65,6 +65,10 @@ def build_optimizer(cfg, params: list, fusable: bool = True) -> torch.optim.Opti
     elif fused and not fusable:
         raise ConfigError("optim.fused=true cannot run on sharded parameters (trainer.strategy=fsdp); set optim.fused=null")
     return OPTIMIZERS[cfg.name][0](cfg, params, fused or None)
+
+
+# The schedules build_scheduler makes; each name is an option of the `sched` config group.
+SCHEDULES = ("none", "step", "cosine", "plateau", "onecycle")
 
 
 def build_scheduler(cfg, optimizer, total_steps: int, steps_per_epoch: int, mode: str = "min"):

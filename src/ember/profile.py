@@ -10,6 +10,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.profiler import ProfilerActivity, profile, schedule
 
+from ember.config import typed
 from ember.data import build_data
 from ember.models import builder_kwargs, create_model
 from ember.run import RunDir, default_run_name
@@ -27,7 +28,7 @@ def profile_run(cfg: DictConfig, console: Console, warmup: int = 5, steps: int =
     cuda = torch.cuda.is_available() and cfg.trainer.device in ("auto", "cuda")
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with restored_torch_flags():
-        trainer = build_trainer(cfg, model, splits, Console("none"))
+        trainer = build_trainer(typed(cfg), model, splits, Console("none"))
         run = RunDir.create(cfg, splits.spec)
         with profile(activities=activities, schedule=schedule(wait=0, warmup=warmup, active=steps, repeat=1)) as prof:
             trainer.step_hook = prof.step  # the profiler's clock is the optimizer step
