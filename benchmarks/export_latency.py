@@ -24,7 +24,8 @@ os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="ember-
 import torch
 
 from ember.export.bench import compare
-from ember.export.common import Normalized, load_model, raw_inputs
+from ember.export.common import load_model
+from ember.units import Normalized, raw_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = {

@@ -79,8 +79,9 @@ def build(root: Path) -> Built:
 
 def write_cases(run_dir: Path, name: str, data: Path) -> None:
     """<name>.ts and <name>.aoti.pt2, and per batch size the input and the eager model's output."""
-    from ember.evaluation import load_run
-    from ember.export.common import Normalized, held_out_batch
+    from ember.export.common import held_out_batch
+    from ember.run import load_run
+    from ember.units import Normalized
     from ember.export.export import export_run
 
     quiet = lambda s: None
