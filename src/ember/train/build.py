@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from ember import baselines
 from ember.data import Splits, TensorData
@@ -103,7 +103,25 @@ def _averaged(decay: float, model: nn.Module, parallel) -> AveragedModel | None:
         return None
     if parallel.sharded_params:
         raise ConfigError("trainer.ema does not work with trainer.strategy=fsdp yet; use trainer.strategy=ddp or trainer.ema=0")
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    return AveragedModel(model, multi_avg_fn=_ema_with_warmup(decay), use_buffers=True)
+
+
+def _ema_with_warmup(decay: float):
+    """The EMA update with the warmup timm and diffusers use: the n-th average takes the decay
+    min(decay, (1 + n) / (10 + n)). A fixed 0.999 over a run of a few hundred steps kept most of
+    the first weights: the diffusion model's test loss was 2.2x that of its training weights
+    (benchmarks/weight_average.py)."""
+
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged: torch.Tensor) -> None:
+        n = int(n_averaged)  # AveragedModel reads its count on the host anyway
+        d = min(decay, (1 + n) / (10 + n))
+        if averaged[0].is_floating_point() or averaged[0].is_complex():
+            torch._foreach_lerp_(averaged, current, 1 - d)  # one kernel for all, as torch's own EMA does
+        else:  # integer buffers (a BatchNorm's batch count)
+            for a, c in zip(averaged, current, strict=True):
+                a.copy_(a * d + c * (1 - d))
+
+    return update
 
 
 def _device(t, dist: Dist) -> torch.device:
