@@ -35,7 +35,7 @@ OPEN_KEYS = ("tune.space", "tune.sampler_args", "tune.pruner_args")
 # Keys whose values come from a fixed set (optim.name and sched.name: their groups' options).
 CHOICES = {
     "trainer.precision": ("auto", "fp32", "bf16", "fp16"),
-    "trainer.loss": ("auto", "cross_entropy", "nll", "mse", "l1", "mae", "huber", "rel_l2"),
+    "trainer.loss": ("auto", "cross_entropy", "nll", "mse", "l1", "mae", "huber", "rel_l2", "h1"),
     "trainer.mode": ("auto", "min", "max"),
     "trainer.progress": ("auto", "bar", "lines", "none"),
     "trainer.nan_policy": ("stop", "skip", "off"),
