@@ -95,9 +95,9 @@ def test_h1_in_2d_takes_both_axes_and_physical_units():
 
 def test_h1_on_classification_or_a_vector_target_is_a_config_error():
     classes = DataSpec(input_shape=(4,), task="classification", num_classes=3)
-    with pytest.raises(ConfigError, match="trainer.loss=h1 needs a field target .* not classification"):
+    with pytest.raises(ConfigError, match="trainer.loss=h1 needs a field target .* not classification; use trainer.loss=auto"):
         build_loss("h1", classes, nn.Linear(4, 3))
-    with pytest.raises(ConfigError, match=r"not a target of shape \(3,\)"):
+    with pytest.raises(ConfigError, match=r"not a target of shape \(3,\); use trainer.loss=rel_l2 or mse"):
         build_loss("h1", DataSpec(input_shape=(4,), task="regression", target_shape=(3,)), nn.Linear(4, 3))
 
 

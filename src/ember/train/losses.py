@@ -97,7 +97,10 @@ def build_loss(name: str, spec: DataSpec, model: nn.Module, label_smoothing: flo
         return RelativeL2Loss(spec)
     if name == "h1":
         if spec.task != "regression" or len(spec.target_shape) < 2:
-            what = "classification" if spec.task == "classification" else f"a target of shape {tuple(spec.target_shape)}"
-            raise ConfigError(f"trainer.loss=h1 needs a field target (channels, *grid) to take derivatives along, not {what}; use trainer.loss=rel_l2 or mse")
+            if spec.task == "classification":
+                what, fix = "classification", "trainer.loss=auto"
+            else:
+                what, fix = f"a target of shape {tuple(spec.target_shape)}", "trainer.loss=rel_l2 or mse"
+            raise ConfigError(f"trainer.loss=h1 needs a field target (channels, *grid) to take derivatives along, not {what}; use {fix}")
         return RelativeH1Loss(spec)
     return {"nll": nn.NLLLoss, "mse": nn.MSELoss, "l1": nn.L1Loss, "mae": nn.L1Loss, "huber": nn.HuberLoss}[name]()
