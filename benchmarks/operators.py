@@ -47,7 +47,7 @@ CASES = {"burgers": ("burgers", 1024, 0), "superres": ("burgers", 256, 1024), "d
 BUDGETS = {
     "small": {"burgers": (200, 10, 1e-3), "superres": (200, 10, 1e-3), "darcy": (200, 10, 1e-3)},
     "medium": {"burgers": (1000, 20, 1e-3), "superres": (1000, 20, 1e-3), "darcy": (1000, 5, 1e-3)},
-    "full": {"burgers": (1000, 100, 1e-3), "superres": (1000, 100, 1e-3), "darcy": (1000, 5, 1e-3)},
+    "full": {"burgers": (1000, 50, 1e-3), "superres": (1000, 50, 1e-3), "darcy": (1000, 5, 1e-3)},
 }
 
 
