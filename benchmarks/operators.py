@@ -40,10 +40,11 @@ PAPER = {"burgers": (1024, 0.0160), "superres": (1024, 0.0160), "darcy": (85, 0.
 SIZES = {"burgers": {"modes": 16, "width": 64, "padding": 0.0}, "darcy": {"modes": 12, "width": 32, "padding": 0.1}}
 # What each case trains on: (data, resolution, resolution tested zero-shot or 0).
 CASES = {"burgers": ("burgers", 1024, 0), "superres": ("burgers", 256, 1024), "darcy": ("darcy", 85, 0)}
-# (train samples, epochs, peak learning rate) per case. full: the paper's 1000 training samples
-# and the epochs that fit 30 minutes of one thread here for Burgers (ember's FNO: 10 s an epoch at
-# s=1024); Darcy has no full budget (the paper's 500 epochs would take hours). medium: the same
-# data for fewer epochs, the side-by-side this machine could give both libraries.
+# (train samples, epochs, peak learning rate) per case: the paper's 1000 training samples, batch
+# 20, and as many epochs as this shared 2-core machine could give both libraries in one session.
+# full: 50 epochs, about 8.5 CPU minutes of ember's FNO at s=1024 (10 s an epoch on one thread);
+# 100 would still fit the 30 minutes but were not run. Darcy has no longer budget: the
+# paper's 500 epochs would take hours here.
 BUDGETS = {
     "small": {"burgers": (200, 10, 1e-3), "superres": (200, 10, 1e-3), "darcy": (200, 10, 1e-3)},
     "medium": {"burgers": (1000, 20, 1e-3), "superres": (1000, 20, 1e-3), "darcy": (1000, 5, 1e-3)},
