@@ -1,9 +1,8 @@
 """Losses by name: the relative L2 and H1 losses of neural operators, in physical units."""
 
-import math
-
 import io
 import json
+import math
 
 import pytest
 import torch
