@@ -62,6 +62,12 @@ def test_train_writes_a_complete_run_directory_and_eval_reads_it(ember_cli, tmp_
         (["train", "--config", "missing.yaml"], "error: config file 'missing.yaml' does not exist"),
         (["eval"], "error: ember eval needs the run to evaluate"),
         (["eval", "run=nowhere"], "error: 'nowhere' is not a run directory"),
+        # The neural operators' bad inputs (issue 16): an operator's loss on classes, a grid
+        # too coarse for the FNO's modes or for Darcy's solver.
+        (["train", "trainer.loss=rel_l2"], "error: trainer.loss=rel_l2 needs a field or vector regression target, not classification"),
+        (["train", "trainer.loss=h1"], "error: trainer.loss=h1 needs a field target (channels, *grid) to take derivatives along, not classification"),
+        (["train", "model=fno", "data=burgers", "data.resolution=16", "data.num_samples=20", "data.cache=false"], "error: model.modes=16 needs a grid of at least 32 points per axis"),
+        (["train", "data=darcy", "data.resolution=8"], "error: data.resolution=8 is too coarse for data=darcy; use at least 16"),
     ],
 )
 def test_mistakes_exit_2_with_one_line_and_create_nothing(ember_cli, tmp_path, args, expected):

@@ -9,6 +9,7 @@ from torch import nn
 from ember.data.spec import DataSpec
 from ember.errors import ConfigError
 from ember.models import create_model
+from ember.models.fno import fft_size
 
 
 def field(*size, channels=1):
@@ -48,6 +49,17 @@ def test_domain_padding_keeps_the_output_on_the_input_grid():
     assert not torch.allclose(padded, periodic)  # the padding changed what the FFT sees
     with pytest.raises(ConfigError, match="model.padding=2"):
         create_model("fno", field(30), padding=2)
+
+
+def test_domain_padding_rounds_the_grid_up_to_a_fast_fft_size():
+    # Darcy at s=85 with 1/10 padding: 94 = 2 x 47 becomes 96 = 2^5 x 3.
+    assert [fft_size(n) for n in (94, 96, 97, 1024, 1)] == [96, 96, 98, 1024, 1]
+    model = create_model("fno", field(85, 85), modes=4, width=4, depth=1, padding=0.1)
+    seen = []
+    model.spectral[0].register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].shape[-2:]))
+    with torch.no_grad():
+        assert model(torch.randn(1, 1, 85, 85)).shape == (1, 1, 85, 85)
+    assert seen == [(96, 96)]
 
 
 def test_a_grid_too_small_for_the_modes_is_a_config_error():

@@ -77,7 +77,7 @@ class TrainerConfig:
     tf32: bool = True  # CUDA: TF32 matmuls and convolutions
     channels_last: bool = True  # CUDA: channels-last memory format for 2-D conv nets
     measure_flops: bool = True  # count FLOPs once and log model FLOP utilization (mfu)
-    loss: Annotated[str, OneOf(LOSSES)] = "auto"  # auto | cross_entropy | nll | mse | l1 (= mae) | huber | rel_l2 (fields, vectors)
+    loss: Annotated[str, OneOf(LOSSES)] = "auto"  # auto | cross_entropy | nll | mse | l1 (= mae) | huber | rel_l2 (fields, vectors) | h1 (fields)
     label_smoothing: Annotated[float, PROBABILITY] = 0.0
     grad_accum: Annotated[int, AT_LEAST_1] = 1  # micro-batches per optimizer step
     grad_clip: Annotated[float, NON_NEGATIVE] = 0.0  # max global grad norm; 0 disables clipping

@@ -82,6 +82,23 @@ def _complex_mul(equation: str, x: torch.Tensor, w: torch.Tensor) -> torch.Tenso
     return torch.stack([real, imag], dim=-1)
 
 
+def fft_size(n: int) -> int:
+    """The smallest size >= n whose prime factors are all 2, 3, 5 or 7.
+
+    The FFT of other sizes is several times slower: Darcy at s=85 with 1/10 padding is a 94x94
+    grid (94 = 2 x 47), and one training step of the paper's FNO took 2.3x as long there as on
+    96x96 (20 samples, one thread). Domain padding only needs to be at least its fraction.
+    """
+    while True:
+        rest = n
+        for p in (2, 3, 5, 7):
+            while rest % p == 0:
+                rest //= p
+        if rest == 1:
+            return n
+        n += 1
+
+
 def fno_modes(size: tuple, modes: int) -> list[int]:
     """Modes kept per axis on a grid of `size`, or a ConfigError where the grid has too few."""
     # rfft has size // 2 + 1 modes on the last axis; the first axis of a 2-D grid splits its
@@ -126,10 +143,11 @@ class FNO(nn.Module):
             x = torch.cat([x, self.coordinates(x)], dim=1)
         x = self.lift(x)
         # Domain padding (non-periodic problems): zeros after the end of each axis give the FFT's
-        # wrap-around somewhere to go; a fraction of the grid, so it scales with the resolution.
+        # wrap-around somewhere to go; a fraction of the grid, so it scales with the resolution,
+        # rounded up to a size with a fast FFT.
         pads: list[int] = []
         for s in size:
-            pads = [0, int(self.padding * s + 0.5)] + pads
+            pads = [0, fft_size(s + int(self.padding * s + 0.5)) - s] + pads
         if self.padding > 0:
             x = F.pad(x, pads)
         last = len(self.spectral) - 1

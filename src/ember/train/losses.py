@@ -8,7 +8,7 @@ from torch import nn
 from ember.data.spec import DataSpec
 from ember.errors import ConfigError
 
-LOSSES = ("auto", "cross_entropy", "nll", "mse", "l1", "mae", "huber", "rel_l2")
+LOSSES = ("auto", "cross_entropy", "nll", "mse", "l1", "mae", "huber", "rel_l2", "h1")
 
 
 def has_vector_target(spec: DataSpec) -> bool:
@@ -54,12 +54,36 @@ class RelativeL2Loss(nn.Module):
         self.register_buffer("mean", mean, persistent=False)
         self.register_buffer("std", std, persistent=False)
 
+    def norms(self, values: torch.Tensor) -> torch.Tensor:
+        """Each sample's norm: the square root of the sum of its squared values."""
+        return values.flatten(1).norm(dim=1)
+
     def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         output = output.reshape(target.shape)
-        diff = ((output - target) * self.std).flatten(1).norm(dim=1)
+        diff = self.norms((output - target) * self.std)
         # A target that is all 0 in physical units has no relative error; the floor keeps it finite.
-        norm = (target * self.std + self.mean).flatten(1).norm(dim=1).clamp_min(1e-12)
+        norm = self.norms(target * self.std + self.mean).clamp_min(1e-12)
         return (diff / norm).mean()
+
+
+class RelativeH1Loss(RelativeL2Loss):
+    """The relative error in the H1 (Sobolev) norm, the neuraloperator library's H1Loss:
+    ||e||_H1 = sqrt(||e||^2 + sum over axes of ||de/dx_i||^2) on the unit domain (grid spacing 1
+    / size per axis), the same for the target, their ratio averaged over samples.
+
+    Weighing the derivatives makes errors at sharp features (Burgers' shocks, Darcy's jumps of
+    permeability) count more than RelativeL2Loss lets them. Derivatives are central differences
+    (one-sided at the two ends of an axis, so periodic and bounded fields both work); a
+    difference of the values needs no mean, so the target's mean only enters the denominator.
+    """
+
+    def norms(self, values: torch.Tensor) -> torch.Tensor:
+        squares = values.flatten(1).square().sum(dim=1)
+        # A batch is (N, channels, *grid): the grid's axes start at 2.
+        for axis in range(2, values.dim()):
+            derivative = torch.gradient(values, spacing=1 / values.shape[axis], dim=axis)[0]
+            squares = squares + derivative.flatten(1).square().sum(dim=1)
+        return squares.sqrt()
 
 
 def build_loss(name: str, spec: DataSpec, model: nn.Module, label_smoothing: float = 0.0) -> nn.Module:
@@ -71,4 +95,12 @@ def build_loss(name: str, spec: DataSpec, model: nn.Module, label_smoothing: flo
             what = "classification" if spec.task == "classification" else "a scalar target"
             raise ConfigError(f"trainer.loss=rel_l2 needs a field or vector regression target, not {what}; use trainer.loss=auto")
         return RelativeL2Loss(spec)
+    if name == "h1":
+        if spec.task != "regression" or len(spec.target_shape) < 2:
+            if spec.task == "classification":
+                what, fix = "classification", "trainer.loss=auto"
+            else:
+                what, fix = f"a target of shape {tuple(spec.target_shape)}", "trainer.loss=rel_l2 or mse"
+            raise ConfigError(f"trainer.loss=h1 needs a field target (channels, *grid) to take derivatives along, not {what}; use {fix}")
+        return RelativeH1Loss(spec)
     return {"nll": nn.NLLLoss, "mse": nn.MSELoss, "l1": nn.L1Loss, "mae": nn.L1Loss, "huber": nn.HuberLoss}[name]()
