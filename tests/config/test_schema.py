@@ -35,7 +35,7 @@ def test_fixed_sets_of_names_come_from_the_code_that_acts_on_them():
     ("override", "message"),
     [
         ("trainer.strategy=ddpp", r"^trainer.strategy='ddpp' is not a valid choice; did you mean ddp\? choose one of: auto, ddp, fsdp$"),
-        ("trainer.loss=mse2", r"^trainer.loss='mse2' is not a valid choice; did you mean mse\? choose one of: auto, cross_entropy, nll, mse, l1, mae, huber, rel_l2$"),
+        ("trainer.loss=mse2", r"^trainer.loss='mse2' is not a valid choice; did you mean mse\? choose one of: auto, cross_entropy, nll, mse, l1, mae, huber, rel_l2, h1$"),
         ("trainer.nan_policy=ignore", r"^trainer.nan_policy='ignore' is not a valid choice; choose one of: stop, skip, off$"),
         ("trainer.progress=quiet", r"^trainer.progress='quiet' is not a valid choice; choose one of: auto, bar, lines, none$"),
         ("data.nan=keep", r"^data.nan='keep' is not a valid choice; choose one of: error, drop$"),

@@ -154,7 +154,10 @@ def test_second_sigint_exits_at_once(tmp_path):
     run = tmp_path / "run"
     # A slow loop (a DataLoader with workers) so the first SIGINT is still being honoured.
     proc = _start(LONG + [f"run.dir={run}", "data.fast_path=false", "data.num_workers=1", "trainer.checkpoint_every_n_steps=0"], tmp_path)
-    while not (run / "metrics.jsonl").exists():
+    # Wait for the first logged step: the loop is running, with its handlers installed. (The run
+    # directory exists a moment earlier, and a child of a process that ignores SIGINT, as a shell's
+    # background jobs do, ignores it until then.)
+    while not (run / "metrics.jsonl").exists() or not (run / "metrics.jsonl").read_text():
         assert proc.poll() is None, proc.stderr.read()
         time.sleep(0.01)
     proc.send_signal(signal.SIGINT)

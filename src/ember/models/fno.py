@@ -89,14 +89,16 @@ def fft_size(n: int) -> int:
     grid (94 = 2 x 47), and one training step of the paper's FNO took 2.3x as long there as on
     96x96 (20 samples, one thread). Domain padding only needs to be at least its fraction.
     """
-    while True:
+    # Written so TorchScript compiles it (the forward calls it): a loop with its condition, no //=.
+    rest = 0
+    n -= 1
+    while rest != 1:
+        n += 1
         rest = n
         for p in (2, 3, 5, 7):
             while rest % p == 0:
-                rest //= p
-        if rest == 1:
-            return n
-        n += 1
+                rest = rest // p
+    return n
 
 
 def fno_modes(size: tuple, modes: int) -> list[int]:
