@@ -26,9 +26,9 @@ from ember.data import build_data
 from ember.models import builder_kwargs, create_model
 from ember.run import RunDir
 from ember.track.console import Console
+from ember.train.build import build_trainer
 from ember.train.device import seed_everything
 from ember.train.flops import cpu_name
-from ember.train.build import build_trainer
 
 
 def curve(overrides: list[str], budget_s: float) -> dict:

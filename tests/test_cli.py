@@ -7,8 +7,6 @@ import sys
 import pytest
 import torch
 
-
-
 # Small MNIST-1D for tests that do not measure accuracy: generation and training take a second.
 SMALL = ["data.num_samples=1000", "trainer.max_epochs=2", "trainer.progress=none"]
 

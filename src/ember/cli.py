@@ -121,9 +121,9 @@ def _main(argv: list[str] | None) -> int:
 
 def _profile(args) -> int:
     from ember.config import compose
+    from ember.profile import profile_run
     from ember.ranges import AT_LEAST_1, NON_NEGATIVE, check_value
     from ember.track.console import Console
-    from ember.profile import profile_run
 
     check_value("--steps", args.steps, AT_LEAST_1)
     check_value("--warmup", args.warmup, NON_NEGATIVE)

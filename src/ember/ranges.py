@@ -11,8 +11,8 @@ import dataclasses
 import difflib
 import math
 import typing
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from ember.errors import ConfigError

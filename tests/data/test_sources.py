@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from ember.config import compose
 from ember.api import load_data
+from ember.config import compose
 from ember.data import build_data, list_data
 from ember.data.loaders import EpochLoader, TensorData
 from ember.errors import ConfigError

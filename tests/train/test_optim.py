@@ -14,8 +14,8 @@ from ember.data import Splits, TensorData
 from ember.data.spec import DataSpec
 from ember.errors import ConfigError
 from ember.track.console import Console
-from ember.train.optim import build_optimizer, build_scheduler, warmup_for_plateau
 from ember.train.build import build_trainer
+from ember.train.optim import build_optimizer, build_scheduler, warmup_for_plateau
 
 LR = 0.1
 REGRESSION = DataSpec(input_shape=(3,), task="regression", target_shape=(1,))

@@ -16,7 +16,18 @@ from typing import Annotated, Any
 
 from ember.data.checks import NAN_POLICIES
 from ember.errors import ConfigError
-from ember.ranges import AT_LEAST_1, FRACTION, NON_NEGATIVE, OPEN_UNIT, POSITIVE, PROBABILITY, SEED, OneOf, Range, check_fields
+from ember.ranges import (
+    AT_LEAST_1,
+    FRACTION,
+    NON_NEGATIVE,
+    OPEN_UNIT,
+    POSITIVE,
+    PROBABILITY,
+    SEED,
+    OneOf,
+    Range,
+    check_fields,
+)
 from ember.track import TRACKERS
 from ember.train.losses import LOSSES
 from ember.train.optim import OPTIMIZERS, SCHEDULES

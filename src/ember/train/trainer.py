@@ -34,7 +34,6 @@ from ember.train.state import Monitor, TrainState
 from ember.train.strategy import Parallel
 from ember.train.threads import ThreadPolicy
 
-
 if TYPE_CHECKING:  # the config layer sits above the loop (it names the optimizers and schedules)
     from ember.config.schema import EmberConfig, TrainerConfig
 
