@@ -66,7 +66,7 @@ def raw(make_model, x, y, epochs, batch_size, shuffle=True, fused=None):
     return model
 
 
-def with_ember(make_model, x, y, epochs, batch_size, root, fast_path=True, shuffle=True, fused=None):
+def with_ember(make_model, x, y, epochs, batch_size, root, fast_path=True, shuffle=True, fused=None, threads="auto"):
     torch.manual_seed(0)
     model = make_model()
     ember.fit(
@@ -79,6 +79,7 @@ def with_ember(make_model, x, y, epochs, batch_size, root, fast_path=True, shuff
         progress="none",
         tensorboard=False,
         checkpoint_every_n_epochs=epochs,
+        threads=threads,
         optim={"name": "adamw", "lr": 3e-3, "weight_decay": 0.01, "fused": fused},
         sched={"name": "none"},
         run={"root": root, "report": False},  # no HTML report, as Lightning runs without its logger
@@ -171,7 +172,7 @@ def main() -> int:
             # the same optimizer kernel: ember's default (fused) and optim.fused=false (raw's loop).
             equal = lambda a, b: all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))  # noqa: E731
             row["weights_equal"] = all(
-                equal(raw(make, x, y, 2, args.batch_size, shuffle=False, fused=fused), with_ember(make, x, y, 2, args.batch_size, root, shuffle=False, fused=fused))
+                equal(raw(make, x, y, 2, args.batch_size, shuffle=False, fused=fused), with_ember(make, x, y, 2, args.batch_size, root, shuffle=False, fused=fused, threads=str(torch.get_num_threads())))
                 for fused in (True, False)
             )
             results["cases"][name] = row
