@@ -177,7 +177,7 @@ def _models(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from ember.models import MODELS, count_parameters, create_model, example_spec
+    from ember.models import MODELS, brings_own_loss, count_parameters, create_model, example_spec
 
     # Parameter counts at default size, on the kind of data each model is meant for.
     table = Table(title="models")
@@ -188,7 +188,7 @@ def _models(args) -> int:
         model = create_model(name, spec)
         shape = "x".join(map(str, spec.input_shape))
         target = f"{spec.num_classes} classes" if spec.task == "classification" else "x".join(map(str, spec.target_shape))
-        data = f"{shape} (generative)" if callable(getattr(model, "loss", None)) else f"{shape} -> {target}"
+        data = f"{shape} (generative)" if brings_own_loss(model) else f"{shape} -> {target}"
         table.add_row(name, f"{count_parameters(model):,}", data, MODELS.describe(name))
     Console().print(table)
     return 0

@@ -18,7 +18,7 @@ from ember.data import build_data
 from ember.data.spec import DataSpec
 from ember.errors import ConfigError, EmberError
 from ember.files import check_output, output_errors, write_atomic
-from ember.models import create_model
+from ember.models import brings_own_loss, create_model
 from ember.options import parse_options
 
 
@@ -32,7 +32,7 @@ def autograd_dot(model: nn.Module, spec: DataSpec, batch_size: int = 2) -> tuple
     params = {id(p): name for name, p in model.named_parameters()}
     x = torch.randn(batch_size, *spec.input_shape, device=next(model.parameters()).device)
     model.train()
-    if callable(getattr(model, "loss", None)):
+    if brings_own_loss(model):
         y = torch.zeros(batch_size, dtype=torch.long, device=x.device)
         out, _ = model.loss((x, y))
     else:

@@ -68,9 +68,15 @@ def create_model(name: str, spec: DataSpec, **kwargs: Any) -> nn.Module:
     model = MODELS.get(name)(spec, **kwargs)
     if common.get("init") or common.get("freeze"):
         apply_transfer(model, init=common.get("init"), freeze=common.get("freeze") or ())
-    if wants_residual(common.get("residual", "auto"), spec, name, generative=callable(getattr(model, "loss", None))):
+    if wants_residual(common.get("residual", "auto"), spec, name, generative=brings_own_loss(model)):
         model = Residual(model, spec, zero_init=not common.get("init"))  # weights given by init= are the start
     return model
+
+
+def brings_own_loss(model: nn.Module) -> bool:
+    """Whether `model` is trained through its own `loss(batch) -> (loss, logs)` (generative
+    models): the trainer then builds no loss function and the model has no target to predict."""
+    return callable(getattr(model, "loss", None))
 
 
 def builder_kwargs(model_cfg: Any) -> dict[str, Any]:

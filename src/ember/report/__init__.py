@@ -16,6 +16,7 @@ from ember import baselines
 from ember.data import Splits, build_data
 from ember.errors import ConfigError, describe
 from ember.files import check_output, output_errors, write_atomic
+from ember.models import brings_own_loss
 from ember.report import evaluate, page
 from ember.report.collect import RunData, labels_for, read_run
 from ember.report.study import is_study, study_page
@@ -45,7 +46,7 @@ def evaluate_split(model, splits, spec, baseline: str | None = None, reference=N
     """The model on the test split (or val where there is none): the report's evaluation; its
     errors per grid point are mapped beside those of `baseline` (the run's best; all if None),
     which predicts from `reference` (the climatology; computed from the splits if None)."""
-    if callable(getattr(model, "loss", None)):
+    if brings_own_loss(model):
         return None  # generative models (vae, diffusion): no predictions to compare
     split = "test" if splits.test is not None else "val" if splits.val is not None else None
     if split is None:

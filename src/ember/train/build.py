@@ -22,6 +22,7 @@ from ember.data import Splits, TensorData
 from ember.data.loaders import EpochLoader
 from ember.errors import ConfigError
 from ember.metrics import build_metrics, is_higher_better
+from ember.models import brings_own_loss
 from ember.track.console import Console
 from ember.train import distributed, strategy
 from ember.train.cadence import Every
@@ -56,8 +57,8 @@ def build_trainer(cfg: "EmberConfig", model: nn.Module, splits: Splits, console:
     # The module the step calls: the model (or its own loss), spread over the processes (DDP or
     # FSDP) and compiled when asked; "reduce-overhead" records CUDA graphs for static shapes.
     compile_mode = "reduce-overhead" if t.cuda_graphs else "default" if t.compile else None
-    parallel = strategy.plan(t.strategy, model, dist, device, precision, compile_mode)
-    own_loss = callable(getattr(model, "loss", None))
+    own_loss = brings_own_loss(model)
+    parallel = strategy.plan(t.strategy, model, own_loss, dist, device, precision, compile_mode)
     loss_fn = None if own_loss else build_loss(t.loss, splits.spec, model, t.label_smoothing).to(device)  # rel_l2 holds the target statistics
     # What the baselines predict (the train split's climatology, or majority class); the anomaly
     # correlations are taken against the same climatology.

@@ -62,11 +62,11 @@ class _LossForward(nn.Module):
         return self.model.loss((x, y))
 
 
-def plan(name: str, model: nn.Module, d: Dist, device: torch.device, precision: str, compile_mode: str | None) -> Parallel:
-    """Spread `model` over the processes and say how the step and evaluation call it.
-    `compile_mode`: None (eager), "default" or "reduce-overhead" (CUDA graphs) for torch.compile."""
+def plan(name: str, model: nn.Module, own_loss: bool, d: Dist, device: torch.device, precision: str, compile_mode: str | None) -> Parallel:
+    """Spread `model` over the processes and say how the step and evaluation call it; the step
+    calls the model's own loss where `own_loss` (ember.models.brings_own_loss). `compile_mode`:
+    None (eager), "default" or "reduce-overhead" (CUDA graphs) for torch.compile."""
     name = resolve(name)
-    own_loss = callable(getattr(model, "loss", None))
     runner = _LossForward(model) if own_loss else model
     runner = wrap(runner, model, name, d, device, precision)
     ddp = d.enabled and name == "ddp"
