@@ -33,6 +33,29 @@ def test_fit_trains_a_user_model_on_tensors(tmp_path):
     assert result.model is model
 
 
+def test_fit_resumes_a_run_where_it_stopped(tmp_path):
+    """resume= continues the run in its own directory from its last checkpoint; with a constant
+    learning rate, 2 epochs then 2 more end on the weights of 4 epochs in one go."""
+    x, y = _blobs()
+
+    def fit(epochs, **extra):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3))
+        common = {"lr": 0.01, "sched": {"name": "none"}, "progress": "none", "run": {"root": str(tmp_path)}}
+        return ember.fit(model, (x, y), max_epochs=epochs, **common, **extra)
+
+    straight = fit(4)
+    first = fit(2)
+    resumed = fit(4, resume=str(first.run_dir))
+    assert resumed.run_dir == first.run_dir and resumed.summary["epochs"] == 4
+    for a, b in zip(straight.model.parameters(), resumed.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    with pytest.raises(ConfigError, match="no unfinished run"):  # auto: only runs that did not finish
+        fit(4, resume="auto")
+    with pytest.raises(ember.EmberError, match="not a run directory"):
+        fit(4, resume=str(tmp_path / "nothing-here"))
+
+
 def test_fit_takes_datasets_numpy_and_regression(tmp_path):
     x = np.random.default_rng(0).normal(size=(200, 2))
     y = (x @ np.array([[1.5], [-2.0]])).astype(np.float32)

@@ -141,7 +141,9 @@ def fit(model: nn.Module, train: Any, val: Any = None, test: Any = None, **overr
     `train` the Splits of `ember.load_data`, with their val and test splits and their DataSpec
     (so the loss and metrics know the targets' statistics and report in the data's units).
     `overrides`: config groups as dicts (`trainer={"max_epochs": 5}`) or any key that belongs to
-    exactly one group (`max_epochs=5`, `lr=1e-3`, `batch_size=32`).
+    exactly one group (`max_epochs=5`, `lr=1e-3`, `batch_size=32`). `resume=` a run directory
+    (or "auto", the newest unfinished run of this model) continues that run from its newest
+    good checkpoint, exactly as an uninterrupted run would have gone on.
     Example: `ember.fit(model, (X, y), max_epochs=20, lr=0.01).metrics`.
     """
     if isinstance(train, Splits):
@@ -152,12 +154,16 @@ def fit(model: nn.Module, train: Any, val: Any = None, test: Any = None, **overr
         splits = Splits(train=_as_data(train, "train"), val=_as_data(val, "val"), test=_as_data(test, "test"), spec=_infer_spec(train))
     cfg = compose(["data.val_fraction=0", "data.normalize=false"] + _fit_overrides(overrides))
     OmegaConf.set_struct(cfg, False)  # the user's own model and data have no registry schema
-    cfg.model = {"name": type(model).__name__, "custom": True}
+    cfg.model = {"name": type(model).__name__, "custom": True, "residual": "false"}  # trained as given
     # The keys every data source has, typed like them (the trainer reads them), named custom.
     common = {k: v for k, v in OmegaConf.to_container(cfg.data).items() if k in DataCommon.__dataclass_fields__}
     cfg.data = OmegaConf.structured(DataCommon(**{**common, "name": "custom"}))
+    console = Console(cfg.trainer.progress)
+    resume_dir = resume_run_dir(cfg) if cfg.resume else None
+    if resume_dir is not None:
+        _check_resume_config(resume_dir, cfg, console)
     seed_everything(cfg.trainer.seed)
-    return train_model(cfg, model, splits, Console(cfg.trainer.progress))
+    return train_model(cfg, model, splits, console, resume_dir)
 
 
 def train_model(cfg: DictConfig, model: nn.Module, splits: Splits, console: Console, resume_dir: Path | None = None, on_validation=None) -> Result:
@@ -220,7 +226,8 @@ def _train_and_record(cfg, trainer: Trainer, run: RunDir | None, path: Path, con
         if run:
             run.close()
         requeued = trainer.parallel.dist.is_main and _requeue(cfg, console)
-        then = "the job was requeued" if requeued else f"continue with: ember train resume={path}"
+        again = f"ember.fit(..., resume={str(path)!r})" if cfg.model.get("custom") else f"ember train resume={path}"
+        then = "the job was requeued" if requeued else f"continue with: {again}"
         raise Preempted(f"{state.stop_reason} at step {state.step}; checkpoint {trainer.checkpoint_path}; {then}")
     base, verdict = _baselines(trainer, metrics)
     weights = strategy.full_state_dict(trainer.model)  # under FSDP every rank takes part
@@ -368,6 +375,9 @@ def _fit_overrides(overrides: dict[str, Any]) -> list[str]:
     for key, value in overrides.items():
         if key == "track":  # a top-level list, not a group
             out.append(f"track={override_value(list(value) if isinstance(value, (list, tuple)) else [value])}")
+            continue
+        if key == "resume":  # a top-level key, not a group's
+            out.append(f"resume={override_value(str(value))}")
             continue
         if key in schemas:
             if not isinstance(value, dict):
