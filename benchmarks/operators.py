@@ -92,7 +92,7 @@ def train(model: torch.nn.Module, splits, epochs: int, lr: float, loss: str, fin
     time_s = json.loads((result.run_dir / "summary.json").read_text())["time"]
     seconds = time_s["total_s"] - time_s["eval_s"]
     if resume:  # this sitting's time covers its own epochs only: the logged step times cover all
-        seconds, cpu = logged_seconds(result.run_dir), float("nan")
+        seconds, cpu = logged_seconds(result.run_dir), None
     model = result.model.cpu()
     zero_shot = errors(relative_l2(model, fine.test, fine.spec), "eval_") if fine else {}
     return {
@@ -100,7 +100,7 @@ def train(model: torch.nn.Module, splits, epochs: int, lr: float, loss: str, fin
         **zero_shot,
         "s_per_epoch": round(seconds / epochs, 2),
         "train_wall_s": round(seconds, 1),
-        "cpu_s": round(cpu, 1),
+        "cpu_s": round(cpu, 1) if cpu is not None else None,
         "params": count_parameters(model),
         "threads": torch.get_num_threads(),
         "run_dir": str(result.run_dir),
@@ -142,8 +142,9 @@ def table(record: dict) -> None:
             if library not in c:
                 continue
             r = c[library]
+            cpu_per_epoch = f"{r['cpu_s'] / c['epochs']:.2f}" if r.get("cpu_s") is not None else "-"
             name = f"{case} s={c['resolution']}"
-            print(f"{name:<22} {library:<15} {c['epochs']:>6} {r['relative_l2']:>11.4f} {r['relative_l2_median']:>8.4f} {r['s_per_epoch']:>8.2f} {r['cpu_s'] / c['epochs']:>7.2f} {r.get('threads', 1):>3} {r['params']:>10,} {c['paper_relative_l2']:>7.4f}")
+            print(f"{name:<22} {library:<15} {c['epochs']:>6} {r['relative_l2']:>11.4f} {r['relative_l2_median']:>8.4f} {r['s_per_epoch']:>8.2f} {cpu_per_epoch:>7} {r.get('threads', 1):>3} {r['params']:>10,} {c['paper_relative_l2']:>7.4f}")
             if "eval_relative_l2" in r:
                 zero = f"  zero-shot s={c['eval_resolution']}"
                 print(f"{zero:<22} {library:<15} {c['epochs']:>6} {r['eval_relative_l2']:>11.4f} {r['eval_relative_l2_median']:>8.4f}")
