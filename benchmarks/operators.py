@@ -84,8 +84,7 @@ def train(model: torch.nn.Module, splits, epochs: int, lr: float, loss: str, fin
     `resume`: the run directory of an interrupted training to finish (a long budget's run can
     span several sittings: stop it with Ctrl-C, go on later with --resume)."""
     cpu = time.process_time()
-    more = {"resume": resume} if resume else {}
-    result = ember.fit(model, splits, batch_size=20, max_epochs=epochs, lr=lr, loss=loss, progress="lines", log_every_n_steps=500, tensorboard=False, run={"root": "runs/benchmarks", "report": False}, **more)
+    result = ember.fit(model, splits, batch_size=20, max_epochs=epochs, lr=lr, loss=loss, progress="lines", log_every_n_steps=500, tensorboard=False, run={"root": "runs/benchmarks", "report": False}, resume=resume)
     cpu = time.process_time() - cpu
     # The training loop's time without its evaluations (summary.json), so imports, baselines
     # and the first call's warm-up do not count against whichever library runs first.
@@ -108,7 +107,7 @@ def train(model: torch.nn.Module, splits, epochs: int, lr: float, loss: str, fin
 
 
 def logged_seconds(run_dir: Path) -> float:
-    """The training time of a run from its logged step times (each train record has the median
+    """The training time of a run from its logged step times (each train record has the mean
     step time since the record before), for a run made in several sittings."""
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     total, last = 0.0, 0

@@ -44,7 +44,7 @@ def test_fit_resumes_a_run_where_it_stopped(tmp_path):
         common = {"lr": 0.01, "sched": {"name": "none"}, "progress": "none", "run": {"root": str(tmp_path)}}
         return ember.fit(model, (x, y), max_epochs=epochs, **common, **extra)
 
-    straight = fit(4)
+    straight = fit(4, resume=None)  # None: a new run, as without the key
     first = fit(2)
     resumed = fit(4, resume=str(first.run_dir))
     assert resumed.run_dir == first.run_dir and resumed.summary["epochs"] == 4

@@ -376,8 +376,8 @@ def _fit_overrides(overrides: dict[str, Any]) -> list[str]:
         if key == "track":  # a top-level list, not a group
             out.append(f"track={override_value(list(value) if isinstance(value, (list, tuple)) else [value])}")
             continue
-        if key == "resume":  # a top-level key, not a group's
-            out.append(f"resume={override_value(str(value))}")
+        if key == "resume":  # a top-level key, not a group's; None: a new run
+            out.append(f"resume={override_value(None if value is None else str(value))}")
             continue
         if key in schemas:
             if not isinstance(value, dict):
