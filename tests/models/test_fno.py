@@ -9,7 +9,7 @@ from torch import nn
 from ember.data.spec import DataSpec
 from ember.errors import ConfigError
 from ember.models import create_model
-from ember.models.fno import fft_size
+from ember.models.fno import SpectralConv, fft_size
 
 
 def field(*size, channels=1):
@@ -21,6 +21,29 @@ def test_the_fno_is_the_papers_lift_fourier_layers_project_with_no_normalization
     assert not any(isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)) for m in model.modules())
     assert len(model.spectral) == len(model.pointwise) == 4 and isinstance(model.act, nn.GELU)
     assert model.lift.in_channels == 2  # the field and its grid coordinate
+
+
+@pytest.mark.parametrize("size, modes", [((32,), [8]), ((16, 20), [5, 6])])
+def test_the_spectral_layer_multiplies_the_lowest_modes_by_its_complex_weights(size, modes):
+    """Against torch's complex arithmetic: the layer keeps its weights as (real, imaginary) pairs
+    and mixes the modes with one real matmul."""
+    layer = SpectralConv(3, 4, modes)
+    x = torch.randn(2, 3, *size, dtype=torch.float64)
+    layer = layer.double()
+    weights = torch.view_as_complex(layer.weight)  # (blocks, in, out, *modes)
+    if len(size) == 1:
+        x_ft = torch.fft.rfft(x)
+        out = torch.zeros(2, 4, size[0] // 2 + 1, dtype=torch.complex128)
+        out[..., : modes[0]] = torch.einsum("bix,iox->box", x_ft[..., : modes[0]], weights[0])
+        expected = torch.fft.irfft(out, n=size[0])
+    else:
+        (m1, m2), h = modes, size[0]
+        x_ft = torch.fft.rfft2(x)
+        out = torch.zeros(2, 4, h, size[1] // 2 + 1, dtype=torch.complex128)
+        out[:, :, :m1, :m2] = torch.einsum("bixy,ioxy->boxy", x_ft[:, :, :m1, :m2], weights[0])
+        out[:, :, h - m1 :, :m2] = torch.einsum("bixy,ioxy->boxy", x_ft[:, :, h - m1 :, :m2], weights[1])
+        expected = torch.fft.irfft2(out, s=size)
+    torch.testing.assert_close(layer(x), expected)
 
 
 @pytest.mark.parametrize("size, modes", [((32,), 8), ((16, 20), 6)])

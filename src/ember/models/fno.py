@@ -61,25 +61,36 @@ class SpectralConv(nn.Module):
         if len(self.modes) == 1:
             m, size = self.modes[0], x.shape[-1]
             x_ft = torch.view_as_real(torch.fft.rfft(x))
-            y = _complex_mul("bix,iox->box", x_ft[:, :, :m], self.weight[0])
+            y = _mix_modes(x_ft[:, :, :m], self.weight[0])
             y = F.pad(y, [0, 0, 0, size // 2 + 1 - m])  # higher modes are zero
             return torch.fft.irfft(torch.view_as_complex(y), n=size)
         m1, m2 = self.modes[0], self.modes[1]
         h, w = x.shape[-2], x.shape[-1]
         x_ft = torch.view_as_real(torch.fft.rfft2(x))
-        low = _complex_mul("bixy,ioxy->boxy", x_ft[:, :, :m1, :m2], self.weight[0])
-        high = _complex_mul("bixy,ioxy->boxy", x_ft[:, :, h - m1 :, :m2], self.weight[1])
-        middle = torch.zeros(x.shape[0], self.c_out, h - 2 * m1, m2, 2, dtype=low.dtype, device=x.device)
-        y = F.pad(torch.cat([low, middle, high], dim=2), [0, 0, 0, w // 2 + 1 - m2])
+        # Both corners (the lowest positive and negative frequencies of the first axis) in one product.
+        corners = torch.cat([x_ft[:, :, :m1, :m2], x_ft[:, :, h - m1 :, :m2]], dim=2)
+        y = _mix_modes(corners, torch.cat([self.weight[0], self.weight[1]], dim=2))
+        middle = torch.zeros(x.shape[0], self.c_out, h - 2 * m1, m2, 2, dtype=y.dtype, device=x.device)
+        y = F.pad(torch.cat([y[:, :, :m1], middle, y[:, :, m1:]], dim=2), [0, 0, 0, w // 2 + 1 - m2])
         return torch.fft.irfft2(torch.view_as_complex(y), s=(h, w))
 
 
-def _complex_mul(equation: str, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """einsum of complex tensors stored as (..., 2) real tensors."""
-    xr, xi, wr, wi = x[..., 0], x[..., 1], w[..., 0], w[..., 1]
-    real = torch.einsum(equation, xr, wr) - torch.einsum(equation, xi, wi)
-    imag = torch.einsum(equation, xr, wi) + torch.einsum(equation, xi, wr)
-    return torch.stack([real, imag], dim=-1)
+def _mix_modes(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Per mode, the complex product of the channels x (b, i, *modes, 2) with w (i, o, *modes, 2),
+    stored as (real, imaginary) pairs: (b, o, *modes, 2). One real batched matmul over the modes,
+    [xr | xi] @ [[wr, wi], [-wi, wr]]: einsum's four products of strided halves took 6x as long
+    on CPU (its matmul looped over the modes one by one)."""
+    b, i, o = x.shape[0], x.shape[1], w.shape[1]
+    modes: list[int] = list(x.shape[2:-1])
+    n = 1
+    for m in modes:
+        n *= m
+    xs = x.reshape(b, i, n, 2).permute(2, 0, 3, 1).reshape(n, b, 2 * i)
+    wr = w[..., 0].reshape(i, o, n).permute(2, 0, 1)
+    wi = w[..., 1].reshape(i, o, n).permute(2, 0, 1)
+    block = torch.cat([torch.cat([wr, wi], dim=2), torch.cat([-wi, wr], dim=2)], dim=1)  # (n, 2i, 2o)
+    y = torch.bmm(xs, block)  # (n, b, 2o): [real | imaginary]
+    return y.reshape(n, b, 2, o).permute(1, 3, 0, 2).reshape([b, o] + modes + [2])
 
 
 def fft_size(n: int) -> int:
