@@ -67,9 +67,7 @@ def train(cfg: DictConfig | list[str], console: Console | None = None, on_valida
     d = distributed.from_env()
     # Rank 0 speaks for every process; the others train silently.
     console = console or (Console(cfg.trainer.progress) if d.is_main else Console("none", stream=open(os.devnull, "w")))
-    resume_dir = resume_run_dir(cfg) if cfg.resume else None
-    if resume_dir is not None:
-        _check_resume_config(resume_dir, cfg, console)
+    resume_dir = _checked_resume_dir(cfg, console)
     seed_everything(cfg.trainer.seed)
     splits = build_data(cfg.data)
     model = create_model(cfg.model.name, splits.spec, **{k: v for k, v in cfg.model.items() if k != "name"})
@@ -122,6 +120,15 @@ FIXED_BY_CHECKPOINT = ("model.", "data.")
 FREE_TO_CHANGE = {"resume", "data.num_workers", "data.eval_batch_size", "data.split", "data.fast_path", "trainer.progress"}
 
 
+def _checked_resume_dir(cfg: DictConfig, console: Console) -> Path | None:
+    """The run directory that `cfg.resume` names, checked against `cfg`; None for a new run."""
+    if not cfg.resume:
+        return None
+    run_dir = resume_run_dir(cfg)
+    _check_resume_config(run_dir, cfg, console)
+    return run_dir
+
+
 def _check_resume_config(run_dir: Path, cfg: DictConfig, console: Console) -> None:
     old = flatten(OmegaConf.to_container(RunDir.open(run_dir).config(), resolve=True))
     new = flatten(OmegaConf.to_container(cfg, resolve=True))
@@ -159,9 +166,7 @@ def fit(model: nn.Module, train: Any, val: Any = None, test: Any = None, **overr
     common = {k: v for k, v in OmegaConf.to_container(cfg.data).items() if k in DataCommon.__dataclass_fields__}
     cfg.data = OmegaConf.structured(DataCommon(**{**common, "name": "custom"}))
     console = Console(cfg.trainer.progress)
-    resume_dir = resume_run_dir(cfg) if cfg.resume else None
-    if resume_dir is not None:
-        _check_resume_config(resume_dir, cfg, console)
+    resume_dir = _checked_resume_dir(cfg, console)
     seed_everything(cfg.trainer.seed)
     return train_model(cfg, model, splits, console, resume_dir)
 
