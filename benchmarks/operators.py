@@ -24,6 +24,7 @@ not), the threads and the parameters.
 import argparse
 import json
 import platform
+import statistics
 import time
 from pathlib import Path
 
@@ -107,15 +108,13 @@ def train(model: torch.nn.Module, splits, epochs: int, lr: float, loss: str, fin
 
 
 def logged_seconds(run_dir: Path) -> float:
-    """The training time of a run from its logged step times (each train record has the mean
-    step time since the record before), for a run made in several sittings."""
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    total, last = 0.0, 0
-    for r in records:
-        if r.get("split") == "train" and "step_ms" in r:
-            total, last = total + (r["step"] - last) * r["step_ms"] / 1000, r["step"]
+    """The training time of a run made in several sittings: its steps at the median of its logged
+    step times. The median, because a sitting may share the machine for a while, and because the
+    trainer used to divide a resumed sitting's first record by the steps before the stop too
+    (124 ms in the second sitting of the Darcy paper-budget run, where a step took about 550)."""
+    step_ms = [json.loads(line).get("step_ms") for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     steps = json.loads((run_dir / "summary.json").read_text())["steps"]
-    return total * steps / last if last else float("nan")  # the steps after the last record, at the same pace
+    return statistics.median(ms for ms in step_ms if ms is not None) * steps / 1000
 
 
 def run_case(case: str, libraries: list[str], samples: int, epochs: int, lr: float, loss: str, resume: str | None = None) -> dict:

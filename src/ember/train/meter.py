@@ -91,9 +91,12 @@ class IntervalMeter:
         return out
 
     def state_dict(self) -> dict:
-        return {"loss_sum": self.loss_sum().cpu(), "micro": self.micro, "samples": self.samples, "steps": self.steps}
+        return {"loss_sum": self.loss_sum().cpu(), "micro": self.micro}
 
     def load_state_dict(self, d: dict) -> None:
+        """The interval's losses go on where they stopped, so the logged loss is the one an
+        uninterrupted run logs; its time starts now, so the steps and samples that throughput
+        and step time divide by are only those this process timed."""
         self.reset()
         self.losses, self.labels = [d["loss_sum"].to(self.device)], [None]
-        self.micro, self.samples, self.steps = d["micro"], d["samples"], d.get("steps", 0)
+        self.micro = d["micro"]
