@@ -111,7 +111,7 @@ def logged_seconds(run_dir: Path) -> float:
     """The training time of a run made in several sittings: its steps at the median of its logged
     step times. The median, because a sitting may share the machine for a while, and because the
     trainer used to divide a resumed sitting's first record by the steps before the stop too
-    (124 ms in the second sitting of the Darcy paper-budget run, where a step took about 550)."""
+    (124 ms in the second sitting of the Darcy paper-budget run, where a step took about 500)."""
     step_ms = [json.loads(line).get("step_ms") for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     steps = json.loads((run_dir / "summary.json").read_text())["steps"]
     return statistics.median(ms for ms in step_ms if ms is not None) * steps / 1000
