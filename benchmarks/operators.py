@@ -4,7 +4,8 @@ and the paper's zero-shot super-resolution (trained on Burgers at s=256, tested 
 
 Both models train in one process through the same loop (`ember.fit` on the same `ember.load_data`
 splits): the same data, standardization, test samples (the last 100), epochs, batch size (20, the
-paper's), optimizer (AdamW, a one-cycle schedule peaking at --lr) and loss (the relative L2 error in
+paper's), optimizer (AdamW, a one-cycle schedule peaking at --lr; --recipe paper for the paper's
+Adam with weight decay 1e-4 and the step size halved five times over the run) and loss (the relative L2 error in
 the data's units, the paper's; --loss h1 for the Sobolev one). The sizes are the paper's: 16 modes
 and width 64 on Burgers, 12 modes and width 32 on Darcy, 4 Fourier layers, domain padding of 1/10
 on Darcy (not periodic). neuraloperator's FNO keeps its own defaults otherwise (a channel MLP in
@@ -80,12 +81,21 @@ def errors(values: torch.Tensor, prefix: str = "") -> dict:
     return {f"{prefix}relative_l2": values.mean().item(), f"{prefix}relative_l2_median": values.median().item()}
 
 
-def train(model: torch.nn.Module, splits, epochs: int, lr: float, loss: str, fine=None, resume: str | None = None) -> dict:
+def recipe_overrides(recipe: str, epochs: int) -> dict:
+    """ember.fit's optimizer and schedule for `recipe`: ember's defaults (AdamW, weight decay
+    0.01, one cycle), or the FNO paper's (Adam, weight decay 1e-4, the step size halved every
+    100 of its 500 epochs: every fifth of the run)."""
+    if recipe == "ember":
+        return {}
+    return {"optim": {"name": "adam", "weight_decay": 1e-4}, "sched": {"name": "step", "step_size": max(1, epochs // 5), "gamma": 0.5}}
+
+
+def train(model: torch.nn.Module, splits, epochs: int, lr: float, loss: str, fine=None, resume: str | None = None, recipe: str = "ember") -> dict:
     """Train on `splits`, test on its test split and, zero-shot, on `fine`'s (another grid).
     `resume`: the run directory of an interrupted training to finish (a long budget's run can
     span several sittings: stop it with Ctrl-C, go on later with --resume)."""
     cpu = time.process_time()
-    result = ember.fit(model, splits, batch_size=20, max_epochs=epochs, lr=lr, loss=loss, progress="lines", log_every_n_steps=500, tensorboard=False, run={"root": "runs/benchmarks", "report": False}, resume=resume)
+    result = ember.fit(model, splits, batch_size=20, max_epochs=epochs, lr=lr, loss=loss, progress="lines", log_every_n_steps=500, tensorboard=False, run={"root": "runs/benchmarks", "report": False}, resume=resume, **recipe_overrides(recipe, epochs))
     cpu = time.process_time() - cpu
     # The training loop's time without its evaluations (summary.json), so imports, baselines
     # and the first call's warm-up do not count against whichever library runs first.
@@ -117,7 +127,7 @@ def logged_seconds(run_dir: Path) -> float:
     return statistics.median(ms for ms in step_ms if ms is not None) * steps / 1000
 
 
-def run_case(case: str, libraries: list[str], samples: int, epochs: int, lr: float, loss: str, resume: str | None = None) -> dict:
+def run_case(case: str, libraries: list[str], samples: int, epochs: int, lr: float, loss: str, resume: str | None = None, recipe: str = "ember") -> dict:
     data, resolution, fine = CASES[case]
     splits = load(data, resolution, samples)
     # The zero-shot test set: fresh solutions at the finer grid, standardized like the training data.
@@ -127,7 +137,7 @@ def run_case(case: str, libraries: list[str], samples: int, epochs: int, lr: flo
     if fine:
         record["eval_resolution"] = fine
     for library in libraries:
-        row = train(build(library, data, splits.spec), splits, epochs, lr, loss, fine_splits, resume)
+        row = train(build(library, data, splits.spec), splits, epochs, lr, loss, fine_splits, resume, recipe)
         record[library] = row
         print(f"{case} s={resolution} {library}: {row}", flush=True)
     return record
@@ -157,16 +167,18 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, help="epochs (default: the budget's)")
     parser.add_argument("--lr", type=float, help="the one-cycle schedule's peak learning rate (default: the budget's)")
     parser.add_argument("--loss", choices=["rel_l2", "h1"], default="rel_l2")
+    parser.add_argument("--recipe", choices=["ember", "paper"], default="ember", help="optimizer and schedule: ember's (AdamW, one cycle) or the FNO paper's (Adam, step halving)")
     parser.add_argument("--resume", help="the run directory of an interrupted training of one case and library, to finish")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     if args.resume and len(args.cases) * len(args.libraries) != 1:
         parser.error("--resume finishes one training: name one case (--cases) and one library (--libraries)")
-    # Results by budget, and by loss where it is not the paper's: "small", "full", "small_h1".
-    key = args.budget if args.loss == "rel_l2" else f"{args.budget}_{args.loss}"
+    # Results by budget, and by loss and recipe where they are not the defaults: "small",
+    # "full", "small_h1", "full_paper-recipe".
+    key = args.budget + ("" if args.loss == "rel_l2" else f"_{args.loss}") + ("" if args.recipe == "ember" else f"_{args.recipe}-recipe")
     for case in args.cases:
         samples, epochs, lr = BUDGETS[args.budget][case]
-        fresh = run_case(case, args.libraries, args.samples or samples, args.epochs or epochs, args.lr or lr, args.loss, args.resume)
+        fresh = run_case(case, args.libraries, args.samples or samples, args.epochs or epochs, args.lr or lr, args.loss, args.resume, args.recipe)
         # Read just before writing: other pieces of a long budget may have finished meanwhile.
         results = json.loads(args.out.read_text()) if args.out.exists() else {}
         record = results.setdefault(key, {"cases": {}})
