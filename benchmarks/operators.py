@@ -165,7 +165,7 @@ def main() -> None:
     parser.add_argument("--libraries", nargs="+", choices=["ember", "neuraloperator"], default=["ember", "neuraloperator"])
     parser.add_argument("--samples", type=int, help="training samples (default: the budget's)")
     parser.add_argument("--epochs", type=int, help="epochs (default: the budget's)")
-    parser.add_argument("--lr", type=float, help="the one-cycle schedule's peak learning rate (default: the budget's)")
+    parser.add_argument("--lr", type=float, help="the one-cycle schedule's peak learning rate, or --recipe paper's first one (default: the budget's)")
     parser.add_argument("--loss", choices=["rel_l2", "h1"], default="rel_l2")
     parser.add_argument("--recipe", choices=["ember", "paper"], default="ember", help="optimizer and schedule: ember's (AdamW, one cycle) or the FNO paper's (Adam, step halving)")
     parser.add_argument("--resume", help="the run directory of an interrupted training of one case and library, to finish")
