@@ -5,10 +5,10 @@ and the paper's zero-shot super-resolution (trained on Burgers at s=256, tested 
 Both models train in one process through the same loop (`ember.fit` on the same `ember.load_data`
 splits): the same data, standardization, test samples (the last 100), epochs, batch size (20, the
 paper's), optimizer (AdamW, a one-cycle schedule peaking at --lr; --recipe paper for the paper's
-Adam with weight decay 1e-4 and the step size halved five times over the run) and loss (the relative L2 error in
-the data's units, the paper's; --loss h1 for the Sobolev one). The sizes are the paper's: 16 modes
-and width 64 on Burgers, 12 modes and width 32 on Darcy, 4 Fourier layers, domain padding of 1/10
-on Darcy (not periodic). neuraloperator's FNO keeps its own defaults otherwise (a channel MLP in
+Adam with weight decay 1e-4 and the step size halved every fifth of the run) and loss (the
+relative L2 error in the data's units, the paper's; --loss h1 for the Sobolev one). The sizes are
+the paper's: 16 modes and width 64 on Burgers, 12 modes and width 32 on Darcy, 4 Fourier layers,
+domain padding of 1/10 on Darcy (not periodic). neuraloperator's FNO keeps its own defaults otherwise (a channel MLP in
 each layer, soft-gating skips), so its parameter count differs.
 
     OMP_NUM_THREADS=2 python benchmarks/operators.py --budget full --cases burgers superres darcy
