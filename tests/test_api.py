@@ -56,6 +56,29 @@ def test_fit_resumes_a_run_where_it_stopped(tmp_path):
         fit(4, resume=str(tmp_path / "nothing-here"))
 
 
+def test_resume_tolerates_the_last_bits_of_the_data_statistics_not_a_change(tmp_path):
+    """The inputs' mean and std are sums whose last bits depend on the thread count: a run resumed
+    on another number of threads must go on; other statistics are other data and must not."""
+    from ember.data import Splits
+    from ember.data.loaders import TensorData
+    from ember.data.spec import DataSpec
+
+    x, y = _blobs()
+
+    def fit(epochs, std, **extra):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3))
+        spec = DataSpec(input_shape=(4,), task="classification", num_classes=3, mean=[0.7] * 4, std=std)
+        return ember.fit(model, Splits(train=TensorData(x, y), spec=spec), max_epochs=epochs, progress="none", run={"root": str(tmp_path)}, **extra)
+
+    std = [1.9, 2.1, 1.7, 1.8]
+    first = fit(1, std)
+    with pytest.raises(ember.EmberError, match="different shape or classes"):
+        fit(2, [2 * s for s in std], resume=str(first.run_dir))
+    resumed = fit(2, [s * (1 + 1e-12) for s in std], resume=str(first.run_dir))
+    assert resumed.run_dir == first.run_dir and resumed.summary["epochs"] == 2
+
+
 def test_fit_takes_datasets_numpy_and_regression(tmp_path):
     x = np.random.default_rng(0).normal(size=(200, 2))
     y = (x @ np.array([[1.5], [-2.0]])).astype(np.float32)
