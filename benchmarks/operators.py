@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 from burgers_fno import relative_l2
+from omegaconf import OmegaConf
 
 import ember
 from ember.config import compose
@@ -158,6 +159,14 @@ def table(record: dict) -> None:
                 print(f"{zero:<22} {library:<15} {c['epochs']:>6} {r['eval_relative_l2']:>11.4f} {r['eval_relative_l2_median']:>8.4f}")
 
 
+def started_recipe(run_dir: Path) -> str:
+    """The --recipe a run was started with, from its config: the paper's is the step schedule."""
+    config = run_dir / "config.yaml"
+    if not config.exists():
+        raise SystemExit(f"error: {run_dir} is not a run directory (no config.yaml)")
+    return "paper" if OmegaConf.load(config).sched.name == "step" else "ember"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="small")
@@ -173,6 +182,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.resume and len(args.cases) * len(args.libraries) != 1:
         parser.error("--resume finishes one training: name one case (--cases) and one library (--libraries)")
+    if args.resume and (started := started_recipe(Path(args.resume))) != args.recipe:
+        parser.error(f"{args.resume} was started with --recipe {started}; resume it with the same --recipe")
     # Results by budget, and by loss and recipe where they are not the defaults: "small",
     # "full", "small_h1", "full_paper-recipe".
     key = args.budget + ("" if args.loss == "rel_l2" else f"_{args.loss}") + ("" if args.recipe == "ember" else f"_{args.recipe}-recipe")
