@@ -159,12 +159,11 @@ def table(record: dict) -> None:
                 print(f"{zero:<22} {library:<15} {c['epochs']:>6} {r['eval_relative_l2']:>11.4f} {r['eval_relative_l2_median']:>8.4f}")
 
 
-def started_recipe(run_dir: Path) -> str:
-    """The --recipe a run was started with, from its config: the paper's is the step schedule."""
+def started_recipe(run_dir: Path) -> str | None:
+    """The --recipe a run was started with, from its config (the paper's is the step schedule);
+    None where there is no config, which ember.fit's resume reports in its own words."""
     config = run_dir / "config.yaml"
-    if not config.exists():
-        raise SystemExit(f"error: {run_dir} is not a run directory (no config.yaml)")
-    return "paper" if OmegaConf.load(config).sched.name == "step" else "ember"
+    return ("paper" if OmegaConf.load(config).sched.name == "step" else "ember") if config.exists() else None
 
 
 def main() -> None:
@@ -182,7 +181,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.resume and len(args.cases) * len(args.libraries) != 1:
         parser.error("--resume finishes one training: name one case (--cases) and one library (--libraries)")
-    if args.resume and (started := started_recipe(Path(args.resume))) != args.recipe:
+    if args.resume and (started := started_recipe(Path(args.resume))) not in (None, args.recipe):
         parser.error(f"{args.resume} was started with --recipe {started}; resume it with the same --recipe")
     # Results by budget, and by loss and recipe where they are not the defaults: "small",
     # "full", "small_h1", "full_paper-recipe".
