@@ -341,10 +341,11 @@ def _load_for_resume(trainer: Trainer, run: RunDir, console: Console) -> dict:
     files = trainer.checkpoint_files(run.checkpoints)
     ckpt, path = files.newest_good(warn=lambda m: console.print(f"warning: {m}"))
     # Compared on the checkpoint's own keys: a checkpoint written before a DataSpec field existed
-    # still resumes (the data's shape and classes are what must not change).
+    # still resumes (the data's shape, classes and statistics are what must not change).
     now = trainer.spec.to_dict()
-    if not all(_same(now.get(k), v) for k, v in ckpt["spec"].items()):
-        raise CheckpointError(f"cannot resume {run_dir}: the data now has a different shape or classes than the checkpoint {path.name}; resume with the run's data settings")
+    changed = [k for k, v in ckpt["spec"].items() if not _same(now.get(k), v)]
+    if changed:
+        raise CheckpointError(f"cannot resume {run_dir}: the data's {', '.join(changed)} now differ from the checkpoint {path.name}'s; resume with the run's data settings")
     try:
         note = trainer.load_state_dict(ckpt)
     except (RuntimeError, KeyError, ValueError) as e:
