@@ -5,7 +5,7 @@ and the paper's zero-shot super-resolution (trained on Burgers at s=256, tested 
 Both models train in one process through the same loop (`ember.fit` on the same `ember.load_data`
 splits): the same data, standardization, test samples (the last 100), epochs, batch size (20, the
 paper's), optimizer (AdamW, a one-cycle schedule peaking at --lr; --recipe paper for the paper's
-Adam with weight decay 1e-4 and the step size halved every fifth of the run) and loss (the
+Adam with the paper's weight decay and the step size halved every fifth of the run) and loss (the
 relative L2 error in the data's units, the paper's; --loss h1 for the Sobolev one). The sizes are
 the paper's: 16 modes and width 64 on Burgers, 12 modes and width 32 on Darcy, 4 Fourier layers,
 domain padding of 1/10 on Darcy (not periodic). neuraloperator's FNO keeps its own defaults otherwise (a channel MLP in
@@ -84,11 +84,16 @@ def errors(values: torch.Tensor, prefix: str = "") -> dict:
 
 def recipe_overrides(recipe: str, epochs: int) -> dict:
     """ember.fit's optimizer and schedule for `recipe`: ember's defaults (AdamW, weight decay
-    0.01, one cycle), or the FNO paper's (Adam, weight decay 1e-4, the step size halved every
-    100 of its 500 epochs: every fifth of the run)."""
+    0.01, one cycle), or the FNO paper's (Adam, the step size halved every 100 of its 500 epochs:
+    every fifth of the run).
+
+    The paper's weight decay is 1e-4 on a loss summed over its batch of 20; Adam's update does
+    not see the gradient's scale but its (coupled) weight decay does, so on ember's loss, the
+    mean over the batch, the same decay is 1e-4 / 20. Taken literally, 1e-4 held the Darcy fit
+    back: 100 epochs gave test 0.0144 (training 0.0111) against 0.0133 (training 0.0073)."""
     if recipe == "ember":
         return {}
-    return {"optim": {"name": "adam", "weight_decay": 1e-4}, "sched": {"name": "step", "step_size": max(1, epochs // 5), "gamma": 0.5}}
+    return {"optim": {"name": "adam", "weight_decay": 1e-4 / 20}, "sched": {"name": "step", "step_size": max(1, epochs // 5), "gamma": 0.5}}
 
 
 def train(model: torch.nn.Module, splits, epochs: int, lr: float, loss: str, fine=None, resume: str | None = None, recipe: str = "ember") -> dict:
