@@ -10,6 +10,7 @@ from ember.data.spec import DataSpec
 from ember.errors import ConfigError
 from ember.models import create_model
 from ember.models.fno import SpectralConv, fft_size
+from ember.models.layers import PointwiseConv
 
 
 def field(*size, channels=1):
@@ -20,7 +21,29 @@ def test_the_fno_is_the_papers_lift_fourier_layers_project_with_no_normalization
     model = create_model("fno", field(64), modes=8, width=16, depth=4)
     assert not any(isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)) for m in model.modules())
     assert len(model.spectral) == len(model.pointwise) == 4 and isinstance(model.act, nn.GELU)
-    assert model.lift.in_channels == 2  # the field and its grid coordinate
+    assert model.lift.weight.shape[1] == 2  # the field and its grid coordinate
+
+
+@pytest.mark.parametrize("size", [(33,), (17, 21)])
+def test_the_pointwise_layer_is_a_1x1_convolution_with_its_parameters_and_initialization(size):
+    """The batched matrix product that replaces oneDNN's slow 1x1 convolution: the same outputs
+    and gradients, the same parameter names (a convolution's state dict loads) and, from the same
+    seed, the same initial weights."""
+    conv = (nn.Conv1d if len(size) == 1 else nn.Conv2d)(3, 5, 1).double()
+    torch.manual_seed(0)
+    fresh = PointwiseConv(3, 5, len(size))
+    torch.manual_seed(0)
+    fresh_conv = (nn.Conv1d if len(size) == 1 else nn.Conv2d)(3, 5, 1)
+    assert torch.equal(fresh.weight, fresh_conv.weight) and torch.equal(fresh.bias, fresh_conv.bias)
+    layer = PointwiseConv(3, 5, len(size)).double()
+    layer.load_state_dict(conv.state_dict())
+    x = torch.randn(2, 3, *size, dtype=torch.float64, requires_grad=True)
+    out, expected = layer(x), conv(x)
+    torch.testing.assert_close(out, expected)
+    grads = torch.autograd.grad(out.square().sum(), (x, layer.weight))
+    expected_grads = torch.autograd.grad(expected.square().sum(), (x, conv.weight))
+    for got, want in zip(grads, expected_grads):
+        torch.testing.assert_close(got, want)
 
 
 @pytest.mark.parametrize("size, modes", [((32,), [8]), ((16, 20), [5, 6])])

@@ -23,8 +23,8 @@ from ember.data.spec import DataSpec
 from ember.errors import ConfigError
 from ember.models import register_model
 from ember.models.layers import (
+    PointwiseConv,
     activation,
-    conv,
     crop,
     dense_out_channels,
     dense_out_shape,
@@ -134,13 +134,12 @@ class FNO(nn.Module):
 
     def __init__(self, in_channels: int, dims: int, out_channels: int, squeeze: bool, modes: list[int], width: int, depth: int, act: str, grid: bool, padding: float):
         super().__init__()
-        Conv = conv(dims)
         self.dims, self.squeeze, self.use_grid, self.padding = dims, squeeze, grid, padding
-        self.lift = Conv(in_channels + (dims if grid else 0), width, 1)
+        self.lift = PointwiseConv(in_channels + (dims if grid else 0), width, dims)
         self.spectral = nn.ModuleList([SpectralConv(width, width, modes) for _ in range(depth)])
-        self.pointwise = nn.ModuleList([Conv(width, width, 1) for _ in range(depth)])
+        self.pointwise = nn.ModuleList([PointwiseConv(width, width, dims) for _ in range(depth)])
         self.act = activation(act)
-        self.project = nn.Sequential(Conv(width, 2 * width, 1), activation(act), Conv(2 * width, out_channels, 1))
+        self.project = nn.Sequential(PointwiseConv(width, 2 * width, dims), activation(act), PointwiseConv(2 * width, out_channels, dims))
 
     def coordinates(self, x: torch.Tensor) -> torch.Tensor:
         """The grid's coordinates in [0, 1] as extra input channels, as in the paper: they let

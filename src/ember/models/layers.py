@@ -53,6 +53,30 @@ def norm(kind: str, channels: int, dims: int) -> nn.Module:
     return nn.Identity()
 
 
+class PointwiseConv(nn.Module):
+    """A 1x1 convolution (the FNO's lifting, skips and projection) done as one batched matrix
+    product over the grid's points: the same numbers, but oneDNN's 1x1 convolutions are slow on
+    CPU (twice as long forward and backward on Darcy's 85x85 grid), and a training step of the
+    paper's FNO took 0.79x the time on Darcy (s=85) and 0.73x on Burgers (s=1024), batch 20, two
+    threads (benchmarks/fno_step.py). Parameters, their names and initialization are nn.Conv's,
+    so checkpoints made with convolutions load, and ember.models.residual finds the output layer."""
+
+    def __init__(self, c_in: int, c_out: int, dims: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty([c_out, c_in] + [1] * dims))
+        self.bias = nn.Parameter(torch.empty(c_out))
+        # nn.Conv's initialization (Kaiming uniform with a=sqrt(5), the bias within +-1/sqrt(fan_in)).
+        nn.init.kaiming_uniform_(self.weight, a=5**0.5)
+        bound = 1 / c_in**0.5
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        w = self.weight.flatten(1).expand(n, -1, -1)
+        y = torch.baddbmm(self.bias.reshape(1, -1, 1), w, x.flatten(2))
+        return y.reshape([n, self.bias.shape[0]] + list(x.shape[2:]))
+
+
 def conv(dims: int) -> type:
     return {1: nn.Conv1d, 2: nn.Conv2d}[dims]
 

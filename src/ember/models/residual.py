@@ -21,6 +21,7 @@ from torch import nn
 
 from ember.data.spec import DataSpec
 from ember.errors import ConfigError
+from ember.models.layers import PointwiseConv
 
 CHOICES = ("auto", "true", "false")
 
@@ -51,7 +52,7 @@ class Residual(nn.Module):
 def zero_output_layer(net: nn.Module) -> None:
     """Zero the weights and bias of the last Linear or convolution of `net`, its output layer in
     every model of the registry (tests/models/test_residual.py checks each one starts at 0)."""
-    layers = [m for m in net.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))]
+    layers = [m for m in net.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, PointwiseConv))]
     if not layers:
         raise ConfigError(f"model.residual needs a model whose output layer is a Linear or a convolution; {type(net).__name__} has none; set model.residual=false")
     with torch.no_grad():
