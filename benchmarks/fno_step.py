@@ -8,10 +8,13 @@ moment of a shared machine hits both; the step time is each model's median over 
 speedup their ratio.
 
 A third column runs ember's layers with glibc's malloc told to keep freed memory (GLIBC_TUNABLES,
-set before the process starts): by default glibc hands every block over 32 MiB back to the kernel
-with munmap when it is freed, and the next step's tensors of the same size come back as fresh pages
-the kernel must zero, a cost torch's CPU profiler shows as fill_ and copy_. Darcy (s=85, 12 modes, width 32, 1/10 padding) and
-Burgers (s=1024, 16 modes, width 64) are the sizes of benchmarks/operators.py.
+set before the process starts): by default glibc maps large blocks (over a threshold that it raises
+to at most 32 MiB) straight from the kernel and hands them back when they are freed, and the next
+step's tensors of the same size come back as fresh pages the kernel must
+zero, time that torch's CPU profiler puts on the ops that first touch them (fill_, copy_).
+
+Darcy (s=85, 12 modes, width 32, 1/10 padding) and Burgers (s=1024, 16 modes, width 64) are the
+sizes of benchmarks/operators.py.
 
     OMP_NUM_THREADS=2 python -P benchmarks/fno_step.py   # writes benchmarks/results/fno_step.json
 """
@@ -43,7 +46,7 @@ CASES = {"darcy": ((85, 85), {"modes": 12, "width": 32, "padding": 0.1}), "burge
 def with_convolutions(model: nn.Module) -> nn.Module:
     """A copy of `model` whose PointwiseConv layers are nn.Conv layers holding the same weights."""
     model = copy.deepcopy(model)
-    for name, layer in list(model.named_modules()):
+    for layer in list(model.modules()):
         for child_name, child in list(layer.named_children()):
             if isinstance(child, PointwiseConv):
                 c_out, c_in, *kernel = child.weight.shape
