@@ -75,10 +75,10 @@ def neuralop_fno(spec, modes: int, width: int, padding: float) -> torch.nn.Modul
     return FNO(n_modes=(2 * modes,) * dims, hidden_channels=width, in_channels=spec.input_shape[0], out_channels=1, n_layers=4, domain_padding=padding or None)
 
 
-def build(library: str, data: str, spec) -> torch.nn.Module:
+def build(library: str, data: str, spec, recipe: str = "ember") -> torch.nn.Module:
     torch.manual_seed(0)
-    if library == "ember":
-        return create_model("fno", spec, **SIZES[data])
+    if library == "ember":  # --recipe paper: the paper's spectral initialization too
+        return create_model("fno", spec, **SIZES[data], spectral_init="paper" if recipe == "paper" else "normal")
     return neuralop_fno(spec, **SIZES[data])
 
 
@@ -147,7 +147,7 @@ def run_case(case: str, libraries: list[str], samples: int, epochs: int, lr: flo
     if fine:
         record["eval_resolution"] = fine
     for library in libraries:
-        row = train(build(library, data, splits.spec), splits, epochs, lr, loss, fine_splits, resume, recipe)
+        row = train(build(library, data, splits.spec, recipe), splits, epochs, lr, loss, fine_splits, resume, recipe)
         record[library] = row
         print(f"{case} s={resolution} {library}: {row}", flush=True)
     return record

@@ -113,3 +113,12 @@ def test_a_grid_too_small_for_the_modes_is_a_config_error():
         create_model("fno", field(20), modes=16)
     with pytest.raises(ConfigError, match=r"lower model.modes to 8"):
         create_model("fno", field(16, 40), modes=12)
+
+
+def test_the_papers_spectral_initialization_is_uniform_in_0_to_1_over_in_times_out_and_others_are_errors():
+    model = create_model("fno", field(32, 32), modes=4, width=8, spectral_init="paper")
+    weight = model.spectral[0].weight
+    assert weight.min() >= 0 and weight.max() <= 1 / 64 and weight.max() > 0.5 / 64
+    assert create_model("fno", field(32, 32), modes=4, width=8).spectral[0].weight.min() < 0  # normal
+    with pytest.raises(ConfigError, match="model.spectral_init='xavier' must be normal"):
+        create_model("fno", field(32, 32), modes=4, width=8, spectral_init="xavier")
