@@ -120,5 +120,5 @@ def test_the_papers_spectral_initialization_is_uniform_in_0_to_1_over_in_times_o
     weight = model.spectral[0].weight
     assert weight.min() >= 0 and weight.max() <= 1 / 64 and weight.max() > 0.5 / 64
     assert create_model("fno", field(32, 32), modes=4, width=8).spectral[0].weight.min() < 0  # normal
-    with pytest.raises(ConfigError, match="model.spectral_init='xavier' must be normal"):
+    with pytest.raises(ConfigError, match="model.spectral_init='xavier' is not a valid choice; choose one of: normal, paper"):
         create_model("fno", field(32, 32), modes=4, width=8, spectral_init="xavier")

@@ -32,7 +32,11 @@ from ember.models.layers import (
     pad_amounts,
     spatial_input,
 )
-from ember.ranges import AT_LEAST_1, FRACTION, NON_NEGATIVE, POSITIVE, PROBABILITY, Range
+from ember.ranges import AT_LEAST_1, FRACTION, NON_NEGATIVE, POSITIVE, PROBABILITY, OneOf, Range
+
+# normal: variance 2 / (in + out), the faster start; paper: uniform [0, 1 / (in out)], better
+# at the end of the paper's Darcy recipe (see SpectralConv).
+SPECTRAL_INITS = ("normal", "paper")
 
 
 class SpectralConv(nn.Module):
@@ -183,15 +187,13 @@ class FNO(nn.Module):
 
 
 @register_model("fno", example="field1d")
-def fno(spec: DataSpec, *, modes: Annotated[int, AT_LEAST_1] = 16, width: Annotated[int, AT_LEAST_1] = 64, depth: Annotated[int, AT_LEAST_1] = 4, activation: str = "gelu", grid: bool = True, padding: Annotated[float, NON_NEGATIVE] = 0.0, spectral_init: str = "normal") -> nn.Module:
+def fno(spec: DataSpec, *, modes: Annotated[int, AT_LEAST_1] = 16, width: Annotated[int, AT_LEAST_1] = 64, depth: Annotated[int, AT_LEAST_1] = 4, activation: str = "gelu", grid: bool = True, padding: Annotated[float, NON_NEGATIVE] = 0.0, spectral_init: Annotated[str, OneOf(SPECTRAL_INITS)] = "normal") -> nn.Module:
     """Fourier Neural Operator, 1-D or 2-D: convolutions on low Fourier modes."""
     channels, size = spatial_input(spec, "fno", (1, 2), "the FNO maps fields on grids; use model=mlp for tables")
     if modes < 1 or depth < 1:
         raise ConfigError(f"model.modes={modes} and model.depth={depth} must be at least 1")
     if not 0 <= padding <= 1:
         raise ConfigError(f"model.padding={padding} is the fraction of the grid added as zeros for non-periodic problems; use a value in [0, 1] (0.1 for Darcy, 0 for periodic data)")
-    if spectral_init not in ("normal", "paper"):
-        raise ConfigError(f"model.spectral_init={spectral_init!r} must be normal (variance 2 / (in + out), the faster start) or paper (uniform [0, 1 / (in out)], better after the paper's Darcy recipe)")
     out_channels = dense_out_channels(spec, "fno", size)
     # A regression target without a channel axis, (*grid): one output channel, dropped.
     squeeze = spec.task == "regression" and len(dense_out_shape(spec, size)) == len(size)
