@@ -7,8 +7,8 @@ time by a fifth: the allocator's state is part of a step's cost), in interleaved
 moment of a shared machine hits both; the step time is each model's median over its rounds and the
 speedup their ratio.
 
-A third column runs ember's layers with glibc's malloc told to keep freed memory (GLIBC_TUNABLES,
-set before the process starts): by default glibc maps large blocks (over a threshold that it raises
+A third column runs ember's layers with glibc's malloc told to keep freed memory, as every CPU run
+of ember's trainer does (ember.train.device.keep_freed_memory): by default glibc maps large blocks (over a threshold that it raises
 to at most 32 MiB) straight from the kernel and hands them back when they are freed, and the next
 step's tensors of the same size come back as fresh pages the kernel must zero, time that torch's
 CPU profiler puts on the ops that first touch them (fill_, copy_).
@@ -22,7 +22,6 @@ sizes of benchmarks/operators.py.
 import argparse
 import copy
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -35,11 +34,10 @@ from torch import nn
 from ember.data.spec import DataSpec
 from ember.models import create_model
 from ember.models.layers import PointwiseConv
+from ember.train.device import keep_freed_memory
 from ember.train.losses import RelativeL2Loss
 
 OUT = Path(__file__).parent / "results" / "fno_step.json"
-# Blocks up to 4 GiB come from the heap, and the heap is not trimmed below 16 GiB of free memory.
-HEAP = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=17179869184"
 CASES = {"darcy": ((85, 85), {"modes": 12, "width": 32, "padding": 0.1}), "burgers": ((1024,), {"modes": 16, "width": 64})}
 
 
@@ -71,6 +69,8 @@ def stepper(model: nn.Module, spec: DataSpec, x: torch.Tensor, y: torch.Tensor):
 
 def step_times(case: str, layers: str, steps: int) -> list[float]:
     """`steps` timed training steps (after two untimed ones) of one model in this process."""
+    if layers == "ember_kept" and not keep_freed_memory():
+        raise SystemExit("glibc's malloc settings could not be set here (not glibc, or GLIBC_TUNABLES/MALLOC_* set)")
     size, sizes = CASES[case]
     spec = DataSpec(input_shape=(1, *size), task="regression", target_shape=(1, *size), target_mean=[0.0], target_std=[1.0])
     torch.manual_seed(0)
@@ -83,15 +83,14 @@ def step_times(case: str, layers: str, steps: int) -> list[float]:
 
 
 def run_case(case: str, rounds: int, steps: int) -> dict:
-    times: dict[str, list[float]] = {"ember": [], "conv": [], "ember_heap": []}
+    times: dict[str, list[float]] = {"ember": [], "conv": [], "ember_kept": []}
     for _ in range(rounds):
         for name in times:
-            env = {**os.environ, "GLIBC_TUNABLES": HEAP} if name == "ember_heap" else None
-            command = [sys.executable, "-P", __file__, "--one", case, name.removesuffix("_heap"), "--steps", str(steps)]
-            out = subprocess.run(command, check=True, capture_output=True, text=True, env=env).stdout
+            command = [sys.executable, "-P", __file__, "--one", case, name, "--steps", str(steps)]
+            out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
             times[name] += json.loads(out.splitlines()[-1])
     ms = {name: round(1000 * statistics.median(t), 1) for name, t in times.items()}
-    return {**{f"{name}_step_ms": v for name, v in ms.items()}, "ratio": round(ms["ember"] / ms["conv"], 3), "heap_ratio": round(ms["ember_heap"] / ms["conv"], 3)}
+    return {**{f"{name}_step_ms": v for name, v in ms.items()}, "ratio": round(ms["ember"] / ms["conv"], 3), "kept_ratio": round(ms["ember_kept"] / ms["conv"], 3)}
 
 
 def main() -> None:
@@ -107,7 +106,7 @@ def main() -> None:
     results = {"threads": torch.get_num_threads(), "torch": torch.__version__, "batch": 20, "cases": {}}
     for case, (size, _) in CASES.items():
         results["cases"][case] = row = run_case(case, args.rounds, args.steps)
-        print(f"{case:<8} s={'x'.join(map(str, size)):<6} nn.Conv {row['conv_step_ms']:>6.1f} ms  ember {row['ember_step_ms']:>6.1f} ms ({row['ratio']:.2f}x)  ember, freed memory kept {row['ember_heap_step_ms']:>6.1f} ms ({row['heap_ratio']:.2f}x)", flush=True)
+        print(f"{case:<8} s={'x'.join(map(str, size)):<6} nn.Conv {row['conv_step_ms']:>6.1f} ms  ember {row['ember_step_ms']:>6.1f} ms ({row['ratio']:.2f}x)  ember, freed memory kept {row['ember_kept_step_ms']:>6.1f} ms ({row['kept_ratio']:.2f}x)", flush=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")
 

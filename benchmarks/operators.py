@@ -13,9 +13,9 @@ each layer, soft-gating skips), so its parameter count differs.
 
     OMP_NUM_THREADS=2 python benchmarks/operators.py --budget full --cases burgers superres darcy
 
-For the long budgets, start Python with glibc's malloc keeping freed memory: a Darcy step then
-takes two thirds of the time (benchmarks/fno_step.py), and the paper's 500 Darcy epochs about 2.4
-hours on two threads, GLIBC_TUNABLES=glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=17179869184.
+ember's trainer has glibc's malloc keep freed memory on CPU (ember.train.device.keep_freed_memory),
+for both libraries' runs: a Darcy step takes two thirds of the time (benchmarks/fno_step.py), and
+the paper's 500 Darcy epochs about 2.4 hours on two threads.
 
 --budget small is the quick check (200 train samples, 10 epochs); --epochs, --samples and --lr
 override a budget. Each case and library is one training, so a long budget can run a piece at a
