@@ -130,6 +130,22 @@ def device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
 
 
+def print_table(results: dict) -> None:
+    """Images per second, MFU and the ratio to the raw loop of each model and loop."""
+    print(f"\n{results['device']}, bf16 autocast, compile={results['compile']}, {results['steps']} timed steps after {results['warmup']}; torch {torch.__version__}" + (" (SMOKE: tiny sizes, not a measurement)" if results["smoke"] else ""))
+    print(f"{'model':<10} {'image':>6} {'batch':>6} {'loop':<6} {'images/s':>10} {'MFU':>7}  {'over raw':>9}")
+    for name, m in results["models"].items():
+        for loop in ("raw", "ember", "graphs"):
+            if loop not in m:
+                continue
+            r = m[loop]
+            mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "-"
+            ratio = f"{r['over_raw']:.3f}" if loop != "raw" else ""
+            print(f"{name:<10} {m['image']:>6} {m['batch']:>6} {loop:<6} {r['images_per_s']:>10.0f} {mfu:>7}  {ratio:>9}")
+    for what, error in results.get("errors", {}).items():
+        print(f"{what} failed: {error}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="CPU check: tiny models, a few steps, no compile")
@@ -180,18 +196,7 @@ def main() -> int:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
 
-    print(f"\n{results['device']}, bf16 autocast, compile={compile}, {steps} timed steps after {warmup}; torch {torch.__version__}" + (" (SMOKE: tiny sizes, not a measurement)" if args.smoke else ""))
-    print(f"{'model':<10} {'image':>6} {'batch':>6} {'loop':<6} {'images/s':>10} {'MFU':>7}  {'over raw':>9}")
-    for name, m in results["models"].items():
-        for loop in ("raw", "ember", "graphs"):
-            if loop not in m:
-                continue
-            r = m[loop]
-            mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "-"
-            ratio = f"{r['over_raw']:.3f}" if loop != "raw" else ""
-            print(f"{name:<10} {m['image']:>6} {m['batch']:>6} {loop:<6} {r['images_per_s']:>10.0f} {mfu:>7}  {ratio:>9}")
-    for what, error in results.get("errors", {}).items():
-        print(f"{what} failed: {error}")
+    print_table(results)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")

@@ -123,6 +123,22 @@ def rounds(fns: dict, repeats: int) -> dict[str, list[float]]:
     return times
 
 
+def print_table(results: dict) -> None:
+    """The time per epoch of each contender, the ratios against the raw loop and the targets."""
+    print(f"time per epoch (s), median of {results['repeats']} runs of {results['epochs']} epochs; ratios against raw: median of the rounds' ratios; torch {torch.__version__}, {torch.get_num_threads()} threads")
+    head = f"{'case':<10} {'raw':>8} {'ember-dl':>9} {'ember':>8} {'lightning':>10}  {'ember-dl/raw':>12} {'ember/raw':>10} {'lightning/raw':>14}  weights equal"
+    print(head)
+    for name, r in results["cases"].items():
+        lt, q = r.get("lightning"), r["ratios"]
+        print(
+            f"{name:<10} {r['raw']:>8.4f} {r['ember-dl']:>9.4f} {r['ember']:>8.4f} {lt if lt is not None else float('nan'):>10.4f}  "
+            f"{q['ember-dl']:>12.3f} {q['ember']:>10.3f} {q.get('lightning', float('nan')):>14.3f}  {r['weights_equal']}"
+        )
+    for name, r in results["cases"].items():
+        dl, fast = r["ratios"]["ember-dl"], r["ratios"]["ember"]
+        print(f"{name}: ember-dl/raw {dl:.3f} {'meets' if dl <= 1.02 else 'misses'} <= 1.02; ember/raw {fast:.3f} {'meets' if fast <= 0.7 else 'misses'} <= 0.7")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=10)
@@ -177,18 +193,7 @@ def main() -> int:
             )
             results["cases"][name] = row
 
-    print(f"time per epoch (s), median of {args.repeats} runs of {args.epochs} epochs; ratios against raw: median of the rounds' ratios; torch {torch.__version__}, {torch.get_num_threads()} threads")
-    head = f"{'case':<10} {'raw':>8} {'ember-dl':>9} {'ember':>8} {'lightning':>10}  {'ember-dl/raw':>12} {'ember/raw':>10} {'lightning/raw':>14}  weights equal"
-    print(head)
-    for name, r in results["cases"].items():
-        lt, q = r.get("lightning"), r["ratios"]
-        print(
-            f"{name:<10} {r['raw']:>8.4f} {r['ember-dl']:>9.4f} {r['ember']:>8.4f} {lt if lt is not None else float('nan'):>10.4f}  "
-            f"{q['ember-dl']:>12.3f} {q['ember']:>10.3f} {q.get('lightning', float('nan')):>14.3f}  {r['weights_equal']}"
-        )
-    for name, r in results["cases"].items():
-        dl, fast = r["ratios"]["ember-dl"], r["ratios"]["ember"]
-        print(f"{name}: ember-dl/raw {dl:.3f} {'meets' if dl <= 1.02 else 'misses'} <= 1.02; ember/raw {fast:.3f} {'meets' if fast <= 0.7 else 'misses'} <= 0.7")
+    print_table(results)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
