@@ -65,8 +65,8 @@ def keep_freed_memory(environ: dict | None = None) -> bool:
     """Have glibc's malloc keep freed memory for reuse; whether it was set.
 
     By default a CPU tensor above 32 MB (a Darcy FNO batch's activations) is a fresh mmap each
-    step, and the kernel zeroes its pages again: with the memory kept, a Darcy FNO step took 0.67x
-    the time (340 ms against 506, benchmarks/fno_step.py). The process keeps its peak memory, as torch's caching
+    step, and the kernel zeroes its pages again: with the memory kept, a Darcy FNO step took 0.60x
+    the time (353 ms against 585, benchmarks/fno_step.py). The process keeps its peak memory, as torch's caching
     allocator does on CUDA, and for the rest of the process: mallopt cannot be undone. A user's
     own GLIBC_TUNABLES or MALLOC_* settings win; elsewhere than glibc nothing changes.
     """
