@@ -52,6 +52,15 @@ def test_experiment_overrides_groups_and_values():
     assert compose(["experiment=linear_regression", "trainer.max_epochs=5"]).trainer.max_epochs == 5
 
 
+def test_the_fno_darcy_experiment_is_the_papers_recipe():
+    cfg = compose(["experiment=fno_darcy"])
+    assert (cfg.model.name, cfg.data.name, cfg.optim.name, cfg.sched.name) == ("fno", "darcy", "adam", "step")
+    assert (cfg.model.modes, cfg.model.width, cfg.model.spectral_init, cfg.data.resolution, cfg.data.batch_size) == (12, 32, "paper", 85, 20)
+    assert cfg.optim.weight_decay == pytest.approx(1e-4 / 20)  # the paper's 1e-4 on a loss summed over 20 samples
+    assert cfg.sched.step_size * 5 == cfg.trainer.max_epochs and cfg.sched.gamma == 0.5  # halved every fifth of the run
+    assert round(cfg.data.num_samples * cfg.data.test_fraction) == 100 and cfg.data.val_fraction == 0
+
+
 @pytest.mark.parametrize(
     "override, message",
     [
@@ -60,7 +69,7 @@ def test_experiment_overrides_groups_and_values():
         ("foo=1", r"unknown key 'foo'; valid keys at the top level: model, data, optim"),
         ("model=resnet9000", r"unknown model 'resnet9000'; choose one of: .*cnn1d.*mlp"),
         ("optim=adan", r"unknown optim 'adan'; choose one of: adam, adamw, rmsprop, sgd"),
-        ("experiment=nope", r"unknown experiment 'nope'; choose one of: linear_regression, poly_sine"),
+        ("experiment=nope", r"unknown experiment 'nope'; choose one of: fno_darcy, linear_regression, poly_sine"),
         ("trainer.max_epochs=abc", r"trainer.max_epochs='abc' has the wrong type; expected int"),
         ("trainer.compile=maybe", r"trainer.compile='maybe' has the wrong type; expected true or false"),
         ("optim.name=adan", r"optim.name='adan' is not a valid choice; did you mean adam\? choose one of: adam, adamw, rmsprop, sgd"),
