@@ -7,11 +7,12 @@ time by a fifth: the allocator's state is part of a step's cost), in interleaved
 moment of a shared machine hits both; the step time is each model's median over its rounds and the
 speedup their ratio.
 
-A third column runs ember's layers with glibc's malloc told to keep freed memory, as every CPU run
-of ember's trainer does (ember.train.device.keep_freed_memory): by default glibc maps large blocks (over a threshold that it raises
-to at most 32 MiB) straight from the kernel and hands them back when they are freed, and the next
-step's tensors of the same size come back as fresh pages the kernel must zero, time that torch's
-CPU profiler puts on the ops that first touch them (fill_, copy_).
+A third column runs ember's layers with glibc's malloc told to keep freed memory, as every CPU
+run of ember's trainer does (ember.train.device.keep_freed_memory): by default glibc maps large
+blocks (over a threshold that it raises to at most 32 MiB) straight from the kernel and hands them
+back when they are freed, and the next step's tensors of the same size come back as fresh pages
+the kernel must zero, time that torch's CPU profiler puts on the ops that first touch them (fill_,
+copy_).
 
 Darcy (s=85, 12 modes, width 32, 1/10 padding) and Burgers (s=1024, 16 modes, width 64) are the
 sizes of benchmarks/operators.py.

@@ -14,7 +14,7 @@ each layer, soft-gating skips), so its parameter count differs.
     OMP_NUM_THREADS=2 python benchmarks/operators.py --budget full --cases burgers superres darcy
 
 ember's trainer has glibc's malloc keep freed memory on CPU (ember.train.device.keep_freed_memory),
-for both libraries' runs: a Darcy step takes two thirds of the time (benchmarks/fno_step.py), and
+for both libraries' runs: a Darcy step takes 0.6x the time (benchmarks/fno_step.py), and
 the paper's 500 Darcy epochs about 2.4 hours on two threads.
 
 --budget small is the quick check (200 train samples, 10 epochs); --epochs, --samples and --lr

@@ -1,4 +1,5 @@
-"""A run sets torch's process-wide switches for itself and puts them back."""
+"""A run sets torch's process-wide switches for itself and puts them back; on CPU it has glibc's
+malloc keep freed memory, for the rest of the process."""
 
 import os
 import platform
@@ -34,11 +35,13 @@ def test_fit_leaves_the_process_as_it_found_it(tmp_path):
 
 PAGE_FAULTS = """
 import resource, sys, torch, ember
-def faults():  # minor page faults of making and freeing a 40 MB tensor, the second time
-    for _ in range(2):
+def faults():  # minor page faults of making and freeing a 40 MB tensor, summed over the last 4 of 24 times
+    counts = []
+    for _ in range(24):
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         torch.ones(10_000_000)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+        counts.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    return sum(counts[-4:])
 print(faults())
 x = torch.randn(64, 3)
 ember.fit(torch.nn.Linear(3, 1), (x, x.sum(1, keepdim=True)), max_epochs=1, run={"root": sys.argv[1]}, progress="none")
@@ -52,7 +55,9 @@ def test_a_cpu_run_has_glibc_keep_freed_memory_so_a_big_tensor_costs_no_fresh_pa
     out = subprocess.run([sys.executable, "-c", PAGE_FAULTS, str(tmp_path)], env=env, capture_output=True, text=True, check=True)
     lines = out.stdout.split("\n")
     before, after = int(lines[0]), int(lines[-2])  # the run prints its own lines between
-    assert before > 5000  # 40 MB of fresh 4 KiB pages, zeroed by the kernel
+    assert before > 4 * 5000  # each time 40 MB of fresh 4 KiB pages, zeroed by the kernel
+    # Kept, the first few blocks may still be fresh pages: torch's 64-byte aligned requests ask for
+    # a little more than a freed block holds until freed neighbours merge (by the 9th time here).
     assert after < 100
 
 

@@ -133,10 +133,13 @@ def test_postgres_workers_share_a_study_and_a_killed_workers_trial_is_run_again_
     args = TINY + ["trainer.max_epochs=40", f"run.root={runs}", f"tune.storage={postgres}", "tune.name=shared", "tune.trials=6", "tune.heartbeat=1", "tune.sampler=random", "tune.pruner=none", LR]
     a = _ember_tune(args, tmp_path)
     b = _ember_tune(args, tmp_path)  # the same command on "another node"
+    # One storage for every poll: each load_study(storage=URL) opens its own connection pool, and
+    # on a loaded machine the polls outnumbered PostgreSQL's 100 connections.
+    storage = optuna.storages.RDBStorage(with_driver(postgres))
 
     def running_trial_of_a():
         try:
-            study = optuna.load_study(study_name="shared", storage=with_driver(postgres))
+            study = optuna.load_study(study_name="shared", storage=storage)
         except KeyError:  # not created yet
             return None
         for t in study.get_trials(states=(optuna.trial.TrialState.RUNNING,)):
@@ -150,7 +153,7 @@ def test_postgres_workers_share_a_study_and_a_killed_workers_trial_is_run_again_
     out, err = b.communicate(timeout=240)
     assert b.returncode == 0, out + err
 
-    trials = optuna.load_study(study_name="shared", storage=with_driver(postgres)).trials
+    trials = optuna.load_study(study_name="shared", storage=storage).trials
     by_number = {t.number: t for t in trials}
     lost = by_number[killed.number]
     assert lost.state == optuna.trial.TrialState.FAIL

@@ -66,9 +66,10 @@ def keep_freed_memory(environ: dict | None = None) -> bool:
 
     By default a CPU tensor above 32 MB (a Darcy FNO batch's activations) is a fresh mmap each
     step, and the kernel zeroes its pages again: with the memory kept, a Darcy FNO step took 0.60x
-    the time (353 ms against 585, benchmarks/fno_step.py). The process keeps its peak memory, as torch's caching
-    allocator does on CUDA, and for the rest of the process: mallopt cannot be undone. A user's
-    own GLIBC_TUNABLES or MALLOC_* settings win; elsewhere than glibc nothing changes.
+    the time (353 ms against 585, benchmarks/fno_step.py). The process keeps its peak memory, as
+    torch's caching allocator does on CUDA, and for the rest of the process: mallopt cannot be
+    undone. A user's own GLIBC_TUNABLES or MALLOC_* settings win; elsewhere than glibc nothing
+    changes.
     """
     environ = os.environ if environ is None else environ
     own = "GLIBC_TUNABLES" in environ or any(k.startswith("MALLOC_") for k in environ)
