@@ -68,8 +68,9 @@ def keep_freed_memory(environ: dict | None = None) -> bool:
     step, and the kernel zeroes its pages again: with the memory kept, a Darcy FNO step took 0.60x
     the time (353 ms against 585, benchmarks/fno_step.py). The process keeps its peak memory, as
     torch's caching allocator does on CUDA, and for the rest of the process: mallopt cannot be
-    undone. A user's own GLIBC_TUNABLES or MALLOC_* settings win; elsewhere than glibc nothing
-    changes.
+    undone. The first few steps may still take fresh pages: torch's 64-byte aligned requests ask
+    for a little more than a freed block holds until freed neighbours merge. A user's own
+    GLIBC_TUNABLES or MALLOC_* settings win; elsewhere than glibc nothing changes.
     """
     environ = os.environ if environ is None else environ
     own = "GLIBC_TUNABLES" in environ or any(k.startswith("MALLOC_") for k in environ)
