@@ -1,12 +1,16 @@
-"""benchmarks/gpu_suite.py --smoke: the GPU suite's code path, on CPU with tiny models.
+"""benchmarks/gpu_suite.py --smoke: the GPU suite's code path, on CPU with tiny models; and the
+operator benchmark's paper recipe beside the config preset that repeats it.
 
 The suite is meant for a GPU machine; its smoke mode keeps it from rotting where there is none.
 """
 
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+from ember.config import compose
 
 SUITE = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_suite.py"
 
@@ -27,3 +31,19 @@ def test_gpu_suite_smoke_runs_both_models_through_both_loops(tmp_path):
         assert m["ember_over_raw"] == ours["over_raw"] == ours["images_per_s"] / raw["images_per_s"]
         assert "graphs" not in m  # CUDA graphs need a GPU
     assert "vit_s16" in r.stdout and "over raw" in r.stdout
+
+
+def test_the_fno_darcy_experiment_trains_the_operator_benchmarks_paper_recipe(monkeypatch):
+    """`ember train experiment=fno_darcy` and `benchmarks/operators.py --recipe paper` are one recipe
+    written twice (a config and the script's ember.fit arguments): they must not drift apart."""
+    monkeypatch.syspath_prepend(str(SUITE.parent))  # the script imports its sibling burgers_fno
+    spec = importlib.util.spec_from_file_location("operators", SUITE.parent / "operators.py")
+    operators = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(operators)
+    cfg = compose(["experiment=fno_darcy"])
+    recipe = operators.recipe_overrides("paper", cfg.trainer.max_epochs)
+    assert {k: cfg.optim[k] for k in recipe["optim"]} == recipe["optim"]
+    assert {k: cfg.sched[k] for k in recipe["sched"]} == recipe["sched"]
+    assert {k: cfg.model[k] for k in operators.SIZES["darcy"]} == operators.SIZES["darcy"] and cfg.model.spectral_init == "paper"
+    samples, epochs, lr = operators.BUDGETS["full"]["darcy"]
+    assert (cfg.data.num_samples, cfg.trainer.max_epochs, cfg.optim.lr) == (samples + 100, epochs, lr)
