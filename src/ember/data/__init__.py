@@ -40,6 +40,13 @@ class Splits:
     indices: dict[str, list[int]] | None = None
     # What the run should tell the user about its data (constant channels, ...): one line each.
     notes: list[str] = field(default_factory=list)
+    # Time-indexed sources: each split's valid time of every sample's target, in the split's
+    # order (a pandas.DatetimeIndex or an xarray.CFTimeIndex); builders set "train" (and "test"
+    # for a test file), carve subsets them. None where the data has no time.
+    times: dict[str, Any] | None = None
+    # Samples left out between two time-ordered splits so that none holds another's inputs or
+    # targets: the lead plus the window of input steps.
+    gap: int = 0
 
     def get(self, split: str):
         if split not in ("train", "val", "test"):

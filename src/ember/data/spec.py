@@ -32,6 +32,14 @@ class DataSpec:
     encoding: dict | None = None
     lat: list[float] | None = None  # the grid's latitudes (second-to-last target axis), for weighting and maps
     lon: list[float] | None = None
+    # Masks: flat indices into one target (input) sample that are missing at every train time
+    # (land in a sea-surface field). They leave the loss and the metrics; predictions and
+    # exports hold NaN there. mask_channel: the input mask is one more input channel.
+    mask: list[int] | None = None
+    input_mask: list[int] | None = None
+    mask_channel: bool = False
+    calendar: str | None = None  # the time coordinate's CF calendar (standard, 360_day, noleap, ...)
+    time_units: str | None = None
 
     def __post_init__(self):
         self.input_shape = tuple(self.input_shape)
