@@ -16,10 +16,9 @@ from torch import nn
 from ember.data.spec import DataSpec
 from ember.errors import ConfigError
 from ember.export import aoti
-from ember.export.common import quiet, require
+from ember.export.common import Deployed, quiet, require
 from ember.export.pt2 import load_program
 from ember.models import builder_kwargs, create_model
-from ember.units import Normalized
 
 FILE_NAMES = {"torchscript": "model.ts", "onnx": "model.onnx", "exported": "model.pt2", "aoti": "model" + aoti.SUFFIX, "safetensors": "model.safetensors"}
 
@@ -83,7 +82,10 @@ def load_safetensors(path: str | Path) -> nn.Module:
     model_cfg = json.loads(meta["ember_model"])
     model = create_model(model_cfg["name"], spec, **builder_kwargs(model_cfg))
     model.load_state_dict(load_file(str(path)))
-    return Normalized(model, spec).eval()
+    wrapper = Deployed(model, spec)
+    if "ember_fill" in meta:  # the run's data.fill_value (files written before it: the means)
+        wrapper.fill.copy_(torch.tensor(json.loads(meta["ember_fill"])).reshape(wrapper.fill.shape))
+    return wrapper.eval()
 
 
 def _run_torchscript(path, wrapper, model_config):

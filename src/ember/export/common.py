@@ -17,7 +17,7 @@ from ember.data import TensorData, build_data
 from ember.data.spec import DataSpec
 from ember.errors import ConfigError, EmberError
 from ember.run import RunDir, load_run
-from ember.units import raw_inputs
+from ember.units import Normalized, raw_inputs
 
 
 class ExportError(EmberError):
@@ -66,6 +66,40 @@ def load_model(run_dir: str | Path) -> tuple[nn.Module, Any, DataSpec, dict]:
     if compression.get("method") == "dynamic_int8":  # the float weights, quantized again as compress did
         model = quantize_dynamic_int8(model)
     return model, cfg, spec, summary
+
+
+class Deployed(Normalized):
+    """What ember ships and predicts with: the model between the run's standardizations, with the
+    run's masks (contract C1). A NaN input element becomes the run's fill value (data.fill_value)
+    or else the channel mean, which is 0 once standardized, as in training; the target points the
+    run masked (spec.mask: land in a sea-surface field) come out NaN. Without masks and NaN it
+    is `Normalized` exactly. Plain tensor ops, so TorchScript, torch.export, ONNX and AOTInductor
+    carry it into the graph."""
+
+    def __init__(self, model: nn.Module, spec: DataSpec, fill_value: float | None = None):
+        super().__init__(model, spec)
+        fill = self.mean if fill_value is None else torch.full_like(self.mean, float(fill_value))
+        self.register_buffer("fill", fill.clone())
+        flat = torch.zeros(spec.out_features if spec.task == "regression" else 0, dtype=torch.bool)
+        if spec.task == "regression" and spec.mask:
+            flat[torch.as_tensor(spec.mask, dtype=torch.long)] = True
+        self.masked = bool(flat.any())
+        self.register_buffer("mask", flat)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.where(torch.isnan(x), self.fill, x)
+        out = self.model((x - self.mean) / self.std)
+        if self.scaled:
+            out = out * self.target_std + self.target_mean
+        if self.masked:
+            out = out.reshape(out.shape[0], -1).masked_fill(self.mask, float("nan")).reshape(out.shape)
+        return out
+
+
+def deployed(model: nn.Module, spec: DataSpec, data: Any = None) -> Deployed:
+    """`Deployed` in eval mode, with the fill value of the run's `data` config (a dict or config)."""
+    fill = data.get("fill_value") if data is not None else None
+    return Deployed(model, spec, None if fill is None else float(fill)).eval()
 
 
 def quantize_dynamic_int8(model: nn.Module) -> nn.Module:

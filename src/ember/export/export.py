@@ -34,7 +34,9 @@ from ember.errors import ConfigError, first_line
 from ember.export import aoti
 from ember.export.artifacts import FILE_NAMES, RUNNERS, format_of, load_artifact, load_safetensors  # noqa: F401 - also imported from here
 from ember.export.common import (
+    Deployed,
     ExportError,
+    deployed,
     held_out_batch,
     load_model,
     output_name,
@@ -45,7 +47,6 @@ from ember.files import check_output, output_errors, publish
 from ember.models import builder_kwargs
 from ember.options import parse_options
 from ember.ranges import AT_LEAST_1, NON_NEGATIVE, Ranged
-from ember.units import Normalized
 
 FORMATS = FILE_NAMES  # format -> default file name
 TITLES = {"torchscript": "TorchScript", "onnx": "ONNX", "exported": "torch.export", "aoti": "AOTInductor", "safetensors": "safetensors"}
@@ -108,7 +109,7 @@ def export_run(run_dir: str | Path, fmt: str, *, out: str | Path | None = None, 
     config = OmegaConf.to_container(cfg, resolve=True)
     meta = {"run": str(Path(run_dir).resolve()), "model": cfg.model.name, "compression": summary.get("compression"), "config": config}
     model_config = {"name": cfg.model.name, **builder_kwargs(config["model"])}
-    result = export_model(Normalized(model, spec), fmt, path, x, spec=spec, batch=batch, atol=atol, rtol=rtol, meta=meta, checked_on=where, model_config=model_config)
+    result = export_model(deployed(model, spec, cfg.data), fmt, path, x, spec=spec, batch=batch, atol=atol, rtol=rtol, meta=meta, checked_on=where, model_config=model_config)
     shape = ", ".join(str(d) for d in ["batch" if batch is None else batch, *spec.input_shape])
     if fmt == "safetensors":
         echo(f"exported {result.path} (weights; model config and normalization statistics in its metadata: ember.export.load_safetensors rebuilds the model)")
@@ -159,6 +160,8 @@ def export_model(
     path = Path(path)
     example = _example(x, batch)
     checks = [example] if batch is not None else [example, example[:1]]
+    if spec.input_mask:  # the masked points as NaN, as a real file holds them: the graph's fill is checked too
+        checks.append(_with_nan(example, spec.input_mask))
     with output_errors(path, f"the {fmt} export", "out="):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmpdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
@@ -210,6 +213,13 @@ def _description(fmt: str, name: str, method: str, wrapper: nn.Module, example: 
     }
 
 
+def _with_nan(x: torch.Tensor, flat: list[int]) -> torch.Tensor:
+    """`x` with NaN at the flat indices `flat` of every sample (before any mask channel)."""
+    out = x.clone().reshape(len(x), -1)
+    out[:, torch.as_tensor(flat, dtype=torch.long)] = float("nan")
+    return out.reshape(x.shape)
+
+
 def _example(x: torch.Tensor, batch: int | None) -> torch.Tensor:
     x = x.float().contiguous()
     want = batch or max(2, len(x))  # a dynamic batch is traced at >= 2: torch.export specializes 1
@@ -232,8 +242,10 @@ def parity(run: Callable, wrapper: nn.Module, inputs: list[torch.Tensor], atol: 
             raise ExportError(f"parity check failed: the {what} returns shapes {[tuple(t.shape) for t in got]} for a batch of {len(x)}, the eager model {[tuple(t.shape) for t in want]}; no artifact was written")
         for g, w in zip(got, want):
             g, w = g.double(), w.double()
-            err = (g - w).abs().max().item() if g.numel() else 0.0
-            scale = w.abs().max().item() if w.numel() else 0.0
+            # NaN where both are NaN (the run's masked points) agrees; NaN on one side only does not.
+            diff = torch.where(torch.isnan(g) & torch.isnan(w), 0.0, (g - w).abs())
+            err = diff.max().item() if g.numel() else 0.0
+            scale = w.nan_to_num(0.0).abs().max().item() if w.numel() else 0.0
             rel = err / scale if scale > 0 else err
             if math.isnan(err) or err > atol + rtol * scale:
                 where = f" on {checked_on}" if checked_on else ""
@@ -322,6 +334,8 @@ def _write_safetensors(wrapper, example, path, dynamic, spec, model_config):
     if bad:
         raise ExportError(f"format=safetensors holds plain tensors, but {bad[0]!r} is packed or quantized (a compressed run?); export this run with format=torchscript")
     meta = {"ember_spec": json.dumps(spec.to_dict())}
+    if isinstance(wrapper, Deployed):  # what NaN inputs become (data.fill_value, or the means)
+        meta["ember_fill"] = json.dumps(wrapper.fill.flatten().tolist())
     if model_config is not None:
         meta["ember_model"] = json.dumps(model_config)
     save_file({k: v.detach().contiguous() for k, v in state.items()}, str(path), metadata=meta)
