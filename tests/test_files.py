@@ -2,6 +2,7 @@
 
 import errno
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -9,9 +10,10 @@ import zlib
 
 import numpy as np
 import pytest
+import torch
 
 from ember.errors import OutputError, RunBusyError
-from ember.files import check_output, lock_dir, output_errors, png_bytes, remove_stale_temps, unlock_dir, write_atomic
+from ember.files import check_output, lock_dir, output_errors, png_bytes, remove_stale_temps, run_folder, save_checkpoint, temp_path, unlock_dir, write_atomic
 
 
 def dead_pid() -> int:
@@ -106,3 +108,107 @@ def test_a_folder_even_root_cannot_write_is_one_line():
     refused = pytest.raises(OutputError, match=r"cannot write the report to '/sys/r.html' \((Permission denied|Read-only file system)\); choose another path with -o")
     with refused, output_errors("/sys/r.html", "the report", "-o"):
         write_atomic("/sys/r.html", "<html>")
+
+
+# -- symbolic links: nothing ember writes follows one out of a run ---------------------------------
+
+
+@pytest.fixture
+def victim(tmp_path):
+    """A file outside the run that a planted link points at: it must keep its content."""
+    path = tmp_path / "victim.txt"
+    path.write_text("precious")
+    return path
+
+
+def test_a_lock_that_is_a_link_is_refused_and_its_target_untouched(tmp_path, victim):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".lock").symlink_to(victim)
+    with pytest.raises(OutputError, match=r"'.*run/\.lock' is a symbolic link in the run directory .*remove the link"):
+        lock_dir(run)
+    assert victim.read_text() == "precious"
+
+
+def test_a_lock_that_is_a_hard_link_is_refused(tmp_path, victim):
+    run = tmp_path / "run"
+    run.mkdir()
+    os.link(victim, run / ".lock")
+    with pytest.raises(OutputError, match="not a plain file of its own"):
+        lock_dir(run)
+    assert victim.read_text() == "precious"
+
+
+def test_write_atomic_replaces_a_link_and_never_writes_through_a_planted_temporary(tmp_path, victim):
+    target = tmp_path / "summary.json"
+    target.symlink_to(victim)
+    temp_path(target).symlink_to(victim)  # what an attacker who guesses the pid plants
+    write_atomic(target, "{}")
+    assert victim.read_text() == "precious"
+    assert not target.is_symlink() and target.read_text() == "{}"
+    assert not temp_path(target).exists()
+
+
+def test_a_write_within_a_run_refuses_a_linked_folder(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoints").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(OutputError, match=r"'.*run/checkpoints' is a symbolic link in the run directory"):
+        write_atomic(run / "checkpoints" / "last.pt", b"x", within=run)
+    with pytest.raises(OutputError, match="outside the run directory"):
+        write_atomic(tmp_path / "elsewhere.txt", b"x", within=run)
+    assert not list(outside.iterdir())
+    with pytest.raises(OutputError, match="is a symbolic link"):
+        run_folder(run, "checkpoints")
+    assert run_folder(run, "export") == run / "export"
+
+
+# -- a full disk, a file-size limit, a deleted run ---------------------------------------------
+
+
+def test_a_full_disk_keeps_the_old_file_and_says_how_much_space_is_needed(tmp_path, monkeypatch):
+    target = tmp_path / "best.pt"
+    write_atomic(target, b"old", within=tmp_path)
+    real_fsync = os.fsync
+
+    def full(fd):
+        if os.path.isfile(f"/proc/self/fd/{fd}") and not os.path.isdir(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OutputError, match=r"cannot write '.*best.pt': the disk is full \(.* free\) and it needs about 0\.0 MB: free space .*; the previous file is kept"):
+        save_checkpoint({"w": torch.zeros(10)}, target, within=tmp_path)
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt"]
+
+
+FSIZE = """
+import resource, sys, torch
+from ember.files import save_checkpoint, write_atomic
+from ember.errors import EmberError
+write_atomic(sys.argv[1] + '/last.pt', b'old', within=sys.argv[1])
+resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+try:
+    save_checkpoint({'w': torch.zeros(1_000_000)}, __import__('pathlib').Path(sys.argv[1]) / 'last.pt', within=sys.argv[1])
+except EmberError as e:
+    print(e)
+"""
+
+
+def test_a_file_size_limit_keeps_the_old_checkpoint_and_names_the_limit(tmp_path):
+    out = subprocess.run([sys.executable, "-c", FSIZE, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "a file-size limit (0.1 MB; ulimit -f" in out.stdout and "it needs about 4.0 MB" in out.stdout, out.stdout
+    assert (tmp_path / "last.pt").read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+
+
+def test_a_run_directory_deleted_while_writing_is_one_line(tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    shutil.rmtree(run)
+    with pytest.raises(OutputError, match=r"the run directory '.*run' was deleted or unmounted while the run wrote step-1.pt"):
+        save_checkpoint({"w": torch.zeros(1)}, run / "checkpoints" / "step-1.pt", within=run)

@@ -107,3 +107,51 @@ def test_weights_keep_the_tensors_of_a_state_dict_with_extra_state(tmp_path):
     run = RunDir.create(cfg, DataSpec(input_shape=(2,), task="regression"), {})
     run.save_weights({"w": torch.ones(2), "_metadata": {"args": [1, 2]}})
     assert list(load_file(run.path / "model.safetensors")) == ["w"]
+
+
+# -- symbolic links planted in a run directory ------------------------------------------------------
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    return err
+
+
+@pytest.mark.parametrize("entry", [".lock", "metrics.jsonl", "checkpoints"])
+def test_train_into_a_folder_with_a_planted_link_is_refused_and_writes_nothing_outside(tmp_path, capsys, entry):
+    victim = tmp_path / "victim"
+    victim.mkdir() if entry == "checkpoints" else victim.write_text("precious")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / entry).symlink_to(victim)
+    assert main(["train", *TINY, f"run.dir={run}"]) == 2
+    assert "is a symbolic link in the run directory" in _one_line_error(capsys)
+    assert (list(victim.iterdir()) == []) if victim.is_dir() else victim.read_text() == "precious"
+    assert sorted(p.name for p in run.iterdir()) == [entry]
+
+
+def test_resume_of_a_run_with_a_linked_lock_is_refused_and_the_target_untouched(digits_run, tmp_path, capsys):
+    import shutil
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    run = tmp_path / "run"
+    shutil.copytree(digits_run, run, ignore=shutil.ignore_patterns(".lock"))
+    (run / ".lock").symlink_to(victim)
+    assert main(["train", f"resume={run}", "trainer.max_epochs=2"]) == 2
+    assert ".lock' is a symbolic link" in _one_line_error(capsys)
+    assert victim.read_text() == "precious"
+
+
+def test_export_into_a_linked_export_folder_is_refused(digits_run, tmp_path, capsys):
+    import shutil
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    run = tmp_path / "run"
+    shutil.copytree(digits_run, run, ignore=shutil.ignore_patterns(".lock"))
+    (run / "export").symlink_to(outside, target_is_directory=True)
+    assert main(["export", f"run={run}", "format=safetensors"]) == 2
+    assert "export' is a symbolic link" in _one_line_error(capsys)
+    assert not list(outside.iterdir())

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import socket
+import stat
 import struct
 import time
 import zlib
@@ -43,28 +44,133 @@ def temp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
-def write_atomic(path: str | Path, data: bytes | str | Callable[[BinaryIO], None]) -> None:
+def write_atomic(path: str | Path, data: bytes | str | Callable[[BinaryIO], None], within: Path | None = None, size: int | None = None) -> None:
     """Write `data` (bytes, text, or a function that writes into a binary file) to a temporary
-    file beside `path`, then `publish` it: a reader, or a job killed mid-write, sees the old file
-    or the new one, never half of one."""
+    file beside `path`, then rename it over `path`: a reader, or a job killed mid-write, sees the
+    old file or the new one, never half of one.
+
+    No symbolic link is followed at the temporary name (a link planted there is replaced, never
+    written through), and the rename replaces a link at `path` instead of writing its target.
+    `within` (a run directory) confines the write: every folder from it down to `path` is opened
+    without following links, so a linked `checkpoints/` cannot send a file out of the run, and an
+    OSError becomes one line (a full disk says how much space the file needs: `size` bytes)."""
     path = Path(path)
-    tmp = temp_path(path)
+    with write_errors(path, within, size if size is not None else _size(data)):
+        folder = open_folder(path.parent, within)
+        tmp = temp_path(path).name
+        try:
+            _unlink_at(tmp, folder)  # a stale file of a recycled pid, or a link planted under its name
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=folder)
+            with os.fdopen(fd, "wb") as f:
+                if callable(data):
+                    data(f)
+                else:
+                    f.write(data.encode() if isinstance(data, str) else data)
+                f.flush()
+                os.fsync(f.fileno())  # the data on disk before the rename, or a power cut leaves `path` empty
+            os.replace(tmp, path.name, src_dir_fd=folder, dst_dir_fd=folder)
+            os.fsync(folder)
+        finally:
+            _unlink_at(tmp, folder)
+            os.close(folder)
+
+
+def _size(data) -> int | None:
+    return None if callable(data) else len(data.encode() if isinstance(data, str) else data)
+
+
+def _unlink_at(name: str, folder: int) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(name, dir_fd=folder)
+
+
+def open_folder(folder: Path, within: Path | None = None) -> int:
+    """A descriptor of `folder`; with `within`, reached from `within` one name at a time, none of
+    them a symbolic link (OutputError otherwise), so what is written there stays inside it."""
+    if within is None:
+        return os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    root, folder = Path(os.path.abspath(within)), Path(os.path.abspath(folder))
+    if folder != root and root not in folder.parents:
+        raise OutputError(f"{str(folder)!r} is outside the run directory {str(root)!r}; ember writes a run's files inside it only")
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    for name in folder.relative_to(root).parts:
+        try:
+            inner = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+        except OSError as e:
+            if e.errno in (errno.ELOOP, errno.ENOTDIR) and os.path.islink(os.path.join(root, name)):
+                raise linked(root / name, root) from None
+            raise
+        finally:
+            os.close(fd)
+        fd, root = inner, root / name
+    return fd
+
+
+def linked(path: Path, root: Path) -> OutputError:
+    return OutputError(f"{str(path)!r} is a symbolic link in the run directory {str(root)!r}; ember never writes through a link out of a run: remove the link (or replace it with a real folder or file)")
+
+
+def refuse_links(root: Path, names) -> None:
+    """Refuse a run directory in which any of `names` (the files and folders ember writes there)
+    is a symbolic link: a library that opens its file by name (TensorBoard, the CSV logger) would
+    write wherever it points."""
+    for name in names:
+        if os.path.islink(Path(root) / name):
+            raise linked(Path(root) / name, Path(root))
+
+
+def run_folder(root: Path, name: str) -> Path:
+    """`root/name`, a folder of a run that a writer of its own fills (the exports); refused (one
+    line) if it is a symbolic link or a file."""
+    path = Path(root) / name
+    refuse_links(root, [name])
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{str(path)!r} is not a folder; remove or rename it, then retry")
+    return path
+
+
+@contextlib.contextmanager
+def write_errors(path: Path, within: Path | None, size: int | None):
+    """An OSError while writing a run's file becomes one line: a full disk or a file-size limit
+    says how much space the file needs, a deleted run directory says so. Outside a run (`within`
+    None) the caller words its own (see output_errors)."""
     try:
-        with open(tmp, "wb") as f:
-            if callable(data):
-                data(f)
-            else:
-                f.write(data.encode() if isinstance(data, str) else data)
-        publish(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        yield
+    except OSError as e:
+        if within is None:
+            raise
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise OutputError(f"cannot write {str(path)!r}: {_space(e, path, size)}; the previous file is kept") from None
+        if not Path(within).is_dir():
+            raise OutputError(f"the run directory {str(within)!r} was deleted or unmounted while the run wrote {path.name}; nothing more can be saved: start the run again") from None
+        raise OutputError(f"cannot write {str(path)!r} ({e.strerror or e}); free space or fix the folder's permissions, then resume") from None
+
+
+def _space(e: OSError, path: Path, size: int | None) -> str:
+    need = f"it needs about {_mb(size)}" if size else "it needs more space"
+    if e.errno == errno.EFBIG:
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        cap = f"{_mb(limit)}" if limit != resource.RLIM_INFINITY else "the file system's largest file"
+        return f"a file-size limit ({cap}; ulimit -f, or the batch system's file-size limit) stops it and {need}: raise the limit"
+    free = None
+    with contextlib.suppress(OSError):
+        st = os.statvfs(next(p for p in [path.parent, *path.parents] if p.exists()))
+        free = st.f_bavail * st.f_frsize
+    where = f" ({_mb(free)} free)" if free is not None else ""
+    return f"the disk is full{where} and {need}: free space on that disk or choose another run.root"
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n < 1e9 else f"{n / 1e9:.2f} GB"
 
 
 def publish(tmp: Path, path: Path) -> None:
     """Rename the finished file `tmp` over `path` in the same folder. The data is flushed to disk
     before the rename and the rename after it: without the first, a power cut can leave `path`
     empty; without the second, pointing at the old file."""
-    fd = os.open(tmp, os.O_RDONLY)
+    fd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW)
     try:
         os.fsync(fd)
     finally:
@@ -162,10 +268,16 @@ def lock_dir(directory: Path) -> None:
     if directory in _held:
         return
     path = directory / LOCK_NAME
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:  # O_NOFOLLOW: a .lock planted as a link must not truncate the file it points to
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o644)
     except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise linked(path, directory) from None
         raise EmberError(f"cannot write the run directory {str(directory)!r} ({e.strerror}); choose a writable run.root or run.dir") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:  # a FIFO or device, or a hard link to another file
+        os.close(fd)
+        raise OutputError(f"{str(path)!r} is not a plain file of its own (a hard link, FIFO or device); remove it, then retry")
     try:
         fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
@@ -195,10 +307,45 @@ def _read_holder(fd: int) -> str:
         return "another process"
 
 
-def save_checkpoint(obj, path: Path) -> None:
+def save_checkpoint(obj, path: Path, within: Path | None = None) -> None:
     """torch.save through write_atomic: a reader (or a job killed mid-write) sees the old
-    checkpoint or the new one, never half of one."""
-    write_atomic(path, lambda f: torch.save(obj, f))
+    checkpoint or the new one, never half of one. `within`: the run directory (see write_atomic)."""
+    write_atomic(path, lambda f: _torch_save(obj, f), within=within, size=tensor_bytes(obj))
+
+
+def _torch_save(obj, f: BinaryIO) -> None:
+    """torch.save, raising the OSError of a failed write (a full disk) that its zip writer turns
+    into a RuntimeError ("unexpected pos")."""
+    failed: list[OSError] = []
+
+    class Writes:
+        def write(self, b):
+            try:
+                return f.write(b)
+            except OSError as e:
+                failed.append(e)
+                raise
+
+        def flush(self):
+            f.flush()
+
+    try:
+        torch.save(obj, Writes())
+    except RuntimeError:
+        if failed:
+            raise failed[0] from None
+        raise
+
+
+def tensor_bytes(obj) -> int:
+    """The bytes of the tensors in a nested state (what a checkpoint of it roughly takes)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.untyped_storage().nbytes()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
 
 
 def load_checkpoint(path: Path) -> dict:

@@ -37,7 +37,7 @@ from torch import nn
 import ember
 from ember.data.spec import DataSpec
 from ember.errors import CheckpointError, ConfigError, EmberError, first_line
-from ember.files import load_checkpoint, lock_dir, remove_stale_temps, unlock_dir, write_atomic
+from ember.files import LOCK_NAME, load_checkpoint, lock_dir, refuse_links, remove_stale_temps, unlock_dir, write_atomic
 from ember.models import builder_kwargs, create_model
 from ember.notebook import run_html
 from ember.track import JsonlLogger, TrackContext, open_trackers
@@ -45,6 +45,12 @@ from ember.track import JsonlLogger, TrackContext, open_trackers
 
 def default_run_name(cfg: DictConfig) -> str:
     return cfg.run.name or f"{cfg.data.name}-{cfg.model.name}"
+
+
+# What ember and its trackers write at the top of a run directory: none may be a symbolic link
+# (a library that opens its file by name would write wherever the link points).
+RUN_ENTRIES = (LOCK_NAME, "config.yaml", "spec.json", "splits.json", "summary.json", "metrics.jsonl", "metrics.csv", "model.safetensors",
+               "report.html", "track.json", "rollout.json", "checkpoints", "tb", "wandb", "export")
 
 
 # (group, key, value) of config keys a run written before them trained without: targets were not
@@ -96,7 +102,13 @@ class RunDir:
     def lock(self) -> None:
         """Make this process the run's only writer (see ember.files.lock_dir); then remove the
         temporary files that writers killed earlier left behind."""
+        refuse_links(self.path, RUN_ENTRIES)  # before the lock, so a refused directory gets no .lock
         lock_dir(self.path)
+        try:  # and after: one planted in between
+            refuse_links(self.path, RUN_ENTRIES)
+        except EmberError:
+            self.release()
+            raise
         for d in (self.path, self.checkpoints):
             if d.is_dir():
                 remove_stale_temps(d)
@@ -173,13 +185,13 @@ class RunDir:
         # safetensors holds tensors only: a module's extra state (neuraloperator's models keep
         # their constructor arguments there as a dict) stays in the checkpoints.
         tensors = {k: v.contiguous() for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
-        write_atomic(self.path / "model.safetensors", save(tensors))
+        write_atomic(self.path / "model.safetensors", save(tensors), within=self.path)
 
     def write_json(self, name: str, obj: dict) -> None:
         self.write_text(name, json.dumps(obj, indent=2) + "\n")
 
     def write_text(self, name: str, text: str) -> None:
-        write_atomic(self.path / name, text)
+        write_atomic(self.path / name, text, within=self.path)
 
     def close(self, artifacts: dict | None = None) -> None:
         """End the loggers; trackers get the final summary and `artifacts` (name: Path or text)."""

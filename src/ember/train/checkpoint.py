@@ -51,14 +51,14 @@ class CheckpointFiles:
 
     def save(self, trainer, step: int) -> Path:
         path = self.dir / f"step-{step:09d}.pt"
-        save_checkpoint(trainer.state_dict(), path)
+        save_checkpoint(trainer.state_dict(), path, within=self.dir.parent)
         self._link_last(path)
         for old in self.steps()[self.keep :]:
             old.unlink(missing_ok=True)
         return path
 
     def save_best(self, trainer) -> None:
-        save_checkpoint(trainer.state_dict(tested=True), self.dir / "best.pt")
+        save_checkpoint(trainer.state_dict(tested=True), self.dir / "best.pt", within=self.dir.parent)
 
     def _link_last(self, path: Path) -> None:
         tmp = temp_path(self.dir / "last.pt")
@@ -68,7 +68,7 @@ class CheckpointFiles:
             publish(tmp, self.dir / "last.pt")
         except OSError:  # a filesystem without hard links: write a copy
             tmp.unlink(missing_ok=True)
-            save_checkpoint(load_checkpoint(path), self.dir / "last.pt")
+            save_checkpoint(load_checkpoint(path), self.dir / "last.pt", within=self.dir.parent)
 
     def newest_good(self, warn) -> tuple[dict, Path]:
         """The newest checkpoint that loads; `warn(message)` is told about each one that does not."""
