@@ -31,6 +31,7 @@ from ember.track.console import Console
 from ember.train import distributed, strategy
 from ember.train.build import build_trainer
 from ember.train.device import restored_torch_flags, seed_everything
+from ember.train.optim import check_optimizer_state
 from ember.train.trainer import Trainer
 
 GROUP_KEYS = ("data", "optim", "sched", "trainer", "run")
@@ -197,7 +198,7 @@ def _run_built(cfg: DictConfig, trainer: Trainer, splits: Splits, console: Conso
     if resume_dir is not None:
         run = _resume(trainer, cfg, resume_dir, console)
     elif d.is_main:
-        run = RunDir.create(cfg, splits.spec, splits.indices)
+        run = RunDir.create(cfg, splits.spec, splits.record())
         console.print(f"run directory: {run.path}")
     else:
         run = None  # only rank 0 writes the run directory
@@ -257,7 +258,7 @@ def _train_and_record(cfg, trainer: Trainer, run: RunDir | None, path: Path, con
     when = f"best epoch {state.best_epoch} of {state.epoch} by {trainer.monitor.name}" if trainer.monitor else f"{state.epoch} epochs"
     if trainer.ema is not None:
         when += f", the weights' moving average (trainer.ema={trainer.ema_decay:g})"
-    baselines.show(console, f"{path.parent.name}: {when}, {trainer.wall_time:.1f} s", metrics, base, verdict, trainer.spec)
+    baselines.show(console, f"{path.parent.name}: {when}, {trainer.wall_time:.1f} s", metrics, base, verdict, trainer.spec, baselines.lines(trainer.reference))
     # The result last, where the eye lands: the tables, then the model's own summary line.
     if callable(getattr(trainer.model, "describe", None)):
         console.print(trainer.model.describe())
@@ -282,6 +283,7 @@ def _finished(trainer: Trainer, metrics: dict, base: dict, verdict: dict | None)
         },
         "baselines": base,
         "skill": verdict,
+        "baseline_notes": baselines.lines(trainer.reference),
         "threads": trainer.threads.summary(),
         "flops_per_step": trainer.meter.flops_per_step,
         "precision": trainer.precision,
@@ -294,7 +296,8 @@ def _finished(trainer: Trainer, metrics: dict, base: dict, verdict: dict | None)
 def _baselines(trainer: Trainer, metrics: dict[str, float]) -> tuple[dict, dict | None]:
     """The baselines' scores on val and test, and the model's verdict against the best of them
     (its skill joins `metrics`). Every rank takes part: the scores are summed across them."""
-    base = {} if trainer.uses_loss_protocol else baselines.score_run(trainer)
+    base, extra = ({}, {}) if trainer.uses_loss_protocol else baselines.score_run(trainer)
+    metrics.update(extra)  # the model's distribution beside the baselines' (bias correction)
     verdict = baselines.verdict(metrics, base, trainer.spec)
     if verdict and "skill" in verdict:
         metrics[f"{verdict['split']}/skill"] = verdict["skill"]
@@ -346,6 +349,8 @@ def _load_for_resume(trainer: Trainer, run: RunDir, console: Console) -> dict:
     changed = [k for k, v in ckpt["spec"].items() if not _same(now.get(k), v)]
     if changed:
         raise CheckpointError(f"cannot resume {run_dir}: the data's {', '.join(changed)} now differ from the checkpoint {path.name}'s; resume with the run's data settings")
+    if "sharded" not in ckpt:  # before any optimizer kernel sees it
+        check_optimizer_state(trainer.optimizer, ckpt["optimizer"], path)
     try:
         note = trainer.load_state_dict(ckpt)
     except (RuntimeError, KeyError, ValueError) as e:

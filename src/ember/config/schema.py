@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from ember.data.checks import NAN_POLICIES
+from ember.data.periods import SPLIT_BY, parse_period
 from ember.errors import ConfigError
 from ember.ranges import (
     AT_LEAST_1,
@@ -185,6 +186,13 @@ class DataCommon:
     test_fraction: Annotated[float, FRACTION] = 0.2  # carved from train when the source has no test split
     split_seed: Annotated[int, SEED] = 0  # seed of the carved splits; apart from trainer.seed so runs share them
     stratify: bool = True  # carve classification splits with each class in proportion
+    # How test and validation are carved: auto (in time, train the earliest and test the latest
+    # with a gap of lead + window between, wherever the data has times or windows; at random
+    # otherwise) | time | random. Periods are START:END dates in the data's calendar, ends included.
+    split_by: Annotated[str, OneOf(SPLIT_BY)] = "auto"
+    train_period: str | None = None  # e.g. 1870-01:1990-12; default: what val and test leave
+    val_period: str | None = None  # default: the latest val_fraction before the test split
+    test_period: str | None = None  # default: the latest test_fraction of the data
     split: Annotated[str, OneOf(SPLITS)] = "test"  # split that `ember eval` evaluates
     num_workers: Annotated[int, NON_NEGATIVE] = 0  # DataLoader workers for sources that are not in memory (file-backed: CPU count - 1)
     shuffle: bool = True
@@ -202,6 +210,9 @@ class DataCommon:
 
     def __post_init__(self):  # also the check of each source's own keys: their schemas derive from this one
         check_fields(self, "data")
+        for name in ("train", "val", "test"):
+            if getattr(self, f"{name}_period") is not None:
+                parse_period(getattr(self, f"{name}_period"), f"data.{name}_period")
         if self.val_fraction + self.test_fraction >= 1:
             raise ConfigError(f"data.val_fraction={self.val_fraction} and data.test_fraction={self.test_fraction} leave no training data; their sum must be below 1")
 

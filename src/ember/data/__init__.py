@@ -48,6 +48,16 @@ class Splits:
     # targets: the lead plus the window of input steps.
     gap: int = 0
 
+    def record(self) -> dict | None:
+        """What splits.json holds: the source rows of each carved split and, for time-indexed
+        data, each split's first and last time ({"periods": {split: [first, last]}})."""
+        if self.indices is None and not self.times:
+            return None
+        out: dict = dict(self.indices or {})
+        if self.times:
+            out["periods"] = {name: list(span(self.times[name])) for name in ("train", "val", "test") if len(self.times.get(name, ()))}
+        return out
+
     def get(self, split: str):
         if split not in ("train", "val", "test"):
             raise ConfigError(f"data.split must be train, val or test, got {split!r}")
@@ -64,7 +74,9 @@ def build_data(cfg: Any, stats_from: DataSpec | None = None) -> Splits:
     options = {k: cfg[k] for k in DATA.options(cfg.name)}
     splits = builder(cfg, **options)
     check_nonempty(splits, cfg.name)
-    splits = carve(splits, cfg.test_fraction, cfg.val_fraction, cfg.split_seed, cfg.stratify)
+    check_features(splits.spec, cfg.name)
+    periods = {name: cfg.get(f"{name}_period") for name in ("train", "val", "test")}
+    splits = carve(splits, cfg.test_fraction, cfg.val_fraction, cfg.split_seed, cfg.stratify, cfg.get("split_by", "auto"), periods)
     check_nonempty(splits, cfg.name)
     # Regression targets are standardized too (data.normalize_target): variables of different
     # units weigh alike in the loss, and the network outputs unit-scale values, not 280 K.
@@ -81,6 +93,7 @@ def build_data(cfg: Any, stats_from: DataSpec | None = None) -> Splits:
 # xarray, ...) only when it builds, so `ember --help` and the other sources do not pay for it.
 from ember.data import arrays, audio, builtin, darcy, gridded, hdf5, images, physics, synthetic, tabular  # noqa: F401
 from ember.data.augment import build_augment
-from ember.data.splits import carve, check_nonempty, normalize
+from ember.data.periods import span
+from ember.data.splits import carve, check_features, check_nonempty, normalize
 
 __all__ = ["DATA", "DataSpec", "Splits", "EpochLoader", "TensorData", "build_data", "list_data", "register_data"]

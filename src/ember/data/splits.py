@@ -18,41 +18,126 @@ from torch.utils.data import Subset
 
 from ember.data.lazy import LazyDataset
 from ember.data.loaders import TensorData
+from ember.data.periods import PERIOD_KEYS, SPLIT_BY, describe, near, period_mask
 from ember.data.spec import DataSpec
 from ember.errors import ConfigError, DataError
+from ember.ranges import check_choice
 
 
-def carve(splits, test_fraction: float, val_fraction: float, seed: int, stratify: bool):
-    """Carve test, then validation, from the train split of `splits` where they are missing."""
-    want_test = splits.test is None and test_fraction > 0
-    want_val = splits.val is None and val_fraction > 0
-    if not (want_test or want_val):
+def carve(splits, test_fraction: float, val_fraction: float, seed: int, stratify: bool, split_by: str = "auto", periods: dict | None = None):
+    """Carve test, then validation, from the train split of `splits` where they are missing: in
+    time for time-indexed data (`splits.times`, or samples that are windows of a series:
+    `splits.gap`) unless `split_by="random"`, at random otherwise. `periods` ({"train": "START:END",
+    ...}) choose splits by date. The run is told which carve it got (splits.notes)."""
+    periods = {k: v for k, v in (periods or {}).items() if v}
+    in_time = _in_time(splits, split_by, periods)
+    for name in periods:
+        if name != "train" and getattr(splits, name) is not None:
+            raise ConfigError(f"{PERIOD_KEYS[name]} carves the {name} split from data.path, but this source has its own (data.test_path or the source's split); drop one of them")
+    want_test = splits.test is None and (test_fraction > 0 or "test" in periods)
+    want_val = splits.val is None and (val_fraction > 0 or "val" in periods)
+    if not (want_test or want_val or "train" in periods):
+        if in_time:
+            splits.notes.append(describe(_sizes(splits), splits.times, {}, splits.gap, _from_source(splits)))
         return splits
     n = len(splits.train)
-    n_test = round(n * test_fraction) if want_test else 0
-    n_val = round(n * val_fraction) if want_val else 0
-    if want_test and n_test == 0:
+    n_test = round(n * test_fraction) if want_test and "test" not in periods else 0
+    n_val = round(n * val_fraction) if want_val and "val" not in periods else 0
+    if want_test and "test" not in periods and n_test == 0:
         raise ConfigError(f"data.test_fraction={test_fraction} leaves no test sample out of {n}; use a larger value, more data, or data.test_fraction=0")
-    if want_val and n_val == 0:
+    if want_val and "val" not in periods and n_val == 0:
         raise ConfigError(f"data.val_fraction={val_fraction} leaves no validation sample out of {n}; use a larger value, more data, or data.val_fraction=0")
     if n_test + n_val >= n:
         raise ConfigError(f"data.val_fraction={val_fraction} and data.test_fraction={test_fraction} leave no train sample out of {n}; use values whose sum is below 1, or 0 to skip validation")
-    labels = _labels(splits.train) if stratify and splits.spec.task == "classification" else None
-    order = _order(n, labels, seed)
-    test_idx, val_idx, train_idx = order[:n_test], order[n_test : n_test + n_val], order[n_test + n_val :]
-    # Sorted, so file-backed splits read neighbouring rows together and splits.json is readable.
-    test_idx, val_idx, train_idx = (torch.sort(i).values for i in (test_idx, val_idx, train_idx))
     source_rows = _source_rows(splits, n)
-    indices = dict(splits.indices or {})
-    indices["train"] = source_rows[train_idx].tolist()
-    out = replace(splits, train=_subset(splits.train, train_idx), indices=indices)
-    if want_val:
-        out.val = _subset(splits.train, val_idx)
-        indices["val"] = source_rows[val_idx].tolist()
-    if want_test:
-        out.test = _subset(splits.train, test_idx)
-        indices["test"] = source_rows[test_idx].tolist()
+    if in_time:
+        chosen = _chronological(splits, source_rows.numpy(), n_test, n_val, periods)
+    else:
+        labels = _labels(splits.train) if stratify and splits.spec.task == "classification" else None
+        order = _order(n, labels, seed)
+        chosen = {"test": order[:n_test], "val": order[n_test : n_test + n_val], "train": order[n_test + n_val :]}
+        chosen = {k: v for k, v in chosen.items() if len(v) or k == "train"}
+    out = _assemble(splits, chosen, source_rows)
+    if in_time:
+        out.notes.append(describe(_sizes(out), out.times, out.indices, out.gap, _from_source(splits)))
+    elif splits.times:
+        out.notes.append("split at random (data.split_by=random): neighbouring times sit in different splits, so scores may read better than on later years")
     return out
+
+
+def _in_time(splits, split_by: str, periods: dict) -> bool:
+    """Whether to carve in time: by default wherever the data has times or its samples are windows
+    of one series (a gap to keep), only on request (split_by=time) never where it has neither."""
+    check_choice("data.split_by", split_by, SPLIT_BY)
+    ordered = bool(splits.times) or splits.gap > 0
+    if periods and not splits.times:
+        raise ConfigError(f"{PERIOD_KEYS[next(iter(periods))]} needs data with times (data=gridded, or data.time_column=NAME for a table); this data has none")
+    if split_by == "random":
+        if periods:
+            raise ConfigError(f"{PERIOD_KEYS[next(iter(periods))]} splits in time, but data.split_by=random; drop one of them")
+        return False
+    if split_by == "time" and not ordered:
+        raise ConfigError("data.split_by=time needs data with times (data=gridded, or data.time_column=NAME for a table); this data has none, so split it at random (data.split_by=auto or random)")
+    return ordered
+
+
+def _chronological(splits, rows, n_test: int, n_val: int, periods: dict) -> dict:
+    """Sample positions of each split in time: those of a given period; test, then validation,
+    carved from the latest samples not yet taken; train the rest. Samples within `splits.gap`
+    rows of a later-priority split (test, then validation) are left out of the earlier one."""
+    n, times = len(rows), (splits.times or {}).get("train")
+    masks = {name: period_mask(times, text, PERIOD_KEYS[name]) for name, text in periods.items()}
+    names = list(masks)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            if (masks[a] & masks[b]).any():
+                raise ConfigError(f"{PERIOD_KEYS[a]}={periods[a]} and {PERIOD_KEYS[b]}={periods[b]} overlap; give periods that do not")
+    taken = np.zeros(n, dtype=bool)
+    for m in masks.values():
+        taken |= m
+    for name, k in (("test", n_test), ("val", n_val)):
+        if k:
+            free = np.flatnonzero(~taken & ~near(rows, taken, splits.gap))
+            if len(free) == 0:
+                raise ConfigError(f"no sample is left for the {name} split after the periods given; set {PERIOD_KEYS[name]} too")
+            masks[name] = np.zeros(n, dtype=bool)
+            masks[name][free[-k:]] = True
+            taken |= masks[name]
+    if "train" not in masks:
+        masks["train"] = ~taken
+    if "test" in masks and "val" in masks:
+        masks["val"] &= ~near(rows, masks["test"], splits.gap)
+    later = masks.get("test", np.zeros(n, dtype=bool)) | masks.get("val", np.zeros(n, dtype=bool))
+    masks["train"] &= ~near(rows, later, splits.gap)
+    for name, m in masks.items():
+        if not m.any():
+            raise ConfigError(f"the splits in time leave no {name} sample out of {n} once {splits.gap} sample(s) are left out at each border; use more data, smaller data.val_fraction/test_fraction, or other periods")
+    return {name: torch.from_numpy(np.flatnonzero(m)) for name, m in masks.items()}
+
+
+def _assemble(splits, chosen: dict, source_rows: torch.Tensor):
+    """The splits holding the chosen positions of the train split, their source rows recorded
+    and their times subset. Sorted, so file-backed splits read neighbouring rows together and
+    splits.json is readable."""
+    chosen = {name: torch.sort(idx).values for name, idx in chosen.items()}
+    indices = dict(splits.indices or {})
+    times = dict(splits.times) if splits.times else None
+    out = replace(splits, indices=indices, times=times, notes=list(splits.notes))
+    for name, idx in chosen.items():
+        setattr(out, name, _subset(splits.train, idx))
+        indices[name] = source_rows[idx].tolist()
+        if times is not None and "train" in splits.times:
+            times[name] = splits.times["train"][idx.numpy()]
+    return out
+
+
+def _sizes(splits) -> dict[str, int]:
+    return {name: len(getattr(splits, name)) for name in ("train", "val", "test") if getattr(splits, name) is not None}
+
+
+def _from_source(splits) -> set[str]:
+    """Splits the source gave (a test file) rather than carve made."""
+    return {name for name in ("val", "test") if getattr(splits, name) is not None}
 
 
 def _order(n: int, labels: torch.Tensor | None, seed: int) -> torch.Tensor:
@@ -112,6 +197,12 @@ def check_nonempty(splits, source: str) -> None:
         data = getattr(splits, name)
         if data is not None and len(data) == 0:
             raise DataError(f"the {name} split of data={source} is empty; check the source's files, or leave that split out (data.val_fraction=0 / data.test_fraction=0)")
+
+
+def check_features(spec: DataSpec, source: str) -> None:
+    """A DataError for samples without any input value: a model would train on nothing."""
+    if spec.in_features == 0:
+        raise DataError(f"the inputs of data={source} hold no value (input shape {tuple(spec.input_shape)}); give the source feature columns or variables to learn from")
 
 
 def normalize(splits, inputs: bool = True, targets: bool = True, stats_from: DataSpec | None = None):

@@ -10,6 +10,7 @@ stray word, dates, ids) is an error that names it, unless data.categorical names
 """
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -27,6 +28,7 @@ from ember.data.checks import (
     unknown_name,
 )
 from ember.data.loaders import TensorData
+from ember.data.series import check_window, in_order, parse_times, window_names, windows
 from ember.data.spec import DataSpec
 from ember.errors import DataError
 from ember.ranges import NON_NEGATIVE, check_choice
@@ -42,10 +44,13 @@ def csv(
     sep: str = ",",
     test_path: str | None = None,
     categorical: tuple[str, ...] = (),
+    time_column: str | None = None,
+    window: Annotated[int, NON_NEGATIVE] = 0,
+    lead: Annotated[int, NON_NEGATIVE] = 0,
 ) -> Splits:
     """A CSV file with a header row: data.target column(s) from the others (or data.features)."""
     read = lambda pd, path: pd.read_csv(path, sep=sep)
-    return _table(cfg, "csv", "a CSV file with a header row", read, features, task, num_classes, test_path, categorical)
+    return _table(cfg, "csv", "a CSV file with a header row", read, _Columns(features, task, num_classes, test_path, categorical, time_column, window, lead))
 
 
 @register_data("parquet")
@@ -57,6 +62,9 @@ def parquet(
     num_classes: Annotated[int, NON_NEGATIVE] = 0,
     test_path: str | None = None,
     categorical: tuple[str, ...] = (),
+    time_column: str | None = None,
+    window: Annotated[int, NON_NEGATIVE] = 0,
+    lead: Annotated[int, NON_NEGATIVE] = 0,
 ) -> Splits:
     """A Parquet file: data.target column(s) from the others (or data.features)."""
 
@@ -64,60 +72,120 @@ def parquet(
         require("pyarrow", "tabular", "parquet")
         return pd.read_parquet(path)
 
-    return _table(cfg, "parquet", "a Parquet file", read, features, task, num_classes, test_path, categorical)
+    return _table(cfg, "parquet", "a Parquet file", read, _Columns(features, task, num_classes, test_path, categorical, time_column, window, lead))
 
 
-def _table(cfg, source: str, what: str, read, features, task: str, num_classes: int, test_path, categorical) -> Splits:
+@dataclass
+class _Columns:
+    """The table builders' own keys."""
+
+    features: tuple
+    task: str
+    num_classes: int
+    test_path: str | None
+    categorical: tuple
+    time_column: str | None
+    window: int
+    lead: int
+
+    @property
+    def series(self) -> bool:
+        """Samples are windows of past rows (data.window or data.lead), not single rows."""
+        return bool(self.window or self.lead)
+
+
+def _table(cfg, source: str, what: str, read, opt: _Columns) -> Splits:
     pd = require("pandas", "tabular", source)
-    check_choice("data.task", task, ("auto", "classification", "regression"))
+    check_choice("data.task", opt.task, ("auto", "classification", "regression"))
     path = existing_path(cfg.path, "data.path", source, what)
     df = _read(pd, read, path, source)
-    targets = _names(cfg.target)
+    targets, features, categorical = _columns(df, cfg.target, opt, path, source)
+    window = max(opt.window, 1)
+    if opt.series:
+        check_window(opt.window, opt.lead, len(df), str(path))
+    columns = features + [t for t in targets if t not in features]  # a series' target is a feature too
+    train = _Rows.of(df, columns, path, cfg.nan, opt)
+    # Text where numbers were meant would be one-hot encoded without a word: say so instead.
+    check_text_columns(train.good[features], train.good_rows, path, categorical)
+    if opt.task != "classification":
+        check_text_columns(train.good[targets], train.good_rows, path, categorical, only_stray=True)
+    test = _test_rows(pd, read, opt, columns, train, source, what, cfg.nan)
+    encode = _FeatureEncoder.fit(pd, train.good[features])
+    task = _task(train.good[targets], opt.task, targets)
+    if task == "classification":
+        labels = _LabelEncoder(train.good[targets[0]], f"column {targets[0]!r} of {path}", opt.num_classes)
+        spec_extra = {"num_classes": labels.num_classes, "class_names": labels.names}
+        target_of = lambda rows: rows.labels(labels, targets[0])
+    else:
+        spec_extra = {"target_shape": (len(targets),), "target_names": [str(t) for t in targets]}
+        target_of = lambda rows: rows.values(_regression_targets, targets)
+    names = encode.names(features)
+    # What predicting needs, kept in the run: the feature columns and their one-hot categories.
+    spec_extra |= {"input_names": names, "encoding": {"columns": features, "categories": encode.categories}}
+    x, y, rows, times = train.samples(encode, features, target_of, window, opt)
+    if opt.series:
+        spec_extra |= _series_spec(names, features, targets, encode, window, opt, task)
+    splits = Splits(train=TensorData(x, y), spec=DataSpec(input_shape=(x.shape[1],), task=task, **spec_extra))
+    if opt.time_column or opt.series:
+        splits.gap = window + opt.lead
+    if times is not None:
+        splits.times = {"train": times}
+    if test is not None:
+        xt, yt, _, test_times = test.samples(encode, features, target_of, window, opt)
+        splits.test = TensorData(xt, yt)
+        if test_times is not None:
+            splits.times["test"] = test_times
+    if len(rows) != len(df) or not np.array_equal(rows, np.arange(len(df))):
+        splits.indices = {"train": rows.tolist()}  # rows (in time order, with a time column) left after dropping
+    return splits
+
+
+def _columns(df, target, opt: _Columns, path: Path, source: str) -> tuple[list[str], list[str], list[str]]:
+    """The target, feature and categorical columns, checked against the file's."""
+    targets = _names(target)
     required_key(targets, "data.target", source, f"the column(s) to predict; columns of {path}: {', '.join(map(str, df.columns))}")
-    features = _names(features) or [c for c in df.columns if c not in targets]
-    categorical = _names(categorical)
-    for name in targets + features + categorical:
+    time = [opt.time_column] if opt.time_column else []
+    features = _names(opt.features) or [c for c in df.columns if c not in targets + time]
+    if opt.series:  # the target's own past is an input
+        features += [t for t in targets if t not in features]
+    categorical = _names(opt.categorical)
+    for name, kind, key in [(n, "target", "target") for n in targets] + [(n, "feature", "features") for n in features] + [(n, "categorical", "categorical") for n in categorical] + [(n, "time", "time_column") for n in time]:
         if name not in df.columns:
-            kind = "target" if name in targets else "feature" if name in features else "categorical"
-            raise unknown_name(name, [str(c) for c in df.columns], f"{kind} column", str(path), f"set data.{'target' if kind == 'target' else 'features' if kind == 'feature' else 'categorical'} to columns of the file")
-    both = [c for c in targets if c in features]
+            raise unknown_name(name, [str(c) for c in df.columns], f"{kind} column", str(path), f"set data.{key} to columns of the file")
+    both = [c for c in targets if c in features and not opt.series]
     if both:
         raise DataError(f"column {both[0]!r} of {path} is both the target and a feature, so the model would be shown the answer; remove it from data.features")
+    if time and time[0] in features + targets:
+        raise DataError(f"column {time[0]!r} of {path} is the time column (data.time_column) and a {'target' if time[0] in targets else 'feature'}; leave it out of data.features and data.target")
     if not features:
         raise DataError(f"{path} has no feature column besides the target {targets}; add columns or set data.features")
+    return targets, features, categorical
 
-    train, kept = _clean(df, features + targets, path, cfg.nan)
-    # Text where numbers were meant would be one-hot encoded without a word: say so instead.
-    check_text_columns(train[features], kept, path, categorical)
-    if task != "classification":
-        check_text_columns(train[targets], kept, path, categorical, only_stray=True)
-    test = None
-    if test_path:
-        tpath = existing_path(test_path, "data.test_path", source, what)
-        test_df = _read(pd, read, tpath, source)
-        missing = [c for c in features + targets if c not in test_df.columns]
-        if missing:
-            raise unknown_name(missing[0], [str(c) for c in test_df.columns], "column", str(tpath), "data.test_path must have the train file's columns; its columns are")
-        test, test_kept = _clean(test_df, features + targets, tpath, cfg.nan)
-        check_like_train(test, train, test_kept, tpath)
 
-    encode = _FeatureEncoder.fit(pd, train[features])
-    x = encode(train[features])
-    task = _task(train[targets], task, targets)
-    if task == "classification":
-        labels = _LabelEncoder(train[targets[0]], f"column {targets[0]!r} of {path}", num_classes)
-        y, spec_extra = labels(train[targets[0]], path), {"num_classes": labels.num_classes, "class_names": labels.names}
-    else:
-        y, spec_extra = _regression_targets(train[targets], path), {"target_shape": (len(targets),), "target_names": [str(t) for t in targets]}
-    # What predicting needs, kept in the run: the feature columns and their one-hot categories.
-    spec_extra |= {"input_names": encode.names(features), "encoding": {"columns": features, "categories": encode.categories}}
-    splits = Splits(train=TensorData(x, y), spec=DataSpec(input_shape=(x.shape[1],), task=task, **spec_extra))
-    if test is not None:
-        yt = labels(test[targets[0]], Path(test_path)) if task == "classification" else _regression_targets(test[targets], Path(test_path))
-        splits.test = TensorData(encode(test[features]), yt)
-    if len(kept) != len(df):
-        splits.indices = {"train": kept.tolist()}  # file rows, after dropping rows with NaN
-    return splits
+def _series_spec(names, features, targets, encode, window: int, opt: _Columns, task: str) -> dict:
+    """A window's input names (`nino34[t-11]` .. `nino34[t-0]`), the lead, and, for regression,
+    the input channel holding each target's last observed value: the persistence baseline and
+    residual learning read it (spec.identity_channels with spec.lead)."""
+    out = {"input_names": window_names(names, window), "lead": opt.lead}
+    out["encoding"] = {"columns": features, "categories": encode.categories, "window": window, "lead": opt.lead, "time_column": opt.time_column}
+    if task == "regression" and not any(t in encode.categories for t in targets):
+        out["identity_channels"] = [names.index(t) * window + window - 1 for t in targets]
+    return out
+
+
+def _test_rows(pd, read, opt: _Columns, columns: list[str], train: "_Rows", source: str, what: str, nan: str) -> "_Rows | None":
+    if not opt.test_path:
+        return None
+    tpath = existing_path(opt.test_path, "data.test_path", source, what)
+    test_df = _read(pd, read, tpath, source)
+    missing = [c for c in columns + ([opt.time_column] if opt.time_column else []) if c not in test_df.columns]
+    if missing:
+        raise unknown_name(missing[0], [str(c) for c in test_df.columns], "column", str(tpath), "data.test_path must have the train file's columns; its columns are")
+    if opt.series:
+        check_window(opt.window, opt.lead, len(test_df), str(tpath))
+    test = _Rows.of(test_df, columns, tpath, nan, opt)
+    check_like_train(test.good, train.good, test.good_rows, tpath)
+    return test
 
 
 def _names(value) -> list[str]:
@@ -140,27 +208,86 @@ def _read(pd, read, path: Path, source: str):
     return df
 
 
-def _clean(df, columns: list[str], path: Path, nan: str):
-    """Rows without missing or infinite values, or a DataError naming the first one."""
+class _Rows:
+    """A table's columns in sample order (time order with data.time_column, else the file's),
+    which rows hold a missing or infinite value, and the file row and time of each."""
+
+    def __init__(self, frame, order: np.ndarray, bad: np.ndarray, times, path: Path):
+        self.frame, self.order, self.bad, self.times, self.path = frame, order, bad, times, path
+        self.good = frame.iloc[np.flatnonzero(~bad)].reset_index(drop=True)
+        self.good_rows = order[~bad]  # file rows of the good ones, for messages
+
+    @classmethod
+    def of(cls, df, columns: list[str], path: Path, nan: str, opt) -> "_Rows":
+        times, order = None, np.arange(len(df))
+        if opt.time_column:
+            where = f"column {opt.time_column!r} of {path}"
+            times = parse_times(df[opt.time_column], where, _row)
+            order = in_order(times, where, _row)
+            times, df = times[order], df.iloc[order].reset_index(drop=True)
+        part = df[columns]
+        bad = _bad_rows(part, order, path, nan)
+        check_float32(part, bad, order, path)
+        return cls(part, order, bad, times, path)
+
+    def labels(self, encoder: "_LabelEncoder", column: str) -> torch.Tensor:
+        """Class ids of every row; -1 where the row is bad (no sample keeps it)."""
+        out = torch.full((len(self.frame),), -1, dtype=torch.long)
+        out[torch.from_numpy(~self.bad)] = encoder(self.good[column], self.path)
+        return out
+
+    def values(self, convert, targets: list[str]) -> torch.Tensor:
+        return convert(self.frame[targets], self.path)
+
+    def samples(self, encode, features: list[str], target_of, window: int, opt):
+        """Inputs, targets, the number (row in sample order) and target time of each sample:
+        one per good row, or one per window of rows touching no bad one (data.window/lead)."""
+        x, y = encode(self.frame[features]), target_of(self)
+        if not opt.series:
+            keep = np.flatnonzero(~self.bad)
+            return x[keep], y[keep], keep, None if self.times is None else self.times[keep]
+        xs, ys, starts = windows(x.numpy(), y.numpy(), window, opt.lead, self.bad)
+        if len(starts) == 0:
+            raise DataError(f"every window of {window} row(s) and its target {opt.lead} row(s) later in {self.path} touches a row with a missing or infinite value; fix the file, or use a smaller data.window")
+        times = None if self.times is None else self.times[starts + window - 1 + opt.lead]
+        return torch.from_numpy(xs), torch.from_numpy(ys), starts, times
+
+
+def _bad_rows(part, order: np.ndarray, path: Path, nan: str) -> np.ndarray:
+    """Rows holding a missing or infinite value (data.nan=drop), or a DataError naming the first one."""
     check_choice("data.nan", nan, ("error", "drop"))
-    part = df[columns]
     numeric = part.select_dtypes("number")
     bad = part.isna().to_numpy() if len(numeric.columns) == 0 else part.isna().to_numpy() | _isinf(part, numeric.columns)
     bad_rows = bad.any(axis=1)
-    if not bad_rows.any():
-        return part, np.arange(len(df))
-    if nan == "drop":
-        kept = np.flatnonzero(~bad_rows)
-        if len(kept) == 0:
+    if not bad_rows.any() or nan == "drop":
+        if bad_rows.all():
             raise DataError(f"every row of {path} holds a missing or infinite value; fix the file")
-        return part.iloc[kept].reset_index(drop=True), kept
+        return bad_rows
     row, col = np.argwhere(bad)[0]
     counts = bad.sum(axis=0)
+    columns = list(part.columns)
     per_column = ", ".join(f"{c}: {n}" for c, n in zip(columns, counts) if n)
     raise DataError(
         f"{path} has {plural(int(bad.sum()), 'missing or infinite value')} ({per_column}); the first is in column {columns[col]!r} "
-        f"of {_row(row)}; fix the file or set data.nan=drop to drop the {plural(int(bad_rows.sum()), 'row')} holding them"
+        f"of {_row(order[row])}; fix the file or set data.nan=drop to drop the {plural(int(bad_rows.sum()), 'row')} holding them"
     )
+
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def check_float32(part, bad: np.ndarray, order: np.ndarray, path: Path) -> None:
+    """A DataError for a number beyond float32's range (about 3.4e38): finite in the file, it
+    would be inf in the network's float32 and every loss after it NaN."""
+    for c in part.columns:
+        col = part[c]
+        if _is_text(col):
+            continue
+        values = col.to_numpy(dtype=np.float64)
+        over = (np.abs(values) > FLOAT32_MAX) & ~bad
+        if over.any():
+            i = int(np.flatnonzero(over)[0])
+            raise DataError(f"column {c!r} of {path} holds {values[i]:.6g} in {_row(order[i])}, beyond the float32 range (±3.4e38) the network computes in; rescale the column (other units, or its logarithm) or fix the value")
 
 
 def _isinf(part, numeric_columns) -> np.ndarray:
