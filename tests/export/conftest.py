@@ -3,6 +3,15 @@
 import pytest
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _export_record(tmp_path_factory):
+    """ember export records the hash of each TorchScript/AOTInductor file it writes in the user's
+    data folder (export/trust.py): the tests keep theirs in a folder of their own."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))
+        yield
+
+
 def _train(root, *overrides):
     from ember.api import train
     from ember.config import compose

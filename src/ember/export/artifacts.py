@@ -63,8 +63,12 @@ def format_of(path: Path) -> str:
     fmt = by_suffix.get(Path(path).suffix)
     if fmt is None:
         meta = Path(str(path) + ".json")
-        if meta.is_file():
-            return json.loads(meta.read_text())["format"]
+        try:
+            fmt = json.loads(meta.read_text()).get("format") if meta.is_file() else None
+        except (ValueError, AttributeError):  # not JSON, or not an object: no format to read
+            fmt = None
+        if fmt in FILE_NAMES:
+            return fmt
         raise ConfigError(f"cannot tell the format of {path}; exported files end in {', '.join(by_suffix)}")
     return fmt
 

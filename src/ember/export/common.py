@@ -5,6 +5,10 @@ a held-out batch to check exports on, the optional libraries.
 import importlib
 import io
 import logging
+import os
+import re
+import shutil
+import tempfile
 import warnings
 from contextlib import contextmanager, redirect_stderr
 from pathlib import Path
@@ -16,12 +20,27 @@ from torch import nn
 from ember.data import TensorData, build_data
 from ember.data.spec import DataSpec
 from ember.errors import ConfigError, EmberError
+from ember.files import pid_alive
 from ember.run import RunDir, load_run
 from ember.units import Normalized, raw_inputs
 
 
 class ExportError(EmberError):
     """A model that cannot be exported to a format, or an export that failed its parity check."""
+
+
+_WORK = re.compile(r"^\..+\.(\d+)\.[^.]+\.export$")
+
+
+def work_dir(path: Path) -> Path:
+    """A fresh folder beside `path` for an export to write and check its files in, named after
+    this process (`.<name>.<pid>.<random>.export`). One left by an export that was killed
+    (SIGKILL, a node lost) is removed here by the next export into that folder: its pid is gone."""
+    for p in path.parent.glob(".*.export"):
+        m = _WORK.match(p.name)
+        if m and p.is_dir() and not p.is_symlink() and int(m.group(1)) != os.getpid() and not pid_alive(int(m.group(1))):
+            shutil.rmtree(p, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".export", dir=path.parent))
 
 
 # -- optional libraries -------------------------------------------------------------------------

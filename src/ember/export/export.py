@@ -16,7 +16,6 @@ Beside the artifact, `<artifact>.json` names its inputs and outputs with shapes 
 import json
 import math
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from torch.utils._pytree import tree_leaves
 import ember
 from ember.data.spec import DataSpec
 from ember.errors import ConfigError, first_line
-from ember.export import aoti
+from ember.export import aoti, trust
 from ember.export.artifacts import FILE_NAMES, RUNNERS, format_of, load_artifact, load_safetensors  # noqa: F401 - also imported from here
 from ember.export.common import (
     Deployed,
@@ -42,8 +41,9 @@ from ember.export.common import (
     output_name,
     quiet,
     require,
+    work_dir,
 )
-from ember.files import check_output, output_errors, publish
+from ember.files import check_output, output_errors, publish, run_folder
 from ember.models import builder_kwargs
 from ember.options import parse_options
 from ember.ranges import AT_LEAST_1, NON_NEGATIVE, Ranged
@@ -102,7 +102,7 @@ def parse_batch(value: Any) -> int | None:
 def export_run(run_dir: str | Path, fmt: str, *, out: str | Path | None = None, batch: int | None = None, atol: float = 1e-5, rtol: float = 1e-4, samples: int = 64, echo: Callable[[str], None] = print) -> Exported:
     """Export a run's best model to `fmt` (in `<run>/export/` unless `out`), with a parity check."""
     check_format(fmt)
-    path = Path(out) if out else Path(run_dir) / "export" / FORMATS[fmt]
+    path = Path(out) if out else run_folder(Path(run_dir), "export") / FORMATS[fmt]  # refused if a link
     model, cfg, spec, summary = load_model(run_dir)
     check_output(path, f"the {fmt} export", "out=")
     x, where = held_out_batch(cfg, spec, max(2, samples))
@@ -164,7 +164,7 @@ def export_model(
         checks.append(_with_nan(example, spec.input_mask))
     with output_errors(path, f"the {fmt} export", "out="):
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmpdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        tmpdir = work_dir(path)
     try:
         tmp = tmpdir / path.name
         method, note = WRITERS[fmt](wrapper, example, tmp, batch is None, spec, model_config)
@@ -172,11 +172,14 @@ def export_model(
         max_abs, max_rel = parity(run, wrapper, checks, atol, rtol, f"{TITLES[fmt]} export", checked_on)
         checked = {"max_abs_error": max_abs, "max_rel_error": max_rel, "atol": atol, "rtol": rtol, "checked_on": checked_on, "batch_sizes": [len(c) for c in checks]}
         info = _description(fmt, path.name, method, wrapper, example, spec, batch, checked) | (meta or {})
+        info["sha256"] = trust.sha256(tmp)  # what predict checks a program file against (export/trust.py)
         with output_errors(path, f"the {fmt} export", "out="):
             (tmpdir / (path.name + ".json")).write_text(json.dumps(info, indent=2) + "\n")  # published below
             # The artifact (and ONNX's external data, if any) first, its description last.
             for f in sorted(tmpdir.iterdir(), key=lambda p: p.suffix == ".json"):
                 publish(f, path.parent / f.name)
+            if fmt in trust.PROGRAMS:  # this user's own program: predict loads it without trust=true
+                trust.remember(info["sha256"], path.resolve())
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
     return Exported(path, path.with_name(path.name + ".json"), fmt, method, max_abs, max_rel, checked_on, note)

@@ -25,13 +25,14 @@ from omegaconf import OmegaConf
 from torch.utils._pytree import tree_leaves
 
 from ember.data.spec import DataSpec
-from ember.errors import ConfigError, DataError, first_line
+from ember.errors import ConfigError, DataError, EmberError, first_line
 from ember.export.artifacts import format_of, load_artifact
-from ember.export.common import load_model, quiet
+from ember.export.common import ExportError, deployed, load_model, quiet
+from ember.export.fields import is_fields, predict_fields
+from ember.export.trust import check_program
 from ember.files import check_output, output_errors, write_atomic
 from ember.options import parse_options
-from ember.ranges import AT_LEAST_1, Ranged
-from ember.units import Normalized
+from ember.ranges import AT_LEAST_1, NON_NEGATIVE, Ranged
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet")
@@ -59,52 +60,92 @@ class Predictions:
 
 
 def predict_command(overrides: list[str]) -> int:
-    """ember predict run=DIR|ARTIFACT input=FILE [output=FILE] [batch_size=256]."""
-    opts, _ = parse_options("predict", overrides, {"run": None, "input": None, "output": None, "batch_size": Ranged(256, AT_LEAST_1)})
+    """ember predict run=DIR|ARTIFACT input=FILE [output=FILE] [batch_size=256] [chunk=N] [trust=false]."""
+    defaults = {"run": None, "input": None, "output": None, "batch_size": Ranged(256, AT_LEAST_1), "chunk": Ranged(0, NON_NEGATIVE), "trust": False}
+    opts, _ = parse_options("predict", overrides, defaults)
     if not opts["run"]:
         raise ConfigError("ember predict needs the model: ember predict run=runs/<name>/<time> input=FILE (or run=<run>/export/model.onnx)")
     if not opts["input"]:
-        raise ConfigError("ember predict needs input=FILE: a CSV/Parquet table, an .npy/.npz/.h5 array, an image or a folder of images")
-    predict(opts["run"], opts["input"], output=opts["output"], batch_size=opts["batch_size"])
+        raise ConfigError("ember predict needs input=FILE: a CSV/Parquet table, an .npy/.npz/.h5 array, NetCDF files or a Zarr store, an image or a folder of images")
+    if is_fields(opts["input"]) and not opts["output"]:
+        raise ConfigError("ember predict on NetCDF or Zarr input writes a file: add output=predicted.nc (or .zarr)")
+    predict(opts["run"], opts["input"], output=opts["output"], batch_size=opts["batch_size"], chunk=opts["chunk"] or None, trust=opts["trust"])
     return 0
 
 
-def predict(source: str | Path, input: str | Path, output: str | Path | None = None, batch_size: int = 256, echo: Callable[[str], None] | None = None) -> Predictions:
-    """Predict every sample of `input` with a run (or exported model); write `output` if given."""
+def predict(
+    source: str | Path,
+    input: str | Path,
+    output: str | Path | None = None,
+    batch_size: int = 256,
+    echo: Callable[[str], None] | None = None,
+    chunk: int | None = None,
+    trust: bool = False,
+) -> Any:
+    """Predict every sample of `input` with a run (or exported model); write `output` if given.
+
+    Returns `Predictions`, or for NetCDF/Zarr input an xarray.Dataset on the input's coordinates
+    (predicted `chunk` time steps at a time). `trust=True` loads a TorchScript or AOTInductor file
+    that is not this user's own ember export (loading one runs its program)."""
+    echo = echo or print
     if batch_size < 1:
         raise ConfigError(f"batch_size={batch_size} must be at least 1")
+    if is_fields(input):
+        return predict_fields(load_predictor(source, trust, echo), input, output, batch_size, chunk, echo)
     if output is not None and Path(output).suffix not in OUTPUT_SUFFIXES:
-        raise ConfigError(f"output={str(output)!r}: write predictions to a {', '.join(OUTPUT_SUFFIXES)} file")
+        raise ConfigError(f"output={str(output)!r}: write predictions to a {', '.join(OUTPUT_SUFFIXES)} file (.nc or .zarr for NetCDF or Zarr input)")
     if output is not None:
         check_output(output, "the predictions", "output=")
-    predictor = load_predictor(source)
+    predictor = load_predictor(source, trust, echo)
     x, ids = read_inputs(input, predictor.spec, predictor.data)
     preds = run_batches(predictor, x, ids, batch_size)
     if output is not None:
         with output_errors(output, "the predictions", "output="):
             write_predictions(preds, output)
-        (echo or print)(f"wrote {len(ids)} predictions to {output}")
+        echo(f"wrote {len(ids)} predictions to {output}")
     else:
         show(preds)
     return preds
 
 
 # -- the model -----------------------------------------------------------------------------------
-def load_predictor(source: str | Path) -> Predictor:
+def load_predictor(source: str | Path, trust: bool = False, echo: Callable[[str], None] = print) -> Predictor:
     path = Path(source)
     if path.is_dir():
         model, cfg, spec, _ = load_model(path)
-        wrapper = Normalized(model, spec).eval()
-        return Predictor(wrapper, spec, OmegaConf.to_container(cfg.data, resolve=True), str(path))
+        data = OmegaConf.to_container(cfg.data, resolve=True)
+        return Predictor(deployed(model, spec, data), spec, data, str(path))
     if path.is_file():
-        meta_path = Path(str(path) + ".json")
-        if not meta_path.is_file():
-            raise ConfigError(f"{path} has no description {meta_path.name} beside it; pass the run directory, or export again with ember export")
-        meta = json.loads(meta_path.read_text())
-        with quiet():
-            run = load_artifact(path, format_of(path))
-        return Predictor(run, DataSpec.from_dict(meta["spec"]), (meta.get("config") or {}).get("data") or {}, str(path))
+        meta, spec = _description(path)
+        fmt = format_of(path)
+        check_program(path, fmt, meta.get("sha256"), trust, echo)
+        try:
+            with quiet():
+                run = load_artifact(path, fmt)
+        except EmberError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a truncated or foreign file, in its runtime's words
+            raise ExportError(f"cannot load {path} as an ember {fmt} export ({first_line(e, innermost=True)}); the file is damaged or not from ember export: export the run again") from None
+        return Predictor(run, spec, (meta.get("config") or {}).get("data") or {}, str(path))
     raise ConfigError(f"run={str(source)!r} does not exist; pass a run directory (runs/<name>/<time>) or a file written by ember export")
+
+
+def _description(path: Path) -> tuple[dict, DataSpec]:
+    """An export's `<file>.json` description and the DataSpec in it, or one line saying what is wrong."""
+    meta_path = Path(str(path) + ".json")
+    if not meta_path.is_file():
+        raise ConfigError(f"{path} has no description {meta_path.name} beside it; pass the run directory, or export again with ember export")
+    fix = "export the run again with ember export (or pass the run directory)"
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ExportError(f"{meta_path} is not JSON ({first_line(e)}); {fix}") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("spec"), dict):
+        raise ExportError(f"{meta_path} lacks the model's data description (its 'spec'); {fix}")
+    try:
+        return meta, DataSpec.from_dict(meta["spec"])
+    except (TypeError, ValueError) as e:
+        raise ExportError(f"{meta_path} has a damaged 'spec' ({first_line(e)}); {fix}") from None
 
 
 def run_batches(predictor: Predictor, x: np.ndarray, ids: list[str], batch_size: int) -> Predictions:
@@ -121,6 +162,8 @@ def run_batches(predictor: Predictor, x: np.ndarray, ids: list[str], batch_size:
         names = spec.class_names or [str(i) for i in range(probs.shape[1])]
         return Predictions(ids, probs, [names[k] for k in probs.argmax(1)] if len(probs) else [], [f"prob_{n}" for n in names], spec.task)
     values = y.reshape(len(y), -1).numpy()
+    if spec.mask:  # the run's masked points (land): NaN, whatever the model gave there
+        values[:, spec.mask] = np.nan
     return Predictions(ids, values, None, _value_columns(predictor.data, values.shape[1]), spec.task)
 
 
@@ -151,12 +194,18 @@ def read_inputs(input: str | Path, spec: DataSpec, data: dict) -> tuple[np.ndarr
         x = _fit_shape(_array(path, data), spec, str(path))
     else:
         raise DataError(f"input={path.name}: cannot read {suffix or 'files without a suffix'}; pass a .csv, .parquet, .npy, .npz, .h5 file, an image or a folder of images")
-    _check_finite(x, path)
+    if len(x) == 0:
+        raise DataError(f"{path} holds no samples (array shape {tuple(x.shape)}); pass at least one")
+    _check_finite(x, path, spec, data)
     return x, [str(i) for i in range(len(x))]
 
 
-def _check_finite(x: np.ndarray, path: Path) -> None:
-    bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1) if len(x) else np.zeros(0, bool)
+def _check_finite(x: np.ndarray, path: Path, spec: DataSpec, data: dict) -> None:
+    """Infinite values are an error; NaN too, except in a gridded or masked run, whose model takes
+    NaN (a masked point) as the run's fill value or the channel mean, as in training."""
+    masked = spec.input_mask is not None or spec.mask is not None or data.get("name") == "gridded"
+    ok = ~np.isinf(x) if masked else np.isfinite(x)
+    bad = ~ok.reshape(len(x), -1).all(axis=1)
     if bad.any():
         raise DataError(f"{path} has missing or infinite values in {int(bad.sum())} sample(s), the first is sample {int(np.flatnonzero(bad)[0])}; fix or drop them")
 

@@ -1,0 +1,116 @@
+"""ember predict on NetCDF and Zarr: the run's variables, masks and normalization in, the
+predicted fields out on the input's coordinates, calendar and attributes, chunk by chunk."""
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+from torch import nn
+
+from ember.data.spec import DataSpec
+from ember.errors import DataError
+from ember.export.common import Deployed
+from ember.export.fields import predict_fields
+from ember.export.predict import Predictor
+
+NY, NX = 6, 8
+LAND = np.zeros((NY, NX), bool)
+LAND[:2, :3] = True
+
+
+def write_sst(path, nt=30, start="2000-01-01", seed=0):
+    """A monthly sea-surface temperature on a 360-day calendar, land NaN, with CF bounds."""
+    rng = np.random.default_rng(seed)
+    time = xr.date_range(start, periods=nt, freq="MS", calendar="360_day", use_cftime=True)
+    lat, lon = np.linspace(-30, 30, NY), np.linspace(0, 350, NX)
+    sst = 290 + 5 * np.cos(np.deg2rad(lat))[None, :, None] + rng.normal(0, 1, (nt, NY, NX))
+    sst[:, LAND] = np.nan
+    ds = xr.Dataset(
+        {"sst": (("time", "lat", "lon"), sst.astype("float32"), {"units": "K", "long_name": "sea surface temperature", "standard_name": "sea_surface_temperature"}),
+         "time_bnds": (("time", "bnds"), np.zeros((nt, 2)))},
+        coords={"time": time, "lat": ("lat", lat, {"units": "degrees_north", "standard_name": "latitude"}), "lon": ("lon", lon, {"units": "degrees_east"})},
+        attrs={"title": "OSTIA-like test field", "history": "2026-01-01: made by the tests"},
+    )
+    ds.time.encoding.update(units="days since 1990-01-01", calendar="360_day")
+    ds.to_netcdf(path, unlimited_dims=["time"])
+    return path
+
+
+@pytest.fixture
+def predictor():
+    torch.manual_seed(0)
+    flat = np.flatnonzero(LAND).tolist()
+    spec = DataSpec(input_shape=(1, NY, NX), task="regression", target_shape=(1, NY, NX), mean=[293.0], std=[2.0], target_mean=[293.0], target_std=[2.0],
+                    input_names=["sst"], target_names=["sst"], target_units=["K"], mask=flat, input_mask=flat, calendar="360_day")
+    return Predictor(Deployed(nn.Conv2d(1, 1, 3, padding=1), spec).eval(), spec, {"name": "gridded", "variables": ["sst"]}, "runs/sst/20260101-000000")
+
+
+def _quiet(_):
+    pass
+
+
+def test_netcdf_round_trip_keeps_coordinates_calendar_attributes_and_land(predictor, tmp_path):
+    src = write_sst(tmp_path / "new.nc")
+    out = predict_fields(predictor, src, tmp_path / "corrected.nc", batch_size=4, chunk=7, echo=_quiet)
+    raw_in, raw_out = xr.open_dataset(src, decode_times=False), xr.open_dataset(tmp_path / "corrected.nc", decode_times=False)
+    # Time as stored: the same numbers, units and calendar.
+    np.testing.assert_array_equal(raw_out.time.values, raw_in.time.values)
+    assert raw_out.time.attrs["calendar"] == "360_day" and raw_out.time.attrs["units"] == raw_in.time.attrs["units"]
+    # Time decoded: the same 360-day dates.
+    inp = xr.open_dataset(src)
+    assert isinstance(out.indexes["time"], xr.CFTimeIndex) and out.indexes["time"].calendar == "360_day"
+    assert list(out.indexes["time"]) == list(inp.indexes["time"])
+    for c in ("lat", "lon"):
+        np.testing.assert_array_equal(out[c].values, inp[c].values)
+        assert out[c].attrs == inp[c].attrs
+    # The field on its grid, with the input variable's attributes, NaN exactly on land.
+    assert out.sst.dims == ("time", "lat", "lon") and out.sst.shape == (30, NY, NX)
+    assert {k: out.sst.attrs[k] for k in ("units", "long_name", "standard_name")} == {k: inp.sst.attrs[k] for k in ("units", "long_name", "standard_name")}
+    values = out.sst.values
+    assert np.isnan(values[:, LAND]).all() and np.isfinite(values[:, ~LAND]).all()
+    assert out.attrs["title"] == inp.attrs["title"]
+    first, second = out.attrs["history"].split("\n")
+    assert "ember" in first and "predict run=runs/sst/20260101-000000" in first and second == inp.attrs["history"]
+    assert "time_bnds" not in out  # the predicted variables only
+    # The numbers are the model's on the input, land filled with the mean as in training.
+    x = torch.from_numpy(np.nan_to_num(inp.sst.values, nan=293.0)[:, None])
+    with torch.no_grad():
+        want = predictor.run(x)[:, 0].numpy()
+    np.testing.assert_allclose(values[:, ~LAND], want[:, ~LAND], rtol=1e-6)
+
+
+def test_chunks_bound_each_step_and_change_nothing(predictor, tmp_path):
+    src = write_sst(tmp_path / "new.nc", nt=23)
+    sizes = []
+    inner = predictor.run
+    predictor.run = lambda x: (sizes.append(len(x)), inner(x))[1]
+    chunked = predict_fields(predictor, src, tmp_path / "chunked.nc", batch_size=1000, chunk=5, echo=_quiet)
+    assert max(sizes) == 5 and sum(sizes) == 23  # the model saw one chunk at a time, every step once
+    sizes.clear()
+    whole = predict_fields(predictor, src, tmp_path / "whole.zarr", batch_size=1000, chunk=None, echo=_quiet)
+    assert sizes == [23]
+    xr.testing.assert_allclose(chunked.sst, whole.sst)
+    assert whole.indexes["time"].calendar == "360_day"
+
+
+def test_zarr_in_and_a_glob_of_yearly_files_in(predictor, tmp_path):
+    src = write_sst(tmp_path / "all.nc", nt=24)
+    want = predict_fields(predictor, src, None, batch_size=8, chunk=None, echo=_quiet)
+    assert isinstance(want, xr.Dataset)  # lazily: predicted as it is read
+    xr.open_dataset(src).to_zarr(tmp_path / "all.zarr", zarr_format=2)
+    from_zarr = predict_fields(predictor, tmp_path / "all.zarr", tmp_path / "z.nc", batch_size=8, chunk=5, echo=_quiet)
+    write_sst(tmp_path / "y2000.nc", nt=12)
+    write_sst(tmp_path / "y2001.nc", nt=12, start="2001-01-01", seed=1)
+    years = predict_fields(predictor, str(tmp_path / "y*.nc"), tmp_path / "y.nc", batch_size=8, chunk=5, echo=_quiet)
+    xr.testing.assert_allclose(from_zarr.sst, want.sst.compute())
+    assert years.sizes["time"] == 24 and str(years.time.values[12]) == "2001-01-01 00:00:00"
+
+
+def test_a_file_without_the_runs_variable_or_grid_is_one_line(predictor, tmp_path):
+    src = write_sst(tmp_path / "new.nc")
+    xr.open_dataset(src).rename({"sst": "tos"}).to_netcdf(tmp_path / "renamed.nc")
+    with pytest.raises(DataError, match=r"the input lacks variable\(s\) 'sst' the run was trained on; it holds: tos, time_bnds"):
+        predict_fields(predictor, tmp_path / "renamed.nc", None, batch_size=8, chunk=None, echo=_quiet)
+    xr.open_dataset(src).isel(lat=slice(0, 4)).to_netcdf(tmp_path / "small.nc")
+    with pytest.raises(DataError, match=r"variable 'sst' lies on a grid \{'time': 30, 'lat': 4, 'lon': 8\} but the run was trained on fields of shape \(6, 8\)"):
+        predict_fields(predictor, tmp_path / "small.nc", None, batch_size=8, chunk=None, echo=_quiet)
