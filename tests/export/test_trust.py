@@ -114,7 +114,7 @@ def test_zero_samples_is_one_line(cnn_run, tmp_path, capsys):
 
 
 def test_a_killed_exports_work_folder_is_removed_by_the_next_export(tmp_path):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], check=True, capture_output=True, text=True).stdout.strip()
     stale = tmp_path / f".model.onnx.{dead}.abc123.export"
     stale.mkdir()
     (stale / "model.onnx").write_bytes(b"half")
