@@ -260,3 +260,28 @@ def _wait_for_run(root: Path):
         if found:
             return [p.parent for p in found]
         time.sleep(0.01)
+
+
+def test_stop_signal_to_the_process_group_with_loader_workers_is_a_clean_preemption(tmp_path):
+    """scancel and most batch systems signal the whole process group: the DataLoader workers get
+    SIGTERM too. Their death used to fail the run mid-step (a traceback, exit 1, no checkpoint)."""
+    import h5py
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    with h5py.File(tmp_path / "d.h5", "w") as f:
+        f["x"] = rng.normal(size=(400, 2, 12)).astype(np.float32)
+        f["y"] = rng.normal(size=(400, 1)).astype(np.float32)
+    run = tmp_path / "run"
+    args = ["data=hdf5", f"data.path={tmp_path / 'd.h5'}", "data.num_workers=2", "data.batch_size=16", "trainer.max_epochs=200", "trainer.progress=none", "trainer.tensorboard=false", "trainer.checkpoint_every_n_steps=1"]
+    proc = subprocess.Popen([sys.executable, "-m", "ember", "train", *args, f"run.dir={run}"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), start_new_session=True)
+    _wait_for_step(proc, run, 2)
+    os.killpg(proc.pid, signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 75, err
+    assert err.startswith("preempted: preempted by SIGTERM at step ") and err.count("\n") == 1, err
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "preempted" and _newest_step(run) == summary["steps"]
+    r = _train(f"resume={run}", "trainer.max_epochs=1", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert f"resuming {run} from step-{summary['steps']:09d}.pt" in r.stdout

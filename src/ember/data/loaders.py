@@ -9,7 +9,11 @@ The order of epoch e is a pure function of (seed, e), as with DistributedSampler
 resumed run needs only the epoch and the batch index to continue with the same batches.
 """
 
+import atexit
+import contextlib
 import os
+import signal
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -185,6 +189,44 @@ class EvalBatchSampler(Sampler):
         return (list(range(lo, hi)) for lo, hi in self.ranges())
 
 
+# What a batch system sends the whole process group (scancel: SIGTERM; SLURM's --signal: SIGUSR1;
+# Ctrl-C: SIGINT): only the main process acts on it, between steps (ember.train.signals). A worker
+# that died of it would make the loop fail mid-step instead of writing its checkpoint.
+GROUP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2") if hasattr(signal, n))
+
+
+def _ignore_group_signals(worker_id: int) -> None:
+    """worker_init_fn: the worker ignores the group's stop signals; the main process ends it."""
+    for sig in GROUP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, GROUP_SIGNALS)
+
+
+@contextlib.contextmanager
+def _group_signals_held():
+    """Starting workers: a signal sent between a worker's fork and its worker_init_fn would
+    still kill it, so the signals are blocked across the start (a child inherits the mask, and
+    setting SIG_IGN discards what is pending there); the main process gets its own on unblocking."""
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, GROUP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
+_WITH_WORKERS: "weakref.WeakSet[DataLoader]" = weakref.WeakSet()
+
+
+@atexit.register  # after multiprocessing's own exit hook was registered, so it runs before it
+def _stop_workers() -> None:
+    """Ends persistent workers the way torch does between runs (a None on each index queue) before
+    multiprocessing's exit hook would SIGTERM them, which they now ignore."""
+    for loader in list(_WITH_WORKERS):
+        iterator = getattr(loader, "_iterator", None)
+        if iterator is not None:
+            iterator._shutdown_workers()
+
+
 class EpochLoader:
     """Batches of a split for one epoch at a time: `set_epoch(e, start)`, then iterate.
 
@@ -214,11 +256,13 @@ class EpochLoader:
         self.loader = None
         if not self.fast:
             self._worker_seed = torch.Generator()
-            common = dict(num_workers=num_workers, pin_memory=pin_memory, persistent_workers=num_workers > 0, generator=self._worker_seed)
+            common = dict(num_workers=num_workers, pin_memory=pin_memory, persistent_workers=num_workers > 0, generator=self._worker_seed, worker_init_fn=_ignore_group_signals if num_workers else None)
             if lazy:  # batch_size=None: the sampler yields whole batches, the dataset reads each at once
                 self.loader = DataLoader(data, sampler=self.sampler, batch_size=None, **common)
             else:
                 self.loader = DataLoader(data, batch_sampler=self.sampler, **common)
+            if num_workers:
+                _WITH_WORKERS.add(self.loader)
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         self.sampler.set_epoch(epoch, start)
@@ -234,7 +278,8 @@ class EpochLoader:
 
     def __iter__(self):
         if self.loader is not None:
-            return iter(self.loader)
+            with _group_signals_held() if self.loader.num_workers else contextlib.nullcontext():
+                return iter(self.loader)
         return self._fast_batches()
 
     def _fast_batches(self):
