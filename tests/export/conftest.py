@@ -37,3 +37,14 @@ def onnx_export(cnn_run):
     from ember.export.export import export_run
 
     return export_run(cnn_run, "onnx", echo=lambda s: None)
+
+
+@pytest.fixture(scope="session")
+def sst_run(tmp_path_factory):
+    """mlp on a 360-day monthly sea-surface temperature with land NaN, forecasting one month ahead:
+    the gridded run (spec.mask, input_mask, calendar) that NetCDF predict reads."""
+    from tests.export.test_fields import write_sst
+
+    root = tmp_path_factory.mktemp("sst")
+    path = write_sst(root / "sst.nc", nt=40)
+    return _train(root / "runs", "data=gridded", f"data.path={path}", "data.variables=[sst]", "data.lead=1", "model=mlp", "model.width=16"), path

@@ -114,3 +114,23 @@ def test_a_file_without_the_runs_variable_or_grid_is_one_line(predictor, tmp_pat
     xr.open_dataset(src).isel(lat=slice(0, 4)).to_netcdf(tmp_path / "small.nc")
     with pytest.raises(DataError, match=r"variable 'sst' lies on a grid \{'time': 30, 'lat': 4, 'lon': 8\} but the run was trained on fields of shape \(6, 8\)"):
         predict_fields(predictor, tmp_path / "small.nc", None, batch_size=8, chunk=None, echo=_quiet)
+
+
+def test_cli_with_a_trained_run_and_its_onnx_export(sst_run, tmp_path, capsys):
+    import json
+
+    from ember.cli import main
+    from ember.export.export import export_run
+
+    run_dir, src = sst_run
+    spec = json.loads((run_dir / "spec.json").read_text())
+    assert spec["calendar"] == "360_day" and spec["mask"] == np.flatnonzero(LAND).tolist()
+    assert main(["predict", f"run={run_dir}", f"input={src}", f"output={tmp_path / 'p.nc'}", "chunk=9"]) == 0
+    assert "wrote 40 time steps of sst to" in capsys.readouterr().out
+    onnx = export_run(run_dir, "onnx", out=tmp_path / "m.onnx", echo=_quiet)
+    assert main(["predict", f"run={onnx.path}", f"input={src}", f"output={tmp_path / 'o.zarr'}"]) == 0
+    a, b = xr.open_dataset(tmp_path / "p.nc"), xr.open_dataset(tmp_path / "o.zarr", engine="zarr")
+    assert a.sst.shape == (40, NY, NX) and np.isnan(a.sst.values[:, LAND]).all() and np.isfinite(a.sst.values[:, ~LAND]).all()
+    xr.testing.assert_allclose(a.sst, b.sst, atol=1e-4)
+    assert main(["predict", f"run={run_dir}", f"input={src}"]) == 2
+    assert "add output=predicted.nc" in capsys.readouterr().err

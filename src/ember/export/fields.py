@@ -87,6 +87,8 @@ def layout(ds, spec, data: dict) -> Layout:
     """The run's variables in `ds`, checked against the run's input shape."""
     time_dim = str(data.get("time_dim") or "time")
     variables = list(spec.input_names or _listed(data.get("variables")))
+    if spec.mask_channel and len(variables) == spec.input_shape[0]:
+        variables = variables[:-1]  # the mask channel ("mask") is the run's, not the file's
     if not variables:
         raise DataError("the run does not name its input variables (spec.input_names or data.variables); predict NetCDF with a run trained by data=gridded")
     missing = [v for v in variables if v not in ds.data_vars]
