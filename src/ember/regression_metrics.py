@@ -16,6 +16,10 @@ value. For every regression:
 - for fields and vectors (more than one value per sample): `relative_l2`, the mean over samples
   of ||pred - true|| / ||true|| with each norm over all of the sample's values, the neural
   operator papers' error (the FNO's Table 1).
+
+Missing targets (NaN: a mask, or a gap in observations; contract C1) are in no sum and no
+count: every metric is over the finite target elements only, per channel, and a point where the
+climatology has no value is out of the anomaly correlation.
 """
 
 import math
@@ -25,7 +29,7 @@ from torchmetrics import Metric
 
 from ember.data.spec import DataSpec
 
-STATES = ("n", "se", "ae", "err", "y", "yy", "wse", "acc", "acc_n")
+STATES = ("n", "se", "ae", "err", "y", "yy", "wse", "w", "acc", "acc_n")
 
 
 class RegressionMetrics(Metric):
@@ -70,31 +74,46 @@ class RegressionMetrics(Metric):
         a = a.double().reshape(len(a), self.channels, -1)
         return a * self.t_std.reshape(1, -1, 1) + self.t_mean.reshape(1, -1, 1)
 
-    def update(self, output: torch.Tensor, target: torch.Tensor, standardized: bool = True) -> None:
-        """Sum one batch; `standardized=False` for values already in physical units (baselines)."""
+    def update(self, output: torch.Tensor, target: torch.Tensor, standardized: bool = True, climatology: torch.Tensor | None = None) -> None:
+        """Sum one batch; `standardized=False` for values already in physical units (baselines);
+        `climatology`: the batch's own reference of the anomaly correlation, one per sample (the
+        seasonal climatology at each sample's valid time), in place of the fixed one."""
         if standardized:
             pred, true = self.physical(output), self.physical(target)
         else:
             pred = output.double().reshape(len(output), self.channels, -1)
             true = target.double().reshape(len(target), self.channels, -1)
-        err = pred - true
-        self.n += torch.full_like(self.n, true[:, 0].numel())
+        valid = torch.isfinite(true)
+        true = torch.where(valid, true, 0.0)
+        err = torch.where(valid, pred - true, 0.0)
+        self.n += valid.sum((0, 2)).to(self.n.dtype)
         self.se += (err * err).sum((0, 2))
         self.ae += err.abs().sum((0, 2))
         self.err += err.sum((0, 2))
         self.y += true.sum((0, 2))
         self.yy += (true * true).sum((0, 2))
-        self.wse += (self.weights * err * err).sum((0, 2))
+        weights = self.weights * valid  # the area of the points that have a value
+        self.wse += (weights * err * err).sum((0, 2))
+        self.w += weights.sum((0, 2))
         if self.relative:
             # A target of all 0 has no relative error; the floor keeps it finite (as the rel_l2 loss).
             self.rel += (err.flatten(1).norm(dim=1) / true.flatten(1).norm(dim=1).clamp_min(1e-12)).sum()
             self.rel_n += len(true)
         if self.anomalies:
-            f, o = pred - self.climatology, true - self.climatology
-            num = (self.weights * f * o).sum(2)
-            den = ((self.weights * f * f).sum(2) * (self.weights * o * o).sum(2)).sqrt().clamp_min(1e-300)
-            self.acc += (num / den).sum(0)
-            self.acc_n += len(true)
+            clim = self.climatology if climatology is None else climatology.to(pred).reshape(len(pred), self.channels, -1)
+            self._anomaly_correlation(pred, true, weights, clim)
+
+    def _anomaly_correlation(self, pred: torch.Tensor, true: torch.Tensor, weights: torch.Tensor, climatology: torch.Tensor) -> None:
+        """Per sample and channel over the grid points where the target and the climatology have values."""
+        known = torch.isfinite(climatology)
+        w = weights * known
+        clim = torch.where(known, climatology, 0.0)
+        f, o = torch.where(w > 0, pred - clim, 0.0), torch.where(w > 0, true - clim, 0.0)
+        num = (w * f * o).sum(2)
+        den = ((w * f * f).sum(2) * (w * o * o).sum(2)).sqrt().clamp_min(1e-300)
+        counted = (w > 0).any(2)  # a sample with no value in a channel adds nothing to its mean
+        self.acc += torch.where(counted, num / den, 0.0).sum(0)
+        self.acc_n += counted.sum(0).to(self.acc_n.dtype)
 
     def compute(self) -> dict[str, torch.Tensor]:
         n = self.n.clamp_min(1)
@@ -111,7 +130,7 @@ class RegressionMetrics(Metric):
         if self.relative:
             out["relative_l2"] = self.rel / self.rel_n.clamp_min(1)
         per["bias"] = self.err / n
-        per["wrmse"] = (self.wse / n).sqrt()
+        per["wrmse"] = (self.wse / self.w.clamp_min(1e-300)).sqrt()
         per["acc"] = self.acc / self.acc_n.clamp_min(1)
         for key in self.keys():
             if key in out:

@@ -41,7 +41,7 @@ def test_variables_become_channels_and_the_target_is_read_lazily(tmp_path):
     splits = load_data("gridded", path=path, variables=["t2m", "z500"], target="precip", num_workers=0)
     assert isinstance(splits.train, LazyDataset)
     assert splits.spec.input_shape == (2, 4, 8) and splits.spec.target_shape == (1, 4, 8) and splits.spec.task == "regression"
-    assert len(splits.train) + len(splits.val) + len(splits.test) == 60
+    assert len(splits.train) + len(splits.val) + len(splits.test) == 60 - 2 * splits.gap  # chronological, gaps at the borders
     rows = np.array(splits.indices["train"])
     raw = np.stack([ds.t2m.values[rows], ds.z500.values[rows]], axis=1)
     assert np.allclose(splits.spec.mean, raw.mean(axis=(0, 2, 3)), rtol=1e-5)
@@ -95,13 +95,24 @@ def test_gridded_bad_inputs(tmp_path):
     with pytest.raises(DataError, match="has 20 time steps but .*shorter.nc has 15"):
         load_data("gridded", path=_nc(ds.drop_vars("time"), tmp_path / "notime.nc"), target_path=_nc(shorter, tmp_path / "shorter.nc"), variables=["t2m"])
 
-    masked = ds.copy(deep=True)
-    masked["t2m"][:, 0, 0] = np.nan  # a masked grid point, as over land
-    mpath = _nc(masked, tmp_path / "masked.nc")
-    with pytest.raises(DataError, match=r"masked.nc holds NaN or infinite values \(20 in inputs\); the first is in the inputs at sample 0, index \(0, 0, 0\); .*data.fill_value=0"):
-        load_data("gridded", path=mpath, variables=["t2m"], target="precip")
-    filled = load_data("gridded", path=mpath, variables=["t2m"], target="precip", fill_value=0.0, normalize=False, num_workers=0)
-    assert filled.train[[0]][0][0, 0, 0, 0] == 0
+    # NaN at a point is a mask (test_cf.py); an infinity is bad data, and a sample with no value
+    # at all cannot be filled: refused, dropped with data.nan=drop.
+    bad = ds.copy(deep=True)
+    bad["t2m"][3, 0, 0] = np.inf
+    bad["t2m"][5] = np.nan
+    bpath = _nc(bad, tmp_path / "bad.nc")
+    with pytest.raises(DataError, match=r"bad.nc holds infinite values, or samples with no finite value \(33 in inputs\); the first is in the inputs at sample 3, index \(0, 0, 0\); fix the data .* or set data.nan=drop to drop the 2 samples"):
+        load_data("gridded", path=bpath, variables=["t2m"], target="precip")
+    dropped = load_data("gridded", path=bpath, variables=["t2m"], target="precip", nan="drop", val_fraction=0, test_fraction=0, num_workers=0)
+    assert len(dropped.train) == 18 and 3 not in dropped.indices["train"] and 5 not in dropped.indices["train"]
+    filled = load_data("gridded", path=bpath, variables=["t2m"], target="precip", fill_value=0.0, nan="drop", normalize=False, num_workers=0, val_fraction=0, test_fraction=0)
+    assert filled.train[[0]][0][0, 0, 0, 0] == ds.t2m.values[0, 0, 0] and len(filled.train) == 19  # the NaN sample filled, the inf one dropped
+    # Where every sample is bad, data.nan=drop would drop them all: it is not offered.
+    empty = ds.copy(deep=True)
+    empty["t2m"][:] = np.nan
+    with pytest.raises(DataError, match=r"every sample of .*empty.nc holds .*data.nan=drop would drop them all: fix the data") as e:
+        load_data("gridded", path=_nc(empty, tmp_path / "empty.nc"), variables=["t2m"], target="precip")
+    assert "set data.nan=drop" not in str(e.value)
 
     with open(path, "rb") as f:
         data = f.read()

@@ -54,20 +54,28 @@ def dataset(reader, nan: str, num_classes: int) -> tuple[LazyDataset, np.ndarray
     s = data.scan()
     rows = np.arange(len(reader))
     if s.bad.any():
-        if nan == "error":
-            name, row, index = s.first
-            total = ", ".join(f"{c} in {k}" for k, c in s.nonfinite.items() if c)
-            at = f"sample {row}" + (f", index {index}" if index else "")
-            raise DataError(f"{reader.where} holds NaN or infinite values ({total}); the first is in the {name} at {at}; fix the data{getattr(reader, 'nan_hint', '')} or set data.nan=drop to drop the {plural(int(s.bad.sum()), 'sample')} holding them")
+        if nan == "error" or s.bad.all():
+            raise _bad_rows(reader, s)
         rows = np.flatnonzero(~s.bad)
-        if len(rows) == 0:
-            raise DataError(f"every sample of {reader.where} holds NaN or infinite values; fix the data")
         data = data.subset(rows)
     if reader.task == "classification":
         check_labels(reader.labels()[rows], f"labels in {reader.where}", num_classes)
     # Handles opened by the scan are closed, so DataLoader workers forked later open their own.
     reader.close()
     return data, rows
+
+
+def _bad_rows(reader, s) -> DataError:
+    """The one-line error for samples the scan found bad; `data.nan=drop` is offered only where
+    it would leave samples to train on."""
+    name, row, index = s.first
+    total = ", ".join(f"{c} in {k}" for k, c in s.nonfinite.items() if c)
+    at = f"sample {row}" + (f", index {index}" if index else "")
+    masked = getattr(reader, "masked", False)
+    what = "infinite values, or samples with no finite value" if masked else "NaN or infinite values"
+    if s.bad.all():
+        return DataError(f"every sample of {reader.where} holds {what} ({total}; the first in the {name} at {at}); data.nan=drop would drop them all: fix the data{getattr(reader, 'nan_hint', '')}")
+    return DataError(f"{reader.where} holds {what} ({total}); the first is in the {name} at {at}; fix the data{getattr(reader, 'nan_hint', '')} or set data.nan=drop to drop the {plural(int(s.bad.sum()), 'sample')} holding them")
 
 
 def _spec(reader, num_classes: int) -> DataSpec:
@@ -155,8 +163,21 @@ class HDF5Reader:
         """All targets, for classification (one integer per sample: small even for huge inputs)."""
         if self._labels is None:
             parts = [self.handles.get(f)[self.target][:] for f in self.files]
-            self._labels = np.concatenate(parts).astype(np.int64)
+            labels = np.concatenate(parts)
+            _check_whole(labels, self.where, self.target)
+            self._labels = labels.astype(np.int64)
         return self._labels
 
     def close(self) -> None:
         self.handles.close()
+
+
+def _check_whole(labels: np.ndarray, where: str, target: str) -> None:
+    """Class ids stored as floats must be whole numbers: 0.7 would silently become class 0."""
+    if not np.issubdtype(labels.dtype, np.floating):
+        return
+    finite = np.isfinite(labels)
+    wrong = np.flatnonzero(~finite | (labels != np.round(np.where(finite, labels, 0))))
+    if len(wrong):
+        i = int(wrong[0])
+        raise DataError(f"{where}: dataset {target!r} holds {labels[i]:g} at sample {i}, not a class id; with data.task=classification the labels must be whole numbers 0..K-1: relabel them, or use data.task=regression if the target is a quantity")

@@ -10,18 +10,26 @@ arrays for a contiguous range of rows, `labels()` for classification targets, `o
   loaders slow;
 - one file handle per process: readers open lazily in the process that reads, so every
   DataLoader worker gets its own handle (HDF5 handles must not cross a fork);
-- one streaming pass (`scan`) that finds NaN/Inf rows and the per-row channel sums from which
-  the normalization statistics of any split follow without reading the data again;
-- normalization applied as batches are read.
+- one streaming pass (`scan`) that finds NaN/Inf rows and the per-row channel sums and counts of
+  finite values from which the normalization statistics of any split follow without reading
+  the data again;
+- normalization applied as batches are read;
+- masks, for readers that declare `masked = True` (gridded fields): a NaN is a missing value,
+  not a bad sample. Statistics count finite values only; a missing input becomes the channel's
+  mean (0 once standardized); a missing target stays NaN, which every loss and metric leaves
+  out. Only infinities, or a sample with no value at all, make a sample bad.
 """
 
 import contextlib
+import math
 import os
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+
+from ember.errors import DataError
 
 # Rows closer than this are read in one slice and the rows between them thrown away: a few
 # wasted rows cost less than a separate read.
@@ -32,18 +40,23 @@ SCAN_BYTES = 64 * 2**20
 
 @dataclass
 class Scan:
-    """What one pass over all rows found: per-row non-finite flags and channel moments."""
+    """What one pass over all rows found: per-row bad flags, channel moments and counts."""
 
-    bad: np.ndarray  # (rows,) bool: a NaN or Inf in the input or the target
-    nonfinite: dict  # {"inputs": count, "targets": count}
-    first: tuple | None  # (name, row, index within the sample) of the first NaN/Inf
-    sums: np.ndarray  # (rows, channels) float64 sums over the non-channel dimensions
+    bad: np.ndarray  # (rows,) bool: a NaN or Inf in the input or the target (masked readers: Inf, or no value)
+    nonfinite: dict  # {"inputs": count, "targets": count} of the values that made rows bad
+    first: tuple | None  # (name, row, index within the sample) of the first such value
+    sums: np.ndarray  # (rows, channels) float64 sums of the finite values over the non-channel dimensions
     sumsq: np.ndarray
+    counts: np.ndarray  # (rows, channels) how many finite values those sums hold
     per_channel: int  # values per channel in one sample
     # The same for floating-point targets (regression), for their standardization; else None.
     target_sums: np.ndarray | None = None
     target_sumsq: np.ndarray | None = None
+    target_counts: np.ndarray | None = None
     target_per_channel: int = 1
+    # Elements of one input (target) sample that are NaN in every row: the masks. None: none.
+    missing: np.ndarray | None = None
+    target_missing: np.ndarray | None = None
 
 
 class LazyDataset(Dataset):
@@ -89,6 +102,10 @@ class LazyDataset(Dataset):
         x = x.astype(np.float32, copy=False)
         if self.mean is not None:
             x = (x - self.mean) / self.std
+        if getattr(self.reader, "masked", False):
+            # A missing input is the channel's mean: 0 once standardized, the raw mean otherwise.
+            fill = 0.0 if self.mean is not None else self._raw_means()
+            x = np.where(np.isnan(x), np.asarray(fill, dtype=np.float32), x)
         if self.target_stats is not None:
             y = (y.astype(np.float32, copy=False) - self.target_stats[0]) / self.target_stats[1]
         y = torch.from_numpy(np.ascontiguousarray(y))
@@ -125,22 +142,36 @@ class LazyDataset(Dataset):
         """Per-channel mean and std of this split's inputs (or targets), from the scan's per-row
         sums; the std unclamped (a constant channel has 0, see splits.safe_std)."""
         s = self.scan()
-        sums, sumsq, per = (s.target_sums, s.target_sumsq, s.target_per_channel) if targets else (s.sums, s.sumsq, s.per_channel)
-        n = len(self.rows) * per
+        sums, sumsq, counts = (s.target_sums, s.target_sumsq, s.target_counts) if targets else (s.sums, s.sumsq, s.counts)
+        # Finite values only: masked points (NaN) are in neither the sums nor the counts.
+        n = np.maximum(counts[self.rows].sum(0), 1)
         mean = sums[self.rows].sum(0) / n
         var = np.maximum(sumsq[self.rows].sum(0) / n - mean**2, 0.0)
         # Unbiased, like torch.std on the in-memory path.
-        std = np.sqrt(var * n / max(n - 1, 1))
-        return mean, std
+        std = np.sqrt(var * n / np.maximum(n - 1, 1))
+        extra = 0 if targets else getattr(self.reader, "extra_channels", 0)
+        # Channels the reader appends after the scan (a mask channel) are 0/1 already: left as they are.
+        return np.concatenate([mean, np.zeros(extra)]), np.concatenate([std, np.ones(extra)])
 
     def target_mean_field(self, batch: int = 256) -> np.ndarray:
         """Mean of each target element over this split (the climatology of a field), one pass."""
-        total, n = None, 0
+        total, n = None, None
         for lo in range(0, len(self.rows), batch):
             _, y = self._raw(self.rows[lo : lo + batch])
-            part = y.astype(np.float64).sum(0)
-            total, n = (part if total is None else total + part), n + len(y)
-        return total / max(n, 1)
+            y = y.astype(np.float64)
+            finite = np.isfinite(y)
+            part, count = np.where(finite, y, 0.0).sum(0), finite.sum(0)
+            total, n = (part, count) if total is None else (total + part, n + count)
+        # NaN where a point never has a value (a mask): no climatology there.
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(n > 0, total / np.maximum(n, 1), np.nan)
+
+    def _raw_means(self) -> np.ndarray:
+        """Per-channel means of every scanned row, shaped for a batch (unstandardized data)."""
+        s = self.scan()
+        mean = s.sums.sum(0) / np.maximum(s.counts.sum(0), 1)
+        mean = np.concatenate([mean, np.zeros(getattr(self.reader, "extra_channels", 0))])
+        return _per_channel(mean, len(self.reader.input_shape))
 
     def _raw(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Unstandardized (x, y) at sorted file `rows`, read as contiguous runs."""
@@ -171,20 +202,16 @@ def runs(rows: np.ndarray, max_gap: int = MAX_GAP):
 
 
 def scan(reader) -> Scan:
-    """One pass over every row in large contiguous reads: non-finite rows and channel moments."""
+    """One pass over every row in large contiguous reads: bad rows, channel moments, masks."""
     n = len(reader)
+    check_sizes(reader)
     x0, y0 = reader.read(0, min(1, n))
     row_bytes = max(1, x0[:1].nbytes + y0[:1].nbytes)
     step = max(1, SCAN_BYTES // row_bytes)
-    channels = x0.shape[1] if x0.ndim > 1 else 1
-    per_channel = int(np.prod(x0.shape[2:])) if x0.ndim > 2 else 1
+    masked = getattr(reader, "masked", False)
+    xs = _Moments(x0, n)
+    ys = _Moments(y0, n) if np.issubdtype(y0.dtype, np.floating) else None
     bad = np.zeros(n, dtype=bool)
-    sums = np.zeros((n, channels))
-    sumsq = np.zeros((n, channels))
-    regress = np.issubdtype(y0.dtype, np.floating)
-    t_channels = y0.shape[1] if y0.ndim > 1 else 1
-    t_per = int(np.prod(y0.shape[2:])) if y0.ndim > 2 else 1
-    t_sums, t_sumsq = (np.zeros((n, t_channels)), np.zeros((n, t_channels))) if regress else (None, None)
     counts = {"inputs": 0, "targets": 0}
     first = None
     for start in range(0, n, step):
@@ -192,25 +219,81 @@ def scan(reader) -> Scan:
         for name, a in (("inputs", x), ("targets", y)):
             if not np.issubdtype(a.dtype, np.floating):
                 continue
-            finite = np.isfinite(a)
-            if not finite.all():
-                counts[name] += int((~finite).sum())
-                bad[start : start + len(a)] |= ~finite.reshape(len(a), -1).all(axis=1)
+            flags = _bad_values(a, masked)
+            if flags.any():
+                counts[name] += int(flags.sum())
+                bad[start : start + len(a)] |= flags.reshape(len(a), -1).any(axis=1)
                 if first is None:
-                    where = np.argwhere(~finite)[0]
+                    where = np.argwhere(flags)[0]
                     first = (name, start + int(where[0]), tuple(int(i) for i in where[1:]))
-        _moments(x, channels, per_channel, sums, sumsq, start)
-        if regress:
-            _moments(y, t_channels, t_per, t_sums, t_sumsq, start)
-    return Scan(bad=bad, nonfinite=counts, first=first, sums=sums, sumsq=sumsq, per_channel=per_channel, target_sums=t_sums, target_sumsq=t_sumsq, target_per_channel=t_per)
+        xs.add(x, start)
+        if ys is not None:
+            ys.add(y, start)
+    return Scan(
+        bad=bad, nonfinite=counts, first=first, sums=xs.sums, sumsq=xs.sumsq, counts=xs.counts, per_channel=xs.per_channel, missing=xs.missing,
+        target_sums=ys and ys.sums, target_sumsq=ys and ys.sumsq, target_counts=ys and ys.counts, target_per_channel=ys.per_channel if ys else 1, target_missing=ys and ys.missing,
+    )
 
 
-def _moments(a: np.ndarray, channels: int, per_channel: int, sums: np.ndarray, sumsq: np.ndarray, start: int) -> None:
-    """Per-row, per-channel sums and sums of squares of rows `start...` into `sums`, `sumsq`."""
-    a = a.reshape(len(a), channels, per_channel).astype(np.float64)
-    a = np.where(np.isfinite(a), a, 0.0)
-    sums[start : start + len(a)] = a.sum(axis=2)
-    sumsq[start : start + len(a)] = (a * a).sum(axis=2)
+def _bad_values(a: np.ndarray, masked: bool) -> np.ndarray:
+    """Values that make their sample bad: any NaN or Inf; for a masked reader only infinities,
+    and every value of a sample with no finite value at all (nothing to learn from or fill)."""
+    if not masked:
+        return ~np.isfinite(a)
+    flags = np.isinf(a)
+    empty = ~np.isfinite(a.reshape(len(a), -1)).any(axis=1)
+    if empty.any():
+        flags = flags | empty.reshape((-1,) + (1,) * (a.ndim - 1))
+    return flags
+
+
+class _Moments:
+    """Per-row, per-channel sums, sums of squares and counts of the finite values, and the
+    elements that are NaN in every row so far (the mask)."""
+
+    def __init__(self, a0: np.ndarray, n: int):
+        self.channels = a0.shape[1] if a0.ndim > 1 else 1
+        self.per_channel = int(np.prod(a0.shape[2:])) if a0.ndim > 2 else 1
+        self.sums, self.sumsq, self.counts = (np.zeros((n, self.channels)) for _ in range(3))
+        self.missing = np.ones(a0.shape[1:], dtype=bool) if np.issubdtype(a0.dtype, np.floating) else None
+
+    def add(self, a: np.ndarray, start: int) -> None:
+        if self.missing is not None and len(a):
+            self.missing &= np.isnan(a).all(axis=0)
+        a = a.reshape(len(a), self.channels, self.per_channel).astype(np.float64)
+        finite = np.isfinite(a)
+        a = np.where(finite, a, 0.0)
+        self.sums[start : start + len(a)] = a.sum(axis=2)
+        self.sumsq[start : start + len(a)] = (a * a).sum(axis=2)
+        self.counts[start : start + len(a)] = finite.sum(axis=2)
+
+
+def check_sizes(reader) -> None:
+    """Refuse, before any read, files whose declared sizes cannot fit in memory (a header can
+    declare 10^12 rows or a 10^6 x 10^6 grid in a few bytes): one line saying what to reduce."""
+    n = len(reader)
+    x_shape, y_shape = tuple(reader.input_shape), tuple(getattr(reader, "target_shape", ()) or (1,))
+    sample = math.prod(x_shape) + math.prod(y_shape)
+    channels = (x_shape[0] if x_shape else 1) + y_shape[0]
+    memory = physical_memory()
+    where = getattr(reader, "where", "the data")
+    if sample * 8 > memory // 4:
+        raise DataError(f"one sample of {where} holds {sample:,} values ({_gb(sample * 8)} as float64), more than a quarter of this machine's {_gb(memory)} of memory; reduce the sample (fewer variables or levels, a smaller region or a coarser grid)")
+    # The scan keeps sums, squares and counts per row and channel (float64) and a flag per row.
+    per_row = 3 * 8 * channels + 1
+    if n * per_row > memory // 4:
+        raise DataError(f"{where} declares {n:,} samples, whose statistics alone would take {_gb(n * per_row)} of this machine's {_gb(memory)} of memory; reduce the number of samples (a shorter period, or split the file)")
+
+
+def physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not POSIX: assume a modest machine
+        return 8 * 2**30
+
+
+def _gb(n: int) -> str:
+    return f"{n / 2**30:.3g} GB" if n >= 2**28 else f"{n / 2**20:.3g} MB"
 
 
 class Handles:

@@ -1,4 +1,10 @@
-"""Loss functions by name; `auto` picks by task (and by model, for neural operators)."""
+"""Loss functions by name; `auto` picks by task (and by model, for neural operators).
+
+Every regression loss leaves out non-finite target elements (contract C1: a NaN target is a
+missing value, land in a sea-surface field or a gap in observations): sums and counts over the
+finite elements only, with no host sync (a mask multiplies, nothing branches on it). Where every
+target is finite each equals torch's own loss.
+"""
 
 import math
 
@@ -54,15 +60,18 @@ class RelativeL2Loss(nn.Module):
         self.register_buffer("mean", mean, persistent=False)
         self.register_buffer("std", std, persistent=False)
 
-    def norms(self, values: torch.Tensor) -> torch.Tensor:
-        """Each sample's norm: the square root of the sum of its squared values."""
+    def norms(self, values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Each sample's norm: the square root of the sum of its squared values (0 where missing)."""
         return values.flatten(1).norm(dim=1)
 
     def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         output = output.reshape(target.shape)
-        diff = self.norms((output - target) * self.std)
+        valid = torch.isfinite(target)
+        # Missing elements count as 0 in both norms, so they add nothing to either.
+        target = torch.where(valid, target, 0.0)
+        diff = self.norms(torch.where(valid, (output - target) * self.std, 0.0), valid)
         # A target that is all 0 in physical units has no relative error; the floor keeps it finite.
-        norm = self.norms(target * self.std + self.mean).clamp_min(1e-12)
+        norm = self.norms(torch.where(valid, target * self.std + self.mean, 0.0), valid).clamp_min(1e-12)
         return (diff / norm).mean()
 
 
@@ -77,13 +86,48 @@ class RelativeH1Loss(RelativeL2Loss):
     difference of the values needs no mean, so the target's mean only enters the denominator.
     """
 
-    def norms(self, values: torch.Tensor) -> torch.Tensor:
+    def norms(self, values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         squares = values.flatten(1).square().sum(dim=1)
         # A batch is (N, channels, *grid): the grid's axes start at 2.
         for axis in range(2, values.dim()):
             derivative = torch.gradient(values, spacing=1 / values.shape[axis], dim=axis)[0]
+            # A difference reaching into a missing element (a coast) is no derivative of the field.
+            derivative = torch.where(_stencil_valid(valid, axis), derivative, 0.0)
             squares = squares + derivative.flatten(1).square().sum(dim=1)
         return squares.sqrt()
+
+
+def _stencil_valid(valid: torch.Tensor, axis: int) -> torch.Tensor:
+    """Where torch.gradient's difference along `axis` uses valid elements only: the element and
+    its two neighbours (one-sided at the ends, where the element itself is one of the two)."""
+    n = valid.shape[axis]
+    if n < 2:
+        return valid
+    before = torch.cat([valid.narrow(axis, 0, 1), valid.narrow(axis, 0, n - 1)], dim=axis)
+    after = torch.cat([valid.narrow(axis, 1, n - 1), valid.narrow(axis, n - 1, 1)], dim=axis)
+    return valid & before & after
+
+
+class MaskedLoss(nn.Module):
+    """An elementwise loss (mse, l1, huber) averaged over the finite target elements only."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        self.name = name
+
+    def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if output.shape != target.shape and output.numel() == target.numel():
+            output = output.reshape(target.shape)
+        valid = torch.isfinite(target)
+        diff = torch.where(valid, output - torch.where(valid, target, 0.0), 0.0)
+        if self.name == "mse":
+            each = diff.square()
+        elif self.name == "huber":  # torch's HuberLoss with delta 1
+            each = torch.where(diff.abs() < 1, 0.5 * diff.square(), diff.abs() - 0.5)
+        else:
+            each = diff.abs()
+        # Summed and divided by the count: the mean over the elements that have a value.
+        return each.sum() / valid.sum().clamp_min(1).to(each.dtype)
 
 
 def build_loss(name: str, spec: DataSpec, model: nn.Module, label_smoothing: float = 0.0) -> nn.Module:
@@ -103,4 +147,6 @@ def build_loss(name: str, spec: DataSpec, model: nn.Module, label_smoothing: flo
                 what, fix = f"a target of shape {tuple(spec.target_shape)}", "trainer.loss=rel_l2 or mse"
             raise ConfigError(f"trainer.loss=h1 needs a field target (channels, *grid) to take derivatives along, not {what}; use {fix}")
         return RelativeH1Loss(spec)
-    return {"nll": nn.NLLLoss, "mse": nn.MSELoss, "l1": nn.L1Loss, "mae": nn.L1Loss, "huber": nn.HuberLoss}[name]()
+    if name == "nll":
+        return nn.NLLLoss()
+    return MaskedLoss({"mae": "l1"}.get(name, name))
