@@ -41,6 +41,7 @@ from ember.files import LOCK_NAME, load_checkpoint, lock_dir, refuse_links, remo
 from ember.models import builder_kwargs, create_model
 from ember.notebook import run_html
 from ember.track import JsonlLogger, TrackContext, open_trackers
+from ember.train.checkpoint import model_weights
 
 
 def default_run_name(cfg: DictConfig) -> str:
@@ -235,7 +236,7 @@ def load_run(path: str | Path, which: str = "best") -> LoadedRun:
     if which == "best" and not path.exists():  # a run without validation keeps no best: its last is it
         path = run.checkpoints / "last.pt"
     try:
-        model.load_state_dict(load_checkpoint(path)["model"])
+        model.load_state_dict(model_weights(load_checkpoint(path), path))
     except (RuntimeError, KeyError, TypeError) as e:  # another model's weights, or not a checkpoint's content
         raise CheckpointError(f"{str(path)!r} does not fit the run's model {cfg.model.name} ({first_line(e)}); it belongs to another run: restore this run's checkpoint, or train it again") from None
     return LoadedRun(model, cfg, spec, run.path)

@@ -175,3 +175,86 @@ def test_rng_state_survives_a_checkpoint_file(tmp_path):
     _draw()  # move every generator on
     checkpoint.set_rng_state(load_checkpoint(path)["rng"])
     _assert_same(first, _draw())
+
+
+# -- damaged checkpoints: one line naming the file, before any kernel sees them -----------------
+
+
+def _adamw_state(model: torch.nn.Module, fused: bool = True) -> torch.optim.AdamW:
+    opt = torch.optim.AdamW(model.parameters(), fused=fused)
+    model(torch.ones(2, 4)).sum().backward()
+    opt.step()
+    return opt
+
+
+def _wrong_shapes(state: dict) -> dict:
+    return {**state, "state": {k: {n: (v if n == "step" else torch.zeros(3)) for n, v in s.items()} for k, s in state["state"].items()}}
+
+
+def _one_more_parameter(state: dict) -> dict:
+    return {**state, "state": {**state["state"], 99: state["state"][0]}}
+
+
+def _int_moments(state: dict) -> dict:
+    return {**state, "state": {k: {n: (v if n == "step" else v.long()) for n, v in s.items()} for k, s in state["state"].items()}}
+
+
+@pytest.mark.parametrize(
+    ("damage", "why"),
+    [
+        (_wrong_shapes, r"parameter 0: exp_avg has shape \(3,\), the parameter \(8, 4\)"),
+        (_one_more_parameter, "state for parameter 99, which the model does not have"),
+        (_int_moments, "parameter 0: exp_avg is torch.int64, not a floating-point tensor"),
+        (lambda s: {**s, "param_groups": s["param_groups"] * 2}, r"parameter groups of \[4, 4\] parameters"),
+        (lambda s: torch.zeros(3), "not an optimizer state"),
+    ],
+)
+def test_an_optimizer_state_that_does_not_fit_the_parameters_is_refused(damage, why):
+    """The fused AdamW kernel, handed moments of the wrong shape, corrupted the heap (SIGABRT)."""
+    from ember.train.optim import check_optimizer_state
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 1))
+    saved = _adamw_state(model).state_dict()
+    check_optimizer_state(_adamw_state(model), saved, "last.pt")  # a fitting state passes
+    with pytest.raises(CheckpointError, match=f"the optimizer state in 'last.pt' does not fit the model \\({why}"):
+        check_optimizer_state(_adamw_state(model), damage(saved), "last.pt")
+
+
+DAMAGED = {
+    "bare_tensor": (lambda ck: torch.zeros(3), "it holds a Tensor, not a checkpoint's mapping"),
+    "no_spec": (lambda ck: {k: v for k, v in ck.items() if k != "spec"}, "no spec"),
+    "extra_state_key": (lambda ck: {**ck, "state": {**ck["state"], "bogus": 1}}, r"unknown training-state keys \['bogus'\]"),
+    "optimizer_shapes": (lambda ck: {**ck, "optimizer": _one_more_parameter(ck["optimizer"])}, "state for parameter 99"),
+}
+
+
+def _damaged_copy(run_dir, dest, kind):
+    import shutil
+
+    shutil.copytree(run_dir, dest, ignore=shutil.ignore_patterns(".lock"))
+    for path in (dest / "checkpoints").glob("*.pt"):
+        torch.save(DAMAGED[kind][0](torch.load(path, weights_only=True)), path)
+    return dest
+
+
+@pytest.mark.parametrize("kind", DAMAGED)
+def test_resume_and_eval_of_a_damaged_checkpoint_are_one_line_naming_it(run_dir, tmp_path, capsys, kind):
+    import re
+
+    from ember.cli import main
+
+    run = _damaged_copy(run_dir[0], tmp_path / "run", kind)
+    before = {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
+    capsys.readouterr()
+    for command in (["train", f"resume={run}", "trainer.max_epochs=3"], ["eval", f"run={run}"]):
+        if command[0] == "eval" and kind != "bare_tensor":
+            continue  # eval reads the weights only (the spec from spec.json)
+        assert main(command) == 2
+        out, err = capsys.readouterr()
+        assert command[0] == "eval" or kind == "optimizer_shapes" or re.search(DAMAGED[kind][1], out), out
+        assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+        # resume warns about each damaged file and ends with "no readable checkpoint"; eval names best.pt
+        assert re.search(DAMAGED[kind][1], err) or "no readable checkpoint" in err, err
+    after = {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
+    assert after.keys() == before.keys()
+    assert {k for k in after if after[k] != before[k]} <= {"summary.json"}, "nothing but the summary rewritten"

@@ -1,5 +1,6 @@
 """Checkpoint files: written atomically, read without executing code."""
 
+import dataclasses
 import os
 import random
 from pathlib import Path
@@ -9,6 +10,11 @@ import torch
 
 from ember.errors import CheckpointError
 from ember.files import load_checkpoint, publish, save_checkpoint, temp_path
+from ember.train.state import TrainState
+
+# What resuming reads from a whole-state checkpoint (a trainer.strategy=fsdp one holds "sharded"
+# in place of the model and optimizer).
+RESUME_KEYS = ("model", "optimizer", "scheduler", "warmup", "scaler", "state", "total_steps", "rng", "interval", "records", "spec")
 
 
 def rng_state() -> dict:
@@ -77,7 +83,33 @@ class CheckpointFiles:
         candidates = self.steps() or ([self.dir / "last.pt"] if (self.dir / "last.pt").exists() else [])
         for path in candidates:
             try:
-                return load_checkpoint(path), path
+                return check_resumable(load_checkpoint(path), path), path
             except CheckpointError as e:
                 warn(f"{e}; falling back to the previous checkpoint")
         raise CheckpointError(f"no readable checkpoint in {str(self.dir)!r}; start a new run without resume=")
+
+
+def check_resumable(ckpt, path: Path) -> dict:
+    """`ckpt` if it holds what resuming reads, else a one-line CheckpointError naming the file
+    (a bare tensor saved as a checkpoint, a key missing, a state key this ember does not know)."""
+    if not isinstance(ckpt, dict):
+        raise damaged(path, f"it holds a {type(ckpt).__name__}, not a checkpoint's mapping")
+    keys = [k for k in RESUME_KEYS if k not in ckpt and not ("sharded" in ckpt and k in ("model", "optimizer"))]
+    if keys:
+        raise damaged(path, f"no {', '.join(keys)}")
+    fields = {f.name for f in dataclasses.fields(TrainState)}
+    if not isinstance(ckpt["state"], dict) or set(ckpt["state"]) - fields or not isinstance(ckpt["spec"], dict):
+        extra = sorted(set(ckpt["state"]) - fields) if isinstance(ckpt["state"], dict) else []
+        raise damaged(path, f"unknown training-state keys {extra}" if extra else "its state or spec is not a mapping")
+    return ckpt
+
+
+def model_weights(ckpt, path: Path) -> dict:
+    """The model's weights in a checkpoint (best.pt, last.pt), or a one-line CheckpointError."""
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
+        raise damaged(path, "no model weights" if isinstance(ckpt, dict) else f"it holds a {type(ckpt).__name__}, not a checkpoint's mapping")
+    return ckpt["model"]
+
+
+def damaged(path: Path, why: str) -> CheckpointError:
+    return CheckpointError(f"checkpoint {str(path)!r} is damaged ({why}); delete it (ember then reads the previous checkpoint) or restore it from a copy of the run")

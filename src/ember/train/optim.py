@@ -9,7 +9,7 @@ import warnings
 import torch
 from torch.optim import lr_scheduler
 
-from ember.errors import ConfigError
+from ember.errors import CheckpointError, ConfigError
 
 # To add an optimizer, add an entry here: name -> (build(optim config, params, fused), the defaults
 # that `optim=name` sets). The name becomes a choice of the `optim` config group. `fused` is None
@@ -120,3 +120,52 @@ def load_schedule(scheduler, saved: dict | None, saved_total: int, total: int, s
         for _ in range(step):
             scheduler.step()
     return f"the lr schedule now spans {total} steps instead of {saved_total}"
+
+
+def check_optimizer_state(optimizer: torch.optim.Optimizer, saved, path) -> None:
+    """Refuse (CheckpointError, one line) a saved optimizer state that does not fit `optimizer`'s
+    parameters, before load_state_dict: torch checks the group sizes only, and the fused AdamW
+    kernel, handed moments of another shape, wrote past them (heap corruption, SIGABRT). Each
+    state tensor but `step` must have its parameter's shape and a floating dtype; each entry must
+    belong to a parameter (torch maps them in order: the i-th saved id to the i-th parameter)."""
+    why = _state_mismatch(optimizer, saved)
+    if why:
+        raise CheckpointError(f"the optimizer state in {str(path)!r} does not fit the model ({why}); it is damaged or from another model: delete it to resume from the previous checkpoint, or start a new run")
+
+
+def _state_mismatch(optimizer: torch.optim.Optimizer, saved) -> str | None:
+    if not isinstance(saved, dict) or not isinstance(saved.get("state"), dict) or not isinstance(saved.get("param_groups"), list):
+        return "not an optimizer state: no state and param_groups"
+    groups = saved["param_groups"]
+    sizes = [len(g.get("params", [])) if isinstance(g, dict) else -1 for g in groups]
+    want = [len(g["params"]) for g in optimizer.param_groups]
+    if sizes != want:
+        return f"parameter groups of {sizes} parameters, the model's optimizer has {want}"
+    ids = [i for g in groups for i in g["params"]]
+    if not all(isinstance(i, int) for i in ids) or len(set(ids)) != len(ids):
+        return "parameter ids that are not distinct integers"
+    params = dict(zip(ids, (p for g in optimizer.param_groups for p in g["params"]), strict=True))
+    for key, entry in saved["state"].items():
+        if key not in params:
+            return f"state for parameter {key!r}, which the model does not have ({len(params)} parameters)"
+        if not isinstance(entry, dict):
+            return f"state of parameter {key!r} is a {type(entry).__name__}, not a mapping"
+        why = _entry_mismatch(entry, params[key])
+        if why:
+            return f"parameter {key!r}: {why}"
+    return None
+
+
+def _entry_mismatch(entry: dict, param: torch.Tensor) -> str | None:
+    for name, value in entry.items():
+        if name == "step":
+            if isinstance(value, torch.Tensor) and (value.numel() != 1 or value.is_complex() or value.dtype == torch.bool):
+                return f"step holds {tuple(value.shape)} {value.dtype}, not one number"
+            continue
+        if value is None or not isinstance(value, torch.Tensor):
+            continue  # SGD's momentum_buffer before the first step; plain numbers of other optimizers
+        if tuple(value.shape) != tuple(param.shape):
+            return f"{name} has shape {tuple(value.shape)}, the parameter {tuple(param.shape)}"
+        if not value.is_floating_point():
+            return f"{name} is {value.dtype}, not a floating-point tensor"
+    return None
