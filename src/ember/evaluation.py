@@ -1,8 +1,10 @@
 """`ember eval`: a run's best checkpoint evaluated on a split beside its baselines, or a
 forecasting run rolled out with `rollout=N`. (The run itself is read back by ember.run.load_run.)"""
 
+import dataclasses
 from pathlib import Path
 
+from omegaconf import OmegaConf
 from torch import nn
 
 from ember import baselines, rollout
@@ -10,7 +12,7 @@ from ember.config import compose, typed
 from ember.config.compose import config_as_overrides
 from ember.data import Splits, build_data
 from ember.data.spec import DataSpec
-from ember.errors import ConfigError
+from ember.errors import ConfigError, EmberError, describe
 from ember.run import RunDir, load_run
 from ember.track.console import Console
 from ember.train.build import build_trainer
@@ -21,8 +23,8 @@ def evaluate_run(path: str | Path, overrides: list[str] = (), console: Console |
     """Evaluate a run's best checkpoint on `data.split` (default test) beside its baselines and
     print the metrics; with `rollout=N` (a forecasting run), roll it out N steps instead."""
     run = RunDir.open(path)
-    model, cfg, spec = load_run(path)
-    cfg = compose(config_as_overrides(cfg) + list(overrides))
+    model, run_cfg, spec = load_run(path)
+    cfg = compose(config_as_overrides(run_cfg) + list(overrides))
     cfg.trainer.progress = "none"
     # In the run's own units: data with other settings (data.resolution=1024 for a model trained
     # at 256) would otherwise be standardized with its own train split's statistics.
@@ -36,15 +38,41 @@ def evaluate_run(path: str | Path, overrides: list[str] = (), console: Console |
         return _rollout(run, model, splits, spec, split, rollout, console)
     with restored_torch_flags():
         trainer = build_trainer(typed(cfg), model, splits, Console("none"))
+        trainer.reference = _reference(run_cfg, cfg, spec, splits, trainer.reference, console)
         loader = {"train": trainer.train_loader, "val": trainer.val_loader, "test": trainer.test_loader}[split]
         metrics = {f"{split}/{k}": v for k, v in trainer.evaluate(loader).items()}
-        base = {} if trainer.uses_loss_protocol else baselines.score(loader, spec, trainer.reference, trainer.device, trainer.to_device)
+        base, extra = ({}, {}) if trainer.uses_loss_protocol else _baselines(trainer, splits.get(split), split)
+    metrics.update({f"{split}/{k}": v for k, v in extra.items()})
     base = {name: {f"{split}/{k}": v for k, v in m.items()} for name, m in base.items()}
-    verdict = baselines.verdict(metrics, base, spec)
+    verdict = baselines.verdict(metrics, base, spec, split)
     if verdict and "skill" in verdict:
         metrics[f"{split}/skill"] = verdict["skill"]
-    baselines.show(console, f"{run.path}: best checkpoint", metrics, base, verdict, spec)
+    baselines.show(console, f"{run.path}: best checkpoint", metrics, base, verdict, spec, baselines.lines(trainer.reference))
     return metrics
+
+
+def _reference(run_cfg, cfg, spec: DataSpec, splits: Splits, own, console: Console):
+    """The baselines fitted on the run's own train split, to score on `splits` (a new file or
+    period given as data overrides); the new data's own train split where the run's data is
+    the same or cannot be read any more (said in one line)."""
+    old, new = (OmegaConf.to_container(c.data, resolve=True) for c in (run_cfg, cfg))
+    old.pop("split", None), new.pop("split", None)
+    if old == new or not isinstance(own, baselines.Fitted):
+        return own
+    try:
+        fitted = baselines.fit(build_data(run_cfg.data, stats_from=spec), qdm=own is not None and "quantile_delta_mapping" in own.names)
+    except EmberError as e:
+        console.print(f"baselines: fitted on this data's own train split: the run's data cannot be read ({describe(e)})")
+        return own
+    console.print("baselines: fitted on the run's own train split, scored on this data")
+    return dataclasses.replace(fitted, times=splits.times, _keys={})
+
+
+def _baselines(trainer, data, split: str) -> tuple[dict, dict]:
+    """The baselines (fitted on this data's train split) scored on the whole of `split`, and the
+    model's distribution scores beside theirs where it corrects a bias."""
+    model = baselines.scoring.model_predictor(trainer) if baselines.bias_correction(trainer.spec) else None
+    return baselines.score(data, trainer.reference, split, trainer.device, model)
 
 
 def _rollout(run: RunDir, model: nn.Module, splits: Splits, spec: DataSpec, split: str, steps: int, console: Console) -> dict[str, float]:

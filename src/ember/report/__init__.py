@@ -52,17 +52,20 @@ def evaluate_split(model, splits, spec, baseline: str | None = None, reference=N
     if split is None:
         return None
     data = getattr(splits, split)
-    ev = evaluate.evaluate(model, data, spec, references=_baseline_predictors(splits, spec, baseline, reference))
+    ev = evaluate.evaluate(model, data, spec, references=_baseline_predictors(splits, spec, baseline, reference, split))
     result = evaluate.classification(ev, spec, data) if spec.task == "classification" else evaluate.regression(ev, spec)
     return {**result, "split": split, "truncated": ev["truncated"]}
 
 
-def _baseline_predictors(splits, spec, only: str | None = None, clim=None) -> dict:
+def _baseline_predictors(splits, spec, only: str | None = None, clim=None, split: str = "test") -> dict:
     """name -> predictions in physical units from a batch of inputs, for each regression baseline
-    (or `only` that one): the report maps their errors beside the model's."""
+    (or `only` that one): the report maps their errors beside the model's. `clim`: the trainer's
+    fitted baselines (their predictions follow the split's times), or a climatology field."""
     if spec.task != "regression":
         return {}
-    clim = clim if clim is not None else baselines.climatology(splits)
+    clim = clim if clim is not None else baselines.fit(splits)
+    if isinstance(clim, baselines.Fitted):
+        return baselines.predictors(clim, split, splits.get(split), only)
     if clim is None:
         return {}
     names = [n for n in baselines.names(spec) if only is None or n == only]

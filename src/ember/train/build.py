@@ -60,10 +60,11 @@ def build_trainer(cfg: "EmberConfig", model: nn.Module, splits: Splits, console:
     own_loss = brings_own_loss(model)
     parallel = strategy.plan(t.strategy, model, own_loss, dist, device, precision, compile_mode)
     loss_fn = None if own_loss else build_loss(t.loss, splits.spec, model, t.label_smoothing).to(device)  # rel_l2 holds the target statistics
-    # What the baselines predict (the train split's climatology, or majority class); the anomaly
-    # correlations are taken against the same climatology.
-    reference = baselines.reference(splits)
-    metrics = build_metrics(splits.spec, reference if splits.spec.task == "regression" else None).to(device)
+    # The baselines, fitted in one pass over the train split; the anomaly correlations are taken
+    # against their climatology (seasonal where the data has times: the trainer hands each
+    # evaluation batch its own).
+    reference = baselines.reference(splits, qdm=bool(getattr(cfg, "baselines", None) and cfg.baselines.qdm))
+    metrics = build_metrics(splits.spec, reference.mean if splits.spec.task == "regression" else None).to(device)
     loaders = _loaders(cfg.data, t.seed, splits, device, dist)
     if len(loaders[0]) == 0:
         raise ConfigError("the train split is empty; check the data source")

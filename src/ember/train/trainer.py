@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
+from ember import baselines
 from ember.data.spec import DataSpec
 from ember.files import load_checkpoint
 from ember.models.layers import BATCH_NORMS, running_batch_norm
@@ -311,8 +312,10 @@ class Trainer:
         self.metrics.reset()
         strategy.sync_buffers(model, dist)
         loss_sum, n = torch.zeros((), device=self.device), 0
-        for x, y in loader:
-            loss_sum += self._eval_batch(x, y)
+        # The seasonal climatology of each batch's valid times: the reference of `acc`.
+        clim = baselines.batch_climatology(self.reference, self._split_of(loader), loader)
+        for i, (x, y) in enumerate(loader):
+            loss_sum += self._eval_batch(x, y, clim(i, len(x)) if clim else None)
             n += len(x)
         if loader.sharded and self.parallel.sharded_params:
             # FSDP gathers parameters in every forward, so every rank makes as many calls: a rank
@@ -326,8 +329,12 @@ class Trainer:
             result.update({k: v.item() for k, v in self.metrics.compute().items()})
         return result
 
-    def _eval_batch(self, x, y) -> torch.Tensor:
-        """The summed loss over one batch; the task's metrics take the batch too."""
+    def _split_of(self, loader) -> str | None:
+        return next((s for s in ("val", "test", "train") if getattr(self, f"{s}_loader", None) is loader), None)
+
+    def _eval_batch(self, x, y, clim: torch.Tensor | None = None) -> torch.Tensor:
+        """The summed loss over one batch; the task's metrics take the batch too (and `clim`,
+        its climatology, for the anomaly correlation)."""
         x, y = self.to_device(x), self.to_device(y)
         with self.autocast():
             if self.uses_loss_protocol:
@@ -336,7 +343,10 @@ class Trainer:
                 out = self.parallel.eval_module(x) if self.ema is None else self.ema.module(x)
                 loss = self.loss_fn(out, y)
                 if len(x):
-                    self.metrics.update(out.float(), y)
+                    if clim is None:
+                        self.metrics.update(out.float(), y)
+                    else:
+                        self.metrics.update(out.float(), y, climatology=clim.to(self.device))
         return loss.float() * len(x)
 
     @property

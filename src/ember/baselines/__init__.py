@@ -1,39 +1,48 @@
 """The predictions that need no training, scored beside every model: a number without a
-reference is not a result.
+reference is not a result. The names (contract C3), in the order they are reported:
 
-- regression: the train split's mean of each output element (`mean` for tables, `climatology` for
-  fields: the mean of each grid point and variable); the input itself where targets are the
-  inputs' own variables on the same grid (`identity`: the uncorrected field of a bias
-  correction; `persistence` when forecasting `data.lead` steps ahead);
-- classification: the train split's most frequent class (`majority`).
+- `climatology` (fields, and any data with times): the train split's mean of each target
+  element per calendar slot of the valid time: per calendar month for monthly data, per day of
+  the year smoothed over 31 days for daily data, and per hour of the day too for sub-daily data
+  (seasonal.py); the reference of every anomaly correlation (`acc`), WeatherBench 2's
+  convention. `mean`: the same without time (the all-time train mean), for tables;
+- `persistence` (forecasting `data.lead` steps ahead: the input at the forecast's start) or
+  `identity` (targets are the inputs' own variables at the same time: the uncorrected field);
+- `linear`: ridge regression of the targets on the inputs, closed form, penalty chosen on
+  validation (vectors and tables; AR(p) where the inputs are lags; linear.py);
+- bias correction (targets the inputs' variables on the same grid, no lead): `linear_scaling`
+  (mean shift per grid point, variable and calendar month; a ratio for precipitation) and
+  `quantile_mapping` (empirical, per grid point and variable; quantile.py), with
+  `quantile_delta_mapping`, the trend-preserving variant, on request (baselines.qdm=true);
+  their distributions are scored beyond RMSE (extremes.py);
+- classification: `majority`, the train split's most frequent class.
 
-They go through the model's own metrics (physical units, per variable), on the same batches. The
-skill score compares the model with the best of them: 1 - MSE_model / MSE_baseline, where MSE is in
-standardized units averaged over variables, so that kelvin do not outweigh mm/day.
+All are fitted in one pass over the train split (fitting.py; the ridge penalty takes one pass
+over validation). A baseline that cannot apply is left out with one line saying why. They go
+through the model's own metrics (physical units, per variable), on whole splits in order
+(scoring.py). The skill score compares the model with the best of them: 1 - MSE_model /
+MSE_baseline, where MSE is in standardized units averaged over variables, so that kelvin do not
+outweigh mm/day.
 """
 
 import math
 
-import numpy as np
 import torch
 
 from ember.data.lazy import LazyDataset
 from ember.data.loaders import TensorData
-from ember.metrics import build_metrics
 from ember.units import raw_inputs
 
 
-def reference(splits):
-    """What the baselines of this data predict from: the climatology (regression) or the
-    majority class (classification); None where there is none to compute."""
-    if splits.spec.task == "classification":
-        return majority(splits) if not splits.spec.target_shape else None
-    return climatology(splits)
+def reference(splits, qdm: bool = False):
+    """Every baseline of `splits` fitted on its train split (fitting.Fitted): what the trainer
+    keeps as `trainer.reference` and scores at the end."""
+    return fit(splits, qdm)
 
 
 def climatology(splits) -> torch.Tensor | None:
-    """The train split's mean of each target element, in physical units (regression), or None
-    where its targets are not numbers."""
+    """The train split's all-time mean of each target element, in physical units (regression),
+    or None where its targets are not numbers (rollout's and older callers' reference)."""
     spec, train = splits.spec, splits.train
     if spec.task != "regression":
         return None
@@ -45,7 +54,7 @@ def climatology(splits) -> torch.Tensor | None:
         return None
     else:  # a user's own Dataset (ember.fit): one pass over its targets, as they come
         total, n = 0.0, 0
-        for y in _targets(train):
+        for y in targets(train):
             total, n = total + y.double().sum(0), n + len(y)
         return total / n if n else None
     if spec.target_mean is not None:  # standardized in memory: back to physical units
@@ -55,30 +64,9 @@ def climatology(splits) -> torch.Tensor | None:
     return mean
 
 
-def majority(splits) -> int | None:
-    """The train split's most frequent class, or None where it has no labels."""
-    train = splits.train
-    if isinstance(train, TensorData):
-        y = train.y
-    elif isinstance(train, LazyDataset):
-        y = train.labels()
-    else:
-        y = torch.cat(list(_targets(train)) or [torch.zeros(0, dtype=torch.long)])
-    if y is None or len(y) == 0:
-        return None
-    return int(np.bincount(np.asarray(torch.as_tensor(y).reshape(-1).long().cpu())).argmax())
-
-
-def _targets(data, batch_size: int = 512):
-    """The targets of a Dataset yielding (x, y), batch by batch."""
-    from torch.utils.data import DataLoader
-
-    for _, y in DataLoader(data, batch_size=batch_size):
-        yield torch.as_tensor(y)
-
-
 def names(spec) -> list[str]:
-    """The baselines this data has, in the order they are reported."""
+    """The baselines that need no fitting beyond a mean (what model.residual starts from and the
+    report's maps name); `fitting.candidates` lists them all."""
     if spec.task == "classification":
         return ["majority"]
     out = ["climatology" if len(spec.target_shape) >= 2 else "mean"]
@@ -88,7 +76,8 @@ def names(spec) -> list[str]:
 
 
 def predict(name: str, x: torch.Tensor, spec, reference, n: int) -> torch.Tensor:
-    """Baseline `name`'s predictions for a batch of (standardized) inputs `x`, in physical units
+    """(With an all-time mean as `reference`; scoring.predict takes fitted baselines and times.)
+    Baseline `name`'s predictions for a batch of (standardized) inputs `x`, in physical units
     (regression) or as one-hot scores (classification); `reference` is the climatology or class."""
     if name == "majority":
         return torch.nn.functional.one_hot(torch.full((n,), reference, dtype=torch.long, device=x.device), spec.num_classes).float()
@@ -96,42 +85,6 @@ def predict(name: str, x: torch.Tensor, spec, reference, n: int) -> torch.Tensor
         return reference.to(x.device).expand(n, *reference.shape)
     # identity / persistence: the inputs' own variables, back in their units.
     return raw_inputs(x.double(), spec)[:, spec.identity_channels]
-
-
-def score(loader, spec, reference, device, to_device=lambda t: t) -> dict[str, dict[str, float]]:
-    """Each baseline's metrics over one evaluation loader: {baseline: {metric: value}}."""
-    if reference is None:
-        return {}
-    wanted = names(spec)
-    clim = reference if spec.task == "regression" else None
-    metrics = {name: build_metrics(spec, clim).to(device) for name in wanted}
-    for x, y in loader:
-        x, y = to_device(x), to_device(y)
-        for name, m in metrics.items():
-            pred = predict(name, x, spec, reference, len(y))
-            if spec.task == "classification":
-                m.update(pred, y)
-            else:  # the targets come standardized, the baselines in physical units
-                m.update(pred, m.physical(y), standardized=False)
-    return {name: defined(name, {k: float(v) for k, v in m.compute().items()}) for name, m in metrics.items()}
-
-
-def defined(name: str, metrics: dict[str, float]) -> dict[str, float]:
-    """A baseline's metrics without those it has no value for: the climatology has no anomaly,
-    so its anomaly correlation is undefined (not 0); one class has no top-5 (ties decide it)."""
-    undefined = {"climatology": "acc", "majority": "top5"}.get(name)
-    return {k: v for k, v in metrics.items() if k.split("/")[0] != undefined}
-
-
-def score_run(trainer) -> dict[str, dict[str, float]]:
-    """Every baseline on the trainer's validation and test splits: {baseline: {split/metric: v}}."""
-    out: dict[str, dict[str, float]] = {}
-    for split, loader in (("val", trainer.val_loader), ("test", trainer.test_loader)):
-        if loader is None:
-            continue
-        for name, metrics in score(loader, trainer.spec, trainer.reference, trainer.device, trainer.to_device).items():
-            out.setdefault(name, {}).update({f"{split}/{k}": v for k, v in metrics.items()})
-    return out
 
 
 def standardized_mse(metrics: dict[str, float], spec) -> float | None:
@@ -167,10 +120,10 @@ def compare(model: dict[str, float], baselines: dict[str, dict[str, float]], spe
     return {"best": best, "skill": s, "beaten": s > 0}
 
 
-def verdict(final: dict[str, float], base: dict[str, dict[str, float]], spec) -> dict | None:
-    """The model against its best baseline on test (val where there is no test split):
-    {"split", "best", "skill" (regression), "beaten"}."""
-    split = "test" if any(k.startswith("test/") for k in final) else "val"
+def verdict(final: dict[str, float], base: dict[str, dict[str, float]], spec, split: str | None = None) -> dict | None:
+    """The model against its best baseline on `split` (default test, val where there is no test
+    split): {"split", "best", "skill" (regression), "beaten"}."""
+    split = split or ("test" if any(k.startswith("test/") for k in final) else "val")
 
     def of_split(m: dict[str, float]) -> dict[str, float]:
         return {k.split("/", 1)[1]: v for k, v in m.items() if k.startswith(split + "/")}
@@ -208,10 +161,32 @@ def table(final: dict[str, float], base: dict[str, dict[str, float]], split: str
     return rows
 
 
-def show(console, heading: str, metrics: dict, base: dict, verdict: dict | None, spec) -> None:
-    """The metrics table, the model beside its baselines, and a warning where it does not beat them."""
+def show(console, heading: str, metrics: dict, base: dict, verdict: dict | None, spec, notes: list[str] = ()) -> None:
+    """The metrics table, the model beside its baselines (after `notes` on them: how the
+    climatology is taken, which baselines are left out and why), and a warning where the model
+    does not beat the best of them."""
     console.table(heading, metrics)
+    for line in notes:
+        console.print(line)
     if verdict:
         console.table(title(spec, verdict["split"]), table(metrics, base, verdict["split"]))
         if line := warning(verdict, metrics, base):
             console.print(line)
+
+
+def lines(fitted) -> list[str]:
+    """What the run says of its baselines: the climatology's kind, each one left out and why."""
+    if not isinstance(fitted, Fitted):
+        return []
+    out = [f"baselines: {note}" for note in fitted.notes]
+    out += [f"baselines: {name} left out: {why}" for name, why in fitted.skipped.items()]
+    if "linear" in fitted.names:
+        out.append(f"baselines: linear is ridge regression, penalty {fitted.alpha:g} x the train sample count (chosen on validation)")
+    return out
+
+
+# The fitted baselines and their scoring (the submodules import nothing from here).
+from ember.baselines.fitting import Fitted, bias_correction, candidates, fit, majority, targets
+from ember.baselines.scoring import batch_climatology, defined, predictors, score, score_run
+
+__all__ = ["Fitted", "batch_climatology", "bias_correction", "candidates", "compare", "defined", "fit", "lines", "majority", "predictors", "score", "score_run", "show", "verdict", "warning"]
