@@ -119,7 +119,7 @@ def test_gridded_targets_become_maps():
 
     from PIL import Image
 
-    img = Image.open(io.BytesIO(base64.b64decode(result["maps"][0]["true"].split(",", 1)[1])))
+    img = Image.open(io.BytesIO(base64.b64decode(result["maps"][0]["true"]["png"].split(",", 1)[1])))
     assert img.size == (12, 8) and img.mode == "RGB"
 
 

@@ -6,14 +6,13 @@ After `ember train` the report uses the model and data still in memory; `ember r
 the best checkpoint (ember.run.load_run) and rebuilds the data (ember.data.build_data).
 """
 
-import base64
 import math
 
 import numpy as np
 import torch
 
 from ember.data import EpochLoader
-from ember.files import png_bytes
+from ember.report.fields import field_panel, png_data_uri
 from ember.units import physical_targets
 
 MAX_SAMPLES = 20000  # the report's evaluation stops here: it shows a picture, not a benchmark
@@ -59,22 +58,33 @@ def evaluate(model: torch.nn.Module, data, spec, batch_size: int = 512, referenc
 
 
 class GridErrors:
-    """Sums of the error and its square per grid point and variable, per predictor."""
+    """Sums of the error and its square per grid point and variable, per predictor, over the
+    finite errors only: a target missing at some times (contract C1) leaves those times out, and
+    a point missing at every time (a mask) comes out NaN."""
 
     def __init__(self):
         self.sums: dict[str, list] = {}
-        self.n: dict[str, int] = {}
 
     def add(self, name: str, pred: torch.Tensor, true: torch.Tensor) -> None:
         err = (pred.double() - true.double()).reshape(len(true), true.shape[1], *true.shape[-2:]) if true.ndim > 3 else (pred.double() - true.double())
-        s = self.sums.setdefault(name, [0.0, 0.0])
+        ok = torch.isfinite(err)
+        err = torch.where(ok, err, torch.zeros_like(err))
+        s = self.sums.setdefault(name, [0.0, 0.0, 0])
         s[0] = s[0] + err.sum(0)
         s[1] = s[1] + (err * err).sum(0)
-        self.n[name] = self.n.get(name, 0) + len(true)
+        s[2] = s[2] + ok.sum(0)
+
+    @property
+    def n(self) -> int:
+        return len(self.sums)
 
     def maps(self) -> dict[str, dict[str, np.ndarray]]:
         """{predictor: {"bias": (C, H, W), "rmse": (C, H, W)}} over the samples seen."""
-        return {k: {"bias": (s[0] / self.n[k]).numpy(), "rmse": (s[1] / self.n[k]).sqrt().numpy()} for k, s in self.sums.items()}
+        out = {}
+        for k, (total, squares, count) in self.sums.items():
+            n = torch.where(count > 0, count.double(), torch.full_like(count, float("nan"), dtype=torch.float64))
+            out[k] = {"bias": (total / n).numpy(), "rmse": (squares / n).sqrt().numpy()}
+        return out
 
 
 def classification(ev: dict, spec, data) -> dict:
@@ -186,7 +196,7 @@ def regression(ev: dict, spec) -> dict:
     }
     target_shape = tuple(spec.target_shape)
     if len(target_shape) >= 2 and min(target_shape[-2:]) >= 4 and out.shape[1:] == target_shape:
-        result["maps"] = maps(out, y)
+        result["maps"] = maps(out, y, spec)
     if ev.get("grid"):
         result["error_maps"] = error_maps(ev["grid"], spec)
     return result
@@ -194,75 +204,67 @@ def regression(ev: dict, spec) -> dict:
 
 def error_maps(grid: dict[str, dict[str, np.ndarray]], spec) -> list[dict]:
     """Per variable, the mean bias and the RMSE of each predictor (the model, the baselines) per
-    grid point as PNGs on one colour scale per variable and quantity, north up, with the grid's
-    latitude and longitude extent for the axes."""
-    lat, lon = spec.lat, spec.lon
-    flip = bool(lat) and len(lat) > 1 and lat[0] < lat[-1]  # rows run south to north: draw north up
+    grid point, as panels (report.fields) on one colour scale per variable and quantity. Points
+    masked in the targets (NaN) stay NaN and are drawn as no data."""
     out = []
     first = next(iter(grid.values()))["bias"]
     channels = first.shape[0] if first.ndim == 3 else 1
+
     for c in range(channels):
         def field(name, kind):
             a = grid[name][kind]
-            a = a[c] if a.ndim == 3 else a
-            return a[::-1] if flip else a
+            return a[c] if a.ndim == 3 else a
 
-        b_max = max(float(np.abs(field(n, "bias")).max()) for n in grid) or 1.0
-        r_max = max(float(field(n, "rmse").max()) for n in grid) or 1.0
-        units = (spec.target_units or [""] * channels)[c] if spec.target_units and c < len(spec.target_units) else ""
+        b_max = _finite_max(np.abs(field(n, "bias")) for n in grid)
+        r_max = _finite_max(field(n, "rmse") for n in grid)
+        units = spec.target_units[c] if getattr(spec, "target_units", None) and c < len(spec.target_units) else ""
         item = {"variable": spec.target_name(c), "units": units, "bias_max": _r(b_max), "rmse_max": _r(r_max), "predictors": []}
-        if lat:
-            item["lat"] = [_r(max(lat)), _r(min(lat))] if flip or lat[0] > lat[-1] else [_r(lat[0]), _r(lat[-1])]
-        if lon:
-            item["lon"] = [_r(lon[0]), _r(lon[-1])]
         for name in grid:
             bias, rmse = field(name, "bias"), field(name, "rmse")
             item["predictors"].append({
                 "name": name,
-                "mean_bias": _r(float(bias.mean())),
-                "mean_rmse": _r(float(np.sqrt((rmse**2).mean()))),
-                "bias": png_data_uri(colormap((bias / b_max + 1) / 2, DIVERGING)),
-                "rmse": png_data_uri(colormap(rmse / r_max, VIRIDIS)),
+                "mean_bias": _r(float(np.nanmean(bias))) if np.isfinite(bias).any() else None,
+                "mean_rmse": _r(float(np.sqrt(np.nanmean(rmse**2)))) if np.isfinite(rmse).any() else None,
+                "bias": field_panel(bias, spec, -b_max, b_max, True, units),
+                "rmse": field_panel(rmse, spec, 0.0, r_max, False, units),
             })
         out.append(item)
     return out
+
+
+def _finite_max(arrays) -> float:
+    """The largest finite value over `arrays`, 1 where there is none or it is 0 (a scale's end)."""
+    best = 0.0
+    for a in arrays:
+        a = np.asarray(a)
+        if np.isfinite(a).any():
+            best = max(best, float(np.nanmax(np.where(np.isfinite(a), a, np.nan))))
+    return best or 1.0
 
 
 def _r(v: float) -> float:
     return float(f"{float(v):.5g}")
 
 
-def maps(out: np.ndarray, y: np.ndarray, n: int = 3) -> list[dict]:
-    """Target, prediction and error of the first channel of a few gridded samples, as PNGs."""
+def maps(out: np.ndarray, y: np.ndarray, spec=None, n: int = 3) -> list[dict]:
+    """Target, prediction and error of the first channel of a few gridded samples, as panels
+    (report.fields: north up, axes, colour bar; masked points as no data)."""
     rows = []
+    units = (getattr(spec, "target_units", None) or [""])[0] or ""
     for i in range(min(n, len(y))):
         t = y[i].reshape(-1, *y.shape[-2:])[0]
         p = out[i].reshape(-1, *out.shape[-2:])[0]
-        lo, hi = float(min(t.min(), p.min())), float(max(t.max(), p.max()))
+        both = np.concatenate([t[np.isfinite(t)], p[np.isfinite(p)]])
+        lo, hi = (float(both.min()), float(both.max())) if both.size else (0.0, 1.0)
         err = p - t
-        e = float(np.abs(err).max()) or 1.0
+        e = _finite_max([np.abs(err)])
         rows.append({
             "index": i,
+            "variable": spec.target_name(0) if hasattr(spec, "target_name") else "",
             "range": [_r(lo), _r(hi)],
             "error_max": _r(e),
-            "true": png_data_uri(colormap((t - lo) / (hi - lo or 1), VIRIDIS)),
-            "pred": png_data_uri(colormap((p - lo) / (hi - lo or 1), VIRIDIS)),
-            "error": png_data_uri(colormap((err / e + 1) / 2, DIVERGING)),
+            "true": field_panel(t, spec, lo, hi, False, units),
+            "pred": field_panel(p, spec, lo, hi, False, units),
+            "error": field_panel(err, spec, -e, e, True, units),
         })
     return rows
-
-
-VIRIDIS = [(68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37)]
-DIVERGING = [(33, 102, 172), (146, 197, 222), (247, 247, 247), (244, 165, 130), (178, 24, 43)]
-
-
-def colormap(v: np.ndarray, anchors: list[tuple]) -> np.ndarray:
-    v = np.clip(np.nan_to_num(v, nan=0.0), 0, 1)
-    pos = np.linspace(0, 1, len(anchors))
-    rgb = [np.interp(v, pos, [a[c] for a in anchors]) for c in range(3)]
-    return np.stack(rgb, axis=-1).round().astype(np.uint8)
-
-
-def png_data_uri(img: np.ndarray) -> str:
-    """A (H, W) grey or (H, W, 3) RGB uint8 array as a data: URI holding a PNG."""
-    return "data:image/png;base64," + base64.b64encode(png_bytes(img)).decode("ascii")

@@ -13,6 +13,7 @@ from importlib import resources
 import yaml
 
 from ember.report.collect import RunData, curves, status_note
+from ember.report.fields import field_html
 from ember.track import flatten
 
 FIRST = ["loss"]
@@ -192,7 +193,7 @@ def evaluation_section(page: Page, ev: dict) -> str:
             for ex in examples:
                 caption = f"#{ex['index']}: true {ex['true']}, predicted {ex['pred']} ({ex['p']:.0%})"
                 if "png" in ex:
-                    parts.append(f'<figure><img class="px" alt="{esc(caption)}" src="{ex["png"]}"><figcaption>{esc(caption)}</figcaption></figure>')
+                    parts.append(f'<figure><img class="px" alt="{esc(caption)}" src="{esc(ex["png"])}"><figcaption>{esc(caption)}</figcaption></figure>')
                 else:
                     series = [{"name": f"channel {c}", "points": [[j, v] for j, v in enumerate(ch)], "colorIndex": c} for c, ch in enumerate(ex["signal"])]
                     parts.append(page.chart({"type": "line", "series": series, "compact": True, "height": 130, "xlabel": "", "ylabel": ""}, caption))
@@ -206,9 +207,10 @@ def evaluation_section(page: Page, ev: dict) -> str:
         parts.append(page.chart({"type": "bars", "edges": hist["edges"], "series": [{"name": "samples", "values": hist["counts"]}], "xlabel": "residual (predicted − true)", "ylabel": "count"}, "residuals", hist_note))
         parts.append("</div>")
         for m in ev.get("maps") or []:
-            parts.append(f"<h3>Sample {m['index']}</h3><div class=\"maps\">")
-            for key, what in (("true", f"target, {m['range'][0]} to {m['range'][1]}"), ("pred", "prediction, same scale"), ("error", f"error, ±{m['error_max']}")):
-                parts.append(f'<figure><img class="px" alt="{esc(what)}" src="{m[key]}"><figcaption>{esc(what)}</figcaption></figure>')
+            name = f"{m['variable']}, " if m.get("variable") else ""
+            parts.append(f"<h3>Sample {esc(m['index'])}</h3>{_maps_div(m['true'])}")
+            for key, what in (("true", f"{name}target"), ("pred", "prediction, same scale"), ("error", "error (prediction − target)")):
+                parts.append(field_html(m[key], what))
             parts.append("</div>")
         parts.append(error_maps_html(ev.get("error_maps") or []))
     elif ev.get("error"):
@@ -216,32 +218,26 @@ def evaluation_section(page: Page, ev: dict) -> str:
     return "".join(parts)
 
 
+def _maps_div(panel: dict) -> str:
+    """A row of panels: three across, or one per row for a band much wider than tall (18 x 432)."""
+    h, w = panel["shape"]
+    return '<div class="maps wide">' if w > 4 * h else '<div class="maps">'
+
+
 def error_maps_html(variables: list[dict]) -> str:
     """Per variable: mean bias and RMSE per grid point of the model beside each baseline's, on
-    shared scales, with the latitude and longitude extent on the axes."""
+    shared scales, each panel north up with latitude and longitude axes and a colour bar."""
     parts = []
     for v in variables:
         units = f" {v['units']}" if v.get("units") else ""
         parts.append(f"<h3>{esc(v['variable'])}: error per grid point</h3><p class=muted>mean bias from −{esc(v['bias_max'])} (blue) to +{esc(v['bias_max'])}{esc(units)} (red); RMSE from 0 to {esc(v['rmse_max'])}{esc(units)}</p>")
         for kind, label in (("bias", "mean bias"), ("rmse", "RMSE")):  # one row each: the model, then the baseline
-            parts.append('<div class="maps">')
-            for p in v["predictors"]:
-                caption = f"{p['name']}: {label} {p['mean_' + kind]}{units}"
-                parts.append(f"<figure>{_axes(v, p[kind], caption)}<figcaption>{esc(caption)}</figcaption></figure>")
+            panels = v["predictors"]
+            parts.append(_maps_div(panels[0][kind]) if panels else '<div class="maps">')
+            for p in panels:
+                parts.append(field_html(p[kind], f"{p['name']}: {label} {fmt(p['mean_' + kind])}{units}"))
             parts.append("</div>")
     return "".join(parts)
-
-
-def _axes(v: dict, png: str, caption: str) -> str:
-    """A map image with latitude (left) and longitude (below) extents as axis labels."""
-    img = f'<img class="px" alt="{esc(caption)}" src="{png}">'
-    if "lat" not in v or "lon" not in v:
-        return img
-    lat, lon = v["lat"], v["lon"]
-    return (f'<div style="display:grid;grid-template-columns:auto 1fr;gap:2px;font-size:11px">'
-            f'<div style="display:flex;flex-direction:column;justify-content:space-between;text-align:right">'
-            f'<span>{esc(lat[0])}°</span><span>lat</span><span>{esc(lat[1])}°</span></div>{img}<span></span>'
-            f'<div style="display:flex;justify-content:space-between"><span>{esc(lon[0])}°</span><span>lon</span><span>{esc(lon[1])}°</span></div></div>')
 
 
 def rollout_section(page: Page, result: dict) -> str:
@@ -258,7 +254,7 @@ def rollout_section(page: Page, result: dict) -> str:
         charts.append(page.chart({"type": "line", "series": series, "xlabel": "lead (time steps)", "ylabel": key}, f"{key} against lead time"))
     rows = [[lead] + [scores[name][i].get(k, "") for name in scores for k in keys] for i, lead in enumerate(leads)]
     head = ["lead"] + [f"{name} {k}" for name in scores for k in keys]
-    intro = f"<p class=muted>{result['forecasts']} forecasts from start times of the {esc(result['split'])} split, each fed back as the next input.</p>"
+    intro = f"<p class=muted>{esc(result['forecasts'])} forecasts from start times of the {esc(result['split'])} split, each fed back as the next input.</p>"
     return intro + '<div class="grid">' + "".join(charts) + "</div>" + table(rows, head, numeric=set(range(1, len(head))))
 
 
