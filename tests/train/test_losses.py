@@ -4,6 +4,7 @@ import io
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -106,3 +107,47 @@ def test_an_fno_trains_on_h1_from_the_command_line(tmp_path):
     result = train(cfg, console=Console("none", stream=io.StringIO()))
     # The loss is the H1 error, not the L2 one the metrics report beside it.
     assert math.isfinite(result.metrics["val/loss"]) and result.metrics["val/loss"] != pytest.approx(result.metrics["val/relative_l2"], rel=1e-2)
+
+
+def masked_field(seed=0):
+    """A batch of 2-channel fields with land (NaN at fixed points) and a gap, and predictions."""
+    g = torch.Generator().manual_seed(seed)
+    true, pred = torch.randn(4, 2, 6, 8, generator=g) + 2.0, torch.randn(4, 2, 6, 8, generator=g) + 2.0
+    true[:, :, 0, :3] = float("nan")
+    true[1, 0, 4, 4] = float("nan")
+    return pred, true
+
+
+@pytest.mark.parametrize("name", ["mse", "l1", "huber"])
+def test_elementwise_losses_leave_missing_targets_out_as_numpy_does(name):
+    pred, true = masked_field()
+    p, t = pred.numpy().astype(np.float64), true.numpy().astype(np.float64)
+    valid = np.isfinite(t)
+    d = (p - t)[valid]
+    expected = {"mse": np.mean(d**2), "l1": np.mean(np.abs(d)), "huber": np.mean(np.where(np.abs(d) < 1, 0.5 * d**2, np.abs(d) - 0.5))}[name]
+    loss = build_loss(name, DataSpec(input_shape=(2, 6, 8), task="regression", target_shape=(2, 6, 8)), nn.Identity())
+    value = loss(pred.requires_grad_(), true)
+    assert math.isfinite(value.item()) and value.item() == pytest.approx(expected, rel=1e-5)
+    value.backward()
+    assert torch.isfinite(pred.grad).all() and (pred.grad[:, :, 0, :3] == 0).all()  # no gradient from land
+    # Where every target is finite it is torch's own loss.
+    full = true.nan_to_num(0.5)
+    torch_loss = {"mse": nn.functional.mse_loss, "l1": nn.functional.l1_loss, "huber": nn.functional.huber_loss}[name]
+    assert loss(pred.detach(), full).item() == pytest.approx(torch_loss(pred.detach(), full).item(), rel=1e-6)
+
+
+def test_rel_l2_and_h1_leave_missing_targets_out():
+    pred, true = masked_field(1)
+    spec = DataSpec(input_shape=(2, 6, 8), task="regression", target_shape=(2, 6, 8), target_mean=[1.0, -1.0], target_std=[2.0, 0.5])
+    mean, std = np.array([1.0, -1.0]).reshape(1, 2, 1, 1), np.array([2.0, 0.5]).reshape(1, 2, 1, 1)
+    p, t = pred.numpy() * std + mean, true.numpy() * std + mean
+    valid = np.isfinite(t)
+    err = np.where(valid, p - t, 0).reshape(4, -1)
+    norm = np.where(valid, t, 0).reshape(4, -1)
+    expected = np.mean(np.linalg.norm(err, axis=1) / np.linalg.norm(norm, axis=1))
+    assert RelativeL2Loss(spec)(pred, true).item() == pytest.approx(expected, rel=1e-5)
+    # H1: finite, and blind to whatever the prediction holds on land.
+    h1 = RelativeH1Loss(spec)
+    other = pred.clone()
+    other[:, :, 0, :3] = 100.0
+    assert math.isfinite(h1(pred, true).item()) and h1(other, true).item() == pytest.approx(h1(pred, true).item(), rel=1e-6)

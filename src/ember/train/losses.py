@@ -108,26 +108,36 @@ def _stencil_valid(valid: torch.Tensor, axis: int) -> torch.Tensor:
     return valid & before & after
 
 
-class MaskedLoss(nn.Module):
-    """An elementwise loss (mse, l1, huber) averaged over the finite target elements only."""
+def masked_mean(output: torch.Tensor, target: torch.Tensor, kind: str, delta: float = 1.0) -> torch.Tensor:
+    """The mean of an elementwise loss (mse, l1, huber) over the finite target elements only."""
+    if output.shape != target.shape and output.numel() == target.numel():
+        output = output.reshape(target.shape)
+    valid = torch.isfinite(target)
+    diff = torch.where(valid, output - torch.where(valid, target, 0.0), 0.0)
+    if kind == "mse":
+        each = diff.square()
+    elif kind == "huber":  # torch's HuberLoss
+        each = torch.where(diff.abs() < delta, 0.5 * diff.square(), delta * (diff.abs() - 0.5 * delta))
+    else:
+        each = diff.abs()
+    # Summed and divided by the count: the mean over the elements that have a value.
+    return each.sum() / valid.sum().clamp_min(1).to(each.dtype)
 
-    def __init__(self, name: str):
-        super().__init__()
-        self.name = name
 
+# torch's losses, subclassed so that code asking for an MSELoss still finds one.
+class MaskedMSELoss(nn.MSELoss):
     def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if output.shape != target.shape and output.numel() == target.numel():
-            output = output.reshape(target.shape)
-        valid = torch.isfinite(target)
-        diff = torch.where(valid, output - torch.where(valid, target, 0.0), 0.0)
-        if self.name == "mse":
-            each = diff.square()
-        elif self.name == "huber":  # torch's HuberLoss with delta 1
-            each = torch.where(diff.abs() < 1, 0.5 * diff.square(), diff.abs() - 0.5)
-        else:
-            each = diff.abs()
-        # Summed and divided by the count: the mean over the elements that have a value.
-        return each.sum() / valid.sum().clamp_min(1).to(each.dtype)
+        return masked_mean(output, target, "mse")
+
+
+class MaskedL1Loss(nn.L1Loss):
+    def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return masked_mean(output, target, "l1")
+
+
+class MaskedHuberLoss(nn.HuberLoss):
+    def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return masked_mean(output, target, "huber", self.delta)
 
 
 def build_loss(name: str, spec: DataSpec, model: nn.Module, label_smoothing: float = 0.0) -> nn.Module:
@@ -147,6 +157,4 @@ def build_loss(name: str, spec: DataSpec, model: nn.Module, label_smoothing: flo
                 what, fix = f"a target of shape {tuple(spec.target_shape)}", "trainer.loss=rel_l2 or mse"
             raise ConfigError(f"trainer.loss=h1 needs a field target (channels, *grid) to take derivatives along, not {what}; use {fix}")
         return RelativeH1Loss(spec)
-    if name == "nll":
-        return nn.NLLLoss()
-    return MaskedLoss({"mae": "l1"}.get(name, name))
+    return {"nll": nn.NLLLoss, "mse": MaskedMSELoss, "l1": MaskedL1Loss, "mae": MaskedL1Loss, "huber": MaskedHuberLoss}[name]()
