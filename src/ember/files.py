@@ -44,7 +44,7 @@ def temp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
-def write_atomic(path: str | Path, data: bytes | str | Callable[[BinaryIO], None], within: Path | None = None, size: int | None = None) -> None:
+def write_atomic(path: str | Path, data: bytes | str | Callable[[BinaryIO], None], within: Path | None = None, size: Callable[[], int] | None = None) -> None:
     """Write `data` (bytes, text, or a function that writes into a binary file) to a temporary
     file beside `path`, then rename it over `path`: a reader, or a job killed mid-write, sees the
     old file or the new one, never half of one.
@@ -53,9 +53,10 @@ def write_atomic(path: str | Path, data: bytes | str | Callable[[BinaryIO], None
     written through), and the rename replaces a link at `path` instead of writing its target.
     `within` (a run directory) confines the write: every folder from it down to `path` is opened
     without following links, so a linked `checkpoints/` cannot send a file out of the run, and an
-    OSError becomes one line (a full disk says how much space the file needs: `size` bytes)."""
+    OSError becomes one line (a full disk says how much space the file needs: `size()` bytes,
+    asked only then)."""
     path = Path(path)
-    with write_errors(path, within, size if size is not None else _size(data)):
+    with write_errors(path, within, size or (lambda: _size(data))):
         folder = open_folder(path.parent, within)
         tmp = temp_path(path).name
         try:
@@ -130,7 +131,7 @@ def run_folder(root: Path, name: str) -> Path:
 
 
 @contextlib.contextmanager
-def write_errors(path: Path, within: Path | None, size: int | None):
+def write_errors(path: Path, within: Path | None, size: Callable[[], int | None] | None):
     """An OSError while writing a run's file becomes one line: a full disk or a file-size limit
     says how much space the file needs, a deleted run directory says so. Outside a run (`within`
     None) the caller words its own (see output_errors)."""
@@ -140,14 +141,15 @@ def write_errors(path: Path, within: Path | None, size: int | None):
         if within is None:
             raise
         if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            raise OutputError(f"cannot write {str(path)!r}: {_space(e, path, size)}; the previous file is kept") from None
+            raise OutputError(f"cannot write {str(path)!r}: {_space(e, path, size)}; the files written before it are kept") from None
         if not Path(within).is_dir():
             raise OutputError(f"the run directory {str(within)!r} was deleted or unmounted while the run wrote {path.name}; nothing more can be saved: start the run again") from None
         raise OutputError(f"cannot write {str(path)!r} ({e.strerror or e}); free space or fix the folder's permissions, then resume") from None
 
 
-def _space(e: OSError, path: Path, size: int | None) -> str:
-    need = f"it needs about {_mb(size)}" if size else "it needs more space"
+def _space(e: OSError, path: Path, size: Callable[[], int | None] | None) -> str:
+    n = size() if size else None
+    need = f"it needs about {_mb(n)}" if n else "it needs more space"
     if e.errno == errno.EFBIG:
         import resource
 
@@ -159,10 +161,12 @@ def _space(e: OSError, path: Path, size: int | None) -> str:
         st = os.statvfs(next(p for p in [path.parent, *path.parents] if p.exists()))
         free = st.f_bavail * st.f_frsize
     where = f" ({_mb(free)} free)" if free is not None else ""
-    return f"the disk is full{where} and {need}: free space on that disk or choose another run.root"
+    return f"the disk is full{where} and {need}: free space on that disk (or train under another run.root), then resume"
 
 
 def _mb(n: int) -> str:
+    if n < 1e6:
+        return f"{max(n, 1000) / 1e3:.0f} kB"
     return f"{n / 1e6:.1f} MB" if n < 1e9 else f"{n / 1e9:.2f} GB"
 
 
@@ -310,7 +314,7 @@ def _read_holder(fd: int) -> str:
 def save_checkpoint(obj, path: Path, within: Path | None = None) -> None:
     """torch.save through write_atomic: a reader (or a job killed mid-write) sees the old
     checkpoint or the new one, never half of one. `within`: the run directory (see write_atomic)."""
-    write_atomic(path, lambda f: _torch_save(obj, f), within=within, size=tensor_bytes(obj))
+    write_atomic(path, lambda f: _torch_save(obj, f), within=within, size=lambda: saved_bytes(obj))
 
 
 def _torch_save(obj, f: BinaryIO) -> None:
@@ -337,15 +341,22 @@ def _torch_save(obj, f: BinaryIO) -> None:
         raise
 
 
-def tensor_bytes(obj) -> int:
-    """The bytes of the tensors in a nested state (what a checkpoint of it roughly takes)."""
-    if isinstance(obj, torch.Tensor):
-        return obj.untyped_storage().nbytes()
-    if isinstance(obj, dict):
-        return sum(tensor_bytes(v) for v in obj.values())
-    if isinstance(obj, (list, tuple)):
-        return sum(tensor_bytes(v) for v in obj)
-    return 0
+def saved_bytes(obj) -> int:
+    """The size of `obj`'s checkpoint file, counted by writing it to nowhere (on a full disk only)."""
+
+    class Count:
+        n = 0
+
+        def write(self, b):
+            self.n += len(b)
+            return len(b)
+
+        def flush(self):
+            pass
+
+    counter = Count()
+    torch.save(obj, counter)
+    return counter.n
 
 
 def load_checkpoint(path: Path) -> dict:

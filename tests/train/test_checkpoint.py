@@ -258,3 +258,54 @@ def test_resume_and_eval_of_a_damaged_checkpoint_are_one_line_naming_it(run_dir,
     after = {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
     assert after.keys() == before.keys()
     assert {k for k in after if after[k] != before[k]} <= {"summary.json"}, "nothing but the summary rewritten"
+
+
+# -- a full disk, a deleted run directory, during training ---------------------------------------
+
+TINY = ["experiment=linear_regression", "trainer.max_epochs=3", "trainer.checkpoint_every_n_steps=1", "trainer.progress=none", "track=[]", "run.report=false"]
+
+
+def test_a_full_disk_at_a_checkpoint_is_one_line_and_keeps_the_previous_one(tmp_path, monkeypatch, capsys):
+    import errno
+    import os
+
+    import ember.files
+    from ember.cli import main
+
+    real, calls = ember.files._torch_save, []
+
+    def full(obj, f):  # the second checkpoint finds the disk full after a few bytes
+        calls.append(1)
+        if len(calls) > 1:
+            f.write(b"half")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(obj, f)
+
+    monkeypatch.setattr(ember.files, "_torch_save", full)
+    run = tmp_path / "run"
+    assert main(["train", *TINY, f"run.dir={run}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot write ") and len(err.strip().splitlines()) == 1, err
+    assert "step-000000002.pt': the disk is full (" in err and "it needs about 20 kB" in err
+    names = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert names == ["last.pt", "step-000000001.pt"]  # no temporary left, the first kept and readable
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["state"]["step"] == 1
+
+
+def test_a_run_directory_deleted_while_training_is_one_line(tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from ember.cli import main
+    from ember.train.checkpoint import CheckpointFiles
+
+    real = CheckpointFiles.save
+
+    def deleted(self, trainer, step):
+        shutil.rmtree(self.dir.parent)
+        return real(self, trainer, step)
+
+    monkeypatch.setattr(CheckpointFiles, "save", deleted)
+    assert main(["train", *TINY, f"run.dir={tmp_path / 'run'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the run directory ") and len(err.strip().splitlines()) == 1, err
+    assert "was deleted or unmounted while the run wrote " in err and "start the run again" in err
