@@ -108,6 +108,23 @@ def test_hdf5_nan_and_bad_files(tmp_path):
         load_data("hdf5", path=str(tmp_path / "labels.h5"))
 
 
+def test_fractional_class_ids_absurd_sizes_and_all_nan_are_refused(tmp_path):
+    x, y = _write(tmp_path / "d.h5")
+    with h5py.File(tmp_path / "frac.h5", "w") as f:
+        f["x"], f["y"] = x, y + 0.7  # 0.7 and 1.7 would floor to classes 0 and 1
+    with pytest.raises(DataError, match=r"frac.h5: dataset 'y' holds [01].7 at sample 0, not a class id; with data.task=classification the labels must be whole numbers 0..K-1"):
+        load_data("hdf5", path=str(tmp_path / "frac.h5"), task="classification", num_workers=0)
+    with h5py.File(tmp_path / "huge.h5", "w") as f:  # declares 10^12 rows, stores none
+        f.create_dataset("x", shape=(10**12, 3), dtype="f4", chunks=(1024, 3))
+        f.create_dataset("y", shape=(10**12,), dtype="f4", chunks=(1024,))
+    with pytest.raises(DataError, match=r"huge.h5 declares 1,000,000,000,000 samples, whose statistics alone would take .* GB of this machine's .* of memory; reduce the number of samples"):
+        load_data("hdf5", path=str(tmp_path / "huge.h5"), num_workers=0)
+    with h5py.File(tmp_path / "allnan.h5", "w") as f:
+        f["x"], f["y"] = np.full_like(x, np.nan), y
+    with pytest.raises(DataError, match=r"every sample of .*allnan.h5 holds NaN or infinite values .*data.nan=drop would drop them all: fix the data$"):
+        load_data("hdf5", path=str(tmp_path / "allnan.h5"), num_workers=0, nan="drop")
+
+
 def test_training_on_hdf5_learns_and_runs_from_the_cli(tmp_path, ember_cli):
     _write(tmp_path / "d.h5", n=600)
     result = fit(tmp_path, "data=hdf5", f"data.path={tmp_path / 'd.h5'}", "data.num_workers=0", "model=mlp", "trainer.max_epochs=8", "optim.lr=0.003", "sched=none")

@@ -17,7 +17,7 @@ import numpy as np
 
 from ember.data import Splits, register_data
 from ember.data.checks import check_labels, expand_paths, plural, require, unknown_name
-from ember.data.lazy import Handles, LazyDataset
+from ember.data.lazy import Handles, LazyDataset, check_sizes
 from ember.data.loaders import default_workers
 from ember.data.spec import DataSpec
 from ember.errors import DataError
@@ -50,6 +50,7 @@ def dataset(reader, nan: str, num_classes: int) -> tuple[LazyDataset, np.ndarray
     Shared by the file-backed sources (HDF5 here, NetCDF/Zarr in gridded.py, lazy image folders).
     """
     check_choice("data.nan", nan, ("error", "drop"))
+    check_sizes(reader)  # before anything sized by the file's declared row count is allocated
     data = LazyDataset(reader)
     s = data.scan()
     rows = np.arange(len(reader))
