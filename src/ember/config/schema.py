@@ -161,6 +161,16 @@ class TuneConfig:
 
 
 @dataclass(kw_only=True)
+class BaselinesConfig:
+    """The references every run is scored beside (ember.baselines)."""
+
+    qdm: bool = False  # bias correction: also quantile delta mapping, the trend-preserving variant of quantile mapping
+
+    def __post_init__(self):
+        check_fields(self, "baselines")
+
+
+@dataclass(kw_only=True)
 class EmberConfig:
     model: Any = None
     data: Any = None
@@ -169,6 +179,7 @@ class EmberConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     run: RunConfig = field(default_factory=RunConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
+    baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
     track: Annotated[list[str], OneOf(TRACKERS)] = field(default_factory=lambda: ["tensorboard"])  # metrics.jsonl is always written
     resume: str | None = None
 
