@@ -145,7 +145,9 @@ class Browser:
         shutil.rmtree(self.profile, ignore_errors=True)
 
 
-def render(path: Path, width: int = 1280, height: int = 900, screenshot: Path | None = None) -> Rendered:
+def render(path: Path, width: int = 1280, height: int = 900, screenshot: Path | None = None, script: str | None = None) -> Rendered:
+    """`script`: a JavaScript expression run once the page has drawn (a promise is awaited); its
+    value (JSON-able) lands in `Rendered.extra["script"]`, before the screenshot is taken."""
     browser = Browser()
     try:
         target = browser.send("Target.createTarget", {"url": "about:blank"})["targetId"]
@@ -158,6 +160,12 @@ def render(path: Path, width: int = 1280, height: int = 900, screenshot: Path | 
         browser.wait_for("Page.loadEventFired")
         state = browser.send("Runtime.evaluate", {"expression": "JSON.stringify({body: Object.assign({}, document.body.dataset), width: window.innerWidth, svgs: document.querySelectorAll('figure svg').length})", "returnByValue": True}, s)
         page = json.loads(state["result"]["value"])
+        extra = {}
+        if script is not None:
+            done = browser.send("Runtime.evaluate", {"expression": script, "returnByValue": True, "awaitPromise": True}, s)
+            extra["script"] = done.get("result", {}).get("value")
+            if "exceptionDetails" in done:
+                extra["script_error"] = done["exceptionDetails"].get("exception", {}).get("description") or done["exceptionDetails"].get("text")
         shot = None
         if screenshot is not None:
             full = min(int(page["body"].get("height", height)), 16000)
@@ -175,7 +183,7 @@ def render(path: Path, width: int = 1280, height: int = 900, screenshot: Path | 
                 console.append("exception: " + (d.get("exception", {}).get("description") or d.get("text", "")))
             elif e.get("method") == "Log.entryAdded" and p.get("entry", {}).get("level") == "error":
                 console.append("log: " + p["entry"].get("text", ""))
-        return Rendered(body=page["body"], console=console, width=page["width"], screenshot=shot, svgs=page["svgs"])
+        return Rendered(body=page["body"], console=console, width=page["width"], screenshot=shot, svgs=page["svgs"], extra=extra)
     finally:
         browser.close()
 

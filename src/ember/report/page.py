@@ -302,7 +302,10 @@ def single(run: RunData, ev: dict | None, model: dict | None, notes: list[str]) 
         rows = [[n] + [metrics.get(f"{sp}/{n}", "") for sp in splits] for n in names]
         sections.append(("metrics", "Final metrics", table(rows, ["metric"] + splits, numeric=set(range(1, len(splits) + 1)))))
     if (run.path / "rollout.json").is_file():
-        sections.append(("rollout", "Rollout", rollout_section(page, json.loads((run.path / "rollout.json").read_text()))))
+        try:
+            sections.append(("rollout", "Rollout", rollout_section(page, json.loads((run.path / "rollout.json").read_text()))))
+        except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError) as e:  # a damaged file: a note, not a lost page
+            sections.append(("rollout", "Rollout", _notes([f"rollout.json could not be read ({type(e).__name__}: {e})"])))
     if baselines_html := baselines_section(s, metrics):
         sections.append(("baselines", "Beside the baselines", baselines_html))
     sections.append(("model", "Model", model_section(model, s)))

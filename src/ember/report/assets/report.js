@@ -15,8 +15,9 @@
     if (parent) parent.appendChild(node);
     return node;
   }
+  // Numbers only: a string from a damaged or hostile file shows as "–", never as markup.
   function fmt(v) {
-    if (v === null || v === undefined || !isFinite(v)) return "–";
+    if (typeof v !== "number" || !isFinite(v)) return "–";
     const a = Math.abs(v);
     if (a !== 0 && (a < 1e-3 || a >= 1e6)) return v.toExponential(2);
     return String(+v.toPrecision(4));
@@ -59,7 +60,15 @@
     tip.style.top = y + "px";
   }
   function hideTip() { tip.style.display = "none"; }
-  function esc(s) { return String(s).replace(/[&<>"]/g, c => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]); }
+  // Everything a tooltip or legend shows that came from a run's files goes through esc (a name,
+  // an epoch): innerHTML would run the markup of a crafted metrics.jsonl.
+  function esc(s) { return String(s).replace(/[&<>"']/g, c => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]); }
+  // A series' colour lands in a style attribute: only a #hex colour, else the palette's.
+  function colorOf(s, i) {
+    if (typeof s.color === "string" && /^#[0-9a-fA-F]{3,8}$/.test(s.color)) return s.color;
+    const k = Number.isInteger(s.colorIndex) ? s.colorIndex : i;
+    return COLORS[((k % COLORS.length) + COLORS.length) % COLORS.length];
+  }
 
   // The frame every xy chart shares: size from the figure's width, margins, axes, grid, labels.
   function frame(fig, spec, xd, yd, opts) {
@@ -133,7 +142,7 @@
     const { svg, x, y } = f;
     series.forEach((s, i) => {
       if (state.hidden[s.name]) return;
-      const color = s.color || COLORS[(s.colorIndex !== undefined ? s.colorIndex : i) % COLORS.length];
+      const color = colorOf(s, i);
       const d = s.points.filter(p => p[1] !== null && isFinite(p[1])).map((p, k) => (k ? "L" : "M") + x(p[0]).toFixed(1) + "," + y(p[1]).toFixed(1)).join("");
       if (!s.markers) el("path", { d: d, class: "series", stroke: color, "stroke-dasharray": s.dash ? "5 3" : "none" }, svg);
       if ((s.points.length <= 40 || s.markers) && !spec.compact) for (const p of s.points) if (p[1] !== null && isFinite(p[1])) el("circle", { cx: x(p[0]), cy: y(p[1]), r: 2.5, fill: color, class: "dot" }, svg);
@@ -148,8 +157,9 @@
         if (state.hidden[s.name]) return;
         const p = s.points[nearest(s.points, xv)];
         if (at === null) at = p;
-        const color = s.color || COLORS[(s.colorIndex !== undefined ? s.colorIndex : i) % COLORS.length];
-        rows += `<div><span class="sw" style="background:${color}"></span>${esc(s.name)}: <b>${fmt(p[1])}</b>${p[2] !== undefined ? ` <small>epoch ${p[2]}</small>` : ""}${p[0] !== at[0] ? ` <small>@${fmt(p[0])}</small>` : ""}</div>`;
+        const color = colorOf(s, i);
+        const epoch = p[2] !== undefined && p[2] !== null ? ` <small>epoch ${esc(p[2])}</small>` : "";
+        rows += `<div><span class="sw" style="background:${color}"></span>${esc(s.name)}: <b>${fmt(p[1])}</b>${epoch}${p[0] !== at[0] ? ` <small>@${fmt(p[0])}</small>` : ""}</div>`;
       });
       if (at === null) return;
       guide.setAttribute("x1", x(at[0])); guide.setAttribute("x2", x(at[0])); guide.setAttribute("visibility", "visible");
@@ -162,7 +172,7 @@
       const b = document.createElement("button");
       b.type = "button";
       b.className = state.hidden[s.name] ? "off" : "";
-      const color = s.color || COLORS[(s.colorIndex !== undefined ? s.colorIndex : i) % COLORS.length];
+      const color = colorOf(s, i);
       b.innerHTML = `<span class="sw${s.dash ? " dash" : ""}" style="background:${color}"></span>${esc(s.name)}`;
       b.title = "show or hide " + s.name;
       b.addEventListener("click", () => { state.hidden[s.name] = !state.hidden[s.name]; draw(fig); });
@@ -199,7 +209,7 @@
         const share = z[i][j] / rowSum[i], v = state.share ? share : z[i][j] / zmax;
         const fill = `rgba(${i === j ? "31,119,180" : "214,39,40"},${(0.06 + 0.94 * v).toFixed(3)})`;
         const r = el("rect", { x: left + j * cell, y: top + i * cell, width: cell - 1, height: cell - 1, fill: fill, class: "cell" }, g);
-        r.addEventListener("pointermove", evt => showTip(evt, `true <b>${esc(spec.labels[i])}</b>, predicted <b>${esc(spec.labels[j])}</b><br>${z[i][j]} samples, ${(100 * share).toFixed(1)}% of the row`));
+        r.addEventListener("pointermove", evt => showTip(evt, `true <b>${esc(spec.labels[i])}</b>, predicted <b>${esc(spec.labels[j])}</b><br>${esc(z[i][j])} samples, ${(100 * share).toFixed(1)}% of the row`));
         r.addEventListener("pointerleave", hideTip);
         if (showText && z[i][j]) el("text", { x: left + j * cell + cell / 2, y: top + i * cell + cell / 2 + 4, "text-anchor": "middle", class: v > 0.55 ? "cnt light" : "cnt" }, g).textContent = state.share ? Math.round(100 * share) : z[i][j];
       }
