@@ -4,6 +4,7 @@ import json
 import shutil
 
 import pytest
+import yaml
 from run_support import DAMAGE, damage
 
 from ember.cli import main
@@ -83,3 +84,35 @@ def test_a_damaged_run_is_listed_and_marked_among_the_rest(classification_runs, 
     assert main(["runs", str(root)]) == 0
     out = capsys.readouterr().out
     assert ("damaged: bad: " in out) == damaged and "damaged: good" not in out
+
+
+@pytest.mark.parametrize("wrong", [{"pid": "abc", "status": "running"}, {"metrics": [1, 2]}, {"started": "yesterday", "best_epoch": "one", "metrics": {"val/loss": "low"}}, {"skill": {"best": 3}, "baselines": [1]}])
+def test_a_summary_of_wrong_types_marks_its_run_and_the_rest_are_listed(classification_runs, tmp_path, capsys, wrong):
+    """Valid JSON, wrong types (issue 35): `ember runs` and `ember report` went down for every run."""
+    root = tmp_path / "runs"
+    for name in ("good", "bad"):
+        shutil.copytree(classification_runs[0], root / name, ignore=shutil.ignore_patterns(".lock", "report.html"))
+    set_summary(root / "bad", **wrong)
+    assert main(["runs", str(root), "--json"]) == 0
+    rows = {r["run"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["good"]["damaged"] == [] and rows["good"]["metrics"]
+    assert len(rows["bad"]["damaged"]) == 1 and "summary.json" in rows["bad"]["damaged"][0] and "wrong types" in rows["bad"]["damaged"][0]
+    assert main(["runs", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "damaged: bad: summary.json" in out and out.count("damaged:") == 1
+    assert main(["report", str(root / "good"), str(root / "bad"), "-o", str(tmp_path / "both.html"), "--no-eval"]) == 0
+    assert main(["report", str(root / "bad"), "--no-eval"]) == 0
+    assert "wrong types" in (root / "bad" / "report.html").read_text()
+
+
+def test_markup_in_names_is_text_in_the_runs_table(classification_runs, tmp_path, capsys):
+    """A run named `[/y]` raised Rich's MarkupError (issue 35)."""
+    root = tmp_path / "runs [/]"
+    run = root / "[/y]" / "r1"
+    shutil.copytree(classification_runs[0], run, ignore=shutil.ignore_patterns(".lock"))
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["run"]["name"] = "[/y][bold]x"
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    assert main(["runs", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "[/y][bold]x" in out and "runs [/]" in out

@@ -153,7 +153,7 @@ def read_run(path: str | Path) -> RunData:
         run.config = config
     except (OSError, ValueError, yaml.YAMLError) as e:  # UnicodeDecodeError is a ValueError
         _damaged(run, "config.yaml", e)
-    run.summary = _read_json(path / "summary.json", run) or {}
+    run.summary = _typed_summary(_read_json(path / "summary.json", run) or {}, run)
     run.spec = _read_json(path / "spec.json", run, required=("input_shape", "task"))
     p = path / "metrics.jsonl"
     if p.exists():
@@ -189,6 +189,38 @@ def _read_json(p: Path, run: RunData, required: tuple[str, ...] = ()) -> dict | 
         return None
 
 
+NUMBER = (int, float)
+# What summary.json holds (ember.api, ember.run) and the report reads: a key of another type (valid
+# JSON, wrong types: "pid": "abc", "metrics": [1, 2]) is left out and the run marked damaged, so
+# that one bad file cannot stop `ember runs` or `ember report` for every run beside it.
+SUMMARY_TYPES: dict[str, tuple] = {
+    "status": (str,), "error": (str,), "host": (str,), "device": (str,), "monitor": (str, type(None)),
+    "pid": (int,), "best_epoch": (int, type(None)), "epochs": (int,), "steps": (int,), "params": (int,),
+    "started": NUMBER, "finished": NUMBER, "wall_time_s": NUMBER,
+    "metrics": (dict,), "time": (dict,), "versions": (dict,), "environment": (dict,),
+    "baselines": (dict, type(None)), "skill": (dict, type(None)),
+}
+
+
+def _typed_summary(summary: dict, run: RunData) -> dict:
+    """`summary` without the keys whose values have the wrong type (noted once, as damage), and
+    without the metrics, baselines or skill entries the report cannot read."""
+    bad = [k for k, types in SUMMARY_TYPES.items() if k in summary and (not isinstance(summary[k], types) or (isinstance(summary[k], bool) and bool not in types))]
+    out = {k: v for k, v in summary.items() if k not in bad}
+    if isinstance(out.get("metrics"), dict) and not all(isinstance(v, NUMBER) or v is None for v in out["metrics"].values()):
+        bad.append("metrics")
+        out["metrics"] = {k: v for k, v in out["metrics"].items() if (isinstance(v, NUMBER) and not isinstance(v, bool)) or v is None}
+    if out.get("baselines") and not all(isinstance(v, dict) for v in out["baselines"].values()):
+        bad.append("baselines")
+        out.pop("baselines")
+    if out.get("skill") and not (isinstance(out["skill"].get("split"), str) and isinstance(out["skill"].get("best"), str)):
+        bad.append("skill")
+        out.pop("skill")
+    if bad:
+        _damaged(run, "summary.json", f"wrong types for {', '.join(dict.fromkeys(bad))}, left out")
+    return out
+
+
 def _damaged(run: RunData, name: str, why: BaseException | str) -> None:
     """Note a file that exists but cannot be used: the run is shown without it, marked damaged."""
     note = f"{name} could not be read ({first_line(why)})"
@@ -207,16 +239,21 @@ def labels_for(paths: list[Path]) -> list[str]:
     return [str(p) for p in paths]
 
 
+def _number(v):
+    """A number, or None for anything else (the page shows numbers from the logs, never markup)."""
+    return v if isinstance(v, NUMBER) and not isinstance(v, bool) else None
+
+
 def curves(records: list[dict], max_points: int = 1500) -> dict[str, dict[str, list]]:
     """metric -> split -> [[step, value, epoch], ...], thinned to at most `max_points` a series."""
     out: dict[str, dict[str, list]] = {}
     for r in records:
-        split = r.get("split", "train")
+        split = str(r.get("split", "train"))  # a list here would be an unhashable key
         for k, v in r.items():
             if k in ("step", "epoch", "split") or isinstance(v, bool):
                 continue
             if v is None or isinstance(v, (int, float)):
-                out.setdefault(k, {}).setdefault(split, []).append([r["step"], v, r.get("epoch")])
+                out.setdefault(k, {}).setdefault(split, []).append([r["step"], v, _number(r.get("epoch"))])
     for by_split in out.values():
         for split, pts in by_split.items():
             pts.sort(key=lambda p: p[0])

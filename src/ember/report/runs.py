@@ -13,7 +13,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from ember.errors import ConfigError
+from ember.errors import ConfigError, first_line
 from ember.metrics import is_higher_better
 from ember.report.collect import RunData, find_runs, read_run
 from ember.report.page import _clean, duration
@@ -68,7 +68,17 @@ def collect(root: str | Path) -> list[dict]:
             rows.append(row(read_run(path), root))
         except ConfigError:
             continue
+        except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as e:
+            # read_run leaves out what it knows to be damaged; anything it missed marks this run,
+            # and the listing goes on: one bad file must not hide every run beside it.
+            rows.append(_unreadable(path, root, e))
     return rows
+
+
+def _unreadable(path: Path, root: Path, why: BaseException) -> dict:
+    rel = str(path.relative_to(root)) if path != root and path.is_relative_to(root) else str(path)
+    row = {k: None for k in ("experiment", "started", "model", "data", "monitor", "best", "best_epoch", "test_metric", "duration_s", "epochs", "steps", "error")}
+    return {**row, "path": str(path), "run": rel, "experiment": path.parent.name, "status": "unknown", "metrics": {}, "damaged": [f"could not be read ({first_line(why)})"]}
 
 
 def sort_rows(rows: list[dict], key: str | None) -> list[dict]:
@@ -100,15 +110,16 @@ def _duration(s) -> str:
 
 def print_table(rows: list[dict], sort: str | None, root: Path) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console(highlight=False)
     if not console.is_terminal:  # a file or a pipe: full rows, not wrapped at 80 columns
         console = Console(highlight=False, width=250)
     if not rows:
-        console.print(f"no runs under {root}")
+        console.print(f"no runs under {root}", markup=False)
         return
-    console.print(f"{len(rows)} run{'s' if len(rows) != 1 else ''} under {root}")
+    console.print(f"{len(rows)} run{'s' if len(rows) != 1 else ''} under {root}", markup=False)
     table = Table()
     for name in ("experiment", "run", "status", "started", "model", "data", "best val", "test", "time"):
         table.add_column(name, justify="right" if name in ("time",) else "left", overflow="fold")
@@ -119,12 +130,14 @@ def print_table(rows: list[dict], sort: str | None, root: Path) -> None:
     for r in rows:
         best = f"{r['monitor'].split('/', 1)[-1]} {_num(r['best'])}" if r["monitor"] and r["best"] is not None else ""
         test = f"{r['test_metric'].split('/', 1)[-1]} {_num(r['metrics'][r['test_metric']])}" if r["test_metric"] else ""
-        status = f"[{style.get(r['status'], 'default')}]{r['status']}[/]" + (" [red]damaged[/]" if r["damaged"] else "")
+        status = f"[{style.get(r['status'], 'default')}]{escape(str(r['status']))}[/]" + (" [red]damaged[/]" if r["damaged"] else "")
         run_name = Path(r["run"]).name if r["experiment"] == Path(r["run"]).parent.name else r["run"]
-        cells = [r["experiment"], run_name, status, (r["started"] or "").replace("T", " ")[:16], r["model"] or "", r["data"] or "", best, test, _duration(r["duration_s"])]
+        cells = [r["experiment"], run_name, (r["started"] or "").replace("T", " ")[:16], r["model"] or "", r["data"] or "", best, test, _duration(r["duration_s"])]
         if extra:
             cells.append(_num(r["metrics"].get(extra)))
-        table.add_row(*cells)
+        # Names come from the runs' files: `[/y]` in one is text, not Rich markup (MarkupError).
+        cells = [escape(str(c)) for c in cells]
+        table.add_row(*cells[:2], status, *cells[2:])
     console.print(table)
     for r in rows:  # what is wrong with a damaged run, and what to do
         if r["damaged"]:
