@@ -276,7 +276,7 @@ def test_quantile_mapping_agrees_with_python_cmethods():
     theirs = np.asarray(ref["tas"] if "tas" in getattr(ref, "data_vars", ()) else ref).ravel()
     inside = (later.ravel() > model.min()) & (later.ravel() < model.max())
     # cmethods bins the CDFs over the pooled range; ember interpolates the samples themselves.
-    assert np.abs(ours - theirs)[inside].mean() < 0.15
+    assert np.abs(ours - theirs)[inside].mean() < 0.05  # measured 0.018 K
 
 
 def test_quantile_delta_mapping_keeps_the_evaluated_periods_trend():
