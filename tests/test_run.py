@@ -155,3 +155,32 @@ def test_export_into_a_linked_export_folder_is_refused(digits_run, tmp_path, cap
     assert main(["export", f"run={run}", "format=safetensors"]) == 2
     assert "export' is a symbolic link" in _one_line_error(capsys)
     assert not list(outside.iterdir())
+
+
+# -- interpolations in a run's config.yaml ----------------------------------------------------------
+
+
+def test_a_run_config_is_never_resolved_against_the_environment(digits_run, tmp_path, monkeypatch):
+    """`ember export` wrote the value of ${oc.env:NAME} in config.yaml into the export's metadata."""
+    import shutil
+
+    from safetensors import safe_open
+
+    monkeypatch.setenv("EMBER_TEST_SECRET", "hunter2")
+    run = tmp_path / "run"
+    shutil.copytree(digits_run, run, ignore=shutil.ignore_patterns(".lock"))
+    text = (run / "config.yaml").read_text()
+    text = text.replace("\n  name: null", "\n  name: ${oc.env:EMBER_TEST_SECRET}", 1)
+    (run / "config.yaml").write_text(text.replace("\n  mlflow_uri: null", "\n  mlflow_uri: a\\${x} ${now:%Y}", 1))
+    cfg = RunDir(run).config()  # kept as written: no resolver runs, none reads the environment
+    assert cfg.run.name == "${oc.env:EMBER_TEST_SECRET}" and cfg.run.mlflow_uri == "a\\${x} ${now:%Y}"
+    out = tmp_path / "model.safetensors"
+    assert main(["export", f"run={run}", "format=safetensors", f"out={out}"]) == 0
+    with safe_open(str(out), "pt") as f:
+        meta = str(f.metadata())
+    written = meta + out.with_name(out.name + ".json").read_text()
+    assert "hunter2" not in written and "${oc.env:EMBER_TEST_SECRET}" in written
+    # resume composes the saved values again as overrides: still literal
+    assert main(["train", f"resume={run}", "trainer.max_epochs=2", "trainer.progress=none"]) == 0
+    assert RunDir(run).config().run.mlflow_uri == "a\\${x} ${now:%Y}"
+    assert not [p for p in run.rglob("*") if p.is_file() and b"hunter2" in p.read_bytes()]

@@ -21,6 +21,7 @@ compress, report, sample, tune) reads a run through this module: `RunDir.open` f
 import json
 import os
 import platform
+import re
 import shutil
 import socket
 import time
@@ -148,7 +149,7 @@ class RunDir:
     # error, the same for eval, export, predict, bench, report and resume.
     def config(self) -> DictConfig:
         try:
-            cfg = OmegaConf.load(self.path / "config.yaml")
+            cfg = OmegaConf.create(literal(OmegaConf.to_container(OmegaConf.load(self.path / "config.yaml"))))
         except (OSError, ValueError, yaml.YAMLError, OmegaConfBaseException) as e:  # UnicodeDecodeError is a ValueError
             raise self.damaged("config.yaml", e) from None
         if not (isinstance(cfg, DictConfig) and all(isinstance(cfg.get(g), DictConfig) and cfg[g].get("name") for g in ("model", "data"))):
@@ -208,6 +209,20 @@ class RunDir:
     def release(self) -> None:
         """Let another process write the run (also done by the kernel when this one ends)."""
         unlock_dir(self.path)
+
+
+def literal(node):
+    """A config read from a file with every `${...}` kept as text: ember writes config.yaml
+    resolved, so an interpolation there was put by someone else, and resolving `${oc.env:NAME}`
+    would copy the reader's secret into what it writes (an export's metadata). OmegaConf reads
+    `\\${` as a literal `${`, and a backslash before it doubled as one backslash."""
+    if isinstance(node, dict):
+        return {k: literal(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [literal(v) for v in node]
+    if isinstance(node, str) and "${" in node:
+        return re.sub(r"(\\*)\$\{", lambda m: m.group(1) * 2 + "\\${", node)
+    return node
 
 
 class LoadedRun(tuple):

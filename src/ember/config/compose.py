@@ -294,8 +294,9 @@ def file_overrides(path: str | Path) -> list[str]:
     return out
 
 
-def override_value(v: Any) -> str:
-    """A Python value written in Hydra's override grammar."""
+def override_value(v: Any, literal: bool = False) -> str:
+    """A Python value written in Hydra's override grammar; `literal`: no `${...}` in it is
+    resolved (a saved run's values, which may hold text that only looks like one)."""
     if v is None:
         return "null"
     if isinstance(v, bool):
@@ -303,19 +304,28 @@ def override_value(v: Any) -> str:
     if isinstance(v, (int, float)):
         return repr(v)
     if isinstance(v, (list, tuple)):
-        return "[" + ",".join(override_value(x) for x in v) + "]"
+        return "[" + ",".join(override_value(x, literal) for x in v) + "]"
     if isinstance(v, dict):
-        return "{" + ",".join(f"{k}:{override_value(x)}" for k, x in v.items()) + "}"
-    return "'" + str(v).replace("\\", "\\\\").replace("'", "\\'") + "'"
+        return "{" + ",".join(f"{k}:{override_value(x, literal)}" for k, x in v.items()) + "}"
+    return _quoted(str(v), literal)
+
+
+def _quoted(s: str, literal: bool) -> str:
+    """`s` in single quotes: in Hydra's grammar a backslash is literal except before a quote, an
+    interpolation or the closing quote, where backslashes come doubled and one more escapes it."""
+    special = r"\$\{|'" if literal else "'"
+    s = re.sub(rf"(\\*)({special})", lambda m: m.group(1) * 2 + "\\" + m.group(2), s)
+    return "'" + re.sub(r"(\\+)$", lambda m: m.group(1) * 2, s) + "'"
 
 
 def config_as_overrides(cfg: DictConfig) -> list[str]:
-    """A saved config as overrides, so it composes (and validates) like the original command."""
+    """A saved config as overrides, so it composes (and validates) like the original command.
+    Its values are taken as written (see ember.run.literal): nothing in them is resolved again."""
     out = [f"model={cfg.model.name}", f"data={cfg.data.name}"]
-    container = OmegaConf.to_container(cfg)
+    container = OmegaConf.to_container(cfg, resolve=True)
     for group, node in container.items():
         if isinstance(node, dict):
-            out += [f"{group}.{k}={override_value(v)}" for k, v in node.items() if k != "name" or group not in ("model", "data")]
+            out += [f"{group}.{k}={override_value(v, literal=True)}" for k, v in node.items() if k != "name" or group not in ("model", "data")]
         else:
-            out.append(f"{group}={override_value(node)}")
+            out.append(f"{group}={override_value(node, literal=True)}")
     return out
