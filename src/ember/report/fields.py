@@ -90,6 +90,16 @@ def coord_ticks(values: list | None, axis: str, n: int = 4) -> list[list]:
     return sorted(out)  # in drawing order: top to bottom, left to right
 
 
+def _aspect(lat: list | None, lon: list | None, shape: tuple) -> float:
+    """Width over height of the drawn map: the grid's extent in degrees (an equirectangular map,
+    so an 18 x 432 band of 7 x 0.83 degree cells is drawn 1:3, not 1:24), else one square per cell."""
+    if lat and lon and len(lat) > 1 and len(lon) > 1:
+        dlat, dlon = abs(lat[-1] - lat[0]) * len(lat) / (len(lat) - 1), abs(lon[-1] - lon[0]) * len(lon) / (len(lon) - 1)
+        if dlat > 0 and dlon > 0:
+            return round(min(max(dlon / dlat, 0.2), 30.0), 4)
+    return round(shape[-1] / shape[-2], 4)
+
+
 def field_panel(a: np.ndarray, spec, lo: float, hi: float, diverging: bool, units: str = "") -> dict:
     """One (H, W) field in physical units as a panel: the PNG north up on the colour scale
     [lo, hi], the axes' ticks, the colour bar. Every map of the report is drawn by this function."""
@@ -101,6 +111,7 @@ def field_panel(a: np.ndarray, spec, lo: float, hi: float, diverging: bool, unit
     return {
         "png": png_data_uri(colormap(scaled, anchors)),
         "shape": list(a.shape),
+        "aspect": _aspect(lat, lon, a.shape),
         "lat": coord_ticks(lat, "lat"),
         "lon": coord_ticks(lon, "lon"),
         "bar": {"lo": _r(lo), "hi": _r(hi), "colors": ["#%02x%02x%02x" % c for c in anchors], "units": units},
@@ -118,10 +129,10 @@ def field_html(panel: dict, caption: str) -> str:
     lo, mid, hi = (f"{v:.4g}" for v in (bar["lo"], (bar["lo"] + bar["hi"]) / 2, bar["hi"]))
     units = f" {e(bar['units'])}" if bar.get("units") else ""
     nodata = '<span class="nodata"><i></i>no data</span>' if panel.get("no_data") else ""
-    h, w = panel["shape"]
+    aspect = float(panel["aspect"])
     return (
         f'<figure class="field"><div class="fmap"><div class="lat">{lat}</div>'
-        f'<img class="px" alt="{e(caption)}" src="{e(panel["png"])}" style="aspect-ratio:{w}/{h}">'
+        f'<img class="px" alt="{e(caption)}" src="{e(panel["png"])}" style="aspect-ratio:{aspect:.4g}">'
         f'<div></div><div class="lon">{lon}</div></div>'
         f'<div class="cbar"><div class="ramp" style="background:linear-gradient(to right, {ramp})"></div>'
         f'<div class="cbl"><span>{lo}</span><span>{mid}</span><span>{hi}{units}</span></div>{nodata}</div>'

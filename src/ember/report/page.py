@@ -219,9 +219,8 @@ def evaluation_section(page: Page, ev: dict) -> str:
 
 
 def _maps_div(panel: dict) -> str:
-    """A row of panels: three across, or one per row for a band much wider than tall (18 x 432)."""
-    h, w = panel["shape"]
-    return '<div class="maps wide">' if w > 4 * h else '<div class="maps">'
+    """A row of panels: several across, or one per row for a band much wider than tall."""
+    return '<div class="maps wide">' if panel.get("aspect", 1) > 3 else '<div class="maps">'
 
 
 def error_maps_html(variables: list[dict]) -> str:
