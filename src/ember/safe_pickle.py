@@ -7,6 +7,7 @@ this unpickler, which imports and calls only the names their format holds and re
 the first other one, before anything from it has been called.
 """
 
+import io
 import pickle
 from collections.abc import Collection
 from pathlib import Path
@@ -38,3 +39,8 @@ def load(path: Path, allowed: Collection[tuple[str, str]], *, kind: str, fix: st
     """
     with open(path, "rb") as f:
         return _RestrictedUnpickler(f, allowed, Path(path), kind, fix, encoding).load()
+
+
+def loads(data: bytes, allowed: Collection[tuple[str, str]], *, source: str, kind: str, fix: str, encoding: str = "ASCII"):
+    """`load` for a pickle held in memory (a row of a database); `source` names where it came from."""
+    return _RestrictedUnpickler(io.BytesIO(data), allowed, source, kind, fix, encoding).load()

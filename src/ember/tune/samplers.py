@@ -1,11 +1,20 @@
-"""`tune.sampler` and `tune.pruner` names -> Optuna objects (all but pso are Optuna's own)."""
+"""`tune.sampler` and `tune.pruner` names -> Optuna objects (all but pso are Optuna's own).
+
+Optuna's CMA-ES keeps its optimizer in the study storage as a pickle and unpickles it in every
+worker: a row written into a shared study database would run its code there. ember's `cmaes` is
+Optuna's sampler with that one read done by ember.safe_pickle, which admits only the classes of
+the cmaes package and numpy's array rebuilders and refuses the row at any other name. The other
+samplers store no pickle (TPE, GP, QMC, random and grid keep plain JSON attributes; pso too).
+"""
 
 import inspect
+import pickle
 from typing import Any
 
 import optuna
 
-from ember.errors import ConfigError
+from ember import safe_pickle
+from ember.errors import ConfigError, EmberError, first_line
 from ember.tune.pso import PSOSampler
 from ember.tune.space import Param, grid
 from ember.tune.storage import quiet
@@ -18,10 +27,42 @@ def _samplers() -> dict[str, Any]:
         "random": s.RandomSampler,
         "tpe": s.TPESampler,
         "gp": s.GPSampler,  # Bayesian optimization with a Gaussian process (torch, scipy)
-        "cmaes": s.CmaEsSampler,  # the cmaes package
+        "cmaes": CheckedCmaEsSampler,  # the cmaes package; its state read without running code
         "qmc": s.QMCSampler,  # scipy's Sobol / Halton sequences
         "pso": PSOSampler,
     }
+
+
+# What a pickled cmaes optimizer names (CMA, SepCMA, CMAwM holding a CMA, numpy arrays and scalars);
+# numpy.core before numpy 2, numpy._core after.
+CMA_GLOBALS = frozenset(
+    [("cmaes._cma", "CMA"), ("cmaes._sepcma", "SepCMA"), ("cmaes._cmawm", "CMAwM"), ("numpy", "dtype"), ("numpy", "ndarray")]
+    + [(f"numpy.{core}.multiarray", name) for core in ("core", "_core") for name in ("_reconstruct", "scalar")]
+)
+
+
+class CheckedCmaEsSampler(optuna.samplers.CmaEsSampler):
+    refused: EmberError | None = None  # Optuna fails the trial on any error: the study loop stops on this one
+    """Optuna's CmaEsSampler, restoring its optimizer with ember.safe_pickle instead of pickle.loads.
+
+    Overrides Optuna's private `_restore_optimizer` (the one place it unpickles), in the same
+    steps; tests/tune/test_samplers.py fails when Optuna renames what this relies on."""
+
+    def _restore_optimizer(self, completed_trials):
+        for trial in reversed(completed_trials):
+            attrs = {k: v for k, v in trial.system_attrs.items() if k.startswith(self._attr_key_optimizer)}
+            if attrs:
+                fix = "delete that study (or its trials' cma: system attributes) or start a new one with another tune.name"
+                where = f"trial {trial.number}'s CMA-ES state in the study storage"
+                try:
+                    return safe_pickle.loads(bytes.fromhex(self._concat_optimizer_attrs(attrs)), CMA_GLOBALS, source=where, kind="CMA-ES state", fix=fix)
+                except EmberError as e:
+                    self.refused = e
+                    raise
+                except (ValueError, KeyError, TypeError, EOFError, pickle.UnpicklingError) as e:  # not hex, cut short, not a pickle
+                    self.refused = EmberError(f"{where} is damaged ({first_line(e)}); {fix}")
+                    raise self.refused from None
+        return None
 
 
 def _pruners() -> dict[str, Any]:

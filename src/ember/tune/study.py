@@ -289,6 +289,8 @@ def _work(plan: Plan, index: int) -> int:
             queued = f" and trial {trial.number} is queued again" if trial is not None else ""
             error = Preempted if what.startswith("preempted") else Interrupted
             raise error(f"{what}: study {plan.name} is consistent{queued}; continue with the same command") from None
+        if getattr(sampler, "refused", None):  # a study storage holding a state that could run code
+            raise sampler.refused
         fatal = objective.current and study._storage.get_trial(objective.current._trial_id).user_attrs.get("fatal")
         if fatal:
             raise Fatal(fatal)
