@@ -86,7 +86,7 @@ def test_a_damaged_run_is_listed_and_marked_among_the_rest(classification_runs, 
     assert ("damaged: bad: " in out) == damaged and "damaged: good" not in out
 
 
-@pytest.mark.parametrize("wrong", [{"pid": "abc", "status": "running"}, {"metrics": [1, 2]}, {"started": "yesterday", "best_epoch": "one", "metrics": {"val/loss": "low"}}, {"skill": {"best": 3}, "baselines": [1]}])
+@pytest.mark.parametrize("wrong", [{"pid": "abc", "status": "running"}, {"pid": -1, "status": "running", "time": {"total_s": "long"}}, {"metrics": [1, 2]}, {"started": "yesterday", "best_epoch": "one", "metrics": {"val/loss": "low"}}, {"skill": {"best": 3}, "baselines": [1]}])
 def test_a_summary_of_wrong_types_marks_its_run_and_the_rest_are_listed(classification_runs, tmp_path, capsys, wrong):
     """Valid JSON, wrong types (issue 35): `ember runs` and `ember report` went down for every run."""
     root = tmp_path / "runs"

@@ -206,6 +206,10 @@ def _typed_summary(summary: dict, run: RunData) -> dict:
     """`summary` without the keys whose values have the wrong type (noted once, as damage), and
     without the metrics, baselines or skill entries the report cannot read."""
     bad = [k for k, types in SUMMARY_TYPES.items() if k in summary and (not isinstance(summary[k], types) or (isinstance(summary[k], bool) and bool not in types))]
+    if isinstance(summary.get("pid"), int) and not 0 < summary["pid"] < 2**31:
+        bad.append("pid")  # os.kill(-1, 0) asks about every process, a huge one overflows
+    if isinstance(summary.get("time"), dict) and not all(isinstance(v, NUMBER) and not isinstance(v, bool) for v in summary["time"].values()):
+        bad.append("time")
     out = {k: v for k, v in summary.items() if k not in bad}
     if isinstance(out.get("metrics"), dict) and not all(isinstance(v, NUMBER) or v is None for v in out["metrics"].values()):
         bad.append("metrics")
