@@ -28,7 +28,17 @@ from typing import Annotated, Any
 import numpy as np
 
 from ember.data import Splits, register_data
-from ember.data.cf import Subset, axis_dim, axis_values, calendar, default_variables, expand, horizontal, open_fields, time_index
+from ember.data.cf import (
+    Subset,
+    axis_dim,
+    axis_values,
+    calendar,
+    default_variables,
+    expand,
+    horizontal,
+    open_fields,
+    time_index,
+)
 from ember.data.checks import plural, require, unknown_name
 from ember.data.hdf5 import dataset
 from ember.data.lazy import Handles
