@@ -159,6 +159,7 @@ def test_the_monthly_climatology_is_the_mean_of_each_calendar_month():
     assert np.allclose(fitted.table.numpy(), expected, atol=1e-5)
     scores, _ = baselines.score(splits.test, fitted, "test")
     err = y[36:] - expected[np.asarray(t.month)[36:] - 1]
+    assert np.allclose(fitted.at_times(t[36:]).numpy(), expected[np.asarray(t.month)[36:] - 1], atol=1e-5)  # what rollout takes
     assert scores["climatology"]["rmse"] == pytest.approx(np.sqrt((err**2).mean()), rel=1e-5)
     # The all-time mean would be far worse on a seasonal cycle of amplitude 10.
     assert scores["climatology"]["rmse"] < 2.0

@@ -111,11 +111,18 @@ class Fitted:
     def climatology_rows(self, split: str, lo: int, hi: int, n: int) -> torch.Tensor:
         """The climatology of samples lo..hi of a split of n samples: (hi - lo, *target_shape)."""
         keys = self.keys(split, n) if self.table is not None else None
+        return self._rows(None if keys is None else keys[lo:hi], hi - lo)
+
+    def at_times(self, times) -> torch.Tensor:
+        """The climatology at valid times `times` (the all-time mean where there are no seasons)."""
+        return self._rows(None if self.table is None else self.calendar.keys(times), len(times))
+
+    def _rows(self, keys: np.ndarray | None, n: int) -> torch.Tensor:
         if keys is None:
-            return self.mean.expand(hi - lo, *self.mean.shape)
-        k = torch.from_numpy(keys[lo:hi])
+            return self.mean.expand(n, *self.mean.shape)
+        k = torch.from_numpy(keys)
         rows = self.table[k.clamp_min(0)]
-        unseen = (k < 0).reshape(-1, *([1] * self.mean.ndim))
+        unseen = (k < 0).reshape(-1, *([1] * self.mean.ndim))  # a slot the train split never saw
         return torch.where(unseen, self.mean.expand_as(rows), rows)
 
     def months(self, split: str, lo: int, hi: int) -> np.ndarray:
