@@ -10,7 +10,7 @@ import torch
 import xarray as xr
 
 from ember import baselines
-from ember.api import train
+from ember.api import evaluate_run, train
 from ember.baselines import quantile
 from ember.baselines.seasonal import Calendar, resolution
 from ember.config import compose
@@ -95,6 +95,13 @@ def test_the_warning_names_the_baseline_that_wins(tmp_path, capsys):
     assert summary["skill"]["best"] == "linear" and not summary["skill"]["beaten"]
     assert summary["baselines"]["linear"]["test/rmse"] < 0.02
     assert "warning: the model does not beat the linear baseline on test" in out
+    # A new file: its baselines are the run's own (fitted on the run's train split), scored on it.
+    a, b = rng.normal(size=(2, 50))
+    pd.DataFrame({"a": a, "b": b, "y": 2 * a - b}).to_csv(tmp_path / "new.csv", index=False)
+    metrics = evaluate_run(result.run_dir, [f"data.test_path={tmp_path / 'new.csv'}"], console=Console("lines"))
+    out = capsys.readouterr().out
+    assert "baselines: fitted on the run's own train split, scored on this data" in out
+    assert "the model does not beat the linear baseline on test" in out and metrics["test/skill"] < 0
 
 
 def test_classification_scores_the_majority_class(tmp_path):

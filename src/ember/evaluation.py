@@ -60,10 +60,13 @@ def _reference(run_cfg, cfg, spec: DataSpec, splits: Splits, own, console: Conso
     if old == new or not isinstance(own, baselines.Fitted):
         return own
     try:
-        fitted = baselines.fit(build_data(run_cfg.data, stats_from=spec), qdm=own is not None and "quantile_delta_mapping" in own.names)
+        theirs = build_data(run_cfg.data, stats_from=spec)
     except EmberError as e:
         console.print(f"baselines: fitted on this data's own train split: the run's data cannot be read ({describe(e)})")
         return own
+    if (theirs.spec.input_shape, theirs.spec.target_shape) != (spec.input_shape, spec.target_shape):
+        return own  # another grid (data.resolution): the run's baselines cannot predict on it
+    fitted = baselines.fit(theirs, qdm="quantile_delta_mapping" in own.names)
     console.print("baselines: fitted on the run's own train split, scored on this data")
     return dataclasses.replace(fitted, times=splits.times, _keys={})
 
