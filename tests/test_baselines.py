@@ -374,16 +374,22 @@ def test_the_identity_baseline_of_a_bias_correction_is_the_uncorrected_field():
 
 def test_a_bias_correction_run_end_to_end_scores_every_baseline(tmp_path):
     g = np.random.default_rng(8)
-    t, shape = 60, (60, 3, 4)
-    coords = {"time": pd.date_range("2000-01-01", periods=t, freq="D"), "lat": [-30.0, 0.0, 30.0], "lon": [0.0, 90.0, 180.0, 270.0]}
-    tas = 280 + g.normal(size=shape)
+    t, shape = 72, (72, 3, 4)
+    coords = {"time": xr.date_range("2000-01-01", periods=t, freq="MS", calendar="360_day", use_cftime=True), "lat": [-30.0, 0.0, 30.0], "lon": [0.0, 90.0, 180.0, 270.0]}
+    season = 5 * np.cos(2 * np.pi * np.arange(t) / 12)[:, None, None]
+    tas = 280 + season + g.normal(size=shape)
     model = xr.Dataset({"tas": (("time", "lat", "lon"), tas, {"units": "K"})}, coords=coords)
     obs = xr.Dataset({"tas": (("time", "lat", "lon"), 1.2 * tas - 55 + 0.1 * g.normal(size=shape), {"units": "K"})}, coords=coords)
     model.to_netcdf(tmp_path / "model.nc", engine="h5netcdf")
     obs.to_netcdf(tmp_path / "obs.nc", engine="h5netcdf")
-    result = fit(tmp_path / "runs", "data=gridded", f"data.path={tmp_path / 'model.nc'}", f"data.target_path={tmp_path / 'obs.nc'}", "data.variables=[tas]", "data.test_fraction=0.4", "data.val_fraction=0.1", "data.num_workers=0", "model=mlp", "trainer.max_epochs=1", "run.report=false")
+    # lr 0 and residual learning: the model is exactly the uncorrected field, the identity baseline.
+    result = fit(tmp_path / "runs", "data=gridded", f"data.path={tmp_path / 'model.nc'}", f"data.target_path={tmp_path / 'obs.nc'}", "data.variables=[tas]", "data.num_workers=0", "model=unet", "model.residual=true", "optim.lr=0", "trainer.max_epochs=1", "run.report=false")
     summary = json.loads((result.run_dir / "summary.json").read_text())
-    assert {"identity", "linear_scaling", "quantile_mapping", "climatology"} <= set(summary["baselines"])
-    qm = summary["baselines"]["quantile_mapping"]
-    assert qm["test/rmse"] < summary["baselines"]["identity"]["test/rmse"]
-    assert "test/p95_bias" in result.metrics and "test/p95_bias" in qm
+    base = summary["baselines"]
+    assert {"identity", "linear_scaling", "quantile_mapping", "climatology"} <= set(base)
+    assert base["quantile_mapping"]["test/rmse"] < base["identity"]["test/rmse"]
+    assert "per calendar month" in summary["baseline_notes"][0]
+    # The trainer's anomaly correlation takes the same seasonal climatology as the baselines'.
+    for key in ("test/rmse", "test/acc", "test/p95_bias", "val/acc"):
+        assert result.metrics[key] == pytest.approx(base["identity"][key], rel=1e-4, abs=1e-5), key
+    assert result.metrics["test/acc"] < 0.99  # against the all-time mean, the season would make it ~1
