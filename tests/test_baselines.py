@@ -393,3 +393,17 @@ def test_a_bias_correction_run_end_to_end_scores_every_baseline(tmp_path):
     for key in ("test/rmse", "test/acc", "test/p95_bias", "val/acc"):
         assert result.metrics[key] == pytest.approx(base["identity"][key], rel=1e-4, abs=1e-5), key
     assert result.metrics["test/acc"] < 0.99  # against the all-time mean, the season would make it ~1
+
+
+def test_a_sharded_evaluation_batch_gets_the_climatology_of_its_own_rows():
+    from ember.data.loaders import EpochLoader
+
+    t = _days(48, freq="MS")
+    y = np.asarray(t.month, dtype=np.float64)[:, None, None, None] * np.ones((48, 1, 1, 2))
+    splits = _field_splits(np.zeros((48, 1, 1, 2)), y, names=("tas",), units=("K",), times=t, n_test=10)
+    fitted = baselines.fit(splits)
+    loader = EpochLoader(splits.test, 3, False, rank=1, world=2, evaluation=True)  # batches 1 and 3 of 4
+    clim = baselines.batch_climatology(fitted, "test", loader)
+    got = [clim(i, len(x)).numpy()[:, 0, 0, 0] for i, (x, _) in enumerate(loader)]
+    months = np.asarray(t.month)[38:]
+    assert [list(g) for g in got] == [list(months[3:6].astype(float)), list(months[9:10].astype(float))]
