@@ -26,6 +26,7 @@ def evaluate_run(path: str | Path, overrides: list[str] = (), console: Console |
     model, run_cfg, spec = load_run(path)
     cfg = compose(config_as_overrides(run_cfg) + list(overrides))
     cfg.trainer.progress = "none"
+    cfg.data.shuffle = False  # data.split=train too is read in order, so its samples pair with their times
     # In the run's own units: data with other settings (data.resolution=1024 for a model trained
     # at 256) would otherwise be standardized with its own train split's statistics.
     splits = build_data(cfg.data, stats_from=spec)
