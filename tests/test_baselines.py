@@ -102,6 +102,9 @@ def test_the_warning_names_the_baseline_that_wins(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "baselines: fitted on the run's own train split, scored on this data" in out
     assert "the model does not beat the linear baseline on test" in out and metrics["test/skill"] < 0
+    # A whole file scored as data.split=train: the baselines were left out (the verdict looked for val).
+    metrics = evaluate_run(result.run_dir, ["data.split=train"], console=Console("lines"))
+    assert "beside the baselines on train" in capsys.readouterr().out and "train/skill" in metrics
 
 
 def test_classification_scores_the_majority_class(tmp_path):
@@ -279,7 +282,7 @@ def test_quantile_mapping_agrees_with_python_cmethods():
     fitted = baselines.fit(_field_splits(model, obs, names=("tas",), units=("K",)))
     ours = fitted.qmap(torch.from_numpy(later.reshape(100, 1))).numpy().ravel()
     time = xr.date_range("2000-01-01", periods=400, freq="D")
-    da = lambda v, t: xr.DataArray(v.ravel(), coords={"time": t}, dims="time", name="tas")  # noqa: E731
+    da = lambda v, t: xr.DataArray(v.ravel(), coords={"time": t}, dims="time", name="tas")
     ref = cmethods.adjust(method="quantile_mapping", obs=da(obs, time), simh=da(model, time), simp=da(later, time[:100]), n_quantiles=1000, kind="+")
     theirs = np.asarray(ref["tas"] if "tas" in getattr(ref, "data_vars", ()) else ref).ravel()
     inside = (later.ravel() > model.min()) & (later.ravel() < model.max())
@@ -345,7 +348,7 @@ def test_percentile_biases_and_wet_days_for_the_model_and_each_baseline():
     obs = model * np.array([1.0, 1.3]).reshape(1, 2, 1, 1) + np.array([2.0, 0.0]).reshape(1, 2, 1, 1)
     splits = _field_splits(model, obs, n_test=40)
     fitted = baselines.fit(splits)
-    model_fn = lambda x: torch.from_numpy(model[80:]).double()[: len(x)]  # noqa: E731 - the uncorrected field as "the model"
+    model_fn = lambda x: torch.from_numpy(model[80:]).double()[: len(x)]
     scores, mine = baselines.score(splits.test, fitted, "test", model=model_fn)
     t, o = model[80:], obs[80:]
     p95 = np.percentile(t[:, 0], 95, axis=0) - np.percentile(o[:, 0], 95, axis=0)
