@@ -13,12 +13,18 @@ A model with a `loss(batch) -> (loss, logs)` method is trained through it; one w
 `sample(n, generator) -> Tensor` can be sampled with `ember sample`.
 """
 
+import os
+import random
+import warnings
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+import torch
 from torch import nn
 
 from ember.data.spec import DataSpec
+from ember.errors import ConfigError, first_line
 from ember.models.residual import Residual, wants_residual
 from ember.models.transfer import apply_transfer
 from ember.registry import Registry
@@ -65,12 +71,58 @@ def create_model(name: str, spec: DataSpec, **kwargs: Any) -> nn.Module:
     """
     common = {k: kwargs.pop(k) for k in COMMON_KEYS if k in kwargs}
     MODELS.check_kwargs(name, kwargs)
-    model = MODELS.get(name)(spec, **kwargs)
+    model = _build(name, spec, kwargs)
     if common.get("init") or common.get("freeze"):
         apply_transfer(model, init=common.get("init"), freeze=common.get("freeze") or ())
     if wants_residual(common.get("residual", "auto"), spec, name, generative=brings_own_loss(model)):
         model = Residual(model, spec, zero_init=not common.get("init"))  # weights given by init= are the start
     return model
+
+
+def _build(name: str, spec: DataSpec, kwargs: dict[str, Any]) -> nn.Module:
+    """The builder's model, refused in one line (ConfigError) where its weights cannot fit in this
+    machine's memory: counted first on the meta device (no memory), else caught at allocation."""
+    builder = MODELS.get(name)
+    n = _meta_size(builder, spec, kwargs)
+    memory = _physical_memory()
+    if n is not None and memory and n > memory:
+        raise ConfigError(_too_large(name, spec, kwargs, f"its weights would take {n / 1e9:,.1f} GB, more than this machine's {memory / 1e9:.0f} GB"))
+    try:
+        return builder(spec, **kwargs)
+    except (MemoryError, RuntimeError) as e:
+        if not isinstance(e, MemoryError) and "allocate" not in str(e):
+            raise
+        raise ConfigError(_too_large(name, spec, kwargs, f"allocating its weights failed ({first_line(e)})")) from None
+
+
+def _meta_size(builder: Callable, spec: DataSpec, kwargs: dict[str, Any]) -> int | None:
+    """Bytes of the model's parameters and buffers, built on the meta device (shapes, no data);
+    None where a builder cannot be built there. The random generators are left as they were."""
+    states = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+    try:
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = builder(spec, **kwargs)
+        return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+    except Exception:  # noqa: BLE001 - the real build below reports its own errors
+        return None
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return None
+
+
+def _too_large(name: str, spec: DataSpec, kwargs: dict[str, Any], why: str) -> str:
+    sizes = [f"model.{k}={v}" for k, v in kwargs.items() if isinstance(v, int) and not isinstance(v, bool) and v > 1]
+    reduce = f"reduce {', '.join(sizes)} or" if sizes else "choose a smaller model or reduce"
+    return f"model={name} is too large for data of input shape {tuple(spec.input_shape)}: {why}; {reduce} the data's size"
 
 
 def brings_own_loss(model: nn.Module) -> bool:
