@@ -410,3 +410,21 @@ def test_a_sharded_evaluation_batch_gets_the_climatology_of_its_own_rows():
     got = [clim(i, len(x)).numpy()[:, 0, 0, 0] for i, (x, _) in enumerate(loader)]
     months = np.asarray(t.month)[38:]
     assert [list(g) for g in got] == [list(months[3:6].astype(float)), list(months[9:10].astype(float))]
+
+
+def test_precipitation_is_known_by_name_or_units_and_wet_days_by_units():
+    from ember.baselines.extremes import is_precipitation, wet_threshold
+
+    assert is_precipitation("pr", "kg m-2 s-1") and is_precipitation("precip", "") and is_precipitation("rain_total", "mm/day")
+    assert not is_precipitation("tas", "K") and not is_precipitation("pressure", "Pa")
+    assert wet_threshold("kg m-2 s-1") == pytest.approx(1 / 86400) and wet_threshold("mm/day") == 1.0 and wet_threshold("furlongs") is None
+
+
+def test_too_many_train_values_for_quantile_mapping_is_one_line(monkeypatch):
+    from ember.baselines import fitting
+
+    monkeypatch.setattr(fitting, "QM_VALUES", 100)
+    model = np.random.default_rng(9).normal(size=(40, 1, 2, 2))
+    fitted = baselines.fit(_field_splits(model, model + 1, names=("tas",), units=("K",)))
+    assert "quantile_mapping" not in fitted.names and "linear_scaling" in fitted.names
+    assert any("quantile_mapping left out: the train split's 40 x 4 values are more than the 100 held for it" in line for line in baselines.lines(fitted))
