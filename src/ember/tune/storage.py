@@ -61,7 +61,7 @@ class RetryLost:
             if summary.get("status") in ("running", "failed", "interrupted", "preempted"):
                 reason = trial.user_attrs.get("interrupted") or "its worker stopped sending heartbeats (killed or lost)"
                 summary.update(status="failed", error=f"trial {trial.number} lost: {reason}; queued again with the same parameters")
-                write_atomic(path, json.dumps(summary, indent=2) + "\n")
+                write_atomic(path, json.dumps(summary, indent=2) + "\n", within=Path(run_dir))
 
 
 def make_storage(url: str, heartbeat: int, retries: int) -> optuna.storages.BaseStorage:
