@@ -132,5 +132,10 @@ def test_cli_with_a_trained_run_and_its_onnx_export(sst_run, tmp_path, capsys):
     a, b = xr.open_dataset(tmp_path / "p.nc"), xr.open_dataset(tmp_path / "o.zarr", engine="zarr")
     assert a.sst.shape == (40, NY, NX) and np.isnan(a.sst.values[:, LAND]).all() and np.isfinite(a.sst.values[:, ~LAND]).all()
     xr.testing.assert_allclose(a.sst, b.sst, atol=1e-4)
+    # A forecast one month ahead is stamped with its valid time; the input's time is its reference.
+    inp = xr.open_dataset(src)
+    assert list(a.forecast_reference_time.values) == list(inp.time.values) == list(b.forecast_reference_time.values)
+    assert str(a.time.values[0]) == "2000-02-01 00:00:00" and str(a.time.values[-1]) == "2003-05-01 00:00:00"
+    assert a.indexes["time"].calendar == "360_day" and a.forecast_reference_time.attrs["standard_name"] == "forecast_reference_time"
     assert main(["predict", f"run={run_dir}", f"input={src}"]) == 2
     assert "add output=predicted.nc" in capsys.readouterr().err

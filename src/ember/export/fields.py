@@ -172,6 +172,26 @@ def predicted(ds, predictor, lay: Layout, steps: int, batch_size: int, history: 
     out.attrs = {**ds.attrs, "history": history + ("\n" + old if old else "")}
     for k in out.coords:  # the input's time units and calendar stay; its storage settings do not
         out[k].encoding = {e: v for e, v in ds[k].encoding.items() if e in ("units", "calendar", "dtype")} if k in ds.variables else {}
+    return _valid_time(out, ds, lay.time_dim, predictor.spec.lead)
+
+
+def _valid_time(out, ds, time_dim: str, lead: int):
+    """A forecast (data.lead) is stamped with its valid time, `lead` steps of the input's own
+    frequency after the input's time, which stays as CF's forecast_reference_time. Where the
+    frequency cannot be told (irregular times), the input's time, and the comment says so."""
+    import xarray as xr
+
+    index = ds.indexes.get(time_dim)
+    freq = xr.infer_freq(index) if lead and index is not None and len(index) >= 3 else None
+    if not freq:
+        return out
+    encoding = dict(out[time_dim].encoding)
+    reference = xr.Variable(time_dim, index, {"standard_name": "forecast_reference_time"}, encoding)
+    out = out.assign_coords({time_dim: index.shift(lead, freq)}).assign_coords(forecast_reference_time=reference)
+    out[time_dim].encoding = encoding
+    out[time_dim].attrs = dict(ds[time_dim].attrs)
+    for name in out.data_vars:
+        out[name].attrs["comment"] = out[name].attrs["comment"].replace("after the inputs' time", "after forecast_reference_time, the inputs' time")
     return out
 
 
@@ -299,5 +319,6 @@ def predict_fields(predictor, input: str | Path, output: str | Path | None, batc
         Path(output).parent.mkdir(parents=True, exist_ok=True)
         write_fields(out, output, lay.time_dim)
     n = ds.sizes[lay.time_dim]
-    echo(f"wrote {n} time steps of {', '.join(lay.names)} to {output} ({-(-n // steps)} chunks of {steps} time steps)")
+    k = -(-n // steps)
+    echo(f"wrote {n} time steps of {', '.join(lay.names)} to {output} ({k} chunks of {steps} time steps)" if k > 1 else f"wrote {n} time steps of {', '.join(lay.names)} to {output} (in one chunk)")
     return open_fields(output)
