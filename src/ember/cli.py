@@ -221,7 +221,7 @@ def _sample(args) -> int:
 # export, predict, bench, compress: options they take; the commands live in ember.export.
 SHIP_COMMANDS = {
     "export": "run=DIR format=torchscript|onnx|exported|safetensors, batch=dynamic|N, out=PATH, atol=, rtol=, samples=",
-    "predict": "run=DIR (or an exported file), input=FILE|FOLDER, output=FILE (.csv, .npy, .npz, .json), batch_size=",
+    "predict": "run=DIR (or an exported file), input=FILE|FOLDER|NetCDF|Zarr, output=FILE (.csv, .npy, .npz, .json; .nc, .zarr for NetCDF or Zarr input), batch_size=, chunk=N time steps, trust=true (a TorchScript or AOTInductor file not exported by you)",
     "bench": "run=DIR (or model=... data=...), batch_sizes=1,8,64, backends=eager,compile,torchscript,onnxruntime, iters=, warmup=, seconds=, threads=, out=",
     "compress": "run=DIR, method=dynamic_int8|prune, sparsity=0.5, epochs=1, out=DIR, config overrides for the fine-tuning",
 }

@@ -7,7 +7,11 @@ images, the per-channel standardization) and through the model in batches. Class
 label (the class name) and the probability of every class; regression gives the values.
 
 `run=` is a run directory or an exported file (`ember export`), whose `.json` description says
-the input shape, task, class names and data settings: predicting needs nothing else.
+the input shape, task, class names and data settings: predicting needs nothing else. A
+TorchScript or AOTInductor file is a program: it is loaded only as this user's own ember export,
+or with `trust=true` (export/trust.py). NetCDF files (a glob of them too) and Zarr stores are
+predicted in time chunks and written back as NetCDF or Zarr on their own coordinates
+(export/fields.py).
 """
 
 import csv
