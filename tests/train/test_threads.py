@@ -98,3 +98,25 @@ def test_dataloader_workers_take_their_share_of_the_budget(tmp_path):
     summary = json.loads((train(cfg).run_dir / "summary.json").read_text())
     assert summary["threads"]["budget"] == max(1, len(os.sched_getaffinity(0)) - 1)
     assert "OMP_NUM_THREADS=1" in summary["threads"]["why"]  # the suite's setting wins over auto
+
+
+def test_a_deterministic_run_fixes_its_count_and_resumes_with_the_recorded_one(monkeypatch):
+    monkeypatch.setattr(threads, "budget", lambda env, quota=None, loader_workers=0: 4)
+    applied = []
+    policy = ThreadPolicy("auto", torch.device("cpu"), env={}, set_threads=applied.append, deterministic=True)
+    # Not from timings: no probe, no watch, whatever the steps take.
+    assert policy.threads == 4 and applied == [4] and not policy.active and not policy.probing
+    assert "trainer.deterministic" in policy.why
+    for _ in range(threads.WINDOW * 3):
+        policy.step()
+    assert applied == [4]
+    # The checkpoint recorded 2 (another machine, another OMP_NUM_THREADS): the resume takes 2.
+    assert "keeps the 2 thread(s)" in policy.resume(2)
+    assert policy.threads == 2 and applied[-1] == 2
+    assert policy.resume(2) is None and policy.resume(None) is None  # the same count; an older checkpoint
+    # An explicit trainer.threads=N wins, with a warning that the weights will differ.
+    user = ThreadPolicy("3", torch.device("cpu"), env={}, set_threads=applied.append, deterministic=True)
+    assert user.resume(2).startswith("warning: trainer.threads=3") and user.threads == 3
+    # Without trainer.deterministic the checkpoint's count is not imposed.
+    free = ThreadPolicy("auto", torch.device("cpu"), env={}, set_threads=applied.append)
+    assert free.resume(1) is None and free.threads == 4

@@ -88,7 +88,7 @@ def build_trainer(cfg: "EmberConfig", model: nn.Module, splits: Splits, console:
         optimizer=optimizer, scheduler=scheduler, warmup=warmup, monitor=monitor, ema=ema, ema_decay=ema_decay,
         steps_per_epoch=steps_per_epoch, total_steps=total_steps,
         # Threads of torch's CPU kernels: chosen, probed and adapted to a shared machine.
-        threads=ThreadPolicy(t.threads, device, loader_workers=0 if loaders[0].fast else cfg.data.num_workers),
+        threads=ThreadPolicy(t.threads, device, loader_workers=0 if loaders[0].fast else cfg.data.num_workers, deterministic=t.deterministic),
         meter=IntervalMeter(device, peak_flops=peak_flops(device, precision) if t.measure_flops else None),
         guard=Guard(t.nan_policy, t.nan_max_skips, steps_per_epoch, dist, device, console),
         console=console,

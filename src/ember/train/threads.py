@@ -16,6 +16,11 @@ and steps swung between 3 ms and 340 ms within one run.
   threads come back when the machine frees up.
 A user's OMP_NUM_THREADS or `trainer.threads=N` wins. On CUDA the CPU only feeds the GPU: torch's
 default stays. What was chosen and why is in the run's output and summary.json.
+
+`trainer.deterministic=true` on the CPU: the count splits every kernel's reductions, so it changes
+the floating-point result. It is fixed to the budget (not to timings, which differ between runs),
+recorded in every checkpoint, and a resumed run takes the recorded count: a run resumed with
+another count (a probe that timed differently) ended with other weights.
 """
 
 import math
@@ -56,7 +61,7 @@ def budget(env: dict | None = None, affinity: int | None = None, quota: float | 
 class ThreadPolicy:
     """Chooses and adapts the intra-op thread count; `step()` after every optimizer step."""
 
-    def __init__(self, setting, device: torch.device, loader_workers: int = 0, env: dict | None = None, clock=time.perf_counter, set_threads=torch.set_num_threads):
+    def __init__(self, setting, device: torch.device, loader_workers: int = 0, env: dict | None = None, clock=time.perf_counter, set_threads=torch.set_num_threads, deterministic: bool = False):
         env = os.environ if env is None else env
         self.clock, self.set_threads = clock, set_threads
         self.budget = budget(env, quota=cgroup_cpus(), loader_workers=loader_workers)
@@ -71,6 +76,8 @@ class ThreadPolicy:
         self.skip = 0
         self.active = False  # adapting the count; steps are timed on the CPU either way
         self.timed = device.type == "cpu"
+        self.user_set = str(setting) != "auto"
+        self.deterministic = deterministic and self.timed
         if str(setting) != "auto":
             if not str(setting).isdigit() or int(setting) < 1:
                 raise ConfigError(f"trainer.threads={setting!r} must be auto or a number of threads of 1 or more")
@@ -80,6 +87,9 @@ class ThreadPolicy:
             self.threads, self.why = torch.get_num_threads(), f"OMP_NUM_THREADS={env['OMP_NUM_THREADS']} set by the user"
         elif device.type != "cpu":
             self.threads, self.why = torch.get_num_threads(), f"torch's default on {device.type}: the CPU only feeds the device"
+        elif self.deterministic:
+            self._interop(self.budget)
+            self._fix(self.budget, f"trainer.deterministic: fixed at the {self.budget} CPU(s) this process may use")
         else:
             self._interop(self.budget)
             self.candidates = sorted({self.budget, 1, max(1, self.budget // 2)}, reverse=True)
@@ -157,6 +167,17 @@ class ThreadPolicy:
             self.changes.append({"threads": n, "why": why})
         self._fix(n, why)
         self.skip = 1
+
+    def resume(self, recorded: int | None) -> str | None:
+        """A deterministic run continues with the count its checkpoint recorded (its reductions
+        must split the same way); returns a note when that differs from this process's choice.
+        An explicit trainer.threads=N still wins, with a warning."""
+        if not self.deterministic or recorded is None or recorded == self.threads:
+            return None
+        if self.user_set:
+            return f"warning: trainer.threads={self.threads} but the checkpoint was trained with {recorded} thread(s): this deterministic run will not end as an uninterrupted one would"
+        self._fix(recorded, f"trainer.deterministic: the {recorded} thread(s) the run started with (recorded in its checkpoint)")
+        return f"note: trainer.deterministic: the resumed run keeps the {recorded} thread(s) it started with"
 
     def summary(self) -> dict:
         return {"threads": self.threads, "why": self.why, "budget": self.budget, "probe_ms": {str(k): round(v, 3) for k, v in self.probe_ms.items()}, "changes": self.changes, "step_spread": round(self.spread(), 2)}

@@ -406,6 +406,7 @@ class Trainer:
             "state": asdict(self.state),
             "total_steps": self.total_steps,
             "rng": checkpoint.rng_state(),
+            "threads": self.threads.threads,  # a deterministic run resumes with the same count
             "interval": self.meter.state_dict(),
             "records": self.run.records if self.run else 0,
             "config": asdict(self.cfg),
@@ -435,6 +436,8 @@ class Trainer:
             self.warmup.load_state_dict(ckpt["warmup"])
         note = load_schedule(self.scheduler, ckpt["scheduler"], ckpt["total_steps"], self.total_steps, self.state.step)
         checkpoint.set_rng_state(ckpt["rng"])
+        if thread_note := self.threads.resume(ckpt.get("threads")):
+            self.console.print(thread_note)
         self.meter.load_state_dict(ckpt["interval"])
         self._grad_norm = None
         return note
