@@ -203,3 +203,124 @@ def test_one_class_and_the_target_as_a_feature_are_errors_and_numeric_names_work
     df[["a", "b", "amount"]].set_axis(["1", "2", "3"], axis=1).to_csv(tmp_path / "numbered.csv", index=False)
     splits = load_data("csv", path=str(tmp_path / "numbered.csv"), target=3, features=[1, 2])
     assert splits.spec.task == "regression" and splits.spec.target_names == ["3"]
+
+
+# Time series from a table (data.time_column, data.window, data.lead) and numbers float32 cannot hold.
+
+MONTHS = pd.date_range("1870-01-01", periods=60, freq="MS")
+RAW = {"normalize": False, "normalize_target": False}
+
+
+def _series(n=60):
+    """A monthly series whose values say their row in time: nino34 = row, soi = 100 + row."""
+    return pd.DataFrame({"date": MONTHS[:n].strftime("%Y-%m-%d"), "soi": 100.0 + np.arange(n), "nino34": np.arange(n, dtype=float)})
+
+
+@pytest.fixture
+def enso(tmp_path):
+    """The series as a CSV whose rows are not in time order."""
+    path = tmp_path / "enso.csv"
+    _series().sample(frac=1, random_state=0).to_csv(path, index=False)
+    return path
+
+
+def _spans(splits, window=3, lead=2):
+    """The rows each split's samples read, inputs and targets (sample i: rows i..i+window-1, i+window-1+lead)."""
+    return {k: {r for i in splits.indices[k] for r in [*range(i, i + window), i + window - 1 + lead]} for k in ("train", "val", "test")}
+
+
+def test_a_time_series_table_gives_windows_of_the_past_and_the_target_lead_steps_later(enso):
+    s = load_data("csv", path=str(enso), target="nino34", time_column="date", window=3, lead=2, **RAW)
+    spec = s.spec
+    assert spec.input_names == ["soi[t-2]", "soi[t-1]", "soi[t-0]", "nino34[t-2]", "nino34[t-1]", "nino34[t-0]"]
+    assert spec.lead == 2 and spec.identity_channels == [5] and s.gap == 5 and spec.encoding["window"] == 3
+    for name in ("train", "val", "test"):
+        data, first = getattr(s, name), np.array(s.indices[name])  # a sample's number: its first row in time
+        assert np.array_equal(data.x.numpy(), np.stack([100 + first, 101 + first, 102 + first, first, first + 1, first + 2], axis=1))
+        assert np.array_equal(data.y[:, 0].numpy(), first + 4)
+        assert np.array_equal(s.times[name].to_numpy(), MONTHS[first + 4].to_numpy())  # the target's time
+        # Persistence, the target's last observed value, is the identity channel.
+        assert torch.equal(data.x[:, spec.identity_channels], data.y - 2)
+    # 56 windows in time: train, then validation, then test, and no row read by two splits.
+    assert [len(s.indices[k]) for k in ("train", "val", "test")] == [29, 6, 11]
+    spans = _spans(s)
+    assert not (spans["train"] & spans["val"]) and not (spans["val"] & spans["test"]) and not (spans["train"] & spans["test"])
+    assert s.times["train"].max() < s.times["val"].min() and s.times["val"].max() < s.times["test"].min()
+    assert s.record()["periods"]["test"] == ["1874-02-01", "1874-12-01"] and s.notes[0].startswith("split in time: train 1870-05-01..1872-09-01 (29), gap 5")
+
+
+def test_persistence_in_physical_units_from_standardized_windows(enso):
+    from ember.units import physical_targets, raw_inputs
+
+    s = load_data("csv", path=str(enso), target="nino34", time_column="date", window=3, lead=2)
+    last = raw_inputs(s.test.x.double(), s.spec)[:, s.spec.identity_channels]
+    assert torch.allclose(last, physical_targets(s.test.y.double(), s.spec) - 2, atol=1e-4)
+
+
+def test_years_as_numbers_periods_and_a_test_file(tmp_path):
+    years = np.arange(1950, 2000)
+    frame = pd.DataFrame({"year": years, "x": np.sin(years), "y": np.cos(years)})
+    frame[:40].to_csv(tmp_path / "train.csv", index=False)
+    frame[40:].to_csv(tmp_path / "test.csv", index=False)
+    s = load_data("csv", path=str(tmp_path / "train.csv"), target="y", time_column="year", window=2, lead=1, test_path=str(tmp_path / "test.csv"), val_period="1980:1989")
+    assert list(s.times["test"].year) == list(range(1992, 2000)) and list(s.times["val"].year) == list(range(1980, 1990))
+    assert list(s.times["train"].year) == list(range(1952, 1977))  # 3 samples left out before validation
+    assert s.record()["periods"] == {"train": ["1952-01-01", "1976-01-01"], "val": ["1980-01-01", "1989-01-01"], "test": ["1992-01-01", "1999-01-01"]}
+    from ember.data.series import parse_times
+
+    assert parse_times(pd.Series([2001.0, 2001.5]), "c", str)[1] == pd.Timestamp("2001-07-02 12:00")
+
+
+def test_a_missing_value_drops_the_windows_that_read_its_row(tmp_path):
+    df = _series()
+    df.loc[20, "soi"] = np.nan
+    df.to_csv(tmp_path / "holes.csv", index=False)
+    s = load_data("csv", path=str(tmp_path / "holes.csv"), target="nino34", time_column="date", window=3, lead=2, nan="drop", val_fraction=0, test_fraction=0)
+    assert s.indices["train"] == sorted(set(range(56)) - {16, 18, 19, 20})  # inputs 18..20, target 16 (row 19 is unread by 15)
+    with pytest.raises(DataError, match=r"the first is in column 'soi' of data row 21 \(line 22 of a CSV\)"):
+        load_data("csv", path=str(tmp_path / "holes.csv"), target="nino34", time_column="date", window=3, lead=2)
+
+
+def test_time_series_mistakes_are_one_line_errors(tmp_path, enso):
+    with pytest.raises(ConfigError, match="data.window=3 with data.lead=0 would show the model the target's own value"):
+        load_data("csv", path=str(enso), target="nino34", time_column="date", window=3)
+    with pytest.raises(DataError, match="no time column 'dat'"):
+        load_data("csv", path=str(enso), target="nino34", time_column="dat", lead=1)
+    with pytest.raises(DataError, match="has 60 rows, too few for one window of 58 plus a lead of 3"):
+        load_data("csv", path=str(enso), target="nino34", time_column="date", window=58, lead=3)
+    df = _series()
+    df.loc[7, "date"] = "1870-03-01"
+    df.to_csv(tmp_path / "twice.csv", index=False)
+    with pytest.raises(DataError, match=r"column 'date' of .*twice.csv holds the time 1870-03-01 00:00:00 twice \(again in data row 8 "):
+        load_data("csv", path=str(tmp_path / "twice.csv"), target="nino34", time_column="date", lead=1)
+    df.loc[7, "date"] = "soon"
+    df.to_csv(tmp_path / "soon.csv", index=False)
+    with pytest.raises(DataError, match=r"holds 1 value that is no date, the first 'soon' in data row 8 "):
+        load_data("csv", path=str(tmp_path / "soon.csv"), target="nino34", time_column="date", lead=1)
+
+
+def test_a_number_beyond_float32_is_an_error_naming_column_and_row(tmp_path):
+    b = np.random.default_rng(0).normal(size=200)
+    b[57] = 1e39  # finite in float64, inf in float32: the run would train on NaN losses
+    with pytest.raises(DataError, match=r"column 'b' of .*big.csv holds 1e\+39 in data row 58 \(line 59 of a CSV\), beyond the float32 range"):
+        load_data("csv", path=str(_spoiled(tmp_path, "b", b, name="big.csv")), target="label")
+    amount = _table()["amount"].to_numpy().copy()
+    amount[3] = -1e39
+    with pytest.raises(DataError, match=r"column 'amount' of .*holds -1e\+39 in data row 4 "):
+        load_data("csv", path=str(_spoiled(tmp_path, "amount", amount)), target="amount")
+
+
+def test_cli_a_number_beyond_float32_is_one_line(ember_cli, tmp_path):
+    b = np.zeros(200)
+    b[57] = 1e39
+    cli_error(ember_cli, tmp_path, "data=csv", f"data.path={_spoiled(tmp_path, 'b', b)}", "data.target=label", "model=mlp", match="beyond the float32 range")
+
+
+def test_training_on_a_time_series_records_its_periods_and_eval_rebuilds_them(tmp_path, enso):
+    args = ["data=csv", f"data.path={enso}", "data.target=nino34", "data.time_column=date", "data.window=3", "data.lead=2", "model=mlp", "trainer.max_epochs=2"]
+    result = fit(tmp_path, *args)
+    recorded = json.loads((result.run_dir / "splits.json").read_text())
+    rebuilt = load_data("csv", path=str(enso), target="nino34", time_column="date", window=3, lead=2)
+    assert recorded == rebuilt.record() and recorded["periods"]["val"] == ["1873-03-01", "1873-08-01"]
+    metrics = evaluate_run(result.run_dir, console=Console("none"))
+    assert metrics["test/rmse"] == pytest.approx(result.metrics["test/rmse"])
