@@ -106,3 +106,13 @@ def test_burgers_is_cached_where_the_run_output_says(tmp_path, monkeypatch):
 def test_training_learns(tmp_path, name, extra, threshold):
     result = fit(tmp_path, f"data={name}", "model=mlp", "model.width=64", "optim.lr=0.003", "sched=none", *extra)
     assert result.metrics["test/r2"] > threshold, result.metrics
+
+
+def test_a_truncated_burgers_cache_is_made_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    first = load_data("burgers", num_samples=20, resolution=32)
+    (cached,) = (tmp_path / "ember").glob("burgers-*.pt")
+    cached.write_bytes(cached.read_bytes()[:300])  # a write cut short by a full disk
+    second = load_data("burgers", num_samples=20, resolution=32)
+    assert second.notes[0].startswith(f"warning: the cached data=burgers file {cached} was damaged (")
+    assert torch.equal(first.train.x, second.train.x) and torch.equal(first.train.y, second.train.y)

@@ -85,6 +85,6 @@ def darcy(cfg, *, num_samples: Annotated[int, AT_LEAST_1] = 1000, resolution: An
         return {"a": a, "u": torch.from_numpy(u).float()}
 
     args = {"solver": 1, "num_samples": num_samples, "resolution": resolution, "seed": seed}
-    d, note = cached_arrays("darcy", args, make, enabled=cache)
+    d, note = cached_arrays("darcy", args, make, enabled=cache, keys=("a", "u"))
     spec = DataSpec(input_shape=(1, resolution, resolution), task="regression", target_shape=(1, resolution, resolution), input_names=["a"], target_names=["u"])
     return Splits(train=TensorData(d["a"].unsqueeze(1), d["u"].unsqueeze(1)), spec=spec, notes=[note])

@@ -173,7 +173,7 @@ def burgers(cfg, *, num_samples: Annotated[int, AT_LEAST_1] = 1000, resolution: 
 
     # The solver's version is part of the key: a changed solver must not read old solutions.
     args = {"solver": 2, "num_samples": num_samples, "resolution": resolution, "viscosity": viscosity, "final_time": final_time, "seed": seed}
-    d, note = cached_arrays("burgers", args, make, enabled=cache)
+    d, note = cached_arrays("burgers", args, make, enabled=cache, keys=("u0", "u1"))
     # The target is a field of one channel, like the input: standardized as one quantity, and
     # the same statistics hold at any resolution (zero-shot super-resolution).
     spec = DataSpec(input_shape=(1, resolution), task="regression", target_shape=(1, resolution), input_names=["u0"], target_names=["u"])

@@ -1,18 +1,15 @@
 """Sources generated on this machine: MNIST-1D and the tutorials' toy regressions. No downloads."""
 
-import hashlib
-import json
 import math
 from typing import Annotated
 
-import numpy as np
 import torch
 
 from ember.data import Splits, register_data
+from ember.data.cache import cached_npz
 from ember.data.loaders import TensorData
 from ember.data.spec import DataSpec
 from ember.errors import ConfigError
-from ember.files import cache_dir, write_atomic
 from ember.ranges import AT_LEAST_1, NON_NEGATIVE, OPEN_UNIT, POSITIVE, SEED
 
 
@@ -23,22 +20,21 @@ def mnist1d(cfg, *, num_samples: Annotated[int, AT_LEAST_1] = 5000, train_split:
 
     args = get_dataset_args(as_dict=True)
     args.update(num_samples=num_samples, train_split=train_split, seed=seed)
-    key = hashlib.sha256(json.dumps(args, sort_keys=True).encode()).hexdigest()[:16]
-    path = cache_dir() / f"mnist1d-{key}.npz"
-    # Generation takes seconds and is deterministic in its arguments, so it is cached.
-    if path.exists():
-        d = np.load(path)
-    else:
+    keys = ("x", "y", "x_test", "y_test")
+
+    def make():
         raw = make_dataset(_ObjectView(args))
-        d = {k: raw[k] for k in ("x", "y", "x_test", "y_test")}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, lambda f: np.savez(f, **d))
+        return {k: raw[k] for k in keys}
+
+    # Generation takes seconds and is deterministic in its arguments, so it is cached; a damaged
+    # cache file is made again, and only then does the run output mention the cache.
+    d, note = cached_npz("mnist1d", args, make, keys)
 
     def split(x, y):
         return TensorData(torch.as_tensor(x, dtype=torch.float32).unsqueeze(1), torch.as_tensor(y, dtype=torch.long))
 
     spec = DataSpec(input_shape=(1, 40), task="classification", num_classes=10, class_names=[str(i) for i in range(10)])
-    return Splits(train=split(d["x"], d["y"]), test=split(d["x_test"], d["y_test"]), spec=spec)
+    return Splits(train=split(d["x"], d["y"]), test=split(d["x_test"], d["y_test"]), spec=spec, notes=[note] if note.startswith("warning") else [])
 
 
 class _ObjectView:
