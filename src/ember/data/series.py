@@ -75,14 +75,21 @@ def windows(x: np.ndarray, y: np.ndarray, window: int, lead: int, bad: np.ndarra
     (each channel's values from t-(window-1) to t-0), with the target `y` of row t+lead; windows
     touching a row in `bad` are left out. Returns inputs, targets and the first row of each."""
     n = len(x) - window - lead + 1
-    view = np.lib.stride_tricks.sliding_window_view(x, window, axis=0)[:n]  # (n, channels, window)
-    inputs = np.ascontiguousarray(view.reshape(n, -1))
+    inputs = window_inputs(x, window)[:n]
     starts = np.arange(n)
     last = starts + window - 1
     # A bad row among a window's rows or at its target: prefix sums count them in one pass.
     count = np.concatenate([[0], np.cumsum(bad)])
     keep = (count[last + 1] - count[starts] == 0) & ~bad[last + lead]
     return inputs[keep], y[last[keep] + lead], starts[keep]
+
+
+def window_inputs(x: np.ndarray, window: int) -> np.ndarray:
+    """Every window of `window` consecutive rows of `x` (rows, channels) as one flat input, laid
+    out as training laid them (spec.input_names): what `ember predict` feeds a series model, whose
+    forecast for window i is valid `lead` rows after row i+window-1."""
+    view = np.lib.stride_tricks.sliding_window_view(x, window, axis=0)  # (rows-window+1, channels, window)
+    return np.ascontiguousarray(view.reshape(len(view), -1))
 
 
 def window_names(names: list[str], window: int) -> list[str]:
