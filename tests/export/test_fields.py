@@ -139,3 +139,27 @@ def test_cli_with_a_trained_run_and_its_onnx_export(sst_run, tmp_path, capsys):
     assert a.indexes["time"].calendar == "360_day" and a.forecast_reference_time.attrs["standard_name"] == "forecast_reference_time"
     assert main(["predict", f"run={run_dir}", f"input={src}"]) == 2
     assert "add output=predicted.nc" in capsys.readouterr().err
+
+
+def test_level_channels_and_the_runs_region(tmp_path):
+    """A run on t at 500 and 850 hPa over lat -10..30 predicts a global file with three levels:
+    the region and levels cut as in training, the levels back on the file's plev axis."""
+    rng = np.random.default_rng(0)
+    time = xr.date_range("2000-01-01", periods=10, freq="D", calendar="noleap", use_cftime=True)
+    lat, plev = np.linspace(-30, 30, NY), np.array([1000.0, 850.0, 500.0])
+    t = rng.normal(250, 10, (10, 3, NY, NX)).astype("float32")
+    xr.Dataset({"t": (("time", "plev", "lat", "lon"), t, {"units": "K", "standard_name": "air_temperature"})},
+               coords={"time": time, "plev": ("plev", plev, {"units": "hPa", "axis": "Z"}), "lat": lat, "lon": np.arange(NX) * 45.0}).to_netcdf(tmp_path / "t.nc")
+    rows = (lat >= -10) & (lat <= 30)
+    names = ["t@500", "t@850"]
+    spec = DataSpec(input_shape=(2, int(rows.sum()), NX), task="regression", target_shape=(2, int(rows.sum()), NX), input_names=names, target_names=names)
+    torch.manual_seed(0)
+    model = Deployed(nn.Conv2d(2, 2, 1), spec).eval()
+    data = {"name": "gridded", "lat": "-10:30", "level": [500, 850]}
+    out = predict_fields(Predictor(model, spec, data, "runs/t"), tmp_path / "t.nc", tmp_path / "p.nc", batch_size=4, chunk=3, echo=_quiet)
+    assert out.t.dims == ("time", "plev", "lat", "lon") and list(out.plev.values) == [500.0, 850.0] and out.plev.attrs["units"] == "hPa"
+    np.testing.assert_array_equal(out.lat.values, lat[rows])
+    assert out.t.attrs["standard_name"] == "air_temperature" and out.indexes["time"].calendar == "noleap"
+    x = torch.from_numpy(t[:, [2, 1]][:, :, rows])
+    with torch.no_grad():
+        np.testing.assert_allclose(out.t.values, model(x).numpy(), rtol=1e-6)

@@ -70,6 +70,56 @@ def open_fields(input: str | Path, time_dim: str = "time"):
         raise DataError(f"cannot open {text} with xarray ({first_line(e)}); pass NetCDF files or a Zarr store that xarray reads") from None
 
 
+def region(ds, data: dict):
+    """The run's region and levels (data.lat, data.lon, data.level) cut from a larger file, as the
+    training files were; times are the file's own."""
+    from ember.data.cf import Subset, select
+
+    levels = tuple(float(v) for v in _listed(data.get("level")))
+    subset = Subset(time_dim=str(data.get("time_dim") or "time"), lat=data.get("lat"), lon=data.get("lon"), level=levels, strict_level=False)
+    return select(ds, subset, "the input") if subset.lat or subset.lon or subset.level else ds
+
+
+def channels(ds, spec):
+    """The run's level channels (`t@500`: variable t at level 500 of its vertical axis) as
+    variables of their own, lazily, so each input channel is one variable of the dataset."""
+    from ember.data.cf import axis_dim
+
+    for name in spec.input_names or []:
+        base, at, level = name.rpartition("@")
+        if name in ds.data_vars or not at or base not in ds.data_vars:
+            continue
+        z = axis_dim(ds, ds[base].dims, "level")
+        if z is None:
+            continue
+        values = np.asarray(ds[z].values, dtype=float) if z in ds.coords else np.arange(ds.sizes[z], dtype=float)
+        hit = np.flatnonzero(np.isclose(values, float(level)))
+        if len(hit):
+            ds = ds.assign({name: ds[base].isel({z: int(hit[0])}, drop=True)})
+    return ds
+
+
+def levels_as_dims(out, ds):
+    """Predicted level channels (`t@500`, `t@850`) back as one variable `t` on the input's
+    vertical axis, where the input has that variable with one."""
+    import xarray as xr
+
+    from ember.data.cf import axis_dim
+
+    groups: dict[str, list[tuple[str, float]]] = {}
+    for name in map(str, out.data_vars):
+        base, at, level = name.rpartition("@")
+        if at and base in ds.data_vars and axis_dim(ds, ds[base].dims, "level") is not None:
+            groups.setdefault(base, []).append((name, float(level)))
+    for base, members in groups.items():
+        z = axis_dim(ds, ds[base].dims, "level")
+        coord = xr.DataArray([v for _, v in members], dims=z, attrs=dict(ds[z].attrs) if z in ds.coords else {})
+        stacked = xr.concat([out[n] for n, _ in members], dim=z).assign_coords({z: coord})
+        stacked.attrs = {**out[members[0][0]].attrs}
+        out = out.drop_vars([n for n, _ in members]).assign({base: stacked.transpose(stacked.dims[1], z, ...)})
+    return out
+
+
 @dataclass
 class Layout:
     """Where the run's inputs lie in the file and what the output looks like."""
@@ -307,12 +357,12 @@ def predict_fields(predictor, input: str | Path, output: str | Path | None, batc
         if Path(output).suffix not in FIELD_OUTPUTS:
             raise ConfigError(f"output={str(output)!r}: predictions of NetCDF or Zarr input are written to a {' or '.join(FIELD_OUTPUTS)} file")
         check_output(output, "the predictions", "output=", folder=Path(output).suffix == ".zarr")
-    ds = open_fields(input)
+    ds = channels(region(open_fields(input), predictor.data), predictor.spec)
     lay = layout(ds, predictor.spec, predictor.data)
     steps = chunk_steps(ds, lay, chunk)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     history = f"{stamp}: ember {ember.__version__} predict run={predictor.source} input={input}"
-    out = predicted(ds, predictor, lay, steps, batch_size, history)
+    out = levels_as_dims(predicted(ds, predictor, lay, steps, batch_size, history), ds)
     if output is None:
         return out
     with output_errors(output, "the predictions", "output="):
