@@ -4,6 +4,7 @@ import sys
 import time
 
 from rich.console import Console as RichConsole
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -74,8 +75,13 @@ class Console:
             head = f"epoch {record['epoch']}/{self._max_epochs} {split}"
         self.print(f"{head}  {values}")
 
-    def print(self, text: str) -> None:
-        self.out.print(text)
+    def print(self, text) -> None:
+        """Text as it is: a message holds user strings (paths, column and run names), and a '[/y]'
+        in one must print, not raise rich's MarkupError. Rich objects (tables) print as they are."""
+        if isinstance(text, str):
+            self.out.print(text, markup=False)
+        else:
+            self.out.print(text)
 
     def stop(self) -> None:
         if self._progress is not None:
@@ -86,10 +92,11 @@ class Console:
         """Metrics named `split/metric` as a table: one row per metric, one column per split."""
         splits = list(dict.fromkeys(k.split("/", 1)[0] for k in metrics))
         names = list(dict.fromkeys(k.split("/", 1)[1] for k in metrics))
-        table = Table(title=title, title_justify="left")
+        # Every cell is markup to rich: the run's path, the metric and column names are escaped.
+        table = Table(title=escape(title), title_justify="left")
         table.add_column("metric")
         for s in splits:
-            table.add_column(s, justify="right")
+            table.add_column(escape(s), justify="right")
         for n in names:
-            table.add_row(n, *[_fmt(metrics[f"{s}/{n}"]) if f"{s}/{n}" in metrics else "" for s in splits])
+            table.add_row(escape(n), *[_fmt(metrics[f"{s}/{n}"]) if f"{s}/{n}" in metrics else "" for s in splits])
         self.out.print(table)
