@@ -141,7 +141,7 @@ def print_summary(summary: Summary, console=None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = console or Console()
+    console = console or Console(markup=False)  # module names are text, not rich markup
     table = Table(title=f"{summary.model}: input {'x'.join(map(str, summary.input_shape))}")
     table.add_column("layer")
     table.add_column("type")

@@ -237,7 +237,7 @@ def _print(report: dict) -> None:
     for r in report["results"]:
         ratio = f"{r['vs_eager']:.2f}x" if "vs_eager" in r else ""
         table.add_row(r["backend"], str(r["batch"]), f"{r['p50_ms']:.3g}", f"{r['p95_ms']:.3g}", f"{r['samples_per_s']:,.0f}", ratio)
-    console = Console(highlight=False, soft_wrap=True)
+    console = Console(highlight=False, soft_wrap=True, markup=False)  # names and paths are text, not rich markup
     console.print(table)
     for b, why in report["skipped"].items():
         console.print(f"{b}: skipped ({why})")

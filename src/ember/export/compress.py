@@ -233,6 +233,6 @@ def _print_comparison(source: Path, out: Path, method: str, before: dict, after:
     table.add_row("size (MB)", f"{before['size_mb']:.3g}", f"{after['size_mb']:.3g}", f"{after['size_mb'] / before['size_mb']:.2f}x")
     table.add_row("latency batch 1 (ms)", f"{before['latency_ms_b1']:.3g}", f"{after['latency_ms_b1']:.3g}", f"{after['latency_ms_b1'] / before['latency_ms_b1']:.2f}x")
     table.add_row("samples/s batch 64", f"{before['samples_per_s_b64']:,.0f}", f"{after['samples_per_s_b64']:,.0f}", f"{after['samples_per_s_b64'] / before['samples_per_s_b64']:.2f}x")
-    console = Console(highlight=False, soft_wrap=True)
+    console = Console(highlight=False, soft_wrap=True, markup=False)  # names and paths are text, not rich markup
     console.print(table)
     console.print(f"compressed run: {out}")

@@ -411,7 +411,7 @@ def show(p: Predictions, rows: int = 10) -> None:
             table.add_column(c, justify="right")
         for i in range(min(rows, len(p.ids))):
             table.add_row(p.ids[i], *[f"{v:.4g}" for v in p.values[i][:8]])
-    console = Console(highlight=False, soft_wrap=True)
+    console = Console(highlight=False, soft_wrap=True, markup=False)  # names and paths are text, not rich markup
     console.print(table)
     if len(p.ids) > rows:
         console.print(f"{len(p.ids) - rows} more; write them all with output=predictions.csv (or .npy, .npz, .json)")

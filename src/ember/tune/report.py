@@ -121,9 +121,9 @@ def show(study: optuna.Study, plan, console: Console | None = None) -> dict:
 
 
 def _console() -> Console:
-    console = Console(highlight=False, soft_wrap=True)
+    console = Console(highlight=False, soft_wrap=True, markup=False)  # names and paths are text, not rich markup
     if not console.is_terminal:  # a log file: no need to squeeze the table into 80 columns
-        console = Console(highlight=False, soft_wrap=True, width=200)
+        console = Console(highlight=False, soft_wrap=True, width=200, markup=False)
     return console
 
 
