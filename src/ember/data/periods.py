@@ -100,5 +100,5 @@ def describe(sizes: dict, times: dict | None, rows: dict, gap: int, given: set[s
             where = ""
         origin = ", data.test_path" if name == "test" and name in given else ", the source's" if name in given else ""
         parts.append(f"{name}{where} ({sizes[name]}{origin})")
-    how = "split in time" if times else "split in row order (no time column)"
+    how = "split in time" if times else "split in row order (the data has no times)"
     return f"{how}: " + f", gap {gap}, ".join(parts) + (f"; {gap} sample(s) left out at each border so that no split holds another's inputs or targets" if gap else "")
