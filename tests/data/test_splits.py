@@ -211,3 +211,17 @@ def test_inputs_without_any_value_are_refused(tmp_path):
     np.savez(tmp_path / "d.npz", x=np.zeros((20, 0)), y=np.arange(20) % 2)
     with pytest.raises(DataError, match=r"the inputs of data=numpy hold no value \(input shape \(0,\)\)"):
         load_data("numpy", path=str(tmp_path / "d.npz"))
+
+
+def test_a_gridded_file_in_a_360_day_calendar_splits_by_the_periods_given(tmp_path):
+    xr = pytest.importorskip("xarray")
+    data = np.random.default_rng(0).normal(size=(72, 4, 5)).astype("f4")
+    ds = xr.Dataset({"tas": (("time", "lat", "lon"), data)}, coords={"time": _months_360(), "lat": np.linspace(-30, 30, 4), "lon": np.arange(5.0)})
+    ds.to_netcdf(tmp_path / "m360.nc")
+    options = {"path": str(tmp_path / "m360.nc"), "variables": ["tas"], "lead": 1, "num_workers": 0}
+    s = load_data("gridded", **options, train_period="2000-02-30:2003-12", val_period="2004-01:2004-12", test_period="2005-01-01:2005-12-30")
+    # Times are the targets' (lead 1); 2 samples (lead + 1) are left out before each later split.
+    assert s.record()["periods"] == {"train": ["2000-03-01", "2003-10-01"], "val": ["2004-01-01", "2004-10-01"], "test": ["2005-01-01", "2005-12-01"]}
+    assert s.times["test"].calendar == "360_day" and [len(s.times[k]) for k in ("train", "val", "test")] == [len(s.train), len(s.val), len(s.test)]
+    with pytest.raises(ConfigError, match="data.test_period='2010:2011' holds no sample: the data runs from 2000-02-01 to 2005-12-01"):
+        load_data("gridded", **options, test_period="2010:2011")
