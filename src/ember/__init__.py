@@ -11,6 +11,7 @@ _API = {
     "train_config": "ember.api",
     "load_run": "ember.run",
     "evaluate_run": "ember.evaluation",
+    "predict": "ember.export.predict",
     "Result": "ember.api",
     "load_data": "ember.api",
     "list_data": "ember.data",

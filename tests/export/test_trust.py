@@ -122,3 +122,13 @@ def test_a_killed_exports_work_folder_is_removed_by_the_next_export(tmp_path):
     assert not stale.exists() and mine.is_dir() and mine.name.startswith(f".model.onnx.{os.getpid()}.")
     other = work_dir(tmp_path / "model.onnx")  # this process's own folders stay: they may be in use
     assert mine.is_dir() and other.is_dir()
+
+
+def test_an_aoti_package_from_elsewhere_is_refused_before_loading(cnn_run, tmp_path, record, x_npy):
+    """The check comes before AOTInductor's loader sees the file (which would run its library)."""
+    own = export_run(cnn_run, "safetensors", out=tmp_path / "m.safetensors", echo=lambda s: None)
+    path = tmp_path / "model.aoti.pt2"
+    path.write_bytes(b"PK not a package")
+    (tmp_path / "model.aoti.pt2.json").write_text(own.meta_path.read_text())
+    with pytest.raises(UnsafeFileError, match=r"model.aoti.pt2 is an AOTInductor program and loading it would run its code"):
+        predict(path, x_npy)
