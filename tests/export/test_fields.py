@@ -7,6 +7,7 @@ import torch
 import xarray as xr
 from torch import nn
 
+import ember
 from ember.data.spec import DataSpec
 from ember.errors import DataError
 from ember.export.common import Deployed
@@ -139,6 +140,11 @@ def test_cli_with_a_trained_run_and_its_onnx_export(sst_run, tmp_path, capsys):
     assert a.indexes["time"].calendar == "360_day" and a.forecast_reference_time.attrs["standard_name"] == "forecast_reference_time"
     assert main(["predict", f"run={run_dir}", f"input={src}"]) == 2
     assert "add output=predicted.nc" in capsys.readouterr().err
+    # The same fields as an array, land NaN included: accepted from a gridded run, NaN back on land.
+    np.save(tmp_path / "x.npy", inp.sst.values[:, None])
+    arr = ember.predict(run_dir, tmp_path / "x.npy", echo=_quiet)
+    np.testing.assert_allclose(arr.values.reshape(40, NY, NX), a.sst.values, atol=1e-5, equal_nan=True)
+    assert np.isnan(arr.values.reshape(40, NY, NX)[:, LAND]).all()
 
 
 def test_level_channels_and_the_runs_region(tmp_path):
