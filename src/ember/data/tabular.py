@@ -329,7 +329,7 @@ def check_text_columns(frame, kept: np.ndarray, path: Path, categorical: list[st
         fix = f"leave it out by listing the other columns in data.features, or set data.categorical=[{c}] if it is a category"
         dates = text.str.match(DATE).to_numpy()
         if dates.mean() >= MOSTLY:
-            raise DataError(f"{where} holds dates such as {text.iloc[0]!r} ({_row(kept[0])}), which would become one category per date; turn them into numbers (day of year, hour, a timestamp) in the file, or {fix}")
+            raise DataError(f"{where} holds dates such as {text.iloc[0]!r} ({_row(kept[0])}), which would become one category per date; order the table in time by them (data.time_column={c}), turn them into numbers (day of year, hour, a timestamp) in the file, or {fix}")
         distinct = text.nunique()
         if distinct > MANY_CATEGORIES and distinct > len(text) / 2:
             raise DataError(f"{where} holds {distinct} distinct text values in {len(text)} rows (such as {text.iloc[0]!r} in {_row(kept[0])}), too many for one-hot categories; {fix}")
