@@ -168,3 +168,15 @@ def test_postgres_workers_share_a_study_and_a_killed_workers_trial_is_run_again_
     assert summary["status"] == "failed" and "lost: its worker stopped sending heartbeats" in summary["error"]
     assert {t.user_attrs["worker"].rsplit(":", 1)[1] for t in budget} <= {str(a.pid), str(b.pid)}
     assert {Path(d).parent.name for d in dirs} == {"tune-shared"}  # nodes agree on the study directory
+
+
+def test_a_rerun_draws_new_parameters_not_trial_0s_again(runs, capsys):
+    """After a killed worker or Ctrl-C the command is run again: its workers used to start the
+    sampler's stream from the seed anew, so the first new trial repeated trial 0's parameters."""
+    args = TINY + ["trainer.max_epochs=1", f"run.root={runs}", "tune.sampler=random", LR]
+    assert tune_command(args + ["tune.trials=1"]) == 0
+    assert tune_command(args + ["tune.trials=2"]) == 0  # the same study, one trial more
+    (study_dir,) = (runs / "mnist1d-mlp").glob("tune-*")
+    study = optuna.load_study(study_name=json.loads((study_dir / "study.json").read_text())["name"], storage=f"sqlite:///{study_dir / 'study.db'}")
+    first, second = study.trials
+    assert second.params != first.params

@@ -256,8 +256,12 @@ def _work(plan: Plan, index: int) -> int:
     if plan.shared:  # several nodes run the same command: give each its own stream of draws
         seed += zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode()) % 1_000_000
     storage = make_storage(plan.storage, plan.heartbeat, plan.retries)
-    sampler = make_sampler(plan.sampler, plan.sampler_args, seed, plan.params)
-    study = optuna.load_study(study_name=plan.name, storage=storage, sampler=sampler, pruner=make_pruner(plan.pruner, plan.pruner_args))
+    study = optuna.load_study(study_name=plan.name, storage=storage, pruner=make_pruner(plan.pruner, plan.pruner_args))
+    # A rerun (after a killed worker, Ctrl-C, a larger tune.trials) would replay the first run's
+    # draws: its first new trial repeated trial 0's parameters. The trials already in the study
+    # move the stream on; a fresh study keeps the seed's draws.
+    seed = (seed + 1_000_003 * len(study.get_trials(deepcopy=False))) % 2**32  # numpy takes 32 bits
+    sampler = study.sampler = make_sampler(plan.sampler, plan.sampler_args, seed, plan.params)
     objective = Objective(plan)
     deadline = time.monotonic() + plan.timeout if plan.timeout > 0 else None
     poll = min(1.0, plan.heartbeat / 2)
