@@ -100,6 +100,8 @@ def test_fit_rejects_unknown_or_ambiguous_keys_and_bad_data(tmp_path):
         ember.fit(nn.Linear(4, 3), (x, y[:-1]))
     with pytest.raises(DataError, match="must be a Dataset or an \\(X, y\\) pair"):
         ember.fit(nn.Linear(4, 3), "data.csv")
+    with pytest.raises(DataError, match="the train inputs hold no value \\(shape \\(0,\\) per sample\\)"):
+        ember.fit(nn.Linear(0, 3), (x[:, :0], y))  # zero features trained on nothing before
     assert not (tmp_path / "runs").exists()
 
 
