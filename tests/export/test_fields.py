@@ -169,3 +169,15 @@ def test_level_channels_and_the_runs_region(tmp_path):
     x = torch.from_numpy(t[:, [2, 1]][:, :, rows])
     with torch.no_grad():
         np.testing.assert_allclose(out.t.values, model(x).numpy(), rtol=1e-6)
+
+
+def test_curvilinear_coordinates_pass_through(predictor, tmp_path):
+    """NEMO-style names: dimensions y, x and 2-D nav_lat, nav_lon come back as they were."""
+    src = xr.open_dataset(write_sst(tmp_path / "new.nc", nt=4)).rename({"lat": "y", "lon": "x"})
+    nav_lat, nav_lon = np.meshgrid(src.y.values, src.x.values, indexing="ij")
+    src = src.drop_vars(["y", "x"]).assign_coords(nav_lat=(("y", "x"), nav_lat, {"standard_name": "latitude"}), nav_lon=(("y", "x"), nav_lon))
+    src.to_netcdf(tmp_path / "nemo.nc")
+    out = predict_fields(predictor, tmp_path / "nemo.nc", tmp_path / "p.nc", batch_size=4, chunk=2, echo=_quiet)
+    assert out.sst.dims == ("time", "y", "x") and set(out.sst.coords) == {"time", "nav_lat", "nav_lon"}
+    np.testing.assert_array_equal(out.nav_lat.values, nav_lat)
+    assert out.nav_lat.attrs["standard_name"] == "latitude" and np.isnan(out.sst.values[:, LAND]).all()
