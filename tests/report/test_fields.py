@@ -114,3 +114,5 @@ def test_a_gridded_report_renders_north_up_with_axes(tmp_path, screenshots):
     shown = render(path, 1100, 900, screenshot=screenshots / "fields.png")
     assert shown.errors == 0 and shown.width == 1100, shown
     assert png_size(shown.screenshot)[0] == 1100
+    phone = render(path, 390, 800)
+    assert phone.errors == 0 and phone.body.get("overflow") == "0", phone.body  # the panels fit a phone
