@@ -36,6 +36,7 @@ def sst_dataset(calendar="360_day", seed=0) -> xr.Dataset:
         coords={"time": time, "latitude": ("latitude", LAT, {"units": "degrees_north"}), "longitude": ("longitude", LON, {"units": "degrees_east"})},
     )
     ds["time"].attrs["bounds"] = "time_bnds"
+    ds["time"].encoding["units"] = "days since 2000-01-01"  # one unit for time and time_bnds, as CF asks
     ds["latitude"].attrs["bounds"] = "lat_bnds"
     return ds
 

@@ -111,12 +111,16 @@ def _open_any(paths: tuple[str, ...]):
 
 class _ZarrOrphans(logging.Filter):
     """zarr reads a store's arrays in concurrent tasks; when they fail alike (an unknown codec),
-    the first error reaches ember, which says it on one line, and asyncio logs each other task's
-    copy with its traceback at exit ("Task exception was never retrieved"). Those are dropped."""
+    the first error reaches ember, which says it on one line, and asyncio logs each other task at
+    exit with its traceback ("Task exception was never retrieved", or "Task was destroyed but it
+    is pending!" for those still waiting). Those records of zarr's tasks are dropped."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "never retrieved" not in message and "destroyed but it is pending" not in message:
+            return True
         exc = record.exc_info[1] if record.exc_info else None
-        return not (exc is not None and type(exc).__module__.startswith("zarr") and "never retrieved" in record.getMessage())
+        return not ((exc is not None and type(exc).__module__.startswith("zarr")) or "zarr" in message)
 
 
 def _quiet_zarr_orphans() -> None:
