@@ -8,6 +8,7 @@ from data_support import cli_train, fit
 
 from ember import load_data
 from ember.data import EpochLoader
+from ember.data.checks import nan_rows
 from ember.data.lazy import LazyDataset
 from ember.errors import DataError
 
@@ -123,6 +124,9 @@ def test_fractional_class_ids_absurd_sizes_and_all_nan_are_refused(tmp_path):
         f["x"], f["y"] = np.full_like(x, np.nan), y
     with pytest.raises(DataError, match=r"every sample of .*allnan.h5 holds NaN or infinite values .*data.nan=drop would drop them all: fix the data$"):
         load_data("hdf5", path=str(tmp_path / "allnan.h5"), num_workers=0, nan="drop")
+    # The in-memory sources' check says the same.
+    with pytest.raises(DataError, match=r"every sample of x.npy holds NaN .*data.nan=drop would drop them all: fix the data$"):
+        nan_rows({"inputs": np.full((3, 2), np.nan)}, "x.npy", "drop")
 
 
 def test_training_on_hdf5_learns_and_runs_from_the_cli(tmp_path, ember_cli):

@@ -112,13 +112,15 @@ def nan_rows(arrays: dict[str, np.ndarray | torch.Tensor], where: str, policy: s
         bad |= nonfinite_rows(a)
     if not bad.any():
         return np.arange(n)
-    if policy == "drop":
+    if policy == "drop" and not bad.all():
         return np.flatnonzero(~bad)
     counts = {name: count_nonfinite(a) for name, a in arrays.items()}
     name = next(k for k, c in counts.items() if c)
     row, index = first_nonfinite(arrays[name])
     at = f"sample {row}" + (f", index {index if len(index) > 1 else index[0]}" if index else "")
     total = ", ".join(f"{c} in {k}" for k, c in counts.items() if c)
+    if bad.all():  # data.nan=drop would leave nothing: not offered
+        raise DataError(f"every sample of {where} holds NaN or infinite values ({total}; the first in {name} at {at}); data.nan=drop would drop them all: fix the data")
     raise DataError(f"{where} holds NaN or infinite values ({total}); the first is in {name} at {at}; fix the data or set data.nan=drop to drop the {plural(int(bad.sum()), 'sample')} holding them")
 
 
