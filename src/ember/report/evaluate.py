@@ -211,7 +211,7 @@ def error_maps(grid: dict[str, dict[str, np.ndarray]], spec) -> list[dict]:
     channels = first.shape[0] if first.ndim == 3 else 1
 
     for c in range(channels):
-        def field(name, kind):
+        def field(name, kind, c=c):
             a = grid[name][kind]
             return a[c] if a.ndim == 3 else a
 

@@ -114,14 +114,16 @@ def field_panel(a: np.ndarray, spec, lo: float, hi: float, diverging: bool, unit
         "aspect": _aspect(lat, lon, a.shape),
         "lat": coord_ticks(lat, "lat"),
         "lon": coord_ticks(lon, "lon"),
-        "bar": {"lo": _r(lo), "hi": _r(hi), "colors": ["#%02x%02x%02x" % c for c in anchors], "units": units},
+        "bar": {"lo": _r(lo), "hi": _r(hi), "colors": [f"#{r:02x}{g:02x}{b:02x}" for r, g, b in anchors], "units": units},
         "no_data": bool((~np.isfinite(a)).any()),
     }
 
 
 def field_html(panel: dict, caption: str) -> str:
     """A panel as HTML: latitude ticks left, longitude ticks below, the colour bar under the map."""
-    e = lambda v: html.escape(str(v), quote=True)  # noqa: E731
+    def e(v) -> str:
+        return html.escape(str(v), quote=True)
+
     lat = "".join(f'<span style="top:{100 * f:.2f}%">{e(t)}</span>' for f, t in panel["lat"])
     lon = "".join(f'<span style="left:{100 * f:.2f}%">{e(t)}</span>' for f, t in panel["lon"])
     bar = panel["bar"]
