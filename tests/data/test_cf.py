@@ -203,6 +203,14 @@ def test_absurd_declared_sizes_say_what_to_reduce(tmp_path):
         f.createVariable("t2m", "f4", ("time", "lat", "lon"), chunksizes=(1, 1000, 1000))
     with pytest.raises(DataError, match=r"one sample of .*huge.nc holds 2,000,000,000,000 values .*; reduce the sample \(fewer variables or levels, a smaller region or a coarser grid\)"):
         load(str(path), lead=1)
+    steps = tmp_path / "steps.nc"
+    with netCDF4.Dataset(steps, "w") as f:  # 10^12 time steps declared
+        f.createDimension("time", 10**12)
+        f.createDimension("lat", 2)
+        f.createDimension("lon", 3)
+        f.createVariable("t2m", "f4", ("time", "lat", "lon"), chunksizes=(1000, 2, 3))
+    with pytest.raises(DataError, match=r"steps.nc declares 1,000,000,000,000 time steps, more than this machine's memory can index; reduce the period \(data.time=START:END\)"):
+        load(str(steps), lead=1)
 
 
 def test_an_unknown_zarr_codec_is_one_line(ember_cli, tmp_path):

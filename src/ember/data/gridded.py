@@ -41,7 +41,7 @@ from ember.data.cf import (
 )
 from ember.data.checks import plural, require, unknown_name
 from ember.data.hdf5 import dataset
-from ember.data.lazy import Handles
+from ember.data.lazy import Handles, physical_memory
 from ember.data.loaders import default_workers
 from ember.data.spec import DataSpec
 from ember.errors import ConfigError, DataError
@@ -224,6 +224,10 @@ class GriddedReader:
 
     def _align(self, ds, tds, paired: bool, lead: int):
         n_in = ds.sizes.get(self.time_dim, 0)
+        steps = max(n_in, tds.sizes.get(self.time_dim, 0))
+        # Index arrays and the scan's statistics take ~100 bytes a step: a header may declare 10^12.
+        if steps * 100 > physical_memory() // 4:
+            raise DataError(f"{self.where} declares {steps:,} time steps, more than this machine's memory can index; reduce the period (data.time=START:END) or split the file")
         if not paired:
             idx = np.arange(max(0, n_in - lead))
             return idx, idx + lead
