@@ -38,6 +38,8 @@ class CNN1d(nn.Module):
 def cnn1d(spec: DataSpec, *, channels: Annotated[int, AT_LEAST_1] = 64, depth: Annotated[int, AT_LEAST_1] = 3, kernel_size: Annotated[int, AT_LEAST_1] = 5, activation: str = "gelu", dropout: Annotated[float, FRACTION] = 0.1) -> nn.Module:
     """1-D CNN: conv-BN-activation blocks, later ones strided, a linear head."""
     if len(spec.input_shape) != 2:
-        raise ConfigError(f"model cnn1d takes (channels, length) inputs, but the data has shape {spec.input_shape}; use model=mlp")
+        # ember's default model meets gridded data first: name the model for 2-D fields there.
+        hint = "model=unet (or model=fno) for 2-D fields" if len(spec.input_shape) == 3 and len(spec.target_shape or ()) >= 2 else "model=mlp"
+        raise ConfigError(f"model cnn1d takes (channels, length) inputs, but the data has shape {spec.input_shape}; use {hint}")
     in_channels, length = spec.input_shape
     return CNN1d(in_channels, length, spec.out_features, channels, depth, kernel_size, activation, dropout, out_shape(spec))
