@@ -32,6 +32,8 @@ def sst_dataset(calendar="360_day", seed=0) -> xr.Dataset:
             "time_bnds": (("time", "bnds"), np.stack([np.arange(36) * 30.0, np.arange(1, 37) * 30.0], axis=1)),
             "lat_bnds": (("latitude", "bnds"), np.stack([LAT + 5, LAT - 5], axis=1)),
             "forecast_reference_time_bnds": (("time", "bnds"), np.zeros((36, 2))),
+            "nino34": (("time",), rng.normal(size=36)),  # a series, not a field on the grid
+            "sftlf": (("latitude", "longitude"), np.isnan(sst[0]).astype(np.float32)),  # a fixed land fraction
         },
         coords={"time": time, "latitude": ("latitude", LAT, {"units": "degrees_north"}), "longitude": ("longitude", LON, {"units": "degrees_east"})},
     )
@@ -79,7 +81,7 @@ def test_a_folder_of_yearly_cf_files_is_one_dataset_with_its_calendar_and_bounds
     notes = [n for n in splits.notes if "skipped" in n]
     # time_bnds and lat_bnds are coordinates once decoded (their `bounds` attributes); the bounds
     # variable nothing names is known by its bnds dimension.
-    assert len(notes) == 1 and notes[0].endswith("skipped forecast_reference_time_bnds (bounds)")
+    assert len(notes) == 1 and notes[0].endswith("skipped forecast_reference_time_bnds (bounds), nino34 (not a field), sftlf (no time)")
     # 36 months, lead 1: 35 samples; times are the targets' own, in the 360-day calendar.
     assert len(splits.train) == 35 and isinstance(splits.times["train"], xr.CFTimeIndex)
     assert splits.times["train"][0].month == 2 and splits.times["train"].calendar == "360_day" and splits.gap == 2
@@ -214,7 +216,7 @@ def test_absurd_declared_sizes_say_what_to_reduce(tmp_path):
 
 
 def test_an_unknown_zarr_codec_is_one_line(ember_cli, tmp_path):
-    ds = sst_dataset().drop_vars(["time_bnds", "lat_bnds", "forecast_reference_time_bnds"])
+    ds = sst_dataset().drop_vars(["time_bnds", "lat_bnds", "forecast_reference_time_bnds", "nino34", "sftlf"])
     ds = ds.assign(a=ds.sst, b=ds.sst)
     store = tmp_path / "bad.zarr"
     ds.to_zarr(store, consolidated=False)
