@@ -114,6 +114,7 @@ def test_a_deterministic_run_fixes_its_count_and_resumes_with_the_recorded_one(m
     assert "keeps the 2 thread(s)" in policy.resume(2)
     assert policy.threads == 2 and applied[-1] == 2
     assert policy.resume(2) is None and policy.resume(None) is None  # the same count; an older checkpoint
+    assert "'many'" in policy.resume("many") and "10000000" in policy.resume(10**7) and policy.threads == 2  # a damaged one
     # An explicit trainer.threads=N wins, with a warning that the weights will differ.
     user = ThreadPolicy("3", torch.device("cpu"), env={}, set_threads=applied.append, deterministic=True)
     assert user.resume(2).startswith("warning: trainer.threads=3") and user.threads == 3

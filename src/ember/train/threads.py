@@ -174,6 +174,8 @@ class ThreadPolicy:
         An explicit trainer.threads=N still wins, with a warning."""
         if not self.deterministic or recorded is None or recorded == self.threads:
             return None
+        if type(recorded) is not int or not 1 <= recorded <= 4096:  # a checkpoint is a file anyone may have edited
+            return f"warning: the checkpoint records {recorded!r} as its thread count, which is not one; keeping {self.threads}"
         if self.user_set:
             return f"warning: trainer.threads={self.threads} but the checkpoint was trained with {recorded} thread(s): this deterministic run will not end as an uninterrupted one would"
         self._fix(recorded, f"trainer.deterministic: the {recorded} thread(s) the run started with (recorded in its checkpoint)")
