@@ -96,3 +96,32 @@ def test_a_split_smaller_than_the_ranks_is_evaluated_whole_by_each():
     data = TensorData(torch.zeros(10, 1), torch.arange(10))
     ld = EpochLoader(data, 8, False, rank=1, world=4, evaluation=True)
     assert not ld.sharded and torch.cat([y for _, y in ld]).tolist() == list(range(10))
+
+
+def _iterate_and_keep_workers():
+    import torch
+    from torch.utils.data import TensorDataset
+
+    from ember.data.loaders import EpochLoader
+
+    loader = EpochLoader(TensorDataset(torch.randn(64, 3), torch.randn(64)), 8, True, num_workers=2, fast=False)
+    loader.set_epoch(0)
+    batches = iter(loader)
+    next(batches)
+    global _KEPT
+    _KEPT = [loader, batches]  # still alive at exit, as a trainer held in a reference cycle is
+
+
+def test_a_multiprocessing_child_with_loader_workers_exits():
+    """Loader workers ignore SIGTERM (a batch system's signal to the group is the main process's to
+    act on), so multiprocessing's exit hook, which SIGTERMs and joins them, waited for ever in a
+    `tune.jobs` worker unless ember stopped them first."""
+    import multiprocessing
+
+    child = multiprocessing.get_context("spawn").Process(target=_iterate_and_keep_workers)
+    child.start()
+    child.join(60)
+    alive = child.is_alive()
+    if alive:
+        child.kill()
+    assert not alive and child.exitcode == 0

@@ -11,6 +11,7 @@ resumed run needs only the epoch and the batch index to continue with the same b
 
 import atexit
 import contextlib
+import multiprocessing.util
 import os
 import signal
 import weakref
@@ -217,14 +218,21 @@ def _group_signals_held():
 _WITH_WORKERS: "weakref.WeakSet[DataLoader]" = weakref.WeakSet()
 
 
-@atexit.register  # after multiprocessing's own exit hook was registered, so it runs before it
 def _stop_workers() -> None:
     """Ends persistent workers the way torch does between runs (a None on each index queue) before
-    multiprocessing's exit hook would SIGTERM them, which they now ignore."""
+    multiprocessing's exit hook would SIGTERM them, which they now ignore: it would wait for them
+    for ever. Run at exit twice over: by atexit in a main process (registered after torch's and
+    multiprocessing's hooks, so it runs before them: past torch's, shutting down does nothing), and
+    as a multiprocessing finalizer in a multiprocessing child (a `tune.jobs` worker), which ends
+    through that exit hook without running atexit."""
     for loader in list(_WITH_WORKERS):
         iterator = getattr(loader, "_iterator", None)
         if iterator is not None:
             iterator._shutdown_workers()
+
+
+atexit.register(_stop_workers)
+multiprocessing.util.Finalize(None, _stop_workers, exitpriority=100)
 
 
 class EpochLoader:
