@@ -287,3 +287,26 @@ def test_stop_signal_to_the_process_group_with_loader_workers_is_a_clean_preempt
     r = _train(f"resume={run}", "trainer.max_epochs=1", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert f"resuming {run} from step-{summary['steps']:09d}.pt" in r.stdout
+
+
+def test_a_stop_signal_during_the_final_test_is_a_preemption(tmp_path, capsys, monkeypatch):
+    """The final test runs after the loop: a batch system's SIGTERM there killed the process and
+    left summary.json "running". Now the run ends as preempted, and the resume tests again."""
+    from ember.train.trainer import Trainer
+
+    finish = Trainer._finish
+
+    def signalled(self):
+        signal.raise_signal(signal.SIGTERM)  # as if it arrived while the test split is evaluated
+        return finish(self)
+
+    monkeypatch.setattr(Trainer, "_finish", signalled)
+    run = tmp_path / "run"
+    code, out, err = _cli(capsys, "train", *QUICK, f"run.dir={run}")
+    assert code == 75 and err.startswith("preempted: preempted by SIGTERM at step "), err
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "preempted" and Path(summary["checkpoint"]).name == f"step-{summary['steps']:09d}.pt"
+    monkeypatch.setattr(Trainer, "_finish", finish)
+    code, out, err = _cli(capsys, "train", f"resume={run}")
+    assert code == 0, err
+    assert json.loads((run / "summary.json").read_text())["status"] == "finished"

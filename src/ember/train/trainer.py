@@ -112,9 +112,16 @@ class Trainer:
                     return self._preempted()
                 if self.meter.micro:  # the steps since the last full logging interval
                     self._log_train()
+                # Still watched: a stop signal during the final test (a batch system's SIGTERM
+                # killed the process there, leaving summary.json "running") ends the run as
+                # preempted after it; the resume starts from the final checkpoint and tests again.
+                final = self._finish()
+                if self.guard.agree(self.guard.stop is not None):  # every rank, or none
+                    self.guard.signals.stop = self.guard.stop or "a signal to another rank"
+                    return self._preempted(save=False)
         finally:
             self.console.stop()
-        return self._finish()
+        return final
 
     def _done(self) -> bool:
         state, t = self.state, self.t
@@ -268,8 +275,10 @@ class Trainer:
         self.checkpointing.ran()
         return self.files.save(self, self.state.step)
 
-    def _preempted(self) -> dict[str, float]:
-        path = self.save_checkpoint() if self.files else None
+    def _preempted(self, save: bool = True) -> dict[str, float]:
+        """`save=False`: training had ended; its final checkpoint is the newest one."""
+        newest = self.files.steps() if self.files and not save else None
+        path = newest[0] if newest else self.save_checkpoint() if self.files else None
         self.state.stop_reason = f"preempted by {self.guard.stop}"
         self.wall_time = time.perf_counter() - self._start
         self.checkpoint_path = path
