@@ -236,14 +236,17 @@ def _train_and_record(cfg, trainer: Trainer, run: RunDir | None, path: Path, con
         again = f"ember.fit(..., resume={str(path)!r})" if cfg.model.get("custom") else f"ember train resume={path}"
         then = "the job was requeued" if requeued else f"continue with: {again}"
         raise Preempted(f"{state.stop_reason} at step {state.step}; checkpoint {trainer.checkpoint_path}; {then}")
-    base, verdict = _baselines(trainer, metrics)
-    weights = strategy.full_state_dict(trainer.model)  # under FSDP every rank takes part
-    if trainer.parallel.sharded_checkpoints:  # its step checkpoints are shards: last.pt is the whole final model
-        trainer.files.save_whole(trainer, weights, "last.pt")
-    if run:
-        run.save_weights(weights)
-    summary.update(_finished(trainer, metrics, base, verdict))
-    write("summary.json", summary)
+    # Training is over: a stop signal now (a batch system's SIGTERM to the group) waits the few
+    # seconds until the weights and summary.json are written, instead of leaving it "running".
+    with trainer.guard.signals:
+        base, verdict = _baselines(trainer, metrics)
+        weights = strategy.full_state_dict(trainer.model)  # under FSDP every rank takes part
+        if trainer.parallel.sharded_checkpoints:  # its step checkpoints are shards: last.pt is the whole final model
+            trainer.files.save_whole(trainer, weights, "last.pt")
+        if run:
+            run.save_weights(weights)
+        summary.update(_finished(trainer, metrics, base, verdict))
+        write("summary.json", summary)
     report = None
     if run:
         from ember.report import after_training

@@ -310,3 +310,21 @@ def test_a_stop_signal_during_the_final_test_is_a_preemption(tmp_path, capsys, m
     code, out, err = _cli(capsys, "train", f"resume={run}")
     assert code == 0, err
     assert json.loads((run / "summary.json").read_text())["status"] == "finished"
+
+
+def test_a_stop_signal_while_the_run_records_its_end_lets_it_finish(tmp_path, capsys, monkeypatch):
+    """After training, the baselines, the weights and summary.json take a few seconds: a SIGTERM
+    there killed the process with summary.json still "running"; now the run finishes its record."""
+    import ember.api
+
+    scores = ember.api._baselines
+
+    def signalled(trainer, metrics):
+        signal.raise_signal(signal.SIGTERM)
+        return scores(trainer, metrics)
+
+    monkeypatch.setattr(ember.api, "_baselines", signalled)
+    run = tmp_path / "run"
+    code, out, err = _cli(capsys, "train", *QUICK, f"run.dir={run}")
+    assert code == 0, err
+    assert json.loads((run / "summary.json").read_text())["status"] == "finished" and (run / "model.safetensors").exists()
