@@ -11,7 +11,7 @@ from ember.models import MODELS
 from ember.ranges import AT_LEAST_1, FRACTION, POSITIVE, Range, check_value, range_of
 
 # Numeric keys that may take any finite value: a range for them would only forbid real settings.
-UNBOUNDED = {"p_mean", "slope", "intercept", "forcing", "fill_value"}
+UNBOUNDED = {"p_mean", "slope", "intercept", "forcing", "fill_value", "level"}  # level: coordinate values (hPa, m), any sign
 
 
 def _numeric(annotation) -> bool:

@@ -230,6 +230,8 @@ class Accumulator:
     def _linear(self, fitted: Fitted) -> None:
         if self.ridge.too_many_gaps:
             return _skip(fitted, "linear", "too many target columns have gaps (NaN) to fit each on its own")
+        if self.ridge.n == 0 or not np.isfinite(self.ridge.gram).all():
+            return _skip(fitted, "linear", "no train sample has finite inputs to fit it on")
         fitted.weights = self.ridge.weights(0.0)
 
     def _scaling(self, fitted: Fitted) -> None:

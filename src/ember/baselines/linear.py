@@ -32,7 +32,11 @@ class RidgeFit:
 
     def add(self, x: np.ndarray, y: np.ndarray) -> None:
         """One batch: standardized inputs (n, F), physical targets (n, T), NaN where missing."""
-        x1 = np.concatenate([x.reshape(len(x), -1), np.ones((len(x), 1))], axis=1)
+        x = x.reshape(len(x), -1)
+        rows = np.isfinite(x).all(1)
+        if not rows.all():  # an input that is NaN or infinite is no equation (a user's own Dataset)
+            x, y = x[rows], y[rows]
+        x1 = np.concatenate([x, np.ones((len(x), 1))], axis=1)
         finite = np.isfinite(y)
         self.gram += x1.T @ x1
         self.xy += x1.T @ np.where(finite, y, 0.0)

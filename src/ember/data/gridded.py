@@ -335,11 +335,14 @@ def masks(reader: GriddedReader, s, mask_channel: bool, paired: bool) -> list[st
     reader.spec_masks = (np.flatnonzero(y_missing).tolist() or None, np.flatnonzero(x_missing).tolist() or None)
     notes = []
     points = int(np.prod(reader.target_shape[1:]))
-    masked = int(y_missing.reshape(len(y_missing), -1).all(axis=0).sum())
     rows = len(s.target_counts)
     gaps = int(y_missing.size * rows - s.target_counts.sum()) - int(y_missing.sum()) * rows
-    if masked or int(x_missing.sum()):
-        notes.append(f"masks: {masked} of {points} grid points of the targets are NaN at every time, {int(x_missing.reshape(len(x_missing), -1).all(axis=0).sum())} of the inputs: out of the statistics, the loss and the metrics; inputs hold the channel mean there" + (" and data.mask_channel=true adds the mask as a channel" if mask_channel else ""))
+    # Per variable: land in an SST field is masked while t2m beside it is not.
+    names = reader.y_layout.channel_names(reader.dataset("targets"))
+    per = [f"{name} {int(m.sum())}" for name, m in zip(names, y_missing.reshape(len(y_missing), -1), strict=True) if m.any()]
+    if per or int(x_missing.sum()):
+        named = ", ".join(per) if per else "none"
+        notes.append(f"masks: grid points NaN at every time, of {points} per variable: {named} in the targets, {int(x_missing.sum())} input values: out of the statistics, the loss and the metrics; inputs hold the channel mean there" + (" and data.mask_channel=true adds the mask as a channel" if mask_channel else ""))
     if gaps > 0:
         notes.append(f"{plural(gaps, 'target value')} missing at some times only (gaps): left out of the loss and the metrics")
     if mask_channel:
