@@ -368,3 +368,14 @@ def load_checkpoint(path: Path) -> dict:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - a truncated or foreign file
         raise CheckpointError(f"checkpoint {str(path)!r} cannot be read ({type(e).__name__}); it is corrupt or not an ember checkpoint") from None
+
+
+def model_weights(ckpt, path: Path) -> dict:
+    """The model's weights in a checkpoint (best.pt, last.pt), or a one-line CheckpointError."""
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
+        raise damaged(path, "no model weights" if isinstance(ckpt, dict) else f"it holds a {type(ckpt).__name__}, not a checkpoint's mapping")
+    return ckpt["model"]
+
+
+def damaged(path: Path, why: str) -> CheckpointError:
+    return CheckpointError(f"checkpoint {str(path)!r} is damaged ({why}); delete it (ember then reads the previous checkpoint) or restore it from a copy of the run")

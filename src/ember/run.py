@@ -38,11 +38,19 @@ from torch import nn
 import ember
 from ember.data.spec import DataSpec
 from ember.errors import CheckpointError, ConfigError, EmberError, first_line
-from ember.files import LOCK_NAME, load_checkpoint, lock_dir, refuse_links, remove_stale_temps, unlock_dir, write_atomic
+from ember.files import (
+    LOCK_NAME,
+    load_checkpoint,
+    lock_dir,
+    model_weights,
+    refuse_links,
+    remove_stale_temps,
+    unlock_dir,
+    write_atomic,
+)
 from ember.models import builder_kwargs, create_model
 from ember.notebook import run_html
 from ember.track import JsonlLogger, TrackContext, open_trackers
-from ember.train.checkpoint import model_weights
 
 
 def default_run_name(cfg: DictConfig) -> str:

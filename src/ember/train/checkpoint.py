@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ember.errors import CheckpointError
-from ember.files import load_checkpoint, publish, save_checkpoint, temp_path
+from ember.files import damaged, load_checkpoint, publish, save_checkpoint, temp_path
 from ember.train.state import TrainState
 
 # What resuming reads from a whole-state checkpoint (a trainer.strategy=fsdp one holds "sharded"
@@ -102,14 +102,3 @@ def check_resumable(ckpt, path: Path) -> dict:
         extra = sorted(set(ckpt["state"]) - fields) if isinstance(ckpt["state"], dict) else []
         raise damaged(path, f"unknown training-state keys {extra}" if extra else "its state or spec is not a mapping")
     return ckpt
-
-
-def model_weights(ckpt, path: Path) -> dict:
-    """The model's weights in a checkpoint (best.pt, last.pt), or a one-line CheckpointError."""
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
-        raise damaged(path, "no model weights" if isinstance(ckpt, dict) else f"it holds a {type(ckpt).__name__}, not a checkpoint's mapping")
-    return ckpt["model"]
-
-
-def damaged(path: Path, why: str) -> CheckpointError:
-    return CheckpointError(f"checkpoint {str(path)!r} is damaged ({why}); delete it (ember then reads the previous checkpoint) or restore it from a copy of the run")
