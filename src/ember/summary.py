@@ -17,7 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from ember.config import compose
 from ember.data import build_data
 from ember.data.spec import DataSpec
-from ember.models import create_model
+from ember.models import create_model, real_numel
 from ember.options import parse_options
 from ember.ranges import NON_NEGATIVE, Ranged
 
@@ -81,8 +81,9 @@ def summarize(model: nn.Module, spec: DataSpec, batch_size: int = 1, depth: int 
     """Layers down to `depth` levels of nesting, parameters, FLOPs and memory for `spec`'s inputs."""
     summary = Summary(model=name or type(model).__name__, input_shape=tuple(spec.input_shape), batch_size=batch_size)
     params = list(model.parameters())
-    summary.total_params = sum(p.numel() for p in params)
-    summary.trainable_params = sum(p.numel() for p in params if p.requires_grad)
+    # Real numbers: a complex weight is two (neuraloperator's spectral weights).
+    summary.total_params = sum(real_numel(p) for p in params)
+    summary.trainable_params = sum(real_numel(p) for p in params if p.requires_grad)
     summary.param_bytes = sum(p.numel() * p.element_size() for p in params)
 
     seen: dict[str, LayerRow] = {}
@@ -98,7 +99,7 @@ def summarize(model: nn.Module, spec: DataSpec, batch_size: int = 1, depth: int 
             if is_leaf:
                 activation[0] += _numel(out) * 4
             if level < depth and mod_name not in seen:
-                own = sum(p.numel() for p in mod.parameters())
+                own = sum(real_numel(p) for p in mod.parameters())
                 seen[mod_name] = LayerRow(mod_name, type(mod).__name__, _shape(out), own, level)
 
         hooks.append(module.register_forward_hook(hook))
@@ -118,7 +119,7 @@ def summarize(model: nn.Module, spec: DataSpec, batch_size: int = 1, depth: int 
     summary.rows = [seen[n] for n, _ in model.named_modules() if n in seen]
     # Parameters that belong to the model itself (position embeddings, class tokens) get rows too.
     for pname, p in model.named_parameters(recurse=False):
-        summary.rows.append(LayerRow(pname, "Parameter", "x".join(map(str, p.shape)), p.numel(), 0))
+        summary.rows.append(LayerRow(pname, "Parameter", "x".join(map(str, p.shape)), real_numel(p), 0))
     model.eval()
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(x[:1])

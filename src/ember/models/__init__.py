@@ -25,6 +25,7 @@ from torch import nn
 
 from ember.data.spec import DataSpec
 from ember.errors import ConfigError, first_line
+from ember.models.params import real_numel
 from ember.models.residual import Residual, wants_residual
 from ember.models.transfer import apply_transfer
 from ember.registry import Registry
@@ -138,7 +139,8 @@ def builder_kwargs(model_cfg: Any) -> dict[str, Any]:
 
 
 def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    """The trainable parameters of `model`, counted as real numbers (`real_numel`)."""
+    return sum(real_numel(p) for p in model.parameters() if p.requires_grad)
 
 
 # Importing the family modules registers them.
@@ -160,6 +162,7 @@ __all__ = [
     "MODELS",
     "builder_kwargs",
     "count_parameters",
+    "real_numel",
     "create_model",
     "example_spec",
     "list_models",

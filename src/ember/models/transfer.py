@@ -14,6 +14,7 @@ from torch import nn
 
 from ember.errors import CheckpointError, ConfigError
 from ember.files import load_checkpoint
+from ember.models.params import real_numel
 
 # Prefixes that wrappers add to parameter names: DDP's `module.` and torch.compile's `_orig_mod.`.
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
@@ -133,7 +134,7 @@ def apply_transfer(model: nn.Module, init: str | None = None, freeze: Iterable[s
     freeze = list(freeze or ())
     if freeze:
         frozen = apply_freeze(model, freeze)
-        count = sum(p.numel() for n, p in model.named_parameters() if n in set(frozen))
+        count = sum(real_numel(p) for n, p in model.named_parameters() if n in set(frozen))
         # BatchNorm running statistics of frozen parts still update in train mode; only weights are frozen.
         log(f"model.freeze: froze {len(frozen)} tensors ({count:,} parameters) under {', '.join(freeze)}")
     return report
