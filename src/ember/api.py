@@ -30,6 +30,7 @@ from ember.track import flatten
 from ember.track.console import Console
 from ember.train import distributed, strategy
 from ember.train.build import build_trainer
+from ember.train.callbacks import Callbacks
 from ember.train.device import restored_torch_flags, seed_everything
 from ember.train.optim import check_optimizer_state
 from ember.train.trainer import Trainer
@@ -77,7 +78,7 @@ def train(cfg: DictConfig | list[str], console: Console | None = None, on_valida
         console.print(f"note: {note}")
     if isinstance(model, Residual):
         console.print(f"model.residual={cfg.model.residual}: {cfg.model.name} predicts the correction to its input ({_residual_case(splits.spec)}), starting from the {baselines.names(splits.spec)[-1]} baseline; model.residual=false predicts the field itself")
-    return train_model(cfg, model, splits, console, resume_dir, on_validation)
+    return train_model(cfg, model, splits, console, resume_dir, Callbacks(on_validation=on_validation))
 
 
 def _residual_case(spec: DataSpec) -> str:
@@ -173,25 +174,24 @@ def fit(model: nn.Module, train: Any, val: Any = None, test: Any = None, **overr
     return train_model(cfg, model, splits, console, resume_dir)
 
 
-def train_model(cfg: DictConfig, model: nn.Module, splits: Splits, console: Console, resume_dir: Path | None = None, on_validation=None) -> Result:
+def train_model(cfg: DictConfig, model: nn.Module, splits: Splits, console: Console, resume_dir: Path | None = None, callbacks: Callbacks | None = None) -> Result:
     """Train `model` on `splits` as `cfg` says, into a new run directory (or `resume_dir`): what
-    `train`, `fit` and compress's fine-tuning share."""
+    `train`, `fit` and compress's fine-tuning share. `callbacks`: what the loop calls (the pruner)."""
     # torch's global switches are the run's only for the run (ember.fit in a notebook).
     with restored_torch_flags():
         # Everything that can fail on bad input runs before the run directory is created.
         # The trainer reads the typed config; cfg (a DictConfig) is what the run directory saves.
-        trainer = build_trainer(typed(cfg), model, splits, console, distributed.from_env())
+        trainer = build_trainer(typed(cfg), model, splits, console, distributed.from_env(), callbacks)
         try:
-            return _run_built(cfg, trainer, splits, console, resume_dir, on_validation)
+            return _run_built(cfg, trainer, splits, console, resume_dir)
         finally:
             trainer.close()
             distributed.shutdown()
 
 
-def _run_built(cfg: DictConfig, trainer: Trainer, splits: Splits, console: Console, resume_dir: Path | None, on_validation) -> Result:
+def _run_built(cfg: DictConfig, trainer: Trainer, splits: Splits, console: Console, resume_dir: Path | None) -> Result:
     if cfg.trainer.loss == "auto" and trainer.loss_name == "rel_l2":
         console.print("note: trainer.loss=auto trains this neural operator on the relative L2 error (rel_l2), as its paper does; set trainer.loss=mse for MSE")
-    trainer.val_hook = on_validation
     d = trainer.parallel.dist
     if d.enabled:
         console.print(f"{d.world} processes, global batch {cfg.data.batch_size} x {d.world} x {cfg.trainer.grad_accum} = {cfg.data.batch_size * d.world * cfg.trainer.grad_accum}")

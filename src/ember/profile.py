@@ -16,6 +16,7 @@ from ember.models import builder_kwargs, create_model
 from ember.run import RunDir, default_run_name
 from ember.track.console import Console
 from ember.train.build import build_trainer
+from ember.train.callbacks import Callbacks
 from ember.train.device import restored_torch_flags, seed_everything
 
 
@@ -27,11 +28,12 @@ def profile_run(cfg: DictConfig, console: Console, warmup: int = 5, steps: int =
     model = create_model(cfg.model.name, splits.spec, **builder_kwargs(cfg.model))
     cuda = torch.cuda.is_available() and cfg.trainer.device in ("auto", "cuda")
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    prof = profile(activities=activities, schedule=schedule(wait=0, warmup=warmup, active=steps, repeat=1))
+    clock = Callbacks(on_step=lambda step, logged: prof.step())  # the profiler's clock is the optimizer step
     with restored_torch_flags():
-        trainer = build_trainer(typed(cfg), model, splits, Console("none"))
+        trainer = build_trainer(typed(cfg), model, splits, Console("none"), callbacks=clock)
         run = RunDir.create(cfg, splits.spec)
-        with profile(activities=activities, schedule=schedule(wait=0, warmup=warmup, active=steps, repeat=1)) as prof:
-            trainer.step_hook = prof.step  # the profiler's clock is the optimizer step
+        with prof:
             trainer.fit(run, run.checkpoints)
     trace = run.path / "trace.json"
     prof.export_chrome_trace(str(trace))

@@ -12,6 +12,7 @@ from ember.errors import ConfigError
 from ember.files import load_checkpoint
 from ember.track.console import Console
 from ember.train.build import build_trainer
+from ember.train.callbacks import Callbacks
 
 SPEC = DataSpec(input_shape=(3,), task="regression", target_shape=(1,))
 
@@ -27,10 +28,10 @@ def net() -> nn.Module:
     return nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 1))
 
 
-def trainer_for(tmp_path, *overrides, model=None, val=True):
+def trainer_for(tmp_path, *overrides, model=None, val=True, callbacks=None):
     cfg = compose(["data=linear", "optim=sgd", "optim.lr=0.1", "sched=none", "data.shuffle=false", "data.batch_size=16", "trainer.device=cpu", "trainer.progress=none", f"run.root={tmp_path}", *overrides])
     splits = Splits(train=data(64, 1), val=data(32, 2) if val else None, spec=SPEC)
-    return build_trainer(typed(cfg), model or net(), splits, Console("none"))
+    return build_trainer(typed(cfg), model or net(), splits, Console("none"), callbacks=callbacks)
 
 
 def params(model: nn.Module) -> list[torch.Tensor]:
@@ -38,9 +39,10 @@ def params(model: nn.Module) -> list[torch.Tensor]:
 
 
 def test_the_average_follows_the_ema_recursion_step_by_step(tmp_path):
-    trainer = trainer_for(tmp_path, "trainer.ema=0.75", "trainer.max_steps=30", "trainer.max_epochs=10", val=False)  # the cap holds from n=26
-    seen = []
-    trainer.step_hook = lambda: seen.append(params(trainer.model))
+    seen, model = [], net()
+    after_step = Callbacks(on_step=lambda step, logged: seen.append(params(model)))
+    # trainer.max_steps=30: the cap holds from n=26
+    trainer = trainer_for(tmp_path, "trainer.ema=0.75", "trainer.max_steps=30", "trainer.max_epochs=10", model=model, val=False, callbacks=after_step)
     trainer.fit()
     expected = seen[0]  # the first update copies the weights
     for n, weights in enumerate(seen[1:], start=1):

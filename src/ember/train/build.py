@@ -26,6 +26,7 @@ from ember.models import brings_own_loss
 from ember.track.console import Console
 from ember.train import distributed, strategy
 from ember.train.cadence import Every
+from ember.train.callbacks import Callbacks
 from ember.train.device import resolve_device, resolve_precision, set_torch_flags
 from ember.train.distributed import Dist
 from ember.train.flops import peak_flops
@@ -41,8 +42,11 @@ if TYPE_CHECKING:  # the config layer sits above the loop (it names the optimize
     from ember.config.schema import DataCommon, EmberConfig, SchedConfig
 
 
-def build_trainer(cfg: "EmberConfig", model: nn.Module, splits: Splits, console: Console, dist: Dist | None = None) -> Trainer:
-    """A trainer ready to `fit`, or a ConfigError naming the setting that cannot work."""
+def build_trainer(
+    cfg: "EmberConfig", model: nn.Module, splits: Splits, console: Console, dist: Dist | None = None, callbacks: Callbacks | None = None
+) -> Trainer:
+    """A trainer ready to `fit`, or a ConfigError naming the setting that cannot work. `callbacks`:
+    the caller's functions the loop calls (after a step, a validation, the final test)."""
     t = cfg.trainer
     dist = dist or Dist()
     device = _device(t, dist)
@@ -95,6 +99,7 @@ def build_trainer(cfg: "EmberConfig", model: nn.Module, splits: Splits, console:
         logging=Every(steps=t.log_every_n_steps),
         validation=Every(steps=t.val_every_n_steps, epochs=0 if t.val_every_n_steps else 1) if monitor else Every(),
         checkpointing=Every(steps=t.checkpoint_every_n_steps, epochs=t.checkpoint_every_n_epochs, minutes=t.checkpoint_every_n_minutes),
+        callbacks=callbacks or Callbacks(),
     )
 
 

@@ -26,6 +26,7 @@ from ember.models.layers import BATCH_NORMS, running_batch_norm
 from ember.run import RunDir
 from ember.track.console import Console
 from ember.train import checkpoint, distributed, strategy
+from ember.train.callbacks import Callbacks
 from ember.train.cadence import Every
 from ember.train.flops import loss_step_flops
 from ember.train.guard import Guard
@@ -79,8 +80,7 @@ class Trainer:
     run: RunDir | None = None
     files: Any = None  # checkpoint.CheckpointFiles or sharded.ShardedCheckpointFiles
     checkpoint_dir: Path | None = None  # every rank's, for best.pt at the end
-    step_hook: Callable[[], None] | None = None  # after every optimizer step (the profiler's clock)
-    val_hook: Callable[[int, dict], None] | None = None  # after every validation (tuning's pruner)
+    callbacks: Callbacks = Callbacks()  # the caller's: profiler, pruner (given at build time)
     eval_time: float = 0.0
     wall_time: float = 0.0
     last_train_loss: float | None = None
@@ -121,6 +121,8 @@ class Trainer:
                     return self._preempted(save=False)
         finally:
             self.console.stop()
+        if self.callbacks.on_fit_end is not None:
+            self.callbacks.on_fit_end(final)
         return final
 
     def _done(self) -> bool:
@@ -149,8 +151,9 @@ class Trainer:
             self._optimizer_step(loss)
             state.batch = i + 1
             self.console.step(state.step, state.epoch_in_progress)
-            if self.logging.at_step(state.step):
-                self._log_train()
+            logged = self._log_train() if self.logging.at_step(state.step) else {}
+            if self.callbacks.on_step is not None:
+                self.callbacks.on_step(state.step, logged)
             if self.validation.at_step(state.step):
                 self._validate()
                 self.model.train()
@@ -210,8 +213,6 @@ class Trainer:
         state.step += 1
         self.meter.steps += 1
         self.threads.step()
-        if self.step_hook is not None:
-            self.step_hook()
 
     def _loss(self, x, y) -> tuple[torch.Tensor, dict]:
         if x.shape[0] == 1 and self._batch_norms:  # a last batch of one sample
@@ -232,7 +233,7 @@ class Trainer:
     def _check(self, weights: bool = False) -> None:
         self.guard.check(self.meter, self.model.parameters(), self.state, self.files, weights)
 
-    def _log_train(self) -> None:
+    def _log_train(self) -> dict:
         self._check()
         dist = self.parallel.dist
         m = self.meter.record(reduce=lambda t: distributed.mean(t, dist), world=dist.world)
@@ -244,6 +245,7 @@ class Trainer:
         self._emit(record)
         self.meter.reset()
         self._grad_norm = None
+        return record
 
     def _emit(self, record: dict) -> None:
         if not self.parallel.dist.is_main:
@@ -292,8 +294,8 @@ class Trainer:
         metrics = self.evaluate(self.val_loader)
         self.eval_time += time.perf_counter() - start
         self._emit({"step": state.step, "epoch": state.epoch_in_progress, "split": "val", **metrics})
-        if self.val_hook is not None:
-            self.val_hook(state.epoch_in_progress, metrics)
+        if self.callbacks.on_validation is not None:
+            self.callbacks.on_validation(state.epoch_in_progress, metrics)
         value = metrics[monitor.name.removeprefix("val/")]
         if self.plateau:
             self.scheduler.step(value)
