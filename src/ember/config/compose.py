@@ -1,7 +1,8 @@
 """Compose a config: packaged YAML groups + registry schemas + a user file + `key=value` overrides.
 
-Hydra's compose API does the composition (ember owns its run directory and never changes the
-working directory). Hydra's multi-line errors are turned into one-line ConfigErrors that name the
+Hydra's public compose API merges the group selections (ember owns its run directory and never
+changes the working directory); the `key=value` overrides are applied to that with OmegaConf, by
+Hydra's rules for them. Multi-line errors are turned into one-line ConfigErrors that name the
 key and list the valid choices. `typed` turns the composed config into the schema's dataclasses,
 which check every value; compose runs it, and the trainer reads its result.
 """
@@ -21,8 +22,9 @@ from hydra import initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from ember.config.schema import DataCommon, EmberConfig, ModelCommon, OptimConfig, SchedConfig
@@ -76,7 +78,21 @@ def _register_schemas() -> None:
 
 def compose(overrides: Iterable[str] = (), config_file: str | Path | None = None) -> DictConfig:
     """The composed config; raises ConfigError naming the bad key and the valid choices."""
-    overrides = (file_overrides(config_file) if config_file else []) + list(overrides)
+    overrides = _prepared((file_overrides(config_file) if config_file else []) + list(overrides))
+    _register_schemas()
+    parsed = _parse(overrides)
+    selections = tuple(o.input_line for o in parsed if not _is_value_override(o))
+    cfg = copy.deepcopy(_composed_groups(selections))
+    for o in parsed:
+        if _is_value_override(o):
+            _apply(o, cfg, overrides)
+    check_keys(cfg, overrides)
+    check_values(cfg)
+    return cfg
+
+
+def _prepared(overrides: list[str]) -> list[str]:
+    """ember's shorthands written in Hydra's grammar; group selections checked against the options."""
     # Every group already has a default, so `+group=option` means `group=option`.
     overrides = [o.lstrip("+") if o.lstrip("+").split("=", 1)[0] in GROUPS else o for o in overrides]
     # `track=csv` and `track=csv,mlflow` mean the list `track=[csv,mlflow]`.
@@ -87,68 +103,106 @@ def compose(overrides: Iterable[str] = (), config_file: str | Path | None = None
     # rejects a key that no schema declares, so `+` cannot smuggle in a typo.
     overrides = [("+" + o if re.match(r"\+[^+=]*\.", o) else o) for o in overrides]
     # Open dictionaries (a tuning space, sampler arguments) take new keys without a `+`.
-    overrides = [("++" + o.lstrip("+") if o.lstrip("+").startswith(OPEN_KEYS) else o) for o in overrides]
-    _register_schemas()
-    try:
-        cfg = _compose_cached(overrides)
-    except Exception as e:  # Hydra wraps everything; only config mistakes are translated
-        raise _translate(e, overrides) from None
-    check_keys(cfg, overrides)
-    check_values(cfg)
-    return cfg
+    return [("++" + o.lstrip("+") if o.lstrip("+").startswith(OPEN_KEYS) else o) for o in overrides]
+
+
+def _parse(overrides: list[str]) -> list[Override]:
+    """Each override through Hydra's grammar, or a ConfigError quoting the whole of the one it
+    rejects (Hydra's own message quotes a fragment, such as '[1' for trainer.max_epochs=[1)."""
+    parser = OverridesParser.create()
+    out = []
+    for o in overrides:
+        if o.lstrip("+~").startswith("="):
+            raise ConfigError(f"cannot parse override {o!r}: it names no key; write key=value, for example trainer.max_epochs=5")
+        try:
+            out.append(parser.parse_override(o))
+        except HydraException:  # what its grammar raises for an override it cannot parse
+            raise ConfigError(f"cannot parse override {o!r}; write key=value, for example trainer.max_epochs=5") from None
+        if out[-1].package is not None:  # `group@package=option` moves a group: nothing in ember reads it there
+            raise ConfigError(f"cannot parse override {o!r}: ember takes no @package; write key=value or group=option")
+        if out[-1].is_sweep_override():
+            raise ConfigError(f"cannot parse override {o!r}: it gives several values; give one (a list is written [1,2])")
+    return out
+
+
+def _is_value_override(o: Override) -> bool:
+    """`key=value` (also `+`, `++`, `~`): not a group selection or a `hydra.` key."""
+    return o.key_or_group not in GROUPS and o.key_or_group.split(".")[0] != "hydra"
 
 
 # Hydra's compose costs ~70 ms a call (it deep-copies its whole config repository each time):
 # more than training a small model, and ember.fit composes on every call. What the group
-# selections compose to is cached per process; the `key=value` overrides are applied to a copy
-# of it by Hydra's own step for them (the one its compose runs after the groups are merged), so
-# the result and the error messages are Hydra's (that step is private to Hydra, see
-# hydra_apply_overrides). The key holds the number of stored schemas, so a model or data source
-# registered later is seen.
+# selections compose to is cached per process, and compose applies the `key=value` overrides to a
+# copy of it (_apply, by Hydra's rules for them). The key holds the number of stored schemas, so a
+# model or data source registered later is seen.
 _BASE: dict[tuple, DictConfig] = {}
 
 
-def hydra_apply_overrides():
-    """Hydra's step that applies `key=value` overrides to a composed config, or None.
-
-    ember's one private call into Hydra or OmegaConf, kept in this function. Where a Hydra lacks
-    it, compose goes the slow way (Hydra's whole compose each call); tests/config/test_compose.py
-    fails loudly then, and compares the two ways on every kind of override while it exists."""
-    try:
-        from hydra._internal.config_loader_impl import ConfigLoaderImpl
-
-        return ConfigLoaderImpl._apply_overrides_to_config
-    except (ImportError, AttributeError):
-        return None
-
-
-def _compose_cached(overrides: list[str]) -> DictConfig:
-    apply = hydra_apply_overrides()
-    if apply is None:
-        return _hydra_compose(overrides)
-    parsed = OverridesParser.create().parse_overrides(overrides=overrides)
-    values = [o for o in parsed if _is_value_override(o)]
-    selections = tuple(o.input_line for o in parsed if not _is_value_override(o))
+def _composed_groups(selections: tuple[str, ...]) -> DictConfig:
+    """The config the group selections compose to (cached; never hand out the cached object)."""
     key = (selections, len(_STORED))
     if key not in _BASE:
-        _BASE[key] = _hydra_compose(list(selections))
-    cfg = copy.deepcopy(_BASE[key])
-    apply(values, cfg)
-    return cfg
+        try:
+            _BASE[key] = hydra_compose_all(list(selections))
+        except (HydraException, OmegaConfBaseException) as e:
+            raise _translate(e, list(selections)) from None
+    return _BASE[key]
 
 
-def _is_value_override(o) -> bool:
-    """`key=value` (also `+`, `++`, `~`): not a group selection, a sweep or a `hydra.` key."""
-    return o.package is None and not o.is_sweep_override() and o.key_or_group not in GROUPS and o.key_or_group.split(".")[0] != "hydra"
-
-
-def _hydra_compose(overrides: list[str]) -> DictConfig:
+def hydra_compose_all(overrides: list[str]) -> DictConfig:
+    """Hydra's own compose of the packaged config with these overrides (no checks of ember's)."""
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="ember"):
             return hydra_compose(config_name="config", overrides=overrides)
     finally:
         GlobalHydra.instance().clear()
+
+
+def _apply(o: Override, cfg: DictConfig, overrides: list[str]) -> None:
+    """One `key=value`, `+key=value`, `++key=value` or `~key` by the rules Hydra's compose applies
+    once the groups are merged (tests/config compares the two), through OmegaConf's public API."""
+    key, value = o.key_or_group, o.value()
+    try:
+        if o.is_delete():
+            _delete(cfg, key, value, overrides)
+        elif o.is_add() and OmegaConf.select(cfg, key, throw_on_missing=False) is not None and not isinstance(value, (dict, list)):
+            raise ConfigError(f"{key} already has a value; set it with {o.input_line.lstrip('+')}")
+        else:
+            OmegaConf.update(cfg, key, value, merge=True, force_add=o.is_add() or o.is_force_add())
+    except (ConfigKeyError, ConfigAttributeError) as e:
+        raise ConfigError(_unknown_key_message(e.full_key or key, overrides)) from None
+    except OmegaConfBaseException as e:
+        raise _translate(e, overrides) from None
+
+
+def _delete(cfg: DictConfig, key: str, value: Any, overrides: list[str]) -> None:
+    """`~key` removes the key; `~key=value` only where it holds that value."""
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    if not isinstance(node, DictConfig) or leaf not in node:
+        raise ConfigError(_unknown_key_message(key, overrides))
+    current = node[leaf]
+    if current is None:  # Hydra's rule: nothing to delete
+        raise ConfigError(f"cannot delete {key}: it is already null")
+    if value is not None and value != current:
+        raise ConfigError(f"cannot delete {key}={value!r}: {key} is {current!r}")
+    with open_dict(cfg):
+        del node[leaf]
+
+
+def _translate(e: Exception, overrides: list[str]) -> ConfigError:
+    """A failed composition as one line, from OmegaConf's exception fields (the key, the value)."""
+    cause = e
+    while cause.__cause__ is not None and not isinstance(cause, OmegaConfBaseException):
+        cause = cause.__cause__
+    key = getattr(cause, "full_key", None) or ""
+    if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and key:
+        return ConfigError(_unknown_key_message(key, overrides))
+    if isinstance(cause, ValidationError) and key:
+        return ConfigError(f"{key}={cause.value!r} has the wrong type; expected {_expected_type(cause)}")
+    text = str(cause).strip()
+    return ConfigError(text.splitlines()[0] if text else type(cause).__name__)
 
 
 def check_values(cfg: DictConfig) -> None:
@@ -179,30 +233,6 @@ def _check_group_selection(override: str) -> None:
             raise ConfigError(f"unknown {group} {option!r}; choose one of: {', '.join(options)}")
 
 
-def _translate(e: Exception, overrides: list[str]) -> Exception:
-    """A failed composition as one line, from OmegaConf's exception fields (the key, the value)
-    rather than from its text; Hydra names an unknown key only in its text (the one pattern read)."""
-    nameless = next((o for o in overrides if o.lstrip("+~").startswith("=")), None)
-    if nameless is not None:
-        return ConfigError(f"cannot parse override {nameless!r}: it names no key; write key=value, for example trainer.max_epochs=5")
-    bad = _first_unparsable(overrides)
-    if bad is not None:
-        return ConfigError(f"cannot parse override {bad!r}; write key=value, for example trainer.max_epochs=5")
-    cause = e
-    while cause.__cause__ is not None and not isinstance(cause, OmegaConfBaseException):
-        cause = cause.__cause__
-    key = getattr(cause, "full_key", None) or ""
-    if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and key:
-        return ConfigError(_unknown_key_message(key, overrides))
-    if isinstance(cause, ValidationError) and key:
-        return ConfigError(f"{key}={cause.value!r} has the wrong type; expected {_expected_type(cause)}")
-    m = re.search(r"Could not override '([^']+)'", str(e))
-    if m:
-        return ConfigError(_unknown_key_message(m.group(1), overrides))
-    text = str(cause).strip()
-    return ConfigError(text.splitlines()[0] if text else type(cause).__name__)
-
-
 def _expected_type(error: ValidationError) -> str:
     """The type the schema declares for the key (or list item) a ValidationError names."""
     if dataclasses.is_dataclass(error.object_type):
@@ -211,18 +241,6 @@ def _expected_type(error: ValidationError) -> str:
         declared = next(iter(typing.get_args(error.ref_type)), None)
     kind = next((a for a in typing.get_args(declared) if a is not type(None)), declared)  # Optional[int] -> int
     return {bool: "true or false", int: "integer", float: "float", str: "text"}.get(kind, getattr(kind, "__name__", str(kind)))
-
-
-def _first_unparsable(overrides: list[str]) -> str | None:
-    """The override Hydra's grammar rejects, found one by one (its message quotes only a fragment,
-    such as '[1' for trainer.max_epochs=[1)."""
-    parser = OverridesParser.create()
-    for o in overrides:
-        try:
-            parser.parse_override(o)
-        except HydraException:  # what its grammar raises for an override it cannot parse
-            return o
-    return None
 
 
 def _schemas(cfg: DictConfig) -> dict[str, type]:
