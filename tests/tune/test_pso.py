@@ -24,7 +24,8 @@ def sphere(trial):
 def test_finds_the_minimum_of_a_sphere_within_tolerance():
     best = []
     for seed in range(8):
-        study = optuna.create_study(sampler=PSOSampler(particles=5, seed=seed))
+        storage = optuna.storages.InMemoryStorage()
+        study = optuna.create_study(storage=storage, sampler=PSOSampler(particles=5, seed=seed).bind(storage))
         study.optimize(sphere, n_trials=150)
         assert abs(study.best_params["x"] - 1.5) < 0.2 and abs(study.best_params["y"] + 2) < 0.2, (seed, study.best_params)
         best.append(study.best_value)
@@ -45,7 +46,8 @@ def test_maximizes_over_log_and_int_parameters_with_categoricals_alongside():
         assert width % 8 == 0 and 1e-5 <= lr <= 1.0
         return -((math.log10(lr) + 3) ** 2) - ((width - 96) / 64) ** 2 + (0.1 if act == "gelu" else 0.0)
 
-    study = optuna.create_study(direction="maximize", sampler=PSOSampler(particles=5, seed=0))
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(direction="maximize", storage=storage, sampler=PSOSampler(particles=5, seed=0).bind(storage))
     study.optimize(objective, n_trials=150)
     assert study.best_params["lr"] == pytest.approx(1e-3, rel=0.3)
     assert abs(study.best_params["width"] - 96) <= 16
@@ -56,7 +58,7 @@ def test_swarm_state_lives_in_the_study_so_workers_share_it():
     # Two samplers (two workers) alternate on one storage: they drive one swarm of 5 particles.
     storage = optuna.storages.InMemoryStorage()
     optuna.create_study(study_name="s", storage=storage)
-    workers = [optuna.load_study(study_name="s", storage=storage, sampler=PSOSampler(particles=5, seed=i)) for i in range(2)]
+    workers = [optuna.load_study(study_name="s", storage=storage, sampler=PSOSampler(particles=5, seed=i).bind(storage)) for i in range(2)]
     for i in range(60):
         workers[i % 2].optimize(sphere, n_trials=1)
     trials = workers[0].trials

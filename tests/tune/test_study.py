@@ -113,7 +113,8 @@ def test_every_sampler_runs_a_study(runs, sampler):
     from ember.tune.space import parse_space, suggest
 
     params = parse_space({"x": {"type": "float", "low": -2.0, "high": 2.0}, "n": {"type": "int", "low": 1, "high": 4}, "c": {"type": "categorical", "choices": ["a", "b"]}})
-    study = optuna.create_study(sampler=make_sampler(sampler, {"points": 3} if sampler == "grid" else {}, 0, params))
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage, sampler=make_sampler(sampler, {"points": 3} if sampler == "grid" else {}, 0, params, storage))
 
     def objective(trial):
         v = suggest(trial, params)

@@ -35,3 +35,8 @@ def is_surplus(study: optuna.Study, trial: FrozenTrial, budget: int) -> bool:
         return False
     before = [t for t in counted(study.get_trials(deepcopy=False)) if t.number < trial.number]
     return len(before) >= budget
+
+
+def stored(study: optuna.Study, number: int) -> FrozenTrial:
+    """Trial `number` as the storage holds it now (a running Trial shows no system attributes or state)."""
+    return next(t for t in study.get_trials(deepcopy=False) if t.number == number)

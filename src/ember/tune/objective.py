@@ -18,7 +18,7 @@ from ember.config import compose
 from ember.errors import ConfigError, Preempted, describe
 from ember.files import write_atomic
 from ember.track.console import Console
-from ember.tune.budget import is_surplus
+from ember.tune.budget import is_surplus, stored
 from ember.tune.space import Param, suggest, to_overrides
 
 
@@ -69,7 +69,7 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         plan, self.current = self.plan, trial
-        if is_surplus(trial.study, trial.study._storage.get_trial(trial._trial_id), plan.trials):
+        if is_surplus(trial.study, stored(trial.study, trial.number), plan.trials):
             trial.set_user_attr("surplus", True)  # another worker took the last place first
             raise optuna.TrialPruned("surplus")
         values = suggest(trial, plan.params)

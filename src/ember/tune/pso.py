@@ -8,8 +8,8 @@ Each numeric parameter is mapped to [0, 1] (log-scaled where the distribution is
 
 with Clerc and Kennedy's constriction values w = 0.7298, c1 = c2 = 1.49618 by default. The swarm's
 state is not kept in the sampler: each trial stores its particle, position and velocity in its
-system attributes, and the next move is computed from the study's trials, so any number of
-processes sharing a storage drive one swarm, and a resumed study continues where it stopped.
+system attributes (through the storage given to `bind`), and the next move is computed from the
+study's trials, so any number of processes sharing a storage drive one swarm, and a resumed study continues where it stopped.
 Categorical parameters (and the first trial, before the space is known) are drawn at random.
 """
 
@@ -45,6 +45,7 @@ class PSOSampler(BaseSampler):
         self._rng = np.random.RandomState(seed)
         self._random = RandomSampler(seed=seed)
         self._space = IntersectionSearchSpace()
+        self.storage: optuna.storages.BaseStorage | None = None  # see bind
 
     def reseed_rng(self) -> None:
         self._rng = np.random.RandomState()
@@ -87,11 +88,22 @@ class PSOSampler(BaseSampler):
         else:  # the particle's first position: uniform in the cube, at rest
             x, v = self._rng.uniform(size=len(names)), np.zeros(len(names))
 
-        storage = study._storage  # how Optuna's own samplers attach state to a trial
-        storage.set_trial_system_attr(trial._trial_id, PARTICLE, particle)
-        storage.set_trial_system_attr(trial._trial_id, POSITION, dict(zip(names, map(float, x))))
-        storage.set_trial_system_attr(trial._trial_id, VELOCITY, dict(zip(names, map(float, v))))
+        self._store(study, trial, {PARTICLE: particle, POSITION: dict(zip(names, map(float, x))), VELOCITY: dict(zip(names, map(float, v)))})
         return {n: _from_unit(xi, search_space[n]) for n, xi in zip(names, x)}
+
+    def bind(self, storage: optuna.storages.BaseStorage) -> "PSOSampler":
+        """The storage of the study this sampler samples for: a sampler gets each trial frozen, and
+        writing its state needs the storage (Optuna's own samplers reach the study's private one)."""
+        self.storage = storage
+        return self
+
+    def _store(self, study: "optuna.Study", trial: FrozenTrial, attrs: dict[str, Any]) -> None:
+        if self.storage is None:
+            raise RuntimeError("PSOSampler.bind(storage) must be given the study's storage before it samples")
+        study_id = self.storage.get_study_id_from_name(study.study_name)
+        trial_id = self.storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+        for key, value in attrs.items():
+            self.storage.set_trial_system_attr(trial_id, key, value)
 
     def sample_independent(self, study: "optuna.Study", trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution) -> Any:
         return self._random.sample_independent(study, trial, param_name, param_distribution)

@@ -86,14 +86,16 @@ def check_names(sampler: str, pruner: str) -> None:
         raise ConfigError(f"tune.pruner={pruner!r} is not a pruner; choose one of: {', '.join(PRUNERS)}")
 
 
-def make_sampler(name: str, args: dict, seed: int, params: list[Param]) -> optuna.samplers.BaseSampler:
+def make_sampler(name: str, args: dict, seed: int, params: list[Param], storage=None) -> optuna.samplers.BaseSampler:
+    """The sampler; `storage`, the study's, is where pso keeps its swarm (Optuna's own reach it themselves)."""
     cls = _samplers()[name]
     kwargs = dict(args)
     if name == "grid":
         kwargs = {"search_space": grid(params, kwargs.pop("points", 5)), **kwargs}
     if "seed" in inspect.signature(cls).parameters:
         kwargs.setdefault("seed", seed)
-    return _build(f"tune.sampler={name}", cls, kwargs, "sampler_args")
+    sampler = _build(f"tune.sampler={name}", cls, kwargs, "sampler_args")
+    return sampler.bind(storage) if isinstance(sampler, PSOSampler) else sampler
 
 
 def make_pruner(name: str, args: dict) -> optuna.pruners.BasePruner:

@@ -37,7 +37,7 @@ from ember.report.study import read_study
 from ember.run import default_run_name
 from ember.track import flatten
 from ember.tune import report
-from ember.tune.budget import counts
+from ember.tune.budget import counts, stored
 from ember.tune.objective import Fatal, Objective, Plan
 from ember.tune.samplers import check_names, make_pruner, make_sampler
 from ember.tune.space import parse_space, validate
@@ -261,7 +261,7 @@ def _work(plan: Plan, index: int) -> int:
     # draws: its first new trial repeated trial 0's parameters. The trials already in the study
     # move the stream on; a fresh study keeps the seed's draws.
     seed = (seed + 1_000_003 * len(study.get_trials(deepcopy=False))) % 2**32  # numpy takes 32 bits
-    sampler = study.sampler = make_sampler(plan.sampler, plan.sampler_args, seed, plan.params)
+    sampler = study.sampler = make_sampler(plan.sampler, plan.sampler_args, seed, plan.params, storage)
     objective = Objective(plan)
     deadline = time.monotonic() + plan.timeout if plan.timeout > 0 else None
     poll = min(1.0, plan.heartbeat / 2)
@@ -286,7 +286,7 @@ def _work(plan: Plan, index: int) -> int:
         except KeyboardInterrupt:
             trial = objective.current
             if trial is not None:
-                frozen = study._storage.get_trial(trial._trial_id)  # Optuna has failed it; queue it again
+                frozen = stored(study, trial.number)  # Optuna has failed it; queue it again
                 if frozen.state == TrialState.FAIL:
                     RetryLost(plan.retries)(study, frozen)
             what = objective.interrupted if objective.interrupted not in (None, "interrupted") else "interrupted"
@@ -295,7 +295,7 @@ def _work(plan: Plan, index: int) -> int:
             raise error(f"{what}: study {plan.name} is consistent{queued}; continue with the same command") from None
         if getattr(sampler, "refused", None):  # a study storage holding a state that could run code
             raise sampler.refused
-        fatal = objective.current and study._storage.get_trial(objective.current._trial_id).user_attrs.get("fatal")
+        fatal = objective.current and stored(study, objective.current.number).user_attrs.get("fatal")
         if fatal:
             raise Fatal(fatal)
     return 0
