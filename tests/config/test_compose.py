@@ -128,7 +128,8 @@ PARITY_CASES = [
     ["model=mlp", "model.width=32", "data=mnist1d", "data.batch_size=128", "sched=cosine"],
     ["experiment=linear_regression", "trainer.max_epochs=7", "optim.lr=0.1"],
     ["+experiment=poly_sine", "+data.num_samples=800", "tune.space.lr={type:float,low:0.001,high:0.1}"],
-    ["track=csv,tensorboard", "run.name=x", "resume=null", "tune.space.lr={type:float,low:0.1,high:1}", "~tune.space.lr"],
+    ["track=csv,tensorboard", "run.name=x", "resume=null", "tune.space.lr={type:float,low:0.1,high:1}",
+     "~tune.space.lr"],
     ["trainer=debug", "trainer.max_steps=3"],
 ]
 PARITY_ERRORS = [

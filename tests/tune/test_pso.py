@@ -47,7 +47,8 @@ def test_maximizes_over_log_and_int_parameters_with_categoricals_alongside():
         return -((math.log10(lr) + 3) ** 2) - ((width - 96) / 64) ** 2 + (0.1 if act == "gelu" else 0.0)
 
     storage = optuna.storages.InMemoryStorage()
-    study = optuna.create_study(direction="maximize", storage=storage, sampler=PSOSampler(particles=5, seed=0).bind(storage))
+    sampler = PSOSampler(particles=5, seed=0).bind(storage)
+    study = optuna.create_study(direction="maximize", storage=storage, sampler=sampler)
     study.optimize(objective, n_trials=150)
     assert study.best_params["lr"] == pytest.approx(1e-3, rel=0.3)
     assert abs(study.best_params["width"] - 96) <= 16
@@ -58,7 +59,8 @@ def test_swarm_state_lives_in_the_study_so_workers_share_it():
     # Two samplers (two workers) alternate on one storage: they drive one swarm of 5 particles.
     storage = optuna.storages.InMemoryStorage()
     optuna.create_study(study_name="s", storage=storage)
-    workers = [optuna.load_study(study_name="s", storage=storage, sampler=PSOSampler(particles=5, seed=i).bind(storage)) for i in range(2)]
+    samplers = [PSOSampler(particles=5, seed=i).bind(storage) for i in range(2)]
+    workers = [optuna.load_study(study_name="s", storage=storage, sampler=s) for s in samplers]
     for i in range(60):
         workers[i % 2].optimize(sphere, n_trials=1)
     trials = workers[0].trials

@@ -114,7 +114,8 @@ def test_every_sampler_runs_a_study(runs, sampler):
 
     params = parse_space({"x": {"type": "float", "low": -2.0, "high": 2.0}, "n": {"type": "int", "low": 1, "high": 4}, "c": {"type": "categorical", "choices": ["a", "b"]}})
     storage = optuna.storages.InMemoryStorage()
-    study = optuna.create_study(storage=storage, sampler=make_sampler(sampler, {"points": 3} if sampler == "grid" else {}, 0, params, storage))
+    made = make_sampler(sampler, {"points": 3} if sampler == "grid" else {}, 0, params, storage)
+    study = optuna.create_study(storage=storage, sampler=made)
 
     def objective(trial):
         v = suggest(trial, params)

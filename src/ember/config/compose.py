@@ -106,6 +106,9 @@ def _prepared(overrides: list[str]) -> list[str]:
     return [("++" + o.lstrip("+") if o.lstrip("+").startswith(OPEN_KEYS) else o) for o in overrides]
 
 
+EXAMPLE = "for example trainer.max_epochs=5"
+
+
 def _parse(overrides: list[str]) -> list[Override]:
     """Each override through Hydra's grammar, or a ConfigError quoting the whole of the one it
     rejects (Hydra's own message quotes a fragment, such as '[1' for trainer.max_epochs=[1)."""
@@ -113,15 +116,15 @@ def _parse(overrides: list[str]) -> list[Override]:
     out = []
     for o in overrides:
         if o.lstrip("+~").startswith("="):
-            raise ConfigError(f"cannot parse override {o!r}: it names no key; write key=value, for example trainer.max_epochs=5")
+            raise ConfigError(f"cannot parse override {o!r}: it names no key; write key=value, {EXAMPLE}")
         try:
             out.append(parser.parse_override(o))
         except HydraException:  # what its grammar raises for an override it cannot parse
-            raise ConfigError(f"cannot parse override {o!r}; write key=value, for example trainer.max_epochs=5") from None
+            raise ConfigError(f"cannot parse override {o!r}; write key=value, {EXAMPLE}") from None
         if out[-1].package is not None:  # `group@package=option` moves a group: nothing in ember reads it there
             raise ConfigError(f"cannot parse override {o!r}: ember takes no @package; write key=value or group=option")
         if out[-1].is_sweep_override():
-            raise ConfigError(f"cannot parse override {o!r}: it gives several values; give one (a list is written [1,2])")
+            raise ConfigError(f"cannot parse override {o!r}: it gives several values; give one (a list: key=[1,2])")
     return out
 
 
@@ -166,7 +169,7 @@ def _apply(o: Override, cfg: DictConfig, overrides: list[str]) -> None:
     try:
         if o.is_delete():
             _delete(cfg, key, value, overrides)
-        elif o.is_add() and OmegaConf.select(cfg, key, throw_on_missing=False) is not None and not isinstance(value, (dict, list)):
+        elif o.is_add() and not isinstance(value, (dict, list)) and OmegaConf.select(cfg, key) is not None:
             raise ConfigError(f"{key} already has a value; set it with {o.input_line.lstrip('+')}")
         else:
             OmegaConf.update(cfg, key, value, merge=True, force_add=o.is_add() or o.is_force_add())

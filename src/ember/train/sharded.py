@@ -12,7 +12,8 @@ are on disk: a killed job leaves the previous checkpoint as the newest complete 
 
 DCP itself reads `.metadata` with plain pickle and the non-tensor values (optimizer settings) with
 `torch.load(weights_only=False)`: either runs any code a crafted file names. ember loads through
-_SafeReader and _SafePlanner instead, which read both without calling anything foreign.
+_SafeReader (which reads .metadata with ember.safe_pickle) and _SafePlanner (which loads each value
+with weights_only=True before DCP loads it), so nothing foreign is called.
 """
 
 import io
@@ -25,7 +26,6 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint import metadata as dcp_metadata
-from torch.distributed.checkpoint._traverse import set_element
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from ember import safe_pickle
@@ -166,8 +166,9 @@ class _SafePlanner(dcp.DefaultLoadPlanner):
 
     def load_bytes(self, read_item, value: io.BytesIO) -> None:
         fqn = read_item.dest_index.fqn
+        start = value.tell()
         try:
-            obj = torch.load(value, weights_only=True)
+            torch.load(value, weights_only=True)  # a check: refuses any global beyond plain data
         except pickle.UnpicklingError:  # torch's weights-only unpickler refused a global
             raise UnsafeFileError(
                 f"{self.path} holds {fqn} as a pickle that names more than plain data: reading it could run code, "
@@ -175,8 +176,7 @@ class _SafePlanner(dcp.DefaultLoadPlanner):
             ) from None
         except Exception as e:  # noqa: BLE001 - truncated or foreign bytes
             raise CheckpointError(f"cannot read {fqn} from {self.path} ({type(e).__name__}: {e}); {_refusal_fix(self.path)}") from None
-        # What DefaultLoadPlanner.load_bytes does with the object it loaded.
-        if self.flatten_state_dict:
-            set_element(self.original_state_dict, self.mappings[fqn], obj)
-        else:
-            self.state_dict[fqn] = obj
+        # The same bytes, now known to name plain data only, through DCP's own load_bytes (its
+        # torch.load builds the same object): DCP puts it where the state dict's layout says.
+        value.seek(start)
+        super().load_bytes(read_item, value)

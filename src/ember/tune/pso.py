@@ -9,7 +9,8 @@ Each numeric parameter is mapped to [0, 1] (log-scaled where the distribution is
 with Clerc and Kennedy's constriction values w = 0.7298, c1 = c2 = 1.49618 by default. The swarm's
 state is not kept in the sampler: each trial stores its particle, position and velocity in its
 system attributes (through the storage given to `bind`), and the next move is computed from the
-study's trials, so any number of processes sharing a storage drive one swarm, and a resumed study continues where it stopped.
+study's trials, so any number of processes sharing a storage drive one swarm, and a resumed
+study continues where it stopped.
 Categorical parameters (and the first trial, before the space is known) are drawn at random.
 """
 
@@ -88,7 +89,8 @@ class PSOSampler(BaseSampler):
         else:  # the particle's first position: uniform in the cube, at rest
             x, v = self._rng.uniform(size=len(names)), np.zeros(len(names))
 
-        self._store(study, trial, {PARTICLE: particle, POSITION: dict(zip(names, map(float, x))), VELOCITY: dict(zip(names, map(float, v)))})
+        position, velocity = dict(zip(names, map(float, x))), dict(zip(names, map(float, v)))
+        self._store(study, trial, {PARTICLE: particle, POSITION: position, VELOCITY: velocity})
         return {n: _from_unit(xi, search_space[n]) for n, xi in zip(names, x)}
 
     def bind(self, storage: optuna.storages.BaseStorage) -> "PSOSampler":
