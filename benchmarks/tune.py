@@ -3,11 +3,18 @@
 Every sampler gets the same space, the same budget of trials, the same sampler seed and the same
 trials (`ember tune` with tune.pruner=none, so each trial trains its full budget of epochs): what
 differs is only where each sampler looks. Printed: the best validation accuracy found after
-5, 10, 20, ... trials, per sampler (the mean over seeds when there are several).
+5, 10, 20, ... trials, per sampler: the mean over the seeds (three by default) and the range
+[min, max]; PSO (ember's) is said to be ahead of or behind an Optuna sampler only where the
+ranges after the last trial do not overlap ("within spread" otherwise).
 
-    OMP_NUM_THREADS=1 python benchmarks/tune.py                        # 30 trials per sampler
+The Optuna samplers run as Optuna documents them: `optuna.samplers.RandomSampler`, `TPESampler`,
+`GPSampler` at their defaults, given only the seed. Pruning is off for every sampler (Optuna's
+`create_study` would default to MedianPruner): each trial trains its full budget, so the samplers
+compare on where they look, not on what a pruner cut.
+
+    OMP_NUM_THREADS=1 python benchmarks/tune.py                        # 30 trials per sampler, 3 seeds
     OMP_NUM_THREADS=1 python benchmarks/tune.py --trials 12 --epochs 3 # a quicker look
-    OMP_NUM_THREADS=1 python benchmarks/tune.py --samplers tpe pso --seeds 0 1 2
+    OMP_NUM_THREADS=1 python benchmarks/tune.py --samplers tpe pso --seeds 0
 
 Writes benchmarks/results/tune.json.
 """
@@ -63,13 +70,25 @@ def study(sampler: str, seed: int, trials: int, epochs: int, samples: int, root:
     return {"sampler": sampler, "seed": seed, "values": values, "best_so_far": curve, "wall_time_s": round(wall, 1)}
 
 
+def verdict(ours: tuple[float, float], theirs: tuple[float, float], seeds: int) -> str:
+    """Higher accuracy is better; a claim only where the seeds' [min, max] ranges do not overlap."""
+    if seeds < 2:
+        return "one seed: no claim"
+    if ours[0] > theirs[1]:
+        return "ahead"
+    if ours[1] < theirs[0]:
+        return "behind"
+    return "within spread"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samplers", nargs="+", default=["random", "tpe", "gp", "pso"])
     parser.add_argument("--trials", type=int, default=30)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=5, help="epochs per trial (default 5)")
     parser.add_argument("--samples", type=int, default=4000, help="MNIST-1D samples (default 4000)")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "tune.json")
     args = parser.parse_args()
     checkpoints = [n for n in (5, 10, 20, 30, 50, 100) if n < args.trials] + [args.trials]
     runs = []
@@ -79,17 +98,24 @@ def main() -> None:
                 r = study(sampler, seed, args.trials, args.epochs, args.samples, root)
                 runs.append(r)
                 print(f"{sampler:>7} seed {seed}: best val/accuracy {r['best_so_far'][-1]:.4f} after {args.trials} trials, {r['wall_time_s']:.0f} s", flush=True)
-    print(f"\nbest validation accuracy after N trials (cnn1d on MNIST-1D, {args.epochs} epochs a trial, mean over seeds {args.seeds})")
-    print("sampler " + "".join(f"{n:>9}" for n in checkpoints))
-    table = {}
+    print(f"\nbest validation accuracy after N trials (cnn1d on MNIST-1D, {args.epochs} epochs a trial, "
+          f"mean [min, max] over seeds {args.seeds})")
+    print("sampler " + "".join(f"{n:>26}" for n in checkpoints))
+    table, spans = {}, {}
     for sampler in args.samplers:
         mine = [r for r in runs if r["sampler"] == sampler]
         row = [sum(r["best_so_far"][n - 1] for r in mine) / len(mine) for n in checkpoints]
+        spans[sampler] = [(min(r["best_so_far"][n - 1] for r in mine), max(r["best_so_far"][n - 1] for r in mine))
+                          for n in checkpoints]
         table[sampler] = dict(zip(map(str, checkpoints), row))
-        print(f"{sampler:<8}" + "".join(f"{v:>9.4f}" for v in row))
-    out = Path(__file__).parent / "results" / "tune.json"
+        print(f"{sampler:<8}" + "".join(f"{v:>9.4f} [{lo:.4f}, {hi:.4f}]" for v, (lo, hi) in zip(row, spans[sampler])))
+    verdicts = {f"pso vs {s}": verdict(spans["pso"][-1], spans[s][-1], len(args.seeds))
+                for s in args.samplers if "pso" in spans and s != "pso"}
+    for versus, said in verdicts.items():
+        print(f"after {args.trials} trials, {versus}: {said}")
+    out = args.out
     out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"args": vars(args), "space": SPACE, "best_after": table, "runs": runs, "torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(), "threads": torch.get_num_threads()}, indent=2) + "\n")
+    out.write_text(json.dumps({"args": {**vars(args), "out": str(out)}, "space": SPACE, "best_after": table, "verdicts": verdicts, "runs": runs, "torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(), "threads": torch.get_num_threads()}, indent=2) + "\n")
     print(f"wrote {out}")
 
 
