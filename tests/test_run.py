@@ -1,5 +1,7 @@
 """The run directory: one writer at a time, and nothing half-made left by a start that fails."""
 
+import json
+import os
 import signal
 
 import numpy as np
@@ -9,8 +11,8 @@ from run_support import DAMAGE, damage
 from ember.cli import main
 from ember.config import compose
 from ember.data.spec import DataSpec
-from ember.errors import EmberError
-from ember.run import RunDir
+from ember.errors import CheckpointError, EmberError
+from ember.run import RunDir, RunRecord
 
 TINY = ["experiment=linear_regression", "trainer.max_epochs=3", "trainer.progress=none", "track=[]"]
 
@@ -184,3 +186,82 @@ def test_a_run_config_is_never_resolved_against_the_environment(digits_run, tmp_
     assert main(["train", f"resume={run}", "trainer.max_epochs=2", "trainer.progress=none"]) == 0
     assert RunDir(run).config().run.mlflow_uri == "a\\${x} ${now:%Y}"
     assert not [p for p in run.rglob("*") if p.is_file() and b"hunter2" in p.read_bytes()]
+
+
+# -- summary.json: one writer, explicit transitions ---------------------------------------------
+
+
+def read_summary(path) -> dict:
+    return json.loads((path / "summary.json").read_text())
+
+
+def test_a_run_goes_from_started_to_finished_and_each_transition_keeps_what_came_before(tmp_path):
+    record = RunRecord(tmp_path)
+    assert record.status() is None and record.read() == {}
+    started = record.started()
+    assert started["status"] == "running" and started["pid"] == os.getpid() and "environment" in started
+    facts = {"run_dir": str(tmp_path), "params": 3, "metrics": {"test/mse": 0.5}}
+    written = record.finished(facts)
+    assert written == read_summary(tmp_path)
+    assert written == {**started, **facts, "status": "finished"}
+    assert next(iter(written)) == "status"  # where `ember runs` and a reader's eye look first
+    record.annotated("compression", {"method": "magnitude"})
+    assert read_summary(tmp_path) == {**written, "compression": {"method": "magnitude"}}
+
+
+def test_a_failure_records_the_error_and_ctrl_c_is_interrupted(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a, b = RunRecord(tmp_path / "a"), RunRecord(tmp_path / "b")
+    a.started()
+    b.started()
+    failed = a.failed(ValueError("bad batch"), {"params": 3})
+    assert failed["status"] == "failed" and failed["error"] == "ValueError: bad batch" and failed["params"] == 3
+    assert b.failed(KeyboardInterrupt())["status"] == "interrupted"
+    # tune restates a trial its lost worker left, as a text
+    assert b.failed("trial 3 lost: killed")["error"] == "trial 3 lost: killed"
+    assert read_summary(tmp_path / "b")["status"] == "failed"
+
+
+def test_a_preempted_run_resumes_and_a_pruned_trial_drops_the_loops_error(tmp_path):
+    record = RunRecord(tmp_path)
+    record.started()
+    preempted = record.preempted(40, tmp_path / "checkpoints" / "step-40.pt")
+    assert preempted["steps"] == 40 and preempted["checkpoint"].endswith("step-40.pt")
+    resumed = record.resumed()
+    assert resumed["status"] == "running" and resumed["steps"] == 40  # what the first attempt recorded stays
+    record.failed(RuntimeError("TrialPruned: pruned at epoch 2"))
+    pruned = record.pruned("pruned at epoch 2 (validation 2): val/loss 0.3", 2)
+    assert pruned["status"] == "pruned" and pruned["validations"] == 2 and "error" not in pruned
+    assert read_summary(tmp_path) == pruned
+
+
+@pytest.mark.parametrize(
+    ("before", "transition"),
+    [
+        (["started", "failed"], "finished"),  # a failed run did not also finish
+        (["started", "finished"], "failed"),
+        (["started", "finished"], "preempted"),
+        (["started", "finished"], "pruned"),
+        (["started"], "started"),  # a run starts once; resuming is another transition
+        ([], "finished"),  # no summary.json: it was never started
+        (["started"], "annotated"),  # only a finished run is annotated
+    ],
+)
+def test_an_illegal_transition_is_refused_naming_both_states_and_leaves_the_file(tmp_path, before, transition):
+    record = RunRecord(tmp_path)
+    calls = {
+        "started": record.started,
+        "failed": lambda: record.failed(ValueError("x")),
+        "finished": lambda: record.finished({"metrics": {}}),
+        "preempted": lambda: record.preempted(1, None),
+        "pruned": lambda: record.pruned("pruned", 1),
+        "annotated": lambda: record.annotated("compression", {}),
+    }
+    for name in before:
+        calls[name]()
+    kept = (tmp_path / "summary.json").read_text() if before else None
+    with pytest.raises(CheckpointError, match=rf"cannot record .* as {transition}: its summary.json (says the run is|is missing)"):
+        calls[transition]()
+    assert ((tmp_path / "summary.json").read_text() if before else None) == kept
+    assert not (tmp_path / "summary.json").exists() or before

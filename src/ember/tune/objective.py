@@ -2,7 +2,6 @@
 
 import gc
 import io
-import json
 import math
 import os
 import socket
@@ -17,6 +16,7 @@ from ember.api import Result, train
 from ember.config import compose
 from ember.errors import ConfigError, Preempted, describe
 from ember.files import write_atomic
+from ember.run import RunRecord
 from ember.track.console import Console
 from ember.tune.budget import is_surplus, stored
 from ember.tune.space import Param, suggest, to_overrides
@@ -110,7 +110,8 @@ class Objective:
             return train(cfg, Console("none", stream=out), on_validation=on_validation)
         except optuna.TrialPruned as e:
             trial.set_user_attr("pruned", str(e))
-            _rewrite_summary(run_dir, status="pruned", pruned=str(e), validations=validations)
+            if RunRecord(run_dir).status() is not None:
+                RunRecord(run_dir).pruned(str(e), validations)
             raise
         except Preempted as e:  # the trainer saw SIGINT/SIGTERM, saved and stopped
             self.interrupted = str(e).split(";")[0]
@@ -135,16 +136,6 @@ class Objective:
             if run_dir.is_dir():
                 write_atomic(run_dir / "output.log", out.getvalue())
             _free_memory()
-
-
-def _rewrite_summary(run_dir: Path, **fields) -> None:
-    path = run_dir / "summary.json"
-    if not path.is_file():
-        return
-    summary = json.loads(path.read_text())
-    summary.pop("error", None)
-    summary.update(fields)
-    write_atomic(path, json.dumps(summary, indent=2) + "\n")
 
 
 def _free_memory() -> None:

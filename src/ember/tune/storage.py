@@ -11,7 +11,6 @@ failed by whichever worker looks next and queued again with the same parameters,
 """
 
 import contextlib
-import json
 import warnings
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from ember.errors import ConfigError, EmberError
-from ember.files import write_atomic
+from ember.run import RunRecord
 
 try:  # Optuna >= 4.9 renamed RetryFailedTrialCallback
     from optuna.storages import RetryHeartbeatStaleTrialCallback as _Retry
@@ -55,13 +54,10 @@ class RetryLost:
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self.retry(study, trial)
         run_dir = trial.user_attrs.get("run_dir")
-        if run_dir and (Path(run_dir) / "summary.json").is_file():
-            path = Path(run_dir) / "summary.json"
-            summary = json.loads(path.read_text())
-            if summary.get("status") in ("running", "failed", "interrupted", "preempted"):
-                reason = trial.user_attrs.get("interrupted") or "its worker stopped sending heartbeats (killed or lost)"
-                summary.update(status="failed", error=f"trial {trial.number} lost: {reason}; queued again with the same parameters")
-                write_atomic(path, json.dumps(summary, indent=2) + "\n", within=Path(run_dir))
+        record = RunRecord(Path(run_dir)) if run_dir else None
+        if record and record.status() in ("running", "failed", "interrupted", "preempted"):
+            reason = trial.user_attrs.get("interrupted") or "its worker stopped sending heartbeats (killed or lost)"
+            record.failed(f"trial {trial.number} lost: {reason}; queued again with the same parameters")
 
 
 def make_storage(url: str, heartbeat: int, retries: int) -> optuna.storages.BaseStorage:
