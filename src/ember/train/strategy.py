@@ -44,6 +44,12 @@ class Parallel:
         of processes, so a run can move between one process and many."""
         return self.strategy == "fsdp"
 
+    def accumulating(self, defer: bool):
+        """The context of one micro-batch's backward: with `defer` (not the last micro-batch of
+        an optimizer step) gradients stay local, so they are reduced once per step, not per
+        micro-batch; DDP and FSDP each have their own switch for it."""
+        return self.no_sync() if defer and self.no_sync is not None else contextlib.nullcontext()
+
     def close(self) -> None:
         """Drop the DDP wrapper while the process group still lives. Were its C++ reducer the
         last holder of a gloo group, the group's destructor would join gloo's threads with the

@@ -8,7 +8,6 @@ cadences (cadence.py) when logging, validation and checkpoints are due, the mete
 interval measured, the thread policy how many threads the kernels get.
 """
 
-import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -138,18 +137,11 @@ class Trainer:
         self.model.train()
         self.train_loader.set_epoch(state.epoch, state.batch)
         batch_iter = iter(self.train_loader)
-        for i in range(state.batch, batches):
-            wait_start = time.perf_counter()
-            x, y = next(batch_iter)
-            self.meter.waited(time.perf_counter() - wait_start)
-            # The last accumulation group of an epoch may hold fewer micro-batches: divide by its
-            # true count so every step averages the micro-batch losses it covers.
-            last_of_group = (i + 1) % accum == 0 or i + 1 == batches
-            loss = self._backward(x, y, group=min(accum, batches - (i - i % accum)), sync=last_of_group)
-            if not last_of_group:
-                continue
-            self._optimizer_step(loss)
-            state.batch = i + 1
+        while state.batch < batches:
+            # The last accumulation group of an epoch may hold fewer micro-batches.
+            n = min(accum - state.batch % accum, batches - state.batch)
+            self.train_step(self._micro_batches(batch_iter, n), n)
+            state.batch += n
             self.console.step(state.step, state.epoch_in_progress)
             logged = self._log_train() if self.logging.at_step(state.step) else {}
             if self.callbacks.on_step is not None:
@@ -171,36 +163,35 @@ class Trainer:
         if self.files and (self.checkpointing.at_epoch_end(state.epoch) or state.stop_reason or state.epoch >= self.t.max_epochs):
             self.save_checkpoint()
 
-    def _backward(self, x, y, group: int, sync: bool) -> torch.Tensor:
-        """Forward and backward of one micro-batch; gradients are reduced across processes only
-        with the last micro-batch of an optimizer step (`sync`)."""
-        x, y = self.to_device(x), self.to_device(y)
-        if self.augment is not None:
-            x, y = self.augment(x, y)
-        if self._count_flops:
-            self._measure_flops(x, y)
-        no_sync = self.parallel.no_sync
-        with contextlib.nullcontext() if no_sync is None or sync else no_sync():
-            with self.autocast():
-                loss, self._last_logs = self._loss(x, y)
-            scaled = loss / group if group > 1 else loss
-            # A disabled GradScaler costs a few Python calls per step; skip it outside fp16.
-            (self.scaler.scale(scaled) if self.scaler.is_enabled() else scaled).backward()
-        self.meter.add(loss, x.shape[0], self.state.step + 1)  # not len(x): Tensor.__len__ is a Python call
-        return loss
+    def _micro_batches(self, batch_iter, n: int):
+        """The next `n` batches, read one at a time as the step asks (the wait is the meter's)."""
+        for _ in range(n):
+            wait_start = time.perf_counter()
+            batch = next(batch_iter)
+            self.meter.waited(time.perf_counter() - wait_start)
+            yield batch
 
-    def _optimizer_step(self, loss: torch.Tensor) -> None:
-        """Clip, ask the guard, step the optimizer and the schedules; count the step either way."""
-        state = self.state
+    def train_step(self, micro_batches, n: int) -> None:
+        """One optimizer step over `n` micro-batches: accumulate, clip, guard, step, schedule,
+        average. The step is counted even when the guard skips it (nan_policy=skip)."""
+        state, scaler, fp16 = self.state, self.scaler, self.scaler.is_enabled()  # fp16: a GradScaler
+        for k, (x, y) in enumerate(micro_batches):
+            x, y = self._prepared(x, y)
+            with self.parallel.accumulating(defer=k < n - 1):  # gradients reduced once, with the last
+                with self.autocast():
+                    loss, self._last_logs = self._loss(x, y)
+                scaled = loss / n if n > 1 else loss  # every step averages the losses it covers
+                (scaler.scale(scaled) if fp16 else scaled).backward()  # a disabled scaler costs calls
+            self.meter.add(loss, x.shape[0], state.step + 1)  # not len(x): Tensor.__len__ is a Python call
         if self.t.grad_clip > 0:
-            self.scaler.unscale_(self.optimizer)
+            scaler.unscale_(self.optimizer)
             self._grad_norm = strategy.local(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.t.grad_clip))
-        fp16 = self.scaler.is_enabled()  # its GradScaler skips overflowing steps itself
+        # The guard reads the last micro-batch's loss; fp16's GradScaler skips overflowing steps itself.
         if self.guard.step_allowed(loss, None if fp16 else self._grad_norm, None if fp16 else self.model.parameters(), state, self.files):
             state.skipped_steps = 0
             if fp16:
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
+                scaler.step(self.optimizer)
+                scaler.update()
             else:
                 self.optimizer.step()
             if self.scheduler is not None and not self.plateau:
@@ -213,6 +204,15 @@ class Trainer:
         state.step += 1
         self.meter.steps += 1
         self.threads.step()
+
+    def _prepared(self, x, y) -> tuple[torch.Tensor, torch.Tensor]:
+        """A micro-batch on the device, augmented; the first one's FLOPs are counted."""
+        x, y = self.to_device(x), self.to_device(y)
+        if self.augment is not None:
+            x, y = self.augment(x, y)
+        if self._count_flops:
+            self._measure_flops(x, y)
+        return x, y
 
     def _loss(self, x, y) -> tuple[torch.Tensor, dict]:
         if x.shape[0] == 1 and self._batch_norms:  # a last batch of one sample
