@@ -86,7 +86,15 @@ class LazyDataset(Dataset):
             x, y = self.read_rows(self.rows[[int(index)]])
             return x[0], y[0]
         positions = np.asarray(index.tolist() if isinstance(index, torch.Tensor) else index, dtype=np.int64)
-        return self.read_rows(self.rows[positions])
+        rows = self.rows[positions]
+        # Read in ascending row order (contiguous runs), returned in the order asked for: a batch
+        # is then the same as an in-memory split's x[index], sample for sample.
+        order = np.argsort(rows, kind="stable")
+        x, y = self.read_rows(rows)
+        if np.array_equal(order, np.arange(len(rows))):
+            return x, y
+        back = torch.from_numpy(np.argsort(order, kind="stable"))
+        return x[back], y[back]
 
     def __getitems__(self, indices):
         # A DataLoader given a batch_sampler collates a list of samples: the read is still
