@@ -38,7 +38,13 @@ PAPER_REL_L2 = {256: 0.0149, 512: 0.0158, 1024: 0.0160, 2048: 0.0146, 4096: 0.01
 
 
 def data_overrides(resolution: int) -> list[str]:
-    return ["data=burgers", f"data.resolution={resolution}", "data.num_samples=1100", "data.test_fraction=0.0909091", "data.val_fraction=0"]
+    return [
+        "data=burgers",
+        f"data.resolution={resolution}",
+        "data.num_samples=1100",
+        "data.test_fraction=0.0909091",
+        "data.val_fraction=0",
+    ]
 
 
 def relative_l2(model: torch.nn.Module, data, spec, batch: int = 100) -> torch.Tensor:
@@ -65,7 +71,11 @@ def main(epochs: int = 50, resolution: int = 1024, eval_resolution: int = 0) -> 
     start = time.perf_counter()
     splits = build_data(cfg.data)
     data_time = time.perf_counter() - start
-    print(f"burgers at s={resolution}: {len(splits.train)} train, {len(splits.test)} test samples in {data_time:.1f} s ({splits.notes[0]})", flush=True)
+    print(
+        f"burgers at s={resolution}: {len(splits.train)} train, {len(splits.test)} "
+        f"test samples in {data_time:.1f} s ({splits.notes[0]})",
+        flush=True,
+    )
 
     torch.manual_seed(0)
     model = create_model("fno", splits.spec)
@@ -88,11 +98,24 @@ def main(epochs: int = 50, resolution: int = 1024, eval_resolution: int = 0) -> 
     print(f"{'':<28} {'ember':>10} {'FNO paper':>10}")
     print(f"{'relative L2 (test, mean)':<28} {error:>10.4f} {paper or float('nan'):>10.4f}")
     print(f"{'relative L2 (test, median)':<28} {median:>10.4f}")
-    record = {"relative_l2": error, "relative_l2_median": median, "paper_relative_l2": paper, "resolution": resolution, "epochs": epochs}
+    record = {
+        "relative_l2": error,
+        "relative_l2_median": median,
+        "paper_relative_l2": paper,
+        "resolution": resolution,
+        "epochs": epochs,
+    }
     if eval_resolution:
         fine = zero_shot(model, splits.spec, eval_resolution)
-        record.update(eval_resolution=eval_resolution, eval_relative_l2=fine.mean().item(), eval_relative_l2_median=fine.median().item())
-        print(f"{f'zero-shot at s={eval_resolution} (mean)':<28} {fine.mean().item():>10.4f} {PAPER_REL_L2.get(eval_resolution) or float('nan'):>10.4f}")
+        record.update(
+            eval_resolution=eval_resolution,
+            eval_relative_l2=fine.mean().item(),
+            eval_relative_l2_median=fine.median().item(),
+        )
+        print(
+            f"{f'zero-shot at s={eval_resolution} (mean)':<28} {fine.mean().item():>10.4f} "
+            f"{PAPER_REL_L2.get(eval_resolution) or float('nan'):>10.4f}"
+        )
     print(f"{'epochs':<28} {epochs:>10} {500:>10}")
     print(f"{'parameters (real numbers)':<28} {count_parameters(model):>10,}")
     print(f"{'train wall time (s)':<28} {train_time:>10.0f}")

@@ -62,7 +62,11 @@ def main(samples: int = 1100, resolution: int = 1024, reference: int = 110, darc
         "max_relative_difference": diff,
         "darcy_s": {str(s): round(seconds, 1) for s, seconds in darcy.items()},
         "darcy_timed_samples": darcy_samples,
-        "machine": {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads()},
+        "machine": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+        },
     }
     out = Path(__file__).parent / "results" / "operator_data.json"
     out.write_text(json.dumps(record, indent=2) + "\n")

@@ -100,8 +100,14 @@ def neuralop_fno(spec, modes: int, width: int, padding: float) -> torch.nn.Modul
     dims = len(spec.input_shape) - 1
     # neuraloperator counts modes over negative and positive frequencies (it keeps n // 2 + 1 of
     # a real FFT axis); the paper and ember count the non-negative ones: 2x keeps the same modes.
-    return FNO(n_modes=(2 * modes,) * dims, hidden_channels=width, in_channels=spec.input_shape[0], out_channels=1,
-               n_layers=4, domain_padding=padding or None)
+    return FNO(
+        n_modes=(2 * modes,) * dims,
+        hidden_channels=width,
+        in_channels=spec.input_shape[0],
+        out_channels=1,
+        n_layers=4,
+        domain_padding=padding or None,
+    )
 
 
 def build(column: str, data: str, spec, seed: int, recipe: str = "ember") -> torch.nn.Module:
@@ -112,8 +118,11 @@ def build(column: str, data: str, spec, seed: int, recipe: str = "ember") -> tor
 
 
 def errors(values: torch.Tensor, prefix: str = "") -> dict:
-    return {f"{prefix}relative_l2": values.mean().item(), f"{prefix}relative_l2_median": values.median().item(),
-            f"{prefix}relative_l2_worst": values.max().item()}
+    return {
+        f"{prefix}relative_l2": values.mean().item(),
+        f"{prefix}relative_l2_median": values.median().item(),
+        f"{prefix}relative_l2_worst": values.max().item(),
+    }
 
 
 def recipe_overrides(recipe: str, epochs: int) -> dict:
@@ -126,8 +135,10 @@ def recipe_overrides(recipe: str, epochs: int) -> dict:
     mean over the batch, the same decay is 1e-4 / 20."""
     if recipe == "ember":
         return {}
-    return {"optim": {"name": "adam", "weight_decay": 1e-4 / 20},
-            "sched": {"name": "step", "step_size": max(1, epochs // 5), "gamma": 0.5}}
+    return {
+        "optim": {"name": "adam", "weight_decay": 1e-4 / 20},
+        "sched": {"name": "step", "step_size": max(1, epochs // 5), "gamma": 0.5},
+    }
 
 
 def ember_recipe(recipe: str, epochs: int, lr: float, loss: str) -> dict:
@@ -135,26 +146,55 @@ def ember_recipe(recipe: str, epochs: int, lr: float, loss: str) -> dict:
     overrides = recipe_overrides(recipe, epochs)
     cfg = compose([])
     optim, sched = {**cfg.optim, **overrides.get("optim", {})}, {**cfg.sched, **overrides.get("sched", {})}
-    schedule = sched["name"] + (f"(step_size={sched['step_size']}, gamma={sched['gamma']})" if sched["name"] == "step"
-                                else f"(peak lr {lr}, pct_start {sched['pct_start']})")
-    return {"trainer": "ember.fit", "optimizer": optim["name"], "lr": lr, "weight_decay": optim["weight_decay"],
-            "scheduler": schedule, "loss": loss, "batch_size": 20, "recipe": recipe}
+    schedule = sched["name"] + (
+        f"(step_size={sched['step_size']}, gamma={sched['gamma']})"
+        if sched["name"] == "step"
+        else f"(peak lr {lr}, pct_start {sched['pct_start']})"
+    )
+    return {
+        "trainer": "ember.fit",
+        "optimizer": optim["name"],
+        "lr": lr,
+        "weight_decay": optim["weight_decay"],
+        "scheduler": schedule,
+        "loss": loss,
+        "batch_size": 20,
+        "recipe": recipe,
+    }
 
 
 def neuralop_recipe(epochs: int) -> dict:
     step = max(1, round(epochs * NEURALOP_CONFIG["step_size"] / NEURALOP_CONFIG["config_epochs"]))
-    scaled = (f"{epochs} epochs instead of the config's {NEURALOP_CONFIG['config_epochs']}; StepLR every {step} "
-              f"(the config's {NEURALOP_CONFIG['step_size']} of {NEURALOP_CONFIG['config_epochs']}: a fifth of the run)")
-    return {**NEURALOP_CONFIG, "epochs": epochs, "scheduler": f"StepLR(step_size={step}, gamma=0.5)",
-            "scheduler_step_size": step, "scaled": scaled}
+    scaled = (
+        f"{epochs} epochs instead of the config's {NEURALOP_CONFIG['config_epochs']}; StepLR every {step} "
+        f"(the config's {NEURALOP_CONFIG['step_size']} of {NEURALOP_CONFIG['config_epochs']}: a fifth of the run)"
+    )
+    return {
+        **NEURALOP_CONFIG,
+        "epochs": epochs,
+        "scheduler": f"StepLR(step_size={step}, gamma=0.5)",
+        "scheduler_step_size": step,
+        "scaled": scaled,
+    }
 
 
 def train_ember(model, splits, epochs: int, lr: float, loss: str, seed: int, recipe: str) -> tuple:
     """`model` through ember's loop: the trained model, its seconds per epoch and CPU seconds."""
     cpu = time.process_time()
-    result = ember.fit(model, splits, batch_size=20, max_epochs=epochs, lr=lr, loss=loss, seed=seed, progress="none",
-                       log_every_n_steps=500, tensorboard=False, run={"root": "runs/benchmarks", "report": False},
-                       **recipe_overrides(recipe, epochs))
+    result = ember.fit(
+        model,
+        splits,
+        batch_size=20,
+        max_epochs=epochs,
+        lr=lr,
+        loss=loss,
+        seed=seed,
+        progress="none",
+        log_every_n_steps=500,
+        tensorboard=False,
+        run={"root": "runs/benchmarks", "report": False},
+        **recipe_overrides(recipe, epochs),
+    )
     cpu = time.process_time() - cpu
     # The training loop's time without its evaluations (summary.json), so imports, baselines
     # and the first call's warm-up do not count against whichever column runs first.
@@ -183,11 +223,16 @@ def train_neuralop(model, splits, epochs: int, seed: int) -> tuple:
 
     recipe = neuralop_recipe(epochs)
     dims = splits.train.x.ndim - 2
-    loader = DataLoader(Pairs(splits.train), batch_size=recipe["batch_size"], shuffle=True,
-                        generator=torch.Generator().manual_seed(seed))
+    loader = DataLoader(
+        Pairs(splits.train),
+        batch_size=recipe["batch_size"],
+        shuffle=True,
+        generator=torch.Generator().manual_seed(seed),
+    )
     optimizer = AdamW(model.parameters(), lr=recipe["lr"], weight_decay=recipe["weight_decay"])
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=recipe["scheduler_step_size"],
-                                                gamma=recipe["gamma"])
+    scheduler = torch.optim.lr_scheduler.StepLR(
+        optimizer, step_size=recipe["scheduler_step_size"], gamma=recipe["gamma"]
+    )
     trainer = Trainer(model=model, n_epochs=epochs, device="cpu", verbose=False)
     torch.manual_seed(seed)
     wall, cpu = time.perf_counter(), time.process_time()
@@ -202,10 +247,16 @@ def train(column: str, data: str, splits, fine, settings: dict, seed: int) -> di
     if column == "neuraloperator":
         model, per_epoch, cpu = train_neuralop(model, splits, settings["epochs"], seed)
     else:
-        model, per_epoch, cpu = train_ember(model, splits, settings["epochs"], settings["lr"], settings["loss"], seed,
-                                            settings["recipe"])
-    row = {**errors(relative_l2(model, splits.test, splits.spec)), "s_per_epoch": round(per_epoch, 2),
-           "cpu_s": round(cpu, 1), "threads": torch.get_num_threads(), "params": count_parameters(model)}
+        model, per_epoch, cpu = train_ember(
+            model, splits, settings["epochs"], settings["lr"], settings["loss"], seed, settings["recipe"]
+        )
+    row = {
+        **errors(relative_l2(model, splits.test, splits.spec)),
+        "s_per_epoch": round(per_epoch, 2),
+        "cpu_s": round(cpu, 1),
+        "threads": torch.get_num_threads(),
+        "params": count_parameters(model),
+    }
     if fine:
         row.update(errors(relative_l2(model, fine.test, fine.spec), "eval_"))
     if column != "ember":
@@ -216,12 +267,17 @@ def train(column: str, data: str, splits, fine, settings: dict, seed: int) -> di
 
 
 def spread(values: list[float]) -> dict:
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "min": min(values), "max": max(values), "n": len(values)}
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "min": min(values),
+        "max": max(values),
+        "n": len(values),
+    }
 
 
 def verdict(ours: dict, theirs: dict) -> str:
-    """"ahead" or "behind" only where the seeds' min-max ranges of the mean test error do not overlap."""
+    """ "ahead" or "behind" only where the seeds' min-max ranges of the mean test error do not overlap."""
     if ours["n"] < 2 or theirs["n"] < 2:
         return "one seed: no claim"
     if ours["max"] < theirs["min"]:
@@ -236,12 +292,16 @@ def summarize(record: dict) -> None:
     record["summary"] = {}
     for column, runs in record["runs"].items():
         rows = list(runs.values())
-        record["summary"][column] = {key: spread([r[key] for r in rows]) for key in rows[0]
-                                     if key.endswith(("relative_l2", "relative_l2_worst", "s_per_epoch"))}
+        record["summary"][column] = {
+            key: spread([r[key] for r in rows])
+            for key in rows[0]
+            if key.endswith(("relative_l2", "relative_l2_worst", "s_per_epoch"))
+        }
     if "ember" in record["summary"]:
         ours = record["summary"]["ember"]["relative_l2"]
-        record["verdicts"] = {f"ember vs {c}": verdict(ours, s["relative_l2"])
-                              for c, s in record["summary"].items() if c != "ember"}
+        record["verdicts"] = {
+            f"ember vs {c}": verdict(ours, s["relative_l2"]) for c, s in record["summary"].items() if c != "ember"
+        }
 
 
 def save(out: Path, key: str, case: str, settings: dict, recipes: dict, column: str, seed: int, row: dict) -> dict:
@@ -259,8 +319,12 @@ def save(out: Path, key: str, case: str, settings: dict, recipes: dict, column: 
         entry["runs"].setdefault(column, {})[str(seed)] = row
         summarize(entry)
         record["cases"][case] = entry
-        record["machine"] = {"python": platform.python_version(), "torch": torch.__version__,
-                             "threads": torch.get_num_threads(), "processor": platform.processor() or platform.machine()}
+        record["machine"] = {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "processor": platform.processor() or platform.machine(),
+        }
         out.write_text(json.dumps(results, indent=2) + "\n")
     return record
 
@@ -269,10 +333,18 @@ def settings_for(case: str, args) -> dict:
     samples, epochs, lr = BUDGETS[args.budget][case]
     _, resolution, fine = CASES[case]
     paper_resolution, paper = PAPER[case]
-    settings = {"resolution": resolution, "train_samples": args.samples or samples, "test_samples": 100,
-                "test_split": "100 drawn at random out of all samples (data.split_seed=0), the same for every run",
-                "epochs": args.epochs or epochs, "lr": args.lr or lr, "loss": args.loss, "recipe": args.recipe,
-                "paper_resolution": paper_resolution, "paper_relative_l2": paper}
+    settings = {
+        "resolution": resolution,
+        "train_samples": args.samples or samples,
+        "test_samples": 100,
+        "test_split": "100 drawn at random out of all samples (data.split_seed=0), the same for every run",
+        "epochs": args.epochs or epochs,
+        "lr": args.lr or lr,
+        "loss": args.loss,
+        "recipe": args.recipe,
+        "paper_resolution": paper_resolution,
+        "paper_relative_l2": paper,
+    }
     return {**settings, "eval_resolution": fine} if fine else settings
 
 
@@ -283,8 +355,11 @@ def run_case(case: str, args, key: str) -> dict:
     # The zero-shot test set: fresh solutions at the finer grid, standardized like the training data.
     fine_splits = load(data, fine, settings["train_samples"], stats_from=splits.spec) if fine else None
     ours = ember_recipe(args.recipe, settings["epochs"], settings["lr"], args.loss)
-    recipes = {"ember": {**ours, "model": "ember FNO"}, "neuraloperator": neuralop_recipe(settings["epochs"]),
-               "neuraloperator_same_loop": {**ours, "model": "neuralop.models.FNO"}}
+    recipes = {
+        "ember": {**ours, "model": "ember FNO"},
+        "neuraloperator": neuralop_recipe(settings["epochs"]),
+        "neuraloperator_same_loop": {**ours, "model": "neuralop.models.FNO"},
+    }
     record = {}
     for seed in args.seeds:
         for column in args.columns:
@@ -299,8 +374,10 @@ def interval(s: dict) -> str:
 
 
 def table(record: dict) -> None:
-    print(f"{'case':<16} {'column':<25} {'ep':>3} {'seeds':>5} {'test rel L2 mean ± std [min, max]':>37} "
-          f"{'worst sample':>12} {'s/epoch':>7} {'params':>9} {'anchor':>9} {'paper':>6}")
+    print(
+        f"{'case':<16} {'column':<25} {'ep':>3} {'seeds':>5} {'test rel L2 mean ± std [min, max]':>37} "
+        f"{'worst sample':>12} {'s/epoch':>7} {'params':>9} {'anchor':>9} {'paper':>6}"
+    )
     for case, entry in record["cases"].items():
         if "settings" not in entry:  # a record of the single-seed benchmark before fair anchors
             continue
@@ -310,14 +387,18 @@ def table(record: dict) -> None:
                 continue
             s, rows = entry["summary"][column], list(entry["runs"][column].values())
             anchor = f"{rows[0]['params_anchor']:,}" if "params_anchor" in rows[0] else "-"
-            print(f"{name:<16} {column:<25} {settings['epochs']:>3} {s['relative_l2']['n']:>5} "
-                  f"{interval(s['relative_l2']):>37} {s['relative_l2_worst']['max']:>12.4f} "
-                  f"{s['s_per_epoch']['mean']:>7.2f} {rows[0]['params']:>9,} {anchor:>9} "
-                  f"{settings['paper_relative_l2']:>6.4f}")
+            print(
+                f"{name:<16} {column:<25} {settings['epochs']:>3} {s['relative_l2']['n']:>5} "
+                f"{interval(s['relative_l2']):>37} {s['relative_l2_worst']['max']:>12.4f} "
+                f"{s['s_per_epoch']['mean']:>7.2f} {rows[0]['params']:>9,} {anchor:>9} "
+                f"{settings['paper_relative_l2']:>6.4f}"
+            )
             if "eval_relative_l2" in s:
                 zero = f"  zero-shot s={settings['eval_resolution']}"
-                print(f"{zero:<16} {column:<25} {'':>3} {'':>5} {interval(s['eval_relative_l2']):>37} "
-                      f"{s['eval_relative_l2_worst']['max']:>12.4f}")
+                print(
+                    f"{zero:<16} {column:<25} {'':>3} {'':>5} {interval(s['eval_relative_l2']):>37} "
+                    f"{s['eval_relative_l2_worst']['max']:>12.4f}"
+                )
         for versus, said in entry.get("verdicts", {}).items():
             print(f"{'':<16} {versus}: {said}")
 
@@ -332,8 +413,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, help="epochs (default: the budget's)")
     parser.add_argument("--lr", type=float, help="ember's peak learning rate (default: the budget's)")
     parser.add_argument("--loss", choices=["rel_l2", "h1"], default="rel_l2", help="ember's loss (ember's columns)")
-    parser.add_argument("--recipe", choices=["ember", "paper"], default="ember",
-                        help="ember's columns' optimizer and schedule: ember's (AdamW, one cycle) or the FNO paper's")
+    parser.add_argument(
+        "--recipe",
+        choices=["ember", "paper"],
+        default="ember",
+        help="ember's columns' optimizer and schedule: ember's (AdamW, one cycle) or the FNO paper's",
+    )
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     keep_freed_memory()  # for the whole process: every column trains with it

@@ -54,7 +54,9 @@ def mlp():
 def cnn():
     from ember.data.spec import DataSpec
 
-    return ember.create_model("cnn1d", DataSpec(input_shape=(1, 40), task="classification", num_classes=10), dropout=0.0)
+    return ember.create_model(
+        "cnn1d", DataSpec(input_shape=(1, 40), task="classification", num_classes=10), dropout=0.0
+    )
 
 
 CASES = {"tiny-mlp": mlp, "cnn1d": cnn}
@@ -114,8 +116,13 @@ def with_lightning(make_model, x, y, epochs, batch_size):
     torch.manual_seed(0)
     module = Module()
     trainer = L.Trainer(
-        max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+        max_epochs=epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
     )
     trainer.fit(module, DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True))
     return module.model
@@ -152,23 +159,35 @@ def lightning_verdict(r: dict) -> str:
 
 def print_table(results: dict) -> None:
     """The time per epoch of each contender, the ratios against the raw loop and the targets."""
-    print(f"time per epoch (s), median of {results['repeats']} runs of {results['epochs']} epochs; ratios against raw: median of the rounds' ratios; torch {torch.__version__}, {torch.get_num_threads()} threads")
-    head = f"{'case':<10} {'raw':>8} {'ember-dl':>9} {'ember':>8} {'lightning':>10}  {'ember-dl/raw':>12} {'ember/raw':>10} {'lightning/raw':>14}  weights equal"
+    print(
+        f"time per epoch (s), median of {results['repeats']} runs of {results['epochs']} epochs; ratios against "
+        f"raw: median of the rounds' ratios; torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
+    head = (
+        f"{'case':<10} {'raw':>8} {'ember-dl':>9} {'ember':>8} {'lightning':>10}  "
+        f"{'ember-dl/raw':>12} {'ember/raw':>10} {'lightning/raw':>14}  weights equal"
+    )
     print(head)
     for name, r in results["cases"].items():
         lt, q = r.get("lightning"), r["ratios"]
         print(
-            f"{name:<10} {r['raw']:>8.4f} {r['ember-dl']:>9.4f} {r['ember']:>8.4f} {lt if lt is not None else float('nan'):>10.4f}  "
-            f"{q['ember-dl']:>12.3f} {q['ember']:>10.3f} {q.get('lightning', float('nan')):>14.3f}  {r['weights_equal']}"
+            f"{name:<10} {r['raw']:>8.4f} {r['ember-dl']:>9.4f} "
+            f"{r['ember']:>8.4f} {lt if lt is not None else float('nan'):>10.4f}  "
+            f"{q['ember-dl']:>12.3f} {q['ember']:>10.3f} "
+            f"{q.get('lightning', float('nan')):>14.3f}  {r['weights_equal']}"
         )
     print("ratios against raw, median [range of the rounds]:")
     for name, r in results["cases"].items():
-        spans = [f"{c} {r['ratios'][c]:.3f} [{ratio_range(r, c)[0]:.3f}, {ratio_range(r, c)[1]:.3f}]"
-                 for c in r["ratios"]]
+        spans = [
+            f"{c} {r['ratios'][c]:.3f} [{ratio_range(r, c)[0]:.3f}, {ratio_range(r, c)[1]:.3f}]" for c in r["ratios"]
+        ]
         print(f"{name}: {'; '.join(spans)}; {lightning_verdict(r)}")
     for name, r in results["cases"].items():
         dl, fast = r["ratios"]["ember-dl"], r["ratios"]["ember"]
-        print(f"{name}: ember-dl/raw {dl:.3f} {'meets' if dl <= 1.02 else 'misses'} <= 1.02; ember/raw {fast:.3f} {'meets' if fast <= 0.7 else 'misses'} <= 0.7")
+        print(
+            f"{name}: ember-dl/raw {dl:.3f} {'meets' if dl <= 1.02 else 'misses'} <= "
+            f"1.02; ember/raw {fast:.3f} {'meets' if fast <= 0.7 else 'misses'} <= 0.7"
+        )
 
 
 def main() -> int:
@@ -209,22 +228,44 @@ def main() -> int:
         for name, make in CASES.items():
             e = args.epochs
             fns = {
-                "raw": lambda: raw(make, x, y, e, args.batch_size),
-                "ember-dl": lambda: with_ember(make, x, y, e, args.batch_size, root, fast_path=False, fused=False),
-                "ember": lambda: with_ember(make, x, y, e, args.batch_size, root),
+                "raw": lambda make=make, e=e: raw(make, x, y, e, args.batch_size),
+                "ember-dl": lambda make=make, e=e: with_ember(
+                    make, x, y, e, args.batch_size, root, fast_path=False, fused=False
+                ),
+                "ember": lambda make=make, e=e: with_ember(make, x, y, e, args.batch_size, root),
             }
             if has_lightning:
-                fns["lightning"] = lambda: with_lightning(make, x, y, e, args.batch_size)
+                fns["lightning"] = lambda make=make, e=e: with_lightning(make, x, y, e, args.batch_size)
             times = rounds(fns, args.repeats)
             row = {name: statistics.median(t) / e for name, t in times.items()}
             # Each round's runs ran back to back, so their ratio is the least disturbed by load.
-            row["ratios"] = {name: statistics.median(a / b for a, b in zip(t, times["raw"])) for name, t in times.items() if name != "raw"}
+            row["ratios"] = {
+                name: statistics.median(a / b for a, b in zip(t, times["raw"]))
+                for name, t in times.items()
+                if name != "raw"
+            }
             row["runs_s"] = times
+
             # Parity: the same batches in the same order give the same weights, bit for bit, with
             # the same optimizer kernel: ember's default (fused) and optim.fused=false (raw's loop).
-            equal = lambda a, b: all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))  # noqa: E731
+            def equal(a, b):
+                return all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+
             row["weights_equal"] = all(
-                equal(raw(make, x, y, 2, args.batch_size, shuffle=False, fused=fused), with_ember(make, x, y, 2, args.batch_size, root, shuffle=False, fused=fused, threads=str(torch.get_num_threads())))
+                equal(
+                    raw(make, x, y, 2, args.batch_size, shuffle=False, fused=fused),
+                    with_ember(
+                        make,
+                        x,
+                        y,
+                        2,
+                        args.batch_size,
+                        root,
+                        shuffle=False,
+                        fused=fused,
+                        threads=str(torch.get_num_threads()),
+                    ),
+                )
                 for fused in (True, False)
             )
             results["cases"][name] = row

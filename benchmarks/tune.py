@@ -48,9 +48,20 @@ SPACE = [
 
 def study(sampler: str, seed: int, trials: int, epochs: int, samples: int, root: str) -> dict:
     overrides = [
-        "model=cnn1d", "model.depth=2", f"data.num_samples={samples}", f"trainer.max_epochs={epochs}",
-        "trainer.tensorboard=false", "trainer.seed=0", f"run.root={root}", f"run.name={sampler}-{seed}",
-        "tune.metric=val/accuracy", f"tune.sampler={sampler}", "tune.pruner=none", f"tune.trials={trials}", f"tune.seed={seed}", *SPACE,
+        "model=cnn1d",
+        "model.depth=2",
+        f"data.num_samples={samples}",
+        f"trainer.max_epochs={epochs}",
+        "trainer.tensorboard=false",
+        "trainer.seed=0",
+        f"run.root={root}",
+        f"run.name={sampler}-{seed}",
+        "tune.metric=val/accuracy",
+        f"tune.sampler={sampler}",
+        "tune.pruner=none",
+        f"tune.trials={trials}",
+        f"tune.seed={seed}",
+        *SPACE,
     ]
     start = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):
@@ -97,25 +108,52 @@ def main() -> None:
             for seed in args.seeds:
                 r = study(sampler, seed, args.trials, args.epochs, args.samples, root)
                 runs.append(r)
-                print(f"{sampler:>7} seed {seed}: best val/accuracy {r['best_so_far'][-1]:.4f} after {args.trials} trials, {r['wall_time_s']:.0f} s", flush=True)
-    print(f"\nbest validation accuracy after N trials (cnn1d on MNIST-1D, {args.epochs} epochs a trial, "
-          f"mean [min, max] over seeds {args.seeds})")
+                print(
+                    f"{sampler:>7} seed {seed}: best val/accuracy {r['best_so_far'][-1]:.4f} "
+                    f"after {args.trials} trials, {r['wall_time_s']:.0f} s",
+                    flush=True,
+                )
+    print(
+        f"\nbest validation accuracy after N trials (cnn1d on MNIST-1D, {args.epochs} epochs a trial, "
+        f"mean [min, max] over seeds {args.seeds})"
+    )
     print("sampler " + "".join(f"{n:>26}" for n in checkpoints))
     table, spans = {}, {}
     for sampler in args.samplers:
         mine = [r for r in runs if r["sampler"] == sampler]
         row = [sum(r["best_so_far"][n - 1] for r in mine) / len(mine) for n in checkpoints]
-        spans[sampler] = [(min(r["best_so_far"][n - 1] for r in mine), max(r["best_so_far"][n - 1] for r in mine))
-                          for n in checkpoints]
+        spans[sampler] = [
+            (min(r["best_so_far"][n - 1] for r in mine), max(r["best_so_far"][n - 1] for r in mine))
+            for n in checkpoints
+        ]
         table[sampler] = dict(zip(map(str, checkpoints), row))
         print(f"{sampler:<8}" + "".join(f"{v:>9.4f} [{lo:.4f}, {hi:.4f}]" for v, (lo, hi) in zip(row, spans[sampler])))
-    verdicts = {f"pso vs {s}": verdict(spans["pso"][-1], spans[s][-1], len(args.seeds))
-                for s in args.samplers if "pso" in spans and s != "pso"}
+    verdicts = {
+        f"pso vs {s}": verdict(spans["pso"][-1], spans[s][-1], len(args.seeds))
+        for s in args.samplers
+        if "pso" in spans and s != "pso"
+    }
     for versus, said in verdicts.items():
         print(f"after {args.trials} trials, {versus}: {said}")
     out = args.out
     out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"args": {**vars(args), "out": str(out)}, "space": SPACE, "best_after": table, "verdicts": verdicts, "runs": runs, "torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(), "threads": torch.get_num_threads()}, indent=2) + "\n")
+    out.write_text(
+        json.dumps(
+            {
+                "args": {**vars(args), "out": str(out)},
+                "space": SPACE,
+                "best_after": table,
+                "verdicts": verdicts,
+                "runs": runs,
+                "torch": torch.__version__,
+                "python": platform.python_version(),
+                "machine": platform.machine(),
+                "threads": torch.get_num_threads(),
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"wrote {out}")
 
 

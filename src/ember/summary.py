@@ -149,15 +149,25 @@ def print_summary(summary: Summary, console=None) -> None:
     table.add_column("output", justify="right")
     table.add_column("params", justify="right")
     for row in summary.rows:
-        table.add_row("  " * row.depth + row.name.rsplit(".", 1)[-1] if row.depth else row.name, row.kind, row.output_shape, f"{row.params:,}" if row.params else "")
+        table.add_row(
+            "  " * row.depth + row.name.rsplit(".", 1)[-1] if row.depth else row.name,
+            row.kind,
+            row.output_shape,
+            f"{row.params:,}" if row.params else "",
+        )
     console.print(table)
     frozen = summary.total_params - summary.trainable_params
     b = summary.batch_size
     lines = [
-        f"parameters: {summary.total_params:,} ({summary.trainable_params:,} trainable" + (f", {frozen:,} frozen)" if frozen else ")"),
-        f"FLOPs per sample: {human(summary.flops_per_sample, 'FLOP')} forward, about {human(3 * summary.flops_per_sample, 'FLOP')} for a training step",
+        f"parameters: {summary.total_params:,} ({summary.trainable_params:,} trainable"
+        + (f", {frozen:,} frozen)" if frozen else ")"),
         (
-            f"memory: weights {human(summary.param_bytes, 'B', 1024)}, training state with AdamW {human(summary.training_state_bytes, 'B', 1024)}, "
+            f"FLOPs per sample: {human(summary.flops_per_sample, 'FLOP')} forward, "
+            f"about {human(3 * summary.flops_per_sample, 'FLOP')} for a training step"
+        ),
+        (
+            f"memory: weights {human(summary.param_bytes, 'B', 1024)}, training "
+            f"state with AdamW {human(summary.training_state_bytes, 'B', 1024)}, "
             f"activations about {human(summary.activation_bytes_per_sample * b, 'B', 1024)} for a batch of {b}"
         ),
     ]
