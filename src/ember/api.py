@@ -16,8 +16,7 @@ from torch.utils.data import Dataset
 
 import ember
 from ember import baselines
-from ember.config import compose, typed
-from ember.config.compose import config_as_overrides, file_overrides, override_value
+from ember.config import compose, compose_saved, override_value, typed
 from ember.config.schema import DataCommon
 from ember.data import Splits, TensorData, build_data
 from ember.data.spec import DataSpec
@@ -101,8 +100,7 @@ def compose_for_resume(overrides: list[str], config_file: str | None = None) -> 
         return cfg
     run_dir = resume_run_dir(cfg)
     saved = RunDir.open(run_dir).config()
-    file_part = file_overrides(config_file) if config_file else []
-    cfg = compose(config_as_overrides(saved) + file_part + list(overrides))
+    cfg = compose_saved(saved, overrides, config_file)
     cfg.resume = str(run_dir)
     return cfg
 

@@ -8,8 +8,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from ember import baselines, rollout
-from ember.config import compose, typed
-from ember.config.compose import config_as_overrides
+from ember.config import compose_saved, typed
 from ember.data import Splits, build_data
 from ember.data.spec import DataSpec
 from ember.errors import ConfigError, EmberError, describe
@@ -24,7 +23,7 @@ def evaluate_run(path: str | Path, overrides: list[str] = (), console: Console |
     print the metrics; with `rollout=N` (a forecasting run), roll it out N steps instead."""
     run = RunDir.open(path)
     model, run_cfg, spec = load_run(path)
-    cfg = compose(config_as_overrides(run_cfg) + list(overrides))
+    cfg = compose_saved(run_cfg, overrides)
     cfg.trainer.progress = "none"
     cfg.data.shuffle = False  # data.split=train too is read in order, so its samples pair with their times
     # In the run's own units: data with other settings (data.resolution=1024 for a model trained

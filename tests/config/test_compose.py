@@ -221,3 +221,40 @@ def test_deletions_sweeps_and_packages_are_one_line_errors(overrides, message):
     with pytest.raises(ConfigError, match=message) as info:
         compose(overrides)
     assert "\n" not in str(info.value)
+
+
+def _saved(overrides):
+    """A run's config.yaml as RunDir.config() reads it back: resolved, every `${` kept literal."""
+    from ember.run import literal
+
+    return OmegaConf.create(literal(OmegaConf.to_container(compose(overrides), resolve=True)))
+
+
+def test_a_saved_config_composes_again_with_the_overrides_on_top():
+    from ember.config import compose_saved
+
+    saved = _saved(["model=mlp", "model.width=32", "optim=sgd", "tune.space.lr={type:float,low:0.1,high:1}"])
+    cfg = compose_saved(saved, ["trainer.max_epochs=3", "optim.lr=0.5"])
+    assert (cfg.model.name, cfg.model.width, cfg.optim.name) == ("mlp", 32, "sgd")
+    assert cfg.trainer.max_epochs == 3 and cfg.optim.lr == 0.5 and cfg.tune.space.lr.high == 1
+    assert OmegaConf.to_yaml(compose_saved(saved)) == OmegaConf.to_yaml(saved)  # nothing lost, nothing added
+
+
+def test_a_saved_config_keeps_text_that_looks_like_an_interpolation(tmp_path):
+    from ember.config import compose_saved
+
+    saved = _saved([])
+    saved.run.name = "a\\${oc.env:HOME}"  # what ember.run.literal makes of a saved "a${oc.env:HOME}"
+    cfg = compose_saved(saved, [f"run.root={tmp_path}"])
+    assert typed(cfg).run.name == "a${oc.env:HOME}"
+
+
+def test_a_saved_config_with_a_key_no_schema_knows_is_one_line():
+    from ember.config import compose_saved
+
+    saved = _saved([])
+    saved.trainer.max_epochz = 3
+    with pytest.raises(ConfigError, match=r"^the saved config: unknown key 'trainer.max_epochz'; did you mean trainer.max_epochs\?"):
+        compose_saved(saved)
+    with pytest.raises(ConfigError, match=r"^unknown key 'trainer.max_epoch'; did you mean"):
+        compose_saved(_saved([]), ["trainer.max_epoch=3"])

@@ -7,6 +7,7 @@ key and list the valid choices. `typed` turns the composed config into the schem
 which check every value; compose runs it, and the trainer reads its result.
 """
 
+import contextlib
 import copy
 import dataclasses
 import difflib
@@ -91,6 +92,33 @@ def compose(overrides: Iterable[str] = (), config_file: str | Path | None = None
     return cfg
 
 
+def compose_saved(saved: DictConfig, overrides: Iterable[str] = (), config_file: str | Path | None = None) -> DictConfig:
+    """A saved run's config (resume, eval, compress) with a config file and `key=value` overrides
+    on top: merged with OmegaConf onto the groups it selects, then checked as compose checks. Its
+    values are taken as written (ember.run.literal escaped every `${` in it): none is resolved."""
+    overrides = _prepared((file_overrides(config_file) if config_file else []) + list(overrides))
+    _register_schemas()
+    parsed = _parse(overrides)
+    selections = (f"model={saved.model.name}", f"data={saved.data.name}")
+    selections += tuple(o.input_line for o in parsed if not _is_value_override(o))
+    cfg = copy.deepcopy(_composed_groups(selections))
+    try:
+        with contextlib.ExitStack() as stack:
+            for key in OPEN_KEYS:  # open dictionaries take the saved keys as compose's `++` does
+                stack.enter_context(open_dict(OmegaConf.select(cfg, key)))
+            cfg.merge_with(saved)
+    except (ConfigKeyError, ConfigAttributeError) as e:
+        raise ConfigError(f"the saved config: {_unknown_key_message(e.full_key, overrides)}") from None
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"the saved config: {_translate(e, overrides)}") from None
+    for o in parsed:
+        if _is_value_override(o):
+            _apply(o, cfg, overrides)
+    check_keys(cfg, overrides)
+    check_values(cfg)
+    return cfg
+
+
 def _prepared(overrides: list[str]) -> list[str]:
     """ember's shorthands written in Hydra's grammar; group selections checked against the options."""
     # Every group already has a default, so `+group=option` means `group=option`.
@@ -147,7 +175,7 @@ def _composed_groups(selections: tuple[str, ...]) -> DictConfig:
     if key not in _BASE:
         try:
             _BASE[key] = hydra_compose_all(list(selections))
-        except (HydraException, OmegaConfBaseException) as e:
+        except Exception as e:  # Hydra raises its own, OmegaConf's and plain ValueErrors for a bad selection
             raise _translate(e, list(selections)) from None
     return _BASE[key]
 
@@ -315,9 +343,8 @@ def file_overrides(path: str | Path) -> list[str]:
     return out
 
 
-def override_value(v: Any, literal: bool = False) -> str:
-    """A Python value written in Hydra's override grammar; `literal`: no `${...}` in it is
-    resolved (a saved run's values, which may hold text that only looks like one)."""
+def override_value(v: Any) -> str:
+    """A Python value written in Hydra's override grammar."""
     if v is None:
         return "null"
     if isinstance(v, bool):
@@ -325,28 +352,14 @@ def override_value(v: Any, literal: bool = False) -> str:
     if isinstance(v, (int, float)):
         return repr(v)
     if isinstance(v, (list, tuple)):
-        return "[" + ",".join(override_value(x, literal) for x in v) + "]"
+        return "[" + ",".join(override_value(x) for x in v) + "]"
     if isinstance(v, dict):
-        return "{" + ",".join(f"{k}:{override_value(x, literal)}" for k, x in v.items()) + "}"
-    return _quoted(str(v), literal)
+        return "{" + ",".join(f"{k}:{override_value(x)}" for k, x in v.items()) + "}"
+    return _quoted(str(v))
 
 
-def _quoted(s: str, literal: bool) -> str:
-    """`s` in single quotes: in Hydra's grammar a backslash is literal except before a quote, an
-    interpolation or the closing quote, where backslashes come doubled and one more escapes it."""
-    special = r"\$\{|'" if literal else "'"
-    s = re.sub(rf"(\\*)({special})", lambda m: m.group(1) * 2 + "\\" + m.group(2), s)
+def _quoted(s: str) -> str:
+    """`s` in single quotes: in Hydra's grammar a backslash is literal except before a quote or
+    the closing quote, where backslashes come doubled and one more escapes it."""
+    s = re.sub(r"(\\*)(')", lambda m: m.group(1) * 2 + "\\" + m.group(2), s)
     return "'" + re.sub(r"(\\+)$", lambda m: m.group(1) * 2, s) + "'"
-
-
-def config_as_overrides(cfg: DictConfig) -> list[str]:
-    """A saved config as overrides, so it composes (and validates) like the original command.
-    Its values are taken as written (see ember.run.literal): nothing in them is resolved again."""
-    out = [f"model={cfg.model.name}", f"data={cfg.data.name}"]
-    container = OmegaConf.to_container(cfg, resolve=True)
-    for group, node in container.items():
-        if isinstance(node, dict):
-            out += [f"{group}.{k}={override_value(v, literal=True)}" for k, v in node.items() if k != "name" or group not in ("model", "data")]
-        else:
-            out.append(f"{group}={override_value(node, literal=True)}")
-    return out

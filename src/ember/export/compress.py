@@ -26,8 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ember.api import train_model
-from ember.config import compose
-from ember.config.compose import config_as_overrides
+from ember.config import compose_saved
 from ember.data import TensorData, build_data
 from ember.errors import ConfigError
 from ember.export.bench import compare
@@ -140,7 +139,7 @@ def magnitude_masks(model: nn.Module, sparsity: float) -> dict[str, torch.Tensor
 
 
 def _prune_and_finetune(model: nn.Module, cfg, out: Path, sparsity: float, epochs: int, overrides: list[str], info: dict) -> nn.Module:
-    cfg = compose(config_as_overrides(cfg) + [f"trainer.max_epochs={epochs}", "trainer.max_steps=-1", f"run.dir={out}", "resume=null"] + overrides)
+    cfg = compose_saved(cfg, [f"trainer.max_epochs={epochs}", "trainer.max_steps=-1", f"run.dir={out}", "resume=null", *overrides])
     model = copy.deepcopy(model).train()
     masks = magnitude_masks(model, sparsity)
     params = dict(model.named_parameters())
