@@ -1,13 +1,16 @@
 """The run directory: one writer at a time, and nothing half-made left by a start that fails."""
 
+import ast
 import json
 import os
 import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
 from run_support import DAMAGE, damage
 
+import ember
 from ember.cli import main
 from ember.config import compose
 from ember.data.spec import DataSpec
@@ -265,3 +268,44 @@ def test_an_illegal_transition_is_refused_naming_both_states_and_leaves_the_file
         calls[transition]()
     assert ((tmp_path / "summary.json").read_text() if before else None) == kept
     assert not (tmp_path / "summary.json").exists() or before
+
+
+def test_run_dir_refuses_to_write_summary_json_outside_the_record(tmp_path):
+    run = RunDir(tmp_path)
+    with pytest.raises(ValueError, match="transitions"):
+        run.write_json("summary.json", {"status": "finished"})
+    assert not (tmp_path / "summary.json").exists()
+
+
+WRITERS = {"write", "write_atomic", "write_json", "write_text", "write_bytes", "publish", "dump", "open", "save"}
+
+
+def writes_summary_json(tree: ast.AST) -> list[str]:
+    """Functions (and the module body) that name summary.json and also call a writer: the way each
+    former writer did it (a path joined with the name, then write_atomic or write_json)."""
+    defs = (ast.FunctionDef, ast.AsyncFunctionDef)
+    scopes = [("<module>", [s for s in tree.body if not isinstance(s, (*defs, ast.ClassDef))])]
+    scopes += [(n.name, [n]) for n in ast.walk(tree) if isinstance(n, defs)]
+    found = []
+    for name, statements in scopes:
+        nodes = [n for statement in statements for n in ast.walk(statement)]
+        names = any(isinstance(n, ast.Constant) and n.value == "summary.json" for n in nodes)
+        calls = {getattr(n.func, "attr", getattr(n.func, "id", None)) for n in nodes if isinstance(n, ast.Call)}
+        if names and calls & WRITERS:
+            found.append(name)
+    return found
+
+
+def test_no_module_but_ember_run_writes_summary_json():
+    src = Path(ember.__file__).parent
+    offenders = {}
+    for path in sorted(src.rglob("*.py")):
+        if path == src / "run.py":
+            continue
+        if found := writes_summary_json(ast.parse(path.read_text())):
+            offenders[str(path.relative_to(src))] = found
+    assert offenders == {}, f"summary.json is written by ember.run.RunRecord's transitions only: {offenders}"
+    # The check catches the way the writers wrote it before.
+    before = 'def rewrite(run_dir):\n    path = run_dir / "summary.json"\n    write_atomic(path, "{}")\n'
+    assert writes_summary_json(ast.parse(before)) == ["rewrite"]
+    assert writes_summary_json(ast.parse('run.write_json("summary.json", {})\n')) == ["<module>"]

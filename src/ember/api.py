@@ -24,7 +24,7 @@ from ember.errors import CheckpointError, ConfigError, DataError, Preempted
 from ember.evaluation import evaluate_run  # noqa: F401 (ember.api.evaluate_run, its first home)
 from ember.models import count_parameters, create_model
 from ember.models.residual import Residual
-from ember.run import LoadedRun, RunDir, default_run_name, load_run  # noqa: F401 (load_run: its first home was here)
+from ember.run import LoadedRun, RunDir, default_run_name, load_run, resume_run_dir  # noqa: F401 (load_run: its first home was here)
 from ember.track import flatten
 from ember.track.console import Console
 from ember.train import distributed, strategy
@@ -103,18 +103,6 @@ def compose_for_resume(overrides: list[str], config_file: str | None = None) -> 
     cfg = compose_saved(saved, overrides, config_file)
     cfg.resume = str(run_dir)
     return cfg
-
-
-def resume_run_dir(cfg: DictConfig) -> Path:
-    if cfg.resume != "auto":
-        return RunDir.open(cfg.resume, key="resume").path
-    # The newest run of this experiment that did not finish and has a checkpoint.
-    base = Path(cfg.run.root) / default_run_name(cfg)
-    for path in sorted(base.glob("*/"), reverse=True):
-        run = RunDir(path)
-        if run.summary().get("status") != "finished" and any(run.checkpoints.glob("*.pt")):
-            return path
-    raise ConfigError(f"resume=auto found no unfinished run with a checkpoint under {str(base)!r}; start a new run without resume=")
 
 
 FIXED_BY_CHECKPOINT = ("model.", "data.")
@@ -202,7 +190,7 @@ def _run_built(cfg: DictConfig, trainer: Trainer, splits: Splits, console: Conso
         run = None  # only rank 0 writes the run directory
     path = Path(distributed.broadcast(str(run.path) if d.is_main else None, d))
     try:
-        return _train_and_record(cfg, trainer, run, path, console)
+        return _train_and_record(cfg, trainer, splits, run, path, console)
     except RuntimeError as e:
         # A peer that died or hung shows up inside DDP's or FSDP's own collectives (backward's
         # all-reduce, a parameter all-gather): one line naming this rank, not a C++ traceback.
@@ -214,21 +202,20 @@ def _run_built(cfg: DictConfig, trainer: Trainer, splits: Splits, console: Conso
             run.release()
 
 
-def _train_and_record(cfg, trainer: Trainer, run: RunDir | None, path: Path, console: Console) -> Result:
-    write = run.write_json if run is not None else (lambda name, obj: None)
-    summary = {**(run.summary() if run else {}), "status": "running", "run_dir": str(path), "params": count_parameters(trainer.model), "device": str(trainer.device)}
+def _train_and_record(cfg, trainer: Trainer, splits: Splits, run: RunDir | None, path: Path, console: Console) -> Result:
+    """Train, and record how the run ended in its summary.json (rank 0: `run`; the others None)."""
+    summary = {"run_dir": str(path), "params": count_parameters(trainer.model), "device": str(trainer.device)}
     try:
         metrics = trainer.fit(run, path / "checkpoints")
     except BaseException as e:
-        status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
-        write("summary.json", {**summary, "status": status, "error": f"{type(e).__name__}: {e}"})
         if run:
+            run.record.failed(e, summary)
             run.close()
         raise
     state = trainer.state
     if state.stop_reason.startswith("preempted"):
-        write("summary.json", {**summary, "status": "preempted", "steps": state.step, "checkpoint": str(trainer.checkpoint_path)})
         if run:
+            run.record.preempted(state.step, trainer.checkpoint_path, summary)
             run.close()
         requeued = trainer.parallel.dist.is_main and _requeue(cfg, console)
         again = f"ember.fit(..., resume={str(path)!r})" if cfg.model.get("custom") else f"ember train resume={path}"
@@ -240,16 +227,18 @@ def _train_and_record(cfg, trainer: Trainer, run: RunDir | None, path: Path, con
         base, verdict = _baselines(trainer, metrics)
         weights = strategy.full_state_dict(trainer.model)  # under FSDP every rank takes part
         if trainer.parallel.sharded_checkpoints:  # its step checkpoints are shards: last.pt is the whole final model
-            trainer.files.save_whole(trainer, weights, "last.pt")
+            trainer.files.save_whole(trainer.checkpointer, weights, "last.pt")
         if run:
             run.save_weights(weights)
         summary.update(_finished(trainer, metrics, base, verdict))
-        write("summary.json", summary)
+        summary = run.record.finished(summary) if run else summary
     report = None
     if run:
         from ember.report import after_training
 
-        report, artifacts = after_training(cfg, path, trainer, console.print)
+        # A sharded model cannot run on rank 0 alone: the report rebuilds it from the run directory.
+        model = None if trainer.parallel.sharded_params else trainer.model
+        report, artifacts = after_training(cfg, path, model, splits, trainer.reference, console.print)
         run.close(artifacts)
     if state.stop_reason and state.stop_reason.startswith("early stopping"):
         console.print(state.stop_reason)
@@ -297,7 +286,12 @@ def _finished(trainer: Trainer, metrics: dict, base: dict, verdict: dict | None)
 def _baselines(trainer: Trainer, metrics: dict[str, float]) -> tuple[dict, dict | None]:
     """The baselines' scores on val and test, and the model's verdict against the best of them
     (its skill joins `metrics`). Every rank takes part: the scores are summed across them."""
-    base, extra = ({}, {}) if trainer.uses_loss_protocol else baselines.score_run(trainer)
+    base, extra = {}, {}
+    if not trainer.uses_loss_protocol:
+        data = {s: loader.data for s, loader in (("val", trainer.val_loader), ("test", trainer.test_loader)) if loader is not None}
+        tested = trainer.parallel.eval_module if trainer.ema is None else trainer.tested_model
+        model = baselines.model_predictor(tested, trainer.spec, trainer.to_device, trainer.autocast)  # for bias correction
+        base, extra = baselines.score_run(trainer.reference, data, trainer.device, model)
     metrics.update(extra)  # the model's distribution beside the baselines' (bias correction)
     verdict = baselines.verdict(metrics, base, trainer.spec)
     if verdict and "skill" in verdict:
@@ -353,7 +347,7 @@ def _load_for_resume(trainer: Trainer, run: RunDir, console: Console) -> dict:
     if "sharded" not in ckpt:  # before any optimizer kernel sees it
         check_optimizer_state(trainer.optimizer, ckpt["optimizer"], path)
     try:
-        note = trainer.load_state_dict(ckpt)
+        note = trainer.checkpointer.load_state_dict(ckpt)
     except (RuntimeError, KeyError, ValueError) as e:
         raise CheckpointError(f"cannot resume {run_dir}: {path.name} does not fit this model ({str(e).splitlines()[0]})") from None
     s = trainer.state

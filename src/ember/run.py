@@ -203,6 +203,8 @@ class RunDir:
         self.write_text(name, json.dumps(obj, indent=2) + "\n")
 
     def write_text(self, name: str, text: str) -> None:
+        if name == RunRecord.NAME:  # a bug: one writer, so every status change is a checked transition
+            raise ValueError(f"{name} is written by the transitions of RunDir.record (ember.run.RunRecord) only")
         write_atomic(self.path / name, text, within=self.path)
 
     def close(self, artifacts: dict | None = None) -> None:
@@ -351,6 +353,21 @@ def load_run(path: str | Path, which: str = "best") -> LoadedRun:
     except (RuntimeError, KeyError, TypeError) as e:  # another model's weights, or not a checkpoint's content
         raise CheckpointError(f"{str(path)!r} does not fit the run's model {cfg.model.name} ({first_line(e)}); it belongs to another run: restore this run's checkpoint, or train it again") from None
     return LoadedRun(model, cfg, spec, run.path)
+
+
+def resume_run_dir(cfg: DictConfig) -> Path:
+    """The run `resume=` names: a run directory, or (auto) the newest run of this experiment that
+    did not finish and has a checkpoint."""
+    if cfg.resume != "auto":
+        return RunDir.open(cfg.resume, key="resume").path
+    base = Path(cfg.run.root) / default_run_name(cfg)
+    for path in sorted(base.glob("*/"), reverse=True):
+        run = RunDir(path)
+        if run.record.status() != "finished" and any(run.checkpoints.glob("*.pt")):
+            return path
+    raise ConfigError(
+        f"resume=auto found no unfinished run with a checkpoint under {str(base)!r}; start a new run without resume="
+    )
 
 
 def _claim(cfg: DictConfig) -> Path:

@@ -187,6 +187,6 @@ def lines(fitted) -> list[str]:
 
 # The fitted baselines and their scoring (the submodules import nothing from here).
 from ember.baselines.fitting import Fitted, bias_correction, candidates, fit, majority, targets
-from ember.baselines.scoring import batch_climatology, defined, predictors, score, score_run
+from ember.baselines.scoring import batch_climatology, defined, model_predictor, predictors, score, score_run
 
-__all__ = ["Fitted", "batch_climatology", "bias_correction", "candidates", "compare", "defined", "fit", "lines", "majority", "predictors", "score", "score_run", "show", "verdict", "warning"]
+__all__ = ["Fitted", "batch_climatology", "bias_correction", "candidates", "compare", "defined", "fit", "lines", "majority", "model_predictor", "predictors", "score", "score_run", "show", "verdict", "warning"]

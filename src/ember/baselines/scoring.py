@@ -7,6 +7,8 @@ off for these metrics). The climatology of each batch's times is the reference o
 correlation (`acc`), as in WeatherBench 2.
 """
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
@@ -150,35 +152,32 @@ def batch_climatology(fitted, split: str | None, loader):
     return clim
 
 
-def model_predictor(trainer):
-    """The trained model (the tested weights) as a function of standardized inputs returning
-    physical predictions shaped as the targets."""
-    spec, model = trainer.spec, trainer.tested_model
-    model.eval()
+def model_predictor(module, spec, to_device, autocast) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The trained model as a function of standardized inputs returning physical predictions
+    shaped as the targets: `module` the tested weights as the evaluation calls them, `to_device`
+    and `autocast` the evaluation's device and precision."""
+    module.eval()
 
     def run(x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad(), trainer.autocast():
-            x = trainer.to_device(x)
-            out = trainer.parallel.eval_module(x) if trainer.ema is None else model(x)
+        with torch.no_grad(), autocast():
+            out = module(to_device(x))
         return physical_targets(out.double().reshape(len(x), *spec.target_shape), spec)
 
     return run
 
 
-def score_run(trainer) -> tuple[dict, dict]:
-    """Every baseline on the trainer's validation and test splits, `({baseline: {split/metric:
-    v}}, {split/metric: v})`: the second the model's distribution scores (bias correction)."""
-    fitted = trainer.reference
+def score_run(fitted, data: dict, device, model: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[dict, dict]:
+    """Every baseline on the held-out splits, `({baseline: {split/metric: v}}, {split/metric: v})`.
+    `fitted`: the baselines fitted on the train split (baselines.reference); `data`: split name
+    (val, test) -> its data; `model` (model_predictor): scored beside the baselines where they
+    correct biases, its distribution's scores the second result."""
     base: dict[str, dict[str, float]] = {}
     extra: dict[str, float] = {}
     if not isinstance(fitted, Fitted):
         return base, extra
-    model = model_predictor(trainer) if bias_correction(trainer.spec) else None
-    for split in ("val", "test"):
-        loader = getattr(trainer, f"{split}_loader", None)
-        if loader is None:
-            continue
-        scores, mine = score(loader.data, fitted, split, trainer.device, model)
+    model = model if bias_correction(fitted.spec) else None
+    for split, split_data in data.items():
+        scores, mine = score(split_data, fitted, split, device, model)
         for name, m in scores.items():
             base.setdefault(name, {}).update({f"{split}/{k}": v for k, v in m.items()})
         extra.update({f"{split}/{k}": v for k, v in mine.items()})

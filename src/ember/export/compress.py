@@ -35,7 +35,7 @@ from ember.export.export import export_run
 from ember.files import check_output
 from ember.options import parse_options
 from ember.ranges import AT_LEAST_1, OPEN_UNIT, Ranged
-from ember.run import RunDir
+from ember.run import RunRecord
 from ember.track.console import Console
 from ember.train.device import seed_everything
 from ember.units import Normalized, raw_inputs
@@ -100,11 +100,8 @@ def _write_int8_run(source: Path, out: Path, summary: dict, qmodel: nn.Module, d
     which = "best.pt" if (source / "checkpoints" / "best.pt").is_file() else "last.pt"
     shutil.copy2(source / "checkpoints" / which, out / "checkpoints" / which)
     metrics = evaluate(qmodel, data, spec, split)
-    run = RunDir(out)
-    run.write_json(
-        "summary.json",
+    RunRecord(out).derived(
         {
-            "status": "finished",
             "run_dir": str(out),
             "metrics": metrics,
             "compression": {"method": "dynamic_int8", "source": str(source.resolve()), "layers": "nn.Linear", "dtype": "qint8"},
@@ -152,9 +149,8 @@ def _prune_and_finetune(model: nn.Module, cfg, out: Path, sparsity: float, epoch
     seed_everything(cfg.trainer.seed)
     splits = build_data(cfg.data)
     result = train_model(cfg, model, splits, Console(cfg.trainer.progress))
-    run = RunDir(out)
     info["achieved_sparsity"] = round(_sparsity(result.model), 4)
-    run.write_json("summary.json", {**run.summary(), "compression": info})
+    RunRecord(out).annotated("compression", info)
     return result.model
 
 

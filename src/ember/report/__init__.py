@@ -126,25 +126,24 @@ def build_report(runs: list[str | Path], out: str | Path | None = None, evaluate
     return write_html(target, page.compare(data, links))
 
 
-def after_training(cfg, run_path: Path, trainer, warn) -> tuple[Path | None, dict]:
+def after_training(cfg, run_path: Path, model, splits: Splits, reference, warn) -> tuple[Path | None, dict]:
     """At the end of `ember train`: report.html from the model and data still in memory (unless
     run.report=false), and the artifacts the trackers keep: config, spec, summary, report, model
-    summary. Never raises: a failure is one warning line, and the run stays finished."""
+    summary. `model`: the trained model (None where it cannot run in this process alone: the report
+    rebuilds it from the run directory); `splits`: the data it trained and was tested on;
+    `reference`: the baselines fitted on its train split. Never raises: a failure is one warning
+    line, and the run stays finished."""
     artifacts = {name: run_path / name for name in ("config.yaml", "spec.json", "summary.json")}
-    path, summary = None, None
+    path, summary, spec = None, None, splits.spec
     try:
-        loaders = {k: getattr(trainer, f"{k}_loader", None) for k in ("train", "val", "test")}
-        splits = Splits(spec=trainer.spec, **{k: (v.data if v is not None else None) for k, v in loaders.items()})
-        # A sharded model cannot run on rank 0 alone: the report rebuilds it from the run directory.
-        model = None if trainer.parallel.sharded_params else trainer.model
         if cfg.run.get("report", True):
             # The trainer's climatology: for file-backed data, computing it again is a pass over the files.
-            reference = trainer.reference if trainer.spec.task == "regression" else None
-            html, summary = _single(read_run(run_path), model=model, splits=splits, spec=trainer.spec, reference=reference)
+            reference = reference if spec.task == "regression" else None
+            html, summary = _single(read_run(run_path), model=model, splits=splits, spec=spec, reference=reference)
             path = write_html(run_path / "report.html", html)
             artifacts["report.html"] = path
         elif model is not None:
-            summary = model_summary(trainer.model, trainer.spec)
+            summary = model_summary(model, spec)
     except Exception as e:
         warn(f"warning: report.html not written ({describe(e)})")
     if summary:
