@@ -24,7 +24,7 @@ from ember.errors import CheckpointError, ConfigError, DataError, Preempted
 from ember.evaluation import evaluate_run  # noqa: F401 (ember.api.evaluate_run, its first home)
 from ember.models import count_parameters, create_model
 from ember.models.residual import Residual
-from ember.run import LoadedRun, RunDir, default_run_name, load_run, resume_run_dir  # noqa: F401 (load_run: its first home was here)
+from ember.run import LoadedRun, RunDir, default_run_name, load_run, resume_run_dir  # noqa: F401 (re-exported)
 from ember.track import flatten
 from ember.track.console import Console
 from ember.train import distributed, strategy
@@ -202,7 +202,9 @@ def _run_built(cfg: DictConfig, trainer: Trainer, splits: Splits, console: Conso
             run.release()
 
 
-def _train_and_record(cfg, trainer: Trainer, splits: Splits, run: RunDir | None, path: Path, console: Console) -> Result:
+def _train_and_record(
+    cfg, trainer: Trainer, splits: Splits, run: RunDir | None, path: Path, console: Console
+) -> Result:
     """Train, and record how the run ended in its summary.json (rank 0: `run`; the others None)."""
     summary = {"run_dir": str(path), "params": count_parameters(trainer.model), "device": str(trainer.device)}
     try:
@@ -288,9 +290,11 @@ def _baselines(trainer: Trainer, metrics: dict[str, float]) -> tuple[dict, dict 
     (its skill joins `metrics`). Every rank takes part: the scores are summed across them."""
     base, extra = {}, {}
     if not trainer.uses_loss_protocol:
-        data = {s: loader.data for s, loader in (("val", trainer.val_loader), ("test", trainer.test_loader)) if loader is not None}
+        held_out = (("val", trainer.val_loader), ("test", trainer.test_loader))
+        data = {split: loader.data for split, loader in held_out if loader is not None}
+        # The model beside the baselines where they correct biases (its distribution's scores).
         tested = trainer.parallel.eval_module if trainer.ema is None else trainer.tested_model
-        model = baselines.model_predictor(tested, trainer.spec, trainer.to_device, trainer.autocast)  # for bias correction
+        model = baselines.model_predictor(tested, trainer.spec, trainer.to_device, trainer.autocast)
         base, extra = baselines.score_run(trainer.reference, data, trainer.device, model)
     metrics.update(extra)  # the model's distribution beside the baselines' (bias correction)
     verdict = baselines.verdict(metrics, base, trainer.spec)

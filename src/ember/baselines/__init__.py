@@ -189,4 +189,7 @@ def lines(fitted) -> list[str]:
 from ember.baselines.fitting import Fitted, bias_correction, candidates, fit, majority, targets
 from ember.baselines.scoring import batch_climatology, defined, model_predictor, predictors, score, score_run
 
-__all__ = ["Fitted", "batch_climatology", "bias_correction", "candidates", "compare", "defined", "fit", "lines", "majority", "model_predictor", "predictors", "score", "score_run", "show", "verdict", "warning"]
+__all__ = [
+    "Fitted", "batch_climatology", "bias_correction", "candidates", "compare", "defined", "fit", "lines", "majority",
+    "model_predictor", "predictors", "score", "score_run", "show", "verdict", "warning",
+]  # fmt: skip

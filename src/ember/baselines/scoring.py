@@ -166,7 +166,7 @@ def model_predictor(module, spec, to_device, autocast) -> Callable[[torch.Tensor
     return run
 
 
-def score_run(fitted, data: dict, device, model: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[dict, dict]:
+def score_run(fitted, data: dict, device, model: Callable | None = None) -> tuple[dict, dict]:
     """Every baseline on the held-out splits, `({baseline: {split/metric: v}}, {split/metric: v})`.
     `fitted`: the baselines fitted on the train split (baselines.reference); `data`: split name
     (val, test) -> its data; `model` (model_predictor): scored beside the baselines where they
