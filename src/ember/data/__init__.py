@@ -78,6 +78,7 @@ def build_data(cfg: Any, stats_from: DataSpec | None = None) -> Splits:
     periods = {name: cfg.get(f"{name}_period") for name in ("train", "val", "test")}
     splits = carve(splits, cfg.test_fraction, cfg.val_fraction, cfg.split_seed, cfg.stratify, cfg.get("split_by", "auto"), periods)
     check_nonempty(splits, cfg.name)
+    splits = fill_from_train(splits)
     # Regression targets are standardized too (data.normalize_target): variables of different
     # units weigh alike in the loss, and the network outputs unit-scale values, not 280 K.
     if cfg.normalize or cfg.get("normalize_target", False):
@@ -94,6 +95,6 @@ def build_data(cfg: Any, stats_from: DataSpec | None = None) -> Splits:
 from ember.data import arrays, audio, builtin, darcy, gridded, hdf5, images, physics, synthetic, tabular  # noqa: F401
 from ember.data.augment import build_augment
 from ember.data.periods import span
-from ember.data.splits import carve, check_features, check_nonempty, normalize
+from ember.data.splits import carve, check_features, check_nonempty, fill_from_train, normalize
 
 __all__ = ["DATA", "DataSpec", "Splits", "EpochLoader", "TensorData", "build_data", "list_data", "register_data"]

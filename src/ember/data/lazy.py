@@ -70,8 +70,11 @@ class LazyDataset(Dataset):
         batches are drawn as blocks of them; False for a reader of one file per row (images)."""
         return getattr(self.reader, "block_reads", True)
 
-    def __init__(self, reader, rows: np.ndarray | None = None, mean=None, std=None, scan: Scan | None = None, target_stats=None):
+    def __init__(self, reader, rows: np.ndarray | None = None, mean=None, std=None, scan: Scan | None = None, target_stats=None, fill=None):
         self.reader = reader
+        # Unstandardized masked inputs: the per-channel raw means that fill missing values, set from
+        # the train split (with_fill) so that val/test values never reach a train batch. None: all rows'.
+        self.fill = fill
         self.rows = np.arange(len(reader)) if rows is None else np.asarray(rows, dtype=np.int64)
         self.mean, self.std = mean, std  # numpy, broadcastable to one batch
         self.target_stats = target_stats  # (mean, std) broadcastable to a target batch, or None
@@ -123,17 +126,21 @@ class LazyDataset(Dataset):
     # -- splits and statistics -----------------------------------------------------------------
     def subset(self, positions) -> "LazyDataset":
         positions = np.asarray(positions.tolist() if isinstance(positions, torch.Tensor) else positions, dtype=np.int64)
-        return LazyDataset(self.reader, np.sort(self.rows[positions]), self.mean, self.std, self._scan, self.target_stats)
+        return LazyDataset(self.reader, np.sort(self.rows[positions]), self.mean, self.std, self._scan, self.target_stats, self.fill)
 
     def normalized(self, mean: np.ndarray, std: np.ndarray) -> "LazyDataset":
         """The same rows, standardized per channel (dimension 0 of a sample) as they are read."""
         mean, std = (_per_channel(a, len(self.reader.input_shape)) for a in (mean, std))
-        return LazyDataset(self.reader, self.rows, mean, std, self._scan, self.target_stats)
+        return LazyDataset(self.reader, self.rows, mean, std, self._scan, self.target_stats, self.fill)
 
     def targets_normalized(self, mean: np.ndarray, std: np.ndarray) -> "LazyDataset":
         """The same rows, with targets standardized per channel as they are read."""
         stats = tuple(_per_channel(a, len(self.reader.target_shape)) for a in (mean, std))
-        return LazyDataset(self.reader, self.rows, self.mean, self.std, self._scan, stats)
+        return LazyDataset(self.reader, self.rows, self.mean, self.std, self._scan, stats, self.fill)
+
+    def with_fill(self, fill: np.ndarray) -> "LazyDataset":
+        """The same rows, missing inputs filled with `fill` (per-channel raw means) when unstandardized."""
+        return LazyDataset(self.reader, self.rows, self.mean, self.std, self._scan, self.target_stats, _per_channel(fill, len(self.reader.input_shape)))
 
     def labels(self) -> np.ndarray | None:
         """Class ids of this split's samples (classification only): for checks and stratified splits."""
@@ -175,7 +182,10 @@ class LazyDataset(Dataset):
             return np.where(n > 0, total / np.maximum(n, 1), np.nan)
 
     def _raw_means(self) -> np.ndarray:
-        """Per-channel means of every scanned row, shaped for a batch (unstandardized data)."""
+        """Per-channel means that fill missing unstandardized inputs, shaped for a batch: the
+        train split's (see with_fill), else those of every scanned row."""
+        if self.fill is not None:
+            return self.fill
         s = self.scan()
         mean = s.sums.sum(0) / np.maximum(s.counts.sum(0), 1)
         mean = np.concatenate([mean, np.zeros(getattr(self.reader, "extra_channels", 0))])

@@ -192,6 +192,16 @@ def _subset(data, index: torch.Tensor):
     return Subset(data, index.tolist())
 
 
+def fill_from_train(splits):
+    """Masked file-backed inputs left unstandardized are filled with their channel means: those of
+    the train split, in every split, so that no val/test value reaches a train batch."""
+    train = splits.train
+    if not (isinstance(train, LazyDataset) and getattr(train.reader, "masked", False)):
+        return splits
+    fill = train.channel_stats()[0]
+    return replace(splits, **{name: getattr(splits, name).with_fill(fill) for name in ("train", "val", "test") if isinstance(getattr(splits, name), LazyDataset)})
+
+
 def check_nonempty(splits, source: str) -> None:
     for name in ("train", "val", "test"):
         data = getattr(splits, name)
