@@ -156,20 +156,19 @@ def _config(args) -> int:
 
 
 def _eval(args) -> int:
+    from ember.config.compose import file_overrides
     from ember.evaluation import evaluate_run
+    from ember.options import parse_options
 
-    runs = [o.split("=", 1)[1] for o in args.overrides if o.startswith("run=")]
-    if not runs:
+    # The command's own options as every command's (ember.options); the rest are config overrides.
+    options, rest = parse_options("eval", args.overrides, {"run": None, "rollout": None}, rest_ok=True)
+    if options["run"] is None:
         raise ConfigError("ember eval needs the run to evaluate: ember eval run=runs/<name>/<time>")
-    steps = [o.split("=", 1)[1] for o in args.overrides if o.startswith("rollout=")]
-    if steps and (not steps[-1].strip().isdigit() or int(steps[-1]) < 1):
-        raise ConfigError(f"rollout={steps[-1]!r} must be a whole number of steps, for example rollout=10")
-    rest = [o for o in args.overrides if not o.startswith(("run=", "rollout="))]
-    if args.config:
-        from ember.config.compose import file_overrides
-
-        rest = file_overrides(args.config) + rest
-    evaluate_run(runs[-1], rest, rollout=int(steps[-1]) if steps else 0)
+    steps = options["rollout"]
+    if steps is not None and (not steps.strip().isdigit() or int(steps) < 1):
+        raise ConfigError(f"rollout={steps!r} must be a whole number of steps, for example rollout=10")
+    rest = (file_overrides(args.config) if args.config else []) + rest
+    evaluate_run(options["run"], rest, rollout=int(steps) if steps else 0)
     return 0
 
 

@@ -215,6 +215,7 @@ def test_typed_builds_the_schemas_dataclasses_with_every_value():
         (["trainer.max_epochs=1,2"], r"cannot parse override 'trainer.max_epochs=1,2': it gives several values"),
         (["model@x=mlp"], r"cannot parse override 'model@x=mlp': ember takes no @package"),
         (["trainer.foo.bar=1"], r"unknown key 'trainer.foo'; valid keys of trainer: max_epochs"),
+        (["run.name='a${b}'"], r"cannot resolve run.name: Interpolation key 'b' not found"),
     ],
 )
 def test_deletions_sweeps_and_packages_are_one_line_errors(overrides, message):

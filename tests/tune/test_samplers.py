@@ -77,3 +77,10 @@ def test_a_study_whose_storage_holds_such_a_row_stops_with_one_line(tmp_path, co
     with pytest.raises(UnsafeFileError, match="CMA-ES state in the study storage names .*system, .*could run code"):
         tune_command([*overrides, "tune.trials=4"])
     assert not code_payload.marker.exists()
+
+
+def test_the_schemas_choices_are_the_samplers_and_pruners_built():
+    from ember.config.schema import PRUNERS, SAMPLERS
+    from ember.tune.samplers import _pruners, _samplers
+
+    assert set(_samplers()) == set(SAMPLERS) and set(_pruners()) == set(PRUNERS)

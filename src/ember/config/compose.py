@@ -26,7 +26,13 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    InterpolationResolutionError,
+    OmegaConfBaseException,
+    ValidationError,
+)
 
 from ember.config.schema import DataCommon, EmberConfig, ModelCommon, OptimConfig, SchedConfig
 from ember.data import DATA, list_data
@@ -242,7 +248,10 @@ def check_values(cfg: DictConfig) -> None:
         name = cfg[key].name
         if name not in group_options(key):
             raise ConfigError(f"{key}.name={name!r} is unknown; choose one of: {', '.join(group_options(key))}")
-    typed(cfg)
+    try:
+        typed(cfg)
+    except InterpolationResolutionError as e:  # `${...}` naming a key or resolver that is not there
+        raise ConfigError(f"cannot resolve {e.full_key}: {str(e).splitlines()[0]}") from None
 
 
 def typed(cfg: DictConfig) -> EmberConfig:

@@ -38,6 +38,10 @@ from ember.train.strategy import STRATEGIES
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 MODES = ("auto", "min", "max")
 PROGRESS = ("auto", "bar", "lines", "none")
+# `ember tune`'s choices (ember.tune.samplers builds each sampler and pruner these name).
+SAMPLERS = ("grid", "random", "tpe", "gp", "cmaes", "qmc", "pso")
+PRUNERS = ("none", "median", "successive_halving", "hyperband")
+DIRECTIONS = ("auto", "minimize", "maximize")
 NAN_POLICY = ("stop", "skip", "off")
 SPLITS = ("train", "val", "test")
 
@@ -140,11 +144,11 @@ class TuneConfig:
     """`ember tune`: a study of trials, each a normal run with some keys drawn from `space`."""
 
     metric: str = "val/loss"  # validation metric the study optimizes: val/loss, val/accuracy, ...
-    direction: str = "auto"  # auto (maximize accuracy-like metrics, minimize the rest) | minimize | maximize
+    direction: Annotated[str, OneOf(DIRECTIONS)] = "auto"  # auto (maximize accuracy-like metrics, minimize the rest) | minimize | maximize
     trials: Annotated[int, AT_LEAST_1] = 20  # trials the study runs in all, counted over every worker and every rerun
-    sampler: str = "tpe"  # grid | random | tpe | gp | cmaes | qmc | pso
+    sampler: Annotated[str, OneOf(SAMPLERS)] = "tpe"  # grid | random | tpe | gp | cmaes | qmc | pso
     sampler_args: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the sampler
-    pruner: str = "median"  # none | median | successive_halving | hyperband
+    pruner: Annotated[str, OneOf(PRUNERS)] = "median"  # none | median | successive_halving | hyperband
     pruner_args: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the pruner
     jobs: Annotated[int, AT_LEAST_1] = 1  # trials at once on this machine, each worker its own process
     storage: str | None = None  # default: study.db (SQLite) in the study directory; or postgresql://..., a .journal file

@@ -75,17 +75,6 @@ def _pruners() -> dict[str, Any]:
     }
 
 
-SAMPLERS = ("grid", "random", "tpe", "gp", "cmaes", "qmc", "pso")
-PRUNERS = ("none", "median", "successive_halving", "hyperband")
-
-
-def check_names(sampler: str, pruner: str) -> None:
-    if sampler not in SAMPLERS:
-        raise ConfigError(f"tune.sampler={sampler!r} is not a sampler; choose one of: {', '.join(SAMPLERS)}")
-    if pruner not in PRUNERS:
-        raise ConfigError(f"tune.pruner={pruner!r} is not a pruner; choose one of: {', '.join(PRUNERS)}")
-
-
 def make_sampler(name: str, args: dict, seed: int, params: list[Param], storage=None) -> optuna.samplers.BaseSampler:
     """The sampler; `storage`, the study's, is where pso keeps its swarm (Optuna's own reach it themselves)."""
     cls = _samplers()[name]

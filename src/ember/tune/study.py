@@ -39,7 +39,7 @@ from ember.track import flatten
 from ember.tune import report
 from ember.tune.budget import counts, stored
 from ember.tune.objective import Fatal, Objective, Plan
-from ember.tune.samplers import check_names, make_pruner, make_sampler
+from ember.tune.samplers import make_pruner, make_sampler
 from ember.tune.space import parse_space, validate
 from ember.tune.storage import RetryLost, fail_stale_trials, make_storage, storage_url
 
@@ -70,15 +70,9 @@ def make_plan(overrides: list[str], config_file: str | None = None, status: bool
     t = cfg.tune
     if cfg.resume:
         raise ConfigError("resume= continues a training run; a study continues when you rerun the same ember tune command")
-    check_names(t.sampler, t.pruner)
-    for key, low in (("trials", 1), ("jobs", 1), ("heartbeat", 1), ("retries", 0)):
-        if t[key] < low:
-            raise ConfigError(f"tune.{key} must be at least {low}, got {t[key]}")
     metric = t.metric if "/" in t.metric else f"val/{t.metric}"
     if not metric.startswith("val/"):
         raise ConfigError(f"tune.metric={t.metric!r} must be a validation metric (val/loss, val/accuracy, ...): trials are compared and pruned on the validation split")
-    if t.direction not in ("auto", "minimize", "maximize"):
-        raise ConfigError(f"tune.direction={t.direction!r} is not a direction; choose one of: auto, minimize, maximize")
     direction = t.direction if t.direction != "auto" else ("maximize" if is_higher_better(metric) else "minimize")
     params = parse_space(t.space)
     fingerprint = _fingerprint(cfg)
