@@ -70,7 +70,10 @@ class LazyDataset(Dataset):
         batches are drawn as blocks of them; False for a reader of one file per row (images)."""
         return getattr(self.reader, "block_reads", True)
 
-    def __init__(self, reader, rows: np.ndarray | None = None, mean=None, std=None, scan: Scan | None = None, target_stats=None, fill=None):
+    def __init__(
+        self, reader, rows: np.ndarray | None = None, mean=None, std=None, scan: Scan | None = None,
+        target_stats=None, fill=None,
+    ):
         self.reader = reader
         # Unstandardized masked inputs: the per-channel raw means that fill missing values, set from
         # the train split (with_fill) so that val/test values never reach a train batch. None: all rows'.
@@ -126,7 +129,8 @@ class LazyDataset(Dataset):
     # -- splits and statistics -----------------------------------------------------------------
     def subset(self, positions) -> "LazyDataset":
         positions = np.asarray(positions.tolist() if isinstance(positions, torch.Tensor) else positions, dtype=np.int64)
-        return LazyDataset(self.reader, np.sort(self.rows[positions]), self.mean, self.std, self._scan, self.target_stats, self.fill)
+        rows = np.sort(self.rows[positions])
+        return LazyDataset(self.reader, rows, self.mean, self.std, self._scan, self.target_stats, self.fill)
 
     def normalized(self, mean: np.ndarray, std: np.ndarray) -> "LazyDataset":
         """The same rows, standardized per channel (dimension 0 of a sample) as they are read."""
@@ -140,7 +144,8 @@ class LazyDataset(Dataset):
 
     def with_fill(self, fill: np.ndarray) -> "LazyDataset":
         """The same rows, missing inputs filled with `fill` (per-channel raw means) when unstandardized."""
-        return LazyDataset(self.reader, self.rows, self.mean, self.std, self._scan, self.target_stats, _per_channel(fill, len(self.reader.input_shape)))
+        fill = _per_channel(fill, len(self.reader.input_shape))
+        return LazyDataset(self.reader, self.rows, self.mean, self.std, self._scan, self.target_stats, fill)
 
     def labels(self) -> np.ndarray | None:
         """Class ids of this split's samples (classification only): for checks and stratified splits."""

@@ -199,7 +199,10 @@ def fill_from_train(splits):
     if not (isinstance(train, LazyDataset) and getattr(train.reader, "masked", False)):
         return splits
     fill = train.channel_stats()[0]
-    return replace(splits, **{name: getattr(splits, name).with_fill(fill) for name in ("train", "val", "test") if isinstance(getattr(splits, name), LazyDataset)})
+    def filled(data):
+        return data.with_fill(fill) if isinstance(data, LazyDataset) else data
+
+    return replace(splits, train=filled(splits.train), val=filled(splits.val), test=filled(splits.test))
 
 
 def check_nonempty(splits, source: str) -> None:

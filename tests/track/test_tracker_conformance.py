@@ -1,4 +1,4 @@
-"""One conformance test over every tracker, as tests/data/test_conformance.py is over the data sources.
+"""One conformance test over every tracker, as tests/data/test_source_conformance.py is over the data sources.
 
 A run that logs, is killed after its checkpoint at step 4 having logged steps 6 and 8, and is resumed
 from that checkpoint, drives metrics.jsonl and every tracker of ember.track.TRACKERS (MLflow into a
@@ -56,7 +56,12 @@ def read_jsonl(run: Path) -> list:
 
 def read_csv(run: Path) -> list:
     rows = list(csv.DictReader((run / "metrics.csv").read_text().splitlines()))
-    return points([{k: (int(v) if k == "step" else v if k == "split" else float(v)) for k, v in row.items() if v != ""} for row in rows])
+    return points(
+        [
+            {k: (int(v) if k == "step" else v if k == "split" else float(v)) for k, v in row.items() if v != ""}
+            for row in rows
+        ]
+    )
 
 
 def read_tensorboard(run: Path) -> list:
@@ -77,10 +82,18 @@ def read_mlflow(run: Path) -> list:
 
 
 def read_wandb(run: Path) -> list:
-    return sorted((key, int(row["_step"]), value) for row in wandb_history(run) for key, value in row.items() if "/" in key)
+    return sorted(
+        (key, int(row["_step"]), value) for row in wandb_history(run) for key, value in row.items() if "/" in key
+    )
 
 
-READERS = {"jsonl": read_jsonl, "csv": read_csv, "tensorboard": read_tensorboard, "mlflow": read_mlflow, "wandb": read_wandb}
+READERS = {
+    "jsonl": read_jsonl,
+    "csv": read_csv,
+    "tensorboard": read_tensorboard,
+    "mlflow": read_mlflow,
+    "wandb": read_wandb,
+}
 # Trackers that also record the final test metrics (Tracker.finish), at the run's last step.
 FINISH_POINTS = {"tensorboard", "mlflow"}
 
@@ -96,7 +109,12 @@ def attempt(run: Path, cfg, records: list[dict], kept: list[dict] | None, finish
     """Open metrics.jsonl and every tracker as RunDir does, log `records`, end; the loggers and the warnings."""
     warnings: list[str] = []
     purge = None if kept is None else CHECKPOINT_STEP + 1
-    loggers = [JsonlLogger(run / "metrics.jsonl"), *open_trackers(list(TRACKERS), TrackContext(run, cfg, "conformance", kept=kept, purge_step=purge), warnings.append)]
+    loggers = [
+        JsonlLogger(run / "metrics.jsonl"),
+        *open_trackers(
+            list(TRACKERS), TrackContext(run, cfg, "conformance", kept=kept, purge_step=purge), warnings.append
+        ),
+    ]
     for record in records:
         for logger in loggers:
             logger.log(record)
@@ -164,8 +182,13 @@ def test_closing_ends_what_each_tracker_holds_open(resumed):
 
     run = resumed["run"]
     # What each tracker held open: a file, an event writer, a run.
-    held = {"jsonl": lambda t: not t._file.closed, "csv": lambda t: t._file is not None, "tensorboard": lambda t: t._writer.all_writers is not None,
-            "mlflow": lambda t: t.run_id is not None, "wandb": lambda t: t.run is not None}
+    held = {
+        "jsonl": lambda t: not t._file.closed,
+        "csv": lambda t: t._file is not None,
+        "tensorboard": lambda t: t._writer.all_writers is not None,
+        "mlflow": lambda t: t.run_id is not None,
+        "wandb": lambda t: t.run is not None,
+    }
     assert set(held) == set(READERS)
     for logger, tracker in resumed["loggers"]:
         assert not held[getattr(tracker, "name", "jsonl")](tracker), tracker
