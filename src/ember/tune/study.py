@@ -29,7 +29,7 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
-from ember.config import compose
+from ember.config import compose, typed
 from ember.config.compose import file_overrides
 from ember.errors import ConfigError, EmberError, Preempted
 from ember.metrics import is_higher_better
@@ -67,7 +67,7 @@ def make_plan(overrides: list[str], config_file: str | None = None, status: bool
         saved = read_study(Path(cfg.run.dir))
         base = saved["overrides"] + [f"run.dir={cfg.run.dir}"] + [o for o in overrides if o.startswith("tune.storage=")]
         cfg = compose(base)
-    t = cfg.tune
+    t = typed(cfg).tune  # the schema's TuneConfig: choices and ranges checked, plain values
     if cfg.resume:
         raise ConfigError("resume= continues a training run; a study continues when you rerun the same ember tune command")
     metric = t.metric if "/" in t.metric else f"val/{t.metric}"
@@ -81,7 +81,7 @@ def make_plan(overrides: list[str], config_file: str | None = None, status: bool
     plan = Plan(
         name=name, dir=study_dir, storage=storage_url(t.storage, study_dir), base=[o for o in base if not o.startswith("run.dir=")],
         params=params, metric=metric, direction=direction, trials=t.trials, sampler=t.sampler,
-        sampler_args=OmegaConf.to_container(t.sampler_args), pruner=t.pruner, pruner_args=OmegaConf.to_container(t.pruner_args),
+        sampler_args=dict(t.sampler_args), pruner=t.pruner, pruner_args=dict(t.pruner_args),
         seed=t.seed, jobs=t.jobs, timeout=t.timeout, heartbeat=t.heartbeat, retries=t.retries, fingerprint=fingerprint, shared=bool(t.storage),
     )
     if not status:
