@@ -14,8 +14,9 @@ from ember.data.spec import DataSpec
 from ember.errors import ConfigError, EmberError, describe
 from ember.run import RunDir, load_run
 from ember.track.console import Console
-from ember.train.build import build_trainer
+from ember.train.build import build_evaluator
 from ember.train.device import restored_torch_flags
+from ember.train.evaluator import Evaluator
 
 
 def evaluate_run(path: str | Path, overrides: list[str] = (), console: Console | None = None, rollout: int = 0) -> dict[str, float]:
@@ -37,17 +38,18 @@ def evaluate_run(path: str | Path, overrides: list[str] = (), console: Console |
     if rollout:
         return _rollout(run, model, splits, spec, split, rollout, console)
     with restored_torch_flags():
-        trainer = build_trainer(typed(cfg), model, splits, Console("none"))
-        trainer.reference = _reference(run_cfg, cfg, spec, splits, trainer.reference, console)
-        loader = {"train": trainer.train_loader, "val": trainer.val_loader, "test": trainer.test_loader}[split]
-        metrics = {f"{split}/{k}": v for k, v in trainer.evaluate(loader).items()}
-        base, extra = ({}, {}) if trainer.uses_loss_protocol else _baselines(trainer, splits.get(split), split)
+        evaluator, loaders = build_evaluator(typed(cfg), model, splits)
+        evaluator.reference = _reference(run_cfg, cfg, spec, splits, evaluator.reference, console)
+        loader = dict(zip(("train", "val", "test"), loaders))[split]
+        metrics = {f"{split}/{k}": v for k, v in evaluator.evaluate(loader, split).items()}
+        base, extra = ({}, {}) if evaluator.own_loss else _baselines(evaluator, splits.get(split), split)
     metrics.update({f"{split}/{k}": v for k, v in extra.items()})
     base = {name: {f"{split}/{k}": v for k, v in m.items()} for name, m in base.items()}
     verdict = baselines.verdict(metrics, base, spec, split)
     if verdict and "skill" in verdict:
         metrics[f"{split}/skill"] = verdict["skill"]
-    baselines.show(console, f"{run.path}: best checkpoint", metrics, base, verdict, spec, baselines.lines(trainer.reference))
+    notes = baselines.lines(evaluator.reference)
+    baselines.show(console, f"{run.path}: best checkpoint", metrics, base, verdict, spec, notes)
     return metrics
 
 
@@ -71,11 +73,13 @@ def _reference(run_cfg, cfg, spec: DataSpec, splits: Splits, own, console: Conso
     return dataclasses.replace(fitted, times=splits.times, _keys={})
 
 
-def _baselines(trainer, data, split: str) -> tuple[dict, dict]:
+def _baselines(evaluator: Evaluator, data, split: str) -> tuple[dict, dict]:
     """The baselines (fitted on this data's train split) scored on the whole of `split`, and the
     model's distribution scores beside theirs where it corrects a bias."""
-    model = baselines.scoring.model_predictor(trainer) if baselines.bias_correction(trainer.spec) else None
-    return baselines.score(data, trainer.reference, split, trainer.device, model)
+    model = None
+    if baselines.bias_correction(evaluator.spec):
+        model = baselines.model_predictor(evaluator.module, evaluator.spec, evaluator.to_device, evaluator.autocast)
+    return baselines.score(data, evaluator.reference, split, evaluator.device, model)
 
 
 def _rollout(run: RunDir, model: nn.Module, splits: Splits, spec: DataSpec, split: str, steps: int, console: Console) -> dict[str, float]:

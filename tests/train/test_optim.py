@@ -269,7 +269,7 @@ def test_plateau_warmup_ramps_per_step(tmp_path):
         "data.batch_size=4",
     ]
     trainer = _trainer(tmp_path, ConstantOutput(), *overrides, console=console)
-    assert trainer.warmup is not None
+    assert trainer.checkpointer.warmup is not None
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(start * LR)  # the first step's lr
     trainer.fit()
     # The lr logged after k steps: k warmup steps taken, then held at LR.

@@ -27,8 +27,10 @@ from ember.track.console import Console
 from ember.train import distributed, strategy
 from ember.train.cadence import Every
 from ember.train.callbacks import Callbacks
+from ember.train.checkpoint import Checkpointer
 from ember.train.device import resolve_device, resolve_precision, set_torch_flags
 from ember.train.distributed import Dist
+from ember.train.evaluator import Evaluator
 from ember.train.flops import peak_flops
 from ember.train.guard import Guard
 from ember.train.losses import build_loss, resolve_loss
@@ -64,11 +66,7 @@ def build_trainer(
     own_loss = brings_own_loss(model)
     parallel = strategy.plan(t.strategy, model, own_loss, dist, device, precision, compile_mode)
     loss_fn = None if own_loss else build_loss(t.loss, splits.spec, model, t.label_smoothing).to(device)  # rel_l2 holds the target statistics
-    # The baselines, fitted in one pass over the train split; the anomaly correlations are taken
-    # against their climatology (seasonal where the data has times: the trainer hands each
-    # evaluation batch its own).
-    reference = baselines.reference(splits, qdm=bool(getattr(cfg, "baselines", None) and cfg.baselines.qdm))
-    metrics = build_metrics(splits.spec, reference.mean if splits.spec.task == "regression" else None).to(device)
+    reference, metrics = _scoring(cfg, splits, device)
     loaders = _loaders(cfg.data, t.seed, splits, device, dist)
     if len(loaders[0]) == 0:
         raise ConfigError("the train split is empty; check the data source")
@@ -78,29 +76,73 @@ def build_trainer(
     monitor = _monitor(t, loaders[1] is not None, ["loss"] if own_loss else ["loss", *metrics.keys()])
     optimizer = build_optimizer(cfg.optim, [p for p in model.parameters() if p.requires_grad], fusable=not parallel.sharded_params)
     scheduler, warmup = _schedules(cfg.sched, optimizer, total_steps, steps_per_epoch, monitor, console)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     ema_decay = getattr(model, "ema_decay", 0.0) if t.ema is None else t.ema
     ema = _averaged(ema_decay, model, parallel)
+    evaluator = Evaluator(  # of the average under trainer.ema, else of the model as the strategy calls it
+        model=ema.module if ema is not None else model, module=parallel.eval_module if ema is None else ema.module,
+        loss_fn=loss_fn, metrics=metrics, spec=splits.spec, device=device, precision=precision,
+        autocast=_autocast(device, precision), channels_last=channels_last, reference=reference, dist=dist,
+        sharded_params=parallel.sharded_params,
+    )
+    # Threads of torch's CPU kernels: chosen, probed and adapted to a shared machine.
+    workers = 0 if loaders[0].fast else cfg.data.num_workers
+    threads = ThreadPolicy(t.threads, device, loader_workers=workers, deterministic=t.deterministic)
+    meter = IntervalMeter(device, peak_flops=peak_flops(device, precision) if t.measure_flops else None)
+    checkpointer = Checkpointer(
+        model=model, tested=evaluator.model, optimizer=optimizer, scheduler=scheduler, warmup=warmup,
+        scaler=torch.amp.GradScaler(device.type, enabled=precision == "fp16"), ema=ema, meter=meter, threads=threads,
+        total_steps=total_steps, config=dataclasses.asdict(cfg), spec=splits.spec, note=console.print,
+    )
     return Trainer(
-        cfg=cfg, t=t, spec=splits.spec, model=model, parallel=parallel, device=device, precision=precision,
-        channels_last=channels_last,
-        autocast=(lambda: torch.autocast(device.type, dtype=dtype)) if dtype else contextlib.nullcontext,
-        scaler=torch.amp.GradScaler(device.type, enabled=precision == "fp16"),
-        loss_fn=loss_fn, loss_name="own" if own_loss else resolve_loss(t.loss, splits.spec, model),
-        metrics=metrics, reference=reference, augment=splits.augment,
+        t=t, model=model, parallel=parallel, evaluator=evaluator, checkpointer=checkpointer,
+        loss_name="own" if own_loss else resolve_loss(t.loss, splits.spec, model), augment=splits.augment,
         train_loader=loaders[0], val_loader=loaders[1], test_loader=loaders[2],
-        optimizer=optimizer, scheduler=scheduler, warmup=warmup, monitor=monitor, ema=ema, ema_decay=ema_decay,
-        steps_per_epoch=steps_per_epoch, total_steps=total_steps,
-        # Threads of torch's CPU kernels: chosen, probed and adapted to a shared machine.
-        threads=ThreadPolicy(t.threads, device, loader_workers=0 if loaders[0].fast else cfg.data.num_workers, deterministic=t.deterministic),
-        meter=IntervalMeter(device, peak_flops=peak_flops(device, precision) if t.measure_flops else None),
-        guard=Guard(t.nan_policy, t.nan_max_skips, steps_per_epoch, dist, device, console),
-        console=console,
-        logging=Every(steps=t.log_every_n_steps),
-        validation=Every(steps=t.val_every_n_steps, epochs=0 if t.val_every_n_steps else 1) if monitor else Every(),
+        monitor=monitor, ema_decay=ema_decay, steps_per_epoch=steps_per_epoch, threads=threads, meter=meter,
+        guard=Guard(t.nan_policy, t.nan_max_skips, steps_per_epoch, dist, device, console), console=console,
+        logging=Every(steps=t.log_every_n_steps), validation=_validation(t, monitor),
         checkpointing=Every(steps=t.checkpoint_every_n_steps, epochs=t.checkpoint_every_n_epochs, minutes=t.checkpoint_every_n_minutes),
         callbacks=callbacks or Callbacks(),
     )
+
+
+def _scoring(cfg: "EmberConfig", splits: Splits, device: torch.device):
+    """The baselines, fitted in one pass over the train split, and the task's metrics: the anomaly
+    correlations are taken against the baselines' climatology (seasonal where the data has times:
+    the evaluator hands each evaluation batch its own)."""
+    reference = baselines.reference(splits, qdm=bool(getattr(cfg, "baselines", None) and cfg.baselines.qdm))
+    metrics = build_metrics(splits.spec, reference.mean if splits.spec.task == "regression" else None).to(device)
+    return reference, metrics
+
+
+def _validation(t, monitor: Monitor | None) -> Every:
+    """Every trainer.val_every_n_steps steps, else every epoch; never without a validation split."""
+    return Every(steps=t.val_every_n_steps, epochs=0 if t.val_every_n_steps else 1) if monitor else Every()
+
+
+def build_evaluator(cfg: "EmberConfig", model: nn.Module, splits: Splits) -> tuple[Evaluator, tuple]:
+    """An evaluator of `model` with the run's device, precision, loss and metrics, and the loaders
+    (train, val, test) of `splits`, in one process: no optimizer, schedule or parallel wrapper."""
+    t, dist = cfg.trainer, Dist()
+    device = _device(t, dist)
+    precision = resolve_precision(t.precision, device)
+    set_torch_flags(device, t.tf32, t.deterministic)  # the caller restores them
+    channels_last = device.type == "cuda" and t.channels_last and any(isinstance(m, nn.Conv2d) for m in model.modules())
+    model = model.to(device, memory_format=torch.channels_last) if channels_last else model.to(device)
+    own_loss = brings_own_loss(model)
+    loss_fn = None if own_loss else build_loss(t.loss, splits.spec, model, t.label_smoothing).to(device)
+    reference, metrics = _scoring(cfg, splits, device)
+    evaluator = Evaluator(
+        model=model, module=model, loss_fn=loss_fn, metrics=metrics, spec=splits.spec, device=device,
+        precision=precision,
+        autocast=_autocast(device, precision), channels_last=channels_last, reference=reference, dist=dist,
+    )
+    return evaluator, _loaders(cfg.data, t.seed, splits, device, dist)
+
+
+def _autocast(device: torch.device, precision: str):
+    """The context the forward passes run in: autocast to bf16/fp16, or nothing under fp32."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    return (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else contextlib.nullcontext
 
 
 def _averaged(decay: float, model: nn.Module, parallel) -> AveragedModel | None:

@@ -50,17 +50,17 @@ class ShardedCheckpointFiles:
         """Complete step checkpoints, newest first (trainer.pt is written last)."""
         return sorted((p for p in self.dir.glob("step-*.dcp") if (p / EXTRAS).is_file()), reverse=True)
 
-    def save(self, trainer, step: int) -> Path:
+    def save(self, checkpointer, step: int) -> Path:
         final = self.dir / f"step-{step:09d}.dcp"
         tmp = self.dir / f".{final.name}.tmp"
         if self.dist.is_main:
             shutil.rmtree(tmp, ignore_errors=True)  # left by a job killed mid-save
         self._barrier()
-        sync_buffers(trainer.model, self.dist)  # DCP writes one rank's copy of a replicated tensor
-        model_state, optim_state = get_state_dict(trainer.model, trainer.optimizer)
+        sync_buffers(checkpointer.model, self.dist)  # DCP writes one rank's copy of a replicated tensor
+        model_state, optim_state = get_state_dict(checkpointer.model, checkpointer.optimizer)
         dcp.save({"model": model_state, "optimizer": optim_state}, checkpoint_id=tmp, no_dist=not dist.is_initialized())
         if self.dist.is_main:
-            save_checkpoint(trainer.state_dict(weights=False), tmp / EXTRAS)
+            save_checkpoint(checkpointer.state_dict(weights=False), tmp / EXTRAS)
             if final.exists():  # the same step saved again (a stop signal right after a save)
                 shutil.rmtree(final)
             os.replace(tmp, final)
@@ -70,14 +70,15 @@ class ShardedCheckpointFiles:
         self._barrier()  # no rank goes on (or resumes) before the checkpoint is complete
         return final
 
-    def save_best(self, trainer) -> None:
+    def save_best(self, checkpointer) -> None:
         """best.pt: the whole model gathered on rank 0, with the config and DataSpec."""
-        self.save_whole(trainer, full_state_dict(trainer.model), "best.pt")  # a collective: every rank calls it
+        weights = full_state_dict(checkpointer.model)  # a collective: every rank calls it
+        self.save_whole(checkpointer, weights, "best.pt")
 
-    def save_whole(self, trainer, weights: dict, name: str) -> None:
+    def save_whole(self, checkpointer, weights: dict, name: str) -> None:
         """A gathered model as an ordinary single-file checkpoint (rank 0 writes it)."""
         if self.dist.is_main:
-            extras = trainer.state_dict(weights=False)
+            extras = checkpointer.state_dict(weights=False)
             save_checkpoint({"model": weights, "config": extras["config"], "spec": extras["spec"], "state": extras["state"]}, self.dir / name)
 
     def newest_good(self, warn) -> tuple[dict, Path]:
@@ -98,11 +99,11 @@ class ShardedCheckpointFiles:
             distributed.barrier(self.dist)
 
 
-def load_weights(trainer, path: Path) -> None:
-    """Load a DCP checkpoint's model and optimizer into this trainer, resharded to its ranks."""
+def load_weights(checkpointer, path: Path) -> None:
+    """Load a DCP checkpoint into `checkpointer`'s model and optimizer, resharded to its ranks."""
     # get_state_dict gives the layout of this run (and creates the optimizer's state tensors if
     # no step was taken yet), which dcp.load fills in place from the saved shards.
-    model_state, optim_state = get_state_dict(trainer.model, trainer.optimizer)
+    model_state, optim_state = get_state_dict(checkpointer.model, checkpointer.optimizer)
     state = {"model": model_state, "optimizer": optim_state}
     try:
         dcp.load(state, storage_reader=_SafeReader(path), planner=_SafePlanner(path), no_dist=not dist.is_initialized())
@@ -111,7 +112,8 @@ def load_weights(trainer, path: Path) -> None:
         if ours:
             raise ours[0] from None
         raise
-    set_state_dict(trainer.model, trainer.optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+    model, optimizer = checkpointer.model, checkpointer.optimizer
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
 
 
 # Everything a DCP .metadata pickle names: the dataclasses of torch.distributed.checkpoint.metadata,

@@ -1,5 +1,6 @@
 """The training loop. `ember.train.build.build_trainer` builds a Trainer from the config; `fit`
-runs it. Everything it needs to continue lives in `Trainer.state_dict()`.
+runs it. Everything it needs to continue is the checkpointer's (checkpoint.Checkpointer); validation
+and the test are the evaluator's (evaluator.Evaluator).
 
 Hot-loop rules: no `.item()`, no printing, no host sync per step. Losses accumulate on the device
 and are read every `trainer.log_every_n_steps` steps, where the guard (guard.py) reads them too.
@@ -10,63 +11,48 @@ interval measured, the thread policy how many threads the kernels get.
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel
 
-from ember import baselines
-from ember.data.spec import DataSpec
 from ember.files import load_checkpoint
 from ember.models.layers import BATCH_NORMS, running_batch_norm
 from ember.run import RunDir
 from ember.track.console import Console
 from ember.train import checkpoint, distributed, strategy
-from ember.train.callbacks import Callbacks
 from ember.train.cadence import Every
+from ember.train.callbacks import Callbacks
+from ember.train.checkpoint import Checkpointer
+from ember.train.evaluator import Evaluator
 from ember.train.flops import loss_step_flops
 from ember.train.guard import Guard
 from ember.train.meter import IntervalMeter
-from ember.train.optim import load_schedule
-from ember.train.state import Monitor, TrainState
+from ember.train.state import Monitor
 from ember.train.strategy import Parallel
 from ember.train.threads import ThreadPolicy
 
 if TYPE_CHECKING:  # the config layer sits above the loop (it names the optimizers and schedules)
-    from ember.config.schema import EmberConfig, TrainerConfig
+    from ember.config.schema import TrainerConfig
 
 
 @dataclass(kw_only=True, eq=False)
 class Trainer:
-    cfg: "EmberConfig"  # the whole config, typed (ember.config.typed), saved in every checkpoint
     t: "TrainerConfig"  # cfg.trainer: a dataclass field read, where an OmegaConf read costs ~8 µs and the loop makes several a step
-    spec: DataSpec
-    model: nn.Module  # what checkpoints save; the step calls parallel.step_module
+    model: nn.Module  # the training weights; the step calls parallel.step_module
     parallel: Parallel
-    device: torch.device
-    precision: str  # fp32 | bf16 | fp16
-    channels_last: bool
-    autocast: Callable[[], Any]
-    scaler: torch.amp.GradScaler
-    loss_fn: nn.Module | None  # None: the model defines its own loss(batch)
+    evaluator: Evaluator  # validation and the final test (the tested weights, loss, metrics, device)
+    checkpointer: Checkpointer  # optimizer, schedules, scaler, counters, RNG: what a checkpoint holds
     loss_name: str
-    metrics: nn.Module  # torchmetrics collection of the task
-    reference: Any  # what the baselines predict (the train split's climatology, or majority class)
     augment: Callable | None
     train_loader: Any
     val_loader: Any
     test_loader: Any
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    warmup: Any  # the linear warmup beside a plateau schedule
     monitor: Monitor | None
-    ema: AveragedModel | None  # trainer.ema: the averaged weights, which validation and the test use
     ema_decay: float
     steps_per_epoch: int
-    total_steps: int
     threads: ThreadPolicy
     meter: IntervalMeter
     guard: Guard
@@ -74,7 +60,6 @@ class Trainer:
     logging: Every
     validation: Every
     checkpointing: Every
-    state: TrainState = field(default_factory=TrainState)
     # Where the run writes, from `fit` on (None for rank > 0 and for a trainer that only evaluates).
     run: RunDir | None = None
     files: Any = None  # checkpoint.CheckpointFiles or sharded.ShardedCheckpointFiles
@@ -87,7 +72,7 @@ class Trainer:
 
     def __post_init__(self):
         self.uses_loss_protocol = self.loss_fn is None
-        self.plateau = isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+        self.plateau = isinstance(self.checkpointer.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
         self._batch_norms = [m for m in self.model.modules() if isinstance(m, BATCH_NORMS)]
         self._count_flops = self.t.measure_flops and not self.parallel.sharded_params  # counting runs a copy of the model
         self._grad_norm: torch.Tensor | None = None  # of the last step, when clipping computed it
@@ -98,6 +83,7 @@ class Trainer:
         """Train until max_epochs/max_steps, early stopping or a stop signal; return final metrics.
         `run`: the directory rank 0 logs to; `checkpoint_dir`: where checkpoints go (every rank)."""
         self.run, self.checkpoint_dir = run, checkpoint_dir
+        self.checkpointer.records = lambda: run.records if run else 0
         if checkpoint_dir is not None and (self.parallel.dist.is_main or self.parallel.sharded_checkpoints):
             self.files = self.checkpoint_files(checkpoint_dir)  # sharded: every rank writes its shards
         self.console.start(self.total_steps, self.t.max_epochs)
@@ -174,7 +160,8 @@ class Trainer:
     def train_step(self, micro_batches, n: int) -> None:
         """One optimizer step over `n` micro-batches: accumulate, clip, guard, step, schedule,
         average. The step is counted even when the guard skips it (nan_policy=skip)."""
-        state, scaler, fp16 = self.state, self.scaler, self.scaler.is_enabled()  # fp16: a GradScaler
+        state, ck, fp16 = self.state, self.checkpointer, self.checkpointer.scaler.is_enabled()  # fp16: a GradScaler
+        scaler, optimizer = ck.scaler, ck.optimizer
         for k, (x, y) in enumerate(micro_batches):
             x, y = self._prepared(x, y)
             with self.parallel.accumulating(defer=k < n - 1):  # gradients reduced once, with the last
@@ -184,23 +171,23 @@ class Trainer:
                 (scaler.scale(scaled) if fp16 else scaled).backward()  # a disabled scaler costs calls
             self.meter.add(loss, x.shape[0], state.step + 1)  # not len(x): Tensor.__len__ is a Python call
         if self.t.grad_clip > 0:
-            scaler.unscale_(self.optimizer)
+            scaler.unscale_(optimizer)
             self._grad_norm = strategy.local(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.t.grad_clip))
         # The guard reads the last micro-batch's loss; fp16's GradScaler skips overflowing steps itself.
         if self.guard.step_allowed(loss, None if fp16 else self._grad_norm, None if fp16 else self.model.parameters(), state, self.files):
             state.skipped_steps = 0
             if fp16:
-                scaler.step(self.optimizer)
+                scaler.step(optimizer)
                 scaler.update()
             else:
-                self.optimizer.step()
-            if self.scheduler is not None and not self.plateau:
-                self.scheduler.step()
-            if self.warmup is not None and state.step < self.warmup.total_iters:
-                self.warmup.step()
-            if self.ema is not None:
-                self.ema.update_parameters(self.model)
-        self.optimizer.zero_grad(set_to_none=True)
+                optimizer.step()
+            if ck.scheduler is not None and not self.plateau:
+                ck.scheduler.step()
+            if ck.warmup is not None and state.step < ck.warmup.total_iters:
+                ck.warmup.step()
+            if ck.ema is not None:
+                ck.ema.update_parameters(self.model)
+        optimizer.zero_grad(set_to_none=True)
         state.step += 1
         self.meter.steps += 1
         self.threads.step()
@@ -275,7 +262,7 @@ class Trainer:
         self._check(weights=True)
         self.guard.signals.save_now = False
         self.checkpointing.ran()
-        return self.files.save(self, self.state.step)
+        return self.files.save(self.checkpointer, self.state.step)
 
     def _preempted(self, save: bool = True) -> dict[str, float]:
         """`save=False`: training had ended; its final checkpoint is the newest one."""
@@ -291,18 +278,18 @@ class Trainer:
         self._check(weights=True)  # before a best checkpoint can be written
         state, monitor = self.state, self.monitor
         start = time.perf_counter()
-        metrics = self.evaluate(self.val_loader)
+        metrics = self.evaluator.evaluate(self.val_loader, "val")
         self.eval_time += time.perf_counter() - start
         self._emit({"step": state.step, "epoch": state.epoch_in_progress, "split": "val", **metrics})
         if self.callbacks.on_validation is not None:
             self.callbacks.on_validation(state.epoch_in_progress, metrics)
         value = metrics[monitor.name.removeprefix("val/")]
         if self.plateau:
-            self.scheduler.step(value)
+            self.checkpointer.scheduler.step(value)
         if monitor.improved(value, state.best):
             state.best, state.best_epoch, state.best_step, state.bad_validations = value, state.epoch_in_progress, state.step, 0
             if self.files:
-                self.files.save_best(self)
+                self.files.save_best(self.checkpointer)
         else:
             state.bad_validations += 1
             if monitor.patience and state.bad_validations >= monitor.patience:
@@ -311,66 +298,9 @@ class Trainer:
             state.stop_reason = distributed.broadcast(state.stop_reason, self.parallel.dist)
 
     def evaluate(self, loader) -> dict[str, float]:
-        """Mean loss and the task's metrics over a loader; one host sync at the end."""
-        # FSDP gathers parameters into tensors it reuses for training: inference-mode tensors
-        # cannot be, so a sharded model evaluates under no_grad.
-        with torch.no_grad() if self.parallel.sharded_params else torch.inference_mode():
-            return self._evaluate(loader)
-
-    def _evaluate(self, loader) -> dict[str, float]:
-        dist, model = self.parallel.dist, self.tested_model
-        model.eval()
-        self.metrics.reset()
-        strategy.sync_buffers(model, dist)
-        loss_sum, n = torch.zeros((), device=self.device), 0
-        # The seasonal climatology of each batch's valid times: the reference of `acc`.
-        clim = baselines.batch_climatology(self.reference, self._split_of(loader), loader)
-        for i, (x, y) in enumerate(loader):
-            loss_sum += self._eval_batch(x, y, clim(i, len(x)) if clim else None)
-            n += len(x)
-        if loader.sharded and self.parallel.sharded_params:
-            # FSDP gathers parameters in every forward, so every rank makes as many calls: a rank
-            # with one batch fewer makes its last one on an empty batch, and counts nothing.
-            for _ in range(loader.sampler.most - len(loader)):
-                self._eval_batch(x[:0], y[:0])
-        if loader.sharded:  # each rank saw its share: the loss is summed here, torchmetrics syncs its own
-            loss_sum, n = distributed.sum_(torch.stack([loss_sum, torch.tensor(float(n), device=self.device)]), dist)
-        result = {"loss": (loss_sum / max(n, 1)).item()}
-        if not self.uses_loss_protocol:
-            result.update({k: v.item() for k, v in self.metrics.compute().items()})
-        return result
-
-    def _split_of(self, loader) -> str | None:
-        return next((s for s in ("val", "test", "train") if getattr(self, f"{s}_loader", None) is loader), None)
-
-    def _eval_batch(self, x, y, clim: torch.Tensor | None = None) -> torch.Tensor:
-        """The summed loss over one batch; the task's metrics take the batch too (and `clim`,
-        its climatology, for the anomaly correlation)."""
-        x, y = self.to_device(x), self.to_device(y)
-        with self.autocast():
-            if self.uses_loss_protocol:
-                loss, _ = self.tested_model.loss((x, y))
-            else:
-                out = self.parallel.eval_module(x) if self.ema is None else self.ema.module(x)
-                loss = self.loss_fn(out, y)
-                if len(x):
-                    if clim is None:
-                        self.metrics.update(out.float(), y)
-                    else:
-                        self.metrics.update(out.float(), y, climatology=clim.to(self.device))
-        return loss.float() * len(x)
-
-    @property
-    def tested_model(self) -> nn.Module:
-        """The weights validation, best.pt and the test use: the moving average under trainer.ema."""
-        return self.ema.module if self.ema is not None else self.model
-
-    def to_device(self, t: torch.Tensor) -> torch.Tensor:
-        if t.device != self.device:
-            t = t.to(self.device, non_blocking=True)
-        if self.channels_last and t.ndim == 4:
-            t = t.contiguous(memory_format=torch.channels_last)
-        return t
+        """Mean loss and the task's metrics over one of this trainer's loaders."""
+        split = next((s for s in ("val", "test", "train") if getattr(self, f"{s}_loader", None) is loader), None)
+        return self.evaluator.evaluate(loader, split)
 
     # -- the end of training ----------------------------------------------------------------------
     def _finish(self) -> dict[str, float]:
@@ -390,65 +320,33 @@ class Trainer:
         if self.ema is not None:  # the run returns, saves and exports the weights it tested
             self.model.load_state_dict(self.ema.module.state_dict())
         if self.test_loader is not None:
-            final.update({f"test/{k}": v for k, v in self.evaluate(self.test_loader).items()})
+            final.update({f"test/{k}": v for k, v in self.evaluator.evaluate(self.test_loader, "test").items()})
         if self.val_loader is not None:
-            final.update({f"val/{k}": v for k, v in self.evaluate(self.val_loader).items()})
+            final.update({f"val/{k}": v for k, v in self.evaluator.evaluate(self.val_loader, "val").items()})
         self.wall_time = time.perf_counter() - self._start
         return final
 
     def close(self) -> None:
         self.parallel.close()
 
-    # -- state --------------------------------------------------------------------------------------
-    def state_dict(self, weights: bool = True, tested: bool = False) -> dict:
-        """Everything needed to continue exactly: weights, optimizer, schedules, scaler, every RNG,
-        the position in the data (epoch, batch), the partial logging interval and the number of
-        metric records written, with the config and DataSpec it was trained with. `weights=False`
-        leaves out the model and optimizer, which sharded checkpoints keep in their own files.
-        `tested` (best.pt): "model" holds the weights validation used, the average under trainer.ema;
-        step checkpoints hold the training weights there and the average under "ema"."""
-        model = self.tested_model if tested else self.model
-        return {
-            **({"model": model.state_dict(), "optimizer": self.optimizer.state_dict()} if weights else {}),
-            **({"ema": self.ema.state_dict()} if weights and self.ema is not None else {}),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "warmup": self.warmup.state_dict() if self.warmup is not None else None,
-            "scaler": self.scaler.state_dict(),
-            "state": asdict(self.state),
-            "total_steps": self.total_steps,
-            "rng": checkpoint.rng_state(),
-            "threads": self.threads.threads,  # a deterministic run resumes with the same count
-            "interval": self.meter.state_dict(),
-            "records": self.run.records if self.run else 0,
-            "config": asdict(self.cfg),
-            "spec": self.spec.to_dict(),
-        }
+    # -- the parts the evaluator and the checkpointer hold, as callers name them ----------------
+    state = property(lambda self: self.checkpointer.state)
+    optimizer = property(lambda self: self.checkpointer.optimizer)
+    ema = property(lambda self: self.checkpointer.ema)  # trainer.ema: the averaged weights validation and the test use
+    total_steps = property(lambda self: self.checkpointer.total_steps)
+    tested_model = property(lambda self: self.evaluator.model)  # validation's, best.pt's and the test's weights
+    spec = property(lambda self: self.evaluator.spec)
+    device = property(lambda self: self.evaluator.device)
+    precision = property(lambda self: self.evaluator.precision)
+    autocast = property(lambda self: self.evaluator.autocast)
+    to_device = property(lambda self: self.evaluator.to_device)
+    loss_fn = property(lambda self: self.evaluator.loss_fn)
 
-    def load_state_dict(self, ckpt: dict) -> str | None:
-        """Continue from a checkpoint; returns a note when the schedule length changed."""
-        # Schedulers add keys to the param groups (initial_lr, max_lr, ...); a checkpoint written
-        # under another schedule lacks them, so the keys of the current schedule are kept.
-        before = [dict(g) for g in self.optimizer.param_groups]
-        if "sharded" in ckpt:  # a trainer.strategy=fsdp checkpoint directory
-            from ember.train.sharded import load_weights  # torch.distributed.checkpoint: ~1 s to import
+    @property
+    def reference(self):
+        """What the baselines predict (the train split's climatology, or the majority class)."""
+        return self.evaluator.reference
 
-            load_weights(self, Path(ckpt["sharded"]))
-        else:
-            self.model.load_state_dict(ckpt["model"])
-            self.optimizer.load_state_dict(ckpt["optimizer"])
-        if self.ema is not None and "ema" in ckpt:  # else (trainer.ema set on resume) it averages from here on
-            self.ema.load_state_dict(ckpt["ema"])
-        for group, old in zip(self.optimizer.param_groups, before):
-            for key, value in old.items():
-                group.setdefault(key, value)
-        self.scaler.load_state_dict(ckpt["scaler"])
-        self.state = TrainState(**{**ckpt["state"], "stop_reason": None})
-        if self.warmup is not None and ckpt["warmup"] is not None:
-            self.warmup.load_state_dict(ckpt["warmup"])
-        note = load_schedule(self.scheduler, ckpt["scheduler"], ckpt["total_steps"], self.total_steps, self.state.step)
-        checkpoint.set_rng_state(ckpt["rng"])
-        if thread_note := self.threads.resume(ckpt.get("threads")):
-            self.console.print(thread_note)
-        self.meter.load_state_dict(ckpt["interval"])
-        self._grad_norm = None
-        return note
+    @reference.setter
+    def reference(self, value) -> None:
+        self.evaluator.reference = value
