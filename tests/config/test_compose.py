@@ -259,3 +259,18 @@ def test_a_saved_config_with_a_key_no_schema_knows_is_one_line():
         compose_saved(saved)
     with pytest.raises(ConfigError, match=r"^unknown key 'trainer.max_epoch'; did you mean"):
         compose_saved(_saved([]), ["trainer.max_epoch=3"])
+
+
+def test_a_config_file_merges_as_its_overrides_would_set_it(tmp_path):
+    from ember.config.compose import file_overrides
+
+    f = tmp_path / "f.yaml"
+    f.write_text("model:\n  name: mlp\n  width: 48\ntrainer.max_epochs: 5\ntune:\n  space:\n    optim.lr: {type: float, low: 0.001, high: 0.1}\n")
+    cfg = compose(["optim.lr=0.5"], config_file=f)
+    assert (cfg.model.name, cfg.model.width, cfg.trainer.max_epochs, cfg.optim.lr) == ("mlp", 48, 5, 0.5)
+    assert cfg.tune.space.optim.lr.high == 0.1  # dotted keys are nested keys at any depth
+    assert OmegaConf.to_yaml(cfg) == OmegaConf.to_yaml(compose(file_overrides(f) + ["optim.lr=0.5"]))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("optim:\n  lr: abc\n")
+    with pytest.raises(ConfigError, match=r"^config file '.*bad.yaml': optim.lr='abc' has the wrong type; expected float$"):
+        compose(config_file=bad)

@@ -85,44 +85,52 @@ def _register_schemas() -> None:
 
 def compose(overrides: Iterable[str] = (), config_file: str | Path | None = None) -> DictConfig:
     """The composed config; raises ConfigError naming the bad key and the valid choices."""
-    overrides = _prepared((file_overrides(config_file) if config_file else []) + list(overrides))
-    _register_schemas()
-    parsed = _parse(overrides)
-    selections = tuple(o.input_line for o in parsed if not _is_value_override(o))
-    cfg = copy.deepcopy(_composed_groups(selections))
-    for o in parsed:
-        if _is_value_override(o):
-            _apply(o, cfg, overrides)
-    check_keys(cfg, overrides)
-    check_values(cfg)
-    return cfg
+    return _compose(None, overrides, config_file)
 
 
 def compose_saved(saved: DictConfig, overrides: Iterable[str] = (), config_file: str | Path | None = None) -> DictConfig:
     """A saved run's config (resume, eval, compress) with a config file and `key=value` overrides
-    on top: merged with OmegaConf onto the groups it selects, then checked as compose checks. Its
-    values are taken as written (ember.run.literal escaped every `${` in it): none is resolved."""
-    overrides = _prepared((file_overrides(config_file) if config_file else []) + list(overrides))
+    on top. Its values are taken as written (ember.run.literal escaped every `${` in it)."""
+    return _compose(saved, overrides, config_file)
+
+
+def _compose(saved: DictConfig | None, overrides: Iterable[str], config_file: str | Path | None) -> DictConfig:
+    """Hydra composes the group selections (the saved run's, the file's, the command line's); the
+    saved config and the file's values are merged onto that with OmegaConf, then the command
+    line's `key=value` overrides are applied; every value is checked."""
+    selections, layers = [], []
+    if saved is not None:
+        selections += [f"model={saved.model.name}", f"data={saved.data.name}"]
+        layers.append(("the saved config", saved))
+    if config_file:
+        file_selections, values = _file_parts(config_file)
+        selections += file_selections
+        layers.append((f"config file {str(config_file)!r}", values))
+    overrides = _prepared(selections + list(overrides))
     _register_schemas()
     parsed = _parse(overrides)
-    selections = (f"model={saved.model.name}", f"data={saved.data.name}")
-    selections += tuple(o.input_line for o in parsed if not _is_value_override(o))
-    cfg = copy.deepcopy(_composed_groups(selections))
-    try:
-        with contextlib.ExitStack() as stack:
-            for key in OPEN_KEYS:  # open dictionaries take the saved keys as compose's `++` does
-                stack.enter_context(open_dict(OmegaConf.select(cfg, key)))
-            cfg.merge_with(saved)
-    except (ConfigKeyError, ConfigAttributeError) as e:
-        raise ConfigError(f"the saved config: {_unknown_key_message(e.full_key, overrides)}") from None
-    except OmegaConfBaseException as e:
-        raise ConfigError(f"the saved config: {_translate(e, overrides)}") from None
+    cfg = copy.deepcopy(_composed_groups(tuple(o.input_line for o in parsed if not _is_value_override(o))))
+    for where, values in layers:
+        _merge(cfg, values, where, overrides)
     for o in parsed:
         if _is_value_override(o):
             _apply(o, cfg, overrides)
     check_keys(cfg, overrides)
     check_values(cfg)
     return cfg
+
+
+def _merge(cfg: DictConfig, values: DictConfig, where: str, overrides: list[str]) -> None:
+    """`values` merged into cfg by OmegaConf: the schema still types and limits every key."""
+    try:
+        with contextlib.ExitStack() as stack:
+            for key in OPEN_KEYS:  # open dictionaries take new keys, as compose's `++` does
+                stack.enter_context(open_dict(OmegaConf.select(cfg, key)))
+            cfg.merge_with(values)
+    except (ConfigKeyError, ConfigAttributeError) as e:
+        raise ConfigError(f"{where}: {_unknown_key_message(e.full_key, overrides)}") from None
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"{where}: {_translate(e, overrides)}") from None
 
 
 def _prepared(overrides: list[str]) -> list[str]:
@@ -324,8 +332,8 @@ def _unknown_key_message(full_key: str, overrides: list[str]) -> str:
     return f"unknown key {full_key!r}; {did_you_mean}valid keys {where}: {', '.join(valid)}"
 
 
-def file_overrides(path: str | Path) -> list[str]:
-    """A user YAML file as overrides: `model: mlp` selects an option, nested keys set values."""
+def _read_file(path: str | Path) -> dict:
+    """A user YAML file's mapping, or a one-line ConfigError saying what is wrong with the file."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist; pass the path of a YAML file to --config")
@@ -339,6 +347,30 @@ def file_overrides(path: str | Path) -> list[str]:
         raise ConfigError(f"cannot read config file {str(path)!r}: {e.strerror}") from None
     if not isinstance(content, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a mapping of keys to values")
+    return content
+
+
+def _file_parts(path: str | Path) -> tuple[list[str], DictConfig]:
+    """A user YAML file as group selections (`model: mlp`, or a saved config.yaml's `model: {name:
+    mlp, ...}`) and the values to merge (`trainer.max_epochs: 5` written out as nested keys)."""
+    selections, values = [], OmegaConf.create({})
+    for key, value in _read_file(path).items():
+        if key in GROUPS and isinstance(value, dict) and isinstance(value.get("name"), str):
+            selections.append(f"{key}={value['name']}")
+            value = {k: v for k, v in value.items() if k != "name"}
+        elif key in GROUPS and isinstance(value, str):
+            selections.append(f"{key}={value}")
+            continue
+        # Dotted keys at any depth are nested keys (`optim.lr: 0.1`, `space: {optim.lr: ...}`).
+        for dotted, leaf in flatten({key: value}).items():
+            OmegaConf.update(values, dotted, leaf, merge=True)
+    return selections, values
+
+
+def file_overrides(path: str | Path) -> list[str]:
+    """A user YAML file as overrides (what `ember tune` keeps to rerun its trials' command):
+    `model: mlp` selects an option, nested keys set values."""
+    content = _read_file(path)
     out: list[str] = []
     for key, value in content.items():
         if key in GROUPS and isinstance(value, str):
