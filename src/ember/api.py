@@ -293,8 +293,7 @@ def _baselines(trainer: Trainer, metrics: dict[str, float]) -> tuple[dict, dict 
         held_out = (("val", trainer.val_loader), ("test", trainer.test_loader))
         data = {split: loader.data for split, loader in held_out if loader is not None}
         # The model beside the baselines where they correct biases (its distribution's scores).
-        tested = trainer.parallel.eval_module if trainer.ema is None else trainer.tested_model
-        model = baselines.model_predictor(tested, trainer.spec, trainer.to_device, trainer.autocast)
+        model = baselines.model_predictor(trainer.evaluator.forward, trainer.spec)
         base, extra = baselines.score_run(trainer.reference, data, trainer.device, model)
     metrics.update(extra)  # the model's distribution beside the baselines' (bias correction)
     verdict = baselines.verdict(metrics, base, trainer.spec)

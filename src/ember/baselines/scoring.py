@@ -152,16 +152,13 @@ def batch_climatology(fitted, split: str | None, loader):
     return clim
 
 
-def model_predictor(module, spec, to_device, autocast) -> Callable[[torch.Tensor], torch.Tensor]:
+def model_predictor(forward, spec) -> Callable[[torch.Tensor], torch.Tensor]:
     """The trained model as a function of standardized inputs returning physical predictions
-    shaped as the targets: `module` the tested weights as the evaluation calls them, `to_device`
-    and `autocast` the evaluation's device and precision."""
-    module.eval()
+    shaped as the targets; `forward(x)`: its raw outputs on a batch as evaluation computes them
+    (ember.train.evaluator.Evaluator.forward: device, precision, the tested weights)."""
 
     def run(x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad(), autocast():
-            out = module(to_device(x))
-        return physical_targets(out.double().reshape(len(x), *spec.target_shape), spec)
+        return physical_targets(forward(x).double().reshape(len(x), *spec.target_shape), spec)
 
     return run
 
