@@ -211,7 +211,10 @@ def _train_and_record(
         metrics = trainer.fit(run, path / "checkpoints")
     except BaseException as e:
         if run:
-            run.record.failed(e, summary)
+            try:
+                run.record.failed(e, summary)
+            except CheckpointError:
+                pass  # the run's own error (its directory deleted, say) says more; it is raised below
             run.close()
         raise
     state = trainer.state

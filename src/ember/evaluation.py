@@ -78,7 +78,7 @@ def _baselines(evaluator: Evaluator, data, split: str) -> tuple[dict, dict]:
     model's distribution scores beside theirs where it corrects a bias."""
     model = None
     if baselines.bias_correction(evaluator.spec):
-        model = baselines.model_predictor(evaluator.module, evaluator.spec, evaluator.to_device, evaluator.autocast)
+        model = baselines.model_predictor(evaluator.forward, evaluator.spec)
     return baselines.score(data, evaluator.reference, split, evaluator.device, model)
 
 
