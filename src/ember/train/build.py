@@ -53,7 +53,7 @@ def build_trainer(
     dist = dist or Dist()
     device = _device(t, dist)
     precision = resolve_precision(t.precision, device)
-    set_torch_flags(device, t.tf32, t.deterministic)  # api restores them after the run
+    set_torch_flags(device, t.tf32, t.deterministic, keep_memory=_in_memory(splits))  # api restores them after the run
     cuda = device.type == "cuda"
     if t.cuda_graphs and not cuda:
         raise ConfigError("trainer.cuda_graphs=true needs a CUDA device; remove it or set trainer.device=cuda")
@@ -105,6 +105,11 @@ def build_trainer(
     )
 
 
+def _in_memory(splits: Splits) -> bool:
+    """Whether every split is a tensor in memory (device.keep_freed_memory: not for file reads)."""
+    return all(d is None or isinstance(d, TensorData) for d in (splits.train, splits.val, splits.test))
+
+
 def _scoring(cfg: "EmberConfig", splits: Splits, device: torch.device):
     """The baselines, fitted in one pass over the train split, and the task's metrics: the anomaly
     correlations are taken against the baselines' climatology (seasonal where the data has times:
@@ -125,7 +130,7 @@ def build_evaluator(cfg: "EmberConfig", model: nn.Module, splits: Splits) -> tup
     t, dist = cfg.trainer, Dist()
     device = _device(t, dist)
     precision = resolve_precision(t.precision, device)
-    set_torch_flags(device, t.tf32, t.deterministic)  # the caller restores them
+    set_torch_flags(device, t.tf32, t.deterministic, keep_memory=_in_memory(splits))  # the caller restores them
     channels_last = device.type == "cuda" and t.channels_last and any(isinstance(m, nn.Conv2d) for m in model.modules())
     model = model.to(device, memory_format=torch.channels_last) if channels_last else model.to(device)
     own_loss = brings_own_loss(model)
@@ -190,17 +195,17 @@ def _loaders(d: "DataCommon", seed: int, splits: Splits, device: torch.device, d
     on_device = device.type != "cpu"
     eval_batch = d.eval_batch_size or 4 * d.batch_size
 
-    def loader(data, batch_size, shuffle, evaluation=False):
+    def loader(data, batch_size, shuffle, evaluation=False, persistent=True):
         if data is None:
             return None
         if isinstance(data, TensorData) and on_device:
             data = data.to(device)
         return EpochLoader(
             data, batch_size, shuffle, seed=seed, num_workers=d.num_workers, pin_memory=device.type == "cuda",
-            fast=d.fast_path, rank=dist.rank, world=dist.world, evaluation=evaluation,
+            fast=d.fast_path, rank=dist.rank, world=dist.world, evaluation=evaluation, persistent=persistent,
         )
 
-    return loader(splits.train, d.batch_size, d.shuffle), loader(splits.val, eval_batch, False, True), loader(splits.test, eval_batch, False, True)
+    return loader(splits.train, d.batch_size, d.shuffle), loader(splits.val, eval_batch, False, True), loader(splits.test, eval_batch, False, True, persistent=False)  # read once: no workers kept
 
 
 def _monitor(t, has_val: bool, computed: list[str]) -> Monitor | None:
