@@ -125,3 +125,23 @@ def test_a_multiprocessing_child_with_loader_workers_exits():
     if alive:
         child.kill()
     assert not alive and child.exitcode == 0
+
+
+def test_stopped_workers_are_gone_and_the_next_epoch_starts_new_ones():
+    from multiprocessing import active_children
+
+    from torch.utils.data import TensorDataset
+
+    data = TensorDataset(torch.arange(40.0).reshape(20, 2), torch.arange(20.0))
+    loader = EpochLoader(data, 5, True, seed=1, num_workers=2, fast=False)
+    loader.set_epoch(0)
+    first = [x.tolist() for x, _ in loader]
+    workers = active_children()
+    assert len(workers) == 2  # persistent: kept between epochs
+    loader.stop_workers()
+    assert not any(w.is_alive() for w in workers) and not active_children()
+    loader.set_epoch(0)
+    assert [x.tolist() for x, _ in loader] == first  # new workers, the same batches
+    loader.stop_workers()
+    once = EpochLoader(data, 5, False, num_workers=2, fast=False, evaluation=True, persistent=False)
+    assert len(list(once)) == 4 and not active_children()  # a one-time loader keeps none

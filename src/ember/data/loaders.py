@@ -226,9 +226,14 @@ def _stop_workers() -> None:
     as a multiprocessing finalizer in a multiprocessing child (a `tune.jobs` worker), which ends
     through that exit hook without running atexit."""
     for loader in list(_WITH_WORKERS):
-        iterator = getattr(loader, "_iterator", None)
-        if iterator is not None:
-            iterator._shutdown_workers()
+        _shutdown(loader)
+
+
+def _shutdown(loader: DataLoader) -> None:
+    iterator = getattr(loader, "_iterator", None)
+    if iterator is not None:
+        iterator._shutdown_workers()
+        loader._iterator = None  # a later epoch starts new workers instead of resetting dead ones
 
 
 atexit.register(_stop_workers)
@@ -245,7 +250,7 @@ class EpochLoader:
     `sharded` is set: the evaluation's sums must then be combined across ranks.
     """
 
-    def __init__(self, data: Dataset | TensorData, batch_size: int, shuffle: bool, *, seed: int = 0, num_workers: int = 0, pin_memory: bool = False, fast: bool = True, rank: int = 0, world: int = 1, evaluation: bool = False):
+    def __init__(self, data: Dataset | TensorData, batch_size: int, shuffle: bool, *, seed: int = 0, num_workers: int = 0, pin_memory: bool = False, fast: bool = True, rank: int = 0, world: int = 1, evaluation: bool = False, persistent: bool = True):
         self.data = data
         lazy = getattr(data, "reads_batches", False)
         # A split of fewer batches than ranks is evaluated whole by every rank instead.
@@ -264,7 +269,7 @@ class EpochLoader:
         self.loader = None
         if not self.fast:
             self._worker_seed = torch.Generator()
-            common = dict(num_workers=num_workers, pin_memory=pin_memory, persistent_workers=num_workers > 0, generator=self._worker_seed, worker_init_fn=_ignore_group_signals if num_workers else None)
+            common = dict(num_workers=num_workers, pin_memory=pin_memory, persistent_workers=persistent and num_workers > 0, generator=self._worker_seed, worker_init_fn=_ignore_group_signals if num_workers else None)
             if lazy:  # batch_size=None: the sampler yields whole batches, the dataset reads each at once
                 self.loader = DataLoader(data, sampler=self.sampler, batch_size=None, **common)
             else:
@@ -283,6 +288,12 @@ class EpochLoader:
 
     def __len__(self) -> int:
         return len(self.sampler)
+
+    def stop_workers(self) -> None:
+        """End this loader's worker processes now (each holds its own reads and file handles);
+        iterating again starts new ones."""
+        if self.loader is not None and self.loader.num_workers:
+            _shutdown(self.loader)
 
     def __iter__(self):
         if self.loader is not None:

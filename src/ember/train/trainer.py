@@ -319,6 +319,7 @@ class Trainer:
             strategy.load_full_state_dict(self.tested_model, load_checkpoint(best)["model"])
         if self.ema is not None:  # the run returns, saves and exports the weights it tested
             self.model.load_state_dict(self.ema.module.state_dict())
+        self.train_loader.stop_workers()  # training is over: their memory goes before the test's workers start
         if self.test_loader is not None:
             final.update({f"test/{k}": v for k, v in self.evaluator.evaluate(self.test_loader, "test").items()})
         if self.val_loader is not None:
