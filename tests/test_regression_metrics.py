@@ -69,3 +69,22 @@ def test_a_masked_field_is_scored_over_the_unmasked_points_only_as_numpy_does():
         accs.append(np.sum(ww * f * o) / np.sqrt(np.sum(ww * f * f) * np.sum(ww * o * o)))
     assert out["acc"] == pytest.approx(np.mean(accs), rel=1e-5)
     assert all(np.isfinite(v) for v in out.values())
+
+
+def test_a_large_batch_is_summed_in_slices_with_the_same_result(monkeypatch):
+    import ember.regression_metrics as rm
+
+    spec = DataSpec(input_shape=(2, 4, 6), task="regression", target_shape=(2, 4, 6), lat=[-60.0, -20.0, 20.0, 60.0])
+    gen = torch.Generator().manual_seed(0)
+    pred, true = torch.randn(9, 2, 4, 6, generator=gen), torch.randn(9, 2, 4, 6, generator=gen)
+    true[:, 0, 0, 0] = float("nan")
+    clim = torch.randn(9, 2, 4, 6, generator=gen).double()
+    whole = RegressionMetrics(spec, climatology=torch.zeros(2, 4, 6))
+    whole.update(pred, true, climatology=clim)
+    monkeypatch.setattr(rm, "CHUNK_BYTES", 8 * 48 * 2)  # two rows a slice: five slices, the last of one
+    sliced = RegressionMetrics(spec, climatology=torch.zeros(2, 4, 6))
+    sliced.update(pred, true, climatology=clim)
+    a, b = whole.compute(), sliced.compute()
+    assert sorted(a) == sorted(b) and "acc/0" in a and "wrmse/1" in a
+    for k in a:
+        assert torch.allclose(a[k], b[k], rtol=1e-12), k

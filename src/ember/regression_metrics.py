@@ -29,6 +29,7 @@ from torchmetrics import Metric
 
 from ember.data.spec import DataSpec
 
+CHUNK_BYTES = 2**24
 STATES = ("n", "se", "ae", "err", "y", "yy", "wse", "w", "acc", "acc_n")
 
 
@@ -78,6 +79,14 @@ class RegressionMetrics(Metric):
         """Sum one batch; `standardized=False` for values already in physical units (baselines);
         `climatology`: the batch's own reference of the anomaly correlation, one per sample (the
         seasonal climatology at each sample's valid time), in place of the fixed one."""
+        # A batch of global fields in float64, times the few temporaries below, is gigabytes:
+        # summed in slices of rows that keep each temporary near CHUNK_BYTES.
+        rows = max(1, CHUNK_BYTES // (8 * max(1, output[:1].numel())))
+        for lo in range(0, len(output), rows):
+            clim = None if climatology is None else climatology[lo : lo + rows]
+            self._update(output[lo : lo + rows], target[lo : lo + rows], standardized, clim)
+
+    def _update(self, output: torch.Tensor, target: torch.Tensor, standardized: bool, climatology: torch.Tensor | None) -> None:
         if standardized:
             pred, true = self.physical(output), self.physical(target)
         else:

@@ -116,3 +116,20 @@ def test_a_gridded_report_renders_north_up_with_axes(tmp_path, screenshots):
     assert png_size(shown.screenshot)[0] == 1100
     phone = render(path, 390, 800)
     assert phone.errors == 0 and phone.body.get("overflow") == "0", phone.body  # the panels fit a phone
+
+
+def test_a_split_of_large_fields_keeps_few_outputs_but_maps_every_sample(monkeypatch):
+    import torch
+
+    from ember.data.loaders import TensorData
+    from ember.data.spec import DataSpec
+
+    n, shape = 10, (1, 4, 5)
+    spec = DataSpec(input_shape=shape, task="regression", target_shape=shape, lat=[-30.0, -10.0, 10.0, 30.0], lon=[0.0, 72.0, 144.0, 216.0, 288.0])
+    y = torch.arange(float(n)).reshape(n, 1, 1, 1).expand(n, *shape).contiguous()  # sample i is i everywhere
+    monkeypatch.setattr(evaluate, "KEPT_VALUES", 3 * 20)  # three samples' values
+    monkeypatch.setattr(evaluate, "BATCH_VALUES", 4 * 20)  # batches of four
+    ev = evaluate.evaluate(torch.nn.Identity(), TensorData(torch.zeros(n, *shape), y), spec)
+    assert ev["output"].shape == (3, *shape) and ev["target"][:, 0, 0, 0].tolist() == [0, 1, 2] and ev["truncated"]
+    bias = ev["grid"]["model"]["bias"]  # over all ten samples: 0 - mean(0..9)
+    assert bias.shape == shape and np.allclose(bias, -4.5)

@@ -20,8 +20,14 @@ TABLE_BYTES = 2**28  # largest seasonal table (sums) kept; a finer one falls bac
 QM_VALUES = 2**26  # train values per array held for quantile mapping
 
 
-def batches(data, batch_size: int = 256):
-    """(first position, x, y) of `data` in its own order, unsharded, unshuffled."""
+BATCH_BYTES = 2**24  # float64 values of one batch's inputs and targets (fitting and scoring)
+
+
+def batches(data, batch_size: int | None = None):
+    """(first position, x, y) of `data` in its own order, unsharded, unshuffled; by default as
+    many rows (up to 256) as hold BATCH_BYTES, since scoring keeps several float64 copies of a
+    batch and 256 global fields would be gigabytes."""
+    batch_size = batch_size or _rows_within(data, BATCH_BYTES)
     if isinstance(data, TensorData):
         for lo in range(0, len(data), batch_size):
             yield lo, data.x[lo : lo + batch_size], data.y[lo : lo + batch_size]
@@ -36,6 +42,15 @@ def batches(data, batch_size: int = 256):
         for x, y in DataLoader(data, batch_size=batch_size):
             yield lo, torch.as_tensor(x), torch.as_tensor(y)
             lo += len(x)
+
+
+def _rows_within(data, nbytes: int) -> int:
+    try:
+        x, y = (data.x[0], data.y[0]) if isinstance(data, TensorData) else data[0]
+    except (TypeError, KeyError, IndexError, NotImplementedError):  # empty, or an iterable user Dataset
+        return 256
+    per_row = 8 * (torch.as_tensor(x).numel() + torch.as_tensor(y).numel())
+    return int(max(1, min(256, nbytes // max(1, per_row))))
 
 
 def majority(splits) -> int | None:

@@ -16,6 +16,10 @@ from ember.report.fields import field_panel, png_data_uri
 from ember.units import physical_targets
 
 MAX_SAMPLES = 20000  # the report's evaluation stops here: it shows a picture, not a benchmark
+# Outputs and targets kept for the scatter, histogram and sample panels, and those of one batch:
+# counted in values, so that a split of global fields takes megabytes (the error maps are sums
+# and see every sample up to MAX_SAMPLES).
+KEPT_VALUES, BATCH_VALUES = 2**23, 2**22
 SCATTER_POINTS = 2000
 EXAMPLES = 8
 
@@ -25,9 +29,11 @@ def evaluate(model: torch.nn.Module, data, spec, batch_size: int = 512, referenc
     regression targets, also the error of the model and of each of `references` (name ->
     predictions in physical units from a batch of inputs: the baselines) per grid point."""
     device = next(iter(model.parameters()), torch.empty(0)).device
-    loader = EpochLoader(data, batch_size, shuffle=False)
+    targets_size = math.prod(spec.target_shape) if spec.target_shape else 1
+    keep = max(1, min(MAX_SAMPLES, KEPT_VALUES // max(1, targets_size)))
+    loader = EpochLoader(data, max(1, min(batch_size, BATCH_VALUES // max(1, targets_size, math.prod(spec.input_shape)))), shuffle=False)
     loader.set_epoch(0, 0)
-    outs, targets, seen = [], [], 0
+    outs, targets, seen, kept = [], [], 0, 0
     gridded = spec.task == "regression" and len(spec.target_shape) >= 2 and min(spec.target_shape[-2:]) >= 2
     grid = GridErrors() if gridded else None
     was_training = model.training
@@ -44,14 +50,16 @@ def evaluate(model: torch.nn.Module, data, spec, batch_size: int = 512, referenc
                     grid.add("model", out, y)
                     for name, predict in (references or {}).items():
                         grid.add(name, predict(x).float().cpu().reshape(y.shape), y)
-                outs.append(out)
-                targets.append(y)
+                if kept < keep:
+                    outs.append(out[: keep - kept])
+                    targets.append(y[: keep - kept])
+                    kept += len(outs[-1])
                 seen += len(y)
-                if seen >= MAX_SAMPLES:
+                if seen >= MAX_SAMPLES or (kept >= keep and grid is None):
                     break
     finally:
         model.train(was_training)
-    result = {"output": torch.cat(outs).numpy(), "target": torch.cat(targets).numpy(), "truncated": seen >= MAX_SAMPLES and seen < len(data)}
+    result = {"output": torch.cat(outs).numpy(), "target": torch.cat(targets).numpy(), "truncated": kept < len(data)}
     if grid is not None and grid.n:
         result["grid"] = grid.maps()
     return result
