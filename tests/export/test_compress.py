@@ -19,8 +19,12 @@ def test_dynamic_int8(mlp_run, tmp_path, capsys):
     assert "before" in table and "size (MB)" in table and "test/accuracy" in table
     summary = json.loads((out / "summary.json").read_text())
     assert summary["compression"]["method"] == "dynamic_int8"
-    before = json.loads((mlp_run / "summary.json").read_text())["metrics"]["test/accuracy"]
-    assert abs(summary["metrics"]["test/accuracy"] - before) < 0.05
+    trained = json.loads((mlp_run / "summary.json").read_text())["metrics"]
+    assert abs(summary["metrics"]["test/accuracy"] - trained["test/accuracy"]) < 0.05
+    # Scored by the evaluator training's test used: the same metrics, and for the float model the same values.
+    assert set(summary["metrics"]) == {k for k in trained if k.startswith("test/")}
+    row = next(line for line in table.splitlines() if "test/accuracy" in line)
+    assert f"{trained['test/accuracy']:.4g}" in row.split()
     model, _, _, _ = load_model(out)
     assert any(type(m).__module__.startswith("torch.ao.nn.quantized.dynamic") for m in model.modules())
     # Its deployable TorchScript export was written, and predict runs the int8 model.

@@ -15,6 +15,7 @@ latency at batch 1 and throughput at batch 64 (eager, this machine).
 """
 
 import copy
+import dataclasses
 import io
 import shutil
 import time
@@ -22,12 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ember.api import train_model
-from ember.config import compose_saved
-from ember.data import TensorData, build_data
+from ember.config import compose_saved, typed
+from ember.data import build_data
 from ember.errors import ConfigError
 from ember.export.bench import compare
 from ember.export.common import ExportError, load_model, quantize_dynamic_int8, quiet
@@ -37,6 +37,7 @@ from ember.options import parse_options
 from ember.ranges import AT_LEAST_1, OPEN_UNIT, Ranged
 from ember.run import RunRecord
 from ember.track.console import Console
+from ember.train.build import build_evaluator
 from ember.train.device import seed_everything
 from ember.units import Normalized, raw_inputs
 
@@ -76,22 +77,22 @@ def compress_run(run_dir: str | Path, method: str | None, *, sparsity: float = 0
     with quiet():
         splits = build_data(cfg.data)
     split = "test" if splits.test is not None else "val" if splits.val is not None else "train"
-    data = getattr(splits, split)
-    before = _profile(model, data, spec, split)
+    score = Scorer(cfg, splits, split, model)
+    before = _profile(model, score)
     if method == "dynamic_int8":
-        _write_int8_run(run_dir, out, summary, quantize_dynamic_int8(copy.deepcopy(model)), data, spec, split)
+        _write_int8_run(run_dir, out, summary, quantize_dynamic_int8(copy.deepcopy(model)), score)
     else:
         info = {"method": method, "source": str(run_dir.resolve()), "sparsity": sparsity, "finetune_epochs": epochs}
         _prune_and_finetune(model, cfg, out, sparsity, epochs, list(overrides), info)
     after_model, _, _, _ = load_model(out)
-    after = _profile(after_model, data, spec, split)
+    after = _profile(after_model, score)
     _timings(model, after_model, spec, before, after)
     _print_comparison(run_dir, out, method, before, after)
     return out
 
 
 # -- dynamic int8 --------------------------------------------------------------------------------
-def _write_int8_run(source: Path, out: Path, summary: dict, qmodel: nn.Module, data, spec, split: str) -> None:
+def _write_int8_run(source: Path, out: Path, summary: dict, qmodel: nn.Module, score: "Scorer") -> None:
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
     for name in ("config.yaml", "spec.json", "splits.json", "model.safetensors"):
         if (source / name).is_file():
@@ -99,7 +100,7 @@ def _write_int8_run(source: Path, out: Path, summary: dict, qmodel: nn.Module, d
     # The float weights: quantizing them again on loading gives exactly this model.
     which = "best.pt" if (source / "checkpoints" / "best.pt").is_file() else "last.pt"
     shutil.copy2(source / "checkpoints" / which, out / "checkpoints" / which)
-    metrics = evaluate(qmodel, data, spec, split)
+    metrics = score(qmodel)
     RunRecord(out).derived(
         {
             "run_dir": str(out),
@@ -161,31 +162,25 @@ def _sparsity(model: nn.Module) -> float:
 
 
 # -- measuring before and after ------------------------------------------------------------------
-def evaluate(model: nn.Module, data, spec, split: str = "test", batch_size: int = 512) -> dict[str, float]:
-    """Loss and accuracy (classification) or MSE and MAE (regression) on standardized data."""
-    if isinstance(data, TensorData):
-        batches = [(data.x[i : i + batch_size], data.y[i : i + batch_size]) for i in range(0, len(data), batch_size)]
-    else:
-        batches = torch.utils.data.DataLoader(data, batch_size=batch_size)
-    outs, ys = [], []
-    model.eval()
-    with torch.inference_mode():
-        for x, y in batches:
-            outs.append(model(x.float()).float().cpu())
-            ys.append(y.cpu())
-    out, y = torch.cat(outs), torch.cat(ys)
-    if spec.task == "classification":
-        logits = out.reshape(len(out), -1)
-        return {f"{split}/loss": F.cross_entropy(logits, y.long()).item(), f"{split}/accuracy": (logits.argmax(1) == y).float().mean().item()}
-    out = out.reshape(y.shape)
-    return {f"{split}/mse": F.mse_loss(out, y.float()).item(), f"{split}/mae": F.l1_loss(out, y.float()).item()}
+class Scorer:
+    """A model's loss and metrics on one split by the evaluator training's test uses (in the data's
+    units, with the run's baselines as reference), on the CPU: PyTorch's int8 kernels run there only."""
+
+    def __init__(self, cfg, splits, split: str, model: nn.Module):
+        cfg = compose_saved(cfg, ["trainer.device=cpu", "trainer.precision=fp32", "trainer.compile=false"])
+        self.evaluator, loaders = build_evaluator(typed(cfg), model, splits)
+        self.split, self.loader = split, dict(zip(("train", "val", "test"), loaders, strict=True))[split]
+
+    def __call__(self, model: nn.Module) -> dict[str, float]:
+        scored = dataclasses.replace(self.evaluator, model=model, module=model)
+        return {f"{self.split}/{k}": v for k, v in scored.evaluate(self.loader, self.split).items()}
 
 
-def _profile(model: nn.Module, data, spec, split: str) -> dict[str, Any]:
+def _profile(model: nn.Module, score: Scorer) -> dict[str, Any]:
     weights = [t for t in model.state_dict().values() if isinstance(t, torch.Tensor) and t.is_floating_point()]
     buf = io.BytesIO()
     torch.save(model.state_dict(), buf)
-    profile: dict[str, Any] = evaluate(model, data, spec, split)
+    profile: dict[str, Any] = score(model)
     qlinear = [m for m in model.modules() if type(m).__name__ == "Linear" and type(m).__module__.startswith("torch.ao.nn.quantized")]
     total = sum(t.numel() for t in weights) + sum(m.weight().numel() for m in qlinear)
     nonzero = sum(int((t != 0).sum()) for t in weights) + sum(int((m.weight().int_repr() != m.weight().q_zero_point()).sum()) for m in qlinear)
