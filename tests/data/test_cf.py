@@ -228,3 +228,19 @@ def test_train_end_to_end_on_yearly_360_day_files_with_land(tmp_path, years):
     result = fit(tmp_path, "data=gridded", f"data.path={folder}", "data.lead=1", "data.num_workers=1", "data.mask_channel=true", "model=mlp", "model.width=16", "trainer.max_epochs=1")
     assert all(np.isfinite(v) for k, v in result.metrics.items() if k.endswith(("loss", "rmse", "r2")))
     assert result.metrics["test/rmse"] > 0
+
+
+def test_netcdf4_files_are_read_by_h5netcdf_and_classic_ones_by_xarrays_choice(tmp_path):
+    """netCDF4's library caches up to 64 MiB of chunks per variable of every open file: a pass
+    over many yearly files kept gigabytes. NetCDF-4 files go to h5netcdf, whose cache is 1 MiB."""
+    from ember.data.cf import Subset, netcdf_engine, open_fields
+
+    ds = xr.Dataset({"t": (("time", "lat", "lon"), np.ones((3, 2, 2), np.float32))}, coords={"time": np.arange(3), "lat": [0.0, 1.0], "lon": [0.0, 1.0]})
+    ds.isel(time=[0, 1]).to_netcdf(tmp_path / "a.nc", engine="h5netcdf")
+    ds.isel(time=[2]).to_netcdf(tmp_path / "b.nc", engine="h5netcdf")
+    ds.isel(time=[2]).to_netcdf(tmp_path / "classic.nc", engine="scipy")
+    four, mixed = [str(tmp_path / n) for n in ("a.nc", "b.nc")], [str(tmp_path / n) for n in ("a.nc", "classic.nc")]
+    assert netcdf_engine(four) == "h5netcdf"
+    assert netcdf_engine(mixed) is None and netcdf_engine([tmp_path / "missing.nc"]) is None
+    for paths in (four, mixed):  # both read whole, whichever engine
+        assert float(open_fields(tuple(paths), Subset())["t"].sum()) == 12.0

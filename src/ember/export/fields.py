@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 import ember
+from ember.data.cf import is_zarr, netcdf_engine
 from ember.errors import ConfigError, DataError, first_line
 from ember.files import check_output, output_errors, publish, temp_path
 
@@ -41,11 +42,7 @@ def is_fields(input: str | Path) -> bool:
     if glob.has_magic(text):
         return Path(text).suffix.lower() in FIELD_SUFFIXES
     p = Path(text).expanduser()
-    return p.suffix.lower() in FIELD_SUFFIXES or (p.is_dir() and _is_zarr(p))
-
-
-def _is_zarr(p: Path) -> bool:
-    return p.suffix == ".zarr" or any((p / name).exists() for name in ("zarr.json", ".zgroup", ".zmetadata"))
+    return p.suffix.lower() in FIELD_SUFFIXES or (p.is_dir() and is_zarr(p))
 
 
 def open_fields(input: str | Path, time_dim: str = "time"):
@@ -63,8 +60,8 @@ def open_fields(input: str | Path, time_dim: str = "time"):
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*consolidated metadata", category=RuntimeWarning)
             if len(files) > 1:
-                return xr.open_mfdataset(files, combine="by_coords", data_vars="minimal", coords="minimal", compat="override", chunks={}, parallel=False)
-            engine = "zarr" if _is_zarr(Path(files[0])) else None
+                return xr.open_mfdataset(files, engine=netcdf_engine(files), combine="by_coords", data_vars="minimal", coords="minimal", compat="override", chunks={}, parallel=False)
+            engine = "zarr" if is_zarr(Path(files[0])) else netcdf_engine(files)
             return xr.open_dataset(files[0], engine=engine, chunks={})
     except Exception as e:  # noqa: BLE001 - truncated files, unknown formats, files that do not combine
         raise DataError(f"cannot open {text} with xarray ({first_line(e)}); pass NetCDF files or a Zarr store that xarray reads") from None
@@ -312,7 +309,7 @@ def _target_attrs(name: str, data: dict) -> dict:
     if not paths or not Path(paths[0]).exists():
         return {}
     try:
-        with xr.open_dataset(paths[0], engine="zarr" if _is_zarr(Path(paths[0])) else None, decode_times=False) as t:
+        with xr.open_dataset(paths[0], engine="zarr" if is_zarr(Path(paths[0])) else None, decode_times=False) as t:
             return dict(t[name].attrs) if name in t.variables else {}
     except Exception:  # noqa: BLE001 - the attributes are a courtesy; the prediction stands without them
         return {}
