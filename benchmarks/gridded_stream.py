@@ -2,15 +2,18 @@
 gridded reader against a plain xarray + DataLoader loop, side by side in one run.
 
     python benchmarks/gridded_stream.py                   # 8 GB of yearly NetCDF files (written once, reused)
-    python benchmarks/gridded_stream.py --gb 0.5 --dir /tmp/stream-small
+    python benchmarks/gridded_stream.py --gb 1 --dir /tmp/stream1 --out benchmarks/results/gridded_stream_1gb.json
+    python benchmarks/gridded_stream.py --gb 2 --dir /tmp/stream2 --out benchmarks/results/gridded_stream_2gb.json
 
 The files are what CMIP and ERA5 deliver: one file a year of daily fields (two variables, a
 noleap calendar, time bounds), read as one dataset through `data.path='DIR/*.nc'`. Both sides
 train the same small U-Net (ember's `unet`, width 4, depth 1) for one epoch, forecasting the
 fields one day ahead, with the same batch size and DataLoader workers, each in its own process
-so that its peak resident memory (RSS) is its own. Printed: samples/s of the training epoch,
-the share of it spent waiting for data, and the peak RSS beside the data's size, with the
-ratios; written to benchmarks/results/gridded_stream.json.
+so that its peak memory is its own (proportional set size of the process and its workers, so that
+pages a forked worker shares count once). Printed: samples/s of the training epoch, the share of
+it spent waiting for data, and the peak memory beside the data's size, with the ratios; written
+to benchmarks/results/gridded_stream.json. Run it at two sizes to see whether memory follows the
+data's size (it must not).
 
 The reference is what a tutorial writes: `xr.open_mfdataset` once, a Dataset whose
 `__getitem__` reads one time step of each variable, a DataLoader that shuffles samples.
@@ -117,37 +120,40 @@ def ember_epoch(files_glob: str, args, run_root: Path) -> dict:
     cmd = [sys.executable, "-m", "ember.cli", "train", "data=gridded", f"data.path={files_glob}", f"data.variables=[{','.join(VARIABLES)}]", "data.lead=1",
            f"data.batch_size={args.batch}", f"data.num_workers={args.workers}", "model=unet", "model.width=4", "model.depth=1", "trainer.max_epochs=1",
            "trainer.progress=lines", "trainer.log_every_n_steps=20", f"run.root={run_root}", "track=[]", "trainer.measure_flops=false"]
-    out, wall, rss = measured(cmd)
+    out, wall, pss = measured(cmd)
     run = max(run_root.glob("*/*/metrics.jsonl"), key=os.path.getmtime)
     records = [json.loads(line) for line in run.read_text().splitlines()]
     steps = [r for r in records if r.get("split") == "train" and "samples_per_s" in r]
     throughput = float(np.median([r["samples_per_s"] for r in steps])) if steps else float("nan")
     waits = [r["data_wait"] for r in steps]
-    return {"samples_per_s": throughput, "data_wait": float(np.mean(waits)) if waits else float("nan"), "peak_rss_gb": rss, "wall_s": wall, "log_tail": out.splitlines()[-3:]}
+    return {"samples_per_s": throughput, "data_wait": float(np.mean(waits)) if waits else float("nan"), "peak_pss_gb": pss, "wall_s": wall, "log_tail": out.splitlines()[-3:]}
 
 
 def measured(cmd: list[str]) -> tuple[str, float, float]:
-    """stdout, wall time and peak RSS in GB of `cmd` and the workers it started (sampled by RSS_WRAPPER)."""
+    """stdout, wall time and peak memory (PSS) in GB of `cmd` and the workers it started (sampled by MEMORY_WRAPPER)."""
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", RSS_WRAPPER, json.dumps(cmd)], check=False, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", MEMORY_WRAPPER, json.dumps(cmd)], check=False, capture_output=True, text=True)
     if proc.returncode != 0:
         sys.exit(f"{' '.join(cmd[:4])} failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
-    out, rss = proc.stdout.rsplit("\n@rss ", 1)
-    return out, time.perf_counter() - start, float(rss)
+    out, pss = proc.stdout.rsplit("\n@pss ", 1)
+    return out, time.perf_counter() - start, float(pss)
 
 
-# Runs the command and prints the largest RSS among it and its descendants, sampled every 0.2 s
-# from /proc (ru_maxrss would report the largest single process, not a parent with its workers).
-RSS_WRAPPER = r'''
+# Runs the command and prints the largest memory of it and its descendants together (proportional
+# set size, so pages shared across a fork count once), sampled every 0.2 s from /proc; ru_maxrss
+# would report the largest single process, not a parent with its workers.
+MEMORY_WRAPPER = r'''
 import json, os, subprocess, sys, time
 cmd = json.loads(sys.argv[1])
 p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-def tree_rss(root):
+def tree_pss(root):
     kids, total = [root], 0
     while kids:
         pid = kids.pop()
         try:
-            total += int(open(f"/proc/{pid}/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+            # PSS, not RSS: forked workers share the parent's pages, and RSS counts them in each.
+            rollup = open(f"/proc/{pid}/smaps_rollup").read().split("\n")
+            total += next(int(line.split()[1]) * 1024 for line in rollup if line.startswith("Pss:"))
             for t in os.listdir(f"/proc/{pid}/task"):
                 kids += [int(c) for c in open(f"/proc/{pid}/task/{t}/children").read().split()]
         except (FileNotFoundError, ProcessLookupError, ValueError):
@@ -157,19 +163,19 @@ import threading
 peak = [0]
 def sample():
     while p.poll() is None:
-        peak[0] = max(peak[0], tree_rss(p.pid)); time.sleep(0.2)
+        peak[0] = max(peak[0], tree_pss(p.pid)); time.sleep(0.2)
 threading.Thread(target=sample, daemon=True).start()
 out = p.stdout.read(); p.wait()
-sys.stdout.write(out + f"\n@rss {peak[0] / 1e9:.3f}")
+sys.stdout.write(out + f"\n@pss {peak[0] / 1e9:.3f}")
 sys.exit(p.returncode)
 '''
 
 
 def reference_epoch(files: list[Path], args) -> dict:
     payload = json.dumps([[str(f) for f in files], list(VARIABLES), args.batch, args.workers])
-    out, wall, rss = measured([sys.executable, "-c", REFERENCE, payload])
+    out, wall, pss = measured([sys.executable, "-c", REFERENCE, payload])
     result = json.loads(out.strip().splitlines()[-1])
-    return {"samples_per_s": result["samples"] / result["seconds"], "data_wait": result["data_wait"], "peak_rss_gb": rss, "wall_s": wall}
+    return {"samples_per_s": result["samples"] / result["seconds"], "data_wait": result["data_wait"], "peak_pss_gb": pss, "wall_s": wall}
 
 
 def main() -> None:
@@ -187,11 +193,11 @@ def main() -> None:
     print(f"{len(files)} yearly files, {size:.2f} GB on disk, grid {args.grid[0]} x {args.grid[1]}, {len(VARIABLES)} variables")
     ours = ember_epoch(str(root / "fields_*.nc"), args, root / "runs")
     theirs = reference_epoch(files, args)
-    rows = [("samples/s (train epoch)", "samples_per_s"), ("data wait share", "data_wait"), ("peak RSS (GB)", "peak_rss_gb"), ("process wall time (s)", "wall_s")]
+    rows = [("samples/s (train epoch)", "samples_per_s"), ("data wait share", "data_wait"), ("peak memory, PSS (GB)", "peak_pss_gb"), ("process wall time (s)", "wall_s")]
     print(f"{'':<26}{'xarray+DataLoader':>18}{'ember':>12}{'ratio':>9}")
     for label, key in rows:
         print(f"{label:<26}{theirs[key]:>18.3f}{ours[key]:>12.3f}{ours[key] / theirs[key]:>8.2f}x")
-    print(f"ember's peak RSS is {ours['peak_rss_gb'] / size:.2f}x the data's size ({size:.2f} GB)")
+    print(f"ember's peak memory is {ours['peak_pss_gb'] / size:.2f}x the data's size ({size:.2f} GB)")
     meta = {"python": platform.python_version(), "cpus": os.cpu_count(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
