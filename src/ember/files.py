@@ -371,9 +371,14 @@ def load_checkpoint(path: Path) -> dict:
 
 
 def model_weights(ckpt, path: Path) -> dict:
-    """The model's weights in a checkpoint (best.pt, last.pt), or a one-line CheckpointError."""
+    """The weights a run tests in a checkpoint (best.pt, last.pt), or a one-line CheckpointError.
+    Under trainer.ema they are the moving average: a step checkpoint (last.pt, read where a run
+    has no validation and so no best.pt) keeps the training weights under "model" for resume and
+    the average, which the run tested, saved and exported, under "ema" (AveragedModel's keys)."""
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
         raise damaged(path, "no model weights" if isinstance(ckpt, dict) else f"it holds a {type(ckpt).__name__}, not a checkpoint's mapping")
+    if isinstance(ckpt.get("ema"), dict):
+        return {k.removeprefix("module."): v for k, v in ckpt["ema"].items() if k.startswith("module.")}
     return ckpt["model"]
 
 

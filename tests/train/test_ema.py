@@ -85,3 +85,22 @@ def test_diffusion_averages_its_weights_by_default_and_other_models_do_not(tmp_p
 def test_an_ema_decay_of_one_is_refused():
     with pytest.raises(ConfigError, match="trainer.ema"):
         compose(["trainer.ema=1.0"])
+
+
+def test_a_run_without_validation_is_loaded_with_the_average_it_tested_and_saved(tmp_path):
+    """No validation, no best.pt: load_run (and ember eval, export, report through it) reads
+    last.pt, whose "model" is the training weights kept for resume; the run's weights are the
+    average it tested and wrote to model.safetensors."""
+    from safetensors.torch import load_file
+
+    from ember.api import train
+
+    cfg = compose(["experiment=linear_regression", "trainer.ema=0.9", "trainer.max_epochs=3", "trainer.progress=none", "track=[]", f"run.root={tmp_path}"])
+    run = train(cfg, console=Console("none")).run_dir
+    assert not (run / "checkpoints" / "best.pt").exists()
+    saved = load_file(run / "model.safetensors")
+    model, _, _ = ember.load_run(run)
+    loaded = model.state_dict()
+    assert all(torch.equal(loaded[k], saved[k]) for k in saved)
+    last = load_checkpoint(run / "checkpoints" / "last.pt")["model"]
+    assert not all(torch.equal(last[k], saved[k]) for k in saved)
