@@ -242,8 +242,9 @@ def _train_and_record(
         from ember.report import after_training
 
         # A sharded model cannot run on rank 0 alone: the report rebuilds it from the run directory.
-        model = None if trainer.parallel.sharded_params else trainer.model
-        report, artifacts = after_training(cfg, path, model, splits, trainer.reference, console.print)
+        alone = not trainer.parallel.sharded_params
+        model, evaluator = (trainer.model, trainer.evaluator) if alone else (None, None)
+        report, artifacts = after_training(cfg, path, model, evaluator, splits, console.print)
         run.close(artifacts)
     if state.stop_reason and state.stop_reason.startswith("early stopping"):
         console.print(state.stop_reason)

@@ -8,6 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import tiny_run
 from report_browser import external_references, png_size, render
 
 from ember.cli import main
@@ -73,6 +74,19 @@ def test_report_of_one_run_rebuilds_the_evaluation_from_disk(classification_runs
     assert main(["report", str(classification_runs[1]), "-o", str(out)]) == 0
     kinds = [s["type"] for s in chart_specs(out.read_text()).values()]
     assert "heatmap" in kinds and "bars" in kinds
+
+
+def test_the_reports_evaluation_is_the_final_tests(tmp_path):
+    """One evaluator: the report's RMSE is the final test's, whether the report is written by the
+    training process or rebuilt from the run directory by `ember report`; under trainer.ema both
+    score the weights' moving average, not the last weights."""
+    run = tiny_run(tmp_path, "experiment=linear_regression", "trainer.max_epochs=8", "trainer.ema=0.9")
+    tested = json.loads((run / "summary.json").read_text())["metrics"]["test/rmse"]
+    again = tmp_path / "again.html"
+    assert main(["report", str(run), "-o", str(again)]) == 0
+    for page in (run / "report.html", again):
+        shown = float(re.search(r"RMSE ([0-9.e+-]+)", page.read_text()).group(1))
+        assert shown == pytest.approx(tested, rel=1e-3), page.name
 
 
 def test_unfinished_run_with_missing_metrics_still_gets_a_page(classification_runs, tmp_path, screenshots, capsys):

@@ -13,16 +13,19 @@ import os
 from pathlib import Path
 
 from ember import baselines
+from ember.config import compose_saved, typed
 from ember.data import Splits, build_data
 from ember.errors import ConfigError, describe
 from ember.files import check_output, output_errors, write_atomic
-from ember.models import brings_own_loss
 from ember.report import evaluate, page
 from ember.report.collect import RunData, labels_for, read_run
 from ember.report.study import is_study, study_page
 from ember.run import load_run
 from ember.summary import summarize
 from ember.track.console import Console
+from ember.train.build import build_evaluator
+from ember.train.device import restored_torch_flags
+from ember.train.evaluator import Evaluator
 
 
 def model_summary(model, spec) -> dict | None:
@@ -42,17 +45,17 @@ def summary_text(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def evaluate_split(model, splits, spec, baseline: str | None = None, reference=None) -> dict | None:
-    """The model on the test split (or val where there is none): the report's evaluation; its
-    errors per grid point are mapped beside those of `baseline` (the run's best; all if None),
-    which predicts from `reference` (the climatology; computed from the splits if None)."""
-    if brings_own_loss(model):
+def evaluate_split(evaluator: Evaluator, splits, baseline: str | None = None) -> dict | None:
+    """The evaluator's model on the test split (or val where there is none): the report's
+    evaluation; its errors per grid point are mapped beside those of `baseline` (the run's best;
+    all if None), which predicts from the evaluator's reference (the baselines fitted on train)."""
+    if evaluator.own_loss:
         return None  # generative models (vae, diffusion): no predictions to compare
     split = "test" if splits.test is not None else "val" if splits.val is not None else None
     if split is None:
         return None
-    data = getattr(splits, split)
-    ev = evaluate.evaluate(model, data, spec, references=_baseline_predictors(splits, spec, baseline, reference, split))
+    data, spec = getattr(splits, split), evaluator.spec
+    ev = evaluate.evaluate(evaluator.forward, data, spec, references=_baseline_predictors(splits, spec, baseline, evaluator.reference, split))
     result = evaluate.classification(ev, spec, data) if spec.task == "classification" else evaluate.regression(ev, spec)
     return {**result, "split": split, "truncated": ev["truncated"]}
 
@@ -72,28 +75,37 @@ def _baseline_predictors(splits, spec, only: str | None = None, clim=None, split
     return {name: (lambda x, name=name: baselines.predict(name, x, spec, clim.float(), len(x))) for name in names}
 
 
-def _single(run: RunData, model=None, splits=None, spec=None, score: bool = True, reference=None) -> tuple[str, dict | None]:
+def _single(run: RunData, model=None, evaluator: Evaluator | None = None, splits=None, score: bool = True) -> tuple[str, dict | None]:
     notes, ev, summary = [], None, None
     if model is None and score and run.status == "finished":
         try:
-            model, cfg, spec = load_run(run.path)
-            splits = build_data(cfg.data)
+            model, evaluator, splits = _rebuilt(run.path)
         except Exception as e:
             notes.append(f"the best checkpoint could not be evaluated ({describe(e)})")
             model = None
     if model is not None:
-        spec = spec or splits.spec
         try:
-            ev = evaluate_split(model, splits, spec, (run.summary.get("skill") or {}).get("best"), reference) if score else None
+            ev = evaluate_split(evaluator, splits, (run.summary.get("skill") or {}).get("best")) if score and evaluator else None
         except Exception as e:
             notes.append(f"the best checkpoint could not be evaluated ({describe(e)})")
         try:
-            summary = model_summary(model, spec)
+            summary = model_summary(model, splits.spec)
         except Exception as e:
             notes.append(f"no model summary ({describe(e)})")
     elif score and run.status != "finished":
         notes.append("the best checkpoint is evaluated once the run has finished")
     return page.single(run, ev, summary, notes), summary
+
+
+def _rebuilt(path: Path) -> tuple:
+    """A finished run's best model, an evaluator of it as the run's final test built one (its
+    device, precision and fitted baselines) and its data, rebuilt from the run directory."""
+    model, cfg, spec = load_run(path)
+    cfg = compose_saved(cfg, [])
+    splits = build_data(cfg.data, stats_from=spec)
+    with restored_torch_flags():
+        evaluator, _ = build_evaluator(typed(cfg), model, splits)
+    return model, evaluator, splits
 
 
 def write_html(path: Path, text: str) -> Path:
@@ -126,24 +138,22 @@ def build_report(runs: list[str | Path], out: str | Path | None = None, evaluate
     return write_html(target, page.compare(data, links))
 
 
-def after_training(cfg, run_path: Path, model, splits: Splits, reference, warn) -> tuple[Path | None, dict]:
+def after_training(cfg, run_path: Path, model, evaluator: Evaluator | None, splits: Splits, warn) -> tuple[Path | None, dict]:
     """At the end of `ember train`: report.html from the model and data still in memory (unless
     run.report=false), and the artifacts the trackers keep: config, spec, summary, report, model
-    summary. `model`: the trained model (None where it cannot run in this process alone: the report
-    rebuilds it from the run directory); `splits`: the data it trained and was tested on;
-    `reference`: the baselines fitted on its train split. Never raises: a failure is one warning
-    line, and the run stays finished."""
+    summary. `model`: the trained model and `evaluator` the trainer's, which scored its final test
+    (None where the model cannot run in this process alone: the report rebuilds both from the run
+    directory); `splits`: the data it trained and was tested on. Never raises: a failure is one
+    warning line, and the run stays finished."""
     artifacts = {name: run_path / name for name in ("config.yaml", "spec.json", "summary.json")}
-    path, summary, spec = None, None, splits.spec
+    path, summary = None, None
     try:
         if cfg.run.get("report", True):
-            # The trainer's climatology: for file-backed data, computing it again is a pass over the files.
-            reference = reference if spec.task == "regression" else None
-            html, summary = _single(read_run(run_path), model=model, splits=splits, spec=spec, reference=reference)
+            html, summary = _single(read_run(run_path), model=model, evaluator=evaluator, splits=splits)
             path = write_html(run_path / "report.html", html)
             artifacts["report.html"] = path
         elif model is not None:
-            summary = model_summary(model, spec)
+            summary = model_summary(model, splits.spec)
     except Exception as e:
         warn(f"warning: report.html not written ({describe(e)})")
     if summary:

@@ -2,11 +2,13 @@
 and recall, the most confused examples (classification); predicted against true values, residuals
 and maps of gridded targets (regression).
 
-After `ember train` the report uses the model and data still in memory; `ember report RUN` loads
-the best checkpoint (ember.run.load_run) and rebuilds the data (ember.data.build_data).
+The model's outputs come from the run's Evaluator (ember.train.evaluator: its device, precision and
+tested weights), the same that scored the final test: after `ember train` the trainer's own;
+`ember report RUN` builds one from the best checkpoint (ember.run.load_run) and the rebuilt data.
 """
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -24,11 +26,11 @@ SCATTER_POINTS = 2000
 EXAMPLES = 8
 
 
-def evaluate(model: torch.nn.Module, data, spec, batch_size: int = 512, references: dict | None = None) -> dict:
-    """Outputs of `model` on `data` (a TensorData or Dataset), as numpy arrays. For gridded
-    regression targets, also the error of the model and of each of `references` (name ->
-    predictions in physical units from a batch of inputs: the baselines) per grid point."""
-    device = next(iter(model.parameters()), torch.empty(0)).device
+def evaluate(forward: Callable[[torch.Tensor], torch.Tensor], data, spec, batch_size: int = 512, references: dict | None = None) -> dict:
+    """Outputs of `forward` (a batch of inputs -> the model's raw outputs: Evaluator.forward) on
+    `data` (a TensorData or Dataset), as numpy arrays. For gridded regression targets, also the
+    error of the model and of each of `references` (name -> predictions in physical units from a
+    batch of inputs: the baselines) per grid point."""
     targets_size = math.prod(spec.target_shape) if spec.target_shape else 1
     keep = max(1, min(MAX_SAMPLES, KEPT_VALUES // max(1, targets_size)))
     loader = EpochLoader(data, max(1, min(batch_size, BATCH_VALUES // max(1, targets_size, math.prod(spec.input_shape)))), shuffle=False)
@@ -36,29 +38,24 @@ def evaluate(model: torch.nn.Module, data, spec, batch_size: int = 512, referenc
     outs, targets, seen, kept = [], [], 0, 0
     gridded = spec.task == "regression" and len(spec.target_shape) >= 2 and min(spec.target_shape[-2:]) >= 2
     grid = GridErrors() if gridded else None
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for x, y in loader:
-                out = model(x.to(device)).float().cpu()
-                y = y.cpu()
-                if spec.task != "classification" and out.numel() == y.numel():
-                    # Pictures in the data's units: the model trained on standardized targets.
-                    out, y = physical_targets(out.reshape(y.shape), spec), physical_targets(y, spec)
-                if grid is not None and out.shape == y.shape:
-                    grid.add("model", out, y)
-                    for name, predict in (references or {}).items():
-                        grid.add(name, predict(x).float().cpu().reshape(y.shape), y)
-                if kept < keep:
-                    outs.append(out[: keep - kept])
-                    targets.append(y[: keep - kept])
-                    kept += len(outs[-1])
-                seen += len(y)
-                if seen >= MAX_SAMPLES or (kept >= keep and grid is None):
-                    break
-    finally:
-        model.train(was_training)
+    with torch.inference_mode():
+        for x, y in loader:
+            out = forward(x).float().cpu()
+            y = y.cpu()
+            if spec.task != "classification" and out.numel() == y.numel():
+                # Pictures in the data's units: the model trained on standardized targets.
+                out, y = physical_targets(out.reshape(y.shape), spec), physical_targets(y, spec)
+            if grid is not None and out.shape == y.shape:
+                grid.add("model", out, y)
+                for name, predict in (references or {}).items():
+                    grid.add(name, predict(x).float().cpu().reshape(y.shape), y)
+            if kept < keep:
+                outs.append(out[: keep - kept])
+                targets.append(y[: keep - kept])
+                kept += len(outs[-1])
+            seen += len(y)
+            if seen >= MAX_SAMPLES or (kept >= keep and grid is None):
+                break
     result = {"output": torch.cat(outs).numpy(), "target": torch.cat(targets).numpy(), "truncated": kept < len(data)}
     if grid is not None and grid.n:
         result["grid"] = grid.maps()
