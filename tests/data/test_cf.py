@@ -244,3 +244,20 @@ def test_netcdf4_files_are_read_by_h5netcdf_and_classic_ones_by_xarrays_choice(t
     assert netcdf_engine(mixed) is None and netcdf_engine([tmp_path / "missing.nc"]) is None
     for paths in (four, mixed):  # both read whole, whichever engine
         assert float(open_fields(tuple(paths), Subset())["t"].sum()) == 12.0
+
+
+@pytest.mark.parametrize(("convention", "region", "columns", "lons"), [
+    ("0..360", "-60:60", [5, 0, 1], [-60.0, 0.0, 60.0]),  # Europe-style bounds on ERA5's 0..360
+    ("-180..180", "100:250", [5, 0, 1], [120.0, 180.0, 240.0]),  # the Pacific across -180..180's seam
+    ("-180..180", "-120:-60", [1, 2], [-120.0, -60.0]),  # no seam: a plain slice
+])
+def test_longitudes_in_either_convention_and_across_the_seam(tmp_path, convention, region, columns, lons):
+    ds = sst_dataset()
+    if convention == "-180..180":
+        ds = ds.assign_coords(longitude=LON - 180.0)
+    path = tmp_path / "sst.nc"
+    ds.to_netcdf(path)
+    splits = load(str(path), lead=1, lon=region, val_fraction=0, test_fraction=0, normalize=False, normalize_target=False)
+    assert splits.spec.lon == lons and splits.spec.input_shape == (1, 5, len(lons))
+    _, y = splits.train[[0]]
+    assert np.allclose(y[0, 0].numpy(), ds.sst.values[1][:, columns], equal_nan=True)

@@ -171,6 +171,22 @@ def test_level_channels_and_the_runs_region(tmp_path):
         np.testing.assert_allclose(out.t.values, model(x).numpy(), rtol=1e-6)
 
 
+def test_a_region_across_the_files_longitude_seam(tmp_path):
+    """A run over lon -90..45 (data.lon=-90:45) predicts a 0..315 file: the region is read as two
+    pieces, predicted as the one grid training saw and written on its continuous longitudes."""
+    rng = np.random.default_rng(0)
+    time = xr.date_range("2000-01-01", periods=6, freq="D", calendar="noleap", use_cftime=True)
+    t = rng.normal(250, 10, (6, NY, NX)).astype("float32")
+    xr.Dataset({"t": (("time", "lat", "lon"), t, {"units": "K"})}, coords={"time": time, "lat": np.linspace(-30, 30, NY), "lon": np.arange(NX) * 45.0}).to_netcdf(tmp_path / "t.nc")
+    spec = DataSpec(input_shape=(1, NY, 4), task="regression", target_shape=(1, NY, 4), input_names=["t"], target_names=["t"])
+    torch.manual_seed(0)
+    model = Deployed(nn.Conv2d(1, 1, 3, padding=1), spec).eval()
+    out = predict_fields(Predictor(model, spec, {"name": "gridded", "lon": "-90:45"}, "runs/t"), tmp_path / "t.nc", tmp_path / "p.nc", batch_size=4, chunk=2, echo=_quiet)
+    np.testing.assert_array_equal(out.lon.values, [-90.0, -45.0, 0.0, 45.0])
+    with torch.no_grad():
+        np.testing.assert_allclose(out.t.values, model(torch.from_numpy(t[:, None][..., [6, 7, 0, 1]])).numpy()[:, 0], rtol=1e-6)
+
+
 def test_curvilinear_coordinates_pass_through(predictor, tmp_path):
     """NEMO-style names: dimensions y, x and 2-D nav_lat, nav_lon come back as they were."""
     src = xr.open_dataset(write_sst(tmp_path / "new.nc", nt=4)).rename({"lat": "y", "lon": "x"})

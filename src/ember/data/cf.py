@@ -6,7 +6,8 @@
   (scale_factor, add_offset, _FillValue to NaN, times in their calendar, cftime where numpy's
   datetimes cannot hold them), and nothing here reads around it.
 - Subsets before any read: `data.time=START:END` (strings in the file's calendar, xarray's `sel`),
-  `data.lat=S:N`, `data.lon=W:E` (on 1-D coordinates, in either order of the file's axis),
+  `data.lat=S:N`, `data.lon=W:E` (on 1-D coordinates, in either order of the file's axis;
+  longitudes in either convention, 0..360 or -180..180, a region across the file's seam joined),
   `data.level=[500,850]` on the vertical axis.
 - Axes: latitude and longitude by name (lat/latitude/nav_lat/y, lon/longitude/nav_lon/x) or by
   their CF attributes (standard_name, axis, units); the vertical axis (level, plev, lev, depth,
@@ -299,10 +300,32 @@ def _select_range(ds, which: str, text: str, where: str):
     lo, hi = min(lo, hi), max(lo, hi)
     # xarray's slice follows the axis's order: a latitude running north to south needs (hi, lo).
     descending = len(values) > 1 and values[0] > values[-1]
-    out = ds.sel({dim: slice(hi, lo) if descending else slice(lo, hi)})
+    if which == "lon" and not descending:
+        out = _select_lon(ds, dim, values, lo, hi)
+    else:
+        out = ds.sel({dim: slice(hi, lo) if descending else slice(lo, hi)})
     if out.sizes[dim] == 0:
         raise DataError(f"{key}={text} holds no point of {where}, whose {dim} runs from {values.min():g} to {values.max():g}; choose a range within it")
     return out
+
+
+def _select_lon(ds, dim: str, values: np.ndarray, lo: float, hi: float):
+    """Longitudes lo..hi in either convention, on a file in the other (data.lon=-10:30 on ERA5's
+    0..360, or 170:190 on a -180..180 grid): the bounds are taken into the file's convention and a
+    range that crosses its seam is read as two pieces, joined with continuous longitudes (350 as
+    -10) so that the region is one increasing grid."""
+    import xarray as xr
+
+    east = values.size and values.max() > 180  # 0..360; else -180..180
+    lo, hi = ((v + 360 if v < 0 else v) if east else (v - 360 if v > 180 else v) for v in (lo, hi))
+    if lo <= hi:
+        return ds.sel({dim: slice(lo, hi)})
+    west, rest = ds.sel({dim: slice(lo, None)}), ds.sel({dim: slice(None, hi)})
+    if east:
+        west = west.assign_coords({dim: west[dim] - 360})
+    else:
+        rest = rest.assign_coords({dim: rest[dim] + 360})
+    return xr.concat([west, rest], dim=dim, data_vars="minimal", coords="minimal", compat="override")
 
 
 def _number(v: str, key: str, text: str) -> float:
