@@ -97,6 +97,35 @@ def test_table_run_predicts_with_its_one_hot_encoding(tmp_path):
     np.testing.assert_array_equal(predict(run_dir, new, echo=lambda s: None).values, preds.values)
 
 
+def test_a_time_series_run_predicts_every_window_of_a_table_in_time_order(tmp_path):
+    """A run on windows of a monthly series (data.window=3, data.lead=2): a table of its columns,
+    rows in any order, gives one forecast per window, named by the window's last month and equal
+    to the model on the training pipeline's windows."""
+    import pandas as pd
+
+    from ember.api import train
+    from ember.config import compose
+
+    months = pd.date_range("1870-01-01", periods=60, freq="MS")
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame({"date": months.strftime("%Y-%m-%d"), "soi": rng.normal(size=60), "nino34": np.sin(np.arange(60) / 4)})
+    path = tmp_path / "enso.csv"
+    table.sample(frac=1, random_state=0).to_csv(path, index=False)
+    args = ["data=csv", f"data.path={path}", "data.target=nino34", "data.time_column=date", "data.window=3", "data.lead=2"]
+    run_dir = train(compose([*args, "model=mlp", "trainer.max_epochs=1", "trainer.progress=none", "track=[]", f"run.root={tmp_path / 'runs'}"])).run_dir
+    preds = predict(run_dir, path, echo=lambda s: None)
+    assert preds.ids == [m.strftime("%Y-%m-%d") for m in months[2:]] and preds.values.shape == (58, 1)
+    model, cfg, _ = load_run(run_dir)
+    model.eval()
+    splits = build_data(cfg.data)
+    with torch.no_grad():
+        want = model(splits.test.x).numpy() * splits.spec.target_std[0] + splits.spec.target_mean[0]
+    np.testing.assert_allclose(preds.values[splits.indices["test"]], want, atol=1e-5)
+    table.head(2).to_csv(tmp_path / "short.csv", index=False)
+    with pytest.raises(DataError, match=r"short.csv has 2 row\(s\), fewer than one window of 3"):
+        predict(run_dir, tmp_path / "short.csv")
+
+
 def test_image_folder(tmp_path):
     from PIL import Image
 

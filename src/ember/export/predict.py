@@ -192,8 +192,9 @@ def read_inputs(input: str | Path, spec: DataSpec, data: dict) -> tuple[np.ndarr
         return _images(files, spec, data), [str(f.relative_to(path)) for f in files]
     if suffix in IMAGE_SUFFIXES:
         return _images([path], spec, data), [path.name]
+    ids = None
     if suffix in TABLE_SUFFIXES:
-        x = _table(path, spec, data)
+        x, ids = _table(path, spec, data)
     elif suffix in ARRAY_SUFFIXES:
         x = _fit_shape(_array(path, data), spec, str(path))
     else:
@@ -201,7 +202,7 @@ def read_inputs(input: str | Path, spec: DataSpec, data: dict) -> tuple[np.ndarr
     if len(x) == 0:
         raise DataError(f"{path} holds no samples (array shape {tuple(x.shape)}); pass at least one")
     _check_finite(x, path, spec, data)
-    return x, [str(i) for i in range(len(x))]
+    return x, ids or [str(i) for i in range(len(x))]
 
 
 def _check_finite(x: np.ndarray, path: Path, spec: DataSpec, data: dict) -> None:
@@ -290,12 +291,17 @@ def _images(files: list[Path], spec: DataSpec, data: dict) -> np.ndarray:
     return pixels[:, None] if channels == 1 else pixels.transpose(0, 3, 1, 2).copy()
 
 
-def _table(path: Path, spec: DataSpec, data: dict) -> np.ndarray:
+def _table(path: Path, spec: DataSpec, data: dict) -> tuple[np.ndarray, list[str] | None]:
+    """A table's samples and, for a time-series run, the id of each: one sample per row, or
+    one per window of rows."""
     try:
         import pandas as pd
     except ImportError:
         raise DataError(f"reading {path.name} needs pandas: pip install 'ember[tabular]'") from None
     df = _read_table(pd, path, data)
+    encoding = spec.encoding or {}
+    if encoding.get("window"):
+        return _series(pd, df, path, spec, data)
     if data.get("name") in ("csv", "parquet"):
         x = _table_features(pd, df, path, data, spec.encoding)
     else:
@@ -303,7 +309,30 @@ def _table(path: Path, spec: DataSpec, data: dict) -> np.ndarray:
         if text:
             raise DataError(f"{path} has non-numeric column {text[0]!r}; a table for this model holds one flattened sample of numbers per row")
         x = df.to_numpy(dtype=np.float32)
-    return _fit_shape(x, spec, str(path))
+    return _fit_shape(x, spec, str(path)), None
+
+
+def _series(pd, df, path: Path, spec: DataSpec, data: dict) -> tuple[np.ndarray, list[str]]:
+    """A time-series run's samples from a table of its columns: the rows in time order (by the
+    run's data.time_column), every `window` consecutive rows one sample laid out as training laid
+    them; each named by its last row's time (or row number), the forecast being `lead` rows after."""
+    from ember.data.series import in_order, parse_times, window_inputs
+
+    encoding = spec.encoding
+    window, column = int(encoding["window"]), encoding.get("time_column")
+    if len(df) < window:
+        raise DataError(f"{path} has {len(df)} row(s), fewer than one window of {window} (data.window of the run); pass at least {window} consecutive rows")
+    labels = [str(i) for i in range(len(df))]
+    if column:
+        if column not in df.columns:
+            raise DataError(f"{path} lacks the time column {column!r} (the run's data.time_column) that orders its rows")
+        where = f"column {column!r} of {path}"
+        times = parse_times(df[column], where, lambda i: f"data row {i + 1}")
+        order = in_order(times, where, lambda i: f"data row {i + 1}")
+        df = df.iloc[order].reset_index(drop=True)
+        labels = [t.isoformat().removesuffix("T00:00:00") for t in times[order]]
+    x = _table_features(pd, df, path, data, encoding)
+    return _fit_shape(window_inputs(x, window), spec, str(path)), labels[window - 1 :]
 
 
 def _read_table(pd, path: Path, data: dict):
