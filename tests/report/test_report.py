@@ -8,6 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 from conftest import tiny_run
 from report_browser import external_references, png_size, render
 
@@ -74,6 +75,18 @@ def test_report_of_one_run_rebuilds_the_evaluation_from_disk(classification_runs
     assert main(["report", str(classification_runs[1]), "-o", str(out)]) == 0
     kinds = [s["type"] for s in chart_specs(out.read_text()).values()]
     assert "heatmap" in kinds and "bars" in kinds
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a machine with CUDA runs the trained device")
+def test_a_gpu_runs_report_is_evaluated_on_a_machine_without_one(classification_runs, tmp_path):
+    run = tmp_path / "exp" / "gpu"
+    shutil.copytree(classification_runs[0], run)
+    config = run / "config.yaml"
+    assert "  device: auto\n" in config.read_text()
+    config.write_text(config.read_text().replace("  device: auto\n", "  device: cuda\n"))
+    out = tmp_path / "gpu.html"
+    assert main(["report", str(run), "-o", str(out)]) == 0
+    assert "could not be evaluated" not in out.read_text() and "heatmap" in [s["type"] for s in chart_specs(out.read_text()).values()]
 
 
 def test_the_reports_evaluation_is_the_final_tests(tmp_path):

@@ -104,7 +104,10 @@ def _rebuilt(path: Path) -> tuple:
     cfg = compose_saved(cfg, [])
     splits = build_data(cfg.data, stats_from=spec)
     with restored_torch_flags():
-        evaluator, _ = build_evaluator(typed(cfg), model, splits)
+        try:
+            evaluator, _ = build_evaluator(typed(cfg), model, splits)
+        except ConfigError:  # a device this machine lacks (a GPU run reported on a laptop): what is here
+            evaluator, _ = build_evaluator(typed(compose_saved(cfg, ["trainer.device=auto", "trainer.precision=auto"])), model, splits)
     return model, evaluator, splits
 
 
