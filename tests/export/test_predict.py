@@ -124,6 +124,9 @@ def test_a_time_series_run_predicts_every_window_of_a_table_in_time_order(tmp_pa
     table.head(2).to_csv(tmp_path / "short.csv", index=False)
     with pytest.raises(DataError, match=r"short.csv has 2 row\(s\), fewer than one window of 3"):
         predict(run_dir, tmp_path / "short.csv")
+    pd.concat([table.head(4), table.head(1)]).to_csv(tmp_path / "twice.csv", index=False)
+    with pytest.raises(DataError, match=r"holds the time 1870-01-01 00:00:00 twice \(again in data row 5 \(line 6 of a CSV\)\)"):
+        predict(run_dir, tmp_path / "twice.csv")
 
 
 def test_image_folder(tmp_path):

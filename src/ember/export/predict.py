@@ -299,8 +299,7 @@ def _table(path: Path, spec: DataSpec, data: dict) -> tuple[np.ndarray, list[str
     except ImportError:
         raise DataError(f"reading {path.name} needs pandas: pip install 'ember[tabular]'") from None
     df = _read_table(pd, path, data)
-    encoding = spec.encoding or {}
-    if encoding.get("window"):
+    if (spec.encoding or {}).get("window"):
         return _series(pd, df, path, spec, data)
     if data.get("name") in ("csv", "parquet"):
         x = _table_features(pd, df, path, data, spec.encoding)
@@ -316,7 +315,9 @@ def _series(pd, df, path: Path, spec: DataSpec, data: dict) -> tuple[np.ndarray,
     """A time-series run's samples from a table of its columns: the rows in time order (by the
     run's data.time_column), every `window` consecutive rows one sample laid out as training laid
     them; each named by its last row's time (or row number), the forecast being `lead` rows after."""
+    from ember.data.periods import stamp
     from ember.data.series import in_order, parse_times, window_inputs
+    from ember.data.tabular import _row
 
     encoding = spec.encoding
     window, column = int(encoding["window"]), encoding.get("time_column")
@@ -327,10 +328,10 @@ def _series(pd, df, path: Path, spec: DataSpec, data: dict) -> tuple[np.ndarray,
         if column not in df.columns:
             raise DataError(f"{path} lacks the time column {column!r} (the run's data.time_column) that orders its rows")
         where = f"column {column!r} of {path}"
-        times = parse_times(df[column], where, lambda i: f"data row {i + 1}")
-        order = in_order(times, where, lambda i: f"data row {i + 1}")
+        times = parse_times(df[column], where, _row)
+        order = in_order(times, where, _row)
         df = df.iloc[order].reset_index(drop=True)
-        labels = [t.isoformat().removesuffix("T00:00:00") for t in times[order]]
+        labels = [stamp(t) for t in times[order]]
     x = _table_features(pd, df, path, data, encoding)
     return _fit_shape(window_inputs(x, window), spec, str(path)), labels[window - 1 :]
 
