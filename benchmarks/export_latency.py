@@ -25,7 +25,7 @@ import torch
 
 from ember.export.bench import compare
 from ember.export.common import load_model
-from ember.units import Normalized, raw_inputs
+from ember.scoring.units import Normalized, raw_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = {

@@ -24,7 +24,7 @@ import torch
 from ember.config import compose, typed
 from ember.data import build_data
 from ember.models import builder_kwargs, create_model
-from ember.run import RunDir
+from ember.rundir.directory import RunDir
 from ember.track.console import Console
 from ember.train.build import build_trainer
 from ember.train.device import seed_everything

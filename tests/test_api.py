@@ -165,8 +165,8 @@ def test_an_fno_trained_on_one_grid_is_evaluated_on_a_finer_one(tmp_path):
     overrides = ["model=fno", "model.width=8", "model.modes=6", "model.depth=2", "data=burgers", "data.num_samples=100", "data.resolution=32", "trainer.max_epochs=8"]
     cfg = compose([*overrides, "trainer.progress=none", "trainer.tensorboard=false", f"run.root={tmp_path}"])
     result = ember.api.train(cfg, console=Console("none"))
-    coarse = ember.api.evaluate_run(result.run_dir, [], console=Console("none"))
-    fine = ember.api.evaluate_run(result.run_dir, ["data.resolution=128"], console=Console("none"))
+    coarse = ember.evaluate_run(result.run_dir, [], console=Console("none"))
+    fine = ember.evaluate_run(result.run_dir, ["data.resolution=128"], console=Console("none"))
     assert coarse["test/relative_l2"] == pytest.approx(result.metrics["test/relative_l2"], rel=1e-4)
     # Other samples (the generator draws per resolution), the same operator: errors of one size.
     assert 0 < fine["test/relative_l2"] < 2 * coarse["test/relative_l2"] + 0.05, (coarse, fine)

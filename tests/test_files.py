@@ -13,7 +13,18 @@ import pytest
 import torch
 
 from ember.errors import OutputError, RunBusyError
-from ember.files import check_output, lock_dir, output_errors, png_bytes, remove_stale_temps, run_folder, save_checkpoint, temp_path, unlock_dir, write_atomic
+from ember.files import (
+    check_output,
+    lock_dir,
+    output_errors,
+    png_bytes,
+    remove_stale_temps,
+    run_folder,
+    save_checkpoint,
+    temp_path,
+    unlock_dir,
+    write_atomic,
+)
 
 
 def dead_pid() -> int:

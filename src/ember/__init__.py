@@ -9,8 +9,8 @@ from ember.errors import EmberError  # noqa: E402
 _API = {
     "fit": "ember.api",
     "train_config": "ember.api",
-    "load_run": "ember.run",
-    "evaluate_run": "ember.evaluation",
+    "load_run": "ember.rundir.loading",
+    "evaluate_run": "ember.inspection.evaluation",
     "predict": "ember.export.predict",
     "Result": "ember.api",
     "load_data": "ember.api",

@@ -15,16 +15,15 @@ from torch import nn
 from torch.utils.data import Dataset
 
 import ember
-from ember import baselines
 from ember.config import compose, compose_saved, override_value, typed
 from ember.config.schema import DataCommon
 from ember.data import Splits, TensorData, build_data
 from ember.data.spec import DataSpec
 from ember.errors import CheckpointError, ConfigError, DataError, Preempted
-from ember.evaluation import evaluate_run  # noqa: F401 (ember.api.evaluate_run, its first home)
 from ember.models import count_parameters, create_model
 from ember.models.residual import Residual
-from ember.run import LoadedRun, RunDir, default_run_name, load_run, resume_run_dir  # noqa: F401 (re-exported)
+from ember.rundir.directory import RunDir, resume_run_dir
+from ember.scoring import baselines
 from ember.track import flatten
 from ember.track.console import Console
 from ember.train import distributed, strategy
@@ -49,7 +48,7 @@ class Result:
 
     def _repr_html_(self) -> str:
         """In a notebook: the metrics table and the loss curves, not the dataclass's fields."""
-        from ember.notebook import run_html
+        from ember.rundir.notebook import run_html
 
         when = f"best epoch {self.best_epoch}" if self.best_epoch else f"{self.summary.get('epochs', '?')} epochs"
         return run_html(f"{type(self.model).__name__}: {when}", self.metrics, self.run_dir)

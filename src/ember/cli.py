@@ -121,7 +121,7 @@ def _main(argv: list[str] | None) -> int:
 
 def _profile(args) -> int:
     from ember.config import compose
-    from ember.profile import profile_run
+    from ember.inspection.profile import profile_run
     from ember.ranges import AT_LEAST_1, NON_NEGATIVE, check_value
     from ember.track.console import Console
 
@@ -157,7 +157,7 @@ def _config(args) -> int:
 
 def _eval(args) -> int:
     from ember.config.compose import file_overrides
-    from ember.evaluation import evaluate_run
+    from ember.inspection.evaluation import evaluate_run
     from ember.options import parse_options
 
     # The command's own options as every command's (ember.options); the rest are config overrides.
@@ -194,13 +194,13 @@ def _models(args) -> int:
 
 
 def _summary(args) -> int:
-    from ember.summary import summary_command
+    from ember.inspection.model_summary import summary_command
 
     return summary_command(args.overrides, args.config)
 
 
 def _graph(args) -> int:
-    from ember.graph import graph_command
+    from ember.inspection.graph import graph_command
 
     return graph_command(args.overrides, args.config)
 
@@ -212,7 +212,7 @@ def _tune(args) -> int:
 
 
 def _sample(args) -> int:
-    from ember.sample import sample_command
+    from ember.inspection.sample import sample_command
 
     return sample_command(args.overrides)
 

@@ -226,7 +226,7 @@ def test_deletions_sweeps_and_packages_are_one_line_errors(overrides, message):
 
 def _saved(overrides):
     """A run's config.yaml as RunDir.config() reads it back: resolved, every `${` kept literal."""
-    from ember.run import literal
+    from ember.rundir.directory import literal
 
     return OmegaConf.create(literal(OmegaConf.to_container(compose(overrides), resolve=True)))
 
@@ -245,7 +245,7 @@ def test_a_saved_config_keeps_text_that_looks_like_an_interpolation(tmp_path):
     from ember.config import compose_saved
 
     saved = _saved([])
-    saved.run.name = "a\\${oc.env:HOME}"  # what ember.run.literal makes of a saved "a${oc.env:HOME}"
+    saved.run.name = "a\\${oc.env:HOME}"  # what ember.rundir.directory.literal makes of a saved "a${oc.env:HOME}"
     cfg = compose_saved(saved, [f"run.root={tmp_path}"])
     assert typed(cfg).run.name == "a${oc.env:HOME}"
 

@@ -9,8 +9,8 @@ import torch
 from data_support import cli_error, cli_train, fit, run_dirs
 
 from ember import load_data
-from ember.api import evaluate_run
 from ember.errors import ConfigError, DataError
+from ember.inspection.evaluation import evaluate_run
 from ember.track.console import Console
 
 
@@ -251,7 +251,7 @@ def test_a_time_series_table_gives_windows_of_the_past_and_the_target_lead_steps
 
 
 def test_persistence_in_physical_units_from_standardized_windows(enso):
-    from ember.units import physical_targets, raw_inputs
+    from ember.scoring.units import physical_targets, raw_inputs
 
     s = load_data("csv", path=str(enso), target="nino34", time_column="date", window=3, lead=2)
     last = raw_inputs(s.test.x.double(), s.spec)[:, s.spec.identity_channels]

@@ -81,8 +81,8 @@ def write_cases(run_dir: Path, name: str, data: Path) -> None:
     """<name>.ts and <name>.aoti.pt2, and per batch size the input and the eager model's output."""
     from ember.export.common import held_out_batch
     from ember.export.export import export_run
-    from ember.run import load_run
-    from ember.units import Normalized
+    from ember.rundir.loading import load_run
+    from ember.scoring.units import Normalized
 
     quiet = lambda s: None
     for fmt, suffix in (("torchscript", "ts"), ("aoti", "aoti.pt2")):

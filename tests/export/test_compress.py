@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from ember.api import load_run
 from ember.errors import ConfigError
 from ember.export.common import load_model
 from ember.export.compress import compress_run, magnitude_masks
 from ember.export.predict import predict
+from ember.rundir.loading import load_run
 
 
 def test_dynamic_int8(mlp_run, tmp_path, capsys):

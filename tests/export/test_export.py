@@ -6,12 +6,12 @@ import pytest
 import torch
 from torch import nn
 
-from ember.api import load_run
 from ember.cli import main
 from ember.data.spec import DataSpec
 from ember.export import ExportError, Normalized
 from ember.export.common import held_out_batch
 from ember.export.export import RUNNERS, export_model, export_run, load_artifact
+from ember.rundir.loading import load_run
 
 
 def _quiet(_):

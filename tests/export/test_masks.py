@@ -47,7 +47,7 @@ def test_nan_inputs_are_the_standardized_mean_and_masked_outputs_nan():
 
 
 def test_without_masks_it_is_the_plain_normalized_model():
-    from ember.units import Normalized
+    from ember.scoring.units import Normalized
 
     spec = DataSpec(input_shape=(2, *GRID), task="regression", target_shape=(1, *GRID), mean=[280.0, 5.0], std=[10.0, 2.0])
     model, x = _model().eval(), torch.randn(3, 2, *GRID)

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from ember.api import load_run
 from ember.cli import main
 from ember.data import build_data
 from ember.errors import DataError
 from ember.export.common import held_out_batch
 from ember.export.predict import predict
+from ember.rundir.loading import load_run
 
 
 def _rows(path):

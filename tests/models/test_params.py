@@ -5,8 +5,8 @@ import torch
 from torch import nn
 
 from ember.data.spec import DataSpec
+from ember.inspection.model_summary import summarize
 from ember.models import count_parameters, real_numel
-from ember.summary import summarize
 
 
 class Spectral(nn.Module):

@@ -2,7 +2,7 @@
 
 A run that logs, is killed after its checkpoint at step 4 having logged steps 6 and 8, and is resumed
 from that checkpoint, drives metrics.jsonl and every tracker of ember.track.TRACKERS (MLflow into a
-SQLite store, W&B offline) the way ember.run.RunDir does. Each tracker must then hold exactly the
+SQLite store, W&B offline) the way ember.rundir.directory.RunDir does. Each tracker must then hold exactly the
 metrics and steps of metrics.jsonl, before the resume and after it (no step twice, no value of the
 killed attempt's steps left), and close cleanly: no warning, files closed, runs marked as ended.
 No training runs here: the records are given.

@@ -67,7 +67,7 @@ def test_an_unreadable_trainer_state_falls_back_to_the_previous_checkpoint(tmp_p
 
 
 def test_every_run_directory_reader_gets_the_whole_model(tmp_path):
-    from ember.api import load_run
+    from ember.rundir.loading import load_run
 
     _train(*ARGS, "trainer.max_steps=5", f"run.dir={tmp_path / 'r'}", cwd=tmp_path)
     model, _, _ = load_run(tmp_path / "r", "last")

@@ -90,7 +90,7 @@ def compose(overrides: Iterable[str] = (), config_file: str | Path | None = None
 
 def compose_saved(saved: DictConfig, overrides: Iterable[str] = (), config_file: str | Path | None = None) -> DictConfig:
     """A saved run's config (resume, eval, compress) with a config file and `key=value` overrides
-    on top. Its values are taken as written (ember.run.literal escaped every `${` in it)."""
+    on top. Its values are taken as written (ember.rundir.directory.literal escaped every `${` in it)."""
     return _compose(saved, overrides, config_file)
 
 

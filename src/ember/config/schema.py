@@ -166,7 +166,7 @@ class TuneConfig:
 
 @dataclass(kw_only=True)
 class BaselinesConfig:
-    """The references every run is scored beside (ember.baselines)."""
+    """The references every run is scored beside (ember.scoring.baselines)."""
 
     qdm: bool = False  # bias correction: also quantile delta mapping, the trend-preserving variant of quantile mapping
 

@@ -10,7 +10,7 @@ share (the model behind its normalization, held-out samples, options).
 """
 
 from ember.export.common import ExportError
-from ember.units import Normalized
+from ember.scoring.units import Normalized
 
 
 def __getattr__(name: str):

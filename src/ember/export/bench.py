@@ -27,8 +27,8 @@ from ember.files import check_output, output_errors, write_atomic
 from ember.models import builder_kwargs, create_model
 from ember.options import parse_options
 from ember.ranges import AT_LEAST_1, NON_NEGATIVE, POSITIVE, Ranged
+from ember.scoring.units import Normalized, raw_inputs
 from ember.train.flops import cpu_name
-from ember.units import Normalized, raw_inputs
 
 BACKENDS = ("eager", "compile", "torchscript", "onnxruntime", "aoti")
 # aoti compiles for tens of seconds, so it runs when asked for by name (backends=eager,aoti).

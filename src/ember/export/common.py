@@ -21,8 +21,9 @@ from ember.data import TensorData, build_data
 from ember.data.spec import DataSpec
 from ember.errors import ConfigError, EmberError
 from ember.files import pid_alive
-from ember.run import RunDir, load_run
-from ember.units import Normalized, raw_inputs
+from ember.rundir.directory import RunDir
+from ember.rundir.loading import load_run
+from ember.scoring.units import Normalized, raw_inputs
 
 
 class ExportError(EmberError):

@@ -35,11 +35,11 @@ from ember.export.export import export_run
 from ember.files import check_output
 from ember.options import parse_options
 from ember.ranges import AT_LEAST_1, OPEN_UNIT, Ranged
-from ember.run import RunRecord
+from ember.rundir.record import RunRecord
+from ember.scoring.units import Normalized, raw_inputs
 from ember.track.console import Console
 from ember.train.build import build_evaluator
 from ember.train.device import seed_everything
-from ember.units import Normalized, raw_inputs
 
 METHODS = ("dynamic_int8", "prune")
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)

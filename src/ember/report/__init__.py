@@ -12,16 +12,16 @@ import copy
 import os
 from pathlib import Path
 
-from ember import baselines
 from ember.config import compose_saved, typed
 from ember.data import Splits, build_data
 from ember.errors import ConfigError, describe
 from ember.files import check_output, output_errors, write_atomic
+from ember.inspection.model_summary import summarize
 from ember.report import evaluate, page
 from ember.report.collect import RunData, labels_for, read_run
 from ember.report.study import is_study, study_page
-from ember.run import load_run
-from ember.summary import summarize
+from ember.rundir.loading import load_run
+from ember.scoring import baselines
 from ember.track.console import Console
 from ember.train.build import build_evaluator
 from ember.train.device import restored_torch_flags
@@ -29,7 +29,7 @@ from ember.train.evaluator import Evaluator
 
 
 def model_summary(model, spec) -> dict | None:
-    """ember.summary's table of a copy of the model (its forward pass must not touch the
+    """ember.inspection.model_summary's table of a copy of the model (its forward pass must not touch the
     trained model's BatchNorm statistics)."""
     clone = copy.deepcopy(model).cpu()
     return summarize(clone, spec, depth=2, name=type(model).__name__).to_dict()

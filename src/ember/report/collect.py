@@ -16,7 +16,7 @@ import yaml
 
 from ember.errors import ConfigError, first_line
 from ember.files import pid_alive
-from ember.metrics import is_higher_better
+from ember.scoring.metrics import is_higher_better
 
 SKIP_DIRS = {"checkpoints", "tb", "wandb", "mlartifacts", "mlruns", "__pycache__"}
 
@@ -190,7 +190,7 @@ def _read_json(p: Path, run: RunData, required: tuple[str, ...] = ()) -> dict | 
 
 
 NUMBER = (int, float)
-# What summary.json holds (ember.api, ember.run) and the report reads: a key of another type (valid
+# What summary.json holds (ember.api, ember.rundir.record) and the report reads: a key of another type (valid
 # JSON, wrong types: "pid": "abc", "metrics": [1, 2]) is left out and the run marked damaged, so
 # that one bad file cannot stop `ember runs` or `ember report` for every run beside it.
 SUMMARY_TYPES: dict[str, tuple] = {

@@ -4,7 +4,7 @@ and maps of gridded targets (regression).
 
 The model's outputs come from the run's Evaluator (ember.train.evaluator: its device, precision and
 tested weights), the same that scored the final test: after `ember train` the trainer's own;
-`ember report RUN` builds one from the best checkpoint (ember.run.load_run) and the rebuilt data.
+`ember report RUN` builds one from the best checkpoint (ember.rundir.loading.load_run) and the rebuilt data.
 """
 
 import math
@@ -15,7 +15,7 @@ import torch
 
 from ember.data import EpochLoader
 from ember.report.fields import field_panel, png_data_uri
-from ember.units import physical_targets
+from ember.scoring.units import physical_targets
 
 MAX_SAMPLES = 20000  # the report's evaluation stops here: it shows a picture, not a benchmark
 # Outputs and targets kept for the scatter, histogram and sample panels, and those of one batch:

@@ -14,9 +14,9 @@ from datetime import datetime
 from pathlib import Path
 
 from ember.errors import ConfigError, first_line
-from ember.metrics import is_higher_better
 from ember.report.collect import RunData, find_runs, read_run
 from ember.report.page import _clean, duration
+from ember.scoring.metrics import is_higher_better
 
 COLUMNS = ("started", "duration", "status", "experiment", "model", "data", "run")
 

@@ -17,12 +17,12 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
-from ember import baselines
 from ember.data import Splits, TensorData
 from ember.data.loaders import EpochLoader
 from ember.errors import ConfigError
-from ember.metrics import build_metrics, is_higher_better
 from ember.models import brings_own_loss
+from ember.scoring import baselines
+from ember.scoring.metrics import build_metrics, is_higher_better
 from ember.track.console import Console
 from ember.train import distributed, strategy
 from ember.train.cadence import Every

@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ember import baselines
 from ember.data.spec import DataSpec
+from ember.scoring import baselines
 from ember.train import distributed, strategy
 from ember.train.distributed import Dist
 

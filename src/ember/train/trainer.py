@@ -20,7 +20,7 @@ from torch import nn
 
 from ember.files import load_checkpoint
 from ember.models.layers import BATCH_NORMS, running_batch_norm
-from ember.run import RunDir
+from ember.rundir.directory import RunDir
 from ember.track.console import Console
 from ember.train import checkpoint, distributed, strategy
 from ember.train.cadence import Every

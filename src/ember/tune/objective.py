@@ -16,7 +16,7 @@ from ember.api import Result, train
 from ember.config import compose
 from ember.errors import ConfigError, Preempted, describe
 from ember.files import write_atomic
-from ember.run import RunRecord
+from ember.rundir.record import RunRecord
 from ember.track.console import Console
 from ember.tune.budget import is_surplus, stored
 from ember.tune.space import Param, suggest, to_overrides

@@ -18,7 +18,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from ember.errors import ConfigError, EmberError
-from ember.run import RunRecord
+from ember.rundir.record import RunRecord
 
 try:  # Optuna >= 4.9 renamed RetryFailedTrialCallback
     from optuna.storages import RetryHeartbeatStaleTrialCallback as _Retry

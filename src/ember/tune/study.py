@@ -32,9 +32,9 @@ from optuna.trial import TrialState
 from ember.config import compose, typed
 from ember.config.compose import file_overrides
 from ember.errors import ConfigError, EmberError, Preempted
-from ember.metrics import is_higher_better
 from ember.report.study import read_study
-from ember.run import default_run_name
+from ember.rundir.directory import default_run_name
+from ember.scoring.metrics import is_higher_better
 from ember.track import flatten
 from ember.tune import report
 from ember.tune.budget import counts, stored

@@ -15,7 +15,8 @@ from ember.cli import main
 from ember.config import compose
 from ember.data.spec import DataSpec
 from ember.errors import CheckpointError, EmberError
-from ember.run import RunDir, RunRecord
+from ember.rundir.directory import RunDir
+from ember.rundir.record import RunRecord
 
 TINY = ["experiment=linear_regression", "trainer.max_epochs=3", "trainer.progress=none", "track=[]"]
 
@@ -55,7 +56,7 @@ def test_a_start_that_fails_leaves_no_run_behind(tmp_path, monkeypatch, given_di
     def no_space(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("ember.run.open_trackers", no_space)
+    monkeypatch.setattr("ember.rundir.directory.open_trackers", no_space)
     mine = tmp_path / "mine" / "notes.txt"  # run.dir may be a folder the user made, with their files
     mine.parent.mkdir()
     mine.write_text("keep")
@@ -296,15 +297,15 @@ def writes_summary_json(tree: ast.AST) -> list[str]:
     return found
 
 
-def test_no_module_but_ember_run_writes_summary_json():
+def test_no_module_but_the_run_record_writes_summary_json():
     src = Path(ember.__file__).parent
     offenders = {}
     for path in sorted(src.rglob("*.py")):
-        if path == src / "run.py":
+        if path == src / "rundir" / "record.py":
             continue
         if found := writes_summary_json(ast.parse(path.read_text())):
             offenders[str(path.relative_to(src))] = found
-    assert offenders == {}, f"summary.json is written by ember.run.RunRecord's transitions only: {offenders}"
+    assert offenders == {}, f"summary.json is written by ember.rundir.record.RunRecord's transitions only: {offenders}"
     # The check catches the way the writers wrote it before.
     before = 'def rewrite(run_dir):\n    path = run_dir / "summary.json"\n    write_atomic(path, "{}")\n'
     assert writes_summary_json(ast.parse(before)) == ["rewrite"]

@@ -1,4 +1,4 @@
-"""In a notebook a run shows as its metrics table beside its loss curves (ember.notebook)."""
+"""In a notebook a run shows as its metrics table beside its loss curves (ember.rundir.notebook)."""
 
 import torch
 from torch import nn

@@ -1,5 +1,5 @@
 """`ember eval`: a run's best checkpoint evaluated on a split beside its baselines, or a
-forecasting run rolled out with `rollout=N`. (The run itself is read back by ember.run.load_run.)"""
+forecasting run rolled out with `rollout=N`. (The run itself is read back by ember.rundir.loading.load_run.)"""
 
 import dataclasses
 from pathlib import Path
@@ -7,12 +7,13 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from torch import nn
 
-from ember import baselines, rollout
 from ember.config import compose_saved, typed
 from ember.data import Splits, build_data
 from ember.data.spec import DataSpec
 from ember.errors import ConfigError, EmberError, describe
-from ember.run import RunDir, load_run
+from ember.rundir.directory import RunDir
+from ember.rundir.loading import load_run
+from ember.scoring import baselines, rollout
 from ember.track.console import Console
 from ember.train.build import build_evaluator
 from ember.train.device import restored_torch_flags

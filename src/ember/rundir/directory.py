@@ -1,4 +1,4 @@
-"""The run directory: the one handshake between training and everything after it.
+"""The run directory's files: the one handshake between training and everything after it.
 
     <run>/config.yaml       the fully resolved config
     <run>/spec.json         the DataSpec the model was sized from
@@ -16,42 +16,33 @@ Every file written during training goes through RunDir, so a later multi-process
 rank 0 the only writer in one place. summary.json has one writer, the run's RunRecord: each change
 of a run's status is one of its transitions, checked against the status recorded. Everything after
 training (eval, export, predict, bench, compress, report, sample, tune) reads a run through this
-module: `RunDir.open` for its files, `load_run` for its model with the trained weights.
+package: `RunDir.open` for its files, `ember.rundir.loading.load_run` for its model with the trained weights.
 """
 
 import json
 import os
-import platform
 import re
 import shutil
-import socket
-import time
 from datetime import datetime
 from pathlib import Path
-from typing import ClassVar
 
 import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from safetensors.torch import save
-from torch import nn
 
-import ember
 from ember.data.spec import DataSpec
 from ember.errors import CheckpointError, ConfigError, EmberError, first_line
 from ember.files import (
     LOCK_NAME,
-    load_checkpoint,
     lock_dir,
-    model_weights,
     refuse_links,
     remove_stale_temps,
     unlock_dir,
     write_atomic,
 )
-from ember.models import builder_kwargs, create_model
-from ember.notebook import run_html
+from ember.rundir.record import RunRecord
 from ember.track import JsonlLogger, TrackContext, open_trackers
 
 
@@ -204,7 +195,7 @@ class RunDir:
 
     def write_text(self, name: str, text: str) -> None:
         if name == RunRecord.NAME:  # a bug: one writer, so every status change is a checked transition
-            raise ValueError(f"{name} is written by the transitions of RunDir.record (ember.run.RunRecord) only")
+            raise ValueError(f"{name} is written by the transitions of RunDir.record (ember.rundir.record.RunRecord) only")
         write_atomic(self.path / name, text, within=self.path)
 
     def close(self, artifacts: dict | None = None) -> None:
@@ -223,92 +214,6 @@ class RunDir:
         unlock_dir(self.path)
 
 
-class RunRecord:
-    """A run's summary.json, and the only code that writes it (atomically, inside the run
-    directory). Each change of the run's status is one transition, checked against the status the
-    file holds: a run is started (or resumed), then finished, failed, preempted or pruned; a
-    finished run may be annotated. Each returns what it wrote. The keys are those `ember runs`,
-    the report, tune and the trackers read."""
-
-    NAME = "summary.json"
-    # transition -> the statuses it may follow; None: no summary.json yet
-    FOLLOWS: ClassVar[dict[str, tuple]] = {
-        "started": (None,),
-        # a killed process left "running"; resuming a finished run tests its final weights again
-        "resumed": (None, "running", "failed", "interrupted", "preempted", "pruned", "finished"),
-        "finished": ("running",),
-        # the last three: tune restates a trial its lost worker left (and queues it again)
-        "failed": ("running", "failed", "interrupted", "preempted"),
-        "preempted": ("running",),
-        "pruned": ("running", "failed"),  # the pruner's exception ended the loop, which recorded a failure
-        "annotated": ("finished",),
-        "derived": (None,),
-    }
-
-    def __init__(self, directory: Path):
-        self.directory = Path(directory)
-        self.path = self.directory / self.NAME
-
-    def read(self) -> dict:
-        return json.loads(self.path.read_text()) if self.path.exists() else {}
-
-    def status(self) -> str | None:
-        """The recorded status; None while there is no summary.json."""
-        return self.read().get("status") if self.path.exists() else None
-
-    # -- transitions --
-    def started(self) -> dict:
-        """A new run: running, with when, who (process and host) and where (the environment)."""
-        summary = {"status": "running", "started": time.time(), **_process(), "environment": environment()}
-        return self._write("started", summary)
-
-    def resumed(self) -> dict:
-        """Training continues from a checkpoint, in this process."""
-        return self._write("resumed", {**self.read(), "status": "running", **_process()})
-
-    def finished(self, facts: dict) -> dict:
-        """Training ended and was tested: `facts` are the run's metrics, baselines and timings."""
-        return self._write("finished", {**self.read(), **facts, "status": "finished"})
-
-    def failed(self, error: BaseException | str, facts: dict | None = None) -> dict:
-        """An exception ended the run (Ctrl-C: "interrupted"); `error` a text is written as is."""
-        status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
-        text = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else error
-        return self._write("failed", {**self.read(), **(facts or {}), "status": status, "error": text})
-
-    def preempted(self, steps: int, checkpoint: Path | None, facts: dict | None = None) -> dict:
-        """A stop signal ended training after `steps` steps; `checkpoint` continues it."""
-        summary = {**self.read(), **(facts or {}), "status": "preempted", "steps": steps, "checkpoint": str(checkpoint)}
-        return self._write("preempted", summary)
-
-    def pruned(self, reason: str, validations: int) -> dict:
-        """A tuner stopped the trial early: not a failure, so the loop's error is dropped."""
-        summary = self.read()
-        summary.pop("error", None)
-        return self._write("pruned", {**summary, "status": "pruned", "pruned": reason, "validations": validations})
-
-    def annotated(self, key: str, value) -> dict:
-        """One more fact about a recorded run (ember compress: how the model was compressed)."""
-        return self._write("annotated", {**self.read(), key: value})
-
-    def derived(self, facts: dict) -> dict:
-        """A run made whole from another without training (ember compress method=dynamic_int8):
-        finished from its first record."""
-        return self._write("derived", {"status": "finished", **facts})
-
-    def _write(self, transition: str, summary: dict) -> dict:
-        before = self.status()
-        if before not in self.FOLLOWS[transition]:
-            was = f"says the run is {before}" if before else "is missing"
-            follows = " or ".join(s or "a new run" for s in self.FOLLOWS[transition])
-            raise CheckpointError(
-                f"cannot record {str(self.directory)!r} as {transition}: its {self.NAME} {was} ({transition} follows"
-                f" {follows}); another process or an edit changed it: train the run again, or resume it"
-            )
-        write_atomic(self.path, json.dumps(summary, indent=2) + "\n", within=self.directory)
-        return summary
-
-
 def literal(node):
     """A config read from a file with every `${...}` kept as text: ember writes config.yaml
     resolved, so an interpolation there was put by someone else, and resolving `${oc.env:NAME}`
@@ -321,38 +226,6 @@ def literal(node):
     if isinstance(node, str) and "${" in node:
         return re.sub(r"(\\*)\$\{", lambda m: m.group(1) * 2 + "\\${", node)
     return node
-
-
-class LoadedRun(tuple):
-    """What `load_run` returns: the (model, config, spec) tuple, unpacked as before, which also
-    knows its run directory and shows its metrics and curves in a notebook."""
-
-    def __new__(cls, model: nn.Module, cfg: DictConfig, spec: DataSpec, path: Path):
-        run = super().__new__(cls, (model, cfg, spec))
-        run.path = Path(path)
-        return run
-
-    def _repr_html_(self) -> str:
-        summary = RunDir(self.path).summary()
-        return run_html(f"{self[1].model.name} on {self[1].data.name}", summary.get("metrics") or {}, self.path)
-
-
-def load_run(path: str | Path, which: str = "best") -> LoadedRun:
-    """The model of a run with its `best` (or `last`) weights, its config and its DataSpec:
-    `model, cfg, spec = ember.load_run("runs/...")`; in a notebook it shows its metrics."""
-    run = RunDir.open(path)
-    cfg, spec = run.config(), run.spec()
-    if cfg.model.get("custom"):
-        raise ConfigError(f"{run.path} trained a custom model ({cfg.model.name}); build it yourself and load {run.checkpoints / (which + '.pt')}")
-    model = create_model(cfg.model.name, spec, **builder_kwargs(cfg.model))
-    path = run.checkpoints / f"{which}.pt"
-    if which == "best" and not path.exists():  # a run without validation keeps no best: its last is it
-        path = run.checkpoints / "last.pt"
-    try:
-        model.load_state_dict(model_weights(load_checkpoint(path), path))
-    except (RuntimeError, KeyError, TypeError) as e:  # another model's weights, or not a checkpoint's content
-        raise CheckpointError(f"{str(path)!r} does not fit the run's model {cfg.model.name} ({first_line(e)}); it belongs to another run: restore this run's checkpoint, or train it again") from None
-    return LoadedRun(model, cfg, spec, run.path)
 
 
 def resume_run_dir(cfg: DictConfig) -> Path:
@@ -392,22 +265,3 @@ def _claim(cfg: DictConfig) -> Path:
             return path
         except FileExistsError:
             path, i = base.with_name(f"{base.name}-{i}"), i + 1
-
-
-def _process() -> dict:
-    """Who writes the run, so `ember runs` can tell a live run from one whose process died."""
-    return {"pid": os.getpid(), "host": socket.gethostname()}
-
-
-def environment() -> dict:
-    env = {
-        "ember": ember.__version__,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-    }
-    if torch.cuda.is_available():
-        env["cuda"] = torch.version.cuda
-        env["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    return env

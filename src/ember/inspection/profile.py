@@ -13,7 +13,7 @@ from torch.profiler import ProfilerActivity, profile, schedule
 from ember.config import typed
 from ember.data import build_data
 from ember.models import builder_kwargs, create_model
-from ember.run import RunDir, default_run_name
+from ember.rundir.directory import RunDir, default_run_name
 from ember.track.console import Console
 from ember.train.build import build_trainer
 from ember.train.callbacks import Callbacks

@@ -22,7 +22,7 @@ def build_metrics(spec: DataSpec, climatology: torch.Tensor | None = None):
         if k > 5:
             metrics["top5"] = tm.Accuracy(task="multiclass", num_classes=k, top_k=5)
         return MetricCollection(metrics)
-    from ember.regression_metrics import RegressionMetrics
+    from ember.scoring.regression import RegressionMetrics
 
     return RegressionMetrics(spec, climatology)
 

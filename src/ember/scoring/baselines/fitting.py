@@ -9,12 +9,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ember.baselines import linear, quantile
-from ember.baselines.extremes import is_precipitation
-from ember.baselines.seasonal import Calendar, month_keys, resolution
 from ember.data.lazy import LazyDataset
 from ember.data.loaders import TensorData
-from ember.units import physical_targets, raw_inputs
+from ember.scoring.baselines import linear, quantile
+from ember.scoring.baselines.extremes import is_precipitation
+from ember.scoring.baselines.seasonal import Calendar, month_keys, resolution
+from ember.scoring.units import physical_targets, raw_inputs
 
 TABLE_BYTES = 2**28  # largest seasonal table (sums) kept; a finer one falls back to months
 QM_VALUES = 2**26  # train values per array held for quantile mapping

@@ -9,14 +9,15 @@ import pytest
 import torch
 import xarray as xr
 
-from ember import baselines
-from ember.api import evaluate_run, train
-from ember.baselines import quantile
-from ember.baselines.seasonal import Calendar, resolution
+from ember.api import train
 from ember.config import compose
 from ember.data import Splits, TensorData
 from ember.data.spec import DataSpec
-from ember.regression_metrics import RegressionMetrics
+from ember.inspection.evaluation import evaluate_run
+from ember.scoring import baselines
+from ember.scoring.baselines import quantile
+from ember.scoring.baselines.seasonal import Calendar, resolution
+from ember.scoring.regression import RegressionMetrics
 from ember.track.console import Console
 
 
@@ -413,7 +414,7 @@ def test_a_sharded_evaluation_batch_gets_the_climatology_of_its_own_rows():
 
 
 def test_precipitation_is_known_by_name_or_units_and_wet_days_by_units():
-    from ember.baselines.extremes import is_precipitation, wet_threshold
+    from ember.scoring.baselines.extremes import is_precipitation, wet_threshold
 
     assert is_precipitation("pr", "kg m-2 s-1") and is_precipitation("precip", "") and is_precipitation("rain_total", "mm/day")
     assert not is_precipitation("tas", "K") and not is_precipitation("pressure", "Pa")
@@ -421,7 +422,7 @@ def test_precipitation_is_known_by_name_or_units_and_wet_days_by_units():
 
 
 def test_too_many_train_values_for_quantile_mapping_is_one_line(monkeypatch):
-    from ember.baselines import fitting
+    from ember.scoring.baselines import fitting
 
     monkeypatch.setattr(fitting, "QM_VALUES", 100)
     model = np.random.default_rng(9).normal(size=(40, 1, 2, 2))

@@ -31,7 +31,7 @@ import torch
 
 from ember.data.lazy import LazyDataset
 from ember.data.loaders import TensorData
-from ember.units import raw_inputs
+from ember.scoring.units import raw_inputs
 
 
 def reference(splits, qdm: bool = False):
@@ -186,8 +186,8 @@ def lines(fitted) -> list[str]:
 
 
 # The fitted baselines and their scoring (the submodules import nothing from here).
-from ember.baselines.fitting import Fitted, bias_correction, candidates, fit, majority, targets
-from ember.baselines.scoring import batch_climatology, defined, model_predictor, predictors, score, score_run
+from ember.scoring.baselines.fitting import Fitted, bias_correction, candidates, fit, majority, targets
+from ember.scoring.baselines.scoring import batch_climatology, defined, model_predictor, predictors, score, score_run
 
 __all__ = [
     "Fitted", "batch_climatology", "bias_correction", "candidates", "compare", "defined", "fit", "lines", "majority",

@@ -18,7 +18,7 @@ from ember.errors import ConfigError
 from ember.files import check_output, output_errors, png_bytes, write_atomic
 from ember.options import parse_options
 from ember.ranges import AT_LEAST_1, SEED, Ranged
-from ember.run import load_run
+from ember.rundir.loading import load_run
 
 
 def to_grid(images: torch.Tensor, spec: DataSpec | None = None, pad: int = 2, min_tile: int = 64) -> np.ndarray:

@@ -12,11 +12,11 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from ember.baselines import linear, quantile
-from ember.baselines.extremes import Distribution
-from ember.baselines.fitting import Fitted, batches, bias_correction
-from ember.metrics import build_metrics
-from ember.units import physical_targets, raw_inputs
+from ember.scoring.baselines import linear, quantile
+from ember.scoring.baselines.extremes import Distribution
+from ember.scoring.baselines.fitting import Fitted, batches, bias_correction
+from ember.scoring.metrics import build_metrics
+from ember.scoring.units import physical_targets, raw_inputs
 
 
 def predict(fitted: Fitted, name: str, x: torch.Tensor, split: str, lo: int, n: int, sim_q=None) -> torch.Tensor:

@@ -8,9 +8,10 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from ember.api import evaluate_run, train
+from ember.api import train
 from ember.config import compose
 from ember.errors import ConfigError
+from ember.inspection.evaluation import evaluate_run
 from ember.report import build_report
 from ember.track.console import Console
 

@@ -9,10 +9,10 @@ import torch
 from ember.config import compose
 from ember.data.spec import DataSpec
 from ember.errors import ConfigError
-from ember.graph import autograd_dot
+from ember.inspection.graph import autograd_dot
+from ember.inspection.model_summary import summarize
+from ember.inspection.sample import sample_run, to_grid
 from ember.models import create_model
-from ember.sample import sample_run, to_grid
-from ember.summary import summarize
 
 SIGNAL = DataSpec(input_shape=(1, 40), task="classification", num_classes=10)
 

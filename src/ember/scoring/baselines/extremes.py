@@ -14,7 +14,7 @@ which an evenly spaced subset of the grid points is kept.
 import numpy as np
 import torch
 
-from ember.baselines.quantile import nan_quantiles
+from ember.scoring.baselines.quantile import nan_quantiles
 
 PERCENTILES = (5, 50, 95)
 MAX_VALUES = 2**24

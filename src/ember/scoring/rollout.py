@@ -12,11 +12,11 @@ latitudes) and the anomaly correlation per lead time, per variable, in physical 
 import numpy as np
 import torch
 
-from ember import baselines
 from ember.data.cf import time_index
 from ember.errors import ConfigError
-from ember.metrics import build_metrics
-from ember.units import Normalized
+from ember.scoring import baselines
+from ember.scoring.metrics import build_metrics
+from ember.scoring.units import Normalized
 
 PREDICTORS = ("model", "persistence", "climatology")
 

@@ -6,7 +6,7 @@ Both are the ones of the bias-correction literature (Gudmundsson et al. 2012; Ca
 - python-cmethods (GPL-3.0, ember is MIT) maps one grid point at a time through
   xarray.apply_ufunc(vectorize=True), needs the whole train and evaluated series in memory as
   DataArrays, and bins the CDFs over the pooled range (`n_quantiles` bins) rather than using the
-  train samples themselves; the tests use it as the reference (tests/test_baselines.py);
+  train samples themselves; the tests use it as the reference (tests/scoring/test_baselines.py);
 - xsdba (Apache-2.0, Ouranos) is the most complete, but pulls numba, statsmodels, dask, pint,
   matplotlib and typer in for what is 40 lines here, and also wants the whole series as xarray.
 Here the train split's empirical quantiles (every train sample up to 1001 of them, else 1001

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ember.data.spec import DataSpec
-from ember.regression_metrics import RegressionMetrics
+from ember.scoring.regression import RegressionMetrics
 from ember.train.losses import RelativeL2Loss
 
 
@@ -72,7 +72,7 @@ def test_a_masked_field_is_scored_over_the_unmasked_points_only_as_numpy_does():
 
 
 def test_a_large_batch_is_summed_in_slices_with_the_same_result(monkeypatch):
-    import ember.regression_metrics as rm
+    import ember.scoring.regression as rm
 
     spec = DataSpec(input_shape=(2, 4, 6), task="regression", target_shape=(2, 4, 6), lat=[-60.0, -20.0, 20.0, 60.0])
     gen = torch.Generator().manual_seed(0)
