@@ -39,6 +39,27 @@ def code_payload(tmp_path):
     return SimpleNamespace(obj=RunsCode(), bytes=pickle.dumps(RunsCode()), marker=marker)
 
 
+@pytest.fixture
+def typings(monkeypatch):
+    """The configs typed from now on (each top-level OmegaConf.to_object, what ember.config.typed
+    calls; OmegaConf calls it again for every dataclass nested inside, and those are not counted)."""
+    from omegaconf import OmegaConf
+
+    typed, depth, to_object = [], [0], OmegaConf.to_object
+
+    def counted(cfg):
+        if depth[0] == 0:
+            typed.append(cfg)
+        depth[0] += 1
+        try:
+            return to_object(cfg)
+        finally:
+            depth[0] -= 1
+
+    monkeypatch.setattr(OmegaConf, "to_object", counted)
+    return typed
+
+
 # Tests that run only when selected with -m NAME, and why.
 OPT_IN = {
     # torch.compile of every registered model: inductor compiles C++ on CPU, ~5 s a model.

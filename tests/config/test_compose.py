@@ -206,6 +206,17 @@ def test_typed_builds_the_schemas_dataclasses_with_every_value():
     assert dataclasses.asdict(t) == OmegaConf.to_container(cfg, resolve=True)
 
 
+def test_compose_typed_hands_back_the_config_its_check_typed(typings):
+    from ember.config import compose_saved, compose_typed
+
+    cfg, conf = compose_typed(["model=mlp", "model.width=32", "trainer.max_epochs=3"])
+    assert len(typings) == 1  # the check's dataclasses are the ones handed back, not built again
+    assert conf.model.width == 32 and conf.trainer.max_epochs == 3
+    assert dataclasses.asdict(conf) == OmegaConf.to_container(cfg, resolve=True)
+    saved, conf = compose_typed(["optim.lr=0.5"], saved=cfg)
+    assert conf.optim.lr == 0.5 and conf.model.width == 32 and OmegaConf.to_yaml(saved) == OmegaConf.to_yaml(compose_saved(cfg, ["optim.lr=0.5"]))
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [

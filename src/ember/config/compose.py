@@ -4,7 +4,8 @@ Hydra's public compose API merges the group selections (ember owns its run direc
 changes the working directory); the `key=value` overrides are applied to that with OmegaConf, by
 Hydra's rules for them. Multi-line errors are turned into one-line ConfigErrors that name the
 key and list the valid choices. `typed` turns the composed config into the schema's dataclasses,
-which check every value; compose runs it, and the trainer reads its result.
+which check every value; composing runs it once, and `compose_typed` hands back both: the
+DictConfig (printed, saved as a run's config.yaml) and its typed twin, which training reads.
 """
 
 import contextlib
@@ -85,19 +86,27 @@ def _register_schemas() -> None:
 
 def compose(overrides: Iterable[str] = (), config_file: str | Path | None = None) -> DictConfig:
     """The composed config; raises ConfigError naming the bad key and the valid choices."""
-    return _compose(None, overrides, config_file)
+    return compose_typed(overrides, config_file)[0]
 
 
 def compose_saved(saved: DictConfig, overrides: Iterable[str] = (), config_file: str | Path | None = None) -> DictConfig:
     """A saved run's config (resume, eval, compress) with a config file and `key=value` overrides
     on top. Its values are taken as written (ember.rundir.directory.literal escaped every `${` in it)."""
+    return compose_typed(overrides, config_file, saved)[0]
+
+
+def compose_typed(
+    overrides: Iterable[str] = (), config_file: str | Path | None = None, saved: DictConfig | None = None
+) -> tuple[DictConfig, EmberConfig]:
+    """What `compose` (or, given `saved`, `compose_saved`) returns, and the same config typed: the
+    EmberConfig that checking it built (`typed`), so a caller that trains does not build it again."""
     return _compose(saved, overrides, config_file)
 
 
-def _compose(saved: DictConfig | None, overrides: Iterable[str], config_file: str | Path | None) -> DictConfig:
+def _compose(saved: DictConfig | None, overrides: Iterable[str], config_file: str | Path | None) -> tuple[DictConfig, EmberConfig]:
     """Hydra composes the group selections (the saved run's, the file's, the command line's); the
     saved config and the file's values are merged onto that with OmegaConf, then the command
-    line's `key=value` overrides are applied; every value is checked."""
+    line's `key=value` overrides are applied; every value is checked, by typing the config."""
     selections, layers = [], []
     if saved is not None:
         selections += [f"model={saved.model.name}", f"data={saved.data.name}"]
@@ -116,8 +125,7 @@ def _compose(saved: DictConfig | None, overrides: Iterable[str], config_file: st
         if _is_value_override(o):
             _apply(o, cfg, overrides)
     check_keys(cfg, overrides)
-    check_values(cfg)
-    return cfg
+    return cfg, check_values(cfg)
 
 
 def _merge(cfg: DictConfig, values: DictConfig, where: str, overrides: list[str]) -> None:
@@ -250,14 +258,15 @@ def _translate(e: Exception, overrides: list[str]) -> ConfigError:
     return ConfigError(text.splitlines()[0] if text else type(cause).__name__)
 
 
-def check_values(cfg: DictConfig) -> None:
-    """Every value valid: the model and data are registered, and the config builds its dataclasses."""
+def check_values(cfg: DictConfig) -> EmberConfig:
+    """Every value valid: the model and data are registered, and the config builds its dataclasses
+    (returned: the typed config)."""
     for key in ("model", "data"):
         name = cfg[key].name
         if name not in group_options(key):
             raise ConfigError(f"{key}.name={name!r} is unknown; choose one of: {', '.join(group_options(key))}")
     try:
-        typed(cfg)
+        return typed(cfg)
     except InterpolationResolutionError as e:  # `${...}` naming a key or resolver that is not there
         raise ConfigError(f"cannot resolve {e.full_key}: {str(e).splitlines()[0]}") from None
 
@@ -265,7 +274,9 @@ def check_values(cfg: DictConfig) -> None:
 def typed(cfg: DictConfig) -> EmberConfig:
     """The config as the schema's dataclasses (model and data as their builders' schemas), each
     checked as it is built: ranges, fixed sets of values, and the checks across a group's keys.
-    The trainer reads this; the DictConfig is kept to print, save and turn into overrides."""
+    Training builds it once (`compose_typed`, or `ember.api.train` from a DictConfig) and reads
+    only this; the DictConfig is kept to print, save as config.yaml, compare on resume and turn
+    into overrides."""
     return OmegaConf.to_object(cfg)
 
 
