@@ -17,6 +17,16 @@ def test_mnist1d_is_generated_locally_with_the_package_defaults():
     assert set(splits.test.y.tolist()) == set(range(10))
 
 
+def test_the_typed_data_group_builds_the_same_splits_as_its_dictconfig_node():
+    from ember.config import compose_typed
+
+    cfg, conf = compose_typed(["data.num_samples=1000", "data.split_by=random", "data.augment=[noise]"])
+    a, b = build_data(cfg.data), build_data(conf.data)  # a saved run's node; what training passes
+    for split in ("train", "val", "test"):
+        assert torch.equal(a.get(split).x, b.get(split).x) and torch.equal(a.get(split).y, b.get(split).y)
+    assert a.spec == b.spec and a.indices == b.indices and b.augment is not None
+
+
 def test_normalization_uses_train_statistics_only():
     splits = build_data(compose(["data.num_samples=1000"]).data)
     x = splits.train.x

@@ -5,7 +5,8 @@ To add a source, write a function in a module of this package:
     @register_data("mysource")
     def mysource(cfg, *, my_option: int = 3) -> Splits: ...
 
-`cfg` is the whole `data` config (path, root, target, ... are there); the keyword-only
+`cfg` is the whole `data` config, read by attribute (`cfg.path`, `cfg.root`, `cfg.target`, ...:
+the typed group that training passes, or a saved run's DictConfig node); the keyword-only
 arguments become `data.my_option` config keys with their types and defaults.
 """
 
@@ -65,24 +66,26 @@ class Splits:
 
 
 def build_data(cfg: Any, stats_from: DataSpec | None = None) -> Splits:
-    """Build the splits named by a `data` config node: carve test and validation, normalize
-    (with `stats_from`'s statistics where given: a run evaluated on other data).
+    """Build the splits named by a `data` config group (typed, or a DictConfig node; read by
+    attribute): carve test and validation, normalize (with `stats_from`'s statistics where given:
+    a run evaluated on other data). Keys a run saved before they existed take their old default.
 
     Everything that can fail on bad data fails here, before a run directory exists.
     """
     builder = DATA.get(cfg.name)
-    options = {k: cfg[k] for k in DATA.options(cfg.name)}
+    options = {k: getattr(cfg, k) for k in DATA.options(cfg.name)}
     splits = builder(cfg, **options)
     check_nonempty(splits, cfg.name)
     check_features(splits.spec, cfg.name)
-    periods = {name: cfg.get(f"{name}_period") for name in ("train", "val", "test")}
-    splits = carve(splits, cfg.test_fraction, cfg.val_fraction, cfg.split_seed, cfg.stratify, cfg.get("split_by", "auto"), periods)
+    periods = {name: getattr(cfg, f"{name}_period", None) for name in ("train", "val", "test")}
+    splits = carve(splits, cfg.test_fraction, cfg.val_fraction, cfg.split_seed, cfg.stratify, getattr(cfg, "split_by", "auto"), periods)
     check_nonempty(splits, cfg.name)
     splits = fill_from_train(splits)
     # Regression targets are standardized too (data.normalize_target): variables of different
     # units weigh alike in the loss, and the network outputs unit-scale values, not 280 K.
-    if cfg.normalize or cfg.get("normalize_target", False):
-        splits = normalize(splits, inputs=cfg.normalize, targets=cfg.get("normalize_target", False), stats_from=stats_from)
+    normalize_target = getattr(cfg, "normalize_target", False)
+    if cfg.normalize or normalize_target:
+        splits = normalize(splits, inputs=cfg.normalize, targets=normalize_target, stats_from=stats_from)
     augment = build_augment(cfg.augment, cfg.crop_padding, cfg.noise_std, cfg.max_shift)
     if augment is not None:
         splits = replace(splits, augment=augment)
