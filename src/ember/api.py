@@ -12,14 +12,14 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
-from torch.utils.data import Dataset
 
 import ember
 from ember.config import compose, compose_saved, override_value, typed
 from ember.config.schema import DataCommon
-from ember.data import Splits, TensorData, build_data
+from ember.data import Splits, build_data
+from ember.data.given import as_data, infer_spec
 from ember.data.spec import DataSpec
-from ember.errors import CheckpointError, ConfigError, DataError, Preempted
+from ember.errors import CheckpointError, ConfigError, Preempted
 from ember.models import count_parameters, create_model
 from ember.models.residual import Residual
 from ember.rundir.directory import RunDir, resume_run_dir
@@ -146,7 +146,7 @@ def fit(model: nn.Module, train: Any, val: Any = None, test: Any = None, **overr
             raise ConfigError("ember.fit(model, splits) takes the val and test splits from `splits`; pass no val= or test=")
         splits = train
     else:
-        splits = Splits(train=_as_data(train, "train"), val=_as_data(val, "val"), test=_as_data(test, "test"), spec=_infer_spec(train))
+        splits = Splits(train=as_data(train, "train"), val=as_data(val, "val"), test=as_data(test, "test"), spec=infer_spec(train))
     cfg = compose(["data.val_fraction=0", "data.normalize=false"] + _fit_overrides(overrides))
     OmegaConf.set_struct(cfg, False)  # the user's own model and data have no registry schema
     cfg.model = {"name": type(model).__name__, "custom": True, "residual": "false"}  # trained as given
@@ -411,36 +411,6 @@ def _fit_overrides(overrides: dict[str, Any]) -> list[str]:
             raise ConfigError(f"fit() argument {key!r} {why}; valid: {', '.join(schemas)} or one of {', '.join(valid)}")
         out.append(f"{owners[0]}.{key}={override_value(value)}")
     return out
-
-
-def _as_data(data: Any, split: str) -> Dataset | TensorData | None:
-    if data is None or isinstance(data, (Dataset, TensorData)):
-        return data
-    if isinstance(data, (tuple, list)) and len(data) == 2:
-        x, y = (torch.as_tensor(a) for a in data)
-        if x.is_floating_point() and x.dtype == torch.float64:
-            x = x.float()
-        if y.dtype == torch.float64:
-            y = y.float()
-        try:
-            return TensorData(x, y)
-        except ValueError as e:
-            raise DataError(f"{split} data: {e}") from None
-    raise DataError(f"{split} data must be a Dataset or an (X, y) pair of tensors or arrays, got {type(data).__name__}")
-
-
-def _infer_spec(train: Any) -> DataSpec:
-    data = _as_data(train, "train")
-    if len(data) == 0:
-        raise DataError("the train data is empty")
-    x, y = data[0]
-    x, y = torch.as_tensor(x), torch.as_tensor(y)
-    if x.numel() == 0:  # a model would train on nothing and report the mean as its skill
-        raise DataError(f"the train inputs hold no value (shape {tuple(x.shape)} per sample); give X at least one feature")
-    if y.dtype in (torch.int64, torch.int32, torch.int16, torch.uint8) and y.ndim == 0:
-        labels = data.y if isinstance(data, TensorData) else torch.tensor([int(data[i][1]) for i in range(len(data))])
-        return DataSpec(input_shape=tuple(x.shape), task="classification", num_classes=int(labels.max()) + 1)
-    return DataSpec(input_shape=tuple(x.shape), task="regression", target_shape=tuple(y.shape))
 
 
 def load_data(name: str = "mnist1d", **options: Any) -> Splits:
