@@ -56,6 +56,22 @@ def test_fit_resumes_a_run_where_it_stopped(tmp_path):
         fit(4, resume=str(tmp_path / "nothing-here"))
 
 
+def test_training_types_its_config_once(tmp_path, typings):
+    """From the overrides to the report, training reads one typed config (ember.config.typed):
+    the one composing built to check the values, or one built from a DictConfig given to train."""
+    common = ["model=mlp", "model.width=8", "data=sine", "data.num_samples=200", "trainer.progress=none", "trainer.tensorboard=false", f"run.root={tmp_path}"]
+    first = ember.train_config([*common, "trainer.max_epochs=1"])
+    assert len(typings) == 1 and (first.run_dir / "report.html").is_file()
+    cfg = ember.api.compose([*common, "trainer.max_epochs=2", f"resume={first.run_dir}"])
+    typings.clear()
+    assert ember.api.train(cfg).summary["epochs"] == 2
+    assert len(typings) == 1
+    typings.clear()
+    x, y = _blobs(100)
+    ember.fit(nn.Linear(4, 3), (x, y), max_epochs=1, progress="none", run={"root": str(tmp_path)})
+    assert len(typings) == 1
+
+
 def test_resume_tolerates_the_last_bits_of_the_data_statistics_not_a_change(tmp_path):
     """The inputs' mean and std are sums whose last bits depend on the thread count: a run resumed
     on another number of threads must go on; other statistics are other data and must not."""

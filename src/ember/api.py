@@ -1,5 +1,11 @@
-"""The Python API and the engine behind the CLI: compose -> data -> model -> Trainer -> run dir."""
+"""The Python API and the engine behind the CLI: compose -> data -> model -> Trainer -> run dir.
 
+The config is typed once, where training starts: `cfg` is the DictConfig (saved as the run's
+config.yaml, compared with a resumed run's), `conf` the same config as the schema's dataclasses
+(`ember.config.typed`), which everything else reads.
+"""
+
+import dataclasses
 import math
 import os
 import platform
@@ -14,8 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 import ember
-from ember.config import compose, compose_saved, override_value, typed
-from ember.config.schema import DataCommon
+from ember.config import compose, compose_saved, compose_typed, override_value, typed
+from ember.config.schema import CustomModel, DataCommon, EmberConfig
 from ember.data import Splits, build_data
 from ember.data.given import as_data, infer_spec
 from ember.data.spec import DataSpec
@@ -63,20 +69,23 @@ def train(cfg: DictConfig | list[str], console: Console | None = None, on_valida
     `on_validation(epoch, metrics)` is called after every validation; an exception it raises
     ends the run (tuning's pruner).
     """
-    if not isinstance(cfg, DictConfig):
-        cfg = compose([cfg] if isinstance(cfg, str) else list(cfg))
+    if isinstance(cfg, DictConfig):
+        conf = typed(cfg)  # the caller composed it, and may have changed it since
+    else:
+        cfg, conf = compose_typed([cfg] if isinstance(cfg, str) else list(cfg))
     d = distributed.from_env()
     # Rank 0 speaks for every process; the others train silently.
-    console = console or (Console(cfg.trainer.progress) if d.is_main else Console("none", stream=open(os.devnull, "w")))
+    console = console or (Console(conf.trainer.progress) if d.is_main else Console("none", stream=open(os.devnull, "w")))
     resume_dir = _checked_resume_dir(cfg, console)
-    seed_everything(cfg.trainer.seed)
-    splits = build_data(cfg.data)
-    model = create_model(cfg.model.name, splits.spec, **{k: v for k, v in cfg.model.items() if k != "name"})
+    seed_everything(conf.trainer.seed)
+    splits = build_data(conf.data)
+    m = conf.model
+    model = create_model(m.name, splits.spec, **{k: v for k, v in dataclasses.asdict(m).items() if k != "name"})
     for note in splits.notes:
         console.print(f"note: {note}")
     if isinstance(model, Residual):
-        console.print(f"model.residual={cfg.model.residual}: {cfg.model.name} predicts the correction to its input ({_residual_case(splits.spec)}), starting from the {baselines.names(splits.spec)[-1]} baseline; model.residual=false predicts the field itself")
-    return train_model(cfg, model, splits, console, resume_dir, Callbacks(on_validation=on_validation))
+        console.print(f"model.residual={m.residual}: {m.name} predicts the correction to its input ({_residual_case(splits.spec)}), starting from the {baselines.names(splits.spec)[-1]} baseline; model.residual=false predicts the field itself")
+    return train_model(cfg, conf, model, splits, console, resume_dir, Callbacks(on_validation=on_validation))
 
 
 def _residual_case(spec: DataSpec) -> str:
@@ -109,7 +118,8 @@ FREE_TO_CHANGE = {"resume", "data.num_workers", "data.eval_batch_size", "data.sp
 
 
 def _checked_resume_dir(cfg: DictConfig, console: Console) -> Path | None:
-    """The run directory that `cfg.resume` names, checked against `cfg`; None for a new run."""
+    """The run directory that `cfg.resume` names, its saved config.yaml compared with `cfg` (the
+    DictConfig: both as the run directory writes them); None for a new run."""
     if not cfg.resume:
         return None
     run_dir = resume_run_dir(cfg)
@@ -147,39 +157,42 @@ def fit(model: nn.Module, train: Any, val: Any = None, test: Any = None, **overr
         splits = train
     else:
         splits = Splits(train=as_data(train, "train"), val=as_data(val, "val"), test=as_data(test, "test"), spec=infer_spec(train))
-    cfg = compose(["data.val_fraction=0", "data.normalize=false"] + _fit_overrides(overrides))
-    OmegaConf.set_struct(cfg, False)  # the user's own model and data have no registry schema
-    cfg.model = {"name": type(model).__name__, "custom": True, "residual": "false"}  # trained as given
-    # The keys every data source has, typed like them (the trainer reads them), named custom.
-    common = {k: v for k, v in OmegaConf.to_container(cfg.data).items() if k in DataCommon.__dataclass_fields__}
-    cfg.data = OmegaConf.structured(DataCommon(**{**common, "name": "custom"}))
-    console = Console(cfg.trainer.progress)
+    cfg, conf = compose_typed(["data.val_fraction=0", "data.normalize=false"] + _fit_overrides(overrides))
+    # The user's own model and data have no registry schema: the model as given, and the keys
+    # every data source has, typed like them (the trainer reads them), named custom.
+    conf.model = CustomModel(name=type(model).__name__)
+    conf.data = DataCommon(**{**{k: getattr(conf.data, k) for k in DataCommon.__dataclass_fields__}, "name": "custom"})
+    OmegaConf.set_struct(cfg, False)
+    cfg.model, cfg.data = OmegaConf.structured(conf.model), OmegaConf.structured(conf.data)  # what config.yaml saves
+    console = Console(conf.trainer.progress)
     resume_dir = _checked_resume_dir(cfg, console)
-    seed_everything(cfg.trainer.seed)
-    return train_model(cfg, model, splits, console, resume_dir)
+    seed_everything(conf.trainer.seed)
+    return train_model(cfg, conf, model, splits, console, resume_dir)
 
 
-def train_model(cfg: DictConfig, model: nn.Module, splits: Splits, console: Console, resume_dir: Path | None = None, callbacks: Callbacks | None = None) -> Result:
-    """Train `model` on `splits` as `cfg` says, into a new run directory (or `resume_dir`): what
-    `train`, `fit` and compress's fine-tuning share. `callbacks`: what the loop calls (the pruner)."""
+def train_model(
+    cfg: DictConfig, conf: EmberConfig, model: nn.Module, splits: Splits, console: Console, resume_dir: Path | None = None, callbacks: Callbacks | None = None
+) -> Result:
+    """Train `model` on `splits` as `conf` (the typed `cfg`) says, into a new run directory (or
+    `resume_dir`): what `train`, `fit` and compress's fine-tuning share. `cfg` is only saved as
+    the run's config.yaml; `callbacks`: what the loop calls (the pruner)."""
     # torch's global switches are the run's only for the run (ember.fit in a notebook).
     with restored_torch_flags():
         # Everything that can fail on bad input runs before the run directory is created.
-        # The trainer reads the typed config; cfg (a DictConfig) is what the run directory saves.
-        trainer = build_trainer(typed(cfg), model, splits, console, distributed.from_env(), callbacks)
+        trainer = build_trainer(conf, model, splits, console, distributed.from_env(), callbacks)
         try:
-            return _run_built(cfg, trainer, splits, console, resume_dir)
+            return _run_built(cfg, conf, trainer, splits, console, resume_dir)
         finally:
             trainer.close()
             distributed.shutdown()
 
 
-def _run_built(cfg: DictConfig, trainer: Trainer, splits: Splits, console: Console, resume_dir: Path | None) -> Result:
-    if cfg.trainer.loss == "auto" and trainer.loss_name == "rel_l2":
+def _run_built(cfg: DictConfig, conf: EmberConfig, trainer: Trainer, splits: Splits, console: Console, resume_dir: Path | None) -> Result:
+    if conf.trainer.loss == "auto" and trainer.loss_name == "rel_l2":
         console.print("note: trainer.loss=auto trains this neural operator on the relative L2 error (rel_l2), as its paper does; set trainer.loss=mse for MSE")
-    d = trainer.parallel.dist
+    d, batch, accum = trainer.parallel.dist, conf.data.batch_size, conf.trainer.grad_accum
     if d.enabled:
-        console.print(f"{d.world} processes, global batch {cfg.data.batch_size} x {d.world} x {cfg.trainer.grad_accum} = {cfg.data.batch_size * d.world * cfg.trainer.grad_accum}")
+        console.print(f"{d.world} processes, global batch {batch} x {d.world} x {accum} = {batch * d.world * accum}")
     if resume_dir is not None:
         run = _resume(trainer, cfg, resume_dir, console)
     elif d.is_main:
@@ -189,7 +202,7 @@ def _run_built(cfg: DictConfig, trainer: Trainer, splits: Splits, console: Conso
         run = None  # only rank 0 writes the run directory
     path = Path(distributed.broadcast(str(run.path) if d.is_main else None, d))
     try:
-        return _train_and_record(cfg, trainer, splits, run, path, console)
+        return _train_and_record(conf, trainer, splits, run, path, console)
     except RuntimeError as e:
         # A peer that died or hung shows up inside DDP's or FSDP's own collectives (backward's
         # all-reduce, a parameter all-gather): one line naming this rank, not a C++ traceback.
@@ -202,7 +215,7 @@ def _run_built(cfg: DictConfig, trainer: Trainer, splits: Splits, console: Conso
 
 
 def _train_and_record(
-    cfg, trainer: Trainer, splits: Splits, run: RunDir | None, path: Path, console: Console
+    conf: EmberConfig, trainer: Trainer, splits: Splits, run: RunDir | None, path: Path, console: Console
 ) -> Result:
     """Train, and record how the run ended in its summary.json (rank 0: `run`; the others None)."""
     summary = {"run_dir": str(path), "params": count_parameters(trainer.model), "device": str(trainer.device)}
@@ -221,8 +234,8 @@ def _train_and_record(
         if run:
             run.record.preempted(state.step, trainer.checkpoint_path, summary)
             run.close()
-        requeued = trainer.parallel.dist.is_main and _requeue(cfg, console)
-        again = f"ember.fit(..., resume={str(path)!r})" if cfg.model.get("custom") else f"ember train resume={path}"
+        requeued = trainer.parallel.dist.is_main and _requeue(conf, console)
+        again = f"ember.fit(..., resume={str(path)!r})" if isinstance(conf.model, CustomModel) else f"ember train resume={path}"
         then = "the job was requeued" if requeued else f"continue with: {again}"
         raise Preempted(f"{state.stop_reason} at step {state.step}; checkpoint {trainer.checkpoint_path}; {then}")
     # Training is over: a stop signal now (a batch system's SIGTERM to the group) waits the few
@@ -243,11 +256,11 @@ def _train_and_record(
         # A sharded model cannot run on rank 0 alone: the report rebuilds it from the run directory.
         alone = not trainer.parallel.sharded_params
         model, evaluator = (trainer.model, trainer.evaluator) if alone else (None, None)
-        report, artifacts = after_training(cfg, path, model, evaluator, splits, console.print)
+        report, artifacts = after_training(conf, path, model, evaluator, splits, console.print)
         run.close(artifacts)
     if state.stop_reason and state.stop_reason.startswith("early stopping"):
         console.print(state.stop_reason)
-    console.print(_time_report(summary["time"], cfg, summary["threads"]))
+    console.print(_time_report(summary["time"], conf.data, summary["threads"]))
     if report is not None:
         console.print(f"report: {report}")
     when = f"best epoch {state.best_epoch} of {state.epoch} by {trainer.monitor.name}" if trainer.monitor else f"{state.epoch} epochs"
@@ -305,19 +318,19 @@ def _baselines(trainer: Trainer, metrics: dict[str, float]) -> tuple[dict, dict 
     return base, verdict
 
 
-def _time_report(t: dict, cfg: DictConfig, threads: dict | None = None) -> str:
+def _time_report(t: dict, data: DataCommon, threads: dict | None = None) -> str:
     """Where the time went, the threads and why, and one concrete hint when the loop mostly
-    waited for data or the CPU was shared."""
+    waited for data (`data`: the typed data group) or the CPU was shared."""
     total = max(t["total_s"], 1e-9)
     wait, evaluation = t["data_wait_s"] / total, t["eval_s"] / total
     line = f"time: {total:.1f} s, of which waiting for data {wait:.0%}, validation {evaluation:.0%}"
     if threads:
         line += f"; {threads['threads']} thread(s): {threads['why']}"
     if wait > 0.3:
-        if not cfg.data.get("fast_path", True):
+        if not data.fast_path:
             line += "; hint: the data is in memory, set data.fast_path=true to batch it by indexing"
         else:
-            line += f"; hint: the loop is input-bound, raise data.num_workers (now {cfg.data.num_workers})"
+            line += f"; hint: the loop is input-bound, raise data.num_workers (now {data.num_workers})"
     elif threads and threads.get("step_spread", 1) > 5:
         fix = "ember dropped to fewer threads when it saw it" if threads["changes"][1:] else "run with trainer.threads=1 beside other work"
         line += f"; steps varied {threads['step_spread']:.0f}x: the CPU was shared ({fix})"
@@ -374,10 +387,10 @@ def _same(now, saved) -> bool:
     return now == saved
 
 
-def _requeue(cfg: DictConfig, console: Console) -> bool:
+def _requeue(conf: EmberConfig, console: Console) -> bool:
     """Under SLURM with trainer.requeue=true: put the job back in the queue after the checkpoint."""
     job = os.environ.get("SLURM_JOB_ID")
-    if not (cfg.trainer.requeue and job):
+    if not (conf.trainer.requeue and job):
         return False
     try:
         subprocess.run(["scontrol", "requeue", job], check=True, capture_output=True, text=True, timeout=60)

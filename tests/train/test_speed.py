@@ -8,7 +8,7 @@ from torch import nn
 
 import ember
 from ember.api import train
-from ember.config import compose
+from ember.config import compose, typed
 from ember.errors import ConfigError
 from ember.train.device import resolve_precision
 from ember.train.flops import count_step_flops, cpu_peak_flops
@@ -95,12 +95,12 @@ def test_profile_writes_a_chrome_trace_and_prints_top_operators(tmp_path, capsys
 def test_time_report_hints_only_when_data_wait_dominates():
     from ember.api import _time_report
 
-    cfg = compose(["data.num_workers=0"])
-    assert "hint" not in _time_report({"total_s": 10, "data_wait_s": 1, "eval_s": 1}, cfg)
-    line = _time_report({"total_s": 10, "data_wait_s": 6, "eval_s": 1}, cfg)
+    data = typed(compose(["data.num_workers=0"])).data
+    assert "hint" not in _time_report({"total_s": 10, "data_wait_s": 1, "eval_s": 1}, data)
+    line = _time_report({"total_s": 10, "data_wait_s": 6, "eval_s": 1}, data)
     assert line.startswith("time: 10.0 s, of which waiting for data 60%, validation 10%")
     assert "raise data.num_workers (now 0)" in line
-    slow = compose(["data.fast_path=false"])
+    slow = typed(compose(["data.fast_path=false"])).data
     assert "set data.fast_path=true" in _time_report({"total_s": 10, "data_wait_s": 6, "eval_s": 0}, slow)
 
 

@@ -244,6 +244,15 @@ class ModelCommon:
         check_fields(self, "model")
 
 
+# The model group of `ember.fit`: the user's own nn.Module, which no registered builder makes (a
+# later command reads `custom` in the run's config.yaml and says to build it by hand).
+@dataclass(kw_only=True)
+class CustomModel:
+    name: str  # the module's class name
+    custom: bool = True
+    residual: str = "false"  # trained as given, never wrapped to predict a correction
+
+
 def check_folder_name(key: str, name: str | None) -> None:
     """run.name and tune.name become one folder under run.root: a separator, `..` or an absolute
     name would put the run (or study) elsewhere on disk, so they are refused before anything is made."""

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ember.api import train_model
-from ember.config import compose_saved, typed
+from ember.config import compose_typed
 from ember.data import build_data
 from ember.errors import ConfigError
 from ember.export.bench import compare
@@ -137,7 +137,7 @@ def magnitude_masks(model: nn.Module, sparsity: float) -> dict[str, torch.Tensor
 
 
 def _prune_and_finetune(model: nn.Module, cfg, out: Path, sparsity: float, epochs: int, overrides: list[str], info: dict) -> nn.Module:
-    cfg = compose_saved(cfg, [f"trainer.max_epochs={epochs}", "trainer.max_steps=-1", f"run.dir={out}", "resume=null", *overrides])
+    cfg, conf = compose_typed([f"trainer.max_epochs={epochs}", "trainer.max_steps=-1", f"run.dir={out}", "resume=null", *overrides], saved=cfg)
     model = copy.deepcopy(model).train()
     masks = magnitude_masks(model, sparsity)
     params = dict(model.named_parameters())
@@ -147,9 +147,9 @@ def _prune_and_finetune(model: nn.Module, cfg, out: Path, sparsity: float, epoch
             # A zero gradient keeps a pruned weight at zero under SGD, Adam and AdamW alike: their
             # moments stay zero and decoupled weight decay scales zero to zero.
             params[name].register_hook(lambda g, m=mask: g * m.to(g.device))
-    seed_everything(cfg.trainer.seed)
-    splits = build_data(cfg.data)
-    result = train_model(cfg, model, splits, Console(cfg.trainer.progress))
+    seed_everything(conf.trainer.seed)
+    splits = build_data(conf.data)
+    result = train_model(cfg, conf, model, splits, Console(conf.trainer.progress))
     info["achieved_sparsity"] = round(_sparsity(result.model), 4)
     RunRecord(out).annotated("compression", info)
     return result.model
@@ -167,8 +167,8 @@ class Scorer:
     units, with the run's baselines as reference), on the CPU: PyTorch's int8 kernels run there only."""
 
     def __init__(self, cfg, splits, split: str, model: nn.Module):
-        cfg = compose_saved(cfg, ["trainer.device=cpu", "trainer.precision=fp32", "trainer.compile=false"])
-        self.evaluator, loaders = build_evaluator(typed(cfg), model, splits)
+        _, conf = compose_typed(["trainer.device=cpu", "trainer.precision=fp32", "trainer.compile=false"], saved=cfg)
+        self.evaluator, loaders = build_evaluator(conf, model, splits)
         self.split, self.loader = split, dict(zip(("train", "val", "test"), loaders, strict=True))[split]
 
     def __call__(self, model: nn.Module) -> dict[str, float]:

@@ -12,7 +12,7 @@ import copy
 import os
 from pathlib import Path
 
-from ember.config import compose_saved, typed
+from ember.config import EmberConfig, compose_typed
 from ember.data import Splits, build_data
 from ember.errors import ConfigError, describe
 from ember.files import check_output, output_errors, write_atomic
@@ -100,14 +100,14 @@ def _single(run: RunData, model=None, evaluator: Evaluator | None = None, splits
 def _rebuilt(path: Path) -> tuple:
     """A finished run's best model, an evaluator of it as the run's final test built one (its
     device, precision and fitted baselines) and its data, rebuilt from the run directory."""
-    model, cfg, spec = load_run(path)
-    cfg = compose_saved(cfg, [])
-    splits = build_data(cfg.data, stats_from=spec)
+    model, saved, spec = load_run(path)
+    _, conf = compose_typed(saved=saved)
+    splits = build_data(conf.data, stats_from=spec)
     with restored_torch_flags():
         try:
-            evaluator, _ = build_evaluator(typed(cfg), model, splits)
+            evaluator, _ = build_evaluator(conf, model, splits)
         except ConfigError:  # a device this machine lacks (a GPU run reported on a laptop): what is here
-            evaluator, _ = build_evaluator(typed(compose_saved(cfg, ["trainer.device=auto", "trainer.precision=auto"])), model, splits)
+            evaluator, _ = build_evaluator(compose_typed(["trainer.device=auto", "trainer.precision=auto"], saved=saved)[1], model, splits)
     return model, evaluator, splits
 
 
@@ -141,17 +141,17 @@ def build_report(runs: list[str | Path], out: str | Path | None = None, evaluate
     return write_html(target, page.compare(data, links))
 
 
-def after_training(cfg, run_path: Path, model, evaluator: Evaluator | None, splits: Splits, warn) -> tuple[Path | None, dict]:
+def after_training(conf: EmberConfig, run_path: Path, model, evaluator: Evaluator | None, splits: Splits, warn) -> tuple[Path | None, dict]:
     """At the end of `ember train`: report.html from the model and data still in memory (unless
-    run.report=false), and the artifacts the trackers keep: config, spec, summary, report, model
-    summary. `model`: the trained model and `evaluator` the trainer's, which scored its final test
-    (None where the model cannot run in this process alone: the report rebuilds both from the run
-    directory); `splits`: the data it trained and was tested on. Never raises: a failure is one
-    warning line, and the run stays finished."""
+    the run's typed config `conf` says run.report=false), and the artifacts the trackers keep:
+    config, spec, summary, report, model summary. `model`: the trained model and `evaluator` the
+    trainer's, which scored its final test (None where the model cannot run in this process
+    alone: the report rebuilds both from the run directory); `splits`: the data it trained and
+    was tested on. Never raises: a failure is one warning line, and the run stays finished."""
     artifacts = {name: run_path / name for name in ("config.yaml", "spec.json", "summary.json")}
     path, summary = None, None
     try:
-        if cfg.run.get("report", True):
+        if conf.run.report:
             html, summary = _single(read_run(run_path), model=model, evaluator=evaluator, splits=splits)
             path = write_html(run_path / "report.html", html)
             artifacts["report.html"] = path

@@ -13,7 +13,6 @@ import optuna
 import torch
 
 from ember.api import Result, train
-from ember.config import compose
 from ember.errors import ConfigError, Preempted, describe
 from ember.files import write_atomic
 from ember.rundir.record import RunRecord
@@ -106,8 +105,8 @@ class Objective:
 
         out = io.StringIO()
         try:
-            cfg = compose(plan.trial_overrides(values) + [f"run.dir={run_dir}"])
-            return train(cfg, Console("none", stream=out), on_validation=on_validation)
+            # Overrides, not a composed config: train composes and types the trial's config once.
+            return train(plan.trial_overrides(values) + [f"run.dir={run_dir}"], Console("none", stream=out), on_validation=on_validation)
         except optuna.TrialPruned as e:
             trial.set_user_attr("pruned", str(e))
             if RunRecord(run_dir).status() is not None:
