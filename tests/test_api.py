@@ -10,6 +10,7 @@ from torch.utils.data import TensorDataset
 
 import ember
 import ember.api
+from ember.cli import main
 from ember.errors import ConfigError, DataError
 
 
@@ -69,6 +70,10 @@ def test_training_types_its_config_once(tmp_path, typings):
     typings.clear()
     x, y = _blobs(100)
     ember.fit(nn.Linear(4, 3), (x, y), max_epochs=1, progress="none", run={"root": str(tmp_path)})
+    assert len(typings) == 1
+    typings.clear()
+    # `ember train` in this process: compose_for_resume's pair is passed on, not typed again
+    assert main(["train", *common, "trainer.max_epochs=1"]) == 0
     assert len(typings) == 1
 
 
@@ -169,7 +174,8 @@ def test_a_run_written_before_target_scaling_still_evaluates_exports_and_resumes
     (run / "spec.json").write_text(json.dumps(spec))
     assert ember.evaluate_run(run, console=None)["test/rmse"] == pytest.approx(result.metrics["test/rmse"], rel=1e-5)
     export_run(run, "torchscript", echo=lambda s: None)  # its parity check compares outputs
-    resumed = ember.api.train(ember.api.compose_for_resume([f"resume={run}", "trainer.max_epochs=3", "trainer.progress=none"]))
+    cfg, conf = ember.api.compose_for_resume([f"resume={run}", "trainer.max_epochs=3", "trainer.progress=none"])
+    resumed = ember.api.train(cfg, conf=conf)
     assert resumed.run_dir == run and resumed.summary["epochs"] == 3
 
 

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 import ember
-from ember.config import compose, compose_saved, compose_typed, override_value, typed
+from ember.config import compose, compose_typed, override_value, typed
 from ember.config.schema import CustomModel, DataCommon, EmberConfig
 from ember.data import Splits, build_data
 from ember.data.given import as_data, infer_spec
@@ -60,17 +60,18 @@ class Result:
         return run_html(f"{type(self.model).__name__}: {when}", self.metrics, self.run_dir)
 
 
-def train(cfg: DictConfig | list[str], console: Console | None = None, on_validation=None) -> Result:
+def train(cfg: DictConfig | list[str], console: Console | None = None, on_validation=None, conf: EmberConfig | None = None) -> Result:
     """Train from a composed config, or from overrides as `ember train` takes them:
     `ember.train_config(["model=mlp", "trainer.max_epochs=5"])`.
 
     With `cfg.resume` (a run directory, or `auto`), continue that run from its newest good
     checkpoint with `cfg` as the config; model and data settings must match the run's.
     `on_validation(epoch, metrics)` is called after every validation; an exception it raises
-    ends the run (tuning's pruner).
+    ends the run (tuning's pruner). `conf`: `cfg` typed, where the caller has it
+    (`compose_for_resume`'s pair); otherwise it is typed here.
     """
     if isinstance(cfg, DictConfig):
-        conf = typed(cfg)  # the caller composed it, and may have changed it since
+        conf = conf or typed(cfg)  # the caller composed it, and may have changed it since
     else:
         cfg, conf = compose_typed([cfg] if isinstance(cfg, str) else list(cfg))
     d = distributed.from_env()
@@ -97,20 +98,21 @@ def _residual_case(spec: DataSpec) -> str:
 train_config = train
 
 
-def compose_for_resume(overrides: list[str], config_file: str | None = None) -> DictConfig:
-    """`ember train resume=DIR [overrides]`: the run's own config, then the new overrides."""
-    cfg = compose(overrides, config_file)
+def compose_for_resume(overrides: list[str], config_file: str | None = None) -> tuple[DictConfig, EmberConfig]:
+    """`ember train [resume=DIR] [overrides]`: the config (for a resumed run its own, then the new
+    overrides) and the same config typed, as `train(cfg, conf=conf)` takes them."""
+    cfg, conf = compose_typed(overrides, config_file)
     if not cfg.resume and int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
         # torchrun restarted the workers after a failure: continue where the last attempt stopped.
         overrides = [*overrides, f"resume={cfg.run.dir or 'auto'}"]
-        cfg = compose(overrides, config_file)
+        cfg, conf = compose_typed(overrides, config_file)
     if not cfg.resume:
-        return cfg
+        return cfg, conf
     run_dir = resume_run_dir(cfg)
     saved = RunDir.open(run_dir).config()
-    cfg = compose_saved(saved, overrides, config_file)
-    cfg.resume = str(run_dir)
-    return cfg
+    cfg, conf = compose_typed(overrides, config_file, saved)
+    cfg.resume = conf.resume = str(run_dir)
+    return cfg, conf
 
 
 FIXED_BY_CHECKPOINT = ("model.", "data.")

@@ -134,7 +134,7 @@ def _profile(args) -> int:
 def _train(args) -> int:
     from ember.api import compose_for_resume, train
 
-    cfg = compose_for_resume(args.overrides, args.config)
+    cfg, conf = compose_for_resume(args.overrides, args.config)
     if cfg.trainer.devices > 1 and "WORLD_SIZE" not in os.environ:
         # trainer.devices=N: the same command in N local processes, started by torchrun itself.
         import subprocess
@@ -142,7 +142,7 @@ def _train(args) -> int:
         config = ["--config", args.config] if args.config else []
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={cfg.trainer.devices}", "-m", "ember", "train", *config, *args.overrides]
         return subprocess.call(cmd)
-    train(cfg)
+    train(cfg, conf=conf)
     return 0
 
 

@@ -109,8 +109,8 @@ def test_resume_logs_no_step_twice_in_any_tracker(tracked):
     old = json.loads((run / "track.json").read_text())
     # What a killed attempt leaves behind: a step logged after its last checkpoint.
     client.log_metric(old["mlflow"]["run_id"], "train/loss", 9.0, step=7)
-    cfg = compose_for_resume([f"resume={run}", "trainer.max_epochs=3", "trainer.progress=none"])
-    train(cfg, console=Console("none"))
+    cfg, conf = compose_for_resume([f"resume={run}", "trainer.max_epochs=3", "trainer.progress=none"])
+    train(cfg, console=Console("none"), conf=conf)
     recs = records(run)
     train_steps = steps_of(recs, "train")
     assert train_steps == [2, 4, 6, 8, 9] and steps_of(recs, "val") == [3, 6, 9]  # 9: the last, partial interval
