@@ -38,7 +38,9 @@ def mlp():
 
 
 def cnn():
-    return ember.create_model("cnn1d", DataSpec(input_shape=(1, 40), task="classification", num_classes=10), dropout=0.0)
+    return ember.create_model(
+        "cnn1d", DataSpec(input_shape=(1, 40), task="classification", num_classes=10), dropout=0.0
+    )
 
 
 CASES = {"tiny-mlp": mlp, "cnn1d": cnn}
@@ -86,7 +88,13 @@ def main() -> int:
         for name, make in CASES.items():
             # Rounds of one eager and one compiled run back to back, so that a change in the load
             # of a shared machine hits both; the speedup is the median of the rounds' own.
-            rounds = [(run(make, x, y, args.epochs, args.batch_size, False, root), run(make, x, y, args.epochs, args.batch_size, True, root)) for _ in range(args.repeats)]
+            rounds = [
+                (
+                    run(make, x, y, args.epochs, args.batch_size, False, root),
+                    run(make, x, y, args.epochs, args.batch_size, True, root),
+                )
+                for _ in range(args.repeats)
+            ]
             eager, compiled = rounds[0]  # the first compile is the cold one
             diff = max((a - b).abs().max().item() for a, b in zip(eager["weights"], compiled["weights"]))
             for e, c in rounds:
@@ -100,10 +108,20 @@ def main() -> int:
                 "rounds": rounds,
             }
 
-    print(f"ember.fit eager vs trainer.compile=true, {args.epochs} epochs of MNIST-1D (batch {args.batch_size}), median of {args.repeats} rounds; {results['machine']}, torch {torch.__version__}, {results['threads']} threads")
-    print(f"{'case':<10} {'eager ms/step':>13} {'compiled ms/step':>16} {'speedup':>8} {'compile cost s':>15} {'max |dw|':>9}")
+    print(
+        f"ember.fit eager vs trainer.compile=true, {args.epochs} epochs of MNIST-1D (batch {args.batch_size}), "
+        f"median of {args.repeats} rounds; {results['machine']}, torch {torch.__version__}, "
+        f"{results['threads']} threads"
+    )
+    print(
+        f"{'case':<10} {'eager ms/step':>13} {'compiled ms/step':>16} {'speedup':>8} "
+        f"{'compile cost s':>15} {'max |dw|':>9}"
+    )
     for name, r in results["cases"].items():
-        print(f"{name:<10} {r['eager_step_ms']:>13.3f} {r['compiled_step_ms']:>16.3f} {r['steady_speedup']:>7.2f}x {r['compile_cost_s']:>15.1f} {r['max_weight_diff']:>9.1e}")
+        print(
+            f"{name:<10} {r['eager_step_ms']:>13.3f} {r['compiled_step_ms']:>16.3f} {r['steady_speedup']:>7.2f}x "
+            f"{r['compile_cost_s']:>15.1f} {r['max_weight_diff']:>9.1e}"
+        )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")

@@ -28,7 +28,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 CPUS = len(os.sched_getaffinity(0))
 
-EMBER = "from ember.api import train; import json, sys; r = train(sys.argv[1:]); print('SECONDS', r.summary['wall_time_s'])"
+EMBER = (
+    "from ember.api import train; import json, sys; r = train(sys.argv[1:]); print('SECONDS', r.summary['wall_time_s'])"
+)
 LOOP = """
 import sys, time
 sys.path.append({here!r})  # after site-packages: benchmarks/mnist1d.py must not shadow the package
@@ -43,7 +45,13 @@ print('SECONDS', time.perf_counter() - start)
 
 
 def contenders(epochs: int, root: str) -> dict[str, list[str]]:
-    common = [f"trainer.max_epochs={epochs}", "trainer.progress=none", "trainer.tensorboard=false", "run.report=false", f"run.root={root}"]
+    common = [
+        f"trainer.max_epochs={epochs}",
+        "trainer.progress=none",
+        "trainer.tensorboard=false",
+        "run.report=false",
+        f"run.root={root}",
+    ]
     out = {
         "ember-auto": [sys.executable, "-c", EMBER, *common],
         "ember-default": [sys.executable, "-c", EMBER, *common, f"trainer.threads={CPUS}"],
@@ -100,17 +108,36 @@ def main() -> int:
                     print(f"round {r + 1}, {n} busy: {name} {t:.2f} s", flush=True)
     med = {name: {n: statistics.median(ts) for n, ts in per.items()} for name, per in times.items()}
     print(f"\n{args.epochs} epochs of the default job, median of {args.rounds} rounds, {CPUS} CPUs")
-    print(f"{'contender':<14}" + "".join(f"{f'{n} busy':>10}" for n in loads) + "".join(f"{f'{n} busy/idle':>14}" for n in loads if n))
+    print(
+        f"{'contender':<14}"
+        + "".join(f"{f'{n} busy':>10}" for n in loads)
+        + "".join(f"{f'{n} busy/idle':>14}" for n in loads if n)
+    )
     for name, per in med.items():
-        print(f"{name:<14}" + "".join(f"{per[n]:>9.2f}s" for n in loads) + "".join(f"{per[n] / per[0]:>14.2f}" for n in loads if n))
+        print(
+            f"{name:<14}"
+            + "".join(f"{per[n]:>9.2f}s" for n in loads)
+            + "".join(f"{per[n] / per[0]:>14.2f}" for n in loads if n)
+        )
     for n in loads:
         if n and "raw" in med:
-            print(f"beside {n} busy: raw / ember-auto = {med['raw'][n] / med['ember-auto'][n]:.2f}x; ember-default / ember-auto = {med['ember-default'][n] / med['ember-auto'][n]:.2f}x")
+            print(
+                f"beside {n} busy: raw / ember-auto = {med['raw'][n] / med['ember-auto'][n]:.2f}x; "
+                f"ember-default / ember-auto = {med['ember-default'][n] / med['ember-auto'][n]:.2f}x"
+            )
     if 0 in loads:
         rounds = [a / b for a, b in zip(times["ember-auto"][0], times["ember-default"][0])]
-        print(f"idle: ember-auto / ember-default = {med['ember-auto'][0] / med['ember-default'][0]:.3f} (medians); median of the rounds' ratios {statistics.median(rounds):.3f}")
+        print(
+            f"idle: ember-auto / ember-default = {med['ember-auto'][0] / med['ember-default'][0]:.3f} (medians); "
+            f"median of the rounds' ratios {statistics.median(rounds):.3f}"
+        )
     out = Path(args.out)
-    out.write_text(json.dumps({"epochs": args.epochs, "rounds": args.rounds, "cpus": CPUS, "times_s": times, "median_s": med}, indent=2) + "\n")
+    out.write_text(
+        json.dumps(
+            {"epochs": args.epochs, "rounds": args.rounds, "cpus": CPUS, "times_s": times, "median_s": med}, indent=2
+        )
+        + "\n"
+    )
     print(f"wrote {out}")
     return 0
 

@@ -71,8 +71,18 @@ def main() -> None:
     # (a) in memory, 40 features
     x, y = torch.randn(args.samples, 40), torch.randint(0, 10, (args.samples,))
     fast = samples_per_s(lambda: EpochLoader(TensorData(x, y), bs, shuffle=True, seed=0), args.samples, args.repeats)
-    base = samples_per_s(lambda: DataLoader(TensorDataset(x, y), batch_size=bs, shuffle=True), args.samples, args.repeats)
-    rows.append({"case": f"in memory, {args.samples} x 40, batch {bs}", "baseline": "DataLoader(TensorDataset)", "baseline_samples_per_s": base, "ember_samples_per_s": fast, "target_ratio": 3.0})
+    base = samples_per_s(
+        lambda: DataLoader(TensorDataset(x, y), batch_size=bs, shuffle=True), args.samples, args.repeats
+    )
+    rows.append(
+        {
+            "case": f"in memory, {args.samples} x 40, batch {bs}",
+            "baseline": "DataLoader(TensorDataset)",
+            "baseline_samples_per_s": base,
+            "ember_samples_per_s": fast,
+            "target_ratio": 3.0,
+        }
+    )
 
     # (b) HDF5, samples of (4, 64) float32
     with tempfile.TemporaryDirectory() as tmp:
@@ -83,10 +93,22 @@ def main() -> None:
             f["y"] = rng.integers(0, 10, size=args.h5_samples)
         train = load_data("hdf5", path=path, val_fraction=0, test_fraction=0, num_workers=args.workers).train
         n = len(train)
-        ours = samples_per_s(lambda: EpochLoader(train, bs, shuffle=True, seed=0, num_workers=args.workers), n, args.repeats)
+        ours = samples_per_s(
+            lambda: EpochLoader(train, bs, shuffle=True, seed=0, num_workers=args.workers), n, args.repeats
+        )
         naive = NaiveH5(path)
-        theirs = samples_per_s(lambda: DataLoader(naive, batch_size=bs, shuffle=True, num_workers=args.workers), n, args.repeats)
-    rows.append({"case": f"HDF5, {args.h5_samples} x (4, 64), batch {bs}, {args.workers} workers", "baseline": "per-sample h5py Dataset + DataLoader", "baseline_samples_per_s": theirs, "ember_samples_per_s": ours, "target_ratio": 5.0})
+        theirs = samples_per_s(
+            lambda: DataLoader(naive, batch_size=bs, shuffle=True, num_workers=args.workers), n, args.repeats
+        )
+    rows.append(
+        {
+            "case": f"HDF5, {args.h5_samples} x (4, 64), batch {bs}, {args.workers} workers",
+            "baseline": "per-sample h5py Dataset + DataLoader",
+            "baseline_samples_per_s": theirs,
+            "ember_samples_per_s": ours,
+            "target_ratio": 5.0,
+        }
+    )
 
     for r in rows:
         r["ratio"] = r["ember_samples_per_s"] / r["baseline_samples_per_s"]
@@ -95,10 +117,19 @@ def main() -> None:
     print(f"{'case':<{width}}  {'baseline/s':>12}  {'ember/s':>12}  {'ratio':>7}  target")
     for r in rows:
         mark = "ok" if r["meets_target"] else "MISSED"
-        print(f"{r['case']:<{width}}  {r['baseline_samples_per_s']:>12,.0f}  {r['ember_samples_per_s']:>12,.0f}  {r['ratio']:>6.1f}x  >= {r['target_ratio']:.0f}x {mark}")
+        print(
+            f"{r['case']:<{width}}  {r['baseline_samples_per_s']:>12,.0f}  {r['ember_samples_per_s']:>12,.0f}  "
+            f"{r['ratio']:>6.1f}x  >= {r['target_ratio']:.0f}x {mark}"
+        )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"torch": torch.__version__, "h5py": h5py.__version__, "python": platform.python_version(), "cpus": os.cpu_count(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
+    meta = {
+        "torch": torch.__version__,
+        "h5py": h5py.__version__,
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+    }
     out.write_text(json.dumps({"rows": rows, "machine": meta}, indent=2) + "\n")
     print(f"wrote {out}")
 

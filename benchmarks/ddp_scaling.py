@@ -68,7 +68,11 @@ def train(nproc: int, args, run_dir: Path) -> dict:
         sys.exit(f"{nproc} processes failed (exit {r.returncode}):\n{' '.join(cmd)}\n{r.stderr[-3000:]}")
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     # Full logging intervals only: the record at the end of training covers the few steps left over.
-    train_rates = [r["samples_per_s"] for r in records if r.get("split") == "train" and "samples_per_s" in r and r["step"] % args.log_every == 0]
+    train_rates = [
+        r["samples_per_s"]
+        for r in records
+        if r.get("split") == "train" and "samples_per_s" in r and r["step"] % args.log_every == 0
+    ]
     if not train_rates:
         sys.exit(f"{run_dir}/metrics.jsonl has no training intervals; lower --log-every or raise --epochs")
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -88,7 +92,14 @@ def train(nproc: int, args, run_dir: Path) -> dict:
 
 
 def machine(device: str) -> dict:
-    info = {"cpu": cpu_name(), "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__, "device": device}
+    info = {
+        "cpu": cpu_name(),
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "device": device,
+    }
     # Other jobs on a shared machine change the numbers: the 1-minute load average says how busy it was.
     info["load_average_1min_before"] = os.getloadavg()[0]
     if device == "cuda" and torch.cuda.is_available():
@@ -115,10 +126,14 @@ def main() -> int:
     cores = os.cpu_count() or 1
     shared = args.device == "cpu" and max(counts) > 1
     note = (
-        f"note: on this CPU-only machine ({cores} cores) the {max(counts)} processes compete for the same cores "
-        f"(with each other, their data loading and other jobs): this measures {args.strategy.upper()}'s overhead and that contention, not scaling; "
-        "the same script measures real scaling on a multi-GPU machine (--device cuda)"
-        if shared else f"{args.device}: one device per process"
+        (
+            f"note: on this CPU-only machine ({cores} cores) the {max(counts)} processes compete for the same cores "
+            f"(with each other, their data loading and other jobs): this measures {args.strategy.upper()}'s overhead "
+            "and that contention, not scaling; "
+            "the same script measures real scaling on a multi-GPU machine (--device cuda)"
+        )
+        if shared
+        else f"{args.device}: one device per process"
     )
     print(note, flush=True)
     info = machine(args.device)
@@ -141,14 +156,33 @@ def main() -> int:
         r["speedup"] = r["samples_per_s"] / base["samples_per_s"]
         r["efficiency"] = r["speedup"] / (r["processes"] / base["processes"])
 
-    print(f"\nmodel={args.model} strategy={args.strategy} device={args.device} batch {args.batch_size} per process, {args.epochs} epochs, median of {args.repeats}; torch {torch.__version__}; load average {info['load_average_1min_before']:.1f} before, {info['load_average_1min_after']:.1f} after")
-    print(f"{'processes':>9} {'threads':>7} {'global batch':>12} {'samples/s':>10} {'steps/s':>8} {'speedup':>8} {'efficiency':>10}")
+    print(
+        f"\nmodel={args.model} strategy={args.strategy} device={args.device} batch {args.batch_size} per process, "
+        f"{args.epochs} epochs, median of {args.repeats}; torch {torch.__version__}; "
+        f"load average {info['load_average_1min_before']:.1f} before, {info['load_average_1min_after']:.1f} after"
+    )
+    print(
+        f"{'processes':>9} {'threads':>7} {'global batch':>12} {'samples/s':>10} {'steps/s':>8} "
+        f"{'speedup':>8} {'efficiency':>10}"
+    )
     for r in rows:
         threads = r["threads_per_process"] or "-"
-        print(f"{r['processes']:>9} {threads:>7} {r['global_batch']:>12} {r['samples_per_s']:>10.0f} {r['steps_per_s']:>8.1f} {r['speedup']:>7.2f}x {r['efficiency']:>10.0%}")
+        print(
+            f"{r['processes']:>9} {threads:>7} {r['global_batch']:>12} {r['samples_per_s']:>10.0f} "
+            f"{r['steps_per_s']:>8.1f} {r['speedup']:>7.2f}x {r['efficiency']:>10.0%}"
+        )
     print(note)
 
-    results = {"machine": info, "note": note, "model": args.model, "strategy": args.strategy, "epochs": args.epochs, "batch_size_per_process": args.batch_size, "overrides": args.overrides, "runs": rows}
+    results = {
+        "machine": info,
+        "note": note,
+        "model": args.model,
+        "strategy": args.strategy,
+        "epochs": args.epochs,
+        "batch_size_per_process": args.batch_size,
+        "overrides": args.overrides,
+        "runs": rows,
+    }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")

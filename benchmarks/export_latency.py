@@ -53,22 +53,38 @@ def one_model(name: str, overrides: list[str], work: Path, iters: int, rounds: i
     fns = {"eager": Normalized(model, spec).eval(), **{fmt: load_artifact(p, fmt) for fmt, p in paths.items()}}
     latency = {}
     for batch in BATCHES:
-        x = raw_inputs(torch.randn((batch, *spec.input_shape), generator=torch.Generator().manual_seed(batch)), spec).contiguous()
+        x = raw_inputs(
+            torch.randn((batch, *spec.input_shape), generator=torch.Generator().manual_seed(batch)), spec
+        ).contiguous()
         with torch.inference_mode():
             rows = compare(fns, x, iters=iters, warmup=20, seconds=10.0, rounds=rounds)
         eager = rows["eager"]["p50_ms"]
-        latency[batch] = {k: {"p50_ms": round(v["p50_ms"], 4), "p95_ms": round(v["p95_ms"], 4), "over_eager": round(v["p50_ms"] / eager, 3)} for k, v in rows.items()}
+        latency[batch] = {
+            k: {
+                "p50_ms": round(v["p50_ms"], 4),
+                "p95_ms": round(v["p95_ms"], 4),
+                "over_eager": round(v["p50_ms"] / eager, 3),
+            }
+            for k, v in rows.items()
+        }
     return {"name": name, "overrides": overrides, "export_s": export_s, "latency": latency}
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| model | export s (torchscript / aoti) | batch | eager ms | torchscript ms (x eager) | aoti ms (x eager) |", "| --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| model | export s (torchscript / aoti) | batch | eager ms | torchscript ms (x eager) | aoti ms (x eager) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for r in results:
         for i, batch in enumerate(BATCHES):
             row = r["latency"][batch]
             export = f"{r['export_s']['torchscript']:.1f} / {r['export_s']['aoti']:.1f}" if i == 0 else ""
             cells = [f"{row[f]['p50_ms']:.3f} ({row[f]['over_eager']:.2f}x)" for f in FORMATS]
-            lines.append(f"| {r['name'] if i == 0 else ''} | {export} | {batch} | {row['eager']['p50_ms']:.3f} | " + " | ".join(cells) + " |")
+            lines.append(
+                f"| {r['name'] if i == 0 else ''} | {export} | {batch} | {row['eager']['p50_ms']:.3f} | "
+                + " | ".join(cells)
+                + " |"
+            )
     return "\n".join(lines)
 
 
@@ -81,8 +97,19 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     work = Path(tempfile.mkdtemp(prefix="ember-export-latency-"))
-    results = [one_model(name, o, work, args.iters, args.rounds) for name, o in MODELS.items() if not args.only or args.only in name]
-    report = {"results": results, "threads": 1, "iters": args.iters, "rounds": args.rounds, "torch": torch.__version__, "statistic": "median latency (p50) of each backend's calls; over_eager = p50 / eager's p50"}
+    results = [
+        one_model(name, o, work, args.iters, args.rounds)
+        for name, o in MODELS.items()
+        if not args.only or args.only in name
+    ]
+    report = {
+        "results": results,
+        "threads": 1,
+        "iters": args.iters,
+        "rounds": args.rounds,
+        "torch": torch.__version__,
+        "statistic": "median latency (p50) of each backend's calls; over_eager = p50 / eager's p50",
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(table(results))

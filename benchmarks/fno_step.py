@@ -39,7 +39,10 @@ from ember.train.device import keep_freed_memory
 from ember.train.losses import RelativeL2Loss
 
 OUT = Path(__file__).parent / "results" / "fno_step.json"
-CASES = {"darcy": ((85, 85), {"modes": 12, "width": 32, "padding": 0.1}), "burgers": ((1024,), {"modes": 16, "width": 64})}
+CASES = {
+    "darcy": ((85, 85), {"modes": 12, "width": 32, "padding": 0.1}),
+    "burgers": ((1024,), {"modes": 16, "width": 64}),
+}
 
 
 def with_convolutions(model: nn.Module) -> nn.Module:
@@ -73,7 +76,9 @@ def step_times(case: str, layers: str, steps: int) -> list[float]:
     if layers == "ember_kept" and not keep_freed_memory():
         raise SystemExit("glibc's malloc settings could not be set here (not glibc, or GLIBC_TUNABLES/MALLOC_* set)")
     size, sizes = CASES[case]
-    spec = DataSpec(input_shape=(1, *size), task="regression", target_shape=(1, *size), target_mean=[0.0], target_std=[1.0])
+    spec = DataSpec(
+        input_shape=(1, *size), task="regression", target_shape=(1, *size), target_mean=[0.0], target_std=[1.0]
+    )
     torch.manual_seed(0)
     model = create_model("fno", spec, **sizes)
     if layers == "conv":
@@ -91,7 +96,11 @@ def run_case(case: str, rounds: int, steps: int) -> dict:
             out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
             times[name] += json.loads(out.splitlines()[-1])
     ms = {name: round(1000 * statistics.median(t), 1) for name, t in times.items()}
-    return {**{f"{name}_step_ms": v for name, v in ms.items()}, "ratio": round(ms["ember"] / ms["conv"], 3), "kept_ratio": round(ms["ember_kept"] / ms["conv"], 3)}
+    return {
+        **{f"{name}_step_ms": v for name, v in ms.items()},
+        "ratio": round(ms["ember"] / ms["conv"], 3),
+        "kept_ratio": round(ms["ember_kept"] / ms["conv"], 3),
+    }
 
 
 def main() -> None:
@@ -107,7 +116,12 @@ def main() -> None:
     results = {"threads": torch.get_num_threads(), "torch": torch.__version__, "batch": 20, "cases": {}}
     for case, (size, _) in CASES.items():
         results["cases"][case] = row = run_case(case, args.rounds, args.steps)
-        print(f"{case:<8} s={'x'.join(map(str, size)):<6} nn.Conv {row['conv_step_ms']:>6.1f} ms  ember {row['ember_step_ms']:>6.1f} ms ({row['ratio']:.2f}x)  ember, freed memory kept {row['ember_kept_step_ms']:>6.1f} ms ({row['kept_ratio']:.2f}x)", flush=True)
+        print(
+            f"{case:<8} s={'x'.join(map(str, size)):<6} nn.Conv {row['conv_step_ms']:>6.1f} ms  ember "
+            f"{row['ember_step_ms']:>6.1f} ms ({row['ratio']:.2f}x)  ember, "
+            f"freed memory kept {row['ember_kept_step_ms']:>6.1f} ms ({row['kept_ratio']:.2f}x)",
+            flush=True,
+        )
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")
 

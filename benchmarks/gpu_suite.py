@@ -42,11 +42,23 @@ from ember.train.flops import count_step_flops, cpu_name, peak_flops
 # name -> registry model, its keyword arguments, image side, classes, batch size
 CASES = {
     "resnet18": {"model": "resnet", "kwargs": {"depth": 18}, "image": 32, "classes": 10, "batch": 256},
-    "vit_s16": {"model": "vit", "kwargs": {"size": "small", "patch_size": 16}, "image": 224, "classes": 1000, "batch": 128},
+    "vit_s16": {
+        "model": "vit",
+        "kwargs": {"size": "small", "patch_size": 16},
+        "image": 224,
+        "classes": 1000,
+        "batch": 128,
+    },
 }
 SMOKE = {
     "resnet18": {"model": "resnet", "kwargs": {"depth": 10, "width": 8}, "image": 16, "classes": 10, "batch": 8},
-    "vit_s16": {"model": "vit", "kwargs": {"dim": 32, "depth": 2, "heads": 2, "patch_size": 8}, "image": 32, "classes": 10, "batch": 8},
+    "vit_s16": {
+        "model": "vit",
+        "kwargs": {"dim": 32, "depth": 2, "heads": 2, "patch_size": 8},
+        "image": 32,
+        "classes": 10,
+        "batch": 8,
+    },
 }
 
 
@@ -94,7 +106,9 @@ def raw_loop(case: dict, x, y, steps: int, warmup: int, compile: bool, device: t
     return {"images_per_s": steps * bs / elapsed, "flops_per_step": flops, "final_loss": loss}
 
 
-def ember_loop(case: dict, x, y, steps: int, warmup: int, compile: bool, device: torch.device, root: str, cuda_graphs: bool = False) -> dict:
+def ember_loop(
+    case: dict, x, y, steps: int, warmup: int, compile: bool, device: torch.device, root: str, cuda_graphs: bool = False
+) -> dict:
     # One epoch of exactly warmup + steps batches, logged every `warmup` steps (which divides
     # `steps`): the first interval holds compilation and is left out.
     result = ember.fit(
@@ -132,7 +146,11 @@ def device_name(device: torch.device) -> str:
 
 def print_table(results: dict) -> None:
     """Images per second, MFU and the ratio to the raw loop of each model and loop."""
-    print(f"\n{results['device']}, bf16 autocast, compile={results['compile']}, {results['steps']} timed steps after {results['warmup']}; torch {torch.__version__}" + (" (SMOKE: tiny sizes, not a measurement)" if results["smoke"] else ""))
+    print(
+        f"\n{results['device']}, bf16 autocast, compile={results['compile']}, {results['steps']} timed steps after "
+        f"{results['warmup']}; torch {torch.__version__}"
+        + (" (SMOKE: tiny sizes, not a measurement)" if results["smoke"] else "")
+    )
     print(f"{'model':<10} {'image':>6} {'batch':>6} {'loop':<6} {'images/s':>10} {'MFU':>7}  {'over raw':>9}")
     for name, m in results["models"].items():
         for loop in ("raw", "ember", "graphs"):
@@ -141,7 +159,9 @@ def print_table(results: dict) -> None:
             r = m[loop]
             mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "-"
             ratio = f"{r['over_raw']:.3f}" if loop != "raw" else ""
-            print(f"{name:<10} {m['image']:>6} {m['batch']:>6} {loop:<6} {r['images_per_s']:>10.0f} {mfu:>7}  {ratio:>9}")
+            print(
+                f"{name:<10} {m['image']:>6} {m['batch']:>6} {loop:<6} {r['images_per_s']:>10.0f} {mfu:>7}  {ratio:>9}"
+            )
     for what, error in results.get("errors", {}).items():
         print(f"{what} failed: {error}")
 
@@ -167,8 +187,16 @@ def main() -> int:
 
     table = CASES if not args.smoke else SMOKE
     results = {
-        "device": device_name(device), "device_type": device.type, "smoke": args.smoke, "torch": torch.__version__,
-        "python": platform.python_version(), "peak_flops": peak, "steps": steps, "warmup": warmup, "compile": compile, "models": {},
+        "device": device_name(device),
+        "device_type": device.type,
+        "smoke": args.smoke,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "peak_flops": peak,
+        "steps": steps,
+        "warmup": warmup,
+        "compile": compile,
+        "models": {},
     }
     with tempfile.TemporaryDirectory() as root:
         for name in args.models.split(","):
@@ -189,7 +217,11 @@ def main() -> int:
                 except Exception as e:  # a measurement that failed is reported, not fatal
                     results.setdefault("errors", {})[f"{name}/graphs"] = f"{type(e).__name__}: {e}"
             for r in loops.values():
-                r["mfu"] = r["flops_per_step"] * r["images_per_s"] / case["batch"] / peak if r["flops_per_step"] and peak else None
+                r["mfu"] = (
+                    r["flops_per_step"] * r["images_per_s"] / case["batch"] / peak
+                    if r["flops_per_step"] and peak
+                    else None
+                )
                 r["over_raw"] = r["images_per_s"] / raw["images_per_s"]
             results["models"][name] = {**case, **loops, "ember_over_raw": ours["images_per_s"] / raw["images_per_s"]}
             del x, y

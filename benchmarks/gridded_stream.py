@@ -60,7 +60,14 @@ def write_years(root: Path, gb: float, nlat: int, nlon: int) -> list[Path]:
         t = np.arange(365)[:, None, None]
         season = np.cos(2 * np.pi * t / 365)
         base = 280 + 20 * np.cos(np.deg2rad(lat))[None, :, None] + 8 * season
-        data = {v: (("time", "lat", "lon"), (base + rng.normal(0, 2, (365, nlat, nlon))).astype(np.float32), {"units": "K" if v == "t2m" else "m s-1"}) for v in VARIABLES}
+        data = {
+            v: (
+                ("time", "lat", "lon"),
+                (base + rng.normal(0, 2, (365, nlat, nlon))).astype(np.float32),
+                {"units": "K" if v == "t2m" else "m s-1"},
+            )
+            for v in VARIABLES
+        }
         ds = xr.Dataset(data, coords={"time": days, "lat": lat, "lon": lon})
         ds["time_bnds"] = (("time", "bnds"), bounds)
         ds.time.attrs["bounds"] = "time_bnds"
@@ -117,22 +124,48 @@ print(json.dumps({"samples": n, "seconds": elapsed, "data_wait": wait / elapsed}
 
 
 def ember_epoch(files_glob: str, args, run_root: Path) -> dict:
-    cmd = [sys.executable, "-m", "ember.cli", "train", "data=gridded", f"data.path={files_glob}", f"data.variables=[{','.join(VARIABLES)}]", "data.lead=1",
-           f"data.batch_size={args.batch}", f"data.num_workers={args.workers}", "model=unet", "model.width=4", "model.depth=1", "trainer.max_epochs=1",
-           "trainer.progress=lines", "trainer.log_every_n_steps=20", f"run.root={run_root}", "track=[]", "trainer.measure_flops=false"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ember.cli",
+        "train",
+        "data=gridded",
+        f"data.path={files_glob}",
+        f"data.variables=[{','.join(VARIABLES)}]",
+        "data.lead=1",
+        f"data.batch_size={args.batch}",
+        f"data.num_workers={args.workers}",
+        "model=unet",
+        "model.width=4",
+        "model.depth=1",
+        "trainer.max_epochs=1",
+        "trainer.progress=lines",
+        "trainer.log_every_n_steps=20",
+        f"run.root={run_root}",
+        "track=[]",
+        "trainer.measure_flops=false",
+    ]
     out, wall, pss = measured(cmd)
     run = max(run_root.glob("*/*/metrics.jsonl"), key=os.path.getmtime)
     records = [json.loads(line) for line in run.read_text().splitlines()]
     steps = [r for r in records if r.get("split") == "train" and "samples_per_s" in r]
     throughput = float(np.median([r["samples_per_s"] for r in steps])) if steps else float("nan")
     waits = [r["data_wait"] for r in steps]
-    return {"samples_per_s": throughput, "data_wait": float(np.mean(waits)) if waits else float("nan"), "peak_pss_gb": pss, "wall_s": wall, "log_tail": out.splitlines()[-3:]}
+    return {
+        "samples_per_s": throughput,
+        "data_wait": float(np.mean(waits)) if waits else float("nan"),
+        "peak_pss_gb": pss,
+        "wall_s": wall,
+        "log_tail": out.splitlines()[-3:],
+    }
 
 
 def measured(cmd: list[str]) -> tuple[str, float, float]:
     """stdout, wall time and peak memory (PSS) in GB of `cmd` and the workers it started (sampled by MEMORY_WRAPPER)."""
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", MEMORY_WRAPPER, json.dumps(cmd)], check=False, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", MEMORY_WRAPPER, json.dumps(cmd)], check=False, capture_output=True, text=True
+    )
     if proc.returncode != 0:
         sys.exit(f"{' '.join(cmd[:4])} failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
     out, pss = proc.stdout.rsplit("\n@pss ", 1)
@@ -175,7 +208,12 @@ def reference_epoch(files: list[Path], args) -> dict:
     payload = json.dumps([[str(f) for f in files], list(VARIABLES), args.batch, args.workers])
     out, wall, pss = measured([sys.executable, "-c", REFERENCE, payload])
     result = json.loads(out.strip().splitlines()[-1])
-    return {"samples_per_s": result["samples"] / result["seconds"], "data_wait": result["data_wait"], "peak_pss_gb": pss, "wall_s": wall}
+    return {
+        "samples_per_s": result["samples"] / result["seconds"],
+        "data_wait": result["data_wait"],
+        "peak_pss_gb": pss,
+        "wall_s": wall,
+    }
 
 
 def main() -> None:
@@ -190,18 +228,45 @@ def main() -> None:
     root = Path(args.dir)
     files = write_years(root, args.gb, *args.grid)
     size = sum(f.stat().st_size for f in files) / 1e9
-    print(f"{len(files)} yearly files, {size:.2f} GB on disk, grid {args.grid[0]} x {args.grid[1]}, {len(VARIABLES)} variables")
+    print(
+        f"{len(files)} yearly files, {size:.2f} GB on disk, grid {args.grid[0]} x {args.grid[1]}, "
+        f"{len(VARIABLES)} variables"
+    )
     ours = ember_epoch(str(root / "fields_*.nc"), args, root / "runs")
     theirs = reference_epoch(files, args)
-    rows = [("samples/s (train epoch)", "samples_per_s"), ("data wait share", "data_wait"), ("peak memory, PSS (GB)", "peak_pss_gb"), ("process wall time (s)", "wall_s")]
+    rows = [
+        ("samples/s (train epoch)", "samples_per_s"),
+        ("data wait share", "data_wait"),
+        ("peak memory, PSS (GB)", "peak_pss_gb"),
+        ("process wall time (s)", "wall_s"),
+    ]
     print(f"{'':<26}{'xarray+DataLoader':>18}{'ember':>12}{'ratio':>9}")
     for label, key in rows:
         print(f"{label:<26}{theirs[key]:>18.3f}{ours[key]:>12.3f}{ours[key] / theirs[key]:>8.2f}x")
     print(f"ember's peak memory is {ours['peak_pss_gb'] / size:.2f}x the data's size ({size:.2f} GB)")
-    meta = {"python": platform.python_version(), "cpus": os.cpu_count(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
+    meta = {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+    }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"data_gb": size, "files": len(files), "grid": list(args.grid), "batch": args.batch, "workers": args.workers, "ember": ours, "reference": theirs, "machine": meta}, indent=2) + "\n")
+    out.write_text(
+        json.dumps(
+            {
+                "data_gb": size,
+                "files": len(files),
+                "grid": list(args.grid),
+                "batch": args.batch,
+                "workers": args.workers,
+                "ember": ours,
+                "reference": theirs,
+                "machine": meta,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"wrote {out}")
 
 

@@ -48,10 +48,25 @@ def build_program(work: Path) -> Path:
     """Configure, build and install ember_infer, then build the Fortran model against the installation."""
     prefix = work / "install"
     steps = [
-        ["-S", ROOT / "ember_infer", "-B", work / "build", f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}", "-DCMAKE_BUILD_TYPE=Release", f"-DCMAKE_INSTALL_PREFIX={prefix}"],
+        [
+            "-S",
+            ROOT / "ember_infer",
+            "-B",
+            work / "build",
+            f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}",
+            "-DCMAKE_BUILD_TYPE=Release",
+            f"-DCMAKE_INSTALL_PREFIX={prefix}",
+        ],
         ["--build", work / "build", "--parallel", "2"],
         ["--install", work / "build"],
-        ["-S", ROOT / "ember_infer" / "examples" / "lorenz96", "-B", work / "l96", f"-DCMAKE_PREFIX_PATH={prefix}", "-DCMAKE_BUILD_TYPE=Release"],
+        [
+            "-S",
+            ROOT / "ember_infer" / "examples" / "lorenz96",
+            "-B",
+            work / "l96",
+            f"-DCMAKE_PREFIX_PATH={prefix}",
+            "-DCMAKE_BUILD_TYPE=Release",
+        ],
         ["--build", work / "l96"],
     ]
     for args in steps:
@@ -67,10 +82,23 @@ def train_network(work: Path, samples: int, epochs: int, formats: tuple[str, ...
     from ember.config import compose
     from ember.export.export import export_run
 
-    cfg = compose(["data=lorenz96", "model=mlp", f"data.num_samples={samples}", f"trainer.max_epochs={epochs}", "trainer.progress=none", f"run.root={work / 'runs'}"])
+    cfg = compose(
+        [
+            "data=lorenz96",
+            "model=mlp",
+            f"data.num_samples={samples}",
+            f"trainer.max_epochs={epochs}",
+            "trainer.progress=none",
+            f"run.root={work / 'runs'}",
+        ]
+    )
     result = train(cfg)
     exports = {fmt: export_run(result.run_dir, fmt, echo=lambda s: None).path for fmt in formats}
-    return result.run_dir, {k: v for k, v in result.metrics.items() if k.startswith("test/") and "/" not in k[5:]}, exports
+    return (
+        result.run_dir,
+        {k: v for k, v in result.metrics.items() if k.startswith("test/") and "/" not in k[5:]},
+        exports,
+    )
 
 
 def fit_cubic(samples: int) -> list[float]:
@@ -97,12 +125,19 @@ def truth(starts: int, duration: float, seed: int) -> tuple[np.ndarray, np.ndarr
     return path[0], np.stack(path)
 
 
-def coupled(program: Path, closure: str, arg: str, x0: np.ndarray, steps: int, every: int, work: Path) -> tuple[np.ndarray, float]:
+def coupled(
+    program: Path, closure: str, arg: str, x0: np.ndarray, steps: int, every: int, work: Path
+) -> tuple[np.ndarray, float]:
     """The Fortran model from states x0 (B, K): X every `every` steps (saves, B, K), and its time per step (us)."""
     init, out = work / f"init_{closure}.txt", work / f"out_{closure}.bin"
     rows = "\n".join(" ".join(f"{v:.17g}" for v in row) for row in x0)
     init.write_text(f"{len(x0)} {K}\n{FORCING} {DT}\n{rows}\n")
-    done = subprocess.run([str(program), closure.split("-")[0], arg, str(init), str(out), str(steps), str(every)], capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [str(program), closure.split("-")[0], arg, str(init), str(out), str(steps), str(every)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if done.returncode != 0:
         sys.exit(f"lorenz96 {closure} failed:\n{done.stdout}{done.stderr}")
     per_step = float(done.stdout.split("us_per_step")[1].split()[0])
@@ -135,25 +170,42 @@ def climates(program: Path, closures: dict, p: dict, work: Path) -> dict:
     x0, path = truth(p["members"], p["climate"], seed=23)
     truth_x = path[len(path) // 10 :]  # the first tenth is left out of every run's statistics
     bins = np.linspace(truth_x.min() - 5, truth_x.max() + 5, 61)
-    out = {"duration": p["climate"], "members": p["members"], "truth": {"mean": float(truth_x.mean()), "std": float(truth_x.std())}}
+    out = {
+        "duration": p["climate"],
+        "members": p["members"],
+        "truth": {"mean": float(truth_x.mean()), "std": float(truth_x.std())},
+    }
     for name, arg in closures.items():
         states, _ = coupled(program, name, arg, x0, round(p["climate"] / DT), EVERY, work)
         x = states[len(states) // 10 :]
         finite = bool(np.isfinite(x).all())
-        out[name] = {"mean": float(x.mean()), "std": float(x.std()), "max_abs": float(np.abs(x).max()), "finite": finite, "hellinger": hellinger(x, truth_x, bins) if finite else None}
+        out[name] = {
+            "mean": float(x.mean()),
+            "std": float(x.std()),
+            "max_abs": float(np.abs(x).max()),
+            "finite": finite,
+            "hellinger": hellinger(x, truth_x, bins) if finite else None,
+        }
     return out
 
 
 def costs(program: Path, closures: dict, p: dict, work: Path) -> dict:
     """The Fortran program's time per RK4 step at batch 1 (one state of K=8: the system's size)."""
     x0, _ = truth(1, 0.0, seed=5)
-    return {name: coupled(program, name, arg, x0, p["cost_steps"], p["cost_steps"], work)[1] for name, arg in closures.items()}
+    return {
+        name: coupled(program, name, arg, x0, p["cost_steps"], p["cost_steps"], work)[1]
+        for name, arg in closures.items()
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a small run: fewer samples, epochs, starts and a shorter climate")
-    parser.add_argument("--program", type=Path, help="a built ember_infer/examples/lorenz96 (else ember_infer is built under --work)")
+    parser.add_argument(
+        "--quick", action="store_true", help="a small run: fewer samples, epochs, starts and a shorter climate"
+    )
+    parser.add_argument(
+        "--program", type=Path, help="a built ember_infer/examples/lorenz96 (else ember_infer is built under --work)"
+    )
     parser.add_argument("--work", type=Path, help="where to build, train and run (default: a temporary directory)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "lorenz96_coupled.json")
     args = parser.parse_args()
@@ -165,7 +217,11 @@ def main() -> None:
     formats = ("torchscript",) if args.quick else ("torchscript", "aoti")
     run_dir, metrics, exports = train_network(work, p["samples"], p["epochs"], formats)
     cubic = fit_cubic(p["samples"])
-    closures = {"none": "-", "cubic": ",".join(f"{b:.17g}" for b in cubic), **{f"net-{fmt}": str(path) for fmt, path in exports.items()}}
+    closures = {
+        "none": "-",
+        "cubic": ",".join(f"{b:.17g}" for b in cubic),
+        **{f"net-{fmt}": str(path) for fmt, path in exports.items()},
+    }
     climate = climates(program, closures, p, work)
     result = {
         "settings": {**p, "K": K, "J": J, "forcing": FORCING, "dt": DT, "quick": args.quick},
@@ -186,15 +242,28 @@ def main() -> None:
 def table(r: dict) -> str:
     f, c, cost = r["forecast"], r["climate"], r["us_per_step"]
     at = {lead: f["leads"].index(lead) for lead in (0.5, 1.0, 2.0) if lead in f["leads"]}
-    head = "| closure | " + " | ".join(f"RMSE at {lead:g}" for lead in at) + " | lead RMSE > clim. std | mean | std | Hellinger | us per step |"
+    head = (
+        "| closure | "
+        + " | ".join(f"RMSE at {lead:g}" for lead in at)
+        + " | lead RMSE > clim. std | mean | std | Hellinger | us per step |"
+    )
     lines = [head, "|" + " --- |" * (head.count("|") - 1)]
-    lines.append("| two-scale truth | " + " | ".join("0" for _ in at) + f" | | {c['truth']['mean']:.3f} | {c['truth']['std']:.3f} | 0 | |")
+    lines.append(
+        "| two-scale truth | "
+        + " | ".join("0" for _ in at)
+        + f" | | {c['truth']['mean']:.3f} | {c['truth']['std']:.3f} | 0 | |"
+    )
     for name in f["rmse"]:
         lead = f["lead_past_climate_std"][name]
         hel = c[name]["hellinger"]
         cells = [f"{f['rmse'][name][i]:.3f}" for i in at.values()]
         climate = f"{c[name]['mean']:.3f} | {c[name]['std']:.3f} | {hel:.4f}" if hel is not None else "blew up | | "
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {'> ' + format(f['leads'][-1], 'g') if lead is None else format(lead, 'g')} | {climate} | {cost[name]:.1f} |")
+        lines.append(
+            f"| {name} | "
+            + " | ".join(cells)
+            + f" | {'> ' + format(f['leads'][-1], 'g') if lead is None else format(lead, 'g')} | {climate} "
+            f"| {cost[name]:.1f} |"
+        )
     return "\n".join(lines)
 
 

@@ -39,13 +39,21 @@ SETTINGS = {
 
 
 def run(name: str, root: str) -> dict:
-    overrides = [f"model={name}", *SETTINGS[name], "trainer.progress=none", "trainer.tensorboard=false", "trainer.seed=0", f"run.root={root}"]
+    overrides = [
+        f"model={name}",
+        *SETTINGS[name],
+        "trainer.progress=none",
+        "trainer.tensorboard=false",
+        "trainer.seed=0",
+        f"run.root={root}",
+    ]
     start = time.perf_counter()
     result = train(compose(overrides))
     wall = time.perf_counter() - start
     return {
         "model": name,
-        "command": "ember train " + " ".join(o for o in overrides if not o.startswith(("run.root", "trainer.progress", "trainer.tensorboard"))),
+        "command": "ember train "
+        + " ".join(o for o in overrides if not o.startswith(("run.root", "trainer.progress", "trainer.tensorboard"))),
         "params": result.summary.get("params"),
         "test_accuracy": result.metrics["test/accuracy"],
         "paper_accuracy": PAPER[name],
@@ -66,13 +74,21 @@ def main(names: list[str]) -> None:
     print(f"{'model':<10} {'params':>8} {'epochs':>6} {'test acc':>9} {'paper':>6} {'wall s':>7}")
     for r in rows:
         paper = f"{r['paper_accuracy']:.0%}" if r["paper_accuracy"] else "-"
-        print(f"{r['model']:<10} {r['params']:>8,} {r['epochs']:>6} {r['test_accuracy']:>9.2%} {paper:>6} {r['wall_time_s']:>7}")
+        print(
+            f"{r['model']:<10} {r['params']:>8,} {r['epochs']:>6} {r['test_accuracy']:>9.2%} {paper:>6} "
+            f"{r['wall_time_s']:>7}"
+        )
     print(f"{'human':<10} {'':>8} {'':>6} {'':>9} {'96%':>6}")
     best = max(rows, key=lambda r: r["test_accuracy"])
     print(f"best: {best['model']} {best['test_accuracy']:.2%} (target: above 98%)")
     out = Path(__file__).parent / "results" / "mnist1d.json"
     out.parent.mkdir(exist_ok=True)
-    machine = {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine()}
+    machine = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+    }
     out.write_text(json.dumps({"machine": machine, "results": rows}, indent=2) + "\n")
     print(f"wrote {out}")
 

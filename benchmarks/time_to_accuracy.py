@@ -61,7 +61,12 @@ def curve(overrides: list[str], budget_s: float) -> dict:
         trainer.step_hook = after_step
         final = trainer.fit(run, run.checkpoints)
         run.close()
-        return {"points": points, "final": final.get("test/accuracy"), "setup_s": setup_s, "within_budget": trainer.state.stop_reason != "budget"}
+        return {
+            "points": points,
+            "final": final.get("test/accuracy"),
+            "setup_s": setup_s,
+            "within_budget": trainer.state.stop_reason != "budget",
+        }
 
 
 def main() -> int:
@@ -93,19 +98,31 @@ def main() -> int:
             "best_epoch": best,
         },
     }
-    print(f"MNIST-1D, default `ember train` (cnn1d, AdamW, one-cycle, 20 epochs); torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(
+        f"MNIST-1D, default `ember train` (cnn1d, AdamW, one-cycle, 20 epochs); torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+    )
     if reached:
-        print(f"  reaches {args.target:.0%} test accuracy after epoch {reached[0]} in {reached[1]:.1f} s of training, {run['setup_s'] + reached[1]:.1f} s with the setup ({reached[2]:.2%})")
+        print(
+            f"  reaches {args.target:.0%} test accuracy after epoch {reached[0]} in {reached[1]:.1f} s of training, "
+            f"{run['setup_s'] + reached[1]:.1f} s with the setup ({reached[2]:.2%})"
+        )
     else:
         print(f"  does not reach {args.target:.0%}: best {max(a for _, _, a in default):.2%}")
     print(f"  final test accuracy after {default[-1][0]} epochs, {default[-1][1]:.1f} s: {run['final']:.2%}")
     last = fast["points"][-1]
     if finished:
-        print(f"  trainer=fast: {last[0]} epochs in {last[1]:.1f} s of training ({fast['setup_s']:.1f} s setup), final test accuracy {fast['final']:.2%}")
+        print(
+            f"  trainer=fast: {last[0]} epochs in {last[1]:.1f} s of training ({fast['setup_s']:.1f} s setup), "
+            f"final test accuracy {fast['final']:.2%}"
+        )
     else:
         print(f"  trainer=fast did not finish within {args.budget:.0f} s (epoch {last[0]} at {last[1]:.1f} s)")
     if best:
-        print(f"  trainer=fast, highest per-epoch test accuracy within {args.budget:.0f} s: {best[2]:.2%} at epoch {best[0]} ({best[1]:.1f} s)")
+        print(
+            f"  trainer=fast, highest per-epoch test accuracy within {args.budget:.0f} s: "
+            f"{best[2]:.2%} at epoch {best[0]} ({best[1]:.1f} s)"
+        )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

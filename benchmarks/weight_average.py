@@ -23,13 +23,23 @@ import ember
 
 CASES = {
     "diffusion-digits": (["model=diffusion", "data=digits"], "test/loss", 30),
-    "fno-burgers-256": (["model=fno", "data=burgers", "data.num_samples=600", "data.resolution=256"], "test/relative_l2", 30),
+    "fno-burgers-256": (
+        ["model=fno", "data=burgers", "data.num_samples=600", "data.resolution=256"],
+        "test/relative_l2",
+        30,
+    ),
 }
 
 
 def run(overrides: list[str], epochs: int, decay: float, root: str) -> tuple[dict, float]:
     start = time.perf_counter()
-    cfg = [*overrides, f"trainer.max_epochs={epochs}", f"trainer.ema={decay}", "trainer.progress=none", f"run.root={root}"]
+    cfg = [
+        *overrides,
+        f"trainer.max_epochs={epochs}",
+        f"trainer.ema={decay}",
+        "trainer.progress=none",
+        f"run.root={root}",
+    ]
     result = ember.train_config(cfg)
     return result.metrics, time.perf_counter() - start
 

@@ -24,8 +24,12 @@ def data_table() -> str:
 def model_table() -> str:
     from ember.models import EXAMPLES, MODELS
 
-    rows = [f"| `{n}` | {_first_line(MODELS.get(n))} | {EXAMPLES.get(n, '')} | {_keys(MODELS, n)} |" for n in MODELS.names()]
-    return "| model | what it is | meant for | its own keys (`model.KEY`) |\n| --- | --- | --- | --- |\n" + "\n".join(rows)
+    rows = [
+        f"| `{n}` | {_first_line(MODELS.get(n))} | {EXAMPLES.get(n, '')} | {_keys(MODELS, n)} |" for n in MODELS.names()
+    ]
+    return "| model | what it is | meant for | its own keys (`model.KEY`) |\n| --- | --- | --- | --- |\n" + "\n".join(
+        rows
+    )
 
 
 def on_page_markdown(markdown, page, config, files):

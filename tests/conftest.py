@@ -19,7 +19,14 @@ def ember_cli(tmp_path):
 
     def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
         env = {**os.environ, "COLUMNS": "120"}
-        return subprocess.run([sys.executable, "-m", "ember", *args], cwd=cwd or tmp_path, capture_output=True, text=True, env=env, timeout=300)
+        return subprocess.run(
+            [sys.executable, "-m", "ember", *args],
+            cwd=cwd or tmp_path,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
 
     return run
 
@@ -83,7 +90,9 @@ def pytest_collection_modifyitems(config, items):
 
 
 # Takes the lock on a directory in another process, says so, and holds it until stdin closes.
-HOLDER = "import sys; from ember.files import lock_dir; lock_dir(sys.argv[1]); print('held', flush=True); sys.stdin.read()"
+HOLDER = (
+    "import sys; from ember.files import lock_dir; lock_dir(sys.argv[1]); print('held', flush=True); sys.stdin.read()"
+)
 
 
 @pytest.fixture
@@ -92,7 +101,9 @@ def hold_lock():
     procs = []
 
     def start(directory: Path) -> subprocess.Popen:
-        proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(directory)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", HOLDER, str(directory)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
         procs.append(proc)
         assert proc.stdout.readline().strip() == "held"
         return proc

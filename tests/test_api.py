@@ -26,7 +26,9 @@ def test_fit_trains_a_user_model_on_tensors(tmp_path):
     xv, yv = _blobs(100, seed=1)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3))
-    result = ember.fit(model, (x, y), val=(xv, yv), test=(xv, yv), max_epochs=5, lr=0.01, progress="none", run={"root": str(tmp_path)})
+    result = ember.fit(
+        model, (x, y), val=(xv, yv), test=(xv, yv), max_epochs=5, lr=0.01, progress="none", run={"root": str(tmp_path)}
+    )
     assert result.metrics["test/accuracy"] > 0.9
     assert result.run_dir.parent.name == "custom-Sequential"
     summary = json.loads((result.run_dir / "summary.json").read_text())
@@ -60,7 +62,15 @@ def test_fit_resumes_a_run_where_it_stopped(tmp_path):
 def test_training_types_its_config_once(tmp_path, typings):
     """From the overrides to the report, training reads one typed config (ember.config.typed):
     the one composing built to check the values, or one built from a DictConfig given to train."""
-    common = ["model=mlp", "model.width=8", "data=sine", "data.num_samples=200", "trainer.progress=none", "trainer.tensorboard=false", f"run.root={tmp_path}"]
+    common = [
+        "model=mlp",
+        "model.width=8",
+        "data=sine",
+        "data.num_samples=200",
+        "trainer.progress=none",
+        "trainer.tensorboard=false",
+        f"run.root={tmp_path}",
+    ]
     first = ember.train_config([*common, "trainer.max_epochs=1"])
     assert len(typings) == 1 and (first.run_dir / "report.html").is_file()
     cfg = ember.api.compose([*common, "trainer.max_epochs=2", f"resume={first.run_dir}"])
@@ -90,7 +100,14 @@ def test_resume_tolerates_the_last_bits_of_the_data_statistics_not_a_change(tmp_
         torch.manual_seed(0)
         model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3))
         spec = DataSpec(input_shape=(4,), task="classification", num_classes=3, mean=[0.7] * 4, std=std)
-        return ember.fit(model, Splits(train=TensorData(x, y), spec=spec), max_epochs=epochs, progress="none", run={"root": str(tmp_path)}, **extra)
+        return ember.fit(
+            model,
+            Splits(train=TensorData(x, y), spec=spec),
+            max_epochs=epochs,
+            progress="none",
+            run={"root": str(tmp_path)},
+            **extra,
+        )
 
     std = [1.9, 2.1, 1.7, 1.8]
     first = fit(1, std)
@@ -104,7 +121,13 @@ def test_fit_takes_datasets_numpy_and_regression(tmp_path):
     x = np.random.default_rng(0).normal(size=(200, 2))
     y = (x @ np.array([[1.5], [-2.0]])).astype(np.float32)
     model = nn.Linear(2, 1)
-    result = ember.fit(model, (x, y), trainer={"max_epochs": 30, "progress": "none"}, optim={"name": "sgd", "lr": 0.1}, run={"root": str(tmp_path)})
+    result = ember.fit(
+        model,
+        (x, y),
+        trainer={"max_epochs": 30, "progress": "none"},
+        optim={"name": "sgd", "lr": 0.1},
+        run={"root": str(tmp_path)},
+    )
     assert torch.allclose(model.weight.detach(), torch.tensor([[1.5, -2.0]]), atol=0.05)
     assert "test/mse" not in result.metrics  # no test split given
     ds = TensorDataset(torch.tensor(x, dtype=torch.float32), torch.tensor(y))
@@ -127,7 +150,9 @@ def test_fit_rejects_unknown_or_ambiguous_keys_and_bad_data(tmp_path):
 
 
 def test_train_load_run_and_evaluate_run_agree(tmp_path):
-    cfg = ember.api.compose(["data.num_samples=1000", "trainer.max_epochs=2", "trainer.progress=none", f"run.root={tmp_path}"])
+    cfg = ember.api.compose(
+        ["data.num_samples=1000", "trainer.max_epochs=2", "trainer.progress=none", f"run.root={tmp_path}"]
+    )
     result = ember.api.train(cfg)
     model, saved_cfg, spec = ember.load_run(result.run_dir)
     assert saved_cfg.model.name == "cnn1d" and spec.num_classes == 10
@@ -161,15 +186,34 @@ def test_a_run_written_before_target_scaling_still_evaluates_exports_and_resumes
     x = rng.normal(size=(300, 3)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "y.npy", (280 + 5 * x[:, :1] + x[:, 1:2] ** 2).astype(np.float32))
-    common = ["data=numpy", f"data.path={tmp_path / 'x.npy'}", f"data.target={tmp_path / 'y.npy'}", "model=mlp", "trainer.progress=none", f"run.root={tmp_path / 'runs'}"]
-    result = ember.api.train(ember.api.compose([*common, "trainer.max_epochs=2", "data.normalize_target=false", "model.residual=false"]))
+    common = [
+        "data=numpy",
+        f"data.path={tmp_path / 'x.npy'}",
+        f"data.target={tmp_path / 'y.npy'}",
+        "model=mlp",
+        "trainer.progress=none",
+        f"run.root={tmp_path / 'runs'}",
+    ]
+    result = ember.api.train(
+        ember.api.compose([*common, "trainer.max_epochs=2", "data.normalize_target=false", "model.residual=false"])
+    )
     run = result.run_dir
     # What an older ember wrote: no target statistics, no residual or normalize_target keys.
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     del cfg["data"]["normalize_target"], cfg["model"]["residual"]
     (run / "config.yaml").write_text(yaml.safe_dump(cfg))
     spec = json.loads((run / "spec.json").read_text())
-    for key in ("target_mean", "target_std", "target_names", "identity_channels", "lead", "lat", "lon", "input_names", "target_units"):
+    for key in (
+        "target_mean",
+        "target_std",
+        "target_names",
+        "identity_channels",
+        "lead",
+        "lat",
+        "lon",
+        "input_names",
+        "target_units",
+    ):
         spec.pop(key, None)
     (run / "spec.json").write_text(json.dumps(spec))
     assert ember.evaluate_run(run, console=None)["test/rmse"] == pytest.approx(result.metrics["test/rmse"], rel=1e-5)
@@ -184,7 +228,16 @@ def test_an_fno_trained_on_one_grid_is_evaluated_on_a_finer_one(tmp_path):
     from ember.config import compose
     from ember.track.console import Console
 
-    overrides = ["model=fno", "model.width=8", "model.modes=6", "model.depth=2", "data=burgers", "data.num_samples=100", "data.resolution=32", "trainer.max_epochs=8"]
+    overrides = [
+        "model=fno",
+        "model.width=8",
+        "model.modes=6",
+        "model.depth=2",
+        "data=burgers",
+        "data.num_samples=100",
+        "data.resolution=32",
+        "trainer.max_epochs=8",
+    ]
     cfg = compose([*overrides, "trainer.progress=none", "trainer.tensorboard=false", f"run.root={tmp_path}"])
     result = ember.api.train(cfg, console=Console("none"))
     coarse = ember.evaluate_run(result.run_dir, [], console=Console("none"))

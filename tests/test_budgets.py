@@ -25,6 +25,8 @@ def test_every_file_and_function_of_the_package_is_within_its_budget():
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                 length = node.end_lineno - node.lineno + 1
                 if length > FUNCTION_LINES:
-                    over.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: {length} lines (budget {FUNCTION_LINES})")
+                    over.append(
+                        f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: {length} lines (budget {FUNCTION_LINES})"
+                    )
     assert not over, "split these:\n" + "\n".join(over)
 

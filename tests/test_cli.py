@@ -21,7 +21,15 @@ def test_train_writes_a_complete_run_directory_and_eval_reads_it(ember_cli, tmp_
     assert "test" in r.stdout and "accuracy" in r.stdout  # the final table
     (run,) = _run_dirs(tmp_path)
     assert run.parent.name == "mnist1d-cnn1d"
-    for name in ["config.yaml", "spec.json", "metrics.jsonl", "summary.json", "model.safetensors", "checkpoints/last.pt", "checkpoints/best.pt"]:
+    for name in [
+        "config.yaml",
+        "spec.json",
+        "metrics.jsonl",
+        "summary.json",
+        "model.safetensors",
+        "checkpoints/last.pt",
+        "checkpoints/best.pt",
+    ]:
         assert (run / name).is_file(), name
     assert list((run / "tb").glob("events.out.tfevents.*")), "no TensorBoard event file"
 
@@ -62,10 +70,25 @@ def test_train_writes_a_complete_run_directory_and_eval_reads_it(ember_cli, tmp_
         (["eval", "run=nowhere"], "error: 'nowhere' is not a run directory"),
         # The neural operators' bad inputs (issue 16): an operator's loss on classes, a grid
         # too coarse for the FNO's modes or for Darcy's solver.
-        (["train", "trainer.loss=rel_l2"], "error: trainer.loss=rel_l2 needs a field or vector regression target, not classification"),
-        (["train", "trainer.loss=h1"], "error: trainer.loss=h1 needs a field target (channels, *grid) to take derivatives along, not classification"),
-        (["train", "model=fno", "data=burgers", "data.resolution=16", "data.num_samples=20", "data.cache=false"], "error: model.modes=16 needs a grid of at least 32 points per axis"),
-        (["train", "data=darcy", "data.resolution=8"], "error: data.resolution=8 is too coarse for data=darcy; use at least 16"),
+        (
+            ["train", "trainer.loss=rel_l2"],
+            "error: trainer.loss=rel_l2 needs a field or vector regression target, not classification",
+        ),
+        (
+            ["train", "trainer.loss=h1"],
+            (
+                "error: trainer.loss=h1 needs a field target (channels, "
+                "*grid) to take derivatives along, not classification"
+            ),
+        ),
+        (
+            ["train", "model=fno", "data=burgers", "data.resolution=16", "data.num_samples=20", "data.cache=false"],
+            "error: model.modes=16 needs a grid of at least 32 points per axis",
+        ),
+        (
+            ["train", "data=darcy", "data.resolution=8"],
+            "error: data.resolution=8 is too coarse for data=darcy; use at least 16",
+        ),
     ],
 )
 def test_mistakes_exit_2_with_one_line_and_create_nothing(ember_cli, tmp_path, args, expected):
@@ -87,7 +110,17 @@ def test_help_lists_commands_and_group_options(ember_cli):
     for args in (["--help"], ["train", "--help"]):
         r = ember_cli(*args)
         assert r.returncode == 0
-        for text in ["train", "eval", "config", "model ", "cnn1d", "mlp", "experiment", "linear_regression", "onecycle"]:
+        for text in [
+            "train",
+            "eval",
+            "config",
+            "model ",
+            "cnn1d",
+            "mlp",
+            "experiment",
+            "linear_regression",
+            "onecycle",
+        ]:
             assert text in r.stdout, (args, text)
 
 
@@ -130,8 +163,17 @@ def test_default_train_reaches_the_paper_cnn_accuracy(ember_cli, tmp_path):
 @pytest.mark.parametrize(
     "args, expected",
     [
-        (["trainer.monitor=val/acc"], "error: trainer.monitor='val/acc' is not a validation metric of this run; choose one of: val/loss, val/accuracy"),
-        (["data.val_fraction=0", "trainer.early_stopping_patience=2"], "error: trainer.early_stopping_patience needs a validation split"),
+        (
+            ["trainer.monitor=val/acc"],
+            (
+                "error: trainer.monitor='val/acc' is not a validation metric of this run; choose one of: "
+                "val/loss, val/accuracy"
+            ),
+        ),
+        (
+            ["data.val_fraction=0", "trainer.early_stopping_patience=2"],
+            "error: trainer.early_stopping_patience needs a validation split",
+        ),
         (["model=poly3"], "error: model poly3 takes one scalar input per sample"),
         (["resume=runs/x"], "error: 'runs/x' is not a run directory (no config.yaml); pass resume=runs/<name>/<time>"),
     ],
@@ -146,7 +188,10 @@ def test_setup_mistakes_found_after_composition_also_create_nothing(ember_cli, t
 def test_a_config_mistake_is_reported_before_the_heavy_imports(tmp_path):
     """A typo's one-line error should come fast: torchmetrics (and the scipy.signal it loads, ~1 s)
     is imported when a run builds its metrics, not to check a config."""
-    code = "import sys; from ember.cli import main; rc = main(['train', 'trainer.max_epoch=3']); print(rc, 'torchmetrics' in sys.modules)"
+    code = (
+        "import sys; from ember.cli import main; rc = main(['train', 'trainer.max_epoch=3']); print(rc, "
+        "'torchmetrics' in sys.modules)"
+    )
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert r.stdout.split() == ["2", "False"], r.stdout + r.stderr
     assert "unknown key 'trainer.max_epoch'" in r.stderr

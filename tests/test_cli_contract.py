@@ -41,7 +41,10 @@ CASES = {
         (["trainer.grad_clip=-1"], "trainer.grad_clip=-1.0 is out of range"),
         (["--config", "latin1.yaml"], "is not UTF-8 text (byte 0xe9"),
         (["model=mlp", "data=csv", "data.path=one_class.csv", "data.target=y"], "one class only"),
-        (["model=mlp", "data=csv", "data.path=table.csv", "data.target=y", "data.features=[a,y]"], "is both the target and a feature"),
+        (
+            ["model=mlp", "data=csv", "data.path=table.csv", "data.target=y", "data.features=[a,y]"],
+            "is both the target and a feature",
+        ),
         (["model=mlp", "data=numpy", "data.path=empty.npz"], "the inputs hold no samples"),
         (["model=mlp", "data=numpy", "data.path=text.npz"], "the inputs are of dtype <U1 (text)"),
     ],
@@ -57,7 +60,10 @@ CASES = {
         ([f"run={RUN}", "format=torchscript", "atol=-1"], "atol=-1.0 is out of range: it must be >= 0"),
         ([f"run={RUN}", "format=torchscript", "samples=0"], "samples=0 is out of range"),
         ([f"run={RUN}", "format=torchscript", "out=a_file/model.pt"], "'a_file' is a file, not a folder"),
-        ([f"run={RUN}", "format=torchscript", "out=a_folder"], "cannot write the torchscript export to 'a_folder': it is a folder"),
+        (
+            [f"run={RUN}", "format=torchscript", "out=a_folder"],
+            "cannot write the torchscript export to 'a_folder': it is a folder",
+        ),
     ],
     "predict": [
         ([f"run={RUN}", "input=inputs.npy", "batch_size=0"], "batch_size=0 is out of range"),
@@ -72,7 +78,10 @@ CASES = {
     "compress": [
         ([f"run={RUN}", "method=prune", "sparsity=1.5"], "sparsity=1.5 is out of range"),
         ([f"run={RUN}", "method=prune", "epochs=0"], "epochs=0 is out of range"),
-        ([f"run={RUN}", "method=dynamic_int8", "out=a_file"], "cannot write the compressed run to 'a_file': it is a file"),
+        (
+            [f"run={RUN}", "method=dynamic_int8", "out=a_file"],
+            "cannot write the compressed run to 'a_file': it is a file",
+        ),
     ],
     "report": [
         ([RUN, "-o", "a_folder"], "cannot write the report to 'a_folder': it is a folder"),
@@ -111,7 +120,19 @@ CASES = {
 
 def small_run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("runs")
-    cfg = compose(["model=mlp", "model.width=8", "data=spirals", "data.num_samples=200", "trainer.max_epochs=1", "trainer.progress=none", "track=[]", "run.report=false", f"run.dir={root / 'run'}"])
+    cfg = compose(
+        [
+            "model=mlp",
+            "model.width=8",
+            "data=spirals",
+            "data.num_samples=200",
+            "trainer.max_epochs=1",
+            "trainer.progress=none",
+            "track=[]",
+            "run.report=false",
+            f"run.dir={root / 'run'}",
+        ]
+    )
     train(cfg)
     return root / "run"
 
@@ -184,11 +205,24 @@ def test_each_command_keeps_the_contract_in_a_process_of_its_own(ember_cli, tmp_
 
 def test_every_bad_value_of_every_command_keeps_the_contract(tmp_path, small_run):
     write_bad_inputs(tmp_path)
-    cases = [(argv(command, args, small_run), expected) for command, table in CASES.items() for args, expected in table[1:]]
+    cases = [
+        (argv(command, args, small_run), expected) for command, table in CASES.items() for args, expected in table[1:]
+    ]
     folders = json.dumps([str(tmp_path), str(small_run.parent)])
-    p = subprocess.run([sys.executable, "-c", DRIVER, json.dumps([a for a, _ in cases]), folders], cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False)
+    p = subprocess.run(
+        [sys.executable, "-c", DRIVER, json.dumps([a for a, _ in cases]), folders],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert p.returncode == 0, p.stderr
     results = json.loads(p.stdout.splitlines()[-1])
     assert len(results) == len(cases) > 40
-    failures = [f"ember {' '.join(a)}: {why}" for (a, expected), res in zip(cases, results) if (why := contract_broken(res["code"], res["stderr"], expected, res["changed"]))]
+    failures = [
+        f"ember {' '.join(a)}: {why}"
+        for (a, expected), res in zip(cases, results)
+        if (why := contract_broken(res["code"], res["stderr"], expected, res["changed"]))
+    ]
     assert not failures, "\n".join(failures)

@@ -93,7 +93,9 @@ def test_lock_is_refused_while_another_process_holds_it_and_recovered_after_sigk
 def test_check_output_refuses_a_folder_a_file_in_the_way_and_a_file_for_a_folder(tmp_path):
     (tmp_path / "folder").mkdir()
     (tmp_path / "file").write_text("x")
-    with pytest.raises(OutputError, match=r"cannot write the report to '.*folder': it is a folder; choose another path with -o"):
+    with pytest.raises(
+        OutputError, match=r"cannot write the report to '.*folder': it is a folder; choose another path with -o"
+    ):
         check_output(tmp_path / "folder", "the report", "-o")
     with pytest.raises(OutputError, match=r"to '.*file/deeper/r.html': '.*file' is a file, not a folder"):
         check_output(tmp_path / "file/deeper/r.html", "the report", "-o")
@@ -104,7 +106,10 @@ def test_check_output_refuses_a_folder_a_file_in_the_way_and_a_file_for_a_folder
 
 
 def test_output_errors_name_the_path_and_the_cause():
-    full = pytest.raises(OutputError, match=r"cannot write the benchmark to 'b.json' \(No space left on device\); free space on that disk")
+    full = pytest.raises(
+        OutputError,
+        match=r"cannot write the benchmark to 'b.json' \(No space left on device\); free space on that disk",
+    )
     with full, output_errors("b.json", "the benchmark", "out="):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
@@ -116,7 +121,13 @@ def test_a_folder_even_root_cannot_write_is_one_line():
         pytest.skip("/sys is writable here")
     except OSError:
         pass
-    refused = pytest.raises(OutputError, match=r"cannot write the report to '/sys/r.html' \((Permission denied|Read-only file system)\); choose another path with -o")
+    refused = pytest.raises(
+        OutputError,
+        match=(
+            r"cannot write the report to '/sys/r.html' \((Permission denied|Read-only file system)\); "
+            r"choose another path with -o"
+        ),
+    )
     with refused, output_errors("/sys/r.html", "the report", "-o"):
         write_atomic("/sys/r.html", "<html>")
 
@@ -190,7 +201,13 @@ def test_a_full_disk_keeps_the_old_file_and_says_how_much_space_is_needed(tmp_pa
         return real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", full)
-    with pytest.raises(OutputError, match=r"cannot write '.*best.pt': the disk is full \(.* free\) and it needs about \d+ kB: free space .*; the files written before it are kept"):
+    with pytest.raises(
+        OutputError,
+        match=(
+            r"cannot write '.*best.pt': the disk is full \(.* free\) and it needs about \d+ kB: free space .*; "
+            r"the files written before it are kept"
+        ),
+    ):
         save_checkpoint({"w": torch.zeros(10)}, target, within=tmp_path)
     assert target.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt"]
@@ -221,5 +238,7 @@ def test_a_run_directory_deleted_while_writing_is_one_line(tmp_path):
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     shutil.rmtree(run)
-    with pytest.raises(OutputError, match=r"the run directory '.*run' was deleted or unmounted while the run wrote step-1.pt"):
+    with pytest.raises(
+        OutputError, match=r"the run directory '.*run' was deleted or unmounted while the run wrote step-1.pt"
+    ):
         save_checkpoint({"w": torch.zeros(1)}, run / "checkpoints" / "step-1.pt", within=run)

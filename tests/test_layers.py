@@ -41,5 +41,7 @@ def test_the_layout_map_names_every_package_and_root_module():
     missing += [name for name in modules if name not in mapped]
     assert missing == [], f"docs/development.md's map of the package lacks {missing}"
     # and the map names nothing that is gone
-    named = {line.split()[0] for line in mapped.splitlines()[2:] if line.startswith("  ") and not line.startswith("   ")}
+    named = {
+        line.split()[0] for line in mapped.splitlines()[2:] if line.startswith("  ") and not line.startswith("   ")
+    }
     assert named <= {f"{n}/" for n in packages} | set(modules), named - {f"{n}/" for n in packages} - set(modules)

@@ -11,7 +11,8 @@ from ember.models import MODELS
 from ember.ranges import AT_LEAST_1, FRACTION, POSITIVE, Range, check_value, range_of
 
 # Numeric keys that may take any finite value: a range for them would only forbid real settings.
-UNBOUNDED = {"p_mean", "slope", "intercept", "forcing", "fill_value", "level"}  # level: coordinate values (hPa, m), any sign
+# level: coordinate values (hPa, m), any sign
+UNBOUNDED = {"p_mean", "slope", "intercept", "forcing", "fill_value", "level"}
 
 
 def _numeric(annotation) -> bool:
@@ -32,8 +33,14 @@ def _numeric_keys():
 
 
 def test_every_numeric_key_has_a_range_beside_it():
-    missing = [key for key, annotation in _numeric_keys() if _numeric(annotation) and range_of(annotation) is None and key.split(".")[-1].split()[-1] not in UNBOUNDED]
-    assert not missing, f"give these keys a range (Annotated[int, AT_LEAST_1], ...) or list them in UNBOUNDED: {missing}"
+    missing = [
+        key
+        for key, annotation in _numeric_keys()
+        if _numeric(annotation) and range_of(annotation) is None and key.split(".")[-1].split()[-1] not in UNBOUNDED
+    ]
+    assert not missing, (
+        f"give these keys a range (Annotated[int, AT_LEAST_1], ...) or list them in UNBOUNDED: {missing}"
+    )
 
 
 @pytest.mark.parametrize(
@@ -107,7 +114,10 @@ def test_check_choice_names_the_key_the_nearest_name_and_all_of_them():
     from ember.ranges import check_choice
 
     assert check_choice("model.norm", "batch", ("batch", "layer")) == "batch"
-    with pytest.raises(ConfigError, match=r"^model.norm='bach' is not a valid choice; did you mean batch\? choose one of: batch, layer$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^model.norm='bach' is not a valid choice; did you mean batch\? choose one of: batch, layer$",
+    ):
         check_choice("model.norm", "bach", ("batch", "layer"))
     with pytest.raises(ConfigError, match=r"^model.norm='x' is not a valid choice; choose one of: batch, layer$"):
         check_choice("model.norm", "x", ("batch", "layer"))
@@ -136,7 +146,10 @@ def test_a_builders_set_of_names_is_checked_at_compose_and_from_python():
     def toy(spec, *, norm: Annotated[str, OneOf(("batch", "layer"))] = "batch"):
         return norm
 
-    with pytest.raises(ConfigError, match=r"^model.norm='bach' is not a valid choice; did you mean batch\? choose one of: batch, layer$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^model.norm='bach' is not a valid choice; did you mean batch\? choose one of: batch, layer$",
+    ):
         registry.check_kwargs("toy", {"norm": "bach"})
     registry.check_kwargs("toy", {"norm": "layer"})
     schema = registry.config_schema("toy", base=ModelCommon)  # what compose builds from the signature

@@ -12,9 +12,18 @@ from ember.errors import UnsafeFileError
 
 def test_listed_globals_load_and_others_are_refused_before_import(tmp_path, code_payload):
     (tmp_path / "ok").write_bytes(pickle.dumps({"a": [1, b"x"], "b": OrderedDict(c=2)}))
-    assert safe_pickle.load(tmp_path / "ok", {("collections", "OrderedDict")}, kind="test file", fix="fix it") == {"a": [1, b"x"], "b": {"c": 2}}
+    assert safe_pickle.load(tmp_path / "ok", {("collections", "OrderedDict")}, kind="test file", fix="fix it") == {
+        "a": [1, b"x"],
+        "b": {"c": 2},
+    }
     (tmp_path / "bad").write_bytes(code_payload.bytes)
-    with pytest.raises(UnsafeFileError, match=r"bad names posix.system, which a test file never holds: reading it could run code, so ember refuses it; fix it"):
+    with pytest.raises(
+        UnsafeFileError,
+        match=(
+            r"bad names posix.system, which a test file never holds: reading it could run code, "
+            r"so ember refuses it; fix it"
+        ),
+    ):
         safe_pickle.load(tmp_path / "bad", {("collections", "OrderedDict")}, kind="test file", fix="fix it")
     assert not code_payload.marker.exists()
     # The module a refused name lives in is not even imported (importing can run code too).

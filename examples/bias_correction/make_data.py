@@ -29,7 +29,10 @@ def fields(days: int, nlat: int, nlon: int, seed: int):
     t = np.arange(days)[:, None, None]
     la, lo = np.deg2rad(lat)[None, :, None], np.deg2rad(lon)[None, None, :]
     # Weather: a few travelling waves with random phases, smooth in space and time.
-    weather = sum(rng.normal(0, 1.2) * np.sin(k * lo - 2 * np.pi * t / p + rng.uniform(0, 2 * np.pi)) * np.cos(la) for k, p in ((2, 9.0), (3, 6.0), (5, 4.0)))
+    weather = sum(
+        rng.normal(0, 1.2) * np.sin(k * lo - 2 * np.pi * t / p + rng.uniform(0, 2 * np.pi)) * np.cos(la)
+        for k, p in ((2, 9.0), (3, 6.0), (5, 4.0))
+    )
     weather = weather + 0.6 * rng.normal(size=(days, nlat, nlon))
     season = 8 * np.sin(la) * np.cos(2 * np.pi * t / 365.25)
     t2m_obs = 288 - 30 * np.sin(la) ** 2 + season + 2.5 * weather
@@ -40,7 +43,12 @@ def fields(days: int, nlat: int, nlon: int, seed: int):
     pr_model = 0.8 * pr_obs + 0.6 + rng.gamma(0.5, 0.6, size=weather.shape)  # drizzle, muted extremes
     # SST: the slow part of the temperature, damped; the model's is too warm in summer.
     tos_obs = 291 - 18 * np.sin(la) ** 2 + 0.5 * season + 0.8 * weather
-    tos_model = tos_obs + 0.8 * np.cos(lo) * np.cos(la) + 0.6 * np.cos(2 * np.pi * (t - 200) / 365.25) + rng.normal(0, 0.25, size=weather.shape)
+    tos_model = (
+        tos_obs
+        + 0.8 * np.cos(lo) * np.cos(la)
+        + 0.6 * np.cos(2 * np.pi * (t - 200) / 365.25)
+        + rng.normal(0, 0.25, size=weather.shape)
+    )
     land = _land(lat, lon)
     tos_obs, tos_model = (np.where(land, np.nan, a) for a in (tos_obs, tos_model))
     return lat, lon, {"t2m": (t2m_obs, t2m_model), "pr": (pr_obs, pr_model), "tos": (tos_obs, tos_model)}
@@ -59,17 +67,33 @@ def write(out: Path, years: int = 4, nlat: int = 16, nlon: int = 32, seed: int =
 
     days = 365 * years
     lat, lon, f = fields(days, nlat, nlon, seed)
-    time = np.array([cftime.DatetimeNoLeap(2000 + d // 365, 1, 1) + datetime.timedelta(days=d % 365) for d in range(days)])
-    units = {"t2m": ("K", "air_temperature"), "pr": ("mm/day", "precipitation_flux"), "tos": ("K", "sea_surface_temperature")}
+    time = np.array(
+        [cftime.DatetimeNoLeap(2000 + d // 365, 1, 1) + datetime.timedelta(days=d % 365) for d in range(days)]
+    )
+    units = {
+        "t2m": ("K", "air_temperature"),
+        "pr": ("mm/day", "precipitation_flux"),
+        "tos": ("K", "sea_surface_temperature"),
+    }
     for name, which in (("model", 1), ("obs", 0)):
         folder = out / name
         folder.mkdir(parents=True, exist_ok=True)
         for year in range(years):
             days_of_year = slice(365 * year, 365 * (year + 1))
-            data = {v: (("time", "lat", "lon"), pair[which][days_of_year].astype(np.float32), {"units": units[v][0], "standard_name": units[v][1]}) for v, pair in f.items()}
+            data = {
+                v: (
+                    ("time", "lat", "lon"),
+                    pair[which][days_of_year].astype(np.float32),
+                    {"units": units[v][0], "standard_name": units[v][1]},
+                )
+                for v, pair in f.items()
+            }
             ds = xr.Dataset(data, coords={"time": time[days_of_year], "lat": lat, "lon": lon})
             _bounds(ds, lat, lon)
-            encoding = {"time": {"units": "days since 2000-01-01", "calendar": "noleap"}, "time_bnds": {"units": "days since 2000-01-01", "calendar": "noleap"}}
+            encoding = {
+                "time": {"units": "days since 2000-01-01", "calendar": "noleap"},
+                "time_bnds": {"units": "days since 2000-01-01", "calendar": "noleap"},
+            }
             ds.to_netcdf(folder / f"{name}_{2000 + year}.nc", engine="h5netcdf", encoding=encoding)
     return out / "model", out / "obs"
 
@@ -77,7 +101,10 @@ def write(out: Path, years: int = 4, nlat: int = 16, nlon: int = 32, seed: int =
 def _bounds(ds, lat: np.ndarray, lon: np.ndarray) -> None:
     """CF cell bounds of time, lat and lon, as nearly every CF file carries them."""
     step_lat, step_lon = lat[1] - lat[0], lon[1] - lon[0]
-    ds["time_bnds"] = (("time", "bnds"), np.stack([ds.time.values, ds.time.values + datetime.timedelta(days=1)], axis=1))
+    ds["time_bnds"] = (
+        ("time", "bnds"),
+        np.stack([ds.time.values, ds.time.values + datetime.timedelta(days=1)], axis=1),
+    )
     ds["lat_bnds"] = (("lat", "bnds"), np.stack([lat - step_lat / 2, lat + step_lat / 2], axis=1))
     ds["lon_bnds"] = (("lon", "bnds"), np.stack([lon - step_lon / 2, lon + step_lon / 2], axis=1))
     ds.time.attrs["bounds"], ds.lat.attrs["bounds"], ds.lon.attrs["bounds"] = "time_bnds", "lat_bnds", "lon_bnds"

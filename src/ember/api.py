@@ -60,7 +60,9 @@ class Result:
         return run_html(f"{type(self.model).__name__}: {when}", self.metrics, self.run_dir)
 
 
-def train(cfg: DictConfig | list[str], console: Console | None = None, on_validation=None, conf: EmberConfig | None = None) -> Result:
+def train(
+    cfg: DictConfig | list[str], console: Console | None = None, on_validation=None, conf: EmberConfig | None = None
+) -> Result:
     """Train from a composed config, or from overrides as `ember train` takes them:
     `ember.train_config(["model=mlp", "trainer.max_epochs=5"])`.
 
@@ -76,7 +78,9 @@ def train(cfg: DictConfig | list[str], console: Console | None = None, on_valida
         cfg, conf = compose_typed([cfg] if isinstance(cfg, str) else list(cfg))
     d = distributed.from_env()
     # Rank 0 speaks for every process; the others train silently.
-    console = console or (Console(conf.trainer.progress) if d.is_main else Console("none", stream=open(os.devnull, "w")))
+    console = console or (
+        Console(conf.trainer.progress) if d.is_main else Console("none", stream=open(os.devnull, "w"))
+    )
     resume_dir = _checked_resume_dir(cfg, console)
     seed_everything(conf.trainer.seed)
     splits = build_data(conf.data)
@@ -85,7 +89,11 @@ def train(cfg: DictConfig | list[str], console: Console | None = None, on_valida
     for note in splits.notes:
         console.print(f"note: {note}")
     if isinstance(model, Residual):
-        console.print(f"model.residual={m.residual}: {m.name} predicts the correction to its input ({_residual_case(splits.spec)}), starting from the {baselines.names(splits.spec)[-1]} baseline; model.residual=false predicts the field itself")
+        console.print(
+            f"model.residual={m.residual}: {m.name} predicts the correction to its input "
+            f"({_residual_case(splits.spec)}), starting from the {baselines.names(splits.spec)[-1]} baseline; "
+            "model.residual=false predicts the field itself"
+        )
     return train_model(cfg, conf, model, splits, console, resume_dir, Callbacks(on_validation=on_validation))
 
 
@@ -116,7 +124,14 @@ def compose_for_resume(overrides: list[str], config_file: str | None = None) -> 
 
 
 FIXED_BY_CHECKPOINT = ("model.", "data.")
-FREE_TO_CHANGE = {"resume", "data.num_workers", "data.eval_batch_size", "data.split", "data.fast_path", "trainer.progress"}
+FREE_TO_CHANGE = {
+    "resume",
+    "data.num_workers",
+    "data.eval_batch_size",
+    "data.split",
+    "data.fast_path",
+    "trainer.progress",
+}
 
 
 def _checked_resume_dir(cfg: DictConfig, console: Console) -> Path | None:
@@ -132,13 +147,22 @@ def _checked_resume_dir(cfg: DictConfig, console: Console) -> Path | None:
 def _check_resume_config(run_dir: Path, cfg: DictConfig, console: Console) -> None:
     old = flatten(OmegaConf.to_container(RunDir.open(run_dir).config(), resolve=True))
     new = flatten(OmegaConf.to_container(cfg, resolve=True))
-    changed = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k) and k not in FREE_TO_CHANGE and not k.startswith("run.")]
+    changed = [
+        k
+        for k in sorted(set(old) | set(new))
+        if old.get(k) != new.get(k) and k not in FREE_TO_CHANGE and not k.startswith("run.")
+    ]
     fixed = [k for k in changed if k.startswith(FIXED_BY_CHECKPOINT)]
     if fixed:
         what = ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in fixed)
-        raise CheckpointError(f"cannot resume {run_dir}: the model or data changed ({what}); resume with the run's settings or start a new run")
+        raise CheckpointError(
+            f"cannot resume {run_dir}: the model or data changed ({what}); "
+            "resume with the run's settings or start a new run"
+        )
     if changed:
-        console.print("resuming with changed settings: " + ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in changed))
+        console.print(
+            "resuming with changed settings: " + ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
+        )
 
 
 def fit(model: nn.Module, train: Any, val: Any = None, test: Any = None, **overrides: Any) -> Result:
@@ -155,10 +179,14 @@ def fit(model: nn.Module, train: Any, val: Any = None, test: Any = None, **overr
     """
     if isinstance(train, Splits):
         if val is not None or test is not None:
-            raise ConfigError("ember.fit(model, splits) takes the val and test splits from `splits`; pass no val= or test=")
+            raise ConfigError(
+                "ember.fit(model, splits) takes the val and test splits from `splits`; pass no val= or test="
+            )
         splits = train
     else:
-        splits = Splits(train=as_data(train, "train"), val=as_data(val, "val"), test=as_data(test, "test"), spec=infer_spec(train))
+        splits = Splits(
+            train=as_data(train, "train"), val=as_data(val, "val"), test=as_data(test, "test"), spec=infer_spec(train)
+        )
     cfg, conf = compose_typed(["data.val_fraction=0", "data.normalize=false"] + _fit_overrides(overrides))
     # The user's own model and data have no registry schema: the model as given, and the keys
     # every data source has, typed like them (the trainer reads them), named custom.
@@ -173,7 +201,13 @@ def fit(model: nn.Module, train: Any, val: Any = None, test: Any = None, **overr
 
 
 def train_model(
-    cfg: DictConfig, conf: EmberConfig, model: nn.Module, splits: Splits, console: Console, resume_dir: Path | None = None, callbacks: Callbacks | None = None
+    cfg: DictConfig,
+    conf: EmberConfig,
+    model: nn.Module,
+    splits: Splits,
+    console: Console,
+    resume_dir: Path | None = None,
+    callbacks: Callbacks | None = None,
 ) -> Result:
     """Train `model` on `splits` as `conf` (the typed `cfg`) says, into a new run directory (or
     `resume_dir`): what `train`, `fit` and compress's fine-tuning share. `cfg` is only saved as
@@ -189,9 +223,14 @@ def train_model(
             distributed.shutdown()
 
 
-def _run_built(cfg: DictConfig, conf: EmberConfig, trainer: Trainer, splits: Splits, console: Console, resume_dir: Path | None) -> Result:
+def _run_built(
+    cfg: DictConfig, conf: EmberConfig, trainer: Trainer, splits: Splits, console: Console, resume_dir: Path | None
+) -> Result:
     if conf.trainer.loss == "auto" and trainer.loss_name == "rel_l2":
-        console.print("note: trainer.loss=auto trains this neural operator on the relative L2 error (rel_l2), as its paper does; set trainer.loss=mse for MSE")
+        console.print(
+            "note: trainer.loss=auto trains this neural operator on the relative L2 error (rel_l2), as its paper does; "
+            "set trainer.loss=mse for MSE"
+        )
     d, batch, accum = trainer.parallel.dist, conf.data.batch_size, conf.trainer.grad_accum
     if d.enabled:
         console.print(f"{d.world} processes, global batch {batch} x {d.world} x {accum} = {batch * d.world * accum}")
@@ -237,7 +276,11 @@ def _train_and_record(
             run.record.preempted(state.step, trainer.checkpoint_path, summary)
             run.close()
         requeued = trainer.parallel.dist.is_main and _requeue(conf, console)
-        again = f"ember.fit(..., resume={str(path)!r})" if isinstance(conf.model, CustomModel) else f"ember train resume={path}"
+        again = (
+            f"ember.fit(..., resume={str(path)!r})"
+            if isinstance(conf.model, CustomModel)
+            else f"ember train resume={path}"
+        )
         then = "the job was requeued" if requeued else f"continue with: {again}"
         raise Preempted(f"{state.stop_reason} at step {state.step}; checkpoint {trainer.checkpoint_path}; {then}")
     # Training is over: a stop signal now (a batch system's SIGTERM to the group) waits the few
@@ -265,10 +308,22 @@ def _train_and_record(
     console.print(_time_report(summary["time"], conf.data, summary["threads"]))
     if report is not None:
         console.print(f"report: {report}")
-    when = f"best epoch {state.best_epoch} of {state.epoch} by {trainer.monitor.name}" if trainer.monitor else f"{state.epoch} epochs"
+    when = (
+        f"best epoch {state.best_epoch} of {state.epoch} by {trainer.monitor.name}"
+        if trainer.monitor
+        else f"{state.epoch} epochs"
+    )
     if trainer.ema is not None:
         when += f", the weights' moving average (trainer.ema={trainer.ema_decay:g})"
-    baselines.show(console, f"{path.parent.name}: {when}, {trainer.wall_time:.1f} s", metrics, base, verdict, trainer.spec, baselines.lines(trainer.reference))
+    baselines.show(
+        console,
+        f"{path.parent.name}: {when}, {trainer.wall_time:.1f} s",
+        metrics,
+        base,
+        verdict,
+        trainer.spec,
+        baselines.lines(trainer.reference),
+    )
     # The result last, where the eye lands: the tables, then the model's own summary line.
     if callable(getattr(trainer.model, "describe", None)):
         console.print(trainer.model.describe())
@@ -297,7 +352,11 @@ def _finished(trainer: Trainer, metrics: dict, base: dict, verdict: dict | None)
         "threads": trainer.threads.summary(),
         "flops_per_step": trainer.meter.flops_per_step,
         "precision": trainer.precision,
-        "tested_weights": f"exponential moving average, decay {trainer.ema_decay:g}" if trainer.ema is not None else "training weights",
+        "tested_weights": (
+            f"exponential moving average, decay {trainer.ema_decay:g}"
+            if trainer.ema is not None
+            else "training weights"
+        ),
         "versions": {"ember": ember.__version__, "torch": torch.__version__, "python": platform.python_version()},
         "finished": time.time(),
     }
@@ -334,7 +393,11 @@ def _time_report(t: dict, data: DataCommon, threads: dict | None = None) -> str:
         else:
             line += f"; hint: the loop is input-bound, raise data.num_workers (now {data.num_workers})"
     elif threads and threads.get("step_spread", 1) > 5:
-        fix = "ember dropped to fewer threads when it saw it" if threads["changes"][1:] else "run with trainer.threads=1 beside other work"
+        fix = (
+            "ember dropped to fewer threads when it saw it"
+            if threads["changes"][1:]
+            else "run with trainer.threads=1 beside other work"
+        )
         line += f"; steps varied {threads['step_spread']:.0f}x: the CPU was shared ({fix})"
     return line
 
@@ -364,13 +427,18 @@ def _load_for_resume(trainer: Trainer, run: RunDir, console: Console) -> dict:
     now = trainer.spec.to_dict()
     changed = [k for k, v in ckpt["spec"].items() if not _same(now.get(k), v)]
     if changed:
-        raise CheckpointError(f"cannot resume {run_dir}: the data's {', '.join(changed)} now differ from the checkpoint {path.name}'s; resume with the run's data settings")
+        raise CheckpointError(
+            f"cannot resume {run_dir}: the data's {', '.join(changed)} now differ from the checkpoint {path.name}'s; "
+            "resume with the run's data settings"
+        )
     if "sharded" not in ckpt:  # before any optimizer kernel sees it
         check_optimizer_state(trainer.optimizer, ckpt["optimizer"], path)
     try:
         note = trainer.checkpointer.load_state_dict(ckpt)
     except (RuntimeError, KeyError, ValueError) as e:
-        raise CheckpointError(f"cannot resume {run_dir}: {path.name} does not fit this model ({str(e).splitlines()[0]})") from None
+        raise CheckpointError(
+            f"cannot resume {run_dir}: {path.name} does not fit this model ({str(e).splitlines()[0]})"
+        ) from None
     s = trainer.state
     console.print(f"resuming {run.path} from {path.name}: epoch {s.epoch + 1}, batch {s.batch}, step {s.step}")
     if note:
@@ -383,7 +451,9 @@ def _same(now, saved) -> bool:
     statistics' last bits depend on the thread count (Darcy's target std differed by 5e-12 when a
     run made on two threads was resumed on one)."""
     if isinstance(now, float) or isinstance(saved, float):
-        return isinstance(now, (int, float)) and isinstance(saved, (int, float)) and math.isclose(now, saved, rel_tol=1e-6)
+        return (
+            isinstance(now, (int, float)) and isinstance(saved, (int, float)) and math.isclose(now, saved, rel_tol=1e-6)
+        )
     if isinstance(now, (list, tuple)) and isinstance(saved, (list, tuple)):
         return len(now) == len(saved) and all(_same(a, b) for a, b in zip(now, saved))
     return now == saved
@@ -405,7 +475,13 @@ def _requeue(conf: EmberConfig, console: Console) -> bool:
 def _fit_overrides(overrides: dict[str, Any]) -> list[str]:
     from ember.config.schema import DataCommon, OptimConfig, RunConfig, SchedConfig, TrainerConfig
 
-    schemas = {"data": DataCommon, "optim": OptimConfig, "sched": SchedConfig, "trainer": TrainerConfig, "run": RunConfig}
+    schemas = {
+        "data": DataCommon,
+        "optim": OptimConfig,
+        "sched": SchedConfig,
+        "trainer": TrainerConfig,
+        "run": RunConfig,
+    }
     out = []
     for key, value in overrides.items():
         if key == "track":  # a top-level list, not a group
@@ -421,7 +497,11 @@ def _fit_overrides(overrides: dict[str, Any]) -> list[str]:
             continue
         owners = [g for g, s in schemas.items() if key in s.__dataclass_fields__]
         if len(owners) != 1:
-            why = f"is in {' and '.join(owners)}; write {owners[0]}={{'{key}': ...}}" if owners else "is not a key of any group"
+            why = (
+                f"is in {' and '.join(owners)}; write {owners[0]}={{'{key}': ...}}"
+                if owners
+                else "is not a key of any group"
+            )
             valid = sorted({f for s in schemas.values() for f in s.__dataclass_fields__})
             raise ConfigError(f"fit() argument {key!r} {why}; valid: {', '.join(schemas)} or one of {', '.join(valid)}")
         out.append(f"{owners[0]}.{key}={override_value(value)}")

@@ -14,16 +14,32 @@ COMMANDS = {
     "eval": "evaluate a run's best checkpoint beside its baselines: ember eval run=DIR [data.split=test] [rollout=N]",
     "config": "print the composed config",
     "models": "list the registered models",
-    "summary": "layers, output shapes, parameters, FLOPs and memory of a model: ember summary model=resnet data=digits [depth=2]",
+    "summary": (
+        "layers, output shapes, parameters, FLOPs and memory of a model: "
+        "ember summary model=resnet data=digits [depth=2]"
+    ),
     "graph": "render a model's autograd graph to SVG and PNG with Graphviz: ember graph model=mlp [out=PATH]",
-    "sample": "write a PNG grid of samples from a vae or diffusion run: ember sample run=DIR [n=16] [seed=0] [out=PATH]",
+    "sample": (
+        "write a PNG grid of samples from a vae or diffusion run: ember sample run=DIR [n=16] [seed=0] [out=PATH]"
+    ),
     "profile": "profile a few training steps: top operators, data-wait share, a Chrome trace in the run directory",
-    "tune": "hyperparameter search over any config keys (Optuna): ember tune tune.trials=50 tune.sampler=tpe [--status]",
-    "export": "export a run's model with a parity check: ember export run=DIR format=torchscript|onnx|exported|safetensors [batch=dynamic]",
+    "tune": (
+        "hyperparameter search over any config keys (Optuna): ember tune tune.trials=50 tune.sampler=tpe [--status]"
+    ),
+    "export": (
+        "export a run's model with a parity check: ember export run=DIR "
+        "format=torchscript|onnx|exported|safetensors [batch=dynamic]"
+    ),
     "predict": "predict a file with a run or an exported model: ember predict run=DIR input=FILE [output=FILE]",
     "bench": "inference latency and throughput per backend and batch size: ember bench run=DIR [batch_sizes=1,8,64]",
-    "compress": "int8 quantization or magnitude pruning into a new run: ember compress run=DIR method=dynamic_int8|prune [sparsity=0.5]",
-    "runs": "a table of the runs under DIR (default runs): status, best validation and test metric, time: ember runs [DIR] [--sort METRIC] [--json]",
+    "compress": (
+        "int8 quantization or magnitude pruning into a new run: "
+        "ember compress run=DIR method=dynamic_int8|prune [sparsity=0.5]"
+    ),
+    "runs": (
+        "a table of the runs under DIR (default runs): status, best validation and test metric, time: "
+        "ember runs [DIR] [--sort METRIC] [--json]"
+    ),
     "report": "one self-contained HTML page of a run, or a comparison of several: ember report RUN [RUN ...] [-o FILE]",
 }
 
@@ -53,7 +69,13 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    epilog = _groups_help() + "\n\n" + OVERRIDES_HELP + "\nexamples:\n  ember train\n  ember train model=mlp optim.lr=0.01 trainer.max_epochs=5\n  ember train experiment=linear_regression\n  ember eval run=runs/mnist1d-cnn1d/20260101-120000\n"
+    epilog = (
+        _groups_help()
+        + "\n\n"
+        + OVERRIDES_HELP
+        + "\nexamples:\n  ember train\n  ember train model=mlp optim.lr=0.01 trainer.max_epochs=5\n"
+        "  ember train experiment=linear_regression\n  ember eval run=runs/mnist1d-cnn1d/20260101-120000\n"
+    )
     parser = _Parser(
         prog="ember",
         description="Train, tune, track and ship PyTorch models from one config.",
@@ -65,25 +87,48 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ember {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="command", title="commands")
     for name, text in COMMANDS.items():
-        p = sub.add_parser(name, help=text, description=text, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = sub.add_parser(
+            name, help=text, description=text, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
         if name in ("train", "config", "eval", "summary", "graph", "profile", "tune"):
-            p.add_argument("--config", metavar="FILE", help="a YAML file of config values; overrides on the command line win")
+            p.add_argument(
+                "--config", metavar="FILE", help="a YAML file of config values; overrides on the command line win"
+            )
             p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (see below)")
         if name == "profile":
             p.add_argument("--steps", type=int, default=10, help="profiled optimizer steps (default 10)")
             p.add_argument("--warmup", type=int, default=5, help="steps before profiling starts (default 5)")
         if name == "tune":
-            p.add_argument("--status", action="store_true", help="report on the study (leaderboard, best.yaml) without running trials")
+            p.add_argument(
+                "--status",
+                action="store_true",
+                help="report on the study (leaderboard, best.yaml) without running trials",
+            )
         if name == "sample":
             p.add_argument("overrides", nargs="*", metavar="key=value", help="run=DIR, n=, seed=, out=")
         if name == "runs":
             p.add_argument("dir", nargs="?", default="runs", metavar="DIR", help="where the runs are (default runs)")
-            p.add_argument("--sort", metavar="METRIC", help="a metric such as val/loss or test/accuracy (best first), or started, duration, status, model, data")
+            p.add_argument(
+                "--sort",
+                metavar="METRIC",
+                help=(
+                    "a metric such as val/loss or test/accuracy (best first), or started, duration, status, model, data"
+                ),
+            )
             p.add_argument("--json", action="store_true", help="every run with every metric as JSON, for scripts")
         if name == "report":
             p.add_argument("runs", nargs="+", metavar="RUN", help="run directories; two or more are compared")
-            p.add_argument("-o", "--out", metavar="FILE", help="where to write (default RUN/report.html for one run, ./report.html for several)")
-            p.add_argument("--no-eval", action="store_true", help="skip evaluating the best checkpoint (no confusion matrix or scatter)")
+            p.add_argument(
+                "-o",
+                "--out",
+                metavar="FILE",
+                help="where to write (default RUN/report.html for one run, ./report.html for several)",
+            )
+            p.add_argument(
+                "--no-eval",
+                action="store_true",
+                help="skip evaluating the best checkpoint (no confusion matrix or scatter)",
+            )
         if name in SHIP_COMMANDS:
             p.add_argument("overrides", nargs="*", metavar="key=value", help=SHIP_COMMANDS[name])
     return parser
@@ -140,7 +185,18 @@ def _train(args) -> int:
         import subprocess
 
         config = ["--config", args.config] if args.config else []
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={cfg.trainer.devices}", "-m", "ember", "train", *config, *args.overrides]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={cfg.trainer.devices}",
+            "-m",
+            "ember",
+            "train",
+            *config,
+            *args.overrides,
+        ]
         return subprocess.call(cmd)
     train(cfg, conf=conf)
     return 0
@@ -186,7 +242,9 @@ def _models(args) -> int:
         spec = example_spec(name)
         model = create_model(name, spec)
         shape = "x".join(map(str, spec.input_shape))
-        target = f"{spec.num_classes} classes" if spec.task == "classification" else "x".join(map(str, spec.target_shape))
+        target = (
+            f"{spec.num_classes} classes" if spec.task == "classification" else "x".join(map(str, spec.target_shape))
+        )
         data = f"{shape} (generative)" if brings_own_loss(model) else f"{shape} -> {target}"
         table.add_row(name, f"{count_parameters(model):,}", data, MODELS.describe(name))
     Console().print(table)
@@ -220,9 +278,18 @@ def _sample(args) -> int:
 # export, predict, bench, compress: options they take; the commands live in ember.export.
 SHIP_COMMANDS = {
     "export": "run=DIR format=torchscript|onnx|exported|safetensors, batch=dynamic|N, out=PATH, atol=, rtol=, samples=",
-    "predict": "run=DIR (or an exported file), input=FILE|FOLDER|NetCDF|Zarr, output=FILE (.csv, .npy, .npz, .json; .nc, .zarr for NetCDF or Zarr input), batch_size=, chunk=N time steps, trust=true (a TorchScript or AOTInductor file not exported by you)",
-    "bench": "run=DIR (or model=... data=...), batch_sizes=1,8,64, backends=eager,compile,torchscript,onnxruntime, iters=, warmup=, seconds=, threads=, out=",
-    "compress": "run=DIR, method=dynamic_int8|prune, sparsity=0.5, epochs=1, out=DIR, config overrides for the fine-tuning",
+    "predict": (
+        "run=DIR (or an exported file), input=FILE|FOLDER|NetCDF|Zarr, output=FILE (.csv, .npy, .npz, .json; .nc, "
+        ".zarr for NetCDF or Zarr input), batch_size=, chunk=N time steps, trust=true (a TorchScript or AOTInductor "
+        "file not exported by you)"
+    ),
+    "bench": (
+        "run=DIR (or model=... data=...), batch_sizes=1,8,64, backends=eager,compile,torchscript,onnxruntime, iters=, "
+        "warmup=, seconds=, threads=, out="
+    ),
+    "compress": (
+        "run=DIR, method=dynamic_int8|prune, sparsity=0.5, epochs=1, out=DIR, config overrides for the fine-tuning"
+    ),
 }
 
 
@@ -245,7 +312,19 @@ def _report(args) -> int:
     return report_command(args)
 
 
-COMMAND_FUNCS = {"runs": _runs, "report": _report, "profile": _profile, "train": _train, "eval": _eval, "config": _config, "models": _models, "summary": _summary, "graph": _graph, "sample": _sample, "tune": _tune}
+COMMAND_FUNCS = {
+    "runs": _runs,
+    "report": _report,
+    "profile": _profile,
+    "train": _train,
+    "eval": _eval,
+    "config": _config,
+    "models": _models,
+    "summary": _summary,
+    "graph": _graph,
+    "sample": _sample,
+    "tune": _tune,
+}
 COMMAND_FUNCS.update({name: _ship for name in SHIP_COMMANDS})
 
 

@@ -44,7 +44,12 @@ def temp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
-def write_atomic(path: str | Path, data: bytes | str | Callable[[BinaryIO], None], within: Path | None = None, size: Callable[[], int] | None = None) -> None:
+def write_atomic(
+    path: str | Path,
+    data: bytes | str | Callable[[BinaryIO], None],
+    within: Path | None = None,
+    size: Callable[[], int] | None = None,
+) -> None:
     """Write `data` (bytes, text, or a function that writes into a binary file) to a temporary
     file beside `path`, then rename it over `path`: a reader, or a job killed mid-write, sees the
     old file or the new one, never half of one.
@@ -92,7 +97,9 @@ def open_folder(folder: Path, within: Path | None = None) -> int:
         return os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     root, folder = Path(os.path.abspath(within)), Path(os.path.abspath(folder))
     if folder != root and root not in folder.parents:
-        raise OutputError(f"{str(folder)!r} is outside the run directory {str(root)!r}; ember writes a run's files inside it only")
+        raise OutputError(
+            f"{str(folder)!r} is outside the run directory {str(root)!r}; ember writes a run's files inside it only"
+        )
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     for name in folder.relative_to(root).parts:
         try:
@@ -108,7 +115,10 @@ def open_folder(folder: Path, within: Path | None = None) -> int:
 
 
 def linked(path: Path, root: Path) -> OutputError:
-    return OutputError(f"{str(path)!r} is a symbolic link in the run directory {str(root)!r}; ember never writes through a link out of a run: remove the link (or replace it with a real folder or file)")
+    return OutputError(
+        f"{str(path)!r} is a symbolic link in the run directory {str(root)!r}; ember never writes through a link out "
+        "of a run: remove the link (or replace it with a real folder or file)"
+    )
 
 
 def refuse_links(root: Path, names) -> None:
@@ -141,10 +151,17 @@ def write_errors(path: Path, within: Path | None, size: Callable[[], int | None]
         if within is None:
             raise
         if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            raise OutputError(f"cannot write {str(path)!r}: {_space(e, path, size)}; the files written before it are kept") from None
+            raise OutputError(
+                f"cannot write {str(path)!r}: {_space(e, path, size)}; the files written before it are kept"
+            ) from None
         if not Path(within).is_dir():
-            raise OutputError(f"the run directory {str(within)!r} was deleted or unmounted while the run wrote {path.name}; nothing more can be saved: start the run again") from None
-        raise OutputError(f"cannot write {str(path)!r} ({e.strerror or e}); free space or fix the folder's permissions, then resume") from None
+            raise OutputError(
+                f"the run directory {str(within)!r} was deleted or unmounted while the run wrote {path.name}; "
+                "nothing more can be saved: start the run again"
+            ) from None
+        raise OutputError(
+            f"cannot write {str(path)!r} ({e.strerror or e}); free space or fix the folder's permissions, then resume"
+        ) from None
 
 
 def _space(e: OSError, path: Path, size: Callable[[], int | None] | None) -> str:
@@ -155,7 +172,10 @@ def _space(e: OSError, path: Path, size: Callable[[], int | None] | None) -> str
 
         limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
         cap = f"{_mb(limit)}" if limit != resource.RLIM_INFINITY else "the file system's largest file"
-        return f"a file-size limit ({cap}; ulimit -f, or the batch system's file-size limit) stops it and {need}: raise the limit"
+        return (
+            f"a file-size limit ({cap}; ulimit -f, or the batch system's file-size limit) stops it and "
+            f"{need}: raise the limit"
+        )
     free = None
     with contextlib.suppress(OSError):
         st = os.statvfs(next(p for p in [path.parent, *path.parents] if p.exists()))
@@ -277,11 +297,15 @@ def lock_dir(directory: Path) -> None:
     except OSError as e:
         if e.errno == errno.ELOOP:
             raise linked(path, directory) from None
-        raise EmberError(f"cannot write the run directory {str(directory)!r} ({e.strerror}); choose a writable run.root or run.dir") from None
+        raise EmberError(
+            f"cannot write the run directory {str(directory)!r} ({e.strerror}); choose a writable run.root or run.dir"
+        ) from None
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:  # a FIFO or device, or a hard link to another file
         os.close(fd)
-        raise OutputError(f"{str(path)!r} is not a plain file of its own (a hard link, FIFO or device); remove it, then retry")
+        raise OutputError(
+            f"{str(path)!r} is not a plain file of its own (a hard link, FIFO or device); remove it, then retry"
+        )
     try:
         fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
@@ -290,7 +314,10 @@ def lock_dir(directory: Path) -> None:
             return
         holder = _read_holder(fd)
         os.close(fd)
-        raise RunBusyError(f"{str(directory)!r} is in use by {holder}; wait for it to end or stop it, then retry (a run directory takes one writer at a time)") from None
+        raise RunBusyError(
+            f"{str(directory)!r} is in use by {holder}; wait for it to end or stop it, then retry (a run directory "
+            "takes one writer at a time)"
+        ) from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}).encode(), 0)
     _held[directory] = fd
@@ -363,11 +390,15 @@ def load_checkpoint(path: Path) -> dict:
     """A checkpoint's contents, read with weights_only (plain data and tensors: no code runs)."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist; check the run directory (ember runs lists them)")
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} does not exist; check the run directory (ember runs lists them)"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - a truncated or foreign file
-        raise CheckpointError(f"checkpoint {str(path)!r} cannot be read ({type(e).__name__}); it is corrupt or not an ember checkpoint") from None
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} cannot be read ({type(e).__name__}); it is corrupt or not an ember checkpoint"
+        ) from None
 
 
 def model_weights(ckpt, path: Path) -> dict:
@@ -376,11 +407,21 @@ def model_weights(ckpt, path: Path) -> dict:
     has no validation and so no best.pt) keeps the training weights under "model" for resume and
     the average, which the run tested, saved and exported, under "ema" (AveragedModel's keys)."""
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
-        raise damaged(path, "no model weights" if isinstance(ckpt, dict) else f"it holds a {type(ckpt).__name__}, not a checkpoint's mapping")
+        raise damaged(
+            path,
+            (
+                "no model weights"
+                if isinstance(ckpt, dict)
+                else f"it holds a {type(ckpt).__name__}, not a checkpoint's mapping"
+            ),
+        )
     if isinstance(ckpt.get("ema"), dict):
         return {k.removeprefix("module."): v for k, v in ckpt["ema"].items() if k.startswith("module.")}
     return ckpt["model"]
 
 
 def damaged(path: Path, why: str) -> CheckpointError:
-    return CheckpointError(f"checkpoint {str(path)!r} is damaged ({why}); delete it (ember then reads the previous checkpoint) or restore it from a copy of the run")
+    return CheckpointError(
+        f"checkpoint {str(path)!r} is damaged ({why}); delete it (ember then reads the previous checkpoint) "
+        "or restore it from a copy of the run"
+    )

@@ -10,7 +10,9 @@ from ember.errors import ConfigError
 from ember.ranges import Ranged, check_value
 
 
-def parse_options(command: str, overrides: list[str], defaults: dict[str, Any], rest_ok: bool = False) -> tuple[dict[str, Any], list[str]]:
+def parse_options(
+    command: str, overrides: list[str], defaults: dict[str, Any], rest_ok: bool = False
+) -> tuple[dict[str, Any], list[str]]:
     """`key=value` options typed after their defaults; unknown keys are errors, or, with
     `rest_ok`, returned as the config overrides the command also takes.
 
@@ -29,7 +31,10 @@ def parse_options(command: str, overrides: list[str], defaults: dict[str, Any], 
             hint = difflib.get_close_matches(key, list(defaults), n=1)
             did = f"did you mean {hint[0]}=? " if hint else ""
             also = " and config keys (key=value)" if rest_ok else ""
-            raise ConfigError(f"ember {command} does not take {item!r}; {did}its options are: {', '.join(f'{k}=' for k in defaults)}{also}")
+            raise ConfigError(
+                f"ember {command} does not take {item!r}; {did}its options are: "
+                f"{', '.join(f'{k}=' for k in defaults)}{also}"
+            )
         options[key] = _typed(key, value, defaults[key])
         check_value(key, options[key], valid.get(key))
     return options, rest
@@ -49,6 +54,8 @@ def _typed(key: str, value: str, default: Any) -> Any:
             items = [v.strip() for v in value.strip("[]").split(",") if v.strip()]
             return tuple(int(v) for v in items) if default and isinstance(default[0], int) else tuple(items)
     except ValueError:
-        kind = {bool: "true or false", int: "a whole number", float: "a number", tuple: "a comma-separated list"}[type(default)]
+        kind = {bool: "true or false", int: "a whole number", float: "a number", tuple: "a comma-separated list"}[
+            type(default)
+        ]
         raise ConfigError(f"{key}={value!r} must be {kind}") from None
     return value

@@ -95,7 +95,10 @@ def check_choice(key: str, value: Any, choices: Sequence[str]) -> Any:
     """`value` itself, or a ConfigError naming the key, the nearest valid name and all of them."""
     if value not in choices:
         hint = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
-        raise ConfigError(f"{key}={value!r} is not a valid choice; {'did you mean ' + hint[0] + '? ' if hint else ''}choose one of: {', '.join(choices)}")
+        raise ConfigError(
+            f"{key}={value!r} is not a valid choice; {'did you mean ' + hint[0] + '? ' if hint else ''}choose one of: "
+            f"{', '.join(choices)}"
+        )
     return value
 
 
@@ -108,7 +111,10 @@ def check_value(key: str, value: Any, valid: Range | None) -> None:
         if isinstance(item, bool) or not isinstance(item, (int, float)):
             continue  # a wrong type is the schema's own error
         if item not in valid:
-            raise ConfigError(f"{key}={list(value) if many else value!r} is out of range: {'each item ' if many else 'it '}must be {valid}")
+            raise ConfigError(
+                f"{key}={list(value) if many else value!r} is out of range: "
+                f"{'each item ' if many else 'it '}must be {valid}"
+            )
 
 
 def check_annotated(key: str, value: Any, annotation: Any) -> None:

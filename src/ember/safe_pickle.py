@@ -17,7 +17,9 @@ from ember.errors import UnsafeFileError
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
-    def __init__(self, file: BinaryIO, allowed: Collection[tuple[str, str]], path: Path, kind: str, fix: str, encoding: str):
+    def __init__(
+        self, file: BinaryIO, allowed: Collection[tuple[str, str]], path: Path, kind: str, fix: str, encoding: str
+    ):
         super().__init__(file, encoding=encoding)
         self.allowed, self.path, self.kind, self.fix = allowed, path, kind, fix
 
@@ -41,6 +43,8 @@ def load(path: Path, allowed: Collection[tuple[str, str]], *, kind: str, fix: st
         return _RestrictedUnpickler(f, allowed, Path(path), kind, fix, encoding).load()
 
 
-def loads(data: bytes, allowed: Collection[tuple[str, str]], *, source: str, kind: str, fix: str, encoding: str = "ASCII"):
+def loads(
+    data: bytes, allowed: Collection[tuple[str, str]], *, source: str, kind: str, fix: str, encoding: str = "ASCII"
+):
     """`load` for a pickle held in memory (a row of a database); `source` names where it came from."""
     return _RestrictedUnpickler(io.BytesIO(data), allowed, source, kind, fix, encoding).load()

@@ -54,7 +54,13 @@ def test_experiment_overrides_groups_and_values():
 def test_the_fno_darcy_experiment_is_the_papers_recipe():
     cfg = compose(["experiment=fno_darcy"])
     assert (cfg.model.name, cfg.data.name, cfg.optim.name, cfg.sched.name) == ("fno", "darcy", "adam", "step")
-    assert (cfg.model.modes, cfg.model.width, cfg.model.spectral_init, cfg.data.resolution, cfg.data.batch_size) == (12, 32, "paper", 85, 20)
+    assert (cfg.model.modes, cfg.model.width, cfg.model.spectral_init, cfg.data.resolution, cfg.data.batch_size) == (
+        12,
+        32,
+        "paper",
+        85,
+        20,
+    )
     assert cfg.optim.weight_decay == pytest.approx(1e-4 / 20)  # the paper's 1e-4 on a loss summed over 20 samples
     assert cfg.sched.step_size * 5 == cfg.trainer.max_epochs and cfg.sched.gamma == 0.5  # halved every fifth of the run
     assert round(cfg.data.num_samples * cfg.data.test_fraction) == 100 and cfg.data.val_fraction == 0
@@ -63,21 +69,34 @@ def test_the_fno_darcy_experiment_is_the_papers_recipe():
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("trainer.max_epoch=3", r"unknown key 'trainer.max_epoch'; did you mean trainer.max_epochs\? valid keys of trainer: max_epochs, "),
-        ("model.widht=3", r"unknown key 'model.widht'; valid keys of model: name, init, freeze, residual, channels, depth"),
+        (
+            "trainer.max_epoch=3",
+            r"unknown key 'trainer.max_epoch'; did you mean trainer.max_epochs\? valid keys of trainer: max_epochs, ",
+        ),
+        (
+            "model.widht=3",
+            r"unknown key 'model.widht'; valid keys of model: name, init, freeze, residual, channels, depth",
+        ),
         ("foo=1", r"unknown key 'foo'; valid keys at the top level: model, data, optim"),
         ("model=resnet9000", r"unknown model 'resnet9000'; choose one of: .*cnn1d.*mlp"),
         ("optim=adan", r"unknown optim 'adan'; choose one of: adam, adamw, rmsprop, sgd"),
         ("experiment=nope", r"unknown experiment 'nope'; choose one of: fno_darcy, linear_regression, poly_sine"),
         ("trainer.max_epochs=abc", r"trainer.max_epochs='abc' has the wrong type; expected int"),
         ("trainer.compile=maybe", r"trainer.compile='maybe' has the wrong type; expected true or false"),
-        ("optim.name=adan", r"optim.name='adan' is not a valid choice; did you mean adam\? choose one of: adam, adamw, rmsprop, sgd"),
-        ("trainer.precision=fp8", r"trainer.precision='fp8' is not a valid choice; choose one of: auto, fp32, bf16, fp16"),
+        (
+            "optim.name=adan",
+            r"optim.name='adan' is not a valid choice; did you mean adam\? choose one of: adam, adamw, rmsprop, sgd",
+        ),
+        (
+            "trainer.precision=fp8",
+            r"trainer.precision='fp8' is not a valid choice; choose one of: auto, fp32, bf16, fp16",
+        ),
         ("trainer.device=gpu", r"trainer.device='gpu' is not a device"),
         ("model.name=mlp", r"select the model with model=mlp"),
         ("data.batch_size=0", r"data.batch_size=0 is out of range: it must be >= 1"),
         ("trainer.max_epochs", r"cannot parse override 'trainer.max_epochs'; write key=value"),
-        ("trainer.max_epochs=[1", r"cannot parse override 'trainer.max_epochs=\[1'; write key=value"),  # Hydra quotes only '[1'
+        # Hydra quotes only '[1'
+        ("trainer.max_epochs=[1", r"cannot parse override 'trainer.max_epochs=\[1'; write key=value"),
         ("=3", r"cannot parse override '=3': it names no key; write key=value"),
     ],
 )
@@ -88,7 +107,9 @@ def test_mistakes_are_one_line_errors_naming_the_key(override, message):
 
 
 def test_model_keys_are_checked_for_the_selected_option():
-    with pytest.raises(ConfigError, match=r"unknown key 'model.width'; valid keys of model: name, init, freeze, residual$"):
+    with pytest.raises(
+        ConfigError, match=r"unknown key 'model.width'; valid keys of model: name, init, freeze, residual$"
+    ):
         compose(["experiment=poly_sine", "model.width=3"])
 
 
@@ -192,7 +213,9 @@ def test_a_study_name_that_leaves_the_runs_folder_is_refused():
 def test_a_config_file_that_is_not_utf8_is_one_line_naming_the_byte(tmp_path):
     path = tmp_path / "latin1.yaml"
     path.write_bytes("run:\n  name: café\n".encode("latin-1"))
-    with pytest.raises(ConfigError, match=r"config file '.*latin1.yaml' is not UTF-8 text \(byte 0xe9 at offset 16\); save it as UTF-8"):
+    with pytest.raises(
+        ConfigError, match=r"config file '.*latin1.yaml' is not UTF-8 text \(byte 0xe9 at offset 16\); save it as UTF-8"
+    ):
         compose([], config_file=path)
 
 
@@ -214,7 +237,11 @@ def test_compose_typed_hands_back_the_config_its_check_typed(typings):
     assert conf.model.width == 32 and conf.trainer.max_epochs == 3
     assert dataclasses.asdict(conf) == OmegaConf.to_container(cfg, resolve=True)
     saved, conf = compose_typed(["optim.lr=0.5"], saved=cfg)
-    assert conf.optim.lr == 0.5 and conf.model.width == 32 and OmegaConf.to_yaml(saved) == OmegaConf.to_yaml(compose_saved(cfg, ["optim.lr=0.5"]))
+    assert (
+        conf.optim.lr == 0.5
+        and conf.model.width == 32
+        and OmegaConf.to_yaml(saved) == OmegaConf.to_yaml(compose_saved(cfg, ["optim.lr=0.5"]))
+    )
 
 
 @pytest.mark.parametrize(
@@ -266,7 +293,9 @@ def test_a_saved_config_with_a_key_no_schema_knows_is_one_line():
 
     saved = _saved([])
     saved.trainer.max_epochz = 3
-    with pytest.raises(ConfigError, match=r"^the saved config: unknown key 'trainer.max_epochz'; did you mean trainer.max_epochs\?"):
+    with pytest.raises(
+        ConfigError, match=r"^the saved config: unknown key 'trainer.max_epochz'; did you mean trainer.max_epochs\?"
+    ):
         compose_saved(saved)
     with pytest.raises(ConfigError, match=r"^unknown key 'trainer.max_epoch'; did you mean"):
         compose_saved(_saved([]), ["trainer.max_epoch=3"])
@@ -276,12 +305,17 @@ def test_a_config_file_merges_as_its_overrides_would_set_it(tmp_path):
     from ember.config.compose import file_overrides
 
     f = tmp_path / "f.yaml"
-    f.write_text("model:\n  name: mlp\n  width: 48\ntrainer.max_epochs: 5\ntune:\n  space:\n    optim.lr: {type: float, low: 0.001, high: 0.1}\n")
+    f.write_text(
+        "model:\n  name: mlp\n  width: 48\ntrainer.max_epochs: 5\ntune:\n  space:\n"
+        "    optim.lr: {type: float, low: 0.001, high: 0.1}\n"
+    )
     cfg = compose(["optim.lr=0.5"], config_file=f)
     assert (cfg.model.name, cfg.model.width, cfg.trainer.max_epochs, cfg.optim.lr) == ("mlp", 48, 5, 0.5)
     assert cfg.tune.space.optim.lr.high == 0.1  # dotted keys are nested keys at any depth
     assert OmegaConf.to_yaml(cfg) == OmegaConf.to_yaml(compose(file_overrides(f) + ["optim.lr=0.5"]))
     bad = tmp_path / "bad.yaml"
     bad.write_text("optim:\n  lr: abc\n")
-    with pytest.raises(ConfigError, match=r"^config file '.*bad.yaml': optim.lr='abc' has the wrong type; expected float$"):
+    with pytest.raises(
+        ConfigError, match=r"^config file '.*bad.yaml': optim.lr='abc' has the wrong type; expected float$"
+    ):
         compose(config_file=bad)

@@ -34,13 +34,37 @@ def test_fixed_sets_of_names_come_from_the_code_that_acts_on_them():
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("trainer.strategy=ddpp", r"^trainer.strategy='ddpp' is not a valid choice; did you mean ddp\? choose one of: auto, ddp, fsdp$"),
-        ("trainer.loss=mse2", r"^trainer.loss='mse2' is not a valid choice; did you mean mse\? choose one of: auto, cross_entropy, nll, mse, l1, mae, huber, rel_l2, h1$"),
-        ("trainer.nan_policy=ignore", r"^trainer.nan_policy='ignore' is not a valid choice; choose one of: stop, skip, off$"),
-        ("trainer.progress=quiet", r"^trainer.progress='quiet' is not a valid choice; choose one of: auto, bar, lines, none$"),
+        (
+            "trainer.strategy=ddpp",
+            r"^trainer.strategy='ddpp' is not a valid choice; did you mean ddp\? choose one of: auto, ddp, fsdp$",
+        ),
+        (
+            "trainer.loss=mse2",
+            (
+                r"^trainer.loss='mse2' is not a valid choice; did you mean mse\? choose one of: auto, cross_entropy, "
+                r"nll, mse, l1, mae, huber, rel_l2, h1$"
+            ),
+        ),
+        (
+            "trainer.nan_policy=ignore",
+            r"^trainer.nan_policy='ignore' is not a valid choice; choose one of: stop, skip, off$",
+        ),
+        (
+            "trainer.progress=quiet",
+            r"^trainer.progress='quiet' is not a valid choice; choose one of: auto, bar, lines, none$",
+        ),
         ("data.nan=keep", r"^data.nan='keep' is not a valid choice; choose one of: error, drop$"),
-        ("sched.name=linear", r"^sched.name='linear' is not a valid choice; choose one of: none, step, cosine, plateau, onecycle$"),
-        ("track=[csv,tensorbord]", r"^track='tensorbord' is not a valid choice; did you mean tensorboard\? choose one of: tensorboard, mlflow, wandb, csv$"),
+        (
+            "sched.name=linear",
+            r"^sched.name='linear' is not a valid choice; choose one of: none, step, cosine, plateau, onecycle$",
+        ),
+        (
+            "track=[csv,tensorbord]",
+            (
+                r"^track='tensorbord' is not a valid choice; did you mean tensorboard\? choose one of: "
+                r"tensorboard, mlflow, wandb, csv$"
+            ),
+        ),
     ],
 )
 def test_a_name_outside_its_set_is_one_line_naming_the_valid_ones(override, message):
@@ -60,8 +84,14 @@ def test_the_dataclasses_check_themselves_when_built_from_python():
     ("build", "message"),
     [
         (lambda: OptimConfig(betas=[0.9]), r"optim.betas=\[0.9\] must hold two values"),
-        (lambda: DataCommon(name="csv", val_fraction=0.6, test_fraction=0.4), r"data.val_fraction=0.6 and data.test_fraction=0.4 leave no training data"),
-        (lambda: TrainerConfig(device="gpu"), r"trainer.device='gpu' is not a device; use auto, cpu, cuda, cuda:N or mps"),
+        (
+            lambda: DataCommon(name="csv", val_fraction=0.6, test_fraction=0.4),
+            r"data.val_fraction=0.6 and data.test_fraction=0.4 leave no training data",
+        ),
+        (
+            lambda: TrainerConfig(device="gpu"),
+            r"trainer.device='gpu' is not a device; use auto, cpu, cuda, cuda:N or mps",
+        ),
         (lambda: RunConfig(name="a/b"), r"run.name='a/b' is not a plain folder name"),
         (lambda: TuneConfig(name=".."), r"tune.name='..' is not a plain folder name"),
     ],

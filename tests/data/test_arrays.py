@@ -28,7 +28,9 @@ def test_npz_with_named_and_predefined_splits(tmp_path):
     x, y = _arrays()
     xt, _ = _arrays(30, seed=1)
     np.savez(tmp_path / "d.npz", inputs=x, field=x[:, :1] * 2, inputs_test=xt, field_test=xt[:, :1] * 2)
-    splits = load_data("numpy", path=str(tmp_path / "d.npz"), inputs="inputs", target="field", normalize=False, normalize_target=False)
+    splits = load_data(
+        "numpy", path=str(tmp_path / "d.npz"), inputs="inputs", target="field", normalize=False, normalize_target=False
+    )
     assert splits.spec.task == "regression" and splits.spec.target_shape == (1, 16)
     assert len(splits.test) == 30 and torch.equal(splits.test.y, torch.from_numpy(xt[:, :1] * 2))
     assert splits.indices == {"train": splits.indices["train"], "val": splits.indices["val"]}  # test is fixed
@@ -39,7 +41,9 @@ def test_npz_with_named_and_predefined_splits(tmp_path):
 def test_numpy_bad_inputs(tmp_path):
     x, y = _arrays()
     np.savez(tmp_path / "d.npz", x=x, labels=y)
-    with pytest.raises(DataError, match=r"no array 'y' in .*d.npz; set data.inputs / data.target to arrays of the file: x, labels"):
+    with pytest.raises(
+        DataError, match=r"no array 'y' in .*d.npz; set data.inputs / data.target to arrays of the file: x, labels"
+    ):
         load_data("numpy", path=str(tmp_path / "d.npz"))
     np.savez(tmp_path / "short.npz", x=x, y=y[:90])
     with pytest.raises(DataError, match="100 input samples but 90 targets"):
@@ -47,7 +51,13 @@ def test_numpy_bad_inputs(tmp_path):
     bad = x.copy()
     bad[7, 2, 3] = np.nan
     np.savez(tmp_path / "nan.npz", x=bad, y=y)
-    with pytest.raises(DataError, match=r"holds NaN or infinite values \(1 in inputs\); the first is in inputs at sample 7, index \(2, 3\); fix the data or set data.nan=drop"):
+    with pytest.raises(
+        DataError,
+        match=(
+            r"holds NaN or infinite values \(1 in inputs\); the first is in inputs at sample 7, index \(2, 3\); "
+            r"fix the data or set data.nan=drop"
+        ),
+    ):
         load_data("numpy", path=str(tmp_path / "nan.npz"))
     dropped = load_data("numpy", path=str(tmp_path / "nan.npz"), nan="drop", val_fraction=0, test_fraction=0)
     assert len(dropped.train) == 99 and 7 not in dropped.indices["train"]
@@ -71,10 +81,22 @@ def test_numpy_empty_text_and_one_class_arrays_are_one_line_errors(tmp_path):
     x, y = _arrays()
     cases = {
         "empty": ({"x": x[:0], "y": y[:0]}, r"the inputs hold no samples \(shape \(0, 3, 16\)\)"),
-        "text_inputs": ({"x": np.array([["a", "b"]] * 20), "y": np.arange(20) % 2}, r"the inputs are of dtype <U1 \(text\); save numbers"),
-        "text_targets": ({"x": x, "y": np.where(y == 1, "cat", "dog")}, r"the targets are of dtype <U3 \(text\); save numbers"),
-        "objects_in_val": ({"x": x, "y": y, "x_val": x[:4], "y_val": np.array([b"1.5", b"2", b"3", b"4"])}, r"val arrays\): the targets are of dtype \|S3"),
-        "one_class": ({"x": x, "y": np.ones_like(y)}, r"every sample has the label 1, one class only; a classifier needs at least two classes"),
+        "text_inputs": (
+            {"x": np.array([["a", "b"]] * 20), "y": np.arange(20) % 2},
+            r"the inputs are of dtype <U1 \(text\); save numbers",
+        ),
+        "text_targets": (
+            {"x": x, "y": np.where(y == 1, "cat", "dog")},
+            r"the targets are of dtype <U3 \(text\); save numbers",
+        ),
+        "objects_in_val": (
+            {"x": x, "y": y, "x_val": x[:4], "y_val": np.array([b"1.5", b"2", b"3", b"4"])},
+            r"val arrays\): the targets are of dtype \|S3",
+        ),
+        "one_class": (
+            {"x": x, "y": np.ones_like(y)},
+            r"every sample has the label 1, one class only; a classifier needs at least two classes",
+        ),
     }
     for name, (arrays, message) in cases.items():
         np.savez(tmp_path / f"{name}.npz", **arrays)

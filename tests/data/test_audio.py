@@ -31,7 +31,15 @@ def test_folder_labels_fixed_length_and_resampling(tmp_path):
     # One file at another rate, in stereo float: mixed down and resampled like the rest.
     stereo = np.stack([_tone(300, rate=16000, dtype=np.float32)] * 2, axis=1)
     wavfile.write(tmp_path / "speech/low/stereo.wav", 16000, stereo)
-    splits = load_data("audio", root=str(tmp_path / "speech"), sample_rate=8000, duration=0.5, normalize=False, val_fraction=0, test_fraction=0)
+    splits = load_data(
+        "audio",
+        root=str(tmp_path / "speech"),
+        sample_rate=8000,
+        duration=0.5,
+        normalize=False,
+        val_fraction=0,
+        test_fraction=0,
+    )
     assert splits.spec.class_names == ["high", "low"] and splits.spec.input_shape == (1, 4000)
     x = splits.train.x
     assert len(x) == 17 and x[:, 0, 2000:].abs().max() == 0  # 0.25 s of sound, zero-padded to 0.5 s
@@ -44,7 +52,20 @@ def test_yesno_names_give_vector_targets_and_logmel_features(tmp_path):
         labels = rng.integers(0, 2, size=8)
         name = "_".join(map(str, labels))
         wavfile.write(tmp_path / f"{name}.wav", 8000, _tone(440, seed=i))
-    splits = load_data("audio", root=str(tmp_path), labels="filename", sample_rate=8000, duration=0.25, features="logmel", n_fft=256, hop_length=128, n_mels=16, val_fraction=0, test_fraction=0, normalize_target=False)
+    splits = load_data(
+        "audio",
+        root=str(tmp_path),
+        labels="filename",
+        sample_rate=8000,
+        duration=0.25,
+        features="logmel",
+        n_fft=256,
+        hop_length=128,
+        n_mels=16,
+        val_fraction=0,
+        test_fraction=0,
+        normalize_target=False,
+    )
     assert splits.spec.task == "regression" and splits.spec.target_shape == (8,)
     assert splits.spec.input_shape == (1, 16, 16)  # 2000 samples / hop 128 + 1 frames
     names = sorted(p.stem for p in tmp_path.glob("*.wav"))
@@ -76,6 +97,15 @@ def test_audio_bad_inputs(tmp_path):
 
 def test_training_on_recordings_learns(tmp_path):
     _speech(tmp_path / "speech", per_class=20)
-    common = ["data=audio", f"data.root={tmp_path / 'speech'}", "data.sample_rate=8000", "data.duration=0.25", "data.features=logmel", "data.n_mels=16", "model=mlp", "model.width=32"]
+    common = [
+        "data=audio",
+        f"data.root={tmp_path / 'speech'}",
+        "data.sample_rate=8000",
+        "data.duration=0.25",
+        "data.features=logmel",
+        "data.n_mels=16",
+        "model=mlp",
+        "model.width=32",
+    ]
     result = fit(tmp_path, *common, "trainer.max_epochs=5", "optim.lr=0.01", "sched=none")
     assert result.metrics["test/accuracy"] >= 0.8

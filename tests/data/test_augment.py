@@ -28,7 +28,11 @@ def test_crop_cuts_a_window_of_the_padded_input(shape):
     spatial = len(shape) - 2
     padded = torch.nn.functional.pad(x, (2,) * (2 * spatial))
     for n in range(8):
-        windows = [padded[n, :, i : i + shape[2]] if spatial == 1 else padded[n, :, i : i + shape[2], j : j + shape[3]] for i in range(5) for j in range(5 if spatial == 2 else 1)]
+        windows = [
+            padded[n, :, i : i + shape[2]] if spatial == 1 else padded[n, :, i : i + shape[2], j : j + shape[3]]
+            for i in range(5)
+            for j in range(5 if spatial == 2 else 1)
+        ]
         assert any(torch.equal(out[n], w) for w in windows)
     assert (out == 0).any()  # some samples were shifted into the padding
     with pytest.raises(ConfigError, match="data.augment=crop needs"):
@@ -51,5 +55,7 @@ def test_augmentations_are_configured_by_data_keys(tmp_path):
     x = torch.zeros(4, 2)
     assert splits.augment.names == ("noise",) and splits.augment(x, torch.zeros(4))[0].abs().sum() > 0
     assert load_data("spirals", num_samples=60).augment is None
-    with pytest.raises(ConfigError, match="data.augment has 'blur', which is not an augmentation; choose from: flip, crop, noise, roll"):
+    with pytest.raises(
+        ConfigError, match="data.augment has 'blur', which is not an augmentation; choose from: flip, crop, noise, roll"
+    ):
         build_augment(["blur"])

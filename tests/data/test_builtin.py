@@ -8,7 +8,12 @@ from ember import load_data
 
 @pytest.mark.parametrize(
     "name, shape, classes, n",
-    [("digits", (1, 8, 8), 10, 1797), ("wine", (13,), 3, 178), ("breast_cancer", (30,), 2, 569), ("diabetes", (10,), None, 442)],
+    [
+        ("digits", (1, 8, 8), 10, 1797),
+        ("wine", (13,), 3, 178),
+        ("breast_cancer", (30,), 2, 569),
+        ("diabetes", (10,), None, 442),
+    ],
 )
 def test_bundled_sets_load_offline_with_carved_splits(name, shape, classes, n):
     splits = load_data(name)

@@ -61,7 +61,9 @@ def test_a_truncated_mnist1d_cache_is_made_again(cache_home):
     raw = path.read_bytes()
     path.write_bytes(raw[: len(raw) - 200])
     second = load_data("mnist1d", num_samples=200)
-    assert any(n.startswith(f"warning: the cached data=mnist1d file {path} was damaged (BadZipFile") for n in second.notes)
+    assert any(
+        n.startswith(f"warning: the cached data=mnist1d file {path} was damaged (BadZipFile") for n in second.notes
+    )
     assert torch.equal(first.train.x, second.train.x)
     with np.load(path) as z:  # written whole again
         assert len(z["x"]) + len(z["x_test"]) == 200

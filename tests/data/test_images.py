@@ -27,7 +27,9 @@ def _photos(root, per_class=6, size=20):
 
 def test_imagefolder_decodes_and_resizes(tmp_path):
     _photos(tmp_path / "photos")
-    splits = load_data("imagefolder", root=str(tmp_path / "photos"), image_size=8, normalize=False, val_fraction=0, test_fraction=0)
+    splits = load_data(
+        "imagefolder", root=str(tmp_path / "photos"), image_size=8, normalize=False, val_fraction=0, test_fraction=0
+    )
     assert splits.spec.class_names == ["blue", "red"] and splits.spec.input_shape == (3, 8, 8)
     x, y = splits.train.x, splits.train.y
     assert x.shape == (12, 3, 8, 8) and 0 <= x.min() and x.max() <= 1
@@ -43,7 +45,9 @@ def test_imagefolder_with_train_and_test_folders_and_bad_folders(tmp_path):
     assert len(splits.test) == 4 and len(splits.train) + len(splits.val) == 12
 
     (tmp_path / "empty/cats").mkdir(parents=True)
-    with pytest.raises(DataError, match=r"empty has no images \(.png, .jpg, .jpeg, .bmp, ...\) in its class folders cats"):
+    with pytest.raises(
+        DataError, match=r"empty has no images \(.png, .jpg, .jpeg, .bmp, ...\) in its class folders cats"
+    ):
         load_data("imagefolder", root=str(tmp_path / "empty"))
     (tmp_path / "flat").mkdir()
     Image.new("RGB", (4, 4)).save(tmp_path / "flat/a.png")
@@ -82,7 +86,13 @@ def _cifar(root, k=10, per_batch=8, fine=True):
             with open(folder / name, "wb") as f:
                 pickle.dump(batch(n), f)
         with open(folder / "meta", "wb") as f:
-            pickle.dump({b"fine_label_names": [f"c{i}".encode() for i in range(100)], b"coarse_label_names": [f"s{i}".encode() for i in range(20)]}, f)
+            pickle.dump(
+                {
+                    b"fine_label_names": [f"c{i}".encode() for i in range(100)],
+                    b"coarse_label_names": [f"s{i}".encode() for i in range(20)],
+                },
+                f,
+            )
     return folder
 
 
@@ -107,9 +117,16 @@ def test_cifar10_and_cifar100_from_python_batches(tmp_path):
     with pytest.raises(DataError, match="data_batch_3 has label 12, outside 0..9"):
         load_data("cifar10", root=str(tmp_path))
     (folder / "test_batch").unlink()
-    with pytest.raises(DataError, match=r"data=cifar10 needs test_batch in .*cifar-10-batches-py .*cifar-10-python.tar.gz.*ember downloads nothing"):
+    with pytest.raises(
+        DataError,
+        match=(
+            r"data=cifar10 needs test_batch in .*cifar-10-batches-py .*cifar-10-python.tar.gz.*ember downloads nothing"
+        ),
+    ):
         load_data("cifar10", root=str(tmp_path))
-    with pytest.raises(ConfigError, match="data=cifar10 reads data_batch_1, .*test_batch from data.root, which is not set"):
+    with pytest.raises(
+        ConfigError, match="data=cifar10 reads data_batch_1, .*test_batch from data.root, which is not set"
+    ):
         load_data("cifar10")
 
 
@@ -134,7 +151,12 @@ def _mnist(folder, gz, n=60, n_test=20):
     yt = np.arange(n_test) % 10
     xt = rng.integers(0, 30, size=(n_test, 28, 28))
     xt[np.arange(n_test), 2 + 2 * yt, :] = 255
-    for name, a in (("train-images-idx3-ubyte", x), ("train-labels-idx1-ubyte", y), ("t10k-images-idx3-ubyte", xt), ("t10k-labels-idx1-ubyte", yt)):
+    for name, a in (
+        ("train-images-idx3-ubyte", x),
+        ("train-labels-idx1-ubyte", y),
+        ("t10k-images-idx3-ubyte", xt),
+        ("t10k-labels-idx1-ubyte", yt),
+    ):
         _idx(folder / name, a, gz)
 
 
@@ -142,7 +164,9 @@ def _mnist(folder, gz, n=60, n_test=20):
 def test_mnist_idx_files_gz_or_not(tmp_path, gz):
     _mnist(tmp_path, gz)
     splits = load_data("mnist", root=str(tmp_path), normalize=False)
-    assert splits.spec.input_shape == (1, 28, 28) and len(splits.test) == 20 and len(splits.train) + len(splits.val) == 60
+    assert (
+        splits.spec.input_shape == (1, 28, 28) and len(splits.test) == 20 and len(splits.train) + len(splits.val) == 60
+    )
     assert splits.test.x[0, 0, 2].min() == 1.0  # the bright line of class 0
     # torchvision's layout, root/FashionMNIST/raw/, is found too.
     _mnist(tmp_path / "FashionMNIST/raw", gz)
@@ -153,7 +177,10 @@ def test_mnist_bad_files(tmp_path):
     _mnist(tmp_path, gz=False)
     raw = (tmp_path / "t10k-images-idx3-ubyte").read_bytes()
     (tmp_path / "t10k-images-idx3-ubyte").write_bytes(raw[:-100])
-    with pytest.raises(DataError, match="t10k-images-idx3-ubyte holds 15596 bytes but its header announces 15696; the file is truncated"):
+    with pytest.raises(
+        DataError,
+        match="t10k-images-idx3-ubyte holds 15596 bytes but its header announces 15696; the file is truncated",
+    ):
         load_data("mnist", root=str(tmp_path))
     (tmp_path / "t10k-images-idx3-ubyte").write_bytes(b"\x00\x00\x0d\x03 nonsense")
     with pytest.raises(DataError, match="not an IDX file of unsigned bytes"):
@@ -165,20 +192,47 @@ def test_mnist_bad_files(tmp_path):
 
 def test_cli_trains_on_mnist_files_and_says_which_cifar_files_are_missing(ember_cli, tmp_path):
     _mnist(tmp_path / "data", gz=True, n=200)
-    r = cli_train(ember_cli, "data=mnist", f"data.root={tmp_path / 'data'}", "model=mlp", "model.width=64", "trainer.max_epochs=3", "optim.lr=0.01", "data.batch_size=16")
+    r = cli_train(
+        ember_cli,
+        "data=mnist",
+        f"data.root={tmp_path / 'data'}",
+        "model=mlp",
+        "model.width=64",
+        "trainer.max_epochs=3",
+        "optim.lr=0.01",
+        "data.batch_size=16",
+    )
     assert r.returncode == 0, r.stderr
     assert "accuracy" in r.stdout
     import shutil
 
     shutil.rmtree(tmp_path / "runs")
-    cli_error(ember_cli, tmp_path, "data=cifar10", f"data.root={tmp_path / 'data'}", "model=mlp", match="data=cifar10 needs data_batch_1, data_batch_2, data_batch_3, data_batch_4, data_batch_5, test_batch in")
+    cli_error(
+        ember_cli,
+        tmp_path,
+        "data=cifar10",
+        f"data.root={tmp_path / 'data'}",
+        "model=mlp",
+        match="data=cifar10 needs data_batch_1, data_batch_2, data_batch_3, data_batch_4, data_batch_5, test_batch in",
+    )
 
 
 def test_training_on_an_image_folder_learns(tmp_path):
     from data_support import fit
 
     _photos(tmp_path / "photos", per_class=20)
-    result = fit(tmp_path, "data=imagefolder", f"data.root={tmp_path / 'photos'}", "data.image_size=8", "data.augment=[flip,crop]", "data.crop_padding=1", "model=mlp", "trainer.max_epochs=5", "optim.lr=0.01", "sched=none")
+    result = fit(
+        tmp_path,
+        "data=imagefolder",
+        f"data.root={tmp_path / 'photos'}",
+        "data.image_size=8",
+        "data.augment=[flip,crop]",
+        "data.crop_padding=1",
+        "model=mlp",
+        "trainer.max_epochs=5",
+        "optim.lr=0.01",
+        "sched=none",
+    )
     assert result.metrics["test/accuracy"] >= 0.75
     assert torch.isfinite(torch.tensor(result.metrics["test/loss"]))
 
@@ -195,7 +249,9 @@ def test_a_lazy_image_folder_reads_the_images_memory_holds(tmp_path):
     key = lambda a: torch.argsort(a.flatten(1).sum(1))  # noqa: E731
     torch.testing.assert_close(x[key(x)], eager.train.x[key(eager.train.x)], atol=1e-5, rtol=1e-5)
     assert torch.equal(y[key(x)], eager.train.y[key(eager.train.x)])
-    assert lazy.spec.mean == pytest.approx(eager.spec.mean, abs=1e-6) and lazy.spec.std == pytest.approx(eager.spec.std, abs=1e-5)
+    assert lazy.spec.mean == pytest.approx(eager.spec.mean, abs=1e-6) and lazy.spec.std == pytest.approx(
+        eager.spec.std, abs=1e-5
+    )
 
 
 def test_image_folders_too_large_for_memory_are_read_lazily(tmp_path, monkeypatch):
@@ -220,7 +276,18 @@ def test_training_on_a_lazy_image_folder_in_a_worker_learns(tmp_path):
     from data_support import fit
 
     _photos(tmp_path / "photos", per_class=20)
-    result = fit(tmp_path, "data=imagefolder", f"data.root={tmp_path / 'photos'}", "data.image_size=8", "data.lazy=true", "data.num_workers=1", "model=mlp", "trainer.max_epochs=5", "optim.lr=0.01", "sched=none")
+    result = fit(
+        tmp_path,
+        "data=imagefolder",
+        f"data.root={tmp_path / 'photos'}",
+        "data.image_size=8",
+        "data.lazy=true",
+        "data.num_workers=1",
+        "model=mlp",
+        "trainer.max_epochs=5",
+        "optim.lr=0.01",
+        "sched=none",
+    )
     assert result.metrics["test/accuracy"] >= 0.75
 
 
@@ -228,7 +295,14 @@ def test_a_cifar_batch_that_would_run_code_is_refused_unread(ember_cli, tmp_path
     folder = _cifar(tmp_path / "data")
     with open(folder / "data_batch_1", "wb") as f:
         pickle.dump({b"data": code_payload.obj, b"labels": [0]}, f)
-    line = cli_error(ember_cli, tmp_path, "data=cifar10", f"data.root={tmp_path / 'data'}", "model=mlp", match="data_batch_1 names posix.system")
+    line = cli_error(
+        ember_cli,
+        tmp_path,
+        "data=cifar10",
+        f"data.root={tmp_path / 'data'}",
+        "model=mlp",
+        match="data_batch_1 names posix.system",
+    )
     assert "refuses it; extract the python version of the archive" in line
     assert not code_payload.marker.exists()
     # The same file through plain pickle would have run the command: the test's payload is live.

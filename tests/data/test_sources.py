@@ -63,7 +63,30 @@ def test_tutorial_sources():
     sine = load_data("sine", num_samples=200)
     assert torch.allclose(sine.train.y, torch.sin(sine.train.x))
     assert sine.train.x.min() == -torch.pi and sine.spec.mean is None  # not normalized
-    assert {"linear", "mnist1d", "sine", "csv", "parquet", "numpy", "hdf5", "gridded", "imagefolder", "cifar10", "cifar100", "mnist", "fashion_mnist", "audio", "digits", "wine", "breast_cancer", "diabetes", "spirals", "lorenz96", "burgers", "darcy"} == set(list_data())
+    assert {
+        "linear",
+        "mnist1d",
+        "sine",
+        "csv",
+        "parquet",
+        "numpy",
+        "hdf5",
+        "gridded",
+        "imagefolder",
+        "cifar10",
+        "cifar100",
+        "mnist",
+        "fashion_mnist",
+        "audio",
+        "digits",
+        "wine",
+        "breast_cancer",
+        "diabetes",
+        "spirals",
+        "lorenz96",
+        "burgers",
+        "darcy",
+    } == set(list_data())
 
 
 def test_epoch_loader_visits_every_sample_once_per_epoch_in_a_new_order():

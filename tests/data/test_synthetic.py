@@ -21,5 +21,14 @@ def test_spirals_are_balanced_interleaved_arms():
 
 
 def test_training_on_spirals_learns(tmp_path):
-    result = fit(tmp_path, "data=spirals", "data.num_samples=900", "model=mlp", "model.width=64", "trainer.max_epochs=25", "optim.lr=0.01", "sched=none")
+    result = fit(
+        tmp_path,
+        "data=spirals",
+        "data.num_samples=900",
+        "model=mlp",
+        "model.width=64",
+        "trainer.max_epochs=25",
+        "optim.lr=0.01",
+        "sched=none",
+    )
     assert result.metrics["test/accuracy"] > 0.8  # chance: 1/3

@@ -46,7 +46,15 @@ def test_csv_classification_with_text_labels_and_a_categorical_feature(weather):
 
 
 def test_csv_regression_on_several_targets_and_chosen_features(weather):
-    splits = load_data("csv", path=str(weather), target=["amount", "b"], features=["a"], normalize=False, normalize_target=False, val_fraction=0)
+    splits = load_data(
+        "csv",
+        path=str(weather),
+        target=["amount", "b"],
+        features=["a"],
+        normalize=False,
+        normalize_target=False,
+        val_fraction=0,
+    )
     assert splits.spec.task == "regression" and splits.spec.target_shape == (2,) and splits.spec.input_shape == (1,)
     x, y = splits.train.x, splits.train.y
     assert torch.allclose(y[:, 0], 2 * x[:, 0] - y[:, 1], atol=1e-5)
@@ -60,7 +68,10 @@ def test_integer_labels_and_data_task(tmp_path):
     reg = load_data("csv", path=str(tmp_path / "t.csv"), target="y", task="regression")
     assert reg.spec.task == "regression" and reg.train.y.dtype == torch.float32
     df.assign(y=df.y * 2).to_csv(tmp_path / "gaps.csv", index=False)  # ids 0, 2, 4
-    with pytest.raises(DataError, match=r"class ids are not contiguous: 3 classes between 0 and 4, none with id 1, 3; .*data.num_classes=5"):
+    with pytest.raises(
+        DataError,
+        match=r"class ids are not contiguous: 3 classes between 0 and 4, none with id 1, 3; .*data.num_classes=5",
+    ):
         load_data("csv", path=str(tmp_path / "gaps.csv"), target="y")
     assert load_data("csv", path=str(tmp_path / "gaps.csv"), target="y", num_classes=5).spec.num_classes == 5
     df.assign(y=df.y - 1).to_csv(tmp_path / "neg.csv", index=False)
@@ -71,7 +82,9 @@ def test_integer_labels_and_data_task(tmp_path):
 def test_parquet_and_a_separate_test_file(tmp_path):
     _table(seed=0).to_parquet(tmp_path / "train.parquet")
     _table(n=50, seed=1).to_parquet(tmp_path / "test.parquet")
-    splits = load_data("parquet", path=str(tmp_path / "train.parquet"), target="label", test_path=str(tmp_path / "test.parquet"))
+    splits = load_data(
+        "parquet", path=str(tmp_path / "train.parquet"), target="label", test_path=str(tmp_path / "test.parquet")
+    )
     assert len(splits.test) == 50 and (len(splits.train), len(splits.val)) == (180, 20)
     assert splits.train.x.shape[1] == splits.test.x.shape[1] == 6  # a, b, amount, 3 sites
 
@@ -81,7 +94,13 @@ def test_nan_is_an_error_that_says_where_or_rows_are_dropped(tmp_path, weather):
     df.loc[[5, 17], "b"] = np.nan
     df.loc[9, "a"] = np.inf
     df.to_csv(tmp_path / "holes.csv", index=False)
-    with pytest.raises(DataError, match=r"holes.csv has 3 missing or infinite values \(a: 1, b: 2\); the first is in column 'b' of data row 6 \(line 7 of a CSV\); .*data.nan=drop"):
+    with pytest.raises(
+        DataError,
+        match=(
+            r"holes.csv has 3 missing or infinite values \(a: 1, b: 2\); the first is in column 'b' of data row 6 "
+            r"\(line 7 of a CSV\); .*data.nan=drop"
+        ),
+    ):
         load_data("csv", path=str(tmp_path / "holes.csv"), target="label")
     splits = load_data("csv", path=str(tmp_path / "holes.csv"), target="label", nan="drop")
     kept = sorted(r for k in ("train", "val", "test") for r in splits.indices[k])
@@ -91,11 +110,19 @@ def test_nan_is_an_error_that_says_where_or_rows_are_dropped(tmp_path, weather):
 
 
 def test_bad_columns_files_and_keys(tmp_path, weather):
-    with pytest.raises(DataError, match=r"no target column 'lable' in .*weather.csv; did you mean 'label'\? set data.target to columns of the file: a, b, site, label, amount"):
+    with pytest.raises(
+        DataError,
+        match=(
+            r"no target column 'lable' in .*weather.csv; did you mean 'label'\? set data.target to columns of the "
+            r"file: a, b, site, label, amount"
+        ),
+    ):
         load_data("csv", path=str(weather), target="lable")
     with pytest.raises(DataError, match="no feature column 'c'"):
         load_data("csv", path=str(weather), target="label", features=["a", "c"])
-    with pytest.raises(ConfigError, match="data=csv needs data.target=...: the column.* columns of .*: a, b, site, label, amount"):
+    with pytest.raises(
+        ConfigError, match="data=csv needs data.target=...: the column.* columns of .*: a, b, site, label, amount"
+    ):
         load_data("csv", path=str(weather))
     with pytest.raises(DataError, match=r"data.path='nope.csv' does not exist"):
         load_data("csv", path="nope.csv", target="y")
@@ -115,7 +142,16 @@ def test_bad_columns_files_and_keys(tmp_path, weather):
 
 
 def test_training_on_a_csv_learns(tmp_path, weather):
-    result = fit(tmp_path, "data=csv", f"data.path={weather}", "data.target=label", "model=mlp", "trainer.max_epochs=15", "optim.lr=0.01", "sched=none")
+    result = fit(
+        tmp_path,
+        "data=csv",
+        f"data.path={weather}",
+        "data.target=label",
+        "model=mlp",
+        "trainer.max_epochs=15",
+        "optim.lr=0.01",
+        "sched=none",
+    )
     assert result.metrics["test/accuracy"] > 0.85
     # The run records its held-out rows, and a later evaluation rebuilds exactly that test set.
     recorded = json.loads((result.run_dir / "splits.json").read_text())
@@ -125,7 +161,9 @@ def test_training_on_a_csv_learns(tmp_path, weather):
 
 
 def test_cli_trains_on_a_csv_and_rejects_a_bad_column(ember_cli, tmp_path, weather):
-    r = cli_train(ember_cli, "data=csv", f"data.path={weather}", "data.target=amount", "model=mlp", "trainer.max_epochs=1")
+    r = cli_train(
+        ember_cli, "data=csv", f"data.path={weather}", "data.target=amount", "model=mlp", "trainer.max_epochs=1"
+    )
     assert r.returncode == 0, r.stderr
     (run,) = run_dirs(tmp_path)
     assert set(json.loads((run / "splits.json").read_text())) == {"train", "val", "test"}
@@ -133,7 +171,15 @@ def test_cli_trains_on_a_csv_and_rejects_a_bad_column(ember_cli, tmp_path, weath
     import shutil
 
     shutil.rmtree(tmp_path / "runs")
-    cli_error(ember_cli, tmp_path, "data=csv", f"data.path={weather}", "data.target=amout", "model=mlp", match="did you mean 'amount'?")
+    cli_error(
+        ember_cli,
+        tmp_path,
+        "data=csv",
+        f"data.path={weather}",
+        "data.target=amout",
+        "model=mlp",
+        match="did you mean 'amount'?",
+    )
 
 
 def _spoiled(tmp_path, column: str, values: list, name="spoiled.csv"):
@@ -153,10 +199,22 @@ def _stray(n=200, at=57, word="12,5"):
 
 # column, its values, what the error must say
 TEXT_THAT_IS_NO_CATEGORY = {
-    "stray_text_in_a_feature": ("b", _stray(), ["column 'b'", "'12,5'", "data row 58 (line 59 of a CSV)", "fix or empty"]),
+    "stray_text_in_a_feature": (
+        "b",
+        _stray(),
+        ["column 'b'", "'12,5'", "data row 58 (line 59 of a CSV)", "fix or empty"],
+    ),
     "stray_text_in_the_target": ("amount", _stray(at=3, word="error"), ["column 'amount'", "'error'", "data row 4 "]),
-    "dates": ("b", [f"2024-{1 + i % 12:02d}-{1 + i % 28:02d}" for i in range(200)], ["column 'b'", "dates such as '2024-01-01'", "data.categorical=[b]"]),
-    "ids": ("site", [f"station-{i}" for i in range(200)], ["column 'site'", "200 distinct text values in 200 rows", "data.features"]),
+    "dates": (
+        "b",
+        [f"2024-{1 + i % 12:02d}-{1 + i % 28:02d}" for i in range(200)],
+        ["column 'b'", "dates such as '2024-01-01'", "data.categorical=[b]"],
+    ),
+    "ids": (
+        "site",
+        [f"station-{i}" for i in range(200)],
+        ["column 'site'", "200 distinct text values in 200 rows", "data.features"],
+    ),
 }
 
 
@@ -190,15 +248,24 @@ def test_stray_text_in_the_test_file_is_an_error_naming_its_row(tmp_path, weathe
 def test_cli_stray_text_is_one_line(ember_cli, tmp_path):
     # A DataError is one line, exit 2, whatever the defect: a number beyond float32 the same way.
     path = _spoiled(tmp_path, "b", _stray())
-    cli_error(ember_cli, tmp_path, "data=csv", f"data.path={path}", "data.target=label", "model=mlp", match="data row 58")
+    cli_error(
+        ember_cli, tmp_path, "data=csv", f"data.path={path}", "data.target=label", "model=mlp", match="data row 58"
+    )
 
 
 def test_one_class_and_the_target_as_a_feature_are_errors_and_numeric_names_work(tmp_path, weather):
     df = _table()
     df.assign(label="rain").to_csv(tmp_path / "one.csv", index=False)
-    with pytest.raises(DataError, match=r"column 'label' of .*one.csv: every sample has the label 'rain', one class only"):
+    with pytest.raises(
+        DataError, match=r"column 'label' of .*one.csv: every sample has the label 'rain', one class only"
+    ):
         load_data("csv", path=str(tmp_path / "one.csv"), target="label", features=["a", "b"])
-    with pytest.raises(DataError, match=r"column 'label' of .*weather.csv is both the target and a feature, so the model would be shown the answer"):
+    with pytest.raises(
+        DataError,
+        match=(
+            r"column 'label' of .*weather.csv is both the target and a feature, so the model would be shown the answer"
+        ),
+    ):
         load_data("csv", path=str(weather), target="label", features=["a", "label"])
     # Columns named by numbers: Hydra reads data.target=3 as the integer 3.
     df[["a", "b", "amount"]].set_axis(["1", "2", "3"], axis=1).to_csv(tmp_path / "numbered.csv", index=False)
@@ -214,7 +281,9 @@ RAW = {"normalize": False, "normalize_target": False}
 
 def _series(n=60):
     """A monthly series whose values say their row in time: nino34 = row, soi = 100 + row."""
-    return pd.DataFrame({"date": MONTHS[:n].strftime("%Y-%m-%d"), "soi": 100.0 + np.arange(n), "nino34": np.arange(n, dtype=float)})
+    return pd.DataFrame(
+        {"date": MONTHS[:n].strftime("%Y-%m-%d"), "soi": 100.0 + np.arange(n), "nino34": np.arange(n, dtype=float)}
+    )
 
 
 @pytest.fixture
@@ -227,7 +296,10 @@ def enso(tmp_path):
 
 def _spans(splits, window=3, lead=2):
     """The rows each split's samples read, inputs and targets (sample i: rows i..i+window-1, i+window-1+lead)."""
-    return {k: {r for i in splits.indices[k] for r in [*range(i, i + window), i + window - 1 + lead]} for k in ("train", "val", "test")}
+    return {
+        k: {r for i in splits.indices[k] for r in [*range(i, i + window), i + window - 1 + lead]}
+        for k in ("train", "val", "test")
+    }
 
 
 def test_a_time_series_table_gives_windows_of_the_past_and_the_target_lead_steps_later(enso):
@@ -237,7 +309,9 @@ def test_a_time_series_table_gives_windows_of_the_past_and_the_target_lead_steps
     assert spec.lead == 2 and spec.identity_channels == [5] and s.gap == 5 and spec.encoding["window"] == 3
     for name in ("train", "val", "test"):
         data, first = getattr(s, name), np.array(s.indices[name])  # a sample's number: its first row in time
-        assert np.array_equal(data.x.numpy(), np.stack([100 + first, 101 + first, 102 + first, first, first + 1, first + 2], axis=1))
+        assert np.array_equal(
+            data.x.numpy(), np.stack([100 + first, 101 + first, 102 + first, first, first + 1, first + 2], axis=1)
+        )
         assert np.array_equal(data.y[:, 0].numpy(), first + 4)
         assert np.array_equal(s.times[name].to_numpy(), MONTHS[first + 4].to_numpy())  # the target's time
         # Persistence, the target's last observed value, is the identity channel.
@@ -245,9 +319,15 @@ def test_a_time_series_table_gives_windows_of_the_past_and_the_target_lead_steps
     # 56 windows in time: train, then validation, then test, and no row read by two splits.
     assert [len(s.indices[k]) for k in ("train", "val", "test")] == [29, 6, 11]
     spans = _spans(s)
-    assert not (spans["train"] & spans["val"]) and not (spans["val"] & spans["test"]) and not (spans["train"] & spans["test"])
+    assert (
+        not (spans["train"] & spans["val"])
+        and not (spans["val"] & spans["test"])
+        and not (spans["train"] & spans["test"])
+    )
     assert s.times["train"].max() < s.times["val"].min() and s.times["val"].max() < s.times["test"].min()
-    assert s.record()["periods"]["test"] == ["1874-02-01", "1874-12-01"] and s.notes[0].startswith("split in time: train 1870-05-01..1872-09-01 (29), gap 5")
+    assert s.record()["periods"]["test"] == ["1874-02-01", "1874-12-01"] and s.notes[0].startswith(
+        "split in time: train 1870-05-01..1872-09-01 (29), gap 5"
+    )
 
 
 def test_persistence_in_physical_units_from_standardized_windows(enso):
@@ -263,10 +343,25 @@ def test_years_as_numbers_periods_and_a_test_file(tmp_path):
     frame = pd.DataFrame({"year": years, "x": np.sin(years), "y": np.cos(years)})
     frame[:40].to_csv(tmp_path / "train.csv", index=False)
     frame[40:].to_csv(tmp_path / "test.csv", index=False)
-    s = load_data("csv", path=str(tmp_path / "train.csv"), target="y", time_column="year", window=2, lead=1, test_path=str(tmp_path / "test.csv"), val_period="1980:1989")
-    assert list(s.times["test"].year) == list(range(1992, 2000)) and list(s.times["val"].year) == list(range(1980, 1990))
+    s = load_data(
+        "csv",
+        path=str(tmp_path / "train.csv"),
+        target="y",
+        time_column="year",
+        window=2,
+        lead=1,
+        test_path=str(tmp_path / "test.csv"),
+        val_period="1980:1989",
+    )
+    assert list(s.times["test"].year) == list(range(1992, 2000)) and list(s.times["val"].year) == list(
+        range(1980, 1990)
+    )
     assert list(s.times["train"].year) == list(range(1952, 1977))  # 3 samples left out before validation
-    assert s.record()["periods"] == {"train": ["1952-01-01", "1976-01-01"], "val": ["1980-01-01", "1989-01-01"], "test": ["1992-01-01", "1999-01-01"]}
+    assert s.record()["periods"] == {
+        "train": ["1952-01-01", "1976-01-01"],
+        "val": ["1980-01-01", "1989-01-01"],
+        "test": ["1992-01-01", "1999-01-01"],
+    }
     from ember.data.series import parse_times
 
     assert parse_times(pd.Series([2001.0, 2001.5]), "c", str)[1] == pd.Timestamp("2001-07-02 12:00")
@@ -276,8 +371,19 @@ def test_a_missing_value_drops_the_windows_that_read_its_row(tmp_path):
     df = _series()
     df.loc[20, "soi"] = np.nan
     df.to_csv(tmp_path / "holes.csv", index=False)
-    s = load_data("csv", path=str(tmp_path / "holes.csv"), target="nino34", time_column="date", window=3, lead=2, nan="drop", val_fraction=0, test_fraction=0)
-    assert s.indices["train"] == sorted(set(range(56)) - {16, 18, 19, 20})  # inputs 18..20, target 16 (row 19 is unread by 15)
+    s = load_data(
+        "csv",
+        path=str(tmp_path / "holes.csv"),
+        target="nino34",
+        time_column="date",
+        window=3,
+        lead=2,
+        nan="drop",
+        val_fraction=0,
+        test_fraction=0,
+    )
+    # inputs 18..20, target 16 (row 19 is unread by 15)
+    assert s.indices["train"] == sorted(set(range(56)) - {16, 18, 19, 20})
     with pytest.raises(DataError, match=r"the first is in column 'soi' of data row 21 \(line 22 of a CSV\)"):
         load_data("csv", path=str(tmp_path / "holes.csv"), target="nino34", time_column="date", window=3, lead=2)
 
@@ -292,7 +398,9 @@ def test_time_series_mistakes_are_one_line_errors(tmp_path, enso):
     df = _series()
     df.loc[7, "date"] = "1870-03-01"
     df.to_csv(tmp_path / "twice.csv", index=False)
-    with pytest.raises(DataError, match=r"column 'date' of .*twice.csv holds the time 1870-03-01 00:00:00 twice \(again in data row 8 "):
+    with pytest.raises(
+        DataError, match=r"column 'date' of .*twice.csv holds the time 1870-03-01 00:00:00 twice \(again in data row 8 "
+    ):
         load_data("csv", path=str(tmp_path / "twice.csv"), target="nino34", time_column="date", lead=1)
     df.loc[7, "date"] = "soon"
     df.to_csv(tmp_path / "soon.csv", index=False)
@@ -303,7 +411,10 @@ def test_time_series_mistakes_are_one_line_errors(tmp_path, enso):
 def test_a_number_beyond_float32_is_an_error_naming_column_and_row(tmp_path):
     b = np.random.default_rng(0).normal(size=200)
     b[57] = 1e39  # finite in float64, inf in float32: the run would train on NaN losses
-    with pytest.raises(DataError, match=r"column 'b' of .*big.csv holds 1e\+39 in data row 58 \(line 59 of a CSV\), beyond the float32 range"):
+    with pytest.raises(
+        DataError,
+        match=r"column 'b' of .*big.csv holds 1e\+39 in data row 58 \(line 59 of a CSV\), beyond the float32 range",
+    ):
         load_data("csv", path=str(_spoiled(tmp_path, "b", b, name="big.csv")), target="label")
     amount = _table()["amount"].to_numpy().copy()
     amount[3] = -1e39
@@ -312,7 +423,16 @@ def test_a_number_beyond_float32_is_an_error_naming_column_and_row(tmp_path):
 
 
 def test_training_on_a_time_series_records_its_periods_and_eval_rebuilds_them(tmp_path, enso):
-    args = ["data=csv", f"data.path={enso}", "data.target=nino34", "data.time_column=date", "data.window=3", "data.lead=2", "model=mlp", "trainer.max_epochs=2"]
+    args = [
+        "data=csv",
+        f"data.path={enso}",
+        "data.target=nino34",
+        "data.time_column=date",
+        "data.window=3",
+        "data.lead=2",
+        "model=mlp",
+        "trainer.max_epochs=2",
+    ]
     result = fit(tmp_path, *args)
     recorded = json.loads((result.run_dir / "splits.json").read_text())
     rebuilt = load_data("csv", path=str(enso), target="nino34", time_column="date", window=3, lead=2)

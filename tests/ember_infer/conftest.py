@@ -18,7 +18,14 @@ import torch
 SOURCE = Path(__file__).resolve().parents[2] / "ember_infer"
 MODELS = {  # name -> the overrides of a tiny run
     "classifier": ["model=cnn1d", "data=mnist1d", "data.num_samples=500", "model.channels=16"],
-    "field": ["model=unet", "data=darcy", "data.num_samples=32", "data.resolution=16", "data.cache=false", "model.width=8"],
+    "field": [
+        "model=unet",
+        "data=darcy",
+        "data.num_samples=32",
+        "data.resolution=16",
+        "data.cache=false",
+        "model.width=8",
+    ],
 }
 BATCHES = (1, 5)
 TOOLS = ("cmake", "c++", "cc", "gfortran")
@@ -55,9 +62,20 @@ def build(root: Path) -> Built:
     prefix, data = root / "install", root / "data"
     data.mkdir(parents=True)
     generator = [] if not shutil.which("ninja") else ["-G", "Ninja"]
-    cmake("-S", str(SOURCE), "-B", str(root / "build"), *generator, f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}", "-DCMAKE_BUILD_TYPE=Release", f"-DCMAKE_INSTALL_PREFIX={prefix}")
+    cmake(
+        "-S",
+        str(SOURCE),
+        "-B",
+        str(root / "build"),
+        *generator,
+        f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}",
+        "-DCMAKE_BUILD_TYPE=Release",
+        f"-DCMAKE_INSTALL_PREFIX={prefix}",
+    )
     # The C++ build (one core) runs while Python trains and exports (the other).
-    compiling = subprocess.Popen(["cmake", "--build", str(root / "build")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    compiling = subprocess.Popen(
+        ["cmake", "--build", str(root / "build")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         runs = {}
         for name, overrides in MODELS.items():
@@ -72,7 +90,16 @@ def build(root: Path) -> Built:
     (data / "garbage.aoti.pt2").write_bytes(b"not a model" * 100)
     shutil.copy(data / "classifier.aoti.pt2.json", data / "garbage.aoti.pt2.json")
     tests = root / "tests"
-    cmake("-S", str(SOURCE / "tests"), "-B", str(tests), *generator, f"-DCMAKE_PREFIX_PATH={prefix}", f"-DEMBER_TEST_DATA={data}", f"-DEMBER_TEST_BATCHES={';'.join(map(str, BATCHES))}")
+    cmake(
+        "-S",
+        str(SOURCE / "tests"),
+        "-B",
+        str(tests),
+        *generator,
+        f"-DCMAKE_PREFIX_PATH={prefix}",
+        f"-DEMBER_TEST_DATA={data}",
+        f"-DEMBER_TEST_BATCHES={';'.join(map(str, BATCHES))}",
+    )
     cmake("--build", str(tests), "--parallel", "2")
     return Built(prefix, tests, data, runs)
 
@@ -99,18 +126,26 @@ def write_cases(run_dir: Path, name: str, data: Path) -> None:
         np.asarray(x[:b].numpy(), np.float64).ravel(order="F").tofile(case.with_suffix(".x"))
         np.asarray(y.numpy(), np.float64).ravel(order="F").tofile(case.with_suffix(".y"))
         lines = [f"{t.ndim} {' '.join(map(str, t.shape))}" for t in (x[:b], y)]
-        case.with_suffix(".txt").write_text("\n".join([*lines, f"{meta['parity']['atol']} {meta['parity']['rtol']}"]) + "\n")
+        case.with_suffix(".txt").write_text(
+            "\n".join([*lines, f"{meta['parity']['atol']} {meta['parity']['rtol']}"]) + "\n"
+        )
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "cpp: builds ember_infer (C++, Fortran) against the torch wheel's libtorch with CMake (~1 min on 2 cores); deselect with -m 'not cpp'")
+    config.addinivalue_line(
+        "markers",
+        "cpp: builds ember_infer (C++, Fortran) against the torch wheel's libtorch with CMake (~1 min on 2 cores); "
+        "deselect with -m 'not cpp'",
+    )
 
 
 @pytest.fixture(scope="session")
 def ember_infer(tmp_path_factory) -> Built:
     if missing_tools():
         # .ci/run installs them: under CI a missing compiler is a failure, not a silent skip.
-        (pytest.fail if os.environ.get("CI") else pytest.skip)(f"ember_infer needs {', '.join(missing_tools())} (apt-get install cmake g++ gfortran)")
+        (pytest.fail if os.environ.get("CI") else pytest.skip)(
+            f"ember_infer needs {', '.join(missing_tools())} (apt-get install cmake g++ gfortran)"
+        )
     from filelock import FileLock
 
     # Under xdist every worker's base temp sits in the session's own directory: build there once.

@@ -28,7 +28,9 @@ def test_the_ctest_suite_passes_every_model_format_batch_and_kind_against_python
 
 def test_the_c_example_on_row_major_float32_matches_python(ember_infer, tmp_path):
     model = ember_infer.data / "classifier.aoti.pt2"
-    x = torch.from_numpy(np.fromfile(ember_infer.data / "classifier_b5.x").reshape(5, 1, 40, order="F").astype(np.float32, order="C"))
+    x = torch.from_numpy(
+        np.fromfile(ember_infer.data / "classifier_b5.x").reshape(5, 1, 40, order="F").astype(np.float32, order="C")
+    )
     x.numpy().tofile(tmp_path / "x.f32")  # C order
     done = run(ember_infer.prefix / "bin" / "ember_predict", model, tmp_path / "x.f32", tmp_path / "y.f32", *x.shape)
     assert done.returncode == 0, done.stderr
@@ -46,7 +48,9 @@ def test_the_c_example_on_row_major_float32_matches_python(ember_infer, tmp_path
 def test_without_status_a_failed_load_stops_the_fortran_program_with_the_message(ember_infer, tmp_path):
     (tmp_path / "init.txt").write_text("1 8\n20.0 0.005\n" + " ".join(["1.0"] * 8) + "\n")
     missing = tmp_path / "nowhere.ts"
-    done = run(ember_infer.tests / "lorenz96" / "lorenz96", "net", missing, tmp_path / "init.txt", tmp_path / "out.bin", 1, 1)
+    done = run(
+        ember_infer.tests / "lorenz96" / "lorenz96", "net", missing, tmp_path / "init.txt", tmp_path / "out.bin", 1, 1
+    )
     assert done.returncode != 0
     assert f"ember_infer: cannot load {missing}: no such file" in done.stderr and "pass status=" in done.stderr
 

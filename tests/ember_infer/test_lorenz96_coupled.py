@@ -17,7 +17,24 @@ pytestmark = pytest.mark.cpp
 def test_the_coupled_network_beats_no_closure_and_stays_bounded(ember_infer, tmp_path):
     out = tmp_path / "l96.json"
     program = ember_infer.tests / "lorenz96" / "lorenz96"
-    done = subprocess.run([sys.executable, "-P", str(BENCHMARK), "--quick", "--program", str(program), "--work", str(tmp_path), "--out", str(out)], capture_output=True, text=True, timeout=600, check=False)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-P",
+            str(BENCHMARK),
+            "--quick",
+            "--program",
+            str(program),
+            "--work",
+            str(tmp_path),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     r = json.loads(out.read_text())
     rmse, leads = r["forecast"]["rmse"], r["forecast"]["leads"]

@@ -14,7 +14,11 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "bias_correction"
 
 
 def test_the_exported_corrector_halves_the_uncorrected_error_in_kelvin(tmp_path, ember_cli):
-    subprocess.run([sys.executable, str(EXAMPLE / "make_data.py"), "--years", "2", "--out", str(tmp_path)], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, str(EXAMPLE / "make_data.py"), "--years", "2", "--out", str(tmp_path)],
+        check=True,
+        capture_output=True,
+    )
     common = ["data=gridded", "data.path=model", "data.target_path=obs", "data.variables=[t2m,pr,tos]"]
     r = ember_cli("train", *common, "model=mlp", "trainer.max_epochs=10", "trainer.progress=none", "run.dir=runs/bc")
     assert r.returncode == 0, r.stderr
@@ -35,7 +39,10 @@ def test_the_exported_corrector_halves_the_uncorrected_error_in_kelvin(tmp_path,
     import onnxruntime as ort
 
     test_days = splits["test"]
-    model, obs = (xr.open_mfdataset(str(tmp_path / f"{d}/*.nc"), data_vars="minimal", coords="minimal", compat="override") for d in ("model", "obs"))
+    model, obs = (
+        xr.open_mfdataset(str(tmp_path / f"{d}/*.nc"), data_vars="minimal", coords="minimal", compat="override")
+        for d in ("model", "obs")
+    )
     raw = np.stack([model[v].values[test_days] for v in ("t2m", "pr", "tos")], axis=1).astype(np.float32)
     truth = obs.t2m.values[test_days]
     session = ort.InferenceSession(str(tmp_path / "runs/bc/export/model.onnx"))

@@ -47,4 +47,12 @@ def sst_run(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("sst")
     path = write_sst(root / "sst.nc", nt=40)
-    return _train(root / "runs", "data=gridded", f"data.path={path}", "data.variables=[sst]", "data.lead=1", "model=mlp", "model.width=16"), path
+    return _train(
+        root / "runs",
+        "data=gridded",
+        f"data.path={path}",
+        "data.variables=[sst]",
+        "data.lead=1",
+        "model=mlp",
+        "model.width=16",
+    ), path

@@ -16,7 +16,11 @@ def test_aoti_package_matches_eager_with_a_dynamic_batch_and_serves_predict_and_
     result = export_run(mlp_run, "aoti", out=tmp_path / "digits.aoti.pt2", echo=lambda s: None)
     assert result.path.name == "digits.aoti.pt2" and format_of(result.path) == "aoti"
     meta = json.loads(result.meta_path.read_text())
-    assert meta["format"] == "aoti" and meta["inputs"][0]["shape"][0] == "batch" and meta["parity"]["max_abs_error"] <= 1e-4
+    assert (
+        meta["format"] == "aoti"
+        and meta["inputs"][0]["shape"][0] == "batch"
+        and meta["parity"]["max_abs_error"] <= 1e-4
+    )
     run = load_artifact(result.path)
     x = torch.randn(5, 64)
     assert run(x).shape == (5, 10) and run(x[:1]).shape == (1, 10)  # any batch, not only the traced one
@@ -24,7 +28,16 @@ def test_aoti_package_matches_eager_with_a_dynamic_batch_and_serves_predict_and_
     from_run = predict(mlp_run, tmp_path / "x.npy", echo=lambda s: None)
     from_package = predict(result.path, tmp_path / "x.npy", echo=lambda s: None)
     np.testing.assert_allclose(from_package.values, from_run.values, atol=1e-4)
-    report = bench_run(mlp_run, [], batch_sizes=(1,), backends=("eager", "aoti"), iters=5, warmup=1, seconds=0.1, out=tmp_path / "bench.json")
+    report = bench_run(
+        mlp_run,
+        [],
+        batch_sizes=(1,),
+        backends=("eager", "aoti"),
+        iters=5,
+        warmup=1,
+        seconds=0.1,
+        out=tmp_path / "bench.json",
+    )
     assert {r["backend"] for r in report["results"]} == {"eager", "aoti"}
 
 

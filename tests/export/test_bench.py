@@ -19,9 +19,27 @@ def test_run_backends_and_json(cnn_run, capsys):
 
 def test_untrained_model_from_config_through_the_cli(tmp_path, capsys):
     out = tmp_path / "b.json"
-    assert main(["bench", "model=mlp", "data=digits", "model.width=32", "backends=eager", "batch_sizes=2", "iters=2", "warmup=0", f"out={out}"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "model=mlp",
+                "data=digits",
+                "model.width=32",
+                "backends=eager",
+                "batch_sizes=2",
+                "iters=2",
+                "warmup=0",
+                f"out={out}",
+            ]
+        )
+        == 0
+    )
     report = json.loads(out.read_text())
     assert report["model"] == "mlp on digits (untrained)" and [r["batch"] for r in report["results"]] == [2]
     capsys.readouterr()
     assert main(["bench", "model=mlp", "backends=eager,tensorrt"]) == 2
-    assert capsys.readouterr().err.strip() == "error: unknown backend 'tensorrt'; choose from: eager, compile, torchscript, onnxruntime, aoti"
+    assert (
+        capsys.readouterr().err.strip()
+        == "error: unknown backend 'tensorrt'; choose from: eager, compile, torchscript, onnxruntime, aoti"
+    )

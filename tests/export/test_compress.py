@@ -42,14 +42,17 @@ def test_prune_keeps_pruned_weights_at_zero_through_finetuning(cnn_run, tmp_path
     out = compress_run(cnn_run, "prune", sparsity=0.5, epochs=1, out=tmp_path / "pruned", overrides=["optim.lr=0.0005"])
     assert "nonzero weights" in capsys.readouterr().out
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["status"] == "finished" and summary["compression"]["achieved_sparsity"] == pytest.approx(0.5, abs=0.01)
+    assert summary["status"] == "finished" and summary["compression"]["achieved_sparsity"] == pytest.approx(
+        0.5, abs=0.01
+    )
     pruned, _, _ = load_run(out)  # an ordinary run directory
     original, _, _ = load_run(cnn_run)
     masks = magnitude_masks(original, 0.5)
     params = dict(pruned.named_parameters())
     for name, keep in masks.items():
         assert torch.all(params[name][~keep] == 0), name
-    assert any(bool((params[n][k] != dict(original.named_parameters())[n][k]).any()) for n, k in masks.items())  # it did train
+    # it did train
+    assert any(bool((params[n][k] != dict(original.named_parameters())[n][k]).any()) for n, k in masks.items())
 
 
 def test_bad_options(cnn_run):

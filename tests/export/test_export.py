@@ -63,7 +63,10 @@ def test_failed_parity_leaves_no_artifact(cnn_run, tmp_path, monkeypatch):
 
     monkeypatch.setitem(RUNNERS, "torchscript", off_by_a_bit)
     out = tmp_path / "export" / "model.ts"
-    with pytest.raises(ExportError, match=r"parity check failed: .* differs from the eager model by up to 0\.01.*no artifact was written"):
+    with pytest.raises(
+        ExportError,
+        match=r"parity check failed: .* differs from the eager model by up to 0\.01.*no artifact was written",
+    ):
         export_run(cnn_run, "torchscript", out=out, echo=_quiet)
     assert list(out.parent.iterdir()) == []
 
@@ -85,10 +88,18 @@ class Net(nn.Module):
         return self.head(self.body(x))
 
 
-@pytest.mark.parametrize(("fmt", "title", "name"), [("exported", "torch.export", "model.pt2"), ("aoti", "AOTInductor", "model.aoti.pt2")])
+@pytest.mark.parametrize(
+    ("fmt", "title", "name"), [("exported", "torch.export", "model.pt2"), ("aoti", "AOTInductor", "model.aoti.pt2")]
+)
 def test_unexportable_layer_is_named_with_the_formats_that_work(tmp_path, fmt, title, name):
     spec = DataSpec(input_shape=(1, 40), task="classification", num_classes=3)
-    with pytest.raises(ExportError, match=rf"cannot export to {title}: layer 'body.2' \(DataDependent\) fails: .*formats that work for this model: torchscript, safetensors$"):
+    with pytest.raises(
+        ExportError,
+        match=(
+            rf"cannot export to {title}: layer 'body.2' \(DataDependent\) fails: .*formats that work for this model: "
+            r"torchscript, safetensors$"
+        ),
+    ):
         export_model(Normalized(Net(), spec), fmt, tmp_path / name, torch.randn(8, 1, 40), spec=spec)
     assert list(tmp_path.iterdir()) == []
 
@@ -104,7 +115,10 @@ def test_missing_onnx_names_the_extra(cnn_run, tmp_path, monkeypatch):
         return real(name, *args)
 
     monkeypatch.setattr("ember.export.common.importlib.import_module", no_onnxscript)
-    with pytest.raises(ExportError, match=r"format=onnx needs the onnxscript package, which is not installed; pip install 'ember\[export\]'"):
+    with pytest.raises(
+        ExportError,
+        match=r"format=onnx needs the onnxscript package, which is not installed; pip install 'ember\[export\]'",
+    ):
         export_run(cnn_run, "onnx", out=tmp_path / "m.onnx", echo=_quiet)
 
 
@@ -129,7 +143,10 @@ def test_cli(cnn_run, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "parity on 64 samples of the test split: max abs error" in out and (tmp_path / "m.ts.json").is_file()
     assert main(["export", f"run={cnn_run}", "format=onx"]) == 2
-    assert capsys.readouterr().err.strip() == "error: unknown export format 'onx'; did you mean onnx? choose one of: torchscript, onnx, exported, aoti, safetensors"
+    assert capsys.readouterr().err.strip() == (
+        "error: unknown export format 'onx'; did you mean onnx? choose one of: torchscript, onnx, "
+        "exported, aoti, safetensors"
+    )
     assert main(["export", f"run={cnn_run}", "formt=onnx"]) == 2
     assert "did you mean format=?" in capsys.readouterr().err
     assert main(["export", f"run={tmp_path}", "format=onnx"]) == 2

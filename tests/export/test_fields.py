@@ -27,9 +27,19 @@ def write_sst(path, nt=30, start="2000-01-01", seed=0):
     sst = 290 + 5 * np.cos(np.deg2rad(lat))[None, :, None] + rng.normal(0, 1, (nt, NY, NX))
     sst[:, LAND] = np.nan
     ds = xr.Dataset(
-        {"sst": (("time", "lat", "lon"), sst.astype("float32"), {"units": "K", "long_name": "sea surface temperature", "standard_name": "sea_surface_temperature"}),
-         "time_bnds": (("time", "bnds"), np.zeros((nt, 2)))},
-        coords={"time": time, "lat": ("lat", lat, {"units": "degrees_north", "standard_name": "latitude"}), "lon": ("lon", lon, {"units": "degrees_east"})},
+        {
+            "sst": (
+                ("time", "lat", "lon"),
+                sst.astype("float32"),
+                {"units": "K", "long_name": "sea surface temperature", "standard_name": "sea_surface_temperature"},
+            ),
+            "time_bnds": (("time", "bnds"), np.zeros((nt, 2))),
+        },
+        coords={
+            "time": time,
+            "lat": ("lat", lat, {"units": "degrees_north", "standard_name": "latitude"}),
+            "lon": ("lon", lon, {"units": "degrees_east"}),
+        },
         attrs={"title": "OSTIA-like test field", "history": "2026-01-01: made by the tests"},
     )
     ds.time.encoding.update(units="days since 1990-01-01", calendar="360_day")
@@ -41,9 +51,27 @@ def write_sst(path, nt=30, start="2000-01-01", seed=0):
 def predictor():
     torch.manual_seed(0)
     flat = np.flatnonzero(LAND).tolist()
-    spec = DataSpec(input_shape=(1, NY, NX), task="regression", target_shape=(1, NY, NX), mean=[293.0], std=[2.0], target_mean=[293.0], target_std=[2.0],
-                    input_names=["sst"], target_names=["sst"], target_units=["K"], mask=flat, input_mask=flat, calendar="360_day")
-    return Predictor(Deployed(nn.Conv2d(1, 1, 3, padding=1), spec).eval(), spec, {"name": "gridded", "variables": ["sst"]}, "runs/sst/20260101-000000")
+    spec = DataSpec(
+        input_shape=(1, NY, NX),
+        task="regression",
+        target_shape=(1, NY, NX),
+        mean=[293.0],
+        std=[2.0],
+        target_mean=[293.0],
+        target_std=[2.0],
+        input_names=["sst"],
+        target_names=["sst"],
+        target_units=["K"],
+        mask=flat,
+        input_mask=flat,
+        calendar="360_day",
+    )
+    return Predictor(
+        Deployed(nn.Conv2d(1, 1, 3, padding=1), spec).eval(),
+        spec,
+        {"name": "gridded", "variables": ["sst"]},
+        "runs/sst/20260101-000000",
+    )
 
 
 def _quiet(_):
@@ -53,7 +81,10 @@ def _quiet(_):
 def test_netcdf_round_trip_keeps_coordinates_calendar_attributes_and_land(predictor, tmp_path):
     src = write_sst(tmp_path / "new.nc")
     out = predict_fields(predictor, src, tmp_path / "corrected.nc", batch_size=4, chunk=7, echo=_quiet)
-    raw_in, raw_out = xr.open_dataset(src, decode_times=False), xr.open_dataset(tmp_path / "corrected.nc", decode_times=False)
+    raw_in, raw_out = (
+        xr.open_dataset(src, decode_times=False),
+        xr.open_dataset(tmp_path / "corrected.nc", decode_times=False),
+    )
     # Time as stored: the same numbers, units and calendar.
     np.testing.assert_array_equal(raw_out.time.values, raw_in.time.values)
     assert raw_out.time.attrs["calendar"] == "360_day" and raw_out.time.attrs["units"] == raw_in.time.attrs["units"]
@@ -66,7 +97,9 @@ def test_netcdf_round_trip_keeps_coordinates_calendar_attributes_and_land(predic
         assert out[c].attrs == inp[c].attrs
     # The field on its grid, with the input variable's attributes, NaN exactly on land.
     assert out.sst.dims == ("time", "lat", "lon") and out.sst.shape == (30, NY, NX)
-    assert {k: out.sst.attrs[k] for k in ("units", "long_name", "standard_name")} == {k: inp.sst.attrs[k] for k in ("units", "long_name", "standard_name")}
+    assert {k: out.sst.attrs[k] for k in ("units", "long_name", "standard_name")} == {
+        k: inp.sst.attrs[k] for k in ("units", "long_name", "standard_name")
+    }
     values = out.sst.values
     assert np.isnan(values[:, LAND]).all() and np.isfinite(values[:, ~LAND]).all()
     assert out.attrs["title"] == inp.attrs["title"]
@@ -110,10 +143,18 @@ def test_zarr_in_and_a_glob_of_yearly_files_in(predictor, tmp_path):
 def test_a_file_without_the_runs_variable_or_grid_is_one_line(predictor, tmp_path):
     src = write_sst(tmp_path / "new.nc")
     xr.open_dataset(src).rename({"sst": "tos"}).to_netcdf(tmp_path / "renamed.nc")
-    with pytest.raises(DataError, match=r"the input lacks variable\(s\) 'sst' the run was trained on; it holds: tos, time_bnds"):
+    with pytest.raises(
+        DataError, match=r"the input lacks variable\(s\) 'sst' the run was trained on; it holds: tos, time_bnds"
+    ):
         predict_fields(predictor, tmp_path / "renamed.nc", None, batch_size=8, chunk=None, echo=_quiet)
     xr.open_dataset(src).isel(lat=slice(0, 4)).to_netcdf(tmp_path / "small.nc")
-    with pytest.raises(DataError, match=r"variable 'sst' lies on a grid \{'time': 30, 'lat': 4, 'lon': 8\} but the run was trained on fields of shape \(6, 8\)"):
+    with pytest.raises(
+        DataError,
+        match=(
+            r"variable 'sst' lies on a grid \{'time': 30, 'lat': 4, 'lon': "
+            r"8\} but the run was trained on fields of shape \(6, 8\)"
+        ),
+    ):
         predict_fields(predictor, tmp_path / "small.nc", None, batch_size=8, chunk=None, echo=_quiet)
 
 
@@ -131,13 +172,20 @@ def test_cli_with_a_trained_run_and_its_onnx_export(sst_run, tmp_path, capsys):
     onnx = export_run(run_dir, "onnx", out=tmp_path / "m.onnx", echo=_quiet)
     assert main(["predict", f"run={onnx.path}", f"input={src}", f"output={tmp_path / 'o.zarr'}"]) == 0
     a, b = xr.open_dataset(tmp_path / "p.nc"), xr.open_dataset(tmp_path / "o.zarr", engine="zarr")
-    assert a.sst.shape == (40, NY, NX) and np.isnan(a.sst.values[:, LAND]).all() and np.isfinite(a.sst.values[:, ~LAND]).all()
+    assert (
+        a.sst.shape == (40, NY, NX)
+        and np.isnan(a.sst.values[:, LAND]).all()
+        and np.isfinite(a.sst.values[:, ~LAND]).all()
+    )
     xr.testing.assert_allclose(a.sst, b.sst, atol=1e-4)
     # A forecast one month ahead is stamped with its valid time; the input's time is its reference.
     inp = xr.open_dataset(src)
     assert list(a.forecast_reference_time.values) == list(inp.time.values) == list(b.forecast_reference_time.values)
     assert str(a.time.values[0]) == "2000-02-01 00:00:00" and str(a.time.values[-1]) == "2003-05-01 00:00:00"
-    assert a.indexes["time"].calendar == "360_day" and a.forecast_reference_time.attrs["standard_name"] == "forecast_reference_time"
+    assert (
+        a.indexes["time"].calendar == "360_day"
+        and a.forecast_reference_time.attrs["standard_name"] == "forecast_reference_time"
+    )
     assert main(["predict", f"run={run_dir}", f"input={src}"]) == 2
     assert "add output=predicted.nc" in capsys.readouterr().err
     # The same fields as an array, land NaN included: accepted from a gridded run, NaN back on land.
@@ -154,16 +202,35 @@ def test_level_channels_and_the_runs_region(tmp_path):
     time = xr.date_range("2000-01-01", periods=10, freq="D", calendar="noleap", use_cftime=True)
     lat, plev = np.linspace(-30, 30, NY), np.array([1000.0, 850.0, 500.0])
     t = rng.normal(250, 10, (10, 3, NY, NX)).astype("float32")
-    xr.Dataset({"t": (("time", "plev", "lat", "lon"), t, {"units": "K", "standard_name": "air_temperature"})},
-               coords={"time": time, "plev": ("plev", plev, {"units": "hPa", "axis": "Z"}), "lat": lat, "lon": np.arange(NX) * 45.0}).to_netcdf(tmp_path / "t.nc")
+    xr.Dataset(
+        {"t": (("time", "plev", "lat", "lon"), t, {"units": "K", "standard_name": "air_temperature"})},
+        coords={
+            "time": time,
+            "plev": ("plev", plev, {"units": "hPa", "axis": "Z"}),
+            "lat": lat,
+            "lon": np.arange(NX) * 45.0,
+        },
+    ).to_netcdf(tmp_path / "t.nc")
     rows = (lat >= -10) & (lat <= 30)
     names = ["t@500", "t@850"]
-    spec = DataSpec(input_shape=(2, int(rows.sum()), NX), task="regression", target_shape=(2, int(rows.sum()), NX), input_names=names, target_names=names)
+    spec = DataSpec(
+        input_shape=(2, int(rows.sum()), NX),
+        task="regression",
+        target_shape=(2, int(rows.sum()), NX),
+        input_names=names,
+        target_names=names,
+    )
     torch.manual_seed(0)
     model = Deployed(nn.Conv2d(2, 2, 1), spec).eval()
     data = {"name": "gridded", "lat": "-10:30", "level": [500, 850]}
-    out = predict_fields(Predictor(model, spec, data, "runs/t"), tmp_path / "t.nc", tmp_path / "p.nc", batch_size=4, chunk=3, echo=_quiet)
-    assert out.t.dims == ("time", "plev", "lat", "lon") and list(out.plev.values) == [500.0, 850.0] and out.plev.attrs["units"] == "hPa"
+    out = predict_fields(
+        Predictor(model, spec, data, "runs/t"), tmp_path / "t.nc", tmp_path / "p.nc", batch_size=4, chunk=3, echo=_quiet
+    )
+    assert (
+        out.t.dims == ("time", "plev", "lat", "lon")
+        and list(out.plev.values) == [500.0, 850.0]
+        and out.plev.attrs["units"] == "hPa"
+    )
     np.testing.assert_array_equal(out.lat.values, lat[rows])
     assert out.t.attrs["standard_name"] == "air_temperature" and out.indexes["time"].calendar == "noleap"
     x = torch.from_numpy(t[:, [2, 1]][:, :, rows])
@@ -177,21 +244,37 @@ def test_a_region_across_the_files_longitude_seam(tmp_path):
     rng = np.random.default_rng(0)
     time = xr.date_range("2000-01-01", periods=6, freq="D", calendar="noleap", use_cftime=True)
     t = rng.normal(250, 10, (6, NY, NX)).astype("float32")
-    xr.Dataset({"t": (("time", "lat", "lon"), t, {"units": "K"})}, coords={"time": time, "lat": np.linspace(-30, 30, NY), "lon": np.arange(NX) * 45.0}).to_netcdf(tmp_path / "t.nc")
-    spec = DataSpec(input_shape=(1, NY, 4), task="regression", target_shape=(1, NY, 4), input_names=["t"], target_names=["t"])
+    xr.Dataset(
+        {"t": (("time", "lat", "lon"), t, {"units": "K"})},
+        coords={"time": time, "lat": np.linspace(-30, 30, NY), "lon": np.arange(NX) * 45.0},
+    ).to_netcdf(tmp_path / "t.nc")
+    spec = DataSpec(
+        input_shape=(1, NY, 4), task="regression", target_shape=(1, NY, 4), input_names=["t"], target_names=["t"]
+    )
     torch.manual_seed(0)
     model = Deployed(nn.Conv2d(1, 1, 3, padding=1), spec).eval()
-    out = predict_fields(Predictor(model, spec, {"name": "gridded", "lon": "-90:45"}, "runs/t"), tmp_path / "t.nc", tmp_path / "p.nc", batch_size=4, chunk=2, echo=_quiet)
+    out = predict_fields(
+        Predictor(model, spec, {"name": "gridded", "lon": "-90:45"}, "runs/t"),
+        tmp_path / "t.nc",
+        tmp_path / "p.nc",
+        batch_size=4,
+        chunk=2,
+        echo=_quiet,
+    )
     np.testing.assert_array_equal(out.lon.values, [-90.0, -45.0, 0.0, 45.0])
     with torch.no_grad():
-        np.testing.assert_allclose(out.t.values, model(torch.from_numpy(t[:, None][..., [6, 7, 0, 1]])).numpy()[:, 0], rtol=1e-6)
+        np.testing.assert_allclose(
+            out.t.values, model(torch.from_numpy(t[:, None][..., [6, 7, 0, 1]])).numpy()[:, 0], rtol=1e-6
+        )
 
 
 def test_curvilinear_coordinates_pass_through(predictor, tmp_path):
     """NEMO-style names: dimensions y, x and 2-D nav_lat, nav_lon come back as they were."""
     src = xr.open_dataset(write_sst(tmp_path / "new.nc", nt=4)).rename({"lat": "y", "lon": "x"})
     nav_lat, nav_lon = np.meshgrid(src.y.values, src.x.values, indexing="ij")
-    src = src.drop_vars(["y", "x"]).assign_coords(nav_lat=(("y", "x"), nav_lat, {"standard_name": "latitude"}), nav_lon=(("y", "x"), nav_lon))
+    src = src.drop_vars(["y", "x"]).assign_coords(
+        nav_lat=(("y", "x"), nav_lat, {"standard_name": "latitude"}), nav_lon=(("y", "x"), nav_lon)
+    )
     src.to_netcdf(tmp_path / "nemo.nc")
     out = predict_fields(predictor, tmp_path / "nemo.nc", tmp_path / "p.nc", batch_size=4, chunk=2, echo=_quiet)
     assert out.sst.dims == ("time", "y", "x") and set(out.sst.coords) == {"time", "nav_lat", "nav_lon"}

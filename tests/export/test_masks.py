@@ -14,8 +14,18 @@ MASK = [0, 1, 7, 19]  # flat indices into one (1, 4, 5) sample: "land"
 
 
 def _spec(**extra):
-    return DataSpec(input_shape=(2, *GRID), task="regression", target_shape=(1, *GRID), mean=[280.0, 5.0], std=[10.0, 2.0],
-                    target_mean=[281.0], target_std=[9.0], mask=MASK, input_mask=MASK, **extra)
+    return DataSpec(
+        input_shape=(2, *GRID),
+        task="regression",
+        target_shape=(1, *GRID),
+        mean=[280.0, 5.0],
+        std=[10.0, 2.0],
+        target_mean=[281.0],
+        target_std=[9.0],
+        mask=MASK,
+        input_mask=MASK,
+        **extra,
+    )
 
 
 def _model():
@@ -25,7 +35,9 @@ def _model():
 
 def _raw(n=6):
     g = torch.Generator().manual_seed(1)
-    x = torch.randn(n, 2, *GRID, generator=g) * torch.tensor([10.0, 2.0]).reshape(2, 1, 1) + torch.tensor([280.0, 5.0]).reshape(2, 1, 1)
+    x = torch.randn(n, 2, *GRID, generator=g) * torch.tensor([10.0, 2.0]).reshape(2, 1, 1) + torch.tensor(
+        [280.0, 5.0]
+    ).reshape(2, 1, 1)
     x.reshape(n, -1)[:, MASK] = float("nan")  # land in the first channel, as a real file holds it
     return x
 
@@ -36,7 +48,11 @@ def test_nan_inputs_are_the_standardized_mean_and_masked_outputs_nan():
     with torch.no_grad():
         got = Deployed(model, spec)(x)
         filled = torch.where(torch.isnan(x), torch.tensor([280.0, 5.0]).reshape(2, 1, 1), x)
-        want = model((filled - torch.tensor([280.0, 5.0]).reshape(2, 1, 1)) / torch.tensor([10.0, 2.0]).reshape(2, 1, 1)) * 9 + 281
+        want = (
+            model((filled - torch.tensor([280.0, 5.0]).reshape(2, 1, 1)) / torch.tensor([10.0, 2.0]).reshape(2, 1, 1))
+            * 9
+            + 281
+        )
     flat = got.reshape(len(x), -1)
     assert torch.isnan(flat[:, MASK]).all() and torch.isfinite(flat[:, [i for i in range(20) if i not in MASK]]).all()
     keep = ~torch.isnan(got)
@@ -49,13 +65,24 @@ def test_nan_inputs_are_the_standardized_mean_and_masked_outputs_nan():
 def test_without_masks_it_is_the_plain_normalized_model():
     from ember.scoring.units import Normalized
 
-    spec = DataSpec(input_shape=(2, *GRID), task="regression", target_shape=(1, *GRID), mean=[280.0, 5.0], std=[10.0, 2.0])
+    spec = DataSpec(
+        input_shape=(2, *GRID), task="regression", target_shape=(1, *GRID), mean=[280.0, 5.0], std=[10.0, 2.0]
+    )
     model, x = _model().eval(), torch.randn(3, 2, *GRID)
     with torch.no_grad():
         torch.testing.assert_close(Deployed(model, spec)(x), Normalized(model, spec)(x))
 
 
-@pytest.mark.parametrize(("fmt", "name"), [("torchscript", "m.ts"), ("exported", "m.pt2"), ("onnx", "m.onnx"), ("aoti", "m.aoti.pt2"), ("safetensors", "m.safetensors")])
+@pytest.mark.parametrize(
+    ("fmt", "name"),
+    [
+        ("torchscript", "m.ts"),
+        ("exported", "m.pt2"),
+        ("onnx", "m.onnx"),
+        ("aoti", "m.aoti.pt2"),
+        ("safetensors", "m.safetensors"),
+    ],
+)
 def test_every_format_keeps_the_masks(tmp_path, fmt, name):
     spec = _spec()
     wrapper = Deployed(_model(), spec).eval()

@@ -48,7 +48,13 @@ def test_flattened_rows_in_a_headerless_csv(cnn_run, tmp_path):
 
 def test_a_wrong_shape_names_both_shapes(cnn_run, tmp_path):
     np.save(tmp_path / "bad.npy", np.zeros((3, 50), np.float32))
-    with pytest.raises(DataError, match=r"holds samples of shape \(50,\) .* but the model takes samples of shape \(1, 40\); pass an array of shape \(N, 1, 40\) or \(N, 40\)"):
+    with pytest.raises(
+        DataError,
+        match=(
+            r"holds samples of shape \(50,\) .* but the model takes samples of shape \(1, 40\); "
+            r"pass an array of shape \(N, 1, 40\) or \(N, 40\)"
+        ),
+    ):
         predict(cnn_run, tmp_path / "bad.npy")
 
 
@@ -66,7 +72,18 @@ def test_table_run_predicts_with_its_one_hot_encoding(tmp_path):
     path = tmp_path / "weather.csv"
     with open(path, "w") as f:
         f.write("pressure,site,rain\n" + "".join(f"{p:.3f},{s},{r}\n" for p, s, r in zip(pressure, site, rain)))
-    cfg = compose(["data=csv", f"data.path={path}", "data.target=rain", "model=mlp", "model.width=16", "trainer.max_epochs=1", "trainer.progress=none", f"run.root={tmp_path / 'runs'}"])
+    cfg = compose(
+        [
+            "data=csv",
+            f"data.path={path}",
+            "data.target=rain",
+            "model=mlp",
+            "model.width=16",
+            "trainer.max_epochs=1",
+            "trainer.progress=none",
+            f"run.root={tmp_path / 'runs'}",
+        ]
+    )
     run_dir = train(cfg).run_dir
 
     new = tmp_path / "new.csv"
@@ -84,7 +101,9 @@ def test_table_run_predicts_with_its_one_hot_encoding(tmp_path):
     np.testing.assert_allclose(mine.values[rows], want, atol=1e-5)
 
     (tmp_path / "missing.csv").write_text("pressure\n1000\n")
-    with pytest.raises(DataError, match=r"lacks feature column\(s\) 'site'; the model was trained on columns: pressure, site"):
+    with pytest.raises(
+        DataError, match=r"lacks feature column\(s\) 'site'; the model was trained on columns: pressure, site"
+    ):
         predict(run_dir, tmp_path / "missing.csv")
 
     # The run is self-contained: the training file edited (a new site first in sorted order) or
@@ -108,11 +127,31 @@ def test_a_time_series_run_predicts_every_window_of_a_table_in_time_order(tmp_pa
 
     months = pd.date_range("1870-01-01", periods=60, freq="MS")
     rng = np.random.default_rng(0)
-    table = pd.DataFrame({"date": months.strftime("%Y-%m-%d"), "soi": rng.normal(size=60), "nino34": np.sin(np.arange(60) / 4)})
+    table = pd.DataFrame(
+        {"date": months.strftime("%Y-%m-%d"), "soi": rng.normal(size=60), "nino34": np.sin(np.arange(60) / 4)}
+    )
     path = tmp_path / "enso.csv"
     table.sample(frac=1, random_state=0).to_csv(path, index=False)
-    args = ["data=csv", f"data.path={path}", "data.target=nino34", "data.time_column=date", "data.window=3", "data.lead=2"]
-    run_dir = train(compose([*args, "model=mlp", "trainer.max_epochs=1", "trainer.progress=none", "track=[]", f"run.root={tmp_path / 'runs'}"])).run_dir
+    args = [
+        "data=csv",
+        f"data.path={path}",
+        "data.target=nino34",
+        "data.time_column=date",
+        "data.window=3",
+        "data.lead=2",
+    ]
+    run_dir = train(
+        compose(
+            [
+                *args,
+                "model=mlp",
+                "trainer.max_epochs=1",
+                "trainer.progress=none",
+                "track=[]",
+                f"run.root={tmp_path / 'runs'}",
+            ]
+        )
+    ).run_dir
     preds = predict(run_dir, path, echo=lambda s: None)
     assert preds.ids == [m.strftime("%Y-%m-%d") for m in months[2:]] and preds.values.shape == (58, 1)
     model, cfg, _ = load_run(run_dir)
@@ -125,7 +164,9 @@ def test_a_time_series_run_predicts_every_window_of_a_table_in_time_order(tmp_pa
     with pytest.raises(DataError, match=r"short.csv has 2 row\(s\), fewer than one window of 3"):
         predict(run_dir, tmp_path / "short.csv")
     pd.concat([table.head(4), table.head(1)]).to_csv(tmp_path / "twice.csv", index=False)
-    with pytest.raises(DataError, match=r"holds the time 1870-01-01 00:00:00 twice \(again in data row 5 \(line 6 of a CSV\)\)"):
+    with pytest.raises(
+        DataError, match=r"holds the time 1870-01-01 00:00:00 twice \(again in data row 5 \(line 6 of a CSV\)\)"
+    ):
         predict(run_dir, tmp_path / "twice.csv")
 
 
@@ -139,13 +180,33 @@ def test_image_folder(tmp_path):
     for k, name in enumerate(["dark", "light"]):
         (tmp_path / "img" / name).mkdir(parents=True)
         for i in range(6):
-            Image.fromarray((rng.random((8, 8)) * 100 + 150 * k).astype(np.uint8)).save(tmp_path / "img" / name / f"{i}.png")
-    cfg = compose(["data=imagefolder", f"data.root={tmp_path / 'img'}", "data.image_size=8", "data.channels=1", "data.val_fraction=0", "data.test_fraction=0.25",
-                   "model=mlp", "model.width=8", "trainer.max_epochs=1", "trainer.progress=none", f"run.root={tmp_path / 'runs'}"])
+            Image.fromarray((rng.random((8, 8)) * 100 + 150 * k).astype(np.uint8)).save(
+                tmp_path / "img" / name / f"{i}.png"
+            )
+    cfg = compose(
+        [
+            "data=imagefolder",
+            f"data.root={tmp_path / 'img'}",
+            "data.image_size=8",
+            "data.channels=1",
+            "data.val_fraction=0",
+            "data.test_fraction=0.25",
+            "model=mlp",
+            "model.width=8",
+            "trainer.max_epochs=1",
+            "trainer.progress=none",
+            f"run.root={tmp_path / 'runs'}",
+        ]
+    )
     run_dir = train(cfg).run_dir
     preds = predict(run_dir, tmp_path / "img", output=tmp_path / "p.csv", echo=lambda s: None)
     assert preds.ids[0] == "dark/0.png" and len(preds.ids) == 12
-    assert set(preds.labels) <= {"dark", "light"} and list(_rows(tmp_path / "p.csv")[0]) == ["id", "label", "prob_dark", "prob_light"]
+    assert set(preds.labels) <= {"dark", "light"} and list(_rows(tmp_path / "p.csv")[0]) == [
+        "id",
+        "label",
+        "prob_dark",
+        "prob_light",
+    ]
     single = predict(run_dir, tmp_path / "img" / "light" / "3.png", echo=lambda s: None)
     np.testing.assert_allclose(single.values[0], preds.values[preds.ids.index("light/3.png")], atol=1e-6)
 

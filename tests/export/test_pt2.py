@@ -71,7 +71,9 @@ def _shape_expression(files, payload):
     text = files["model/models/model.json"].decode()
     start = text.index('"expr_str": "') + len('"expr_str": "')
     end = text.index('"', start)
-    files["model/models/model.json"] = (text[:start] + f"__import__('os').system('touch {payload.marker}')" + text[end:]).encode()
+    files["model/models/model.json"] = (
+        text[:start] + f"__import__('os').system('touch {payload.marker}')" + text[end:]
+    ).encode()
 
 
 def _native_code(files, payload):
@@ -80,15 +82,21 @@ def _native_code(files, payload):
 
 def _library_target(files, payload):
     text = files["model/models/model.json"].decode()
-    files["model/models/model.json"] = text.replace('"target": "torch.ops.aten.linear.default"', '"target": "torch.ops.load_library"', 1).encode()
+    files["model/models/model.json"] = text.replace(
+        '"target": "torch.ops.aten.linear.default"', '"target": "torch.ops.load_library"', 1
+    ).encode()
 
 
 # (tamper, what the refusal names, whether plain torch.export.load runs the payload of this case)
 ATTACKS = {
     "a weight stored as a pickle": (_pickled_weight, "as a pickle", True),
     "sample inputs that are not tensors": (_sample_inputs, "sample_inputs/model.pt, which is not plain tensors", True),
-    "an opaque pickled constant": (_opaque_constant, "(stores c .* as a pickle|opaque_obj_0, which a plain exported model never has)", True),
-    "a shape expression that is Python": (_shape_expression, "holds the shape expression \"__import__", True),
+    "an opaque pickled constant": (
+        _opaque_constant,
+        "(stores c .* as a pickle|opaque_obj_0, which a plain exported model never has)",
+        True,
+    ),
+    "a shape expression that is Python": (_shape_expression, 'holds the shape expression "__import__', True),
     "a native library": (_native_code, "aotinductor/model/model.so, which a plain exported model never has", False),
     "a node calling torch.ops.load_library": (_library_target, "calls 'torch.ops.load_library'", False),
 }
@@ -125,11 +133,32 @@ def test_genuine_archives_load_also_rewritten(pt2, tmp_path):
 def test_shape_expressions_and_targets():
     assert _plain_expression("Symbol('s77', positive=True, integer=True)")
     assert _plain_expression("Mul(Integer(2), Symbol('s0', integer=True))") and _plain_expression("2*s0 + 1")
-    assert _plain_expression("FloorDiv(Symbol('s0', integer=True), Integer(4))") and _plain_expression("Float('1.5', precision=53)")
-    for bad in ["exec(chr(105))", "Max('__import__(\"os\")', 1)", "Symbol('a b')", "s0.__class__", "lambda: 0", "Symbol(s0)(1)", "x[0]"]:
+    assert _plain_expression("FloorDiv(Symbol('s0', integer=True), Integer(4))") and _plain_expression(
+        "Float('1.5', precision=53)"
+    )
+    for bad in [
+        "exec(chr(105))",
+        "Max('__import__(\"os\")', 1)",
+        "Symbol('a b')",
+        "s0.__class__",
+        "lambda: 0",
+        "Symbol(s0)(1)",
+        "x[0]",
+    ]:
         assert not _plain_expression(bad), bad
-    assert _plain_target("torch.ops.aten.linear.default") and _plain_target("_operator.getitem") and _plain_target("torch.sym_max")
-    for bad in ["torch.ops.load_library", "torch.os.system", "_operator.methodcaller", "builtins.eval", "torch.ops.aten.__class__.x", "#ns:op"]:
+    assert (
+        _plain_target("torch.ops.aten.linear.default")
+        and _plain_target("_operator.getitem")
+        and _plain_target("torch.sym_max")
+    )
+    for bad in [
+        "torch.ops.load_library",
+        "torch.os.system",
+        "_operator.methodcaller",
+        "builtins.eval",
+        "torch.ops.aten.__class__.x",
+        "#ns:op",
+    ]:
         assert not _plain_target(bad), bad
 
 

@@ -39,7 +39,9 @@ class Reads(nn.Module):
     """What a crafted file can do: read a local file (torch.from_file) into its outputs."""
 
     def forward(self, x):
-        return x.reshape(x.shape[0], -1)[:, :10] * 0 + torch.from_file("/etc/hostname", size=1, dtype=torch.uint8).float()
+        return (
+            x.reshape(x.shape[0], -1)[:, :10] * 0 + torch.from_file("/etc/hostname", size=1, dtype=torch.uint8).float()
+        )
 
 
 def _foreign(tmp_path, own):
@@ -61,17 +63,29 @@ def test_own_export_loads_a_crafted_one_needs_trust(cnn_run, tmp_path, record, x
     assert record.read_text().split()[0] == json.loads(own.meta_path.read_text())["sha256"] == trust.sha256(own.path)
     got = predict(own.path, x_npy, echo=lines.append)
     assert got.values.shape == (3, 10)
-    assert any("is a TorchScript program and loading it runs its code; accepted as ember's own export" in line for line in lines)
+    assert any(
+        "is a TorchScript program and loading it runs its code; accepted as ember's own export" in line
+        for line in lines
+    )
 
     crafted = _foreign(tmp_path, own)
-    with pytest.raises(UnsafeFileError, match=r"model.ts is a TorchScript program and loading it would run its code; its hash is not among the exports ember recorded for you .*pass trust=true only if you trust its source.*\.safetensors or \.onnx"):
+    with pytest.raises(
+        UnsafeFileError,
+        match=(
+            r"model.ts is a TorchScript program and loading it would run its code; its hash is not among the exports "
+            r"ember recorded for you .*pass trust=true only if you trust its source.*\.safetensors or \.onnx"
+        ),
+    ):
         predict(crafted, x_npy)
     lines.clear()
     assert predict(crafted, x_npy, trust=True, echo=lines.append).values.shape == (3, 10)
     assert any("trust=true: running it as given" in line for line in lines)
 
     shutil.copy(crafted, own.path)  # the own export's file swapped after export
-    with pytest.raises(UnsafeFileError, match=r"its sha256 differs from the one its description recorded at export: the file changed since"):
+    with pytest.raises(
+        UnsafeFileError,
+        match=r"its sha256 differs from the one its description recorded at export: the file changed since",
+    ):
         predict(own.path, x_npy)
 
 
@@ -88,14 +102,18 @@ def test_the_cli_refuses_in_one_line_and_takes_trust(cnn_run, tmp_path, record, 
 @pytest.mark.parametrize("damage", ["not json", "no spec", "bad spec", "corrupt file"])
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
 def test_damaged_exports_are_one_line(cnn_run, tmp_path, record, x_npy, fmt, damage, capsys):
-    result = export_run(cnn_run, fmt, out=tmp_path / f"m.{'ts' if fmt == 'torchscript' else 'onnx'}", echo=lambda s: None)
+    result = export_run(
+        cnn_run, fmt, out=tmp_path / f"m.{'ts' if fmt == 'torchscript' else 'onnx'}", echo=lambda s: None
+    )
     meta = json.loads(result.meta_path.read_text())
     if damage == "not json":
         result.meta_path.write_text("{'spec': ")
     elif damage == "no spec":
         result.meta_path.write_text(json.dumps({k: v for k, v in meta.items() if k != "spec"}))
     elif damage == "bad spec":
-        result.meta_path.write_text(json.dumps(meta | {"spec": {"input_shape": [1, 40], "task": "regression", "colour": 1}}))
+        result.meta_path.write_text(
+            json.dumps(meta | {"spec": {"input_shape": [1, 40], "task": "regression", "colour": 1}})
+        )
     else:
         result.path.write_bytes(result.path.read_bytes()[:200])
     with pytest.raises(EmberError) as e:
@@ -114,7 +132,9 @@ def test_zero_samples_is_one_line(cnn_run, tmp_path, capsys):
 
 
 def test_a_killed_exports_work_folder_is_removed_by_the_next_export(tmp_path):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], check=True, capture_output=True, text=True).stdout.strip()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], check=True, capture_output=True, text=True
+    ).stdout.strip()
     stale = tmp_path / f".model.onnx.{dead}.abc123.export"
     stale.mkdir()
     (stale / "model.onnx").write_bytes(b"half")
@@ -130,5 +150,7 @@ def test_an_aoti_package_from_elsewhere_is_refused_before_loading(cnn_run, tmp_p
     path = tmp_path / "model.aoti.pt2"
     path.write_bytes(b"PK not a package")
     (tmp_path / "model.aoti.pt2.json").write_text(own.meta_path.read_text())
-    with pytest.raises(UnsafeFileError, match=r"model.aoti.pt2 is an AOTInductor program and loading it would run its code"):
+    with pytest.raises(
+        UnsafeFileError, match=r"model.aoti.pt2 is an AOTInductor program and loading it would run its code"
+    ):
         predict(path, x_npy)

@@ -23,7 +23,11 @@ def test_summary_counts_layers_parameters_flops_and_memory():
     assert s.total_params == s.trainable_params == 40 * 32 + 32 + 32 * 32 + 32 + 32 * 10 + 10
     # Two FLOPs per multiply-add of the three matrix products, per sample.
     assert s.flops_per_sample == 2 * (40 * 32 + 32 * 32 + 32 * 10)
-    assert [(r.name, r.kind, r.output_shape) for r in s.rows[:3]] == [("net", "Sequential", "10"), ("net.0", "Flatten", "40"), ("net.1", "Linear", "32")]
+    assert [(r.name, r.kind, r.output_shape) for r in s.rows[:3]] == [
+        ("net", "Sequential", "10"),
+        ("net.0", "Flatten", "40"),
+        ("net.1", "Linear", "32"),
+    ]
     # Leaf outputs per sample: flatten 40, linear 32, relu 32, linear 32, relu 32, linear 10.
     assert s.activation_bytes_per_sample == 4 * (40 + 32 * 4 + 10)
     frozen = create_model("mlp", SIGNAL, width=32, depth=2, freeze=["net.1"])
@@ -31,8 +35,13 @@ def test_summary_counts_layers_parameters_flops_and_memory():
 
 
 def test_summary_shows_parameters_owned_by_the_model():
-    model = create_model("vit", DataSpec(input_shape=(3, 16, 16), task="classification", num_classes=10), dim=16, depth=1, heads=2)
-    rows = {r.name: r for r in summarize(model, DataSpec(input_shape=(3, 16, 16), task="classification", num_classes=10)).rows}
+    model = create_model(
+        "vit", DataSpec(input_shape=(3, 16, 16), task="classification", num_classes=10), dim=16, depth=1, heads=2
+    )
+    rows = {
+        r.name: r
+        for r in summarize(model, DataSpec(input_shape=(3, 16, 16), task="classification", num_classes=10)).rows
+    }
     assert rows["pos"].kind == "Parameter" and rows["pos"].params == 64 * 16  # 2x2 patches of 16x16: 64 tokens
     assert rows["blocks.0"].output_shape == "64x16"
 
@@ -45,7 +54,9 @@ def test_autograd_graph_names_parameters():
         assert f'"{name}\\n' in dot
     assert "AddmmBackward0" in dot and "output\\n2x10" in dot and ops >= 3
     # Generative models: the graph of their loss.
-    vae = create_model("vae", DataSpec(input_shape=(1, 8, 8), task="classification", num_classes=10), width=4, latent_dim=2)
+    vae = create_model(
+        "vae", DataSpec(input_shape=(1, 8, 8), task="classification", num_classes=10), width=4, latent_dim=2
+    )
     dot, _ = autograd_dot(vae, DataSpec(input_shape=(1, 8, 8), task="classification", num_classes=10))
     assert "to_stats.weight" in dot and "output\\nscalar" in dot
 
@@ -60,7 +71,18 @@ def vae_run(tmp_path_factory):
     from ember.api import train
 
     root = tmp_path_factory.mktemp("runs")
-    cfg = compose(["model=vae", "model.width=8", "model.latent_dim=4", "data=digits", "trainer.max_epochs=1", "trainer.progress=none", "trainer.tensorboard=false", f"run.root={root}"])
+    cfg = compose(
+        [
+            "model=vae",
+            "model.width=8",
+            "model.latent_dim=4",
+            "data=digits",
+            "trainer.max_epochs=1",
+            "trainer.progress=none",
+            "trainer.tensorboard=false",
+            f"run.root={root}",
+        ]
+    )
     return train(cfg).run_dir
 
 
@@ -77,9 +99,21 @@ def test_sample_writes_a_png_grid(vae_run, tmp_path):
 def test_sample_refuses_a_classifier_run(tmp_path):
     from ember.api import train
 
-    cfg = compose(["model=linear", "data.num_samples=300", "trainer.max_epochs=1", "trainer.progress=none", "trainer.tensorboard=false", f"run.root={tmp_path}"])
+    cfg = compose(
+        [
+            "model=linear",
+            "data.num_samples=300",
+            "trainer.max_epochs=1",
+            "trainer.progress=none",
+            "trainer.tensorboard=false",
+            f"run.root={tmp_path}",
+        ]
+    )
     run = train(cfg).run_dir
-    with pytest.raises(ConfigError, match="model linear does not generate samples; ember sample works for runs of model=vae or model=diffusion"):
+    with pytest.raises(
+        ConfigError,
+        match="model linear does not generate samples; ember sample works for runs of model=vae or model=diffusion",
+    ):
         sample_run(run)
 
 
@@ -99,10 +133,17 @@ def test_cli_models_summary_graph_sample(ember_cli, vae_run, tmp_path):
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "grid.png").read_bytes()[:4] == b"\x89PNG"
     r = ember_cli("sample", "n=4")
-    assert r.returncode == 2 and r.stderr.strip() == "error: ember sample needs the run to sample from: ember sample run=runs/<name>/<time> n=16"
+    assert (
+        r.returncode == 2
+        and r.stderr.strip()
+        == "error: ember sample needs the run to sample from: ember sample run=runs/<name>/<time> n=16"
+    )
 
     r = ember_cli("summary", "model=unet", "data.num_samples=300")
-    assert r.returncode == 2 and "model unet takes (channels, height, width) inputs, but the data has shape (1, 40)" in r.stderr
+    assert (
+        r.returncode == 2
+        and "model unet takes (channels, height, width) inputs, but the data has shape (1, 40)" in r.stderr
+    )
 
 
 @pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is not installed (apt-get install graphviz)")

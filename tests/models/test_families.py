@@ -29,7 +29,12 @@ def test_tutorial_fully_connected_models_have_the_tutorial_layers():
     x = torch.tensor([[0.5]])
     assert torch.allclose(poly(x), x - x**3 / 6)
     assert poly.describe() == "Result: y = 0 + 1 x + 0 x^2 - 0.166667 x^3"
-    assert create_model("mlp", DataSpec(input_shape=(7,), task="regression", target_shape=(2,)), width=8).net[1].in_features == 7
+    assert (
+        create_model("mlp", DataSpec(input_shape=(7,), task="regression", target_shape=(2,)), width=8)
+        .net[1]
+        .in_features
+        == 7
+    )
     assert count_parameters(create_model("linear", SIGNAL)) == 40 * 10 + 10
 
 
@@ -77,7 +82,11 @@ def test_resnet_stems_follow_the_image_size():
     small = create_model("resnet", CIFAR, width=8)
     assert small.stem[0].stride == (1, 1) and small.stem[0].kernel_size == (3, 3) and len(small.stem) == 3
     big = create_model("resnet", DataSpec(input_shape=(3, 160, 160), task="classification", num_classes=3), width=8)
-    assert big.stem[0].stride == (2, 2) and big.stem[0].kernel_size == (7, 7) and isinstance(big.stem[3], torch.nn.MaxPool2d)
+    assert (
+        big.stem[0].stride == (2, 2)
+        and big.stem[0].kernel_size == (7, 7)
+        and isinstance(big.stem[3], torch.nn.MaxPool2d)
+    )
     forced = create_model("resnet", CIFAR, width=8, stem="imagenet")
     assert forced.stem[0].kernel_size == (7, 7)
     # model=resnet on 8x8 digits and on 32x32 CIFAR both work without any size arithmetic.
@@ -99,7 +108,9 @@ def test_vit_presets_and_overrides():
     with pytest.raises(ConfigError, match="must divide"):
         create_model("vit", CIFAR, dim=64, heads=5)
     # 28x28 with 4x4 patches: padded to 28 (divisible); 30x30 is padded to 32.
-    assert create_model("vit", DataSpec(input_shape=(1, 30, 30), task="classification", num_classes=2), dim=16, depth=1, heads=2)(torch.randn(1, 1, 30, 30)).shape == (1, 2)
+    assert create_model(
+        "vit", DataSpec(input_shape=(1, 30, 30), task="classification", num_classes=2), dim=16, depth=1, heads=2
+    )(torch.randn(1, 1, 30, 30)).shape == (1, 2)
 
 
 def test_sequence_models():

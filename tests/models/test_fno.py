@@ -109,7 +109,13 @@ def test_domain_padding_rounds_the_grid_up_to_a_fast_fft_size():
 
 
 def test_a_grid_too_small_for_the_modes_is_a_config_error():
-    with pytest.raises(ConfigError, match=r"model.modes=16 needs a grid of at least 32 points per axis, but the data's grid is \(20,\); lower model.modes to 11"):
+    with pytest.raises(
+        ConfigError,
+        match=(
+            r"model.modes=16 needs a grid of at least 32 points per axis, but the data's grid is \(20,\); "
+            r"lower model.modes to 11"
+        ),
+    ):
         create_model("fno", field(20), modes=16)
     with pytest.raises(ConfigError, match=r"lower model.modes to 8"):
         create_model("fno", field(16, 40), modes=12)
@@ -120,5 +126,7 @@ def test_the_papers_spectral_initialization_is_uniform_in_0_to_1_over_in_times_o
     weight = model.spectral[0].weight
     assert weight.min() >= 0 and weight.max() <= 1 / 64 and weight.max() > 0.5 / 64
     assert create_model("fno", field(32, 32), modes=4, width=8).spectral[0].weight.min() < 0  # normal
-    with pytest.raises(ConfigError, match="model.spectral_init='xavier' is not a valid choice; choose one of: normal, paper"):
+    with pytest.raises(
+        ConfigError, match="model.spectral_init='xavier' is not a valid choice; choose one of: normal, paper"
+    ):
         create_model("fno", field(32, 32), modes=4, width=8, spectral_init="xavier")

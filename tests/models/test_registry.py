@@ -29,12 +29,24 @@ SMALL_SPECS = {
 # Other shapes of the same kind: odd sizes (padding and cropping), other channel and class
 # counts, regression instead of classification, targets without a channel axis.
 OTHER_SPECS = {
-    "signal": [DataSpec(input_shape=(3, 33), task="regression", target_shape=(2,)), DataSpec(input_shape=(7,), task="regression", target_shape=())],
+    "signal": [
+        DataSpec(input_shape=(3, 33), task="regression", target_shape=(2,)),
+        DataSpec(input_shape=(7,), task="regression", target_shape=()),
+    ],
     "scalar": [DataSpec(input_shape=(7,), task="regression", target_shape=(2,))],
     "digits": [DataSpec(input_shape=(3, 9, 11), task="classification", num_classes=3)],
-    "image": [DataSpec(input_shape=(1, 9, 11), task="regression", target_shape=(2,)), DataSpec(input_shape=(3, 224, 224), task="classification", num_classes=5)],
-    "field1d": [DataSpec(input_shape=(2, 30), task="regression", target_shape=(30,)), DataSpec(input_shape=(2, 12, 10), task="regression", target_shape=(2, 12, 10))],
-    "field2d": [DataSpec(input_shape=(3, 15, 17), task="regression", target_shape=(2, 15, 17)), DataSpec(input_shape=(1, 15, 17), task="classification", num_classes=4, target_shape=(15, 17))],
+    "image": [
+        DataSpec(input_shape=(1, 9, 11), task="regression", target_shape=(2,)),
+        DataSpec(input_shape=(3, 224, 224), task="classification", num_classes=5),
+    ],
+    "field1d": [
+        DataSpec(input_shape=(2, 30), task="regression", target_shape=(30,)),
+        DataSpec(input_shape=(2, 12, 10), task="regression", target_shape=(2, 12, 10)),
+    ],
+    "field2d": [
+        DataSpec(input_shape=(3, 15, 17), task="regression", target_shape=(2, 15, 17)),
+        DataSpec(input_shape=(1, 15, 17), task="classification", num_classes=4, target_shape=(15, 17)),
+    ],
 }
 # Small sizes; a model not listed here is small at its defaults.
 SMALL = {
@@ -111,7 +123,26 @@ def loss_of(model, x, y, spec, generator_seed=0):
 
 
 def test_registry_covers_the_families():
-    expected = {"linear", "mlp", "ann", "poly3", "mnist_net", "simple_cnn", "vgg3", "cnn1d", "resnet1d", "gru", "resnet", "unet", "vit", "transformer", "fno", "afno", "vae", "diffusion"}
+    expected = {
+        "linear",
+        "mlp",
+        "ann",
+        "poly3",
+        "mnist_net",
+        "simple_cnn",
+        "vgg3",
+        "cnn1d",
+        "resnet1d",
+        "gru",
+        "resnet",
+        "unet",
+        "vit",
+        "transformer",
+        "fno",
+        "afno",
+        "vae",
+        "diffusion",
+    }
     assert expected <= set(NAMES)
 
 
@@ -142,7 +173,10 @@ def test_output_shape_follows_the_spec(name):
             continue
         adapted += 1
         with torch.no_grad():
-            assert tuple(model(torch.randn(2, *other.input_shape)).shape) == expected_shape(model, other, 2), (name, other)
+            assert tuple(model(torch.randn(2, *other.input_shape)).shape) == expected_shape(model, other, 2), (
+                name,
+                other,
+            )
     assert adapted or name in ("poly3",), f"{name} adapts to none of the other shapes of its data"
 
 
@@ -240,7 +274,9 @@ def test_torchscript(name):
     model = build(name).eval()
     x = torch.randn(2, *spec.input_shape)
     jitted, how = _jit(model, x)
-    assert how == "script" or name in SCRIPT_FAILS, f"{name} does not script: {how}; add it to SCRIPT_FAILS with the reason"
+    assert how == "script" or name in SCRIPT_FAILS, (
+        f"{name} does not script: {how}; add it to SCRIPT_FAILS with the reason"
+    )
     assert how != "script" or name not in SCRIPT_FAILS, f"{name} scripts now: remove it from SCRIPT_FAILS"
     with torch.no_grad():
         torch.testing.assert_close(jitted(x), model(x), rtol=1e-4, atol=1e-5)
@@ -262,7 +298,9 @@ def test_onnx_export(name, tmp_path):
     except Exception as e:
         if name in ONNX_FAILS:
             pytest.xfail(ONNX_FAILS[name])
-        raise AssertionError(f"{name} does not export to ONNX ({type(e).__name__}: {str(e)[:300]}); add it to ONNX_FAILS with the reason") from e
+        raise AssertionError(
+            f"{name} does not export to ONNX ({type(e).__name__}: {str(e)[:300]}); add it to ONNX_FAILS with the reason"
+        ) from e
     assert name not in ONNX_FAILS, f"{name} exports now: remove it from ONNX_FAILS"
     try:
         import onnxruntime
@@ -299,7 +337,10 @@ def test_torch_compile_forward(name):
 def test_unknown_model_and_argument_list_the_valid_ones():
     with pytest.raises(ConfigError, match=r"unknown model 'nope'; choose one of: afno, ann, cnn1d, diffusion, "):
         create_model("nope", small_spec("mlp"))
-    with pytest.raises(ConfigError, match="model 'mlp' has no argument 'widht'; valid arguments: width, depth, activation, dropout, norm"):
+    with pytest.raises(
+        ConfigError,
+        match="model 'mlp' has no argument 'widht'; valid arguments: width, depth, activation, dropout, norm",
+    ):
         create_model("mlp", small_spec("mlp"), widht=3)
     with pytest.raises(ConfigError, match=r"model.depth=19 is not a ResNet depth; choose one of: 10, 18, 34, 50"):
         create_model("resnet", small_spec("resnet"), depth=19)

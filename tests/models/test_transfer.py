@@ -29,7 +29,9 @@ def _source(tmp_path, fmt="pt"):
         path = tmp_path / "run"
         (path / "checkpoints").mkdir(parents=True)
         # What DDP and torch.compile leave in state dict names is stripped.
-        torch.save({"model": {f"_orig_mod.{k}": v for k, v in model.state_dict().items()}}, path / "checkpoints" / "best.pt")
+        torch.save(
+            {"model": {f"_orig_mod.{k}": v for k, v in model.state_dict().items()}}, path / "checkpoints" / "best.pt"
+        )
     return model, path
 
 
@@ -45,7 +47,10 @@ def test_init_loads_matching_tensors_and_gives_a_new_head(tmp_path, fmt):
             assert torch.equal(v, source.state_dict()[k]), k
     assert torch.equal(model.head[2].weight, fresh_head)  # 4 classes: a new head
     assert [k for k, _, _ in report.shape_mismatch] == ["head.2.weight", "head.2.bias"]
-    assert "skipped (shape differs, freshly initialized: a new head): head.2.weight (10, 80) -> (4, 80)" in report.describe()
+    assert (
+        "skipped (shape differs, freshly initialized: a new head): head.2.weight (10, 80) -> (4, 80)"
+        in report.describe()
+    )
     assert not report.unexpected and not report.missing
 
 
@@ -70,7 +75,9 @@ def test_freeze_by_prefix():
     assert frozen and all(n.startswith("features.") for n in frozen)
     assert all(not p.requires_grad for n, p in model.named_parameters() if n.startswith("features."))
     assert count_parameters(model) == 8 * 10 * 10 + 10  # only the head trains: 8 channels x length 10 -> 10 classes
-    with pytest.raises(ConfigError, match="no parameter starts with 'feature'; the model's top-level parts are: features, head"):
+    with pytest.raises(
+        ConfigError, match="no parameter starts with 'feature'; the model's top-level parts are: features, head"
+    ):
         apply_freeze(create_model("cnn1d", TEN, channels=8), ["feature"])
     with pytest.raises(ConfigError, match="freezes every parameter"):
         apply_freeze(create_model("cnn1d", TEN, channels=8), ["features", "head"])
@@ -86,7 +93,9 @@ def test_create_model_takes_the_common_keys(tmp_path):
     # Through create_model, as the config passes them; defaults (None, []) change nothing.
     model = create_model("cnn1d", FOUR, channels=8, init=str(path), freeze=["features.0"])
     assert not model.features[0].weight.requires_grad
-    assert count_parameters(create_model("cnn1d", FOUR, channels=8, init=None, freeze=[])) == count_parameters(create_model("cnn1d", FOUR, channels=8))
+    assert count_parameters(create_model("cnn1d", FOUR, channels=8, init=None, freeze=[])) == count_parameters(
+        create_model("cnn1d", FOUR, channels=8)
+    )
 
 
 def test_config_has_the_common_keys_for_every_model():
@@ -102,10 +111,18 @@ def test_train_from_a_run_with_a_frozen_part(tmp_path, capsys):
     """End to end: a second run starts from the first run's weights with its features frozen."""
     from ember.api import train
 
-    small = ["data.num_samples=600", "trainer.max_epochs=1", "trainer.progress=none", "trainer.tensorboard=false", f"run.root={tmp_path}"]
+    small = [
+        "data.num_samples=600",
+        "trainer.max_epochs=1",
+        "trainer.progress=none",
+        "trainer.tensorboard=false",
+        f"run.root={tmp_path}",
+    ]
     first = train(compose(["model=cnn1d", "model.channels=8", *small]))
     capsys.readouterr()
-    second = train(compose(["model=cnn1d", "model.channels=8", f"model.init={first.run_dir}", "model.freeze=[features]", *small]))
+    second = train(
+        compose(["model=cnn1d", "model.channels=8", f"model.init={first.run_dir}", "model.freeze=[features]", *small])
+    )
     out = capsys.readouterr().out
     assert "model.init: loaded 20 of 20 tensors" in out and "model.freeze: froze 9 tensors" in out
     summary = json.loads((second.run_dir / "summary.json").read_text())

@@ -45,7 +45,9 @@ def test_upsampling_leaves_no_checkerboard():
     x = torch.ones(1, up.reduce.in_channels, 4, 4)
     skip = torch.zeros(1, up.reduce.out_channels, 8, 8)
     with torch.no_grad():
-        resized = torch.nn.functional.interpolate(up.reduce(x), size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        resized = torch.nn.functional.interpolate(
+            up.reduce(x), size=skip.shape[-2:], mode="bilinear", align_corners=False
+        )
     assert torch.allclose(resized, resized[..., :1, :1].expand_as(resized), atol=1e-6)
 
 

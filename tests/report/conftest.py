@@ -28,7 +28,13 @@ def classification_runs(runs_root) -> list[Path]:
 
 @pytest.fixture(scope="session")
 def regression_run(runs_root) -> Path:
-    return tiny_run(runs_root, "experiment=linear_regression", "trainer.max_epochs=60", "trainer.log_every_n_steps=5", "data.num_samples=500")
+    return tiny_run(
+        runs_root,
+        "experiment=linear_regression",
+        "trainer.max_epochs=60",
+        "trainer.log_every_n_steps=5",
+        "data.num_samples=500",
+    )
 
 
 @pytest.fixture

@@ -86,7 +86,11 @@ class Browser:
 
         self.proc = subprocess.Popen(
             [need_chromium(), *FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=fds, close_fds=False,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=fds,
+            close_fds=False,
         )
         os.close(cmd_r)
         os.close(out_w)
@@ -145,7 +149,9 @@ class Browser:
         shutil.rmtree(self.profile, ignore_errors=True)
 
 
-def render(path: Path, width: int = 1280, height: int = 900, screenshot: Path | None = None, script: str | None = None) -> Rendered:
+def render(
+    path: Path, width: int = 1280, height: int = 900, screenshot: Path | None = None, script: str | None = None
+) -> Rendered:
     """`script`: a JavaScript expression run once the page has drawn (a promise is awaited); its
     value (JSON-able) lands in `Rendered.extra["script"]`, before the screenshot is taken."""
     browser = Browser()
@@ -154,36 +160,65 @@ def render(path: Path, width: int = 1280, height: int = 900, screenshot: Path | 
         s = browser.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         for method in ("Page.enable", "Runtime.enable", "Log.enable", "Network.enable"):
             browser.send(method, session=s)
-        browser.send("Network.emulateNetworkConditions", {"offline": True, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1}, s)
-        browser.send("Emulation.setDeviceMetricsOverride", {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600}, s)
+        browser.send(
+            "Network.emulateNetworkConditions",
+            {"offline": True, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1},
+            s,
+        )
+        browser.send(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600},
+            s,
+        )
         browser.send("Page.navigate", {"url": Path(path).resolve().as_uri()}, s)
         browser.wait_for("Page.loadEventFired")
-        state = browser.send("Runtime.evaluate", {"expression": "JSON.stringify({body: Object.assign({}, document.body.dataset), width: window.innerWidth, svgs: document.querySelectorAll('figure svg').length})", "returnByValue": True}, s)
+        state = browser.send(
+            "Runtime.evaluate",
+            {
+                "expression": (
+                    "JSON.stringify({body: Object.assign({}, document.body.dataset), width: window.innerWidth, svgs: "
+                    "document.querySelectorAll('figure svg').length})"
+                ),
+                "returnByValue": True,
+            },
+            s,
+        )
         page = json.loads(state["result"]["value"])
         extra = {}
         if script is not None:
-            done = browser.send("Runtime.evaluate", {"expression": script, "returnByValue": True, "awaitPromise": True}, s)
+            done = browser.send(
+                "Runtime.evaluate", {"expression": script, "returnByValue": True, "awaitPromise": True}, s
+            )
             extra["script"] = done.get("result", {}).get("value")
             if "exceptionDetails" in done:
-                extra["script_error"] = done["exceptionDetails"].get("exception", {}).get("description") or done["exceptionDetails"].get("text")
+                extra["script_error"] = done["exceptionDetails"].get("exception", {}).get("description") or done[
+                    "exceptionDetails"
+                ].get("text")
         shot = None
         if screenshot is not None:
             full = min(int(page["body"].get("height", height)), 16000)
             clip = {"x": 0, "y": 0, "width": width, "height": max(full, height), "scale": 1}
-            data = browser.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip}, s)["data"]
+            data = browser.send(
+                "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip}, s
+            )["data"]
             Path(screenshot).write_bytes(base64.b64decode(data))
             shot = Path(screenshot)
         console = []
         for e in browser.events:
             p = e.get("params", {})
             if e.get("method") == "Runtime.consoleAPICalled":
-                console.append(f"console.{p['type']}: " + " ".join(str(a.get("value", a.get("description", ""))) for a in p.get("args", [])))
+                console.append(
+                    f"console.{p['type']}: "
+                    + " ".join(str(a.get("value", a.get("description", ""))) for a in p.get("args", []))
+                )
             elif e.get("method") == "Runtime.exceptionThrown":
                 d = p.get("exceptionDetails", {})
                 console.append("exception: " + (d.get("exception", {}).get("description") or d.get("text", "")))
             elif e.get("method") == "Log.entryAdded" and p.get("entry", {}).get("level") == "error":
                 console.append("log: " + p["entry"].get("text", ""))
-        return Rendered(body=page["body"], console=console, width=page["width"], screenshot=shot, svgs=page["svgs"], extra=extra)
+        return Rendered(
+            body=page["body"], console=console, width=page["width"], screenshot=shot, svgs=page["svgs"], extra=extra
+        )
     finally:
         browser.close()
 

@@ -13,7 +13,9 @@ from report_browser import CHROMIUM, render
 
 from ember.report import build_report, fields, page
 
-MARK = "document.title='pwned';window.__pwned=1;var d=document.createElement('b');d.id='xss';document.body.appendChild(d)"
+MARK = (
+    "document.title='pwned';window.__pwned=1;var d=document.createElement('b');d.id='xss';document.body.appendChild(d)"
+)
 P = f"x\"'><img src=x onerror=\"{MARK}\"></script><script>{MARK}</script><!--<script>[/y]"
 
 # Hover every chart (at each drawn point and across each plot), open every tooltip, click every
@@ -45,20 +47,45 @@ def hostile_run(root):
     """A run directory written by hand, markup in every string its files hold."""
     run = root / P.replace("/", "_")[:40] / "20260101-000000"
     run.mkdir(parents=True)
-    config = {"run": {"name": P}, "model": {"name": P, "activation": P}, "data": {"name": P, "path": P, "variables": [P]}, "trainer": {"monitor": f"val/{P}"}}
+    config = {
+        "run": {"name": P},
+        "model": {"name": P, "activation": P},
+        "data": {"name": P, "path": P, "variables": [P]},
+        "trainer": {"monitor": f"val/{P}"},
+    }
     (run / "config.yaml").write_text(yaml.safe_dump(config))
     metrics = {f"test/{P}": 0.5, f"val/{P}": 0.25, "test/loss": 0.4}
     summary = {
-        "status": P, "error": P, "device": P, "metrics": metrics, "best_epoch": 1, "epochs": 2, "steps": 4, "params": 10,
-        "started": 1.8e9, "finished": 1.8e9 + 5, "versions": {P: P}, "environment": {P: P}, "baseline_notes": [P], "note": P,
-        "skill": {"split": "test", "best": P, "skill": 0.1, "beaten": False}, "baselines": {P: {f"test/{P}": 0.6}},
+        "status": P,
+        "error": P,
+        "device": P,
+        "metrics": metrics,
+        "best_epoch": 1,
+        "epochs": 2,
+        "steps": 4,
+        "params": 10,
+        "started": 1.8e9,
+        "finished": 1.8e9 + 5,
+        "versions": {P: P},
+        "environment": {P: P},
+        "baseline_notes": [P],
+        "note": P,
+        "skill": {"split": "test", "best": P, "skill": 0.1, "beaten": False},
+        "baselines": {P: {f"test/{P}": 0.6}},
     }
     (run / "summary.json").write_text(json.dumps(summary))
     (run / "spec.json").write_text(json.dumps({"input_shape": [1], "task": P, "names": [P]}))
-    records = [{"step": i, "epoch": P, "split": s, "loss": 1.0 / i, P: 0.1 * i} for i in range(1, 6) for s in ("train", "val")]
+    records = [
+        {"step": i, "epoch": P, "split": s, "loss": 1.0 / i, P: 0.1 * i} for i in range(1, 6) for s in ("train", "val")
+    ]
     records += [{"step": 6, "epoch": 3, "split": P, "loss": 0.2}, {"step": 7, "split": "val", "loss": P}]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    rollout = {"scores": {"model": [{f"rmse/{P}": 1.0}, {f"rmse/{P}": 2.0}], P: [{f"rmse/{P}": 1.5}, {f"rmse/{P}": 2.5}]}, "lead": [1, 2], "forecasts": P, "split": P}
+    rollout = {
+        "scores": {"model": [{f"rmse/{P}": 1.0}, {f"rmse/{P}": 2.0}], P: [{f"rmse/{P}": 1.5}, {f"rmse/{P}": 2.5}]},
+        "lead": [1, 2],
+        "forecasts": P,
+        "split": P,
+    }
     (run / "rollout.json").write_text(json.dumps(rollout))
     return run
 
@@ -73,13 +100,49 @@ class Spec:
 def hostile_evaluation(p: page.Page) -> str:
     """Evaluation sections (gridded regression, classification) with markup in every name."""
     panel = fields.field_panel(np.arange(12.0).reshape(3, 4), Spec(), 0, 11, False, P)
-    maps = [{"variable": P, "units": P, "bias_max": 1, "rmse_max": 1, "predictors": [{"name": P, "mean_bias": 0.1, "mean_rmse": 0.2, "bias": panel, "rmse": panel}]}]
-    regression = {"split": P, "n": 3, "r2": 0.9, "rmse": 0.1, "mae": 0.1, "scatter": [[1, 1.1], [2, 1.9]], "hist": {"edges": [0, 1, 2], "counts": [1, 2]},
-                  "maps": [{"index": P, "variable": P, "true": panel, "pred": panel, "error": panel}], "error_maps": maps}
-    classification = {"split": P, "n": 4, "labels": [P, "b"], "confusion": [[1, 1], [0, 2]], "accuracy": 0.75, "precision": [1, 0.67], "recall": [0.5, 1], "support": [2, 2],
-                       "examples": [{"index": 0, "true": P, "pred": "b", "p": 0.9, "signal": [[0.1, 0.2] * 5]}]}
-    lines = {"type": "line", "xlabel": P, "ylabel": P, "series": [{"name": P, "color": P, "colorIndex": P, "points": [[1, 0.5, P], [2, P, P], [P, 0.1]]}]}
-    parallel = {"type": "parallel", "axes": [{"key": P, "choices": [P]}, {"key": "m"}], "rows": [{"trial": P, P: P, "m": 1.0}, {"trial": 1, P: P, "m": 2.0}], "metric": "m"}
+    maps = [
+        {
+            "variable": P,
+            "units": P,
+            "bias_max": 1,
+            "rmse_max": 1,
+            "predictors": [{"name": P, "mean_bias": 0.1, "mean_rmse": 0.2, "bias": panel, "rmse": panel}],
+        }
+    ]
+    regression = {
+        "split": P,
+        "n": 3,
+        "r2": 0.9,
+        "rmse": 0.1,
+        "mae": 0.1,
+        "scatter": [[1, 1.1], [2, 1.9]],
+        "hist": {"edges": [0, 1, 2], "counts": [1, 2]},
+        "maps": [{"index": P, "variable": P, "true": panel, "pred": panel, "error": panel}],
+        "error_maps": maps,
+    }
+    classification = {
+        "split": P,
+        "n": 4,
+        "labels": [P, "b"],
+        "confusion": [[1, 1], [0, 2]],
+        "accuracy": 0.75,
+        "precision": [1, 0.67],
+        "recall": [0.5, 1],
+        "support": [2, 2],
+        "examples": [{"index": 0, "true": P, "pred": "b", "p": 0.9, "signal": [[0.1, 0.2] * 5]}],
+    }
+    lines = {
+        "type": "line",
+        "xlabel": P,
+        "ylabel": P,
+        "series": [{"name": P, "color": P, "colorIndex": P, "points": [[1, 0.5, P], [2, P, P], [P, 0.1]]}],
+    }
+    parallel = {
+        "type": "parallel",
+        "axes": [{"key": P, "choices": [P]}, {"key": "m"}],
+        "rows": [{"trial": P, P: P, "m": 1.0}, {"trial": 1, P: P, "m": 2.0}],
+        "metric": "m",
+    }
     charts = p.chart(lines, P, P) + p.chart(parallel, P)
     return page.evaluation_section(p, regression) + page.evaluation_section(p, classification) + charts
 

@@ -22,7 +22,13 @@ def test_script_json_leaves_no_markup_and_round_trips():
 
 def test_hostile_class_names_neither_break_the_page_nor_blank_its_charts(tmp_path):
     page = Page("<!--<script>")
-    spec = {"type": "bars", "labels": HOSTILE, "series": [{"name": "<!--<script>", "values": [1, 2, 3, 4, 5]}], "xlabel": "class", "ylabel": "count"}
+    spec = {
+        "type": "bars",
+        "labels": HOSTILE,
+        "series": [{"name": "<!--<script>", "values": [1, 2, 3, 4, 5]}],
+        "xlabel": "class",
+        "ylabel": "count",
+    }
     figures = page.chart(spec, "<!--<script> per class") + page.chart({**spec, "labels": ["ok"] * 5}, "a second chart")
     html = page.render("<header></header>", [("s", "<!--<script>", figures)])
     blob = _blob(html)

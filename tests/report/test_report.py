@@ -44,7 +44,15 @@ def test_train_writes_a_classification_report_that_renders(classification_runs, 
     assert path.exists()
     specs = check_page(path, screenshots, "classification", kinds=("line", "heatmap", "bars"))
     titles = [t.strip() for t in re.findall(r"<figcaption>([^<]*)", path.read_text())]
-    for title in ("loss", "accuracy", "learning rate", "throughput (samples/s)", "data wait (share of time)", "confusion matrix", "precision and recall per class"):
+    for title in (
+        "loss",
+        "accuracy",
+        "learning rate",
+        "throughput (samples/s)",
+        "data wait (share of time)",
+        "confusion matrix",
+        "precision and recall per class",
+    ):
         assert title in titles
     heatmap = next(s for s in specs.values() if s["type"] == "heatmap")
     assert len(heatmap["labels"]) == 10 and sum(map(sum, heatmap["values"])) == 100  # 20% of 500 samples
@@ -86,7 +94,9 @@ def test_a_gpu_runs_report_is_evaluated_on_a_machine_without_one(classification_
     config.write_text(config.read_text().replace("  device: auto\n", "  device: cuda\n"))
     out = tmp_path / "gpu.html"
     assert main(["report", str(run), "-o", str(out)]) == 0
-    assert "could not be evaluated" not in out.read_text() and "heatmap" in [s["type"] for s in chart_specs(out.read_text()).values()]
+    assert "could not be evaluated" not in out.read_text() and "heatmap" in [
+        s["type"] for s in chart_specs(out.read_text()).values()
+    ]
 
 
 def test_the_reports_evaluation_is_the_final_tests(tmp_path):
@@ -108,7 +118,9 @@ def test_unfinished_run_with_missing_metrics_still_gets_a_page(classification_ru
     (run / "metrics.jsonl").unlink()
     (run / "report.html").unlink()
     summary = json.loads((run / "summary.json").read_text())
-    (run / "summary.json").write_text(json.dumps({"status": "running", "started": summary["started"], "pid": 2**22 + 12345, "host": summary["host"]}))
+    (run / "summary.json").write_text(
+        json.dumps({"status": "running", "started": summary["started"], "pid": 2**22 + 12345, "host": summary["host"]})
+    )
     assert main(["report", str(run)]) == 0
     html = (run / "report.html").read_text()
     assert "not finished" in html and "metrics.jsonl is missing" in html and "No metrics were logged" in html
@@ -155,11 +167,28 @@ def write_study(path, trials):
     path.mkdir(parents=True)
     (path / "config.yaml").write_text("model:\n  name: cnn1d\n")
     space = {
-        "optim.lr": json.dumps({"name": "FloatDistribution", "attributes": {"step": None, "low": 1e-4, "high": 0.1, "log": True}}),
-        "model.activation": json.dumps({"name": "CategoricalDistribution", "attributes": {"choices": ["relu", "gelu"]}}),
+        "optim.lr": json.dumps(
+            {"name": "FloatDistribution", "attributes": {"step": None, "low": 1e-4, "high": 0.1, "log": True}}
+        ),
+        "model.activation": json.dumps(
+            {"name": "CategoricalDistribution", "attributes": {"choices": ["relu", "gelu"]}}
+        ),
     }
-    results = {"trials": {"complete": len(trials)}, "importances": {"optim.lr": 0.9, "model.activation": 0.1}, "best": {"trial": 0, "value": trials[0][1], "params": {"optim.lr": trials[0][2]}}}
-    info = {"name": "demo", "metric": "val/loss", "direction": "minimize", "sampler": "tpe", "pruner": "median", "space": space, "results": results, "created": 1.8e9}
+    results = {
+        "trials": {"complete": len(trials)},
+        "importances": {"optim.lr": 0.9, "model.activation": 0.1},
+        "best": {"trial": 0, "value": trials[0][1], "params": {"optim.lr": trials[0][2]}},
+    }
+    info = {
+        "name": "demo",
+        "metric": "val/loss",
+        "direction": "minimize",
+        "sampler": "tpe",
+        "pruner": "median",
+        "space": space,
+        "results": results,
+        "created": 1.8e9,
+    }
     (path / "study.json").write_text(json.dumps({**info, "overrides": []}))
     best, history = None, ["trial,state,value,best_value,seconds,started,optim.lr,model.activation"]
     for n, value, lr, act in trials:
@@ -167,17 +196,24 @@ def write_study(path, trials):
         history.append(f"{n},complete,{value},{best},1.5,2026-11-25 18:47:14,{lr},{act}")
     (path / "history.csv").write_text("\n".join(history) + "\n")
     board = ["rank,trial,state,val/loss,optim.lr,model.activation,epochs,seconds,rerun_of,note,run_dir"]
-    board += [f"{i + 1},{n},complete,{v},{lr},{act},2,1.5,,," for i, (n, v, lr, act) in enumerate(sorted(trials, key=lambda t: t[1]))]
+    board += [
+        f"{i + 1},{n},complete,{v},{lr},{act},2,1.5,,,"
+        for i, (n, v, lr, act) in enumerate(sorted(trials, key=lambda t: t[1]))
+    ]
     (path / "leaderboard.csv").write_text("\n".join(board) + "\n")
 
 
 def test_study_page(tmp_path, screenshots, capsys):
     study = tmp_path / "exp" / "tune-1"
-    write_study(study, [(0, 1.9, 0.004, "relu"), (1, 1.7, 0.01, "gelu"), (2, 2.3, 0.0002, "gelu"), (3, 1.8, 0.006, "relu")])
+    write_study(
+        study, [(0, 1.9, 0.004, "relu"), (1, 1.7, 0.01, "gelu"), (2, 2.3, 0.0002, "gelu"), (3, 1.8, 0.006, "relu")]
+    )
     assert main(["report", str(study)]) == 0
     specs = check_page(study / "report.html", screenshots, "study", kinds=("line", "bars", "parallel"))
     parallel = next(s for s in specs.values() if s["type"] == "parallel")
-    assert [a["key"] for a in parallel["axes"]] == ["optim.lr", "model.activation", "val/loss"] and len(parallel["rows"]) == 4
+    assert [a["key"] for a in parallel["axes"]] == ["optim.lr", "model.activation", "val/loss"] and len(
+        parallel["rows"]
+    ) == 4
     html = (study / "report.html").read_text()
     assert "float from 1.000e-04 to 0.1, log scale" in html and "one of: relu, gelu" in html
 
@@ -193,4 +229,7 @@ def test_confused_images_are_drawn():
     logits = np.array([[0.0, 3.0], [3.0, 0.0], [5.0, 0.0], [0.0, 1.0], [0.0, 1.0], [1.0, 0.0]])
     examples = evaluate.confused_examples(logits, np.array([0, 1, 0, 1, 0, 1]), data, spec, ["a", "b"])
     assert [e["index"] for e in examples] == [0, 1, 4, 5]  # wrong ones, most confident first
-    assert examples[0]["png"].startswith("data:image/png;base64,") and (examples[0]["true"], examples[0]["pred"]) == ("a", "b")
+    assert examples[0]["png"].startswith("data:image/png;base64,") and (examples[0]["true"], examples[0]["pred"]) == (
+        "a",
+        "b",
+    )

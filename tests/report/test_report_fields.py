@@ -41,7 +41,9 @@ def latitude_field(lat) -> np.ndarray:
 LON = list(np.linspace(0, 330, W))
 
 
-@pytest.mark.parametrize("lat", [list(np.linspace(-50, 50, H)), list(np.linspace(50, -50, H))], ids=["south-first", "north-first"])
+@pytest.mark.parametrize(
+    "lat", [list(np.linspace(-50, 50, H)), list(np.linspace(50, -50, H))], ids=["south-first", "north-first"]
+)
 def test_panels_are_north_up_with_ticks_and_a_colour_bar(lat):
     spec = Spec(lat, LON)
     panel = fields.field_panel(latitude_field(lat), spec, -50, 50, False, "K")
@@ -86,7 +88,8 @@ def test_sample_maps_and_error_maps_share_the_orientation_and_skip_masked_points
     grid.add("model", torch.from_numpy(out), torch.from_numpy(y))
     maps = evaluate.error_maps(grid.maps(), spec)
     model = maps[0]["predictors"][0]
-    assert model["mean_bias"] == pytest.approx(0.5) and model["mean_rmse"] == pytest.approx(0.5)  # masked points left out
+    # masked points left out
+    assert model["mean_bias"] == pytest.approx(0.5) and model["mean_rmse"] == pytest.approx(0.5)
     bias = pixels(model["bias"]["png"])
     assert tuple(bias[-1, 0]) == fields.NO_DATA and tuple(bias[0, 0]) != fields.NO_DATA
 
@@ -105,7 +108,9 @@ def test_a_gridded_report_renders_north_up_with_axes(tmp_path, screenshots):
     grid.add("model", pred, torch.from_numpy(y))
     ev = evaluate.regression({"output": pred.numpy(), "target": y, "truncated": False, "grid": grid.maps()}, spec)
     p = page.Page("fields")
-    html = p.render("<header></header>", [("evaluation", "Evaluation", page.evaluation_section(p, {**ev, "split": "test"}))])
+    html = p.render(
+        "<header></header>", [("evaluation", "Evaluation", page.evaluation_section(p, {**ev, "split": "test"}))]
+    )
     assert "30°N" in html and "30°S" in html and "90°E" in html and "no data" in html and "K</span>" in html
     if not CHROMIUM:
         return
@@ -125,7 +130,13 @@ def test_a_split_of_large_fields_keeps_few_outputs_but_maps_every_sample(monkeyp
     from ember.data.spec import DataSpec
 
     n, shape = 10, (1, 4, 5)
-    spec = DataSpec(input_shape=shape, task="regression", target_shape=shape, lat=[-30.0, -10.0, 10.0, 30.0], lon=[0.0, 72.0, 144.0, 216.0, 288.0])
+    spec = DataSpec(
+        input_shape=shape,
+        task="regression",
+        target_shape=shape,
+        lat=[-30.0, -10.0, 10.0, 30.0],
+        lon=[0.0, 72.0, 144.0, 216.0, 288.0],
+    )
     y = torch.arange(float(n)).reshape(n, 1, 1, 1).expand(n, *shape).contiguous()  # sample i is i everywhere
     monkeypatch.setattr(evaluate, "KEPT_VALUES", 3 * 20)  # three samples' values
     monkeypatch.setattr(evaluate, "BATCH_VALUES", 4 * 20)  # batches of four

@@ -40,10 +40,14 @@ def test_runs_table_json_and_sort(classification_runs, regression_run, runs_root
     assert by_run["mnist1d-cnn1d/preempted"]["status"] == "preempted"
     assert by_run["mnist1d-cnn1d/preempted"]["best"] is not None  # from metrics.jsonl, the best so far
     reg = next(r for r in rows if r["experiment"] == "linear_regression")
-    assert reg["test_metric"] == "test/r2" and reg["model"] == "ann" and reg["data"] == "linear" and reg["duration_s"] > 0
+    assert (
+        reg["test_metric"] == "test/r2" and reg["model"] == "ann" and reg["data"] == "linear" and reg["duration_s"] > 0
+    )
     assert reg["monitor"] is None and reg["best"] is None  # no validation split
     finished = [r for r in rows if r["status"] == "finished" and r["experiment"] == "mnist1d-cnn1d"]
-    assert len(finished) == 2 and all(r["test_metric"] == "test/accuracy" and r["monitor"] == "val/loss" and r["best"] is not None for r in finished)
+    assert len(finished) == 2 and all(
+        r["test_metric"] == "test/accuracy" and r["monitor"] == "val/loss" and r["best"] is not None for r in finished
+    )
 
     assert main(["runs", str(root), "--sort", "test/accuracy", "--json"]) == 0
     order = [r["metrics"].get("test/accuracy") for r in json.loads(capsys.readouterr().out)]
@@ -86,7 +90,16 @@ def test_a_damaged_run_is_listed_and_marked_among_the_rest(classification_runs, 
     assert ("damaged: bad: " in out) == damaged and "damaged: good" not in out
 
 
-@pytest.mark.parametrize("wrong", [{"pid": "abc", "status": "running"}, {"pid": -1, "status": "running", "time": {"total_s": "long"}}, {"metrics": [1, 2]}, {"started": "yesterday", "best_epoch": "one", "metrics": {"val/loss": "low"}}, {"skill": {"best": 3}, "baselines": [1]}])
+@pytest.mark.parametrize(
+    "wrong",
+    [
+        {"pid": "abc", "status": "running"},
+        {"pid": -1, "status": "running", "time": {"total_s": "long"}},
+        {"metrics": [1, 2]},
+        {"started": "yesterday", "best_epoch": "one", "metrics": {"val/loss": "low"}},
+        {"skill": {"best": 3}, "baselines": [1]},
+    ],
+)
 def test_a_summary_of_wrong_types_marks_its_run_and_the_rest_are_listed(classification_runs, tmp_path, capsys, wrong):
     """Valid JSON, wrong types (issue 35): `ember runs` and `ember report` went down for every run."""
     root = tmp_path / "runs"
@@ -96,7 +109,11 @@ def test_a_summary_of_wrong_types_marks_its_run_and_the_rest_are_listed(classifi
     assert main(["runs", str(root), "--json"]) == 0
     rows = {r["run"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows["good"]["damaged"] == [] and rows["good"]["metrics"]
-    assert len(rows["bad"]["damaged"]) == 1 and "summary.json" in rows["bad"]["damaged"][0] and "wrong types" in rows["bad"]["damaged"][0]
+    assert (
+        len(rows["bad"]["damaged"]) == 1
+        and "summary.json" in rows["bad"]["damaged"][0]
+        and "wrong types" in rows["bad"]["damaged"][0]
+    )
     assert main(["runs", str(root)]) == 0
     out = capsys.readouterr().out
     assert "damaged: bad: summary.json" in out and out.count("damaged:") == 1

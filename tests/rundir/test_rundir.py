@@ -21,7 +21,9 @@ from ember.rundir.record import RunRecord
 TINY = ["experiment=linear_regression", "trainer.max_epochs=3", "trainer.progress=none", "track=[]"]
 
 
-def test_a_second_train_or_resume_of_a_held_run_is_refused_and_a_killed_holder_is_recovered(ember_cli, tmp_path, hold_lock):
+def test_a_second_train_or_resume_of_a_held_run_is_refused_and_a_killed_holder_is_recovered(
+    ember_cli, tmp_path, hold_lock
+):
     run = tmp_path / "run"
     run.mkdir()
     holder = hold_lock(run)
@@ -75,7 +77,18 @@ def test_a_start_that_fails_leaves_no_run_behind(tmp_path, monkeypatch, given_di
 def digits_run(tmp_path_factory):
     from ember.api import train
 
-    cfg = compose(["model=mlp", "data=digits", "model.width=16", "trainer.max_epochs=1", "trainer.progress=none", "track=[]", "run.report=false", f"run.root={tmp_path_factory.mktemp('runs')}"])
+    cfg = compose(
+        [
+            "model=mlp",
+            "data=digits",
+            "model.width=16",
+            "trainer.max_epochs=1",
+            "trainer.progress=none",
+            "track=[]",
+            "run.report=false",
+            f"run.root={tmp_path_factory.mktemp('runs')}",
+        ]
+    )
     return train(cfg).run_dir
 
 
@@ -83,7 +96,15 @@ COMMANDS = {
     "eval": lambda run, tmp: ["eval", f"run={run}"],
     "export": lambda run, tmp: ["export", f"run={run}", "format=safetensors", f"out={tmp / 'model.safetensors'}"],
     "predict": lambda run, tmp: ["predict", f"run={run}", f"input={tmp / 'x.npy'}", f"output={tmp / 'y.csv'}"],
-    "bench": lambda run, tmp: ["bench", f"run={run}", "batch_sizes=1", "iters=1", "warmup=0", "backends=eager", f"out={tmp / 'bench.json'}"],
+    "bench": lambda run, tmp: [
+        "bench",
+        f"run={run}",
+        "batch_sizes=1",
+        "iters=1",
+        "warmup=0",
+        "backends=eager",
+        f"out={tmp / 'bench.json'}",
+    ],
     "resume": lambda run, tmp: ["train", f"resume={run}", "trainer.max_epochs=2"],
 }
 
@@ -265,7 +286,9 @@ def test_an_illegal_transition_is_refused_naming_both_states_and_leaves_the_file
     for name in before:
         calls[name]()
     kept = (tmp_path / "summary.json").read_text() if before else None
-    with pytest.raises(CheckpointError, match=rf"cannot record .* as {transition}: its summary.json (says the run is|is missing)"):
+    with pytest.raises(
+        CheckpointError, match=rf"cannot record .* as {transition}: its summary.json (says the run is|is missing)"
+    ):
         calls[transition]()
     assert ((tmp_path / "summary.json").read_text() if before else None) == kept
     assert not (tmp_path / "summary.json").exists() or before

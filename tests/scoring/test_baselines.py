@@ -22,7 +22,10 @@ from ember.track.console import Console
 
 
 def fit(root, *overrides):
-    return train(compose([*overrides, "trainer.progress=none", "trainer.tensorboard=false", f"run.root={root}"]), console=Console("none"))
+    return train(
+        compose([*overrides, "trainer.progress=none", "trainer.tensorboard=false", f"run.root={root}"]),
+        console=Console("none"),
+    )
 
 
 def _csv(path, scale=1.0, n=400, seed=0):
@@ -47,7 +50,18 @@ def _field_splits(model, obs, names=("tas", "pr"), units=("K", "mm/day"), times=
     inputs, physical targets; the last n_test samples are the test split."""
     c = model.shape[1]
     mean, std = model.mean((0, 2, 3)), model.std((0, 2, 3)) + 1e-9
-    spec = DataSpec(input_shape=model.shape[1:], task="regression", target_shape=obs.shape[1:], mean=list(mean), std=list(std), input_names=list(names), target_names=list(names), target_units=list(units), identity_channels=list(range(c)), **kw)
+    spec = DataSpec(
+        input_shape=model.shape[1:],
+        task="regression",
+        target_shape=obs.shape[1:],
+        mean=list(mean),
+        std=list(std),
+        input_names=list(names),
+        target_names=list(names),
+        target_units=list(units),
+        identity_channels=list(range(c)),
+        **kw,
+    )
     x, y = torch.from_numpy(_standardized(model, mean, std)), torch.from_numpy(obs.astype(np.float32))
     k = len(x) - n_test
     test = TensorData(x[k:], y[k:]) if n_test else None
@@ -59,7 +73,14 @@ def _field_splits(model, obs, names=("tas", "pr"), units=("K", "mm/day"), times=
 
 
 def test_a_target_in_huge_units_reaches_the_same_r2(tmp_path):
-    common = ["data=csv", "data.target=y", "data.task=regression", "model=mlp", "trainer.max_epochs=30", "optim.lr=3e-3"]
+    common = [
+        "data=csv",
+        "data.target=y",
+        "data.task=regression",
+        "model=mlp",
+        "trainer.max_epochs=30",
+        "optim.lr=3e-3",
+    ]
     plain = fit(tmp_path / "a", *common, f"data.path={_csv(tmp_path / 'plain.csv')}")
     scaled = fit(tmp_path / "b", *common, f"data.path={_csv(tmp_path / 'scaled.csv', scale=1e5)}")
     assert plain.metrics["test/r2"] > 0.6
@@ -67,12 +88,23 @@ def test_a_target_in_huge_units_reaches_the_same_r2(tmp_path):
     # Physical units out: the scaled run's RMSE is 1e5 times the plain one's.
     assert scaled.metrics["test/rmse"] == pytest.approx(1e5 * plain.metrics["test/rmse"], rel=0.05)
     # Without target scaling the same network cannot even reach the scale (the bug this fixes).
-    raw = fit(tmp_path / "c", *common, f"data.path={_csv(tmp_path / 'scaled.csv', scale=1e5)}", "data.normalize_target=false")
+    raw = fit(
+        tmp_path / "c", *common, f"data.path={_csv(tmp_path / 'scaled.csv', scale=1e5)}", "data.normalize_target=false"
+    )
     assert raw.metrics["test/r2"] < 0.5
 
 
 def test_every_regression_run_states_its_baselines_and_skill(tmp_path):
-    result = fit(tmp_path, "data=csv", f"data.path={_csv(tmp_path / 'd.csv')}", "data.target=y", "data.task=regression", "model=mlp", "trainer.max_epochs=20", "optim.lr=3e-3")
+    result = fit(
+        tmp_path,
+        "data=csv",
+        f"data.path={_csv(tmp_path / 'd.csv')}",
+        "data.target=y",
+        "data.task=regression",
+        "model=mlp",
+        "trainer.max_epochs=20",
+        "optim.lr=3e-3",
+    )
     summary = json.loads((result.run_dir / "summary.json").read_text())
     mean, linear = summary["baselines"]["mean"], summary["baselines"]["linear"]
     # The train mean predicts the test set with r2 close to 0 (not exactly: the means differ);
@@ -89,7 +121,19 @@ def test_the_warning_names_the_baseline_that_wins(tmp_path, capsys):
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(2, 300))
     pd.DataFrame({"a": a, "b": b, "y": 2 * a - b + 0.01 * rng.normal(size=300)}).to_csv(tmp_path / "l.csv", index=False)
-    overrides = ["data=csv", f"data.path={tmp_path / 'l.csv'}", "data.target=y", "data.task=regression", "model=mlp", "trainer.max_epochs=1", "optim.lr=0", "trainer.progress=none", "trainer.tensorboard=false", f"run.root={tmp_path}", "run.report=false"]
+    overrides = [
+        "data=csv",
+        f"data.path={tmp_path / 'l.csv'}",
+        "data.target=y",
+        "data.task=regression",
+        "model=mlp",
+        "trainer.max_epochs=1",
+        "optim.lr=0",
+        "trainer.progress=none",
+        "trainer.tensorboard=false",
+        f"run.root={tmp_path}",
+        "run.report=false",
+    ]
     result = train(compose(overrides), console=Console("lines"))
     out = capsys.readouterr().out
     summary = json.loads((result.run_dir / "summary.json").read_text())
@@ -119,7 +163,14 @@ def test_classification_scores_the_majority_class(tmp_path):
 
 
 def _field_spec(**kw):
-    return DataSpec(input_shape=(2, 3, 4), task="regression", target_shape=(2, 3, 4), target_names=["t2m", "pr"], lat=[-45.0, 0.0, 45.0], **kw)
+    return DataSpec(
+        input_shape=(2, 3, 4),
+        task="regression",
+        target_shape=(2, 3, 4),
+        target_names=["t2m", "pr"],
+        lat=[-45.0, 0.0, 45.0],
+        **kw,
+    )
 
 
 def test_field_metrics_are_per_variable_in_physical_units_and_latitude_weighted():
@@ -170,7 +221,8 @@ def test_the_monthly_climatology_is_the_mean_of_each_calendar_month():
     assert np.allclose(fitted.table.numpy(), expected, atol=1e-5)
     scores, _ = baselines.score(splits.test, fitted, "test")
     err = y[36:] - expected[np.asarray(t.month)[36:] - 1]
-    assert np.allclose(fitted.at_times(t[36:]).numpy(), expected[np.asarray(t.month)[36:] - 1], atol=1e-5)  # what rollout takes
+    # what rollout takes
+    assert np.allclose(fitted.at_times(t[36:]).numpy(), expected[np.asarray(t.month)[36:] - 1], atol=1e-5)
     assert scores["climatology"]["rmse"] == pytest.approx(np.sqrt((err**2).mean()), rel=1e-5)
     # The all-time mean would be far worse on a seasonal cycle of amplitude 10.
     assert scores["climatology"]["rmse"] < 2.0
@@ -262,7 +314,9 @@ def test_quantile_mapping_maps_exactly_inside_the_train_range_and_holds_the_corr
     # float32 data: exact to float32's precision; the tables themselves in float64, exactly.
     assert np.allclose(fitted.qmap(torch.from_numpy(inside)).numpy(), obs[:5].reshape(5, -1), rtol=1e-6)
     flat_m, flat_o = model.reshape(200, -1), obs.reshape(200, -1)
-    exact = quantile.QuantileMap(quantile.nan_quantiles(flat_m, 200), quantile.nan_quantiles(flat_o, 200), np.zeros(12, dtype=bool))
+    exact = quantile.QuantileMap(
+        quantile.nan_quantiles(flat_m, 200), quantile.nan_quantiles(flat_o, 200), np.zeros(12, dtype=bool)
+    )
     between = (flat_m[:5] + flat_m[5:10]) / 2  # values between the train samples: interpolated
     assert np.allclose(exact(torch.from_numpy(between)).numpy()[:, :6], 2 * between[:, :6] + 1, rtol=1e-12)
     assert np.allclose(exact(torch.from_numpy(between)).numpy()[:, 6:], 2 * between[:, 6:], rtol=1e-12)
@@ -284,7 +338,14 @@ def test_quantile_mapping_agrees_with_python_cmethods():
     ours = fitted.qmap(torch.from_numpy(later.reshape(100, 1))).numpy().ravel()
     time = xr.date_range("2000-01-01", periods=400, freq="D")
     da = lambda v, t: xr.DataArray(v.ravel(), coords={"time": t}, dims="time", name="tas")
-    ref = cmethods.adjust(method="quantile_mapping", obs=da(obs, time), simh=da(model, time), simp=da(later, time[:100]), n_quantiles=1000, kind="+")
+    ref = cmethods.adjust(
+        method="quantile_mapping",
+        obs=da(obs, time),
+        simh=da(model, time),
+        simp=da(later, time[:100]),
+        n_quantiles=1000,
+        kind="+",
+    )
     theirs = np.asarray(ref["tas"] if "tas" in getattr(ref, "data_vars", ()) else ref).ravel()
     inside = (later.ravel() > model.min()) & (later.ravel() < model.max())
     # cmethods bins the CDFs over the pooled range; ember interpolates the samples themselves.
@@ -313,7 +374,9 @@ def test_linear_scaling_shifts_each_calendar_month_and_scales_precipitation():
     obs[:, 0] += month[:, None, None] * 0.5  # tas: +0.5 K per month number
     obs[:, 1] *= 1.5  # pr: 1.5 times
     fitted = baselines.fit(_field_splits(model, obs, times=t))
-    pred = baselines.scoring.predict(fitted, "linear_scaling", _field_splits(model, obs).train.x, "train", 0, 36).numpy()
+    pred = baselines.scoring.predict(
+        fitted, "linear_scaling", _field_splits(model, obs).train.x, "train", 0, 36
+    ).numpy()
     assert np.allclose(pred, obs, atol=1e-3)
 
 
@@ -339,7 +402,9 @@ def test_a_baseline_that_cannot_apply_is_left_out_with_one_line():
     fitted = baselines.fit(_field_splits(model, model + 1, names=("tas",), units=("K",)), qdm=True)
     assert "quantile_mapping" not in fitted.names and "quantile_delta_mapping" not in fitted.names
     lines = baselines.lines(fitted)
-    assert any("quantile_mapping left out: 12 train samples at some grid point, fewer than the 20" in line for line in lines)
+    assert any(
+        "quantile_mapping left out: 12 train samples at some grid point, fewer than the 20" in line for line in lines
+    )
     assert "linear_scaling" in fitted.names  # the others still apply
 
 
@@ -355,14 +420,20 @@ def test_percentile_biases_and_wet_days_for_the_model_and_each_baseline():
     p95 = np.percentile(t[:, 0], 95, axis=0) - np.percentile(o[:, 0], 95, axis=0)
     assert scores["identity"]["p95_bias/tas"] == pytest.approx(p95.mean(), rel=1e-6)
     assert mine["p95_bias/tas"] == pytest.approx(p95.mean(), rel=1e-6)
-    assert mine["wet_days/pr"] == pytest.approx((t[:, 1] > 1).mean()) and mine["wet_days_observed/pr"] == pytest.approx((o[:, 1] > 1).mean())
+    assert mine["wet_days/pr"] == pytest.approx((t[:, 1] > 1).mean()) and mine["wet_days_observed/pr"] == pytest.approx(
+        (o[:, 1] > 1).mean()
+    )
     assert abs(scores["quantile_mapping"]["p50_bias/tas"]) < abs(scores["identity"]["p50_bias/tas"])
 
 
 def test_the_identity_baseline_of_a_bias_correction_is_the_uncorrected_field():
-    spec = _field_spec(mean=[279.0, 3.0], std=[9.0, 2.0], target_mean=[280.0, 2.0], target_std=[10.0, 1.0], identity_channels=[0, 1])
+    spec = _field_spec(
+        mean=[279.0, 3.0], std=[9.0, 2.0], target_mean=[280.0, 2.0], target_std=[10.0, 1.0], identity_channels=[0, 1]
+    )
     g = torch.Generator().manual_seed(1)
-    raw_x = torch.randn(30, 2, 3, 4, generator=g) * torch.tensor([9.0, 2.0]).reshape(1, 2, 1, 1) + torch.tensor([279.0, 3.0]).reshape(1, 2, 1, 1)
+    raw_x = torch.randn(30, 2, 3, 4, generator=g) * torch.tensor([9.0, 2.0]).reshape(1, 2, 1, 1) + torch.tensor(
+        [279.0, 3.0]
+    ).reshape(1, 2, 1, 1)
     raw_y = raw_x + 1.5  # the model is 1.5 units off everywhere
     x = (raw_x - torch.tensor([279.0, 3.0]).reshape(1, 2, 1, 1)) / torch.tensor([9.0, 2.0]).reshape(1, 2, 1, 1)
     y = (raw_y - torch.tensor([280.0, 2.0]).reshape(1, 2, 1, 1)) / torch.tensor([10.0, 1.0]).reshape(1, 2, 1, 1)
@@ -371,7 +442,9 @@ def test_the_identity_baseline_of_a_bias_correction_is_the_uncorrected_field():
     assert torch.allclose(fitted.mean, raw_y.double().mean(0), atol=1e-4)
     assert fitted.names == ["climatology", "identity", "linear_scaling", "quantile_mapping"]
     scores, _ = baselines.score(splits.train, fitted, "train")
-    assert scores["identity"]["rmse/t2m"] == pytest.approx(1.5, rel=1e-4) and scores["identity"]["bias/pr"] == pytest.approx(-1.5, rel=1e-4)
+    assert scores["identity"]["rmse/t2m"] == pytest.approx(1.5, rel=1e-4) and scores["identity"][
+        "bias/pr"
+    ] == pytest.approx(-1.5, rel=1e-4)
     assert scores["linear_scaling"]["rmse/t2m"] < 1e-4
     assert baselines.candidates(DataSpec(**{**spec.to_dict(), "lead": 2}), False)[:2] == ["climatology", "persistence"]
 
@@ -379,15 +452,33 @@ def test_the_identity_baseline_of_a_bias_correction_is_the_uncorrected_field():
 def test_a_bias_correction_run_end_to_end_scores_every_baseline(tmp_path):
     g = np.random.default_rng(8)
     t, shape = 72, (72, 3, 4)
-    coords = {"time": xr.date_range("2000-01-01", periods=t, freq="MS", calendar="360_day", use_cftime=True), "lat": [-30.0, 0.0, 30.0], "lon": [0.0, 90.0, 180.0, 270.0]}
+    coords = {
+        "time": xr.date_range("2000-01-01", periods=t, freq="MS", calendar="360_day", use_cftime=True),
+        "lat": [-30.0, 0.0, 30.0],
+        "lon": [0.0, 90.0, 180.0, 270.0],
+    }
     season = 5 * np.cos(2 * np.pi * np.arange(t) / 12)[:, None, None]
     tas = 280 + season + g.normal(size=shape)
     model = xr.Dataset({"tas": (("time", "lat", "lon"), tas, {"units": "K"})}, coords=coords)
-    obs = xr.Dataset({"tas": (("time", "lat", "lon"), 1.2 * tas - 55 + 0.1 * g.normal(size=shape), {"units": "K"})}, coords=coords)
+    obs = xr.Dataset(
+        {"tas": (("time", "lat", "lon"), 1.2 * tas - 55 + 0.1 * g.normal(size=shape), {"units": "K"})}, coords=coords
+    )
     model.to_netcdf(tmp_path / "model.nc", engine="h5netcdf")
     obs.to_netcdf(tmp_path / "obs.nc", engine="h5netcdf")
     # lr 0 and residual learning: the model is exactly the uncorrected field, the identity baseline.
-    result = fit(tmp_path / "runs", "data=gridded", f"data.path={tmp_path / 'model.nc'}", f"data.target_path={tmp_path / 'obs.nc'}", "data.variables=[tas]", "data.num_workers=0", "model=unet", "model.residual=true", "optim.lr=0", "trainer.max_epochs=1", "run.report=false")
+    result = fit(
+        tmp_path / "runs",
+        "data=gridded",
+        f"data.path={tmp_path / 'model.nc'}",
+        f"data.target_path={tmp_path / 'obs.nc'}",
+        "data.variables=[tas]",
+        "data.num_workers=0",
+        "model=unet",
+        "model.residual=true",
+        "optim.lr=0",
+        "trainer.max_epochs=1",
+        "run.report=false",
+    )
     summary = json.loads((result.run_dir / "summary.json").read_text())
     base = summary["baselines"]
     assert {"identity", "linear_scaling", "quantile_mapping", "climatology"} <= set(base)
@@ -416,9 +507,17 @@ def test_a_sharded_evaluation_batch_gets_the_climatology_of_its_own_rows():
 def test_precipitation_is_known_by_name_or_units_and_wet_days_by_units():
     from ember.scoring.baselines.extremes import is_precipitation, wet_threshold
 
-    assert is_precipitation("pr", "kg m-2 s-1") and is_precipitation("precip", "") and is_precipitation("rain_total", "mm/day")
+    assert (
+        is_precipitation("pr", "kg m-2 s-1")
+        and is_precipitation("precip", "")
+        and is_precipitation("rain_total", "mm/day")
+    )
     assert not is_precipitation("tas", "K") and not is_precipitation("pressure", "Pa")
-    assert wet_threshold("kg m-2 s-1") == pytest.approx(1 / 86400) and wet_threshold("mm/day") == 1.0 and wet_threshold("furlongs") is None
+    assert (
+        wet_threshold("kg m-2 s-1") == pytest.approx(1 / 86400)
+        and wet_threshold("mm/day") == 1.0
+        and wet_threshold("furlongs") is None
+    )
 
 
 def test_too_many_train_values_for_quantile_mapping_is_one_line(monkeypatch):
@@ -428,4 +527,7 @@ def test_too_many_train_values_for_quantile_mapping_is_one_line(monkeypatch):
     model = np.random.default_rng(9).normal(size=(40, 1, 2, 2))
     fitted = baselines.fit(_field_splits(model, model + 1, names=("tas",), units=("K",)))
     assert "quantile_mapping" not in fitted.names and "linear_scaling" in fitted.names
-    assert any("quantile_mapping left out: the train split's 40 x 4 values are more than the 100 held for it" in line for line in baselines.lines(fitted))
+    assert any(
+        "quantile_mapping left out: the train split's 40 x 4 values are more than the 100 held for it" in line
+        for line in baselines.lines(fitted)
+    )

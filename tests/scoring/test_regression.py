@@ -10,7 +10,9 @@ from ember.train.losses import RelativeL2Loss
 
 
 def test_relative_l2_is_per_sample_in_physical_units_and_adds_up_over_shares():
-    spec = DataSpec(input_shape=(2, 16), task="regression", target_shape=(2, 16), target_mean=[5.0, -1.0], target_std=[2.0, 0.1])
+    spec = DataSpec(
+        input_shape=(2, 16), task="regression", target_shape=(2, 16), target_mean=[5.0, -1.0], target_std=[2.0, 0.1]
+    )
     pred, true = torch.randn(6, 2, 16), torch.randn(6, 2, 16)
     mean, std = torch.tensor([5.0, -1.0]).reshape(1, 2, 1), torch.tensor([2.0, 0.1]).reshape(1, 2, 1)
     p, t = pred * std + mean, true * std + mean
@@ -40,7 +42,15 @@ def test_vectors_have_relative_l2_and_scalars_do_not():
 def test_a_masked_field_is_scored_over_the_unmasked_points_only_as_numpy_does():
     g = torch.Generator().manual_seed(0)
     lat = [60.0, 30.0, 0.0, -30.0]
-    spec = DataSpec(input_shape=(1, 4, 5), task="regression", target_shape=(1, 4, 5), target_mean=[280.0], target_std=[4.0], lat=lat, mask=[0, 1])
+    spec = DataSpec(
+        input_shape=(1, 4, 5),
+        task="regression",
+        target_shape=(1, 4, 5),
+        target_mean=[280.0],
+        target_std=[4.0],
+        lat=lat,
+        mask=[0, 1],
+    )
     pred, true = torch.randn(6, 1, 4, 5, generator=g), torch.randn(6, 1, 4, 5, generator=g)
     true[:, :, 0, :2] = float("nan")  # land
     true[2, 0, 3, 3] = float("nan")  # a gap
@@ -53,7 +63,9 @@ def test_a_masked_field_is_scored_over_the_unmasked_points_only_as_numpy_does():
     p, t = (a.double().numpy() * 4 + 280 for a in (pred, true))
     valid = np.isfinite(t)
     e = (p - t)[valid]
-    assert out["rmse"] == pytest.approx(np.sqrt(np.mean(e**2)), rel=1e-5) and out["mae"] == pytest.approx(np.mean(np.abs(e)), rel=1e-5)
+    assert out["rmse"] == pytest.approx(np.sqrt(np.mean(e**2)), rel=1e-5) and out["mae"] == pytest.approx(
+        np.mean(np.abs(e)), rel=1e-5
+    )
     assert out["bias"] == pytest.approx(np.mean(e), rel=1e-5, abs=1e-9)
     assert out["r2"] == pytest.approx(1 - np.sum(e**2) / np.sum((t[valid] - t[valid].mean()) ** 2), rel=1e-5)
     w = np.broadcast_to(np.cos(np.deg2rad(lat))[:, None], (4, 5))

@@ -23,14 +23,30 @@ def _advected(path, t=80, lat=6, lon=12, seed=0):
     x[0] = rng.normal(size=(lat, lon))
     for i in range(1, t):
         x[i] = 0.9 * np.roll(x[i - 1], 1, axis=1) + 0.4 * rng.normal(size=(lat, lon))
-    coords = {"time": pd.date_range("2000-01-01", periods=t, freq="6h"), "lat": np.linspace(-50, 50, lat), "lon": np.linspace(0, 330, lon)}
+    coords = {
+        "time": pd.date_range("2000-01-01", periods=t, freq="6h"),
+        "lat": np.linspace(-50, 50, lat),
+        "lon": np.linspace(0, 330, lon),
+    }
     ds = xr.Dataset({"t2m": (("time", "lat", "lon"), (280 + 3 * x).astype(np.float32), {"units": "K"})}, coords=coords)
     ds.to_netcdf(path, engine="h5netcdf")
     return ds
 
 
 def _train(tmp_path, *extra):
-    cfg = compose(["data=gridded", f"data.path={tmp_path / 'era.nc'}", "data.variables=[t2m]", "data.num_workers=0", "model=mlp", "trainer.max_epochs=3", "trainer.progress=none", f"run.root={tmp_path / 'runs'}", *extra])
+    cfg = compose(
+        [
+            "data=gridded",
+            f"data.path={tmp_path / 'era.nc'}",
+            "data.variables=[t2m]",
+            "data.num_workers=0",
+            "model=mlp",
+            "trainer.max_epochs=3",
+            "trainer.progress=none",
+            f"run.root={tmp_path / 'runs'}",
+            *extra,
+        ]
+    )
     return train(cfg, console=Console("none")).run_dir
 
 
@@ -65,4 +81,6 @@ def test_rollout_needs_a_forecasting_run(tmp_path, ember_cli):
         evaluate_run(run, rollout=2, console=Console("none"))
     for bad in ("rollout=0", "rollout=two"):
         r = ember_cli("eval", f"run={run}", bad)
-        assert r.returncode == 2 and r.stderr.startswith("error: rollout=") and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert (
+            r.returncode == 2 and r.stderr.startswith("error: rollout=") and len(r.stderr.strip().splitlines()) == 1
+        ), r.stderr

@@ -20,7 +20,16 @@ def test_a_run_directory_with_markup_in_its_path_trains(tmp_path, capsys):
     from ember.cli import main
 
     run = tmp_path / "a[/]b"
-    code = main(["train", "data.num_samples=200", "trainer.max_epochs=1", "trainer.progress=none", "trainer.tensorboard=false", f"run.dir='{run}'"])
+    code = main(
+        [
+            "train",
+            "data.num_samples=200",
+            "trainer.max_epochs=1",
+            "trainer.progress=none",
+            "trainer.tensorboard=false",
+            f"run.dir='{run}'",
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 0, err
     assert f"run directory: {run}" in out and (run / "model.safetensors").exists()

@@ -15,7 +15,15 @@ from ember.errors import ConfigError
 from ember.track import flatten
 from ember.track.console import Console
 
-TINY = ["data.num_samples=500", "trainer.max_epochs=2", "trainer.progress=none", "trainer.log_every_n_steps=2", "trainer.grad_accum=2", "sched=none", "run.report=false"]
+TINY = [
+    "data.num_samples=500",
+    "trainer.max_epochs=2",
+    "trainer.progress=none",
+    "trainer.log_every_n_steps=2",
+    "trainer.grad_accum=2",
+    "sched=none",
+    "run.report=false",
+]
 
 
 def records(run: Path) -> list[dict]:
@@ -52,7 +60,9 @@ def wandb_history(run: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def tracked(tmp_path_factory):
     root = tmp_path_factory.mktemp("tracked")
-    result = train(compose([*TINY, f"run.root={root}", "track=[tensorboard,csv,mlflow,wandb]"]), console=Console("none"))
+    result = train(
+        compose([*TINY, f"run.root={root}", "track=[tensorboard,csv,mlflow,wandb]"]), console=Console("none")
+    )
     return root, result.run_dir
 
 
@@ -155,7 +165,12 @@ def test_a_failing_tracker_is_one_warning_and_training_goes_on(tmp_path, monkeyp
 
 
 def test_track_config():
-    with pytest.raises(ConfigError, match=r"track='mlfow' is not a valid choice; did you mean mlflow\? choose one of: tensorboard, mlflow, wandb, csv"):
+    with pytest.raises(
+        ConfigError,
+        match=(
+            r"track='mlfow' is not a valid choice; did you mean mlflow\? choose one of: tensorboard, mlflow, wandb, csv"
+        ),
+    ):
         compose(["track=[mlfow]"])
     assert list(compose([]).track) == ["tensorboard"]
     assert list(compose(["track=csv,mlflow"]).track) == ["csv", "mlflow"]  # brackets optional
@@ -163,7 +178,10 @@ def test_track_config():
 
 
 def test_tensorboard_off_with_the_older_switch(tmp_path):
-    run = train(compose([*TINY, f"run.root={tmp_path}", "trainer.tensorboard=false", "track=[tensorboard,csv]"]), console=Console("none")).run_dir
+    run = train(
+        compose([*TINY, f"run.root={tmp_path}", "trainer.tensorboard=false", "track=[tensorboard,csv]"]),
+        console=Console("none"),
+    ).run_dir
     assert not (run / "tb").exists() and (run / "metrics.csv").exists()
 
 

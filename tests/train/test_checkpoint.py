@@ -188,7 +188,12 @@ def _adamw_state(model: torch.nn.Module, fused: bool = True) -> torch.optim.Adam
 
 
 def _wrong_shapes(state: dict) -> dict:
-    return {**state, "state": {k: {n: (v if n == "step" else torch.zeros(3)) for n, v in s.items()} for k, s in state["state"].items()}}
+    return {
+        **state,
+        "state": {
+            k: {n: (v if n == "step" else torch.zeros(3)) for n, v in s.items()} for k, s in state["state"].items()
+        },
+    }
 
 
 def _one_more_parameter(state: dict) -> dict:
@@ -196,7 +201,10 @@ def _one_more_parameter(state: dict) -> dict:
 
 
 def _int_moments(state: dict) -> dict:
-    return {**state, "state": {k: {n: (v if n == "step" else v.long()) for n, v in s.items()} for k, s in state["state"].items()}}
+    return {
+        **state,
+        "state": {k: {n: (v if n == "step" else v.long()) for n, v in s.items()} for k, s in state["state"].items()},
+    }
 
 
 @pytest.mark.parametrize(
@@ -223,8 +231,14 @@ def test_an_optimizer_state_that_does_not_fit_the_parameters_is_refused(damage, 
 DAMAGED = {
     "bare_tensor": (lambda ck: torch.zeros(3), "it holds a Tensor, not a checkpoint's mapping"),
     "no_spec": (lambda ck: {k: v for k, v in ck.items() if k != "spec"}, "no spec"),
-    "extra_state_key": (lambda ck: {**ck, "state": {**ck["state"], "bogus": 1}}, r"unknown training-state keys \['bogus'\]"),
-    "optimizer_shapes": (lambda ck: {**ck, "optimizer": _one_more_parameter(ck["optimizer"])}, "state for parameter 99"),
+    "extra_state_key": (
+        lambda ck: {**ck, "state": {**ck["state"], "bogus": 1}},
+        r"unknown training-state keys \['bogus'\]",
+    ),
+    "optimizer_shapes": (
+        lambda ck: {**ck, "optimizer": _one_more_parameter(ck["optimizer"])},
+        "state for parameter 99",
+    ),
 }
 
 
@@ -262,7 +276,14 @@ def test_resume_and_eval_of_a_damaged_checkpoint_are_one_line_naming_it(run_dir,
 
 # -- a full disk, a deleted run directory, during training ---------------------------------------
 
-TINY = ["experiment=linear_regression", "trainer.max_epochs=3", "trainer.checkpoint_every_n_steps=1", "trainer.progress=none", "track=[]", "run.report=false"]
+TINY = [
+    "experiment=linear_regression",
+    "trainer.max_epochs=3",
+    "trainer.checkpoint_every_n_steps=1",
+    "trainer.progress=none",
+    "track=[]",
+    "run.report=false",
+]
 
 
 def test_a_full_disk_at_a_checkpoint_is_one_line_and_keeps_the_previous_one(tmp_path, monkeypatch, capsys):

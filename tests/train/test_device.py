@@ -19,14 +19,25 @@ def test_the_switches_come_back_after_the_block():
         set_torch_flags(torch.device("cpu"), tf32=False, deterministic=True)
         torch.set_num_threads(1)
         assert torch.are_deterministic_algorithms_enabled()
-    assert (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark, torch.get_num_threads()) == before
+    assert (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.backends.cudnn.benchmark,
+        torch.get_num_threads(),
+    ) == before
 
 
 def test_fit_leaves_the_process_as_it_found_it(tmp_path):
     torch.backends.cudnn.benchmark = True  # a notebook's own choice
     try:
         x = torch.randn(64, 3)
-        ember.fit(torch.nn.Linear(3, 1), (x, x.sum(1, keepdim=True)), max_epochs=1, deterministic=True, run={"root": str(tmp_path)}, progress="none")
+        ember.fit(
+            torch.nn.Linear(3, 1),
+            (x, x.sum(1, keepdim=True)),
+            max_epochs=1,
+            deterministic=True,
+            run={"root": str(tmp_path)},
+            progress="none",
+        )
         assert not torch.are_deterministic_algorithms_enabled()
         assert torch.backends.cudnn.benchmark
     finally:
@@ -57,7 +68,13 @@ def test_a_cpu_run_on_tensors_keeps_freed_memory_and_one_on_a_dataset_does_not(t
     env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES" and not k.startswith("MALLOC_")}
     faults = {}
     for data in ("tensors", "dataset"):
-        out = subprocess.run([sys.executable, "-c", PAGE_FAULTS, str(tmp_path / data), data], env=env, capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", PAGE_FAULTS, str(tmp_path / data), data],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         lines = out.stdout.split("\n")
         faults[data] = int(lines[0]), int(lines[-2])  # the run prints its own lines between
     before, after = faults["tensors"]

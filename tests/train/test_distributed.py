@@ -13,16 +13,36 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-COMMON = ["model=mlp", "model.width=32", "data.num_samples=2000", "trainer.progress=none", "trainer.tensorboard=false", "sched=none", "optim=sgd", "optim.lr=0.05"]
+COMMON = [
+    "model=mlp",
+    "model.width=32",
+    "data.num_samples=2000",
+    "trainer.progress=none",
+    "trainer.tensorboard=false",
+    "sched=none",
+    "optim=sgd",
+    "optim.lr=0.05",
+]
 
 
 def _env():
     return {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-def _torchrun(nproc: int, args: list[str], cwd: Path, extra: list[str] = (), script: str | None = None) -> subprocess.CompletedProcess:
+def _torchrun(
+    nproc: int, args: list[str], cwd: Path, extra: list[str] = (), script: str | None = None
+) -> subprocess.CompletedProcess:
     target = [script] if script else ["-m", "ember", "train"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *extra, *target, *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        *extra,
+        *target,
+        *args,
+    ]
     for _ in range(3):
         r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=_env(), timeout=300)
         # Gloo's TCP mesh setup on a loaded 2-core machine now and then refuses a connection
@@ -44,7 +64,14 @@ def _weights(run: Path) -> dict:
 def test_two_ranks_of_batch_b_equal_one_process_of_batch_2b(tmp_path, strategy):
     # 1440 training samples: 45 global batches of 32 per epoch; 50 steps cross an epoch boundary.
     steps = ["trainer.max_steps=50", "trainer.max_epochs=5", f"trainer.strategy={strategy}"]
-    one = subprocess.run([sys.executable, "-m", "ember", "train", *COMMON, *steps, "data.batch_size=32", f"run.dir={tmp_path / 'one'}"], cwd=tmp_path, capture_output=True, text=True, env=_env(), timeout=300)
+    one = subprocess.run(
+        [sys.executable, "-m", "ember", "train", *COMMON, *steps, "data.batch_size=32", f"run.dir={tmp_path / 'one'}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=300,
+    )
     assert one.returncode == 0, one.stderr
     two = _torchrun(2, [*COMMON, *steps, "data.batch_size=16", f"run.dir={tmp_path / 'two'}"], tmp_path)
     assert two.returncode == 0, two.stderr[-3000:]
@@ -68,19 +95,49 @@ def test_two_ranks_of_batch_b_equal_one_process_of_batch_2b(tmp_path, strategy):
     # torchrun's two local ranks share the CPUs: each rank's thread budget is half of them.
     assert summary["threads"]["budget"] == max(1, len(os.sched_getaffinity(0)) // 2)
     # Only rank 0 wrote: one record per logged step, none twice.
-    steps_logged = [json.loads(line)["step"] for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines() if '"train"' in line]
+    steps_logged = [
+        json.loads(line)["step"]
+        for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()
+        if '"train"' in line
+    ]
     assert steps_logged == sorted(set(steps_logged))
 
 
 def test_trainer_devices_launches_torchrun_itself(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "ember", "train", *COMMON, "trainer.devices=2", "trainer.max_epochs=1", f"run.dir={tmp_path / 'r'}"], cwd=tmp_path, capture_output=True, text=True, env=_env(), timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ember",
+            "train",
+            *COMMON,
+            "trainer.devices=2",
+            "trainer.max_epochs=1",
+            f"run.dir={tmp_path / 'r'}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert "2 processes, global batch 64 x 2 x 1 = 128" in r.stdout
     assert json.loads((tmp_path / "r" / "summary.json").read_text())["status"] == "finished"
 
 
 def test_early_stopping_ends_both_ranks(tmp_path):
-    r = _torchrun(2, [*COMMON, "optim.lr=0", "trainer.max_epochs=50", "trainer.early_stopping_patience=2", f"run.dir={tmp_path / 'r'}"], tmp_path)
+    r = _torchrun(
+        2,
+        [
+            *COMMON,
+            "optim.lr=0",
+            "trainer.max_epochs=50",
+            "trainer.early_stopping_patience=2",
+            f"run.dir={tmp_path / 'r'}",
+        ],
+        tmp_path,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["epochs"] == 3 and summary["stop_reason"].startswith("early stopping")
@@ -146,21 +203,43 @@ def test_a_hung_rank_is_a_one_line_error_naming_the_waiting_rank(tmp_path):
     script.write_text(STALL_ON_RANK_1)
     r = _torchrun(2, [str(tmp_path / "runs")], tmp_path, script=str(script))
     assert r.returncode != 0
-    lines = [line for line in r.stderr.splitlines() if line.startswith("error: rank 0: a collective with the other ranks failed")]
+    lines = [
+        line
+        for line in r.stderr.splitlines()
+        if line.startswith("error: rank 0: a collective with the other ranks failed")
+    ]
     # Rank 0 gave up after its own 5 s timeout, while rank 1 was still asleep (not because it died).
     assert len(lines) == 1 and "timed out" in lines[0].lower() and "trainer.dist_timeout" in lines[0]
     assert "Traceback" not in r.stderr.split("error: rank 0")[0]  # rank 0 printed no traceback
 
 
 def test_elastic_restart_after_a_killed_rank_resumes_to_the_same_weights(tmp_path):
-    args = [*COMMON, "trainer.max_epochs=4", "trainer.deterministic=true", "trainer.checkpoint_every_n_steps=5", "data.batch_size=16"]
+    args = [
+        *COMMON,
+        "trainer.max_epochs=4",
+        "trainer.deterministic=true",
+        "trainer.checkpoint_every_n_steps=5",
+        "data.batch_size=16",
+    ]
     ref = _torchrun(2, [*args, f"run.dir={tmp_path / 'ref'}"], tmp_path)
     assert ref.returncode == 0, ref.stderr[-3000:]
 
     run = tmp_path / "killed"
     # Restarts beyond the one the kill causes absorb gloo's occasional refused connection at a
     # first launch (above); a restarted round no longer fails that way (distributed.init).
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "--max-restarts=3", "-m", "ember", "train", *args, f"run.dir={run}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "--max-restarts=3",
+        "-m",
+        "ember",
+        "train",
+        *args,
+        f"run.dir={run}",
+    ]
     agent = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
     # Wait for a few checkpoints, then kill one worker (a child of the torchrun agent) outright.
     while not list((run / "checkpoints").glob("step-00000002*.pt")) and agent.poll() is None:
@@ -179,19 +258,42 @@ def test_elastic_restart_after_a_killed_rank_resumes_to_the_same_weights(tmp_pat
 def test_fsdp_checkpoint_resumes_on_another_number_of_processes(tmp_path):
     # No validation split: the final weights are the last ones, not the best checkpoint's.
     # bf16: FSDP gathers bf16 parameters but keeps (and saves) fp32 ones.
-    args = [*COMMON, "trainer.strategy=fsdp", "trainer.precision=bf16", "data.val_fraction=0", "optim=adamw", "optim.lr=0.01", "trainer.max_epochs=5", "trainer.checkpoint_every_n_steps=10"]
+    args = [
+        *COMMON,
+        "trainer.strategy=fsdp",
+        "trainer.precision=bf16",
+        "data.val_fraction=0",
+        "optim=adamw",
+        "optim.lr=0.01",
+        "trainer.max_epochs=5",
+        "trainer.checkpoint_every_n_steps=10",
+    ]
     two = _torchrun(2, [*args, "trainer.max_steps=20", f"run.dir={tmp_path / 'two'}"], tmp_path)
     assert two.returncode == 0, two.stderr[-3000:]
     # On one process, the 2-rank shards load into the whole model: nothing left to train, so
     # the final weights are exactly what the two ranks saved.
     shutil.copytree(tmp_path / "two", tmp_path / "one")
-    same = subprocess.run([sys.executable, "-m", "ember", "train", f"resume={tmp_path / 'one'}"], cwd=tmp_path, capture_output=True, text=True, env=_env(), timeout=300)
+    same = subprocess.run(
+        [sys.executable, "-m", "ember", "train", f"resume={tmp_path / 'one'}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=300,
+    )
     assert same.returncode == 0, same.stderr[-3000:]
     assert "from step-000000020.dcp" in same.stdout
     a, b = _weights(tmp_path / "two"), _weights(tmp_path / "one")
     assert all(a[k].dtype == torch.float32 and torch.equal(a[k], b[k]) for k in a)
     # And training goes on from there on one process, and back on two.
-    more = subprocess.run([sys.executable, "-m", "ember", "train", f"resume={tmp_path / 'one'}", "trainer.max_steps=30"], cwd=tmp_path, capture_output=True, text=True, env=_env(), timeout=300)
+    more = subprocess.run(
+        [sys.executable, "-m", "ember", "train", f"resume={tmp_path / 'one'}", "trainer.max_steps=30"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=300,
+    )
     assert more.returncode == 0, more.stderr[-3000:]
     back = _torchrun(2, [f"resume={tmp_path / 'one'}", "trainer.max_steps=40"], tmp_path)
     assert back.returncode == 0, back.stderr[-3000:]
@@ -205,11 +307,23 @@ def test_batchnorm_statistics_are_rank_0s_under_ddp_and_fsdp(tmp_path):
     # Evaluation (split between the ranks) uses rank 0's, the ones saved, so the metrics logged
     # during training are those of the checkpoint: re-evaluated at the end it gives the same
     # val/loss. Both strategies train the same model, buffers included.
-    args = ["model=cnn1d", "data.num_samples=1000", "data.eval_batch_size=32", "trainer.max_epochs=2", "trainer.progress=none", "trainer.tensorboard=false", "run.report=false"]
+    args = [
+        "model=cnn1d",
+        "data.num_samples=1000",
+        "data.eval_batch_size=32",
+        "trainer.max_epochs=2",
+        "trainer.progress=none",
+        "trainer.tensorboard=false",
+        "run.report=false",
+    ]
     for strategy in ("ddp", "fsdp"):
         r = _torchrun(2, [*args, f"trainer.strategy={strategy}", f"run.dir={tmp_path / strategy}"], tmp_path)
         assert r.returncode == 0, r.stderr[-3000:]
-        logged = [json.loads(line) for line in (tmp_path / strategy / "metrics.jsonl").read_text().splitlines() if '"val"' in line]
+        logged = [
+            json.loads(line)
+            for line in (tmp_path / strategy / "metrics.jsonl").read_text().splitlines()
+            if '"val"' in line
+        ]
         final = json.loads((tmp_path / strategy / "summary.json").read_text())["metrics"]
         assert final["val/loss"] == pytest.approx(min(rec["loss"] for rec in logged), rel=1e-6)
     a, b = _weights(tmp_path / "ddp"), _weights(tmp_path / "fsdp")

@@ -14,7 +14,15 @@ import numpy as np
 import torch
 from test_distributed import _env, _torchrun, _weights
 
-ARGS = ["model=mlp", "model.width=32", "sched=none", "optim=sgd", "optim.lr=0.05", "trainer.progress=none", "trainer.tensorboard=false"]
+ARGS = [
+    "model=mlp",
+    "model.width=32",
+    "sched=none",
+    "optim=sgd",
+    "optim.lr=0.05",
+    "trainer.progress=none",
+    "trainer.tensorboard=false",
+]
 
 
 def _write(path, n=400):
@@ -30,7 +38,11 @@ def test_two_ranks_train_on_an_hdf5_file_to_the_end(tmp_path):
     # 280 training rows (400 less the carved val and test) in global batches of 2 x 16 = 32:
     # 9 per epoch, the last padded by wrapping; a DataLoader worker per rank reads the file.
     data = _write(tmp_path / "d.h5")
-    r = _torchrun(2, [*ARGS, *data, "data.num_workers=1", "data.batch_size=16", "trainer.max_epochs=3", f"run.dir={tmp_path / 'r'}"], tmp_path)
+    r = _torchrun(
+        2,
+        [*ARGS, *data, "data.num_workers=1", "data.batch_size=16", "trainer.max_epochs=3", f"run.dir={tmp_path / 'r'}"],
+        tmp_path,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert "2 processes, global batch 16 x 2 x 1 = 32" in r.stdout
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
@@ -43,8 +55,22 @@ def test_two_ranks_of_batch_b_on_hdf5_equal_one_process_of_batch_2b(tmp_path):
     # Unshuffled, the block order is the file order for any batch size, so the 2-rank run must
     # take exactly one process's batches of 32: 320 training rows, 10 global batches, no padding.
     data = _write(tmp_path / "d.h5")
-    common = [*ARGS, *data, "data.shuffle=false", "data.num_workers=0", "data.test_fraction=0.1", "trainer.max_epochs=2"]
-    one = subprocess.run([sys.executable, "-m", "ember", "train", *common, "data.batch_size=32", f"run.dir={tmp_path / 'one'}"], cwd=tmp_path, capture_output=True, text=True, env=_env(), timeout=300)
+    common = [
+        *ARGS,
+        *data,
+        "data.shuffle=false",
+        "data.num_workers=0",
+        "data.test_fraction=0.1",
+        "trainer.max_epochs=2",
+    ]
+    one = subprocess.run(
+        [sys.executable, "-m", "ember", "train", *common, "data.batch_size=32", f"run.dir={tmp_path / 'one'}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=300,
+    )
     assert one.returncode == 0, one.stderr[-3000:]
     two = _torchrun(2, [*common, "data.batch_size=16", f"run.dir={tmp_path / 'two'}"], tmp_path)
     assert two.returncode == 0, two.stderr[-3000:]

@@ -29,7 +29,20 @@ def net() -> nn.Module:
 
 
 def trainer_for(tmp_path, *overrides, model=None, val=True, callbacks=None):
-    cfg = compose(["data=linear", "optim=sgd", "optim.lr=0.1", "sched=none", "data.shuffle=false", "data.batch_size=16", "trainer.device=cpu", "trainer.progress=none", f"run.root={tmp_path}", *overrides])
+    cfg = compose(
+        [
+            "data=linear",
+            "optim=sgd",
+            "optim.lr=0.1",
+            "sched=none",
+            "data.shuffle=false",
+            "data.batch_size=16",
+            "trainer.device=cpu",
+            "trainer.progress=none",
+            f"run.root={tmp_path}",
+            *overrides,
+        ]
+    )
     splits = Splits(train=data(64, 1), val=data(32, 2) if val else None, spec=SPEC)
     return build_trainer(typed(cfg), model or net(), splits, Console("none"), callbacks=callbacks)
 
@@ -42,7 +55,15 @@ def test_the_average_follows_the_ema_recursion_step_by_step(tmp_path):
     seen, model = [], net()
     after_step = Callbacks(on_step=lambda step, logged: seen.append(params(model)))
     # trainer.max_steps=30: the cap holds from n=26
-    trainer = trainer_for(tmp_path, "trainer.ema=0.75", "trainer.max_steps=30", "trainer.max_epochs=10", model=model, val=False, callbacks=after_step)
+    trainer = trainer_for(
+        tmp_path,
+        "trainer.ema=0.75",
+        "trainer.max_steps=30",
+        "trainer.max_epochs=10",
+        model=model,
+        val=False,
+        callbacks=after_step,
+    )
     trainer.fit()
     expected = seen[0]  # the first update copies the weights
     for n, weights in enumerate(seen[1:], start=1):
@@ -56,7 +77,9 @@ def test_the_average_follows_the_ema_recursion_step_by_step(tmp_path):
 
 
 def test_best_checkpoint_holds_the_average_and_step_checkpoints_the_training_weights(tmp_path):
-    result = ember.fit(net(), data(64, 1), val=data(32, 2), max_epochs=2, lr=0.1, batch_size=16, ema=0.5, run={"root": str(tmp_path)})
+    result = ember.fit(
+        net(), data(64, 1), val=data(32, 2), max_epochs=2, lr=0.1, batch_size=16, ema=0.5, run={"root": str(tmp_path)}
+    )
     best = load_checkpoint(result.run_dir / "checkpoints" / "best.pt")
     last = load_checkpoint(result.run_dir / "checkpoints" / "last.pt")
     averaged = {k.removeprefix("module."): v for k, v in last["ema"].items() if k.startswith("module.")}
@@ -76,7 +99,9 @@ def test_validation_scores_the_average_not_the_training_weights(tmp_path):
 
 
 def test_diffusion_averages_its_weights_by_default_and_other_models_do_not(tmp_path):
-    diffusion = ember.create_model("diffusion", DataSpec(input_shape=(1, 8, 8), task="classification", num_classes=10), width=8, depth=1)
+    diffusion = ember.create_model(
+        "diffusion", DataSpec(input_shape=(1, 8, 8), task="classification", num_classes=10), width=8, depth=1
+    )
     assert trainer_for(tmp_path, model=diffusion).ema_decay == 0.999
     assert trainer_for(tmp_path).ema is None
     assert trainer_for(tmp_path, "trainer.ema=0", model=diffusion).ema is None
@@ -95,7 +120,16 @@ def test_a_run_without_validation_is_loaded_with_the_average_it_tested_and_saved
 
     from ember.api import train
 
-    cfg = compose(["experiment=linear_regression", "trainer.ema=0.9", "trainer.max_epochs=3", "trainer.progress=none", "track=[]", f"run.root={tmp_path}"])
+    cfg = compose(
+        [
+            "experiment=linear_regression",
+            "trainer.ema=0.9",
+            "trainer.max_epochs=3",
+            "trainer.progress=none",
+            "track=[]",
+            f"run.root={tmp_path}",
+        ]
+    )
     run = train(cfg, console=Console("none")).run_dir
     assert not (run / "checkpoints" / "best.pt").exists()
     saved = load_file(run / "model.safetensors")

@@ -19,7 +19,9 @@ from ember.train.losses import RelativeH1Loss, RelativeL2Loss, build_loss, resol
 
 
 def field_spec(mean=0.0, std=1.0, **extra) -> DataSpec:
-    return DataSpec(input_shape=(1, 32), task="regression", target_shape=(1, 32), target_mean=[mean], target_std=[std], **extra)
+    return DataSpec(
+        input_shape=(1, 32), task="regression", target_shape=(1, 32), target_mean=[mean], target_std=[std], **extra
+    )
 
 
 def test_rel_l2_is_the_mean_relative_error_of_the_physical_values():
@@ -48,7 +50,9 @@ def test_auto_picks_rel_l2_for_operators_on_fields_and_mse_otherwise():
 
 def test_rel_l2_on_classification_or_a_scalar_is_a_config_error():
     classes = DataSpec(input_shape=(4,), task="classification", num_classes=3)
-    with pytest.raises(ConfigError, match="trainer.loss=rel_l2 needs a field or vector regression target, not classification"):
+    with pytest.raises(
+        ConfigError, match="trainer.loss=rel_l2 needs a field or vector regression target, not classification"
+    ):
         build_loss("rel_l2", classes, nn.Linear(4, 3))
     with pytest.raises(ConfigError, match="not a scalar target"):
         build_loss("rel_l2", DataSpec(input_shape=(4,), task="regression"), nn.Linear(4, 1))
@@ -56,7 +60,16 @@ def test_rel_l2_on_classification_or_a_scalar_is_a_config_error():
 
 def test_an_fno_run_says_it_trains_on_rel_l2_and_reports_relative_l2(tmp_path):
     out = io.StringIO()
-    overrides = ["model=fno", "model.width=8", "model.modes=4", "model.depth=1", "data=burgers", "data.num_samples=40", "data.resolution=32", "trainer.max_epochs=2"]
+    overrides = [
+        "model=fno",
+        "model.width=8",
+        "model.modes=4",
+        "model.depth=1",
+        "data=burgers",
+        "data.num_samples=40",
+        "data.resolution=32",
+        "trainer.max_epochs=2",
+    ]
     cfg = compose([*overrides, "trainer.progress=none", "trainer.tensorboard=false", f"run.root={tmp_path}"])
     result = train(cfg, console=Console("none", stream=out))
     assert "trains this neural operator on the relative L2 error (rel_l2)" in out.getvalue()
@@ -84,7 +97,9 @@ def test_h1_of_sines_matches_the_analytic_sobolev_norms():
 
 
 def test_h1_in_2d_takes_both_axes_and_physical_units():
-    spec = DataSpec(input_shape=(1, 16, 24), task="regression", target_shape=(1, 16, 24), target_mean=[2.0], target_std=[0.5])
+    spec = DataSpec(
+        input_shape=(1, 16, 24), task="regression", target_shape=(1, 16, 24), target_mean=[2.0], target_std=[0.5]
+    )
     y, x = torch.meshgrid(torch.arange(16) / 16, torch.arange(24) / 24, indexing="ij")
     true = (2.0 + x + 3 * y).reshape(1, 1, 16, 24)  # gradient (3, 1): exact for differences
     pred = true + 0.5 * y.reshape(1, 1, 16, 24)  # error 0.5 y, gradient (0.5, 0)
@@ -95,18 +110,32 @@ def test_h1_in_2d_takes_both_axes_and_physical_units():
 
 def test_h1_on_classification_or_a_vector_target_is_a_config_error():
     classes = DataSpec(input_shape=(4,), task="classification", num_classes=3)
-    with pytest.raises(ConfigError, match="trainer.loss=h1 needs a field target .* not classification; use trainer.loss=auto"):
+    with pytest.raises(
+        ConfigError, match="trainer.loss=h1 needs a field target .* not classification; use trainer.loss=auto"
+    ):
         build_loss("h1", classes, nn.Linear(4, 3))
     with pytest.raises(ConfigError, match=r"not a target of shape \(3,\); use trainer.loss=rel_l2 or mse"):
         build_loss("h1", DataSpec(input_shape=(4,), task="regression", target_shape=(3,)), nn.Linear(4, 3))
 
 
 def test_an_fno_trains_on_h1_from_the_command_line(tmp_path):
-    overrides = ["model=fno", "model.width=8", "model.modes=4", "model.depth=1", "data=burgers", "data.num_samples=40", "data.resolution=32", "trainer.max_epochs=1", "trainer.loss=h1"]
+    overrides = [
+        "model=fno",
+        "model.width=8",
+        "model.modes=4",
+        "model.depth=1",
+        "data=burgers",
+        "data.num_samples=40",
+        "data.resolution=32",
+        "trainer.max_epochs=1",
+        "trainer.loss=h1",
+    ]
     cfg = compose([*overrides, "trainer.progress=none", "trainer.tensorboard=false", f"run.root={tmp_path}"])
     result = train(cfg, console=Console("none", stream=io.StringIO()))
     # The loss is the H1 error, not the L2 one the metrics report beside it.
-    assert math.isfinite(result.metrics["val/loss"]) and result.metrics["val/loss"] != pytest.approx(result.metrics["val/relative_l2"], rel=1e-2)
+    assert math.isfinite(result.metrics["val/loss"]) and result.metrics["val/loss"] != pytest.approx(
+        result.metrics["val/relative_l2"], rel=1e-2
+    )
 
 
 def masked_field(seed=0):
@@ -124,7 +153,11 @@ def test_elementwise_losses_leave_missing_targets_out_as_numpy_does(name):
     p, t = pred.numpy().astype(np.float64), true.numpy().astype(np.float64)
     valid = np.isfinite(t)
     d = (p - t)[valid]
-    expected = {"mse": np.mean(d**2), "l1": np.mean(np.abs(d)), "huber": np.mean(np.where(np.abs(d) < 1, 0.5 * d**2, np.abs(d) - 0.5))}[name]
+    expected = {
+        "mse": np.mean(d**2),
+        "l1": np.mean(np.abs(d)),
+        "huber": np.mean(np.where(np.abs(d) < 1, 0.5 * d**2, np.abs(d) - 0.5)),
+    }[name]
     loss = build_loss(name, DataSpec(input_shape=(2, 6, 8), task="regression", target_shape=(2, 6, 8)), nn.Identity())
     value = loss(pred.requires_grad_(), true)
     assert math.isfinite(value.item()) and value.item() == pytest.approx(expected, rel=1e-5)
@@ -138,7 +171,9 @@ def test_elementwise_losses_leave_missing_targets_out_as_numpy_does(name):
 
 def test_rel_l2_and_h1_leave_missing_targets_out():
     pred, true = masked_field(1)
-    spec = DataSpec(input_shape=(2, 6, 8), task="regression", target_shape=(2, 6, 8), target_mean=[1.0, -1.0], target_std=[2.0, 0.5])
+    spec = DataSpec(
+        input_shape=(2, 6, 8), task="regression", target_shape=(2, 6, 8), target_mean=[1.0, -1.0], target_std=[2.0, 0.5]
+    )
     mean, std = np.array([1.0, -1.0]).reshape(1, 2, 1, 1), np.array([2.0, 0.5]).reshape(1, 2, 1, 1)
     p, t = pred.numpy() * std + mean, true.numpy() * std + mean
     valid = np.isfinite(t)
@@ -150,4 +185,6 @@ def test_rel_l2_and_h1_leave_missing_targets_out():
     h1 = RelativeH1Loss(spec)
     other = pred.clone()
     other[:, :, 0, :3] = 100.0
-    assert math.isfinite(h1(pred, true).item()) and h1(other, true).item() == pytest.approx(h1(pred, true).item(), rel=1e-6)
+    assert math.isfinite(h1(pred, true).item()) and h1(other, true).item() == pytest.approx(
+        h1(pred, true).item(), rel=1e-6
+    )

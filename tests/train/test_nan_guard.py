@@ -20,7 +20,16 @@ def _data(n=64, nan_rows=()):
 def _fit(tmp_path, x, y, **overrides):
     torch.manual_seed(0)
     model = nn.Linear(3, 1)
-    settings = {"max_epochs": 2, "batch_size": 8, "shuffle": False, "progress": "none", "tensorboard": False, "run": {"root": str(tmp_path)}, "optim": {"name": "sgd", "lr": 0.05}, "sched": {"name": "none"}}
+    settings = {
+        "max_epochs": 2,
+        "batch_size": 8,
+        "shuffle": False,
+        "progress": "none",
+        "tensorboard": False,
+        "run": {"root": str(tmp_path)},
+        "optim": {"name": "sgd", "lr": 0.05},
+        "sched": {"name": "none"},
+    }
     settings.update(overrides)
     return model, ember.fit(model, (x, y), **settings)
 
@@ -70,7 +79,9 @@ def test_cli_exits_3_on_nan(tmp_path, capsys, monkeypatch):
     from ember.cli import main
 
     monkeypatch.chdir(tmp_path)
-    code = main(["train", "experiment=linear_regression", "optim.lr=1e6", "trainer.max_epochs=50", "trainer.progress=none"])
+    code = main(
+        ["train", "experiment=linear_regression", "optim.lr=1e6", "trainer.max_epochs=50", "trainer.progress=none"]
+    )
     err = capsys.readouterr().err
     assert code == 3
     assert err.startswith("error: non-finite") and err.count("\n") == 1
@@ -98,6 +109,8 @@ def test_a_long_interval_keeps_losses_bounded_and_traces_a_nan_to_a_span(monkeyp
 def test_a_nan_in_the_last_update_is_caught_before_its_checkpoint(tmp_path):
     """The last step's loss is finite but its update overflows: no loss shows it, the weights do."""
     x, y = _data()
-    with pytest.raises(NonFiniteError, match=r"non-finite weights after step 1 \(epoch 1\); no checkpoint was written yet"):
+    with pytest.raises(
+        NonFiniteError, match=r"non-finite weights after step 1 \(epoch 1\); no checkpoint was written yet"
+    ):
         _fit(tmp_path, x, y, max_steps=1, optim={"name": "sgd", "lr": 1e38, "momentum": 0.0})
     assert not list(tmp_path.glob("*/*/checkpoints/*.pt"))

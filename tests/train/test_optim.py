@@ -88,7 +88,11 @@ def test_fused_step_matches_the_loop_closely_and_false_is_the_loop_exactly():
         cfg = cfg_of(*overrides, "optim.lr=0.003", "optim.weight_decay=0.01").optim if overrides else None
         torch.manual_seed(0)
         model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1))
-        opt = build_optimizer(cfg, list(model.parameters())) if cfg else torch.optim.AdamW(model.parameters(), lr=0.003, weight_decay=0.01)
+        opt = (
+            build_optimizer(cfg, list(model.parameters()))
+            if cfg
+            else torch.optim.AdamW(model.parameters(), lr=0.003, weight_decay=0.01)
+        )
         for _ in range(50):
             opt.zero_grad()
             model(x).square().mean().backward()

@@ -34,7 +34,14 @@ def _env():
 
 
 def _train(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "ember", "train", *args], cwd=cwd, capture_output=True, text=True, env=_env(), timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "ember", "train", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=300,
+    )
 
 
 def _newest_step(run: Path) -> int:
@@ -44,14 +51,22 @@ def _newest_step(run: Path) -> int:
 
 def _train_and_kill(args, run: Path, at_step: int, cwd) -> None:
     """Start training and SIGKILL it once a checkpoint at or past `at_step` exists."""
-    proc = subprocess.Popen([sys.executable, "-m", "ember", "train", *args], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ember", "train", *args],
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=_env(),
+    )
     while proc.poll() is None:
         if run.exists() and _newest_step(run) >= at_step:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             return
         time.sleep(0.002)
-    raise AssertionError(f"training ended (exit {proc.returncode}) before the kill at step {at_step}: {proc.stderr.read()[-2000:]}")
+    raise AssertionError(
+        f"training ended (exit {proc.returncode}) before the kill at step {at_step}: {proc.stderr.read()[-2000:]}"
+    )
 
 
 def _weights(run: Path) -> dict:
@@ -102,7 +117,14 @@ def test_killed_and_resumed_runs_end_bit_exact(tmp_path, extra, seed):
 
 
 def _start(args, cwd, env=None):
-    return subprocess.Popen([sys.executable, "-m", "ember", "train", *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env or _env())
+    return subprocess.Popen(
+        [sys.executable, "-m", "ember", "train", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env or _env(),
+    )
 
 
 def _wait_for_step(proc, run: Path, step: int):
@@ -111,7 +133,14 @@ def _wait_for_step(proc, run: Path, step: int):
         time.sleep(0.005)
 
 
-LONG = ["data.num_samples=1000", "data.batch_size=32", "trainer.max_epochs=200", "trainer.progress=none", "trainer.tensorboard=false", "trainer.checkpoint_every_n_steps=1"]
+LONG = [
+    "data.num_samples=1000",
+    "data.batch_size=32",
+    "trainer.max_epochs=200",
+    "trainer.progress=none",
+    "trainer.tensorboard=false",
+    "trainer.checkpoint_every_n_steps=1",
+]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1, signal.SIGINT])
@@ -155,7 +184,10 @@ def test_requeue_calls_scontrol_under_slurm(tmp_path):
 def test_second_sigint_exits_at_once(tmp_path):
     run = tmp_path / "run"
     # A slow loop (a DataLoader with workers) so the first SIGINT is still being honoured.
-    proc = _start(LONG + [f"run.dir={run}", "data.fast_path=false", "data.num_workers=1", "trainer.checkpoint_every_n_steps=0"], tmp_path)
+    proc = _start(
+        LONG + [f"run.dir={run}", "data.fast_path=false", "data.num_workers=1", "trainer.checkpoint_every_n_steps=0"],
+        tmp_path,
+    )
     # Wait for the first logged step: the loop is running, with its handlers installed. (The run
     # directory exists a moment earlier, and a child of a process that ignores SIGINT, as a shell's
     # background jobs do, ignores it until then.)
@@ -169,7 +201,14 @@ def test_second_sigint_exits_at_once(tmp_path):
     assert "Traceback" not in err
 
 
-QUICK = ["data.num_samples=500", "data.batch_size=32", "trainer.max_epochs=1", "trainer.progress=none", "trainer.tensorboard=false", "trainer.checkpoint_every_n_steps=1"]
+QUICK = [
+    "data.num_samples=500",
+    "data.batch_size=32",
+    "trainer.max_epochs=1",
+    "trainer.progress=none",
+    "trainer.tensorboard=false",
+    "trainer.checkpoint_every_n_steps=1",
+]
 
 
 def _cli(capsys, *args) -> tuple[int, str, str]:
@@ -222,7 +261,10 @@ def test_a_crash_while_saving_never_leaves_a_torn_checkpoint(tmp_path):
     "args, expected",
     [
         (["model.channels=32"], "error: cannot resume {run}: the model or data changed (model.channels 64 -> 32)"),
-        (["data.num_samples=2000"], "error: cannot resume {run}: the model or data changed (data.num_samples 500 -> 2000)"),
+        (
+            ["data.num_samples=2000"],
+            "error: cannot resume {run}: the model or data changed (data.num_samples 500 -> 2000)",
+        ),
     ],
 )
 def test_resume_refuses_a_changed_model_or_data(finished_run, capsys, args, expected):
@@ -275,8 +317,25 @@ def test_stop_signal_to_the_process_group_with_loader_workers_is_a_clean_preempt
         f["x"] = rng.normal(size=(400, 2, 12)).astype(np.float32)
         f["y"] = rng.normal(size=(400, 1)).astype(np.float32)
     run = tmp_path / "run"
-    args = ["data=hdf5", f"data.path={tmp_path / 'd.h5'}", "data.num_workers=2", "data.batch_size=16", "trainer.max_epochs=200", "trainer.progress=none", "trainer.tensorboard=false", "trainer.checkpoint_every_n_steps=1"]
-    proc = subprocess.Popen([sys.executable, "-m", "ember", "train", *args, f"run.dir={run}"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), start_new_session=True)
+    args = [
+        "data=hdf5",
+        f"data.path={tmp_path / 'd.h5'}",
+        "data.num_workers=2",
+        "data.batch_size=16",
+        "trainer.max_epochs=200",
+        "trainer.progress=none",
+        "trainer.tensorboard=false",
+        "trainer.checkpoint_every_n_steps=1",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ember", "train", *args, f"run.dir={run}"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+        start_new_session=True,
+    )
     _wait_for_step(proc, run, 2)
     os.killpg(proc.pid, signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
@@ -327,4 +386,6 @@ def test_a_stop_signal_while_the_run_records_its_end_lets_it_finish(tmp_path, ca
     run = tmp_path / "run"
     code, out, err = _cli(capsys, "train", *QUICK, f"run.dir={run}")
     assert code == 0, err
-    assert json.loads((run / "summary.json").read_text())["status"] == "finished" and (run / "model.safetensors").exists()
+    assert (
+        json.loads((run / "summary.json").read_text())["status"] == "finished" and (run / "model.safetensors").exists()
+    )

@@ -18,20 +18,47 @@ from ember.train.checkpoint import CheckpointFiles
 from ember.train.distributed import Dist
 from ember.train.sharded import ShardedCheckpointFiles, load_weights
 
-ARGS = ["model=mlp", "model.width=32", "data.num_samples=1000", "trainer.progress=none", "trainer.tensorboard=false", "sched=none", "trainer.deterministic=true", "trainer.strategy=fsdp", "data.val_fraction=0"]
+ARGS = [
+    "model=mlp",
+    "model.width=32",
+    "data.num_samples=1000",
+    "trainer.progress=none",
+    "trainer.tensorboard=false",
+    "sched=none",
+    "trainer.deterministic=true",
+    "trainer.strategy=fsdp",
+    "data.val_fraction=0",
+]
 
 
 def _train(*args, cwd):
-    r = subprocess.run([sys.executable, "-m", "ember", "train", *args], cwd=cwd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "ember", "train", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     return r
 
 
 def test_fsdp_run_stopped_and_resumed_equals_an_uninterrupted_one(tmp_path):
     _train(*ARGS, "trainer.max_steps=30", f"run.dir={tmp_path / 'whole'}", cwd=tmp_path)
-    _train(*ARGS, "trainer.max_steps=13", "trainer.checkpoint_every_n_steps=5", f"run.dir={tmp_path / 'part'}", cwd=tmp_path)
+    _train(
+        *ARGS,
+        "trainer.max_steps=13",
+        "trainer.checkpoint_every_n_steps=5",
+        f"run.dir={tmp_path / 'part'}",
+        cwd=tmp_path,
+    )
     ckpts = tmp_path / "part" / "checkpoints"
-    assert sorted(p.name for p in ckpts.glob("step-*.dcp")) == ["step-000000005.dcp", "step-000000010.dcp", "step-000000013.dcp"]
+    assert sorted(p.name for p in ckpts.glob("step-*.dcp")) == [
+        "step-000000005.dcp",
+        "step-000000010.dcp",
+        "step-000000013.dcp",
+    ]
     assert (ckpts / "last.pt").is_file()  # the whole final model, for eval and export
     # A save killed before it finished leaves a directory without trainer.pt: never resumed from.
     shutil.copytree(ckpts / "step-000000013.dcp", ckpts / "step-000000020.dcp")
@@ -99,10 +126,16 @@ def test_a_genuine_dcp_checkpoint_loads_through_the_safe_reader(tmp_path):
     saved, fresh = _model_and_optimizer(0), _model_and_optimizer(1)
     _save_dcp(saved, tmp_path / "step.dcp")
     load_weights(fresh, tmp_path / "step.dcp")
-    assert all(torch.equal(a, b) for a, b in zip(saved.model.state_dict().values(), fresh.model.state_dict().values(), strict=True))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(saved.model.state_dict().values(), fresh.model.state_dict().values(), strict=True)
+    )
     assert fresh.optimizer.param_groups[0]["lr"] == 0.01
     exp_avg = [fresh.optimizer.state[p]["exp_avg"] for p in fresh.model.parameters()]
-    assert all(torch.equal(a, saved.optimizer.state[p]["exp_avg"]) for a, p in zip(exp_avg, saved.model.parameters(), strict=True))
+    assert all(
+        torch.equal(a, saved.optimizer.state[p]["exp_avg"])
+        for a, p in zip(exp_avg, saved.model.parameters(), strict=True)
+    )
 
 
 @pytest.mark.filterwarnings("ignore:torch.distributed is disabled")
@@ -110,11 +143,18 @@ def test_dcp_files_that_would_run_code_are_refused_unread(tmp_path, code_payload
     # .metadata: DCP's reader would pickle.load it.
     _save_dcp(_model_and_optimizer(0), tmp_path / "a.dcp")
     (tmp_path / "a.dcp" / ".metadata").write_bytes(code_payload.bytes)
-    with pytest.raises(UnsafeFileError, match=r"a.dcp/.metadata names posix.system, .* delete .*a.dcp to resume from the checkpoint before it"):
+    with pytest.raises(
+        UnsafeFileError,
+        match=r"a.dcp/.metadata names posix.system, .* delete .*a.dcp to resume from the checkpoint before it",
+    ):
         load_weights(_model_and_optimizer(1), tmp_path / "a.dcp")
     # A non-tensor value (the optimizer's lr) in the shards: DCP's planner would torch.load it with weights_only=False.
-    _save_dcp(_model_and_optimizer(0), tmp_path / "b.dcp", tamper=lambda s: s["param_groups"][0].update(lr=code_payload.obj))
-    with pytest.raises(UnsafeFileError, match=r"b.dcp holds optimizer.param_groups.0.lr as a pickle that names more than plain data"):
+    _save_dcp(
+        _model_and_optimizer(0), tmp_path / "b.dcp", tamper=lambda s: s["param_groups"][0].update(lr=code_payload.obj)
+    )
+    with pytest.raises(
+        UnsafeFileError, match=r"b.dcp holds optimizer.param_groups.0.lr as a pickle that names more than plain data"
+    ):
         load_weights(_model_and_optimizer(1), tmp_path / "b.dcp")
     (tmp_path / "c.dcp").mkdir()
     (tmp_path / "c.dcp" / ".metadata").write_bytes(b"\x80\x04truncated")
@@ -124,7 +164,9 @@ def test_dcp_files_that_would_run_code_are_refused_unread(tmp_path, code_payload
 
 
 def test_resume_refuses_a_crafted_dcp_metadata_in_one_line(tmp_path, ember_cli, code_payload):
-    _train(*ARGS, "trainer.max_steps=10", "trainer.checkpoint_every_n_steps=5", f"run.dir={tmp_path / 'r'}", cwd=tmp_path)
+    _train(
+        *ARGS, "trainer.max_steps=10", "trainer.checkpoint_every_n_steps=5", f"run.dir={tmp_path / 'r'}", cwd=tmp_path
+    )
     (tmp_path / "r" / "checkpoints" / "step-000000010.dcp" / ".metadata").write_bytes(code_payload.bytes)
     r = ember_cli("train", f"resume={tmp_path / 'r'}", "trainer.max_steps=20")
     assert r.returncode == 2, r.stderr

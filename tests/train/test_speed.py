@@ -20,7 +20,14 @@ def _fit(tmp_path, **overrides):
     x = torch.randn(256, 8, generator=g)
     y = (x[:, 0] > 0).long()
     model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 2))
-    settings = {"max_epochs": 2, "batch_size": 32, "progress": "none", "tensorboard": False, "log_every_n_steps": 4, "run": {"root": str(tmp_path)}}
+    settings = {
+        "max_epochs": 2,
+        "batch_size": 32,
+        "progress": "none",
+        "tensorboard": False,
+        "log_every_n_steps": 4,
+        "run": {"root": str(tmp_path)},
+    }
     result = ember.fit(model, (x, y), **{**settings, **overrides})
     return model, result
 
@@ -76,7 +83,9 @@ def test_precision_auto_is_fp32_on_cpu_and_cuda_paths_refuse_cpu():
     assert resolve_precision("auto", torch.device("cpu")) == "fp32"
     assert resolve_precision("bf16", torch.device("cpu")) == "bf16"
     with pytest.raises(ConfigError, match="trainer.cuda_graphs=true needs a CUDA device"):
-        train(compose(["data.num_samples=500", "trainer.cuda_graphs=true", "trainer.device=cpu", "trainer.progress=none"]))
+        train(
+            compose(["data.num_samples=500", "trainer.cuda_graphs=true", "trainer.device=cpu", "trainer.progress=none"])
+        )
 
 
 def test_profile_writes_a_chrome_trace_and_prints_top_operators(tmp_path, capsys, monkeypatch):
@@ -105,9 +114,23 @@ def test_time_report_hints_only_when_data_wait_dominates():
 
 
 def test_fast_preset_composes_and_trains_a_tiny_run_to_completion(tmp_path):
-    cfg = compose(["trainer=fast", "data.num_samples=600", "trainer.max_epochs=2", "trainer.progress=none", "trainer.tensorboard=false", "run.report=false", f"run.root={tmp_path}"])
+    cfg = compose(
+        [
+            "trainer=fast",
+            "data.num_samples=600",
+            "trainer.max_epochs=2",
+            "trainer.progress=none",
+            "trainer.tensorboard=false",
+            "run.report=false",
+            f"run.root={tmp_path}",
+        ]
+    )
     assert cfg.data.batch_size == 128 and cfg.optim.lr == 0.006 and cfg.sched.name == "onecycle"
-    assert cfg.trainer.label_smoothing == 0.1 and not cfg.trainer.measure_flops and cfg.trainer.checkpoint_every_n_epochs == 10
+    assert (
+        cfg.trainer.label_smoothing == 0.1
+        and not cfg.trainer.measure_flops
+        and cfg.trainer.checkpoint_every_n_epochs == 10
+    )
     assert compose(["trainer=fast"]).trainer.max_epochs == 60
     result = train(cfg)
     assert result.summary["status"] == "finished" and result.summary["epochs"] == 2
@@ -144,8 +167,18 @@ def test_ember_trains_the_weights_of_a_hand_written_loop(tmp_path, fused):
             torch.nn.functional.cross_entropy(raw(x[i : i + 32]), y[i : i + 32]).backward()
             opt.step()
     model = net()
-    ember.fit(model, (x, y), max_epochs=2, batch_size=32, shuffle=False, progress="none", tensorboard=False, sched={"name": "none"},
-              optim={"name": "adamw", "lr": 3e-3, "weight_decay": 0.01, "fused": fused}, run={"root": str(tmp_path), "report": False})
+    ember.fit(
+        model,
+        (x, y),
+        max_epochs=2,
+        batch_size=32,
+        shuffle=False,
+        progress="none",
+        tensorboard=False,
+        sched={"name": "none"},
+        optim={"name": "adamw", "lr": 3e-3, "weight_decay": 0.01, "fused": fused},
+        run={"root": str(tmp_path), "report": False},
+    )
     assert all(torch.equal(p, q) for p, q in zip(raw.state_dict().values(), model.state_dict().values()))
 
 
@@ -162,7 +195,15 @@ def _host_reads_during_fit(tmp_path, monkeypatch, epochs: int) -> int:
 
         monkeypatch.setattr(torch.Tensor, name, counted)
     # No validation split, logging and checkpoints only at the end: what is left is the loop.
-    _fit(tmp_path, max_epochs=epochs, log_every_n_steps=10_000, checkpoint_every_n_epochs=100, val_fraction=0.0, test_fraction=0.0, measure_flops=False)
+    _fit(
+        tmp_path,
+        max_epochs=epochs,
+        log_every_n_steps=10_000,
+        checkpoint_every_n_epochs=100,
+        val_fraction=0.0,
+        test_fraction=0.0,
+        measure_flops=False,
+    )
     monkeypatch.undo()
     return reads
 
@@ -170,4 +211,6 @@ def _host_reads_during_fit(tmp_path, monkeypatch, epochs: int) -> int:
 def test_the_loop_reads_no_tensor_on_the_host_per_step(tmp_path, monkeypatch):
     """Under the default nan_policy=stop the loss is checked when the interval is read, not per step:
     2 epochs and 8 epochs (16 and 64 steps) make the same number of host reads."""
-    assert _host_reads_during_fit(tmp_path / "a", monkeypatch, 2) == _host_reads_during_fit(tmp_path / "b", monkeypatch, 8)
+    assert _host_reads_during_fit(tmp_path / "a", monkeypatch, 2) == _host_reads_during_fit(
+        tmp_path / "b", monkeypatch, 8
+    )

@@ -94,7 +94,16 @@ def test_dataloader_workers_take_their_share_of_the_budget(tmp_path):
     from ember.api import train
     from ember.config import compose
 
-    cfg = compose(["data.num_samples=300", "data.fast_path=false", "data.num_workers=1", "trainer.max_epochs=1", "trainer.progress=none", f"run.root={tmp_path}"])
+    cfg = compose(
+        [
+            "data.num_samples=300",
+            "data.fast_path=false",
+            "data.num_workers=1",
+            "trainer.max_epochs=1",
+            "trainer.progress=none",
+            f"run.root={tmp_path}",
+        ]
+    )
     summary = json.loads((train(cfg).run_dir / "summary.json").read_text())
     assert summary["threads"]["budget"] == max(1, len(os.sched_getaffinity(0)) - 1)
     assert "OMP_NUM_THREADS=1" in summary["threads"]["why"]  # the suite's setting wins over auto
@@ -114,7 +123,8 @@ def test_a_deterministic_run_fixes_its_count_and_resumes_with_the_recorded_one(m
     assert "keeps the 2 thread(s)" in policy.resume(2)
     assert policy.threads == 2 and applied[-1] == 2
     assert policy.resume(2) is None and policy.resume(None) is None  # the same count; an older checkpoint
-    assert "'many'" in policy.resume("many") and "10000000" in policy.resume(10**7) and policy.threads == 2  # a damaged one
+    # a damaged one
+    assert "'many'" in policy.resume("many") and "10000000" in policy.resume(10**7) and policy.threads == 2
     # An explicit trainer.threads=N wins, with a warning that the weights will differ.
     user = ThreadPolicy("3", torch.device("cpu"), env={}, set_threads=applied.append, deterministic=True)
     assert user.resume(2).startswith("warning: trainer.threads=3") and user.threads == 3

@@ -27,7 +27,10 @@ def test_finds_the_minimum_of_a_sphere_within_tolerance():
         storage = optuna.storages.InMemoryStorage()
         study = optuna.create_study(storage=storage, sampler=PSOSampler(particles=5, seed=seed).bind(storage))
         study.optimize(sphere, n_trials=150)
-        assert abs(study.best_params["x"] - 1.5) < 0.2 and abs(study.best_params["y"] + 2) < 0.2, (seed, study.best_params)
+        assert abs(study.best_params["x"] - 1.5) < 0.2 and abs(study.best_params["y"] + 2) < 0.2, (
+            seed,
+            study.best_params,
+        )
         best.append(study.best_value)
     random = []
     for seed in range(8):

@@ -20,7 +20,10 @@ def _study_with_state(tmp_path, state_hex: str) -> optuna.Study:
     study = optuna.create_study(storage=f"sqlite:///{db}", study_name="s")
     study.add_trial(optuna.trial.create_trial(params={"x": 0.1, "y": 0.2}, distributions=SPACE, value=1.0))
     with sqlite3.connect(db) as con:  # the row, written straight into the database
-        con.execute("INSERT INTO trial_system_attributes (trial_id, key, value_json) VALUES (?, ?, ?)", (study.trials[0]._trial_id, "cma:optimizer:0", json.dumps(state_hex)))
+        con.execute(
+            "INSERT INTO trial_system_attributes (trial_id, key, value_json) VALUES (?, ?, ?)",
+            (study.trials[0]._trial_id, "cma:optimizer:0", json.dumps(state_hex)),
+        )
     return optuna.load_study(study_name="s", storage=f"sqlite:///{db}")
 
 
@@ -32,7 +35,9 @@ def _sample(study: optuna.Study, sampler) -> dict:
 def test_cmaes_state_that_would_run_code_is_refused_not_run(tmp_path, code_payload):
     study = _study_with_state(tmp_path, code_payload.bytes.hex())
     sampler = make_sampler("cmaes", {"n_startup_trials": 1}, 0, [])
-    with pytest.raises(UnsafeFileError, match=r"trial 0's CMA-ES state in the study storage names (posix|os)\.system.*could run code"):
+    with pytest.raises(
+        UnsafeFileError, match=r"trial 0's CMA-ES state in the study storage names (posix|os)\.system.*could run code"
+    ):
         _sample(study, sampler)
     assert not code_payload.marker.exists()
 
@@ -45,7 +50,9 @@ def test_cmaes_state_that_is_not_a_pickle_is_one_line(tmp_path):
 
 def test_cmaes_state_it_wrote_itself_is_read_back(tmp_path):
     """The real optimizer round-trips through the restricted unpickler (numpy's arrays included)."""
-    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'study.db'}", sampler=CheckedCmaEsSampler(n_startup_trials=1, seed=0, popsize=4))
+    study = optuna.create_study(
+        storage=f"sqlite:///{tmp_path / 'study.db'}", sampler=CheckedCmaEsSampler(n_startup_trials=1, seed=0, popsize=4)
+    )
     study.optimize(lambda t: t.suggest_float("x", -1, 1) ** 2 + t.suggest_float("y", -1, 1) ** 2, n_trials=8)
     stored = [t for t in study.trials if any(k.startswith("cma:optimizer") for k in t.system_attrs)]
     assert stored, "CMA-ES stored no optimizer: the test checks nothing"
@@ -68,11 +75,21 @@ def test_a_study_whose_storage_holds_such_a_row_stops_with_one_line(tmp_path, co
     from ember.tune import tune_command
 
     study_dir = tmp_path / "study"
-    overrides = [*TINY, "trainer.max_epochs=1", "trainer.progress=none", f"run.dir={study_dir}", "tune.sampler=cmaes", LR]
+    overrides = [
+        *TINY,
+        "trainer.max_epochs=1",
+        "trainer.progress=none",
+        f"run.dir={study_dir}",
+        "tune.sampler=cmaes",
+        LR,
+    ]
     assert tune_command([*overrides, "tune.trials=2"]) == 0
     with sqlite3.connect(study_dir / "study.db") as con:  # into every trial: whichever CMA-ES reads last
         for (trial_id,) in con.execute("SELECT trial_id FROM trials").fetchall():
-            con.execute("INSERT INTO trial_system_attributes (trial_id, key, value_json) VALUES (?, ?, ?)", (trial_id, "cma:optimizer:0", json.dumps(code_payload.bytes.hex())))
+            con.execute(
+                "INSERT INTO trial_system_attributes (trial_id, key, value_json) VALUES (?, ?, ?)",
+                (trial_id, "cma:optimizer:0", json.dumps(code_payload.bytes.hex())),
+            )
     capsys.readouterr()
     with pytest.raises(UnsafeFileError, match="CMA-ES state in the study storage names .*system, .*could run code"):
         tune_command([*overrides, "tune.trials=4"])

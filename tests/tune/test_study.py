@@ -21,7 +21,14 @@ def _study_dirs(runs):
 
 
 def test_study_writes_runs_and_reports_resumes_and_best_yaml_reproduces(runs, capsys):
-    overrides = TINY + [f"run.root={runs}", "tune.sampler=random", "tune.metric=val/accuracy", "tune.trials=3", LR, WIDTH]
+    overrides = TINY + [
+        f"run.root={runs}",
+        "tune.sampler=random",
+        "tune.metric=val/accuracy",
+        "tune.trials=3",
+        LR,
+        WIDTH,
+    ]
     assert tune_command(overrides) == 0
     out = capsys.readouterr().out
     assert "starting study mnist1d-mlp-" in out and "trial 2: val/accuracy" in out and "best: trial" in out
@@ -47,11 +54,15 @@ def test_study_writes_runs_and_reports_resumes_and_best_yaml_reproduces(runs, ca
     # best.yaml is the best trial's config: `ember train --config best.yaml` trains it again.
     best = json.loads((study_dir / "study.json").read_text())["results"]["best"]
     trial_cfg = OmegaConf.to_container(OmegaConf.load(study_dir / f"trial-{best['trial']}" / "config.yaml"))
-    again = compose(file_overrides(study_dir / "best.yaml") + [f"run.dir={study_dir / 'again'}", "trainer.progress=none"])
+    again = compose(
+        file_overrides(study_dir / "best.yaml") + [f"run.dir={study_dir / 'again'}", "trainer.progress=none"]
+    )
     again_cfg = OmegaConf.to_container(again)
     for key in ("model", "data", "optim", "sched"):
         assert again_cfg[key] == trial_cfg[key]
-    assert {k: v for k, v in again_cfg["trainer"].items() if k != "progress"} == {k: v for k, v in trial_cfg["trainer"].items() if k != "progress"}
+    assert {k: v for k, v in again_cfg["trainer"].items() if k != "progress"} == {
+        k: v for k, v in trial_cfg["trainer"].items() if k != "progress"
+    }
     from ember.api import train
     from ember.track.console import Console
 
@@ -69,7 +80,15 @@ def test_study_writes_runs_and_reports_resumes_and_best_yaml_reproduces(runs, ca
 
 def test_pruned_and_failed_trials_are_recorded_and_the_study_goes_on(runs):
     space = "++tune.space.optim.lr={type:categorical,choices:[0.01,1.0e-7,1.0e+30]}"
-    overrides = TINY + ["trainer.max_epochs=3", f"run.root={runs}", "tune.metric=val/accuracy", "tune.trials=3", "tune.pruner=median", "tune.pruner_args={n_startup_trials:1}", space]
+    overrides = TINY + [
+        "trainer.max_epochs=3",
+        f"run.root={runs}",
+        "tune.metric=val/accuracy",
+        "tune.trials=3",
+        "tune.pruner=median",
+        "tune.pruner_args={n_startup_trials:1}",
+        space,
+    ]
     plan = make_plan(overrides)
     study = _create(plan)
     for lr in (0.01, 1e-7, 1e30):  # a good trial, one the median pruner stops, one the NaN guard stops
@@ -92,7 +111,10 @@ def test_mistakes_stop_before_any_trial(runs):
         tune_command(base)
     with pytest.raises(ConfigError, match="tune.space.optim.lrr: the config has no key"):
         tune_command(base + ["++tune.space.optim.lrr={type:float,low:0.001,high:0.1}"])
-    with pytest.raises(ConfigError, match="tune.sampler='bayes' is not a valid choice; .*choose one of: grid, random, tpe, gp, cmaes, qmc, pso"):
+    with pytest.raises(
+        ConfigError,
+        match="tune.sampler='bayes' is not a valid choice; .*choose one of: grid, random, tpe, gp, cmaes, qmc, pso",
+    ):
         tune_command(base + ["tune.sampler=bayes", LR])
     with pytest.raises(ConfigError, match="tune.sampler_args.n_startup is not an argument of TPESampler"):
         tune_command(base + ["tune.sampler_args={n_startup:3}", LR])
@@ -100,7 +122,10 @@ def test_mistakes_stop_before_any_trial(runs):
         tune_command(base + ["tune.metric=test/accuracy", LR])
     assert not runs.exists()
     # A metric the runs do not compute stops the study at its first trial.
-    with pytest.raises(ConfigError, match="tune.metric='val/acc' is not a validation metric of this run; choose one of: val/loss, val/accuracy"):
+    with pytest.raises(
+        ConfigError,
+        match="tune.metric='val/acc' is not a validation metric of this run; choose one of: val/loss, val/accuracy",
+    ):
         tune_command(base + ["tune.metric=val/acc", "tune.trials=5", LR])
     (study_dir,) = _study_dirs(runs)
     assert sorted(p.name for p in study_dir.glob("trial-*")) == []
@@ -112,7 +137,13 @@ def test_every_sampler_runs_a_study(runs, sampler):
     from ember.tune.samplers import make_sampler
     from ember.tune.space import parse_space, suggest
 
-    params = parse_space({"x": {"type": "float", "low": -2.0, "high": 2.0}, "n": {"type": "int", "low": 1, "high": 4}, "c": {"type": "categorical", "choices": ["a", "b"]}})
+    params = parse_space(
+        {
+            "x": {"type": "float", "low": -2.0, "high": 2.0},
+            "n": {"type": "int", "low": 1, "high": 4},
+            "c": {"type": "categorical", "choices": ["a", "b"]},
+        }
+    )
     storage = optuna.storages.InMemoryStorage()
     made = make_sampler(sampler, {"points": 3} if sampler == "grid" else {}, 0, params, storage)
     study = optuna.create_study(storage=storage, sampler=made)

@@ -24,7 +24,14 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "120"}
 
 
 def _ember_tune(args, cwd) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "ember", "tune", *args], cwd=cwd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "ember", "tune", *args],
+        cwd=cwd,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_for(predicate, timeout: float, what: str, process: subprocess.Popen):
@@ -45,7 +52,10 @@ def test_jobs_run_trials_in_worker_processes(runs, capsys):
     assert tune_command(TINY + [f"run.root={runs}", "tune.jobs=2", "tune.trials=3", "tune.sampler=random", LR]) == 0
     assert "2 workers" in capsys.readouterr().out
     (study_dir,) = (runs / "mnist1d-mlp").glob("tune-*")
-    study = optuna.load_study(study_name=json.loads((study_dir / "study.json").read_text())["name"], storage=f"sqlite:///{study_dir / 'study.db'}")
+    study = optuna.load_study(
+        study_name=json.loads((study_dir / "study.json").read_text())["name"],
+        storage=f"sqlite:///{study_dir / 'study.db'}",
+    )
     trials = counted(study.trials)
     assert len(trials) == 3 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     pids = {t.user_attrs["worker"].rsplit(":", 1)[1] for t in trials}
@@ -54,23 +64,34 @@ def test_jobs_run_trials_in_worker_processes(runs, capsys):
     assert str(os.getpid()) not in pids and 1 <= len(pids) <= 2
     # The two workers share the CPUs: each trial's thread budget is half of them.
     summaries = [json.loads(p.read_text()) for p in study_dir.rglob("summary.json")]
-    assert len(summaries) == 3 and {s["threads"]["budget"] for s in summaries} == {max(1, len(os.sched_getaffinity(0)) // 2)}
+    assert len(summaries) == 3 and {s["threads"]["budget"] for s in summaries} == {
+        max(1, len(os.sched_getaffinity(0)) // 2)
+    }
 
 
 def test_ctrl_c_leaves_the_study_consistent_and_a_rerun_finishes_it(tmp_path, capsys):
     runs = tmp_path / "runs"
     args = TINY + ["trainer.max_epochs=40", f"run.root={runs}", "tune.trials=2", "tune.sampler=random", LR]
     p = _ember_tune(args, tmp_path)
-    metrics = _wait_for(lambda: next(iter(runs.glob("mnist1d-mlp/tune-*/trial-0/metrics.jsonl")), None), 120, "trial 0 to train", p)
+    metrics = _wait_for(
+        lambda: next(iter(runs.glob("mnist1d-mlp/tune-*/trial-0/metrics.jsonl")), None), 120, "trial 0 to train", p
+    )
     _wait_for(lambda: '"val"' in metrics.read_text(), 60, "a validation", p)
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=120)
     assert p.returncode == 75, out + err
     assert "preempted: preempted by SIGINT" in err and "trial 0 is queued again; continue with the same command" in err
     study_dir = metrics.parent.parent
-    study = optuna.load_study(study_name=json.loads((study_dir / "study.json").read_text())["name"], storage=f"sqlite:///{study_dir / 'study.db'}")
+    study = optuna.load_study(
+        study_name=json.loads((study_dir / "study.json").read_text())["name"],
+        storage=f"sqlite:///{study_dir / 'study.db'}",
+    )
     lost, rerun = study.trials
-    assert lost.state == optuna.trial.TrialState.FAIL and rerun.state == optuna.trial.TrialState.WAITING and rerun.params == lost.params
+    assert (
+        lost.state == optuna.trial.TrialState.FAIL
+        and rerun.state == optuna.trial.TrialState.WAITING
+        and rerun.params == lost.params
+    )
     summary = json.loads((study_dir / "trial-0" / "summary.json").read_text())
     assert summary["status"] == "failed" and "trial 0 lost: preempted by SIGINT" in summary["error"]
 
@@ -97,7 +118,9 @@ def postgres():
     """A throwaway PostgreSQL server on a loopback port, run as the postgres user when we are root."""
     bin_dir = _pg_bin()
     if bin_dir is None:
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed: apt-get install postgresql (.ci/run does)")
+        pytest.skip(
+            "PostgreSQL server binaries (initdb, pg_ctl) are not installed: apt-get install postgresql (.ci/run does)"
+        )
     pytest.importorskip("psycopg2", reason="psycopg2 is missing: pip install 'ember[tune]'")
     prefix = []
     root = Path(tempfile.mkdtemp(prefix="ember-pg-"))
@@ -130,7 +153,17 @@ def postgres():
 
 def test_postgres_workers_share_a_study_and_a_killed_workers_trial_is_run_again_once(postgres, tmp_path):
     runs = tmp_path / "runs"
-    args = TINY + ["trainer.max_epochs=40", f"run.root={runs}", f"tune.storage={postgres}", "tune.name=shared", "tune.trials=6", "tune.heartbeat=1", "tune.sampler=random", "tune.pruner=none", LR]
+    args = TINY + [
+        "trainer.max_epochs=40",
+        f"run.root={runs}",
+        f"tune.storage={postgres}",
+        "tune.name=shared",
+        "tune.trials=6",
+        "tune.heartbeat=1",
+        "tune.sampler=random",
+        "tune.pruner=none",
+        LR,
+    ]
     a = _ember_tune(args, tmp_path)
     b = _ember_tune(args, tmp_path)  # the same command on "another node"
     # One storage for every poll: each load_study(storage=URL) opens its own connection pool, and
@@ -143,7 +176,10 @@ def test_postgres_workers_share_a_study_and_a_killed_workers_trial_is_run_again_
         except KeyError:  # not created yet
             return None
         for t in study.get_trials(states=(optuna.trial.TrialState.RUNNING,)):
-            if t.user_attrs.get("worker", "").endswith(f":{a.pid}") and (Path(t.user_attrs["run_dir"]) / "metrics.jsonl").exists():
+            if (
+                t.user_attrs.get("worker", "").endswith(f":{a.pid}")
+                and (Path(t.user_attrs["run_dir"]) / "metrics.jsonl").exists()
+            ):
                 return t
         return None
 
@@ -163,7 +199,9 @@ def test_postgres_workers_share_a_study_and_a_killed_workers_trial_is_run_again_
     assert len(budget) == 6 and killed.number not in {t.number for t in budget}  # none lost, none counted twice
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in budget)
     dirs = [t.user_attrs["run_dir"] for t in budget]
-    assert len(set(dirs)) == 6 and all(json.loads((Path(d) / "summary.json").read_text())["status"] == "finished" for d in dirs)
+    assert len(set(dirs)) == 6 and all(
+        json.loads((Path(d) / "summary.json").read_text())["status"] == "finished" for d in dirs
+    )
     summary = json.loads((Path(lost.user_attrs["run_dir"]) / "summary.json").read_text())
     assert summary["status"] == "failed" and "lost: its worker stopped sending heartbeats" in summary["error"]
     assert {t.user_attrs["worker"].rsplit(":", 1)[1] for t in budget} <= {str(a.pid), str(b.pid)}
@@ -177,6 +215,9 @@ def test_a_rerun_draws_new_parameters_not_trial_0s_again(runs, capsys):
     assert tune_command(args + ["tune.trials=1"]) == 0
     assert tune_command(args + ["tune.trials=2"]) == 0  # the same study, one trial more
     (study_dir,) = (runs / "mnist1d-mlp").glob("tune-*")
-    study = optuna.load_study(study_name=json.loads((study_dir / "study.json").read_text())["name"], storage=f"sqlite:///{study_dir / 'study.db'}")
+    study = optuna.load_study(
+        study_name=json.loads((study_dir / "study.json").read_text())["name"],
+        storage=f"sqlite:///{study_dir / 'study.db'}",
+    )
     first, second = study.trials
     assert second.params != first.params

@@ -89,7 +89,9 @@ def compose(overrides: Iterable[str] = (), config_file: str | Path | None = None
     return compose_typed(overrides, config_file)[0]
 
 
-def compose_saved(saved: DictConfig, overrides: Iterable[str] = (), config_file: str | Path | None = None) -> DictConfig:
+def compose_saved(
+    saved: DictConfig, overrides: Iterable[str] = (), config_file: str | Path | None = None
+) -> DictConfig:
     """A saved run's config (resume, eval, compress) with a config file and `key=value` overrides
     on top. Its values are taken as written (ember.rundir.directory.literal escaped every `${` in it)."""
     return compose_typed(overrides, config_file, saved)[0]
@@ -103,7 +105,9 @@ def compose_typed(
     return _compose(saved, overrides, config_file)
 
 
-def _compose(saved: DictConfig | None, overrides: Iterable[str], config_file: str | Path | None) -> tuple[DictConfig, EmberConfig]:
+def _compose(
+    saved: DictConfig | None, overrides: Iterable[str], config_file: str | Path | None
+) -> tuple[DictConfig, EmberConfig]:
     """Hydra composes the group selections (the saved run's, the file's, the command line's); the
     saved config and the file's values are merged onto that with OmegaConf, then the command
     line's `key=value` overrides are applied; every value is checked, by typing the config."""
@@ -299,13 +303,23 @@ def _expected_type(error: ValidationError) -> str:
     else:  # an item of a typed list, such as optim.betas[0]
         declared = next(iter(typing.get_args(error.ref_type)), None)
     kind = next((a for a in typing.get_args(declared) if a is not type(None)), declared)  # Optional[int] -> int
-    return {bool: "true or false", int: "integer", float: "float", str: "text"}.get(kind, getattr(kind, "__name__", str(kind)))
+    return {bool: "true or false", int: "integer", float: "float", str: "text"}.get(
+        kind, getattr(kind, "__name__", str(kind))
+    )
 
 
 def _schemas(cfg: DictConfig) -> dict[str, type]:
     """The dataclass of each group of the config: the selected builder's for model and data."""
-    groups = {name: f.default_factory for name, f in EmberConfig.__dataclass_fields__.items() if dataclasses.is_dataclass(f.default_factory)}
-    return {**groups, "model": MODELS.config_schema(cfg.model.name, base=ModelCommon), "data": DATA.config_schema(cfg.data.name, base=DataCommon)}
+    groups = {
+        name: f.default_factory
+        for name, f in EmberConfig.__dataclass_fields__.items()
+        if dataclasses.is_dataclass(f.default_factory)
+    }
+    return {
+        **groups,
+        "model": MODELS.config_schema(cfg.model.name, base=ModelCommon),
+        "data": DATA.config_schema(cfg.data.name, base=DataCommon),
+    }
 
 
 def check_keys(cfg: DictConfig, overrides: list[str]) -> None:
@@ -353,7 +367,10 @@ def _read_file(path: str | Path) -> dict:
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {str(path)!r} is not valid YAML: {str(e).splitlines()[0]}") from None
     except UnicodeDecodeError as e:
-        raise ConfigError(f"config file {str(path)!r} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); save it as UTF-8") from None
+        raise ConfigError(
+            f"config file {str(path)!r} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset "
+            f"{e.start}); save it as UTF-8"
+        ) from None
     except OSError as e:
         raise ConfigError(f"cannot read config file {str(path)!r}: {e.strerror}") from None
     if not isinstance(content, dict):
@@ -389,7 +406,10 @@ def file_overrides(path: str | Path) -> list[str]:
         elif key in GROUPS and isinstance(value, dict) and isinstance(value.get("name"), str):
             # A saved config.yaml: `model: {name: mlp, width: 64}` selects mlp, then sets its keys.
             out.insert(0, f"{key}={value['name']}")
-            out += [f"{k}={override_value(v)}" for k, v in flatten({k: v for k, v in value.items() if k != "name"}, f"{key}.").items()]
+            out += [
+                f"{k}={override_value(v)}"
+                for k, v in flatten({k: v for k, v in value.items() if k != "name"}, f"{key}.").items()
+            ]
         else:
             out += [f"{k}={override_value(v)}" for k, v in flatten({key: value}).items()]
     return out

@@ -55,12 +55,15 @@ class OptimConfig:
     nesterov: bool = False  # sgd
     betas: Annotated[list[float], FRACTION] = field(default_factory=lambda: [0.9, 0.999])  # adam, adamw
     eps: Annotated[float, POSITIVE] = 1e-8
-    fused: bool | None = None  # null: the single-kernel step where torch has one (sgd, adam, adamw); false: the per-parameter loop
+    # null: the single-kernel step where torch has one (sgd, adam, adamw); false: the per-parameter loop
+    fused: bool | None = None
 
     def __post_init__(self):
         check_fields(self, "optim")
         if len(self.betas) != 2:  # a range checks each item, not how many there are
-            raise ConfigError(f"optim.betas={list(self.betas)} must hold two values, for example optim.betas=[0.9,0.999]")
+            raise ConfigError(
+                f"optim.betas={list(self.betas)} must hold two values, for example optim.betas=[0.9,0.999]"
+            )
 
 
 @dataclass(kw_only=True)
@@ -85,7 +88,8 @@ class TrainerConfig:
     max_epochs: Annotated[int, AT_LEAST_1] = 20  # the default job: 20 epochs of MNIST-1D reach about 97% test accuracy
     max_steps: Annotated[int, Range(-1)] = -1  # optimizer steps; -1 means no limit
     device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:1 | mps
-    precision: Annotated[str, OneOf(PRECISIONS)] = "auto"  # auto (bf16 on GPUs that support it, else fp32) | fp32 | bf16 | fp16
+    # auto (bf16 on GPUs that support it, else fp32) | fp32 | bf16 | fp16
+    precision: Annotated[str, OneOf(PRECISIONS)] = "auto"
     seed: Annotated[int, SEED] = 0
     deterministic: bool = False
     compile: bool = False
@@ -93,7 +97,8 @@ class TrainerConfig:
     tf32: bool = True  # CUDA: TF32 matmuls and convolutions
     channels_last: bool = True  # CUDA: channels-last memory format for 2-D conv nets
     measure_flops: bool = True  # count FLOPs once and log model FLOP utilization (mfu)
-    loss: Annotated[str, OneOf(LOSSES)] = "auto"  # auto | cross_entropy | nll | mse | l1 (= mae) | huber | rel_l2 (fields, vectors) | h1 (fields)
+    # auto | cross_entropy | nll | mse | l1 (= mae) | huber | rel_l2 (fields, vectors) | h1 (fields)
+    loss: Annotated[str, OneOf(LOSSES)] = "auto"
     label_smoothing: Annotated[float, PROBABILITY] = 0.0
     grad_accum: Annotated[int, AT_LEAST_1] = 1  # micro-batches per optimizer step
     grad_clip: Annotated[float, NON_NEGATIVE] = 0.0  # max global grad norm; 0 disables clipping
@@ -114,10 +119,12 @@ class TrainerConfig:
     ema: Annotated[float | None, Range(0, 1, high_open=True)] = None
     requeue: bool = False  # under SLURM: `scontrol requeue` the job after a preemption checkpoint
     devices: Annotated[int, AT_LEAST_1] = 1  # > 1: start that many local processes through torchrun
-    strategy: Annotated[str, OneOf(STRATEGIES)] = "auto"  # with several processes: ddp (auto) | fsdp (FSDP2: shards parameters, gradients, optimizer state)
+    # with several processes: ddp (auto) | fsdp (FSDP2: shards parameters, gradients, optimizer state)
+    strategy: Annotated[str, OneOf(STRATEGIES)] = "auto"
     dist_timeout: Annotated[float, POSITIVE] = 1800.0  # seconds a rank waits in a collective before it is an error
     progress: Annotated[str, OneOf(PROGRESS)] = "auto"  # auto (bar on a terminal, lines otherwise) | bar | lines | none
-    threads: str = "auto"  # CPU threads of torch's kernels: auto (probe and adapt, ember.train.threads) | N; OMP_NUM_THREADS wins
+    # CPU threads of torch's kernels: auto (probe and adapt, ember.train.threads) | N; OMP_NUM_THREADS wins
+    threads: str = "auto"
     tensorboard: bool = True  # false drops tensorboard from `track` (the older switch)
 
     def __post_init__(self):
@@ -132,7 +139,8 @@ class RunConfig:
     name: str | None = None  # experiment name; default "<data>-<model>"
     dir: str | None = None  # exact run directory; default <root>/<name>/<timestamp>
     report: bool = True  # write report.html in the run directory at the end of training
-    mlflow_uri: str | None = None  # track=[mlflow]: server URL or store URI; default MLFLOW_TRACKING_URI, else sqlite <root>/mlflow.db
+    # track=[mlflow]: server URL or store URI; default MLFLOW_TRACKING_URI, else sqlite <root>/mlflow.db
+    mlflow_uri: str | None = None
     wandb_project: str | None = None  # track=[wandb]: the W&B project; default "ember"
 
     def __post_init__(self):
@@ -144,19 +152,23 @@ class TuneConfig:
     """`ember tune`: a study of trials, each a normal run with some keys drawn from `space`."""
 
     metric: str = "val/loss"  # validation metric the study optimizes: val/loss, val/accuracy, ...
-    direction: Annotated[str, OneOf(DIRECTIONS)] = "auto"  # auto (maximize accuracy-like metrics, minimize the rest) | minimize | maximize
+    # auto (maximize accuracy-like metrics, minimize the rest) | minimize | maximize
+    direction: Annotated[str, OneOf(DIRECTIONS)] = "auto"
     trials: Annotated[int, AT_LEAST_1] = 20  # trials the study runs in all, counted over every worker and every rerun
     sampler: Annotated[str, OneOf(SAMPLERS)] = "tpe"  # grid | random | tpe | gp | cmaes | qmc | pso
     sampler_args: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the sampler
     pruner: Annotated[str, OneOf(PRUNERS)] = "median"  # none | median | successive_halving | hyperband
     pruner_args: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the pruner
     jobs: Annotated[int, AT_LEAST_1] = 1  # trials at once on this machine, each worker its own process
-    storage: str | None = None  # default: study.db (SQLite) in the study directory; or postgresql://..., a .journal file
+    # default: study.db (SQLite) in the study directory; or postgresql://..., a .journal file
+    storage: str | None = None
     name: str | None = None  # study name; default <experiment>-<hash of the config>, so a rerun resumes
-    space: dict[str, Any] = field(default_factory=dict)  # key: {type: float|int|categorical, low, high, log, step, choices}
+    # key: {type: float|int|categorical, low, high, log, step, choices}
+    space: dict[str, Any] = field(default_factory=dict)
     seed: Annotated[int, SEED] = 0  # seed of the sampler
     timeout: Annotated[float, NON_NEGATIVE] = 0.0  # seconds after which no new trial starts; 0: no limit
-    heartbeat: Annotated[int, AT_LEAST_1] = 60  # seconds between heartbeats of a running trial; silent for 2x that: failed and retried
+    # seconds between heartbeats of a running trial; silent for 2x that: failed and retried
+    heartbeat: Annotated[int, AT_LEAST_1] = 60
     retries: Annotated[int, NON_NEGATIVE] = 2  # times a trial whose worker died is retried
 
     def __post_init__(self):
@@ -184,7 +196,8 @@ class EmberConfig:
     run: RunConfig = field(default_factory=RunConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
     baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
-    track: Annotated[list[str], OneOf(TRACKERS)] = field(default_factory=lambda: ["tensorboard"])  # metrics.jsonl is always written
+    # metrics.jsonl is always written
+    track: Annotated[list[str], OneOf(TRACKERS)] = field(default_factory=lambda: ["tensorboard"])
     resume: str | None = None
 
     def __post_init__(self):
@@ -209,7 +222,8 @@ class DataCommon:
     val_period: str | None = None  # default: the latest val_fraction before the test split
     test_period: str | None = None  # default: the latest test_fraction of the data
     split: Annotated[str, OneOf(SPLITS)] = "test"  # split that `ember eval` evaluates
-    num_workers: Annotated[int, NON_NEGATIVE] = 0  # DataLoader workers for sources that are not in memory (file-backed: CPU count - 1)
+    # DataLoader workers for sources that are not in memory (file-backed: CPU count - 1)
+    num_workers: Annotated[int, NON_NEGATIVE] = 0
     shuffle: bool = True
     normalize: bool = True  # standardize inputs with statistics of the train split
     normalize_target: bool = True  # regression: standardize targets too; metrics and exports stay in physical units
@@ -229,7 +243,10 @@ class DataCommon:
             if getattr(self, f"{name}_period") is not None:
                 parse_period(getattr(self, f"{name}_period"), f"data.{name}_period")
         if self.val_fraction + self.test_fraction >= 1:
-            raise ConfigError(f"data.val_fraction={self.val_fraction} and data.test_fraction={self.test_fraction} leave no training data; their sum must be below 1")
+            raise ConfigError(
+                f"data.val_fraction={self.val_fraction} and data.test_fraction={self.test_fraction} leave no training "
+                "data; their sum must be below 1"
+            )
 
 
 # Keys every model understands, beside its builder's own keyword arguments (ember.models.transfer).
@@ -238,7 +255,9 @@ class ModelCommon:
     name: str
     init: str | None = None  # start from these weights: a run directory, a .pt checkpoint or a .safetensors file
     freeze: list[str] = field(default_factory=list)  # parameter-name prefixes to leave untrained, e.g. [stem,stages.0]
-    residual: str = "auto"  # auto | true | false (ember.models.residual checks it, booleans too): predict the correction to the input where targets are its own variables on its grid
+    # auto | true | false (ember.models.residual checks it, booleans too): predict the correction to the input where
+    # targets are its own variables on its grid
+    residual: str = "auto"
 
     def __post_init__(self):  # also the check of each model's own keys: their schemas derive from this one
         check_fields(self, "model")
@@ -257,4 +276,7 @@ def check_folder_name(key: str, name: str | None) -> None:
     """run.name and tune.name become one folder under run.root: a separator, `..` or an absolute
     name would put the run (or study) elsewhere on disk, so they are refused before anything is made."""
     if name is not None and ("/" in str(name) or "\\" in str(name) or str(name) in (".", "..")):
-        raise ConfigError(f"{key}={name!r} is not a plain folder name (no /, \\, .. or absolute path); name it like my-experiment, or set run.dir= for an exact directory")
+        raise ConfigError(
+            f"{key}={name!r} is not a plain folder name (no /, \\, .. or absolute path); name it like my-experiment, "
+            "or set run.dir= for an exact directory"
+        )

@@ -56,7 +56,9 @@ class Splits:
             return None
         out: dict = dict(self.indices or {})
         if self.times:
-            out["periods"] = {name: list(span(self.times[name])) for name in ("train", "val", "test") if len(self.times.get(name, ()))}
+            out["periods"] = {
+                name: list(span(self.times[name])) for name in ("train", "val", "test") if len(self.times.get(name, ()))
+            }
         return out
 
     def get(self, split: str):
@@ -78,7 +80,15 @@ def build_data(cfg: Any, stats_from: DataSpec | None = None) -> Splits:
     check_nonempty(splits, cfg.name)
     check_features(splits.spec, cfg.name)
     periods = {name: getattr(cfg, f"{name}_period", None) for name in ("train", "val", "test")}
-    splits = carve(splits, cfg.test_fraction, cfg.val_fraction, cfg.split_seed, cfg.stratify, getattr(cfg, "split_by", "auto"), periods)
+    splits = carve(
+        splits,
+        cfg.test_fraction,
+        cfg.val_fraction,
+        cfg.split_seed,
+        cfg.stratify,
+        getattr(cfg, "split_by", "auto"),
+        periods,
+    )
     check_nonempty(splits, cfg.name)
     splits = fill_from_train(splits)
     # Regression targets are standardized too (data.normalize_target): variables of different

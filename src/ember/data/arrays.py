@@ -24,9 +24,13 @@ from ember.ranges import NON_NEGATIVE
 
 
 @register_data("numpy")
-def numpy_arrays(cfg, *, inputs: str = "x", task: str = "auto", num_classes: Annotated[int, NON_NEGATIVE] = 0) -> Splits:
+def numpy_arrays(
+    cfg, *, inputs: str = "x", task: str = "auto", num_classes: Annotated[int, NON_NEGATIVE] = 0
+) -> Splits:
     """NumPy arrays: data.path=x.npy with data.target=y.npy, or one .npz of named arrays."""
-    path = existing_path(cfg.path, "data.path", "numpy", "an .npy file of inputs (with data.target=TARGETS.npy) or an .npz file")
+    path = existing_path(
+        cfg.path, "data.path", "numpy", "an .npy file of inputs (with data.target=TARGETS.npy) or an .npz file"
+    )
     if path.suffix == ".npz":
         target = str(cfg.target) if cfg.target else "y"
         arrays = _load_npz(path, [inputs, target])
@@ -35,7 +39,10 @@ def numpy_arrays(cfg, *, inputs: str = "x", task: str = "auto", num_classes: Ann
         extra = {s: _load_npz(path, [f"{inputs}_{s}", f"{target}_{s}"], optional=True) for s in ("val", "test")}
     else:
         if not cfg.target:
-            raise DataError(f"data=numpy with data.path={path.name} needs data.target=FILE.npy, the targets (one per input sample), or pass an .npz as data.path")
+            raise DataError(
+                f"data=numpy with data.path={path.name} needs data.target=FILE.npy, the targets (one per input "
+                "sample), or pass an .npz as data.path"
+            )
         x = _load_npy(path)
         y = _load_npy(existing_path(cfg.target, "data.target", "numpy", "an .npy file of targets"))
         where = f"{path} and {cfg.target}"
@@ -72,19 +79,26 @@ def _load_npz(path: Path, names: list[str], optional: bool = False) -> dict | No
                 if name not in present:
                     if optional:
                         return None
-                    raise unknown_name(name, present, "array", str(path), "set data.inputs / data.target to arrays of the file")
+                    raise unknown_name(
+                        name, present, "array", str(path), "set data.inputs / data.target to arrays of the file"
+                    )
             return {name: npz[name] for name in names}
     except DataError:
         raise
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
-        raise DataError(f"cannot read {path} as a NumPy .npz file ({first_line(e)}); save it with numpy.savez") from None
+        raise DataError(
+            f"cannot read {path} as a NumPy .npz file ({first_line(e)}); save it with numpy.savez"
+        ) from None
 
 
 def _tensors(x: np.ndarray, y: np.ndarray, task: str, where: str, nan: str, num_classes: int):
     check_numeric(x, "inputs", where)
     check_numeric(y, "targets", where)
     if len(x) != len(y):
-        raise DataError(f"{where}: {len(x)} input samples but {len(y)} targets; both must have one entry per sample along the first axis")
+        raise DataError(
+            f"{where}: {len(x)} input samples but {len(y)} targets; "
+            "both must have one entry per sample along the first axis"
+        )
     if x.ndim == 1:
         x = x[:, None]  # one scalar feature per sample
     if len(x) == 0:  # an empty split: build_data says which one
@@ -95,7 +109,10 @@ def _tensors(x: np.ndarray, y: np.ndarray, task: str, where: str, nan: str, num_
     x = torch.as_tensor(np.array(x, dtype=np.float32))
     if task == "classification":
         if np.issubdtype(y.dtype, np.floating) and not np.all(np.mod(y, 1) == 0):
-            raise DataError(f"{where}: targets hold non-integer values; data.task=classification needs class ids, or use data.task=regression")
+            raise DataError(
+                f"{where}: targets hold non-integer values; data.task=classification needs class ids, "
+                "or use data.task=regression"
+            )
         y = np.asarray(y).astype(np.int64).reshape(len(y))
         check_labels(y, where, num_classes)
         return TensorData(x, torch.as_tensor(y)), kept
@@ -106,5 +123,7 @@ def _tensors(x: np.ndarray, y: np.ndarray, task: str, where: str, nan: str, num_
 def _spec(train: TensorData, task: str, num_classes: int) -> DataSpec:
     shape = tuple(train.x.shape[1:])
     if task == "classification":
-        return DataSpec(input_shape=shape, task=task, num_classes=num_classes, class_names=[str(i) for i in range(num_classes)])
+        return DataSpec(
+            input_shape=shape, task=task, num_classes=num_classes, class_names=[str(i) for i in range(num_classes)]
+        )
     return DataSpec(input_shape=shape, task=task, target_shape=tuple(train.y.shape[1:]))

@@ -42,13 +42,24 @@ def audio(
     require("scipy.io.wavfile", "audio", "audio")
     check_choice("data.labels", labels, ("folder", "filename"))
     check_choice("data.features", features, ("waveform", "logmel"))
-    root = existing_path(cfg.root or cfg.path, "data.root", "audio", "a folder of .wav files (one subfolder per class, or labels in the file names)", directory=True)
+    root = existing_path(
+        cfg.root or cfg.path,
+        "data.root",
+        "audio",
+        "a folder of .wav files (one subfolder per class, or labels in the file names)",
+        directory=True,
+    )
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() == ".wav" and p.is_file())
     if not files:
-        raise DataError(f"{root} has no .wav files; put the recordings there (one subfolder per class, or data.labels=filename)")
+        raise DataError(
+            f"{root} has no .wav files; put the recordings there (one subfolder per class, or data.labels=filename)"
+        )
     length = round(duration * sample_rate)
     if length < 1:
-        raise DataError(f"data.duration={duration} s at data.sample_rate={sample_rate} is less than one sample; use a longer duration")
+        raise DataError(
+            f"data.duration={duration} s at data.sample_rate={sample_rate} is less than one sample; "
+            "use a longer duration"
+        )
     y, spec_extra = _labels(files, root, labels)
     x = torch.from_numpy(np.stack([_load(f, sample_rate, length) for f in files])).unsqueeze(1)
     if features == "logmel":
@@ -62,7 +73,10 @@ def _labels(files: list[Path], root: Path, mode: str):
         names = [f.relative_to(root).parts[0] if len(f.relative_to(root).parts) > 1 else None for f in files]
         loose = [f.name for f, n in zip(files, names) if n is None]
         if loose:
-            raise DataError(f"{root} holds .wav files outside class subfolders ({loose[0]}, ...); move them into {root}/<class>/ or use data.labels=filename")
+            raise DataError(
+                f"{root} holds .wav files outside class subfolders ({loose[0]}, ...); move them into {root}/<class>/ "
+                "or use data.labels=filename"
+            )
         classes = sorted(set(names))
         y = torch.tensor([classes.index(n) for n in names], dtype=torch.long)
         return y, {"task": "classification", "num_classes": len(classes), "class_names": classes}
@@ -70,11 +84,18 @@ def _labels(files: list[Path], root: Path, mode: str):
     if all(t and all(s.lstrip("-").isdigit() for s in t) for t in tokens):
         sizes = {len(t) for t in tokens}
         if len(sizes) > 1:
-            raise DataError(f"the file names in {root} hold different numbers of labels ({', '.join(map(str, sorted(sizes)))}); every name needs the same count, like 0_1_0_0_1_0_1_1.wav")
+            raise DataError(
+                f"the file names in {root} hold different numbers of labels ({', '.join(map(str, sorted(sizes)))}); "
+                "every name needs the same count, like 0_1_0_0_1_0_1_1.wav"
+            )
         values = np.array([[int(s) for s in t] for t in tokens])
         if values.shape[1] == 1:  # one number per name: a class id
             k = check_labels(values[:, 0], f"labels in the file names of {root}")
-            return torch.from_numpy(values[:, 0]), {"task": "classification", "num_classes": k, "class_names": [str(i) for i in range(k)]}
+            return torch.from_numpy(values[:, 0]), {
+                "task": "classification",
+                "num_classes": k,
+                "class_names": [str(i) for i in range(k)],
+            }
         # Several numbers per name (YESNO: one yes/no per spoken word): a vector target.
         return torch.from_numpy(values.astype(np.float32)), {"task": "regression", "target_shape": (values.shape[1],)}
     names = [t[0] for t in tokens]

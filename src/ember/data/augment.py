@@ -29,7 +29,10 @@ def flip(x: torch.Tensor, y: torch.Tensor, p: float = 0.5):
 def crop(x: torch.Tensor, y: torch.Tensor, padding: int = 4):
     """Zero-pad the spatial dimensions by `padding`, then cut a random window of the original size."""
     if x.ndim < 3:
-        raise ConfigError(f"data.augment=crop needs (channels, length) or (channels, height, width) samples, got {tuple(x.shape[1:])}; drop crop from data.augment")
+        raise ConfigError(
+            "data.augment=crop needs (channels, length) or (channels, height, width) samples, "
+            f"got {tuple(x.shape[1:])}; drop crop from data.augment"
+        )
     spatial = 2 if x.ndim >= 4 else 1
     offsets = torch.randint(0, 2 * padding + 1, (spatial, len(x)), device=x.device)
     x_out = _windows(F.pad(x, (padding,) * (2 * spatial)), offsets, x.shape[-spatial:])
@@ -76,15 +79,24 @@ AUGMENTS = ("flip", "crop", "noise", "roll")
 
 def _same_grid(x: torch.Tensor, y: torch.Tensor, spatial: int) -> bool:
     """Is the target a field on the input's grid (so it must move with the input)?"""
-    return y.ndim >= 1 + spatial and y.is_floating_point() and y.shape[-spatial:] == x.shape[-spatial:] and y.ndim == x.ndim
+    return (
+        y.ndim >= 1 + spatial
+        and y.is_floating_point()
+        and y.shape[-spatial:] == x.shape[-spatial:]
+        and y.ndim == x.ndim
+    )
 
 
-def build_augment(names: Sequence[str], crop_padding: int = 4, noise_std: float = 0.05, max_shift: int = 8) -> Callable | None:
+def build_augment(
+    names: Sequence[str], crop_padding: int = 4, noise_std: float = 0.05, max_shift: int = 8
+) -> Callable | None:
     """augment(x, y) -> (x, y) applying `names` in order; None when there is nothing to apply."""
     names = list(names or [])
     for name in names:
         if name not in AUGMENTS:
-            raise ConfigError(f"data.augment has {name!r}, which is not an augmentation; choose from: {', '.join(AUGMENTS)}")
+            raise ConfigError(
+                f"data.augment has {name!r}, which is not an augmentation; choose from: {', '.join(AUGMENTS)}"
+            )
     if not names:
         return None
     ops = {

@@ -25,14 +25,25 @@ from ember.files import cache_dir, write_atomic
 Arrays = dict[str, Any]  # name -> tensor (or numpy array, for .npz files)
 # How a damaged file fails: torch's zip reader (RuntimeError, OSError), the unpickler, numpy's
 # header and zip checks (ValueError, BadZipFile: a truncated archive or a bad CRC), an empty file.
-DAMAGED = (OSError, EOFError, RuntimeError, ValueError, KeyError, pickle.UnpicklingError, zipfile.BadZipFile, zlib.error)
+DAMAGED = (
+    OSError,
+    EOFError,
+    RuntimeError,
+    ValueError,
+    KeyError,
+    pickle.UnpicklingError,
+    zipfile.BadZipFile,
+    zlib.error,
+)
 
 
 def cache_key(args: dict) -> str:
     return hashlib.sha256(json.dumps(args, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def cached_arrays(name: str, args: dict, make: Callable[[], dict[str, torch.Tensor]], enabled: bool = True, keys: tuple[str, ...] = ()) -> tuple[dict[str, torch.Tensor], str]:
+def cached_arrays(
+    name: str, args: dict, make: Callable[[], dict[str, torch.Tensor]], enabled: bool = True, keys: tuple[str, ...] = ()
+) -> tuple[dict[str, torch.Tensor], str]:
     """`make()`'s tensors, read from the cache if this `name` and `args` were generated before.
 
     Returns them with a note for the run output that says where the file lies (so the user can
@@ -43,13 +54,24 @@ def cached_arrays(name: str, args: dict, make: Callable[[], dict[str, torch.Tens
     return cached(name, path, make, read=_read_pt, write=lambda f, d: torch.save(d, f), keys=keys, enabled=enabled)
 
 
-def cached_npz(name: str, args: dict, make: Callable[[], dict[str, np.ndarray]], keys: tuple[str, ...]) -> tuple[dict[str, np.ndarray], str]:
+def cached_npz(
+    name: str, args: dict, make: Callable[[], dict[str, np.ndarray]], keys: tuple[str, ...]
+) -> tuple[dict[str, np.ndarray], str]:
     """The same for numpy arrays, kept as one .npz file."""
     path = cache_dir() / f"{name}-{cache_key(args)}.npz"
     return cached(name, path, make, read=_read_npz, write=lambda f, d: np.savez(f, **d), keys=keys)
 
 
-def cached(name: str, path: Path, make: Callable[[], Arrays], *, read: Callable[[Path], Arrays], write: Callable[[Any, Arrays], None], keys: tuple[str, ...], enabled: bool = True) -> tuple[Arrays, str]:
+def cached(
+    name: str,
+    path: Path,
+    make: Callable[[], Arrays],
+    *,
+    read: Callable[[Path], Arrays],
+    write: Callable[[Any, Arrays], None],
+    keys: tuple[str, ...],
+    enabled: bool = True,
+) -> tuple[Arrays, str]:
     """`read(path)` if it holds a good file, else `make()`, written to `path` for next time."""
     damaged = None
     if enabled and path.exists():
@@ -83,7 +105,10 @@ def _read_npz(path: Path) -> Arrays:
 
 def _checked(arrays: Any, keys: tuple[str, ...]) -> Arrays:
     if not isinstance(arrays, dict) or not set(keys) <= set(arrays):
-        raise ValueError(f"it holds {type(arrays).__name__} {sorted(arrays) if isinstance(arrays, dict) else ''}, not the arrays {', '.join(keys)}")
+        raise ValueError(
+            f"it holds {type(arrays).__name__} {sorted(arrays) if isinstance(arrays, dict) else ''}, "
+            f"not the arrays {', '.join(keys)}"
+        )
     if any(not isinstance(arrays[k], (torch.Tensor, np.ndarray)) for k in keys):
         raise ValueError("it holds something other than arrays")
     return arrays

@@ -28,9 +28,35 @@ import numpy as np
 from ember.errors import ConfigError, DataError
 
 AXES = {
-    "lat": {"names": ("lat", "latitude", "nav_lat", "y", "rlat"), "standard_names": ("latitude", "grid_latitude"), "axis": "Y", "units": ("degrees_north", "degree_north", "degree_N", "degrees_N")},
-    "lon": {"names": ("lon", "longitude", "nav_lon", "x", "rlon"), "standard_names": ("longitude", "grid_longitude"), "axis": "X", "units": ("degrees_east", "degree_east", "degree_E", "degrees_E")},
-    "level": {"names": ("level", "lev", "plev", "depth", "isobaricinhpa", "pressure", "pressure_level", "height", "deptht", "olevel"), "standard_names": ("air_pressure", "depth", "height", "model_level_number", "altitude"), "axis": "Z", "units": ()},
+    "lat": {
+        "names": ("lat", "latitude", "nav_lat", "y", "rlat"),
+        "standard_names": ("latitude", "grid_latitude"),
+        "axis": "Y",
+        "units": ("degrees_north", "degree_north", "degree_N", "degrees_N"),
+    },
+    "lon": {
+        "names": ("lon", "longitude", "nav_lon", "x", "rlon"),
+        "standard_names": ("longitude", "grid_longitude"),
+        "axis": "X",
+        "units": ("degrees_east", "degree_east", "degree_E", "degrees_E"),
+    },
+    "level": {
+        "names": (
+            "level",
+            "lev",
+            "plev",
+            "depth",
+            "isobaricinhpa",
+            "pressure",
+            "pressure_level",
+            "height",
+            "deptht",
+            "olevel",
+        ),
+        "standard_names": ("air_pressure", "depth", "height", "model_level_number", "altitude"),
+        "axis": "Z",
+        "units": (),
+    },
 }
 BOUNDS_DIMS = ("bnds", "nv", "bounds", "nbnd", "nb2", "vertices", "nvertex")
 NETCDF_SUFFIXES = (".nc", ".nc4", ".netcdf", ".cdf", ".h5", ".hdf5")
@@ -52,22 +78,38 @@ def expand(value, key: str) -> tuple[str, ...]:
     """The files of `data.path`-like values: a file, a Zarr store, a folder of NetCDF files, a
     glob, a comma-separated string or a list of any of these; sorted within a glob or folder."""
     if value is None or value == "" or (isinstance(value, (list, tuple)) and not value):
-        raise ConfigError(f"data=gridded needs {key}=...: a NetCDF file, a Zarr store, a folder of NetCDF files or a glob like 'era5/*.nc'")
-    parts = [str(v) for v in value] if isinstance(value, (list, tuple)) else [p.strip() for p in str(value).split(",") if p.strip()]
+        raise ConfigError(
+            f"data=gridded needs {key}=...: a NetCDF file, a Zarr store, "
+            "a folder of NetCDF files or a glob like 'era5/*.nc'"
+        )
+    parts = (
+        [str(v) for v in value]
+        if isinstance(value, (list, tuple))
+        else [p.strip() for p in str(value).split(",") if p.strip()]
+    )
     found: list[str] = []
     for part in parts:
         part = os.path.expanduser(part)
         if glob.has_magic(part):
             matches = sorted(glob.glob(part))
             if not matches:
-                raise DataError(f"{key}={part!r} matches no file (looked in {Path(part).absolute().parent}); {key} must name NetCDF files or Zarr stores")
+                raise DataError(
+                    f"{key}={part!r} matches no file (looked in {Path(part).absolute().parent}); "
+                    f"{key} must name NetCDF files or Zarr stores"
+                )
             found += matches
         elif not Path(part).exists():
-            raise DataError(f"{key}={part!r} does not exist (looked in {Path(part).absolute().parent}); {key} must be a NetCDF file, a Zarr store, a folder of NetCDF files or a glob")
+            raise DataError(
+                f"{key}={part!r} does not exist (looked in {Path(part).absolute().parent}); "
+                f"{key} must be a NetCDF file, a Zarr store, a folder of NetCDF files or a glob"
+            )
         elif Path(part).is_dir() and not is_zarr(Path(part)):
             inside = sorted(str(f) for f in Path(part).iterdir() if f.suffix.lower() in NETCDF_SUFFIXES)
             if not inside:
-                raise DataError(f"{key}={part!r} is a folder with no NetCDF file (.nc) in it and not a Zarr store; point {key} at the files")
+                raise DataError(
+                    f"{key}={part!r} is a folder with no NetCDF file (.nc) in it and not a Zarr store; "
+                    f"point {key} at the files"
+                )
             found += inside
         else:
             found.append(part)
@@ -120,13 +162,31 @@ def _open_any(paths: tuple[str, ...]):
                 return xr.open_dataset(paths[0], engine=netcdf_engine(paths), cache=False, decode_coords="all")
             # Minimal concatenation: only variables on the joining dimension are concatenated, the
             # others (a land mask, bounds of lat) are taken from the first file.
-            return xr.open_mfdataset(list(paths), engine=netcdf_engine(paths), combine="by_coords", data_vars="minimal", coords="minimal", compat="override", join="outer", decode_coords="all", chunks={}, parallel=False)
+            return xr.open_mfdataset(
+                list(paths),
+                engine=netcdf_engine(paths),
+                combine="by_coords",
+                data_vars="minimal",
+                coords="minimal",
+                compat="override",
+                join="outer",
+                decode_coords="all",
+                chunks={},
+                parallel=False,
+            )
     except DataError:
         raise
     except Exception as e:  # noqa: BLE001 - truncated files, unknown formats, missing engines, files that do not combine
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         what = paths[0] if len(paths) == 1 else f"the {len(paths)} files of {paths[0]}, ..."
-        fix = "the file may be truncated or not NetCDF/Zarr" if len(paths) == 1 else "the files must be pieces of one dataset (the same variables and grid, one piece per period, or one variable per file)"
+        fix = (
+            "the file may be truncated or not NetCDF/Zarr"
+            if len(paths) == 1
+            else (
+                "the files must be pieces of one dataset (the same variables and grid, one piece per period, "
+                "or one variable per file)"
+            )
+        )
         raise DataError(f"cannot open {what} with xarray ({first}); {fix}") from None
 
 
@@ -170,7 +230,13 @@ def axis_dim(ds, dims, which: str) -> str | None:
 
 def _is_axis(c, spec: dict) -> bool:
     a = c.attrs
-    return str(a.get("standard_name", "")) in spec["standard_names"] or str(a.get("axis", "")).upper() == spec["axis"] or str(a.get("units", "")) in spec["units"] or str(c.name).lower() in spec["names"] or (spec["axis"] == "Z" and "positive" in a)
+    return (
+        str(a.get("standard_name", "")) in spec["standard_names"]
+        or str(a.get("axis", "")).upper() == spec["axis"]
+        or str(a.get("units", "")) in spec["units"]
+        or str(c.name).lower() in spec["names"]
+        or (spec["axis"] == "Z" and "positive" in a)
+    )
 
 
 def axis_values(ds, dim: str | None, which: str) -> np.ndarray | None:
@@ -266,19 +332,28 @@ def select(ds, subset: Subset, where: str):
 def parse_range(text: str, key: str) -> tuple[str, str]:
     start, sep, end = str(text).partition(":")
     if not sep or not start.strip() or not end.strip():
-        raise ConfigError(f"{key}={text!r} is not a range START:END; write e.g. {key}={'1979-01-01:2018-12-31' if key == 'data.time' else '-30:30'}")
+        raise ConfigError(
+            f"{key}={text!r} is not a range START:END; write e.g. "
+            f"{key}={'1979-01-01:2018-12-31' if key == 'data.time' else '-30:30'}"
+        )
     return start.strip(), end.strip()
 
 
 def _select_time(ds, subset: Subset, where: str):
     start, end = parse_range(subset.time, "data.time")
     if subset.time_dim not in ds.indexes:
-        raise DataError(f"data.time={subset.time} needs a {subset.time_dim!r} coordinate, and {where} has none; leave data.time out or set data.time_dim")
+        raise DataError(
+            f"data.time={subset.time} needs a {subset.time_dim!r} coordinate, and {where} has none; "
+            "leave data.time out or set data.time_dim"
+        )
     index = ds.indexes[subset.time_dim]
     try:
         out = ds.sel({subset.time_dim: slice(start, end)})
     except (KeyError, ValueError, TypeError) as e:
-        raise DataError(f"data.time={subset.time}: {e}; write dates as YYYY-MM-DD in the file's calendar ({calendar(ds, subset.time_dim)[0]})") from None
+        raise DataError(
+            f"data.time={subset.time}: {e}; write dates as YYYY-MM-DD in the file's calendar "
+            f"({calendar(ds, subset.time_dim)[0]})"
+        ) from None
     if out.sizes[subset.time_dim] == 0:
         period = f"{_date(index[0])} to {_date(index[-1])}" if len(index) else "no time step"
         raise DataError(f"data.time={subset.time} is outside {where}, which covers {period}; choose a period within it")
@@ -305,7 +380,10 @@ def _select_range(ds, which: str, text: str, where: str):
     else:
         out = ds.sel({dim: slice(hi, lo) if descending else slice(lo, hi)})
     if out.sizes[dim] == 0:
-        raise DataError(f"{key}={text} holds no point of {where}, whose {dim} runs from {values.min():g} to {values.max():g}; choose a range within it")
+        raise DataError(
+            f"{key}={text} holds no point of {where}, whose {dim} runs from {values.min():g} to {values.max():g}; "
+            "choose a range within it"
+        )
     return out
 
 
@@ -341,7 +419,10 @@ def _select_levels(ds, levels: tuple[float, ...], where: str, strict: bool):
     if dim is None and not strict:
         return ds
     if dim is None:
-        raise DataError(f"data.level={list(levels)} needs a vertical dimension (level, plev, lev, depth, ...), and {where} has none; leave data.level out")
+        raise DataError(
+            f"data.level={list(levels)} needs a vertical dimension (level, plev, lev, depth, ...), "
+            f"and {where} has none; leave data.level out"
+        )
     if dim not in ds.indexes:
         return ds.isel({dim: [int(v) for v in levels]})
     have = np.asarray(ds.indexes[dim], dtype=float)

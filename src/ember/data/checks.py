@@ -21,7 +21,13 @@ from ember.ranges import check_choice
 NAN_POLICIES = ("error", "drop")
 
 
-PACKAGES = {"sklearn": "scikit-learn", "PIL": "pillow", "scipy.io.wavfile": "scipy", "scipy.sparse": "scipy", "scipy.sparse.linalg": "scipy"}
+PACKAGES = {
+    "sklearn": "scikit-learn",
+    "PIL": "pillow",
+    "scipy.io.wavfile": "scipy",
+    "scipy.sparse": "scipy",
+    "scipy.sparse.linalg": "scipy",
+}
 
 
 def plural(n: int, word: str) -> str:
@@ -63,7 +69,9 @@ def expand_paths(path: str | None, key: str, source: str, what: str) -> list[Pat
         if glob.has_magic(part):
             matches = sorted(glob.glob(part))
             if not matches:
-                raise DataError(f"{key}={part!r} matches no file (looked in {Path(part).absolute().parent}); {key} must be {what}")
+                raise DataError(
+                    f"{key}={part!r} matches no file (looked in {Path(part).absolute().parent}); {key} must be {what}"
+                )
             found += [Path(m) for m in matches]
         else:
             found.append(existing_path(part, key, source, what))
@@ -120,20 +128,32 @@ def nan_rows(arrays: dict[str, np.ndarray | torch.Tensor], where: str, policy: s
     at = f"sample {row}" + (f", index {index if len(index) > 1 else index[0]}" if index else "")
     total = ", ".join(f"{c} in {k}" for k, c in counts.items() if c)
     if bad.all():  # data.nan=drop would leave nothing: not offered
-        raise DataError(f"every sample of {where} holds NaN or infinite values ({total}; the first in {name} at {at}); data.nan=drop would drop them all: fix the data")
-    raise DataError(f"{where} holds NaN or infinite values ({total}); the first is in {name} at {at}; fix the data or set data.nan=drop to drop the {plural(int(bad.sum()), 'sample')} holding them")
+        raise DataError(
+            f"every sample of {where} holds NaN or infinite values ({total}; the first in {name} at {at}); "
+            "data.nan=drop would drop them all: fix the data"
+        )
+    raise DataError(
+        f"{where} holds NaN or infinite values ({total}); the first is in {name} at {at}; "
+        f"fix the data or set data.nan=drop to drop the {plural(int(bad.sum()), 'sample')} holding them"
+    )
 
 
 def one_class(where: str, label: Any) -> DataError:
     """A classification target with a single class: nothing to tell apart, so every loss is 0."""
     label = label.item() if isinstance(label, np.generic) else label
-    return DataError(f"{where}: every sample has the label {label!r}, one class only; a classifier needs at least two classes, so check data.target (or use data.task=regression if it is a quantity)")
+    return DataError(
+        f"{where}: every sample has the label {label!r}, one class only; a classifier needs at least two classes, "
+        "so check data.target (or use data.task=regression if it is a quantity)"
+    )
 
 
 def check_numeric(a: np.ndarray, what: str, where: str) -> None:
     """Numbers only: text or object arrays would fail later inside torch, or be silently cast."""
     if a.dtype.kind not in "biuf":
-        raise DataError(f"{where}: the {what} are of dtype {a.dtype} ({'text' if a.dtype.kind in 'US' else 'not numbers'}); save numbers (for class labels, ids 0..K-1, e.g. numpy.unique(y, return_inverse=True)[1])")
+        raise DataError(
+            f"{where}: the {what} are of dtype {a.dtype} ({'text' if a.dtype.kind in 'US' else 'not numbers'}); "
+            "save numbers (for class labels, ids 0..K-1, e.g. numpy.unique(y, return_inverse=True)[1])"
+        )
 
 
 def check_labels(y: np.ndarray | torch.Tensor, where: str, num_classes: int = 0) -> int:
@@ -145,7 +165,10 @@ def check_labels(y: np.ndarray | torch.Tensor, where: str, num_classes: int = 0)
     if lo < 0 or (num_classes and hi >= num_classes):
         bad = lo if lo < 0 else hi
         limit = f"0..{num_classes - 1} (data.num_classes={num_classes})" if num_classes else "0..K-1"
-        raise DataError(f"{where}: label {bad} is out of range; class ids must be in {limit}; fix the labels or set data.num_classes to the number of classes")
+        raise DataError(
+            f"{where}: label {bad} is out of range; class ids must be in {limit}; "
+            "fix the labels or set data.num_classes to the number of classes"
+        )
     if num_classes:
         return num_classes
     present = np.unique(y)
@@ -154,7 +177,11 @@ def check_labels(y: np.ndarray | torch.Tensor, where: str, num_classes: int = 0)
     if len(present) != hi + 1:
         missing = sorted(set(range(hi + 1)) - set(present.tolist()))
         shown = ", ".join(map(str, missing[:10])) + (", ..." if len(missing) > 10 else "")
-        raise DataError(f"{where}: class ids are not contiguous: {len(present)} classes between 0 and {hi}, none with id {shown}; relabel them 0..{len(present) - 1}, set data.num_classes={hi + 1} if those classes just have no samples here, or data.task=regression if the target is a quantity")
+        raise DataError(
+            f"{where}: class ids are not contiguous: {len(present)} classes between 0 and {hi}, none with id {shown}; "
+            f"relabel them 0..{len(present) - 1}, set data.num_classes={hi + 1} if those classes just have no samples "
+            "here, or data.task=regression if the target is a quantity"
+        )
     return hi + 1
 
 

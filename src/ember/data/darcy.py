@@ -73,10 +73,20 @@ def solve_darcy(a: np.ndarray, forcing: float = 1.0) -> np.ndarray:
 
 
 @register_data("darcy")
-def darcy(cfg, *, num_samples: Annotated[int, AT_LEAST_1] = 1000, resolution: Annotated[int, AT_LEAST_1] = 85, seed: Annotated[int, SEED] = 0, cache: bool = True) -> Splits:
+def darcy(
+    cfg,
+    *,
+    num_samples: Annotated[int, AT_LEAST_1] = 1000,
+    resolution: Annotated[int, AT_LEAST_1] = 85,
+    seed: Annotated[int, SEED] = 0,
+    cache: bool = True,
+) -> Splits:
     """2-D Darcy flow (FNO benchmark): map a two-valued permeability a(x) to the pressure u(x)."""
     if resolution < 16:
-        raise ConfigError(f"data.resolution={resolution} is too coarse for data=darcy; use at least 16 (the paper's grids are 85, 141, 211, 421)")
+        raise ConfigError(
+            f"data.resolution={resolution} is too coarse for data=darcy; "
+            "use at least 16 (the paper's grids are 85, 141, 211, 421)"
+        )
     require("scipy.sparse.linalg", "physics", "darcy")
 
     def make():
@@ -86,5 +96,11 @@ def darcy(cfg, *, num_samples: Annotated[int, AT_LEAST_1] = 1000, resolution: An
 
     args = {"solver": 1, "num_samples": num_samples, "resolution": resolution, "seed": seed}
     d, note = cached_arrays("darcy", args, make, enabled=cache, keys=("a", "u"))
-    spec = DataSpec(input_shape=(1, resolution, resolution), task="regression", target_shape=(1, resolution, resolution), input_names=["a"], target_names=["u"])
+    spec = DataSpec(
+        input_shape=(1, resolution, resolution),
+        task="regression",
+        target_shape=(1, resolution, resolution),
+        input_names=["a"],
+        target_names=["u"],
+    )
     return Splits(train=TensorData(d["a"].unsqueeze(1), d["u"].unsqueeze(1)), spec=spec, notes=[note])

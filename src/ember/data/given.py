@@ -37,7 +37,9 @@ def infer_spec(train: Any) -> DataSpec:
     x, y = data[0]
     x, y = torch.as_tensor(x), torch.as_tensor(y)
     if x.numel() == 0:  # a model would train on nothing and report the mean as its skill
-        raise DataError(f"the train inputs hold no value (shape {tuple(x.shape)} per sample); give X at least one feature")
+        raise DataError(
+            f"the train inputs hold no value (shape {tuple(x.shape)} per sample); give X at least one feature"
+        )
     if y.dtype in (torch.int64, torch.int32, torch.int16, torch.uint8) and y.ndim == 0:
         labels = data.y if isinstance(data, TensorData) else torch.tensor([int(data[i][1]) for i in range(len(data))])
         return DataSpec(input_shape=tuple(x.shape), task="classification", num_classes=int(labels.max()) + 1)

@@ -71,9 +71,14 @@ def gridded(
         raise ConfigError(f"data.lead={lead} must be 0 or more time steps")
     targets = [str(cfg.target)] if isinstance(cfg.target, str) else [str(t) for t in (cfg.target or [])]
     if not targets and not (lead or target_path):
-        raise ConfigError("data=gridded needs data.target=VARIABLE(S) to predict, data.lead=N to forecast the input variables N steps ahead, or data.target_path=FILE for paired datasets")
+        raise ConfigError(
+            "data=gridded needs data.target=VARIABLE(S) to predict, data.lead=N to forecast the input variables N "
+            "steps ahead, or data.target_path=FILE for paired datasets"
+        )
     subset = Subset(time_dim=time_dim, time=time, lat=lat, lon=lon, level=tuple(float(v) for v in level))
-    files = Files(expand(_plain(path), "data.path"), expand(_plain(target_path), "data.target_path") if target_path else None)
+    files = Files(
+        expand(_plain(path), "data.path"), expand(_plain(target_path), "data.target_path") if target_path else None
+    )
     opts = Options(files, [str(v) for v in variables], targets, lead, subset, fill_value)
     reader = GriddedReader(opts)
     train, kept = dataset(reader, cfg.nan, 0)
@@ -86,7 +91,12 @@ def gridded(
     if len(kept) != len(reader):
         splits.indices = {"train": kept.tolist()}
     if test_path:
-        _add_test(splits, reader, replace(opts, files=replace(files, inputs=expand(_plain(test_path), "data.test_path"))), cfg.nan)
+        _add_test(
+            splits,
+            reader,
+            replace(opts, files=replace(files, inputs=expand(_plain(test_path), "data.test_path"))),
+            cfg.nan,
+        )
     reader.close()  # DataLoader workers forked later open their own handles
     return splits
 
@@ -100,7 +110,10 @@ def _add_test(splits: Splits, train_reader: "GriddedReader", opts: "Options", na
     """The test split from data.test_path, with the train files' variables and the train mask."""
     reader = GriddedReader(replace(opts, variables=train_reader.variables, targets=train_reader.targets))
     if (reader.input_shape, reader.target_shape) != (train_reader.base_shape, train_reader.target_shape):
-        raise DataError(f"data.test_path samples have shape {reader.input_shape} -> {reader.target_shape}, the train files' {train_reader.base_shape} -> {train_reader.target_shape}; they must be on the same grid")
+        raise DataError(
+            f"data.test_path samples have shape {reader.input_shape} -> {reader.target_shape}, "
+            f"the train files' {train_reader.base_shape} -> {train_reader.target_shape}; they must be on the same grid"
+        )
     splits.test, kept = dataset(reader, nan, 0)
     if train_reader.mask_field is not None:
         reader.set_mask_channel(train_reader.mask_field)
@@ -165,8 +178,13 @@ class GriddedReader:
         paired = opts.files.targets is not None
         # Levels are picked in a target dataset of its own only where it has a vertical axis.
         target_subset = replace(opts.subset, strict_level=False) if paired else opts.subset
-        self.keys = {"inputs": (opts.files.inputs, opts.subset), "targets": (opts.files.targets or opts.files.inputs, target_subset)}
-        self.where = _where(opts.files.inputs) if not paired else f"{_where(opts.files.inputs)} and {_where(opts.files.targets)}"
+        self.keys = {
+            "inputs": (opts.files.inputs, opts.subset),
+            "targets": (opts.files.targets or opts.files.inputs, target_subset),
+        }
+        self.where = (
+            _where(opts.files.inputs) if not paired else f"{_where(opts.files.inputs)} and {_where(opts.files.targets)}"
+        )
         self.task = "regression"
         self.nan_hint = " (NaN at points or times are masks already)"
         self.handles = Handles(_open)
@@ -183,7 +201,10 @@ class GriddedReader:
         self.extra_channels = 0
         self.spec_masks: tuple = (None, None)  # (spec.mask, spec.input_mask), set by masks()
         if len(self.x_times) == 0:
-            raise DataError(f"{self.where} has no sample: {ds.sizes.get(self.time_dim, 0)} time steps and data.lead={opts.lead}; use a smaller lead or a longer period")
+            raise DataError(
+                f"{self.where} has no sample: {ds.sizes.get(self.time_dim, 0)} time steps and data.lead={opts.lead}; "
+                "use a smaller lead or a longer period"
+            )
 
     def dataset(self, key: str):
         return self.handles.get(self.keys[key])
@@ -191,12 +212,20 @@ class GriddedReader:
     def _defaults(self, ds, exclude: list[str]) -> list[str]:
         """CF data variables (cf.default_variables), the skipped ones said in one note."""
         if self.time_dim not in ds.dims:
-            raise DataError(f"{_where(self.opts.files.inputs)} has no {self.time_dim!r} dimension (dimensions: {', '.join(map(str, ds.dims))}); set data.time_dim to the dimension that numbers the samples")
+            raise DataError(
+                f"{_where(self.opts.files.inputs)} has no {self.time_dim!r} dimension (dimensions: "
+                f"{', '.join(map(str, ds.dims))}); set data.time_dim to the dimension that numbers the samples"
+            )
         names, skipped = default_variables(ds, self.time_dim, exclude)
         if not names:
-            raise DataError(f"{_where(self.opts.files.inputs)} has no variable on {self.time_dim!r} and a grid to use as input; set data.variables")
+            raise DataError(
+                f"{_where(self.opts.files.inputs)} has no variable on {self.time_dim!r} and a grid to use as "
+                "input; set data.variables"
+            )
         if skipped:
-            listed = ", ".join(f"{n} ({why})" for n, why in list(skipped.items())[:12]) + (", ..." if len(skipped) > 12 else "")
+            listed = ", ".join(f"{n} ({why})" for n, why in list(skipped.items())[:12]) + (
+                ", ..." if len(skipped) > 12 else ""
+            )
             self.notes.append(f"data.variables not given: using {', '.join(names)}; skipped {listed}")
         return names
 
@@ -209,17 +238,25 @@ class GriddedReader:
                 raise unknown_name(name, present, "variable", where, f"set {key} to variables of the dataset")
             dims = ds[name].dims
             if self.time_dim not in dims:
-                raise DataError(f"variable {name!r} of {where} has no {self.time_dim!r} dimension (dims {dims}); set data.time_dim to the sample dimension")
+                raise DataError(
+                    f"variable {name!r} of {where} has no {self.time_dim!r} dimension (dims {dims}); "
+                    "set data.time_dim to the sample dimension"
+                )
             z = axis_dim(ds, dims, "level")
             vertical.append(z)
             levels.append(int(ds.sizes[z]) if z else 1)
             grids[name] = horizontal(ds, name, self.time_dim)
             empty = [d for d, s in grids[name] if s == 0] + ([z] if z and levels[-1] == 0 else [])
             if empty:
-                raise DataError(f"variable {name!r} of {where} has an empty {empty[0]!r} dimension (size 0): no grid point to learn from; check the file, or widen data.lat/data.lon/data.level")
+                raise DataError(
+                    f"variable {name!r} of {where} has an empty {empty[0]!r} dimension (size 0): "
+                    "no grid point to learn from; check the file, or widen data.lat/data.lon/data.level"
+                )
         if len(set(grids.values())) > 1:
             listed = "; ".join(f"{n} ({', '.join(f'{d}={s}' for d, s in g)})" for n, g in grids.items())
-            raise DataError(f"the variables of {key} in {where} lie on different grids: {listed}; choose variables of one grid")
+            raise DataError(
+                f"the variables of {key} in {where} lie on different grids: {listed}; choose variables of one grid"
+            )
         return Layout(names, vertical, levels, next(iter(grids.values())))
 
     def _align(self, ds, tds, paired: bool, lead: int):
@@ -227,7 +264,10 @@ class GriddedReader:
         steps = max(n_in, tds.sizes.get(self.time_dim, 0))
         # Index arrays and the scan's statistics take ~100 bytes a step: a header may declare 10^12.
         if steps * 100 > physical_memory() // 4:
-            raise DataError(f"{self.where} declares {steps:,} time steps, more than this machine's memory can index; reduce the period (data.time=START:END) or split the file")
+            raise DataError(
+                f"{self.where} declares {steps:,} time steps, more than this machine's memory can index; "
+                "reduce the period (data.time=START:END) or split the file"
+            )
         if not paired:
             idx = np.arange(max(0, n_in - lead))
             return idx, idx + lead
@@ -235,15 +275,23 @@ class GriddedReader:
         if self.time_dim in ds.indexes and self.time_dim in tds.indexes:
             _check_calendars(ds, tds, self.time_dim, self.opts.files)
             # Paired datasets are matched on their time coordinate, not on position.
-            _, a, b = np.intersect1d(np.asarray(ds.indexes[self.time_dim]), np.asarray(tds.indexes[self.time_dim]), return_indices=True)
+            _, a, b = np.intersect1d(
+                np.asarray(ds.indexes[self.time_dim]), np.asarray(tds.indexes[self.time_dim]), return_indices=True
+            )
             if len(a) == 0:
-                raise DataError(f"{_where(self.opts.files.inputs)} and {_where(self.opts.files.targets)} share no {self.time_dim} value; paired datasets must cover the same times")
+                raise DataError(
+                    f"{_where(self.opts.files.inputs)} and {_where(self.opts.files.targets)} share no {self.time_dim} "
+                    "value; paired datasets must cover the same times"
+                )
             order = np.argsort(a)
             a, b = a[order], b[order]
             keep = b + lead < n_out
             return a[keep], b[keep] + lead
         if n_in != n_out:
-            raise DataError(f"{_where(self.opts.files.inputs)} has {n_in} time steps but {_where(self.opts.files.targets)} has {n_out}, and no {self.time_dim} coordinate to match them; give both the same times")
+            raise DataError(
+                f"{_where(self.opts.files.inputs)} has {n_in} time steps but {_where(self.opts.files.targets)} has "
+                f"{n_out}, and no {self.time_dim} coordinate to match them; give both the same times"
+            )
         idx = np.arange(max(0, n_in - lead))
         return idx, idx + lead
 
@@ -261,12 +309,28 @@ class GriddedReader:
         x_names, y_names = self.x_layout.channel_names(ds), self.y_layout.channel_names(tds)
         same_grid = self.base_shape[1:] == self.target_shape[1:]
         identity = [x_names.index(t) for t in y_names] if same_grid and all(t in x_names for t in y_names) else None
-        units = [str(tds[n].attrs.get("units", "")) for n, k in zip(self.y_layout.names, self.y_layout.levels, strict=True) for _ in range(k)]
+        units = [
+            str(tds[n].attrs.get("units", ""))
+            for n, k in zip(self.y_layout.names, self.y_layout.levels, strict=True)
+            for _ in range(k)
+        ]
         cal, time_units = calendar(tds, self.time_dim)
         dims = [d for d, _ in self.y_layout.grid]
         lat, lon = (axis_values(tds, axis_dim(tds, dims, w), w) for w in ("lat", "lon"))
         names = x_names + (["mask"] if self.extra_channels else [])
-        spec = DataSpec(input_shape=self.input_shape, task="regression", target_shape=self.target_shape, lead=self.opts.lead, input_names=names, target_names=y_names, target_units=units, identity_channels=identity, calendar=cal, time_units=time_units, mask_channel=bool(self.extra_channels))
+        spec = DataSpec(
+            input_shape=self.input_shape,
+            task="regression",
+            target_shape=self.target_shape,
+            lead=self.opts.lead,
+            input_names=names,
+            target_names=y_names,
+            target_units=units,
+            identity_channels=identity,
+            calendar=cal,
+            time_units=time_units,
+            mask_channel=bool(self.extra_channels),
+        )
         if len(dims) >= 2 and lat is not None and len(lat) == self.target_shape[-2]:
             spec.lat = [float(v) for v in lat]
         if len(dims) >= 1 and lon is not None and len(lon) == self.target_shape[-1]:
@@ -301,7 +365,9 @@ class GriddedReader:
         x = self.fields("inputs", self.x_layout, self.x_times[start:stop])
         y = self.fields("targets", self.y_layout, self.y_times[start:stop])
         if self.mask_field is not None:
-            x = np.concatenate([x, np.broadcast_to(self.mask_field, (len(x), *self.mask_field.shape)).astype(x.dtype)], axis=1)
+            x = np.concatenate(
+                [x, np.broadcast_to(self.mask_field, (len(x), *self.mask_field.shape)).astype(x.dtype)], axis=1
+            )
         return x, y
 
     def labels(self):
@@ -320,7 +386,11 @@ def _check_calendars(ds, tds, time_dim: str, files: Files) -> None:
     a, b = calendar(ds, time_dim)[0], calendar(tds, time_dim)[0]
     same = {"standard", "gregorian", "proleptic_gregorian"}
     if a != b and not ({a, b} <= same):
-        raise DataError(f"{_where(files.inputs)} uses the {a} calendar and {_where(files.targets)} the {b} calendar, so their times cannot be matched; convert one first, e.g. xarray's ds.convert_calendar({a!r}, align_on='year'), and save it")
+        raise DataError(
+            f"{_where(files.inputs)} uses the {a} calendar and {_where(files.targets)} the {b} calendar, "
+            f"so their times cannot be matched; convert one first, e.g. xarray's ds.convert_calendar({a!r}, "
+            "align_on='year'), and save it"
+        )
 
 
 def masks(reader: GriddedReader, s, mask_channel: bool, paired: bool) -> list[str]:
@@ -331,7 +401,12 @@ def masks(reader: GriddedReader, s, mask_channel: bool, paired: bool) -> list[st
         xp, yp = (m.reshape(len(m), -1).all(axis=0) for m in (x_missing, y_missing))
         if (xp != yp).any():
             first = int(np.flatnonzero(xp != yp)[0])
-            raise DataError(f"the masks of {_where(reader.opts.files.inputs)} and {_where(reader.opts.files.targets)} differ: {int((xp & ~yp).sum())} grid points are NaN at every time in the inputs only and {int((yp & ~xp).sum())} in the targets only (the first at flat index {first}); mask both files alike (e.g. xarray's ds.where(obs.notnull())) or regrid them")
+            raise DataError(
+                f"the masks of {_where(reader.opts.files.inputs)} and {_where(reader.opts.files.targets)} differ: "
+                f"{int((xp & ~yp).sum())} grid points are NaN at every time in the inputs only and "
+                f"{int((yp & ~xp).sum())} in the targets only (the first at flat index {first}); "
+                "mask both files alike (e.g. xarray's ds.where(obs.notnull())) or regrid them"
+            )
     reader.spec_masks = (np.flatnonzero(y_missing).tolist() or None, np.flatnonzero(x_missing).tolist() or None)
     notes = []
     points = int(np.prod(reader.target_shape[1:]))
@@ -339,12 +414,23 @@ def masks(reader: GriddedReader, s, mask_channel: bool, paired: bool) -> list[st
     gaps = int(y_missing.size * rows - s.target_counts.sum()) - int(y_missing.sum()) * rows
     # Per variable: land in an SST field is masked while t2m beside it is not.
     names = reader.y_layout.channel_names(reader.dataset("targets"))
-    per = [f"{name} {int(m.sum())}" for name, m in zip(names, y_missing.reshape(len(y_missing), -1), strict=True) if m.any()]
+    per = [
+        f"{name} {int(m.sum())}"
+        for name, m in zip(names, y_missing.reshape(len(y_missing), -1), strict=True)
+        if m.any()
+    ]
     if per or int(x_missing.sum()):
         named = ", ".join(per) if per else "none"
-        notes.append(f"masks: grid points NaN at every time, of {points} per variable: {named} in the targets, {int(x_missing.sum())} input values: out of the statistics, the loss and the metrics; inputs hold the channel mean there" + (" and data.mask_channel=true adds the mask as a channel" if mask_channel else ""))
+        notes.append(
+            f"masks: grid points NaN at every time, of {points} per variable: {named} in the targets, "
+            f"{int(x_missing.sum())} input values: out of the statistics, the loss and the metrics; "
+            "inputs hold the channel mean there"
+            + (" and data.mask_channel=true adds the mask as a channel" if mask_channel else "")
+        )
     if gaps > 0:
-        notes.append(f"{plural(gaps, 'target value')} missing at some times only (gaps): left out of the loss and the metrics")
+        notes.append(
+            f"{plural(gaps, 'target value')} missing at some times only (gaps): left out of the loss and the metrics"
+        )
     if mask_channel:
         reader.set_mask_channel(x_missing.reshape(len(x_missing), -1).any(axis=0).reshape(1, *reader.base_shape[1:]))
     return notes

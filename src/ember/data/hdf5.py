@@ -25,7 +25,14 @@ from ember.ranges import NON_NEGATIVE, check_choice
 
 
 @register_data("hdf5", num_workers=default_workers())
-def hdf5(cfg, *, inputs: str = "x", task: str = "auto", num_classes: Annotated[int, NON_NEGATIVE] = 0, test_path: str | None = None) -> Splits:
+def hdf5(
+    cfg,
+    *,
+    inputs: str = "x",
+    task: str = "auto",
+    num_classes: Annotated[int, NON_NEGATIVE] = 0,
+    test_path: str | None = None,
+) -> Splits:
     """Datasets in HDF5 files (a path, a glob or a comma list), read lazily in batches."""
     check_choice("data.task", task, ("auto", "classification", "regression"))
     target = str(cfg.target) if cfg.target else "y"
@@ -37,7 +44,10 @@ def hdf5(cfg, *, inputs: str = "x", task: str = "auto", num_classes: Annotated[i
     if test_path:
         test_reader = HDF5Reader(expand_paths(test_path, "data.test_path", "hdf5", what), inputs, target, reader.task)
         if (test_reader.input_shape, test_reader.target_shape) != (reader.input_shape, reader.target_shape):
-            raise DataError(f"data.test_path samples have shape {test_reader.input_shape} -> {test_reader.target_shape}, the train files' {reader.input_shape} -> {reader.target_shape}; they must match")
+            raise DataError(
+                f"data.test_path samples have shape {test_reader.input_shape} -> {test_reader.target_shape}, "
+                f"the train files' {reader.input_shape} -> {reader.target_shape}; they must match"
+            )
         splits.test, _ = dataset(test_reader, cfg.nan, spec.num_classes or 0)
     if len(kept) != len(reader):
         splits.indices = {"train": kept.tolist()}
@@ -75,13 +85,25 @@ def _bad_rows(reader, s) -> DataError:
     masked = getattr(reader, "masked", False)
     what = "infinite values, or samples with no finite value" if masked else "NaN or infinite values"
     if s.bad.all():
-        return DataError(f"every sample of {reader.where} holds {what} ({total}; the first in the {name} at {at}); data.nan=drop would drop them all: fix the data{getattr(reader, 'nan_hint', '')}")
-    return DataError(f"{reader.where} holds {what} ({total}); the first is in the {name} at {at}; fix the data{getattr(reader, 'nan_hint', '')} or set data.nan=drop to drop the {plural(int(s.bad.sum()), 'sample')} holding them")
+        return DataError(
+            f"every sample of {reader.where} holds {what} ({total}; the first in the {name} at {at}); "
+            f"data.nan=drop would drop them all: fix the data{getattr(reader, 'nan_hint', '')}"
+        )
+    return DataError(
+        f"{reader.where} holds {what} ({total}); the first is in the {name} at {at}; "
+        f"fix the data{getattr(reader, 'nan_hint', '')} or set data.nan=drop to drop the "
+        f"{plural(int(s.bad.sum()), 'sample')} holding them"
+    )
 
 
 def _spec(reader, num_classes: int) -> DataSpec:
     if reader.task == "classification":
-        return DataSpec(input_shape=reader.input_shape, task="classification", num_classes=num_classes, class_names=[str(i) for i in range(num_classes)])
+        return DataSpec(
+            input_shape=reader.input_shape,
+            task="classification",
+            num_classes=num_classes,
+            class_names=[str(i) for i in range(num_classes)],
+        )
     return DataSpec(input_shape=reader.input_shape, task="regression", target_shape=reader.target_shape)
 
 
@@ -98,34 +120,52 @@ class HDF5Reader:
         h5py = require("h5py", "hdf5", "hdf5")
         self.files = [str(f) for f in files]
         self.inputs, self.target = inputs, target
-        self.where = self.files[0] if len(self.files) == 1 else f"{self.files[0]} (and {len(self.files) - 1} more files)"
+        self.where = (
+            self.files[0] if len(self.files) == 1 else f"{self.files[0]} (and {len(self.files) - 1} more files)"
+        )
         counts, shapes = [], set()
         for f in self.files:
             try:
                 with h5py.File(f, "r") as h:
                     x, y = self._get(h, inputs, f), self._get(h, target, f)
                     if len(x.shape) == 0 or len(y.shape) == 0:
-                        raise DataError(f"{f}: datasets {inputs!r} and {target!r} must have a sample axis first, got shapes {x.shape} and {y.shape}")
+                        raise DataError(
+                            f"{f}: datasets {inputs!r} and {target!r} must have a sample axis first, "
+                            f"got shapes {x.shape} and {y.shape}"
+                        )
                     if x.shape[0] != y.shape[0]:
-                        raise DataError(f"{f}: dataset {inputs!r} has {x.shape[0]} samples but {target!r} has {y.shape[0]}; both need one entry per sample along the first axis")
+                        raise DataError(
+                            f"{f}: dataset {inputs!r} has {x.shape[0]} samples but {target!r} has {y.shape[0]}; "
+                            "both need one entry per sample along the first axis"
+                        )
                     if not (np.issubdtype(x.dtype, np.number) and np.issubdtype(y.dtype, np.number)):
-                        raise DataError(f"{f}: datasets {inputs!r} ({x.dtype}) and {target!r} ({y.dtype}) must hold numbers")
+                        raise DataError(
+                            f"{f}: datasets {inputs!r} ({x.dtype}) and {target!r} ({y.dtype}) must hold numbers"
+                        )
                     counts.append(x.shape[0])
                     shapes.add((x.shape[1:], y.shape[1:], np.issubdtype(y.dtype, np.integer)))
             except DataError:
                 raise
             except (OSError, KeyError, ValueError) as e:
                 first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-                raise DataError(f"cannot read {f} as HDF5 ({first}); the file may be truncated or not HDF5: check it with h5ls") from None
+                raise DataError(
+                    f"cannot read {f} as HDF5 ({first}); the file may be truncated or not HDF5: check it with h5ls"
+                ) from None
         if len(shapes) > 1:
             listed = "; ".join(f"{a} -> {b}" for a, b, _ in sorted(shapes, key=str))
-            raise DataError(f"the files of data.path disagree on sample shapes ({listed}); every file must hold samples of one shape")
+            raise DataError(
+                f"the files of data.path disagree on sample shapes ({listed}); "
+                "every file must hold samples of one shape"
+            )
         x_shape, y_shape, integer = shapes.pop()
         self.offsets = np.concatenate([[0], np.cumsum(counts)])
         self.input_shape = tuple(x_shape) or (1,)  # scalar inputs become one feature
         self.task = task if task != "auto" else ("classification" if integer and y_shape == () else "regression")
         if self.task == "classification" and y_shape != ():
-            raise DataError(f"data.task=classification needs one class id per sample, but {target!r} has samples of shape {y_shape}; use data.task=regression")
+            raise DataError(
+                f"data.task=classification needs one class id per sample, but {target!r} has samples of shape "
+                f"{y_shape}; use data.task=regression"
+            )
         self.target_shape = tuple(y_shape) or (1,)
         self.handles = Handles(_open)
         self._labels: np.ndarray | None = None
@@ -158,7 +198,9 @@ class HDF5Reader:
         x = xs[0] if len(xs) == 1 else np.concatenate(xs)
         y = ys[0] if len(ys) == 1 else np.concatenate(ys)
         n = len(x)
-        return x.reshape(n, *self.input_shape), (y if self.task == "classification" else y.reshape(n, *self.target_shape))
+        return x.reshape(n, *self.input_shape), (
+            y if self.task == "classification" else y.reshape(n, *self.target_shape)
+        )
 
     def labels(self) -> np.ndarray:
         """All targets, for classification (one integer per sample: small even for huge inputs)."""
@@ -181,4 +223,8 @@ def _check_whole(labels: np.ndarray, where: str, target: str) -> None:
     wrong = np.flatnonzero(~finite | (labels != np.round(np.where(finite, labels, 0))))
     if len(wrong):
         i = int(wrong[0])
-        raise DataError(f"{where}: dataset {target!r} holds {labels[i]:g} at sample {i}, not a class id; with data.task=classification the labels must be whole numbers 0..K-1: relabel them, or use data.task=regression if the target is a quantity")
+        raise DataError(
+            f"{where}: dataset {target!r} holds {labels[i]:g} at sample {i}, not a class id; "
+            "with data.task=classification the labels must be whole numbers 0..K-1: relabel them, "
+            "or use data.task=regression if the target is a quantity"
+        )

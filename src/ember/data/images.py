@@ -34,7 +34,13 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".
 
 # -- a folder of images -------------------------------------------------------------------------
 @register_data("imagefolder", num_workers=default_workers())  # workers only read a lazy folder
-def imagefolder(cfg, *, image_size: Annotated[int, AT_LEAST_1] = 32, channels: Annotated[int, AT_LEAST_1] = 3, lazy: bool | None = None) -> Splits:
+def imagefolder(
+    cfg,
+    *,
+    image_size: Annotated[int, AT_LEAST_1] = 32,
+    channels: Annotated[int, AT_LEAST_1] = 3,
+    lazy: bool | None = None,
+) -> Splits:
     """Images in one subfolder per class (torchvision's ImageFolder layout), resized to image_size.
 
     lazy: decode batch by batch as training reads them (in data.num_workers DataLoader workers)
@@ -44,7 +50,13 @@ def imagefolder(cfg, *, image_size: Annotated[int, AT_LEAST_1] = 32, channels: A
     require("PIL", "images", "imagefolder")
     if channels not in (1, 3):
         raise ConfigError(f"data.channels={channels} must be 1 (grayscale) or 3 (RGB)")
-    root = existing_path(cfg.root or cfg.path, "data.root", "imagefolder", "a folder with one subfolder of images per class", directory=True)
+    root = existing_path(
+        cfg.root or cfg.path,
+        "data.root",
+        "imagefolder",
+        "a folder with one subfolder of images per class",
+        directory=True,
+    )
     # root/train/<class>/..., root/test/<class>/... are predefined splits.
     parts = {s: root / s for s in ("train", "val", "test") if (root / s).is_dir()}
     if "train" not in parts:
@@ -55,10 +67,18 @@ def imagefolder(cfg, *, image_size: Annotated[int, AT_LEAST_1] = 32, channels: A
         decoded = sum(len(files) for files, _ in found.values()) * channels * image_size**2 * 4
         lazy = decoded > _memory_budget()
     if lazy:
-        splits = {name: _lazy_split(ImageFolderReader(files, labels, image_size, channels, parts[name]), len(classes)) for name, (files, labels) in found.items()}
+        splits = {
+            name: _lazy_split(ImageFolderReader(files, labels, image_size, channels, parts[name]), len(classes))
+            for name, (files, labels) in found.items()
+        }
     else:
         splits = {name: _decode_split(files, labels, image_size, channels) for name, (files, labels) in found.items()}
-    spec = DataSpec(input_shape=(channels, image_size, image_size), task="classification", num_classes=len(classes), class_names=classes)
+    spec = DataSpec(
+        input_shape=(channels, image_size, image_size),
+        task="classification",
+        num_classes=len(classes),
+        class_names=classes,
+    )
     return Splits(train=splits["train"], val=splits.get("val"), test=splits.get("test"), spec=spec)
 
 
@@ -67,7 +87,9 @@ def _classes(folder: Path) -> list[str]:
     if not classes:
         loose = [p.name for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS]
         hint = f" (it holds {len(loose)} images directly: move them into class folders)" if loose else ""
-        raise DataError(f"{folder} has no class subfolders{hint}; put the images of each class in {folder}/<class name>/")
+        raise DataError(
+            f"{folder} has no class subfolders{hint}; put the images of each class in {folder}/<class name>/"
+        )
     return classes
 
 
@@ -81,9 +103,14 @@ def _files(folder: Path, classes: list[str]) -> tuple[list[Path], list[int]]:
         files += found
         labels += [k] * len(found)
     if not files:
-        raise DataError(f"{folder} has no images ({', '.join(IMAGE_EXTENSIONS[:4])}, ...) in its class folders {', '.join(classes[:5])}; put image files in {folder}/<class name>/")
+        raise DataError(
+            f"{folder} has no images ({', '.join(IMAGE_EXTENSIONS[:4])}, ...) "
+            f"in its class folders {', '.join(classes[:5])}; put image files in {folder}/<class name>/"
+        )
     if empty:
-        raise DataError(f"class folder(s) {', '.join(empty)} in {folder} hold no images; add images or remove the empty folders")
+        raise DataError(
+            f"class folder(s) {', '.join(empty)} in {folder} hold no images; add images or remove the empty folders"
+        )
     return files, labels
 
 
@@ -159,8 +186,13 @@ CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 @register_data("cifar10", augment=["crop", "flip"])
 def cifar10(cfg) -> Splits:
     """CIFAR-10 from the python files in data.root (cifar-10-batches-py); crop+flip augmentation."""
-    folder = _find(cfg.root, "cifar10", "cifar-10-batches-py", ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"],
-                   "cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html")
+    folder = _find(
+        cfg.root,
+        "cifar10",
+        "cifar-10-batches-py",
+        ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"],
+        "cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html",
+    )
     train = [_cifar_batch(folder / f"data_batch_{i}", b"labels", 10) for i in range(1, 6)]
     test = _cifar_batch(folder / "test_batch", b"labels", 10)
     x = np.concatenate([b[0] for b in train])
@@ -204,24 +236,47 @@ def _unpickle(path: Path) -> dict:
     except EmberError:
         raise
     except Exception as e:  # noqa: BLE001 - truncated downloads and files of another kind
-        raise DataError(f"cannot read {path} as a CIFAR python batch ({type(e).__name__}: {e}); the file may be truncated: extract the archive again") from None
+        raise DataError(
+            f"cannot read {path} as a CIFAR python batch ({type(e).__name__}: {e}); the file may be truncated: "
+            "extract the archive again"
+        ) from None
 
 
 def _cifar_batch(path: Path, key: bytes, k: int) -> tuple[np.ndarray, np.ndarray]:
     d = _unpickle(path)
     if not isinstance(d, dict) or b"data" not in d or key not in d:
-        raise DataError(f"{path} is not a CIFAR batch (no {key.decode()!r} and 'data' entries); extract the python version of the archive")
+        raise DataError(
+            f"{path} is not a CIFAR batch (no {key.decode()!r} and 'data' entries); "
+            "extract the python version of the archive"
+        )
     x, y = np.asarray(d[b"data"], dtype=np.uint8), np.asarray(d[key], dtype=np.int64)
     if x.ndim != 2 or x.shape[1] != 3072 or len(x) != len(y):
-        raise DataError(f"{path} holds data of shape {x.shape} with {len(y)} labels, not N x 3072 images with N labels; extract the archive again")
+        raise DataError(
+            f"{path} holds data of shape {x.shape} with {len(y)} labels, not N x 3072 images with N labels; "
+            "extract the archive again"
+        )
     if len(y) and (y.min() < 0 or y.max() >= k):
-        raise DataError(f"{path} has label {int(y.max() if y.max() >= k else y.min())}, outside 0..{k - 1}; the file is corrupt: extract the archive again")
+        raise DataError(
+            f"{path} has label {int(y.max() if y.max() >= k else y.min())}, outside 0..{k - 1}; the file is corrupt: "
+            "extract the archive again"
+        )
     return x.reshape(-1, 3, 32, 32), y
 
 
 # -- MNIST and Fashion-MNIST -------------------------------------------------------------------------
 MNIST_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
-FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+FASHION_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 
 
 @register_data("mnist")
@@ -242,9 +297,15 @@ def _mnist(root: str | None, source: str, torchvision_name: str, classes: list[s
     xt, yt = _idx(folder, MNIST_FILES[2]), _idx(folder, MNIST_FILES[3])
     for images, labels, name in ((x, y, "train"), (xt, yt, "t10k")):
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-            raise DataError(f"{folder}: the {name} images ({images.shape}) and labels ({labels.shape}) do not match; replace the files")
+            raise DataError(
+                f"{folder}: the {name} images ({images.shape}) and labels ({labels.shape}) do not "
+                "match; replace the files"
+            )
         if len(labels) and labels.max() >= len(classes):
-            raise DataError(f"{folder}: {name} label {int(labels.max())} is outside 0..{len(classes) - 1}; the labels file is corrupt")
+            raise DataError(
+                f"{folder}: {name} label {int(labels.max())} is outside 0..{len(classes) - 1}; "
+                "the labels file is corrupt"
+            )
     spec = DataSpec(input_shape=(1, *x.shape[1:]), task="classification", num_classes=len(classes), class_names=classes)
     return Splits(train=_images(x[:, None], y), test=_images(xt[:, None], yt), spec=spec)
 
@@ -259,12 +320,17 @@ def _idx(folder: Path, name: str) -> np.ndarray:
     except (OSError, EOFError) as e:
         raise DataError(f"cannot read {path} ({e}); the file may be truncated: download it again") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise DataError(f"{path} is not an IDX file of unsigned bytes (bad magic number); replace it with the original file")
+        raise DataError(
+            f"{path} is not an IDX file of unsigned bytes (bad magic number); replace it with the original file"
+        )
     ndim = raw[3]
     dims = np.frombuffer(raw, dtype=">i4", count=ndim, offset=4) if len(raw) >= 4 + 4 * ndim else np.array([-1])
     expected = 4 + 4 * ndim + int(np.prod(dims))
     if dims.min() < 0 or len(raw) != expected:
-        raise DataError(f"{path} holds {len(raw)} bytes but its header announces {expected}; the file is truncated or corrupt: download it again")
+        raise DataError(
+            f"{path} holds {len(raw)} bytes but its header announces {expected}; "
+            "the file is truncated or corrupt: download it again"
+        )
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(tuple(int(d) for d in dims))
 
 
@@ -273,16 +339,26 @@ def _find(root: str | None, source: str, subfolder: str, files: list[str], get: 
     """The folder holding `files`: data.root itself or data.root/subfolder. Never downloads."""
     listed = ", ".join(f + (".gz" if gz else "") for f in files)
     if not root:
-        raise ConfigError(f"data={source} reads {listed} from data.root, which is not set; put them in a folder (get {get}) and pass data.root=FOLDER (ember downloads nothing)")
-    base = existing_path(root, "data.root", source, f"a folder holding {listed} (or {subfolder}/ with them)", directory=True)
+        raise ConfigError(
+            f"data={source} reads {listed} from data.root, which is not set; put them in a folder (get {get}) "
+            "and pass data.root=FOLDER (ember downloads nothing)"
+        )
+    base = existing_path(
+        root, "data.root", source, f"a folder holding {listed} (or {subfolder}/ with them)", directory=True
+    )
     for folder in (base, base / subfolder):
         if all((folder / f).is_file() or (gz and (folder / f"{f}.gz").is_file()) for f in files):
             return folder
     folder = base / subfolder if (base / subfolder).is_dir() else base
     missing = [f for f in files if not ((folder / f).is_file() or (gz and (folder / f"{f}.gz").is_file()))]
-    raise DataError(f"data={source} needs {', '.join(m + ('(.gz)' if gz else '') for m in missing)} in {folder} (or in {base / subfolder}); get {get}, put the files there, and run again (ember downloads nothing)")
+    raise DataError(
+        f"data={source} needs {', '.join(m + ('(.gz)' if gz else '') for m in missing)} in {folder} (or in "
+        f"{base / subfolder}); get {get}, put the files there, and run again (ember downloads nothing)"
+    )
 
 
 def _images(x: np.ndarray, y: np.ndarray) -> TensorData:
     # np.array copies: the IDX bytes are a read-only buffer, and torch wants writable memory.
-    return TensorData(torch.from_numpy(np.array(x, dtype=np.float32)).div_(255), torch.from_numpy(np.array(y, dtype=np.int64)))
+    return TensorData(
+        torch.from_numpy(np.array(x, dtype=np.float32)).div_(255), torch.from_numpy(np.array(y, dtype=np.int64))
+    )

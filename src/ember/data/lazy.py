@@ -162,7 +162,9 @@ class LazyDataset(Dataset):
         """Per-channel mean and std of this split's inputs (or targets), from the scan's per-row
         sums; the std unclamped (a constant channel has 0, see splits.safe_std)."""
         s = self.scan()
-        sums, sumsq, counts = (s.target_sums, s.target_sumsq, s.target_counts) if targets else (s.sums, s.sumsq, s.counts)
+        sums, sumsq, counts = (
+            (s.target_sums, s.target_sumsq, s.target_counts) if targets else (s.sums, s.sumsq, s.counts)
+        )
         # Finite values only: masked points (NaN) are in neither the sums nor the counts.
         n = np.maximum(counts[self.rows].sum(0), 1)
         mean = sums[self.rows].sum(0) / n
@@ -253,8 +255,19 @@ def scan(reader) -> Scan:
         if ys is not None:
             ys.add(y, start)
     return Scan(
-        bad=bad, nonfinite=counts, first=first, sums=xs.sums, sumsq=xs.sumsq, counts=xs.counts, per_channel=xs.per_channel, missing=xs.missing,
-        target_sums=ys and ys.sums, target_sumsq=ys and ys.sumsq, target_counts=ys and ys.counts, target_per_channel=ys.per_channel if ys else 1, target_missing=ys and ys.missing,
+        bad=bad,
+        nonfinite=counts,
+        first=first,
+        sums=xs.sums,
+        sumsq=xs.sumsq,
+        counts=xs.counts,
+        per_channel=xs.per_channel,
+        missing=xs.missing,
+        target_sums=ys and ys.sums,
+        target_sumsq=ys and ys.sumsq,
+        target_counts=ys and ys.counts,
+        target_per_channel=ys.per_channel if ys else 1,
+        target_missing=ys and ys.missing,
     )
 
 
@@ -301,11 +314,18 @@ def check_sizes(reader) -> None:
     memory = physical_memory()
     where = getattr(reader, "where", "the data")
     if sample * 8 > memory // 4:
-        raise DataError(f"one sample of {where} holds {sample:,} values ({_gb(sample * 8)} as float64), more than a quarter of this machine's {_gb(memory)} of memory; reduce the sample (fewer variables or levels, a smaller region or a coarser grid)")
+        raise DataError(
+            f"one sample of {where} holds {sample:,} values ({_gb(sample * 8)} as float64), "
+            f"more than a quarter of this machine's {_gb(memory)} of memory; reduce the sample (fewer variables or "
+            "levels, a smaller region or a coarser grid)"
+        )
     # The scan keeps sums, squares and counts per row and channel (float64) and a flag per row.
     per_row = 3 * 8 * channels + 1
     if n * per_row > memory // 4:
-        raise DataError(f"{where} declares {n:,} samples, whose statistics alone would take {_gb(n * per_row)} of this machine's {_gb(memory)} of memory; reduce the number of samples (a shorter period, or split the file)")
+        raise DataError(
+            f"{where} declares {n:,} samples, whose statistics alone would take {_gb(n * per_row)} of this machine's "
+            f"{_gb(memory)} of memory; reduce the number of samples (a shorter period, or split the file)"
+        )
 
 
 def physical_memory() -> int:

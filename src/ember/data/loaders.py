@@ -72,7 +72,16 @@ class BlockBatchSampler(Sampler):
     continues exactly where it stopped.
     """
 
-    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int = 0, reads_per_batch: int = 4, rank: int = 0, world: int = 1):
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        reads_per_batch: int = 4,
+        rank: int = 0,
+        world: int = 1,
+    ):
         self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
         self.rank, self.world = rank, world
         self.block = max(1, batch_size // reads_per_batch)
@@ -250,7 +259,21 @@ class EpochLoader:
     `sharded` is set: the evaluation's sums must then be combined across ranks.
     """
 
-    def __init__(self, data: Dataset | TensorData, batch_size: int, shuffle: bool, *, seed: int = 0, num_workers: int = 0, pin_memory: bool = False, fast: bool = True, rank: int = 0, world: int = 1, evaluation: bool = False, persistent: bool = True):
+    def __init__(
+        self,
+        data: Dataset | TensorData,
+        batch_size: int,
+        shuffle: bool,
+        *,
+        seed: int = 0,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        fast: bool = True,
+        rank: int = 0,
+        world: int = 1,
+        evaluation: bool = False,
+        persistent: bool = True,
+    ):
         self.data = data
         lazy = getattr(data, "reads_batches", False)
         # A split of fewer batches than ranks is evaluated whole by every rank instead.
@@ -262,14 +285,22 @@ class EpochLoader:
         elif lazy:
             # A reader of one file per row gains nothing from blocks: blocks of one sample.
             reads = 4 if getattr(data, "block_reads", True) else batch_size
-            self.sampler = BlockBatchSampler(len(data), batch_size, shuffle, seed, reads_per_batch=reads, rank=rank, world=world)
+            self.sampler = BlockBatchSampler(
+                len(data), batch_size, shuffle, seed, reads_per_batch=reads, rank=rank, world=world
+            )
         else:
             self.sampler = EpochBatchSampler(len(data), batch_size, shuffle, seed, rank, world)
         self.fast = fast and isinstance(data, TensorData)
         self.loader = None
         if not self.fast:
             self._worker_seed = torch.Generator()
-            common = dict(num_workers=num_workers, pin_memory=pin_memory, persistent_workers=persistent and num_workers > 0, generator=self._worker_seed, worker_init_fn=_ignore_group_signals if num_workers else None)
+            common = dict(
+                num_workers=num_workers,
+                pin_memory=pin_memory,
+                persistent_workers=persistent and num_workers > 0,
+                generator=self._worker_seed,
+                worker_init_fn=_ignore_group_signals if num_workers else None,
+            )
             if lazy:  # batch_size=None: the sampler yields whole batches, the dataset reads each at once
                 self.loader = DataLoader(data, sampler=self.sampler, batch_size=None, **common)
             else:
@@ -284,7 +315,9 @@ class EpochLoader:
             # keep the seed of the epoch they started in; ember's datasets draw no random numbers
             # in workers, so batches do not depend on it.) The CPU generator keeps only the low
             # 32 bits of a seed, so the rank is mixed in there rather than in high bits.
-            self._worker_seed.manual_seed((self.sampler.seed * 1_000_003 + epoch + 1 + self.sampler.rank * 1_000_003**2) % 2**63)
+            self._worker_seed.manual_seed(
+                (self.sampler.seed * 1_000_003 + epoch + 1 + self.sampler.rank * 1_000_003**2) % 2**63
+            )
 
     def __len__(self) -> int:
         return len(self.sampler)

@@ -29,7 +29,10 @@ def parse_period(text: str, key: str) -> tuple[str | None, str | None]:
         start, end = text[:i].strip(), text[i + 1 :].strip()
         if all(not part or DATE.fullmatch(part) for part in (start, end)) and (start or end):
             return start or None, end or None
-    raise ConfigError(f"{key}={text!r} is not a period; write START:END dates, both ends included, for example {key}=1870-01:1990-12 (a year, year-month or year-month-day each)")
+    raise ConfigError(
+        f"{key}={text!r} is not a period; write START:END dates, both ends included, for example {key}=1870-01:1990-12 "
+        "(a year, year-month or year-month-day each)"
+    )
 
 
 def period_mask(times, text: str, key: str) -> np.ndarray:
@@ -43,15 +46,25 @@ def period_mask(times, text: str, key: str) -> np.ndarray:
             if date is not None:
                 ordered.slice_indexer(date, date)
         except (ValueError, TypeError, KeyError):
-            raise ConfigError(f"{key}={text!r}: {date!r} is not a date of this data's calendar ({calendar(times)}); write a date it has") from None
+            raise ConfigError(
+                f"{key}={text!r}: {date!r} is not a date of this data's calendar "
+                f"({calendar(times)}); write a date it has"
+            ) from None
     # Reversed: fewer samples up to END than up to START (partial dates: `1990` ends with 1990).
-    if start is not None and end is not None and ordered.slice_indexer(None, end).stop < ordered.slice_indexer(None, start).stop:
+    if (
+        start is not None
+        and end is not None
+        and ordered.slice_indexer(None, end).stop < ordered.slice_indexer(None, start).stop
+    ):
         raise ConfigError(f"{key}={text!r} ends before it starts; write START:END with START first")
     span = ordered.slice_indexer(start, end)
     mask = np.zeros(len(times), dtype=bool)
     mask[order[span]] = True
     if not mask.any():
-        raise ConfigError(f"{key}={text!r} holds no sample: the data runs from {stamp(ordered[0])} to {stamp(ordered[-1])}; choose dates inside that")
+        raise ConfigError(
+            f"{key}={text!r} holds no sample: the data runs from {stamp(ordered[0])} to {stamp(ordered[-1])}; "
+            "choose dates inside that"
+        )
     return mask
 
 
@@ -101,4 +114,12 @@ def describe(sizes: dict, times: dict | None, rows: dict, gap: int, given: set[s
         origin = ", data.test_path" if name == "test" and name in given else ", the source's" if name in given else ""
         parts.append(f"{name}{where} ({sizes[name]}{origin})")
     how = "split in time" if times else "split in row order (the data has no times)"
-    return f"{how}: " + f", gap {gap}, ".join(parts) + (f"; {gap} sample(s) left out at each border so that no split holds another's inputs or targets" if gap else "")
+    return (
+        f"{how}: "
+        + f", gap {gap}, ".join(parts)
+        + (
+            f"; {gap} sample(s) left out at each border so that no split holds another's inputs or targets"
+            if gap
+            else ""
+        )
+    )

@@ -35,7 +35,11 @@ def l96_tendencies(x: torch.Tensor, y: torch.Tensor, forcing: float) -> tuple[to
     # The fast variables' coupling summed per slow variable: the term a coarse model lacks.
     u = -(L96_H * L96_C / L96_B) * y.view(-1, k, j).sum(-1)
     dx = -x.roll(1, 1) * (x.roll(2, 1) - x.roll(-1, 1)) - x + forcing + u
-    dy = -L96_C * L96_B * y.roll(-1, 1) * (y.roll(-2, 1) - y.roll(1, 1)) - L96_C * y + (L96_H * L96_C / L96_B) * x.repeat_interleave(j, 1)
+    dy = (
+        -L96_C * L96_B * y.roll(-1, 1) * (y.roll(-2, 1) - y.roll(1, 1))
+        - L96_C * y
+        + (L96_H * L96_C / L96_B) * x.repeat_interleave(j, 1)
+    )
     return dx, dy, u
 
 
@@ -47,7 +51,17 @@ def _rk4(x, y, dt: float, forcing: float):
     return x + dt / 6 * (k1[0] + 2 * k2[0] + 2 * k3[0] + k4[0]), y + dt / 6 * (k1[1] + 2 * k2[1] + 2 * k3[1] + k4[1])
 
 
-def simulate_l96(samples: int, slow: int, fast: int, forcing: float, seed: int, dt: float = 0.005, every: float = 0.1, spinup: float = 2.0, trajectories: int = 32):
+def simulate_l96(
+    samples: int,
+    slow: int,
+    fast: int,
+    forcing: float,
+    seed: int,
+    dt: float = 0.005,
+    every: float = 0.1,
+    spinup: float = 2.0,
+    trajectories: int = 32,
+):
     """(X, U): slow states and their sub-grid tendencies, sampled every `every` time units."""
     g = torch.Generator().manual_seed(seed)
     b = min(trajectories, samples)
@@ -69,7 +83,15 @@ def simulate_l96(samples: int, slow: int, fast: int, forcing: float, seed: int, 
 
 
 @register_data("lorenz96")
-def lorenz96(cfg, *, num_samples: Annotated[int, AT_LEAST_1] = 2000, slow: Annotated[int, AT_LEAST_1] = 8, fast: Annotated[int, AT_LEAST_1] = 32, forcing: float = 20.0, seed: Annotated[int, SEED] = 0) -> Splits:
+def lorenz96(
+    cfg,
+    *,
+    num_samples: Annotated[int, AT_LEAST_1] = 2000,
+    slow: Annotated[int, AT_LEAST_1] = 8,
+    fast: Annotated[int, AT_LEAST_1] = 32,
+    forcing: float = 20.0,
+    seed: Annotated[int, SEED] = 0,
+) -> Splits:
     """Two-scale Lorenz '96: predict the sub-grid tendency of each slow variable from the slow state."""
     if slow < 4 or fast < 3:
         raise ConfigError(f"data=lorenz96 needs data.slow >= 4 and data.fast >= 3, got {slow} and {fast}")
@@ -136,7 +158,9 @@ def spectral_resample(u: torch.Tensor, m: int) -> torch.Tensor:
     return torch.fft.irfft(out * (m / n), n=m)
 
 
-def burgers_solution(u0: torch.Tensor, viscosity: float, final_time: float, tol: float = 1e-7, probe: int = 16) -> torch.Tensor:
+def burgers_solution(
+    u0: torch.Tensor, viscosity: float, final_time: float, tol: float = 1e-7, probe: int = 16
+) -> torch.Tensor:
     """solve_burgers(u0) on u0's grid, computed on the coarsest grid that resolves it.
 
     Viscosity damps mode k like exp(-nu (2 pi k)^2 t), so at nu = 0.1 the solution at t = 1 (and
@@ -151,7 +175,10 @@ def burgers_solution(u0: torch.Tensor, viscosity: float, final_time: float, tol:
     m, previous = 32, None
     while m < n:
         current = spectral_resample(solve_burgers(spectral_resample(hardest, m), viscosity, final_time), n)
-        if previous is not None and ((current - previous).norm(dim=-1) / current.norm(dim=-1).clamp_min(1e-300)).max() < tol:
+        if (
+            previous is not None
+            and ((current - previous).norm(dim=-1) / current.norm(dim=-1).clamp_min(1e-300)).max() < tol
+        ):
             break
         previous, m = current, 2 * m
     if m >= n:
@@ -162,19 +189,44 @@ def burgers_solution(u0: torch.Tensor, viscosity: float, final_time: float, tol:
 # Batch 20, the FNO paper's: with 420 training samples, batch 64 gave the FNO 7 steps an epoch and
 # a test relative L2 of 0.0157 after 30 epochs at s=256, batch 20 gave 0.0122 (one run of each).
 @register_data("burgers", batch_size=20)
-def burgers(cfg, *, num_samples: Annotated[int, AT_LEAST_1] = 1000, resolution: Annotated[int, AT_LEAST_1] = 128, viscosity: Annotated[float, POSITIVE] = 0.1, final_time: Annotated[float, POSITIVE] = 1.0, seed: Annotated[int, SEED] = 0, cache: bool = True) -> Splits:
+def burgers(
+    cfg,
+    *,
+    num_samples: Annotated[int, AT_LEAST_1] = 1000,
+    resolution: Annotated[int, AT_LEAST_1] = 128,
+    viscosity: Annotated[float, POSITIVE] = 0.1,
+    final_time: Annotated[float, POSITIVE] = 1.0,
+    seed: Annotated[int, SEED] = 0,
+    cache: bool = True,
+) -> Splits:
     """1-D viscous Burgers (FNO benchmark): map a random smooth u(x, 0) to u(x, t=1) on a periodic grid."""
     if resolution < 16 or viscosity <= 0 or final_time <= 0:
-        raise ConfigError(f"data=burgers needs data.resolution >= 16, data.viscosity > 0 and data.final_time > 0, got {resolution}, {viscosity}, {final_time}")
+        raise ConfigError(
+            f"data=burgers needs data.resolution >= 16, data.viscosity > 0 and data.final_time > 0, got {resolution}, "
+            f"{viscosity}, {final_time}"
+        )
 
     def make():
         u0 = random_field(num_samples, resolution, torch.Generator().manual_seed(seed))
         return {"u0": u0.float(), "u1": burgers_solution(u0, viscosity, final_time).float()}
 
     # The solver's version is part of the key: a changed solver must not read old solutions.
-    args = {"solver": 2, "num_samples": num_samples, "resolution": resolution, "viscosity": viscosity, "final_time": final_time, "seed": seed}
+    args = {
+        "solver": 2,
+        "num_samples": num_samples,
+        "resolution": resolution,
+        "viscosity": viscosity,
+        "final_time": final_time,
+        "seed": seed,
+    }
     d, note = cached_arrays("burgers", args, make, enabled=cache, keys=("u0", "u1"))
     # The target is a field of one channel, like the input: standardized as one quantity, and
     # the same statistics hold at any resolution (zero-shot super-resolution).
-    spec = DataSpec(input_shape=(1, resolution), task="regression", target_shape=(1, resolution), input_names=["u0"], target_names=["u"])
+    spec = DataSpec(
+        input_shape=(1, resolution),
+        task="regression",
+        target_shape=(1, resolution),
+        input_names=["u0"],
+        target_names=["u"],
+    )
     return Splits(train=TensorData(d["u0"].unsqueeze(1), d["u1"].unsqueeze(1)), spec=spec, notes=[note])

@@ -31,7 +31,10 @@ def parse_times(col, where: str, row):
     bad = times.isna().to_numpy()
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise DataError(f"{where} holds {plural(int(bad.sum()), 'value')} that is no date, the first {text.iloc[i]!r} in {row(i)}; write dates such as 1991-01-31, or years")
+        raise DataError(
+            f"{where} holds {plural(int(bad.sum()), 'value')} that is no date, the first {text.iloc[i]!r} in {row(i)}; "
+            "write dates such as 1991-01-31, or years"
+        )
     return pd.DatetimeIndex(times)
 
 
@@ -42,7 +45,10 @@ def _years(values: np.ndarray, where: str, row):
     bad = ~np.isfinite(values) | (values < 1) | (values >= 10000)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise DataError(f"{where} holds {values[i]!r} in {row(i)}, which is no year; numeric times are years (1870, or 1870.5 for mid-year)")
+        raise DataError(
+            f"{where} holds {values[i]!r} in {row(i)}, which is no year; numeric times are years (1870, "
+            "or 1870.5 for mid-year)"
+        )
     whole = np.floor(values).astype(np.int64)
     start = pd.to_datetime(pd.Series(whole).map(lambda y: f"{y:04d}-01-01"))
     length = pd.to_datetime(pd.Series(whole + 1).map(lambda y: f"{y:04d}-01-01")) - start
@@ -57,7 +63,10 @@ def in_order(times, where: str, row) -> np.ndarray:
     twice = np.flatnonzero(ordered[1:] == ordered[:-1])
     if len(twice):
         i = order[twice[0] + 1]
-        raise DataError(f"{where} holds the time {ordered[twice[0]]} twice (again in {row(i)}); a time series needs one row per time: aggregate or drop the repeats")
+        raise DataError(
+            f"{where} holds the time {ordered[twice[0]]} twice (again in {row(i)}); a time series needs one row per "
+            "time: aggregate or drop the repeats"
+        )
     return order
 
 
@@ -65,12 +74,20 @@ def check_window(window: int, lead: int, rows: int, where: str) -> None:
     if window == 0 and lead == 0:
         return
     if lead == 0:
-        raise ConfigError(f"data.window={window} with data.lead=0 would show the model the target's own value at the time it predicts; set data.lead=1 or more (steps after the window's last row)")
+        raise ConfigError(
+            f"data.window={window} with data.lead=0 would show the model the target's own value at the time it "
+            "predicts; set data.lead=1 or more (steps after the window's last row)"
+        )
     if rows < window + lead:
-        raise DataError(f"{where} has {plural(rows, 'row')}, too few for one window of {window} plus a lead of {lead}; use a smaller data.window or data.lead")
+        raise DataError(
+            f"{where} has {plural(rows, 'row')}, too few for one window of {window} plus a lead of {lead}; "
+            "use a smaller data.window or data.lead"
+        )
 
 
-def windows(x: np.ndarray, y: np.ndarray, window: int, lead: int, bad: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def windows(
+    x: np.ndarray, y: np.ndarray, window: int, lead: int, bad: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Samples of `window` consecutive rows of `x` (rows, channels), flattened channel by channel
     (each channel's values from t-(window-1) to t-0), with the target `y` of row t+lead; windows
     touching a row in `bad` are left out. Returns inputs, targets and the first row of each."""

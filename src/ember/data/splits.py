@@ -24,7 +24,15 @@ from ember.errors import ConfigError, DataError
 from ember.ranges import check_choice
 
 
-def carve(splits, test_fraction: float, val_fraction: float, seed: int, stratify: bool, split_by: str = "auto", periods: dict | None = None):
+def carve(
+    splits,
+    test_fraction: float,
+    val_fraction: float,
+    seed: int,
+    stratify: bool,
+    split_by: str = "auto",
+    periods: dict | None = None,
+):
     """Carve test, then validation, from the train split of `splits` where they are missing: in
     time for time-indexed data (`splits.times`, or samples that are windows of a series:
     `splits.gap`) unless `split_by="random"`, at random otherwise. `periods` ({"train": "START:END",
@@ -33,7 +41,10 @@ def carve(splits, test_fraction: float, val_fraction: float, seed: int, stratify
     in_time = _in_time(splits, split_by, periods)
     for name in periods:
         if name != "train" and getattr(splits, name) is not None:
-            raise ConfigError(f"{PERIOD_KEYS[name]} carves the {name} split from data.path, but this source has its own (data.test_path or the source's split); drop one of them")
+            raise ConfigError(
+                f"{PERIOD_KEYS[name]} carves the {name} split from data.path, but this source has its own "
+                "(data.test_path or the source's split); drop one of them"
+            )
     want_test = splits.test is None and (test_fraction > 0 or "test" in periods)
     want_val = splits.val is None and (val_fraction > 0 or "val" in periods)
     if not (want_test or want_val or "train" in periods):
@@ -44,11 +55,20 @@ def carve(splits, test_fraction: float, val_fraction: float, seed: int, stratify
     n_test = round(n * test_fraction) if want_test and "test" not in periods else 0
     n_val = round(n * val_fraction) if want_val and "val" not in periods else 0
     if want_test and "test" not in periods and n_test == 0:
-        raise ConfigError(f"data.test_fraction={test_fraction} leaves no test sample out of {n}; use a larger value, more data, or data.test_fraction=0")
+        raise ConfigError(
+            f"data.test_fraction={test_fraction} leaves no test sample out of {n}; use a larger value, more data, "
+            "or data.test_fraction=0"
+        )
     if want_val and "val" not in periods and n_val == 0:
-        raise ConfigError(f"data.val_fraction={val_fraction} leaves no validation sample out of {n}; use a larger value, more data, or data.val_fraction=0")
+        raise ConfigError(
+            f"data.val_fraction={val_fraction} leaves no validation sample out of {n}; use a larger value, more data, "
+            "or data.val_fraction=0"
+        )
     if n_test + n_val >= n:
-        raise ConfigError(f"data.val_fraction={val_fraction} and data.test_fraction={test_fraction} leave no train sample out of {n}; use values whose sum is below 1, or 0 to skip validation")
+        raise ConfigError(
+            f"data.val_fraction={val_fraction} and data.test_fraction={test_fraction} leave no train sample out of "
+            f"{n}; use values whose sum is below 1, or 0 to skip validation"
+        )
     source_rows = _source_rows(splits, n)
     if in_time:
         chosen = _chronological(splits, source_rows.numpy(), n_test, n_val, periods)
@@ -61,7 +81,10 @@ def carve(splits, test_fraction: float, val_fraction: float, seed: int, stratify
     if in_time:
         out.notes.append(describe(_sizes(out), out.times, out.indices, out.gap, _from_source(splits)))
     elif splits.times:
-        out.notes.append("split at random (data.split_by=random): neighbouring times sit in different splits, so scores may read better than on later years")
+        out.notes.append(
+            "split at random (data.split_by=random): neighbouring times sit in different splits, "
+            "so scores may read better than on later years"
+        )
     return out
 
 
@@ -71,13 +94,21 @@ def _in_time(splits, split_by: str, periods: dict) -> bool:
     check_choice("data.split_by", split_by, SPLIT_BY)
     ordered = bool(splits.times) or splits.gap > 0
     if periods and not splits.times:
-        raise ConfigError(f"{PERIOD_KEYS[next(iter(periods))]} needs data with times (data=gridded, or data.time_column=NAME for a table); this data has none")
+        raise ConfigError(
+            f"{PERIOD_KEYS[next(iter(periods))]} needs data with times (data=gridded, or data.time_column=NAME for a "
+            "table); this data has none"
+        )
     if split_by == "random":
         if periods:
-            raise ConfigError(f"{PERIOD_KEYS[next(iter(periods))]} splits in time, but data.split_by=random; drop one of them")
+            raise ConfigError(
+                f"{PERIOD_KEYS[next(iter(periods))]} splits in time, but data.split_by=random; drop one of them"
+            )
         return False
     if split_by == "time" and not ordered:
-        raise ConfigError("data.split_by=time needs data with times (data=gridded, or data.time_column=NAME for a table); this data has none, so split it at random (data.split_by=auto or random)")
+        raise ConfigError(
+            "data.split_by=time needs data with times (data=gridded, or data.time_column=NAME for a table); "
+            "this data has none, so split it at random (data.split_by=auto or random)"
+        )
     return ordered
 
 
@@ -91,7 +122,9 @@ def _chronological(splits, rows, n_test: int, n_val: int, periods: dict) -> dict
     for i, a in enumerate(names):
         for b in names[i + 1 :]:
             if (masks[a] & masks[b]).any():
-                raise ConfigError(f"{PERIOD_KEYS[a]}={periods[a]} and {PERIOD_KEYS[b]}={periods[b]} overlap; give periods that do not")
+                raise ConfigError(
+                    f"{PERIOD_KEYS[a]}={periods[a]} and {PERIOD_KEYS[b]}={periods[b]} overlap; give periods that do not"
+                )
     taken = np.zeros(n, dtype=bool)
     for m in masks.values():
         taken |= m
@@ -99,7 +132,9 @@ def _chronological(splits, rows, n_test: int, n_val: int, periods: dict) -> dict
         if k:
             free = np.flatnonzero(~taken & ~near(rows, taken, splits.gap))
             if len(free) == 0:
-                raise ConfigError(f"no sample is left for the {name} split after the periods given; set {PERIOD_KEYS[name]} too")
+                raise ConfigError(
+                    f"no sample is left for the {name} split after the periods given; set {PERIOD_KEYS[name]} too"
+                )
             masks[name] = np.zeros(n, dtype=bool)
             masks[name][free[-k:]] = True
             taken |= masks[name]
@@ -111,7 +146,10 @@ def _chronological(splits, rows, n_test: int, n_val: int, periods: dict) -> dict
     masks["train"] &= ~near(rows, later, splits.gap)
     for name, m in masks.items():
         if not m.any():
-            raise ConfigError(f"the splits in time leave no {name} sample out of {n} once {splits.gap} sample(s) are left out at each border; use more data, smaller data.val_fraction/test_fraction, or other periods")
+            raise ConfigError(
+                f"the splits in time leave no {name} sample out of {n} once {splits.gap} sample(s) "
+                "are left out at each border; use more data, smaller data.val_fraction/test_fraction, or other periods"
+            )
     return {name: torch.from_numpy(np.flatnonzero(m)) for name, m in masks.items()}
 
 
@@ -209,13 +247,19 @@ def check_nonempty(splits, source: str) -> None:
     for name in ("train", "val", "test"):
         data = getattr(splits, name)
         if data is not None and len(data) == 0:
-            raise DataError(f"the {name} split of data={source} is empty; check the source's files, or leave that split out (data.val_fraction=0 / data.test_fraction=0)")
+            raise DataError(
+                f"the {name} split of data={source} is empty; check the source's files, or leave that split out "
+                "(data.val_fraction=0 / data.test_fraction=0)"
+            )
 
 
 def check_features(spec: DataSpec, source: str) -> None:
     """A DataError for samples without any input value: a model would train on nothing."""
     if spec.in_features == 0:
-        raise DataError(f"the inputs of data={source} hold no value (input shape {tuple(spec.input_shape)}); give the source feature columns or variables to learn from")
+        raise DataError(
+            f"the inputs of data={source} hold no value (input shape {tuple(spec.input_shape)}); "
+            "give the source feature columns or variables to learn from"
+        )
 
 
 def normalize(splits, inputs: bool = True, targets: bool = True, stats_from: DataSpec | None = None):
@@ -227,12 +271,16 @@ def normalize(splits, inputs: bool = True, targets: bool = True, stats_from: Dat
     if not isinstance(train, (TensorData, LazyDataset)):
         return splits
     if inputs and (isinstance(train, LazyDataset) or train.x.is_floating_point()):
-        mean, std = _given(stats_from and stats_from.mean, stats_from and stats_from.std, splits.spec.input_shape) or _stats(train, targets=False)
+        mean, std = _given(
+            stats_from and stats_from.mean, stats_from and stats_from.std, splits.spec.input_shape
+        ) or _stats(train, targets=False)
         std = safe_std(mean, std, "input channel", splits.spec.input_names, splits.notes)
         splits = _apply(splits, mean, std, targets=False)
         splits.spec = replace(splits.spec, mean=mean.tolist(), std=std.tolist())
     if targets and splits.spec.task == "regression" and _float_targets(train):
-        given = _given(stats_from and stats_from.target_mean, stats_from and stats_from.target_std, (splits.spec.target_channels,))
+        given = _given(
+            stats_from and stats_from.target_mean, stats_from and stats_from.target_std, (splits.spec.target_channels,)
+        )
         mean, std = given or _stats(train, targets=True)
         std = safe_std(mean, std, "target channel", splits.spec.target_names, splits.notes)
         splits = _apply(splits, mean, std, targets=True)
@@ -285,6 +333,11 @@ def safe_std(mean: np.ndarray, std: np.ndarray, what: str, names: list[str] | No
     constant = std <= 1e-6 * np.maximum(np.abs(mean), 1e-30)
     if constant.any():
         idx = np.flatnonzero(constant)
-        named = ", ".join(names[i] if names and i < len(names) else str(i) for i in idx[:8]) + (", ..." if len(idx) > 8 else "")
-        notes.append(f"{len(idx)} {what}(s) constant in the train split ({named}): left unscaled; a model cannot learn from a value that never changes")
+        named = ", ".join(names[i] if names and i < len(names) else str(i) for i in idx[:8]) + (
+            ", ..." if len(idx) > 8 else ""
+        )
+        notes.append(
+            f"{len(idx)} {what}(s) constant in the train split ({named}): left unscaled; a model cannot learn from a "
+            "value that never changes"
+        )
     return np.where(constant, 1.0, std)

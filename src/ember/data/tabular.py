@@ -5,8 +5,8 @@
 
 The target column decides the task unless `data.task` says it: integer, boolean or text labels
 are classification (text labels become class ids in sorted order), floats are regression;
-several target columns are a multi-output regression. Text feature columns are one-hot encoded; a text column that is no category (numbers with a
-stray word, dates, ids) is an error that names it, unless data.categorical names it.
+several target columns are a multi-output regression. Text feature columns are one-hot encoded; a text column that is no
+category (numbers with a stray word, dates, ids) is an error that names it, unless data.categorical names it.
 """
 
 import re
@@ -50,7 +50,13 @@ def csv(
 ) -> Splits:
     """A CSV file with a header row: data.target column(s) from the others (or data.features)."""
     read = lambda pd, path: pd.read_csv(path, sep=sep)
-    return _table(cfg, "csv", "a CSV file with a header row", read, _Columns(features, task, num_classes, test_path, categorical, time_column, window, lead))
+    return _table(
+        cfg,
+        "csv",
+        "a CSV file with a header row",
+        read,
+        _Columns(features, task, num_classes, test_path, categorical, time_column, window, lead),
+    )
 
 
 @register_data("parquet")
@@ -72,7 +78,13 @@ def parquet(
         require("pyarrow", "tabular", "parquet")
         return pd.read_parquet(path)
 
-    return _table(cfg, "parquet", "a Parquet file", read, _Columns(features, task, num_classes, test_path, categorical, time_column, window, lead))
+    return _table(
+        cfg,
+        "parquet",
+        "a Parquet file",
+        read,
+        _Columns(features, task, num_classes, test_path, categorical, time_column, window, lead),
+    )
 
 
 @dataclass
@@ -143,20 +155,42 @@ def _table(cfg, source: str, what: str, read, opt: _Columns) -> Splits:
 def _columns(df, target, opt: _Columns, path: Path, source: str) -> tuple[list[str], list[str], list[str]]:
     """The target, feature and categorical columns, checked against the file's."""
     targets = _names(target)
-    required_key(targets, "data.target", source, f"the column(s) to predict; columns of {path}: {', '.join(map(str, df.columns))}")
+    required_key(
+        targets,
+        "data.target",
+        source,
+        f"the column(s) to predict; columns of {path}: {', '.join(map(str, df.columns))}",
+    )
     time = [opt.time_column] if opt.time_column else []
     features = _names(opt.features) or [c for c in df.columns if c not in targets + time]
     if opt.series:  # the target's own past is an input
         features += [t for t in targets if t not in features]
     categorical = _names(opt.categorical)
-    for name, kind, key in [(n, "target", "target") for n in targets] + [(n, "feature", "features") for n in features] + [(n, "categorical", "categorical") for n in categorical] + [(n, "time", "time_column") for n in time]:
+    for name, kind, key in (
+        [(n, "target", "target") for n in targets]
+        + [(n, "feature", "features") for n in features]
+        + [(n, "categorical", "categorical") for n in categorical]
+        + [(n, "time", "time_column") for n in time]
+    ):
         if name not in df.columns:
-            raise unknown_name(name, [str(c) for c in df.columns], f"{kind} column", str(path), f"set data.{key} to columns of the file")
+            raise unknown_name(
+                name,
+                [str(c) for c in df.columns],
+                f"{kind} column",
+                str(path),
+                f"set data.{key} to columns of the file",
+            )
     both = [c for c in targets if c in features and not opt.series]
     if both:
-        raise DataError(f"column {both[0]!r} of {path} is both the target and a feature, so the model would be shown the answer; remove it from data.features")
+        raise DataError(
+            f"column {both[0]!r} of {path} is both the target and a feature, so the model would be shown the answer; "
+            "remove it from data.features"
+        )
     if time and time[0] in features + targets:
-        raise DataError(f"column {time[0]!r} of {path} is the time column (data.time_column) and a {'target' if time[0] in targets else 'feature'}; leave it out of data.features and data.target")
+        raise DataError(
+            f"column {time[0]!r} of {path} is the time column (data.time_column) "
+            f"and a {'target' if time[0] in targets else 'feature'}; leave it out of data.features and data.target"
+        )
     if not features:
         raise DataError(f"{path} has no feature column besides the target {targets}; add columns or set data.features")
     return targets, features, categorical
@@ -167,20 +201,34 @@ def _series_spec(names, features, targets, encode, window: int, opt: _Columns, t
     the input channel holding each target's last observed value: the persistence baseline and
     residual learning read it (spec.identity_channels with spec.lead)."""
     out = {"input_names": window_names(names, window), "lead": opt.lead}
-    out["encoding"] = {"columns": features, "categories": encode.categories, "window": window, "lead": opt.lead, "time_column": opt.time_column}
+    out["encoding"] = {
+        "columns": features,
+        "categories": encode.categories,
+        "window": window,
+        "lead": opt.lead,
+        "time_column": opt.time_column,
+    }
     if task == "regression" and not any(t in encode.categories for t in targets):
         out["identity_channels"] = [names.index(t) * window + window - 1 for t in targets]
     return out
 
 
-def _test_rows(pd, read, opt: _Columns, columns: list[str], train: "_Rows", source: str, what: str, nan: str) -> "_Rows | None":
+def _test_rows(
+    pd, read, opt: _Columns, columns: list[str], train: "_Rows", source: str, what: str, nan: str
+) -> "_Rows | None":
     if not opt.test_path:
         return None
     tpath = existing_path(opt.test_path, "data.test_path", source, what)
     test_df = _read(pd, read, tpath, source)
     missing = [c for c in columns + ([opt.time_column] if opt.time_column else []) if c not in test_df.columns]
     if missing:
-        raise unknown_name(missing[0], [str(c) for c in test_df.columns], "column", str(tpath), "data.test_path must have the train file's columns; its columns are")
+        raise unknown_name(
+            missing[0],
+            [str(c) for c in test_df.columns],
+            "column",
+            str(tpath),
+            "data.test_path must have the train file's columns; its columns are",
+        )
     if opt.series:
         check_window(opt.window, opt.lead, len(test_df), str(tpath))
     test = _Rows.of(test_df, columns, tpath, nan, opt)
@@ -201,7 +249,9 @@ def _read(pd, read, path: Path, source: str):
         df = read(pd, path)
     except Exception as e:  # noqa: BLE001 - parser errors, bad encodings, truncated or non-table files
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise DataError(f"cannot read {path} as {source}: {first}; check that the file is a complete {source} file") from None
+        raise DataError(
+            f"cannot read {path} as {source}: {first}; check that the file is a complete {source} file"
+        ) from None
     if len(df) == 0:
         raise DataError(f"{path} holds no data rows; check the file")
     df.columns = [str(c) for c in df.columns]
@@ -248,7 +298,10 @@ class _Rows:
             return x[keep], y[keep], keep, None if self.times is None else self.times[keep]
         xs, ys, starts = windows(x.numpy(), y.numpy(), window, opt.lead, self.bad)
         if len(starts) == 0:
-            raise DataError(f"every window of {window} row(s) and its target {opt.lead} row(s) later in {self.path} touches a row with a missing or infinite value; fix the file, or use a smaller data.window")
+            raise DataError(
+                f"every window of {window} row(s) and its target {opt.lead} row(s) later in {self.path} touches a row "
+                "with a missing or infinite value; fix the file, or use a smaller data.window"
+            )
         times = None if self.times is None else self.times[starts + window - 1 + opt.lead]
         return torch.from_numpy(xs), torch.from_numpy(ys), starts, times
 
@@ -257,7 +310,9 @@ def _bad_rows(part, order: np.ndarray, path: Path, nan: str) -> np.ndarray:
     """Rows holding a missing or infinite value (data.nan=drop), or a DataError naming the first one."""
     check_choice("data.nan", nan, ("error", "drop"))
     numeric = part.select_dtypes("number")
-    bad = part.isna().to_numpy() if len(numeric.columns) == 0 else part.isna().to_numpy() | _isinf(part, numeric.columns)
+    bad = (
+        part.isna().to_numpy() if len(numeric.columns) == 0 else part.isna().to_numpy() | _isinf(part, numeric.columns)
+    )
     bad_rows = bad.any(axis=1)
     if not bad_rows.any() or nan == "drop":
         if bad_rows.all():
@@ -268,8 +323,10 @@ def _bad_rows(part, order: np.ndarray, path: Path, nan: str) -> np.ndarray:
     columns = list(part.columns)
     per_column = ", ".join(f"{c}: {n}" for c, n in zip(columns, counts) if n)
     raise DataError(
-        f"{path} has {plural(int(bad.sum()), 'missing or infinite value')} ({per_column}); the first is in column {columns[col]!r} "
-        f"of {_row(order[row])}; fix the file or set data.nan=drop to drop the {plural(int(bad_rows.sum()), 'row')} holding them"
+        f"{path} has {plural(int(bad.sum()), 'missing or infinite value')} ({per_column}); "
+        f"the first is in column {columns[col]!r} "
+        f"of {_row(order[row])}; fix the file or set data.nan=drop to drop the "
+        f"{plural(int(bad_rows.sum()), 'row')} holding them"
     )
 
 
@@ -287,7 +344,10 @@ def check_float32(part, bad: np.ndarray, order: np.ndarray, path: Path) -> None:
         over = (np.abs(values) > FLOAT32_MAX) & ~bad
         if over.any():
             i = int(np.flatnonzero(over)[0])
-            raise DataError(f"column {c!r} of {path} holds {values[i]:.6g} in {_row(order[i])}, beyond the float32 range (±3.4e38) the network computes in; rescale the column (other units, or its logarithm) or fix the value")
+            raise DataError(
+                f"column {c!r} of {path} holds {values[i]:.6g} in {_row(order[i])}, beyond the float32 range (±3.4e38) "
+                "the network computes in; rescale the column (other units, or its logarithm) or fix the value"
+            )
 
 
 def _isinf(part, numeric_columns) -> np.ndarray:
@@ -299,7 +359,9 @@ def _isinf(part, numeric_columns) -> np.ndarray:
 
 
 # Dates and times as text (2024-01-31, 2024-01-31T12:00:00Z, 31/01/2024, 1.31.24): not categories.
-DATE = re.compile(r"^(\d{4}-\d{1,2}-\d{1,2}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?|\d{1,2}[/.]\d{1,2}[/.]\d{2,4})$")
+DATE = re.compile(
+    r"^(\d{4}-\d{1,2}-\d{1,2}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?|\d{1,2}[/.]\d{1,2}[/.]\d{2,4})$"
+)
 MOSTLY = 0.8  # the share of values that makes a column "numbers with stray text" or "dates"
 MANY_CATEGORIES = 20  # more distinct text values than this, and more than half the rows: not a category
 
@@ -321,18 +383,30 @@ def check_text_columns(frame, kept: np.ndarray, path: Path, categorical: list[st
         if numeric.mean() >= MOSTLY:
             i = int(np.flatnonzero(~numeric)[0])
             raise DataError(
-                f"{where} holds numbers but for {plural(int((~numeric).sum()), 'text value')}, the first {text.iloc[i]!r} in {_row(kept[i])}; "
-                "as text the whole column would become one-hot categories: fix or empty the value(s) (data.nan=drop drops rows with empty ones)"
+                f"{where} holds numbers but for {plural(int((~numeric).sum()), 'text value')}, "
+                f"the first {text.iloc[i]!r} in {_row(kept[i])}; "
+                "as text the whole column would become one-hot categories: fix or empty the value(s) "
+                "(data.nan=drop drops rows with empty ones)"
             )
         if only_stray:
             continue
-        fix = f"leave it out by listing the other columns in data.features, or set data.categorical=[{c}] if it is a category"
+        fix = (
+            "leave it out by listing the other columns in data.features, "
+            f"or set data.categorical=[{c}] if it is a category"
+        )
         dates = text.str.match(DATE).to_numpy()
         if dates.mean() >= MOSTLY:
-            raise DataError(f"{where} holds dates such as {text.iloc[0]!r} ({_row(kept[0])}), which would become one category per date; order the table in time by them (data.time_column={c}), turn them into numbers (day of year, hour, a timestamp) in the file, or {fix}")
+            raise DataError(
+                f"{where} holds dates such as {text.iloc[0]!r} ({_row(kept[0])}), which would become one category per "
+                f"date; order the table in time by them (data.time_column={c}), turn them into numbers (day of year, "
+                f"hour, a timestamp) in the file, or {fix}"
+            )
         distinct = text.nunique()
         if distinct > MANY_CATEGORIES and distinct > len(text) / 2:
-            raise DataError(f"{where} holds {distinct} distinct text values in {len(text)} rows (such as {text.iloc[0]!r} in {_row(kept[0])}), too many for one-hot categories; {fix}")
+            raise DataError(
+                f"{where} holds {distinct} distinct text values in {len(text)} rows (such as {text.iloc[0]!r} in "
+                f"{_row(kept[0])}), too many for one-hot categories; {fix}"
+            )
 
 
 def check_like_train(test, train, kept: np.ndarray, path: Path) -> None:
@@ -343,7 +417,10 @@ def check_like_train(test, train, kept: np.ndarray, path: Path) -> None:
         if not _is_text(train[c]) and _is_text(test[c]):
             numeric = pd.to_numeric(test[c].astype(str).str.strip(), errors="coerce").notna().to_numpy()
             i = int(np.flatnonzero(~numeric)[0])
-            raise DataError(f"column {c!r} of {path} holds the text {str(test[c].iloc[i])!r} in {_row(kept[i])}, where the train file has numbers; fix or empty the value")
+            raise DataError(
+                f"column {c!r} of {path} holds the text {str(test[c].iloc[i])!r} in {_row(kept[i])}, "
+                "where the train file has numbers; fix or empty the value"
+            )
 
 
 def _row(i) -> str:
@@ -361,7 +438,9 @@ def _task(targets, task: str, names: list[str]) -> str:
 
     if task != "auto":
         if task == "classification" and len(names) > 1:
-            raise DataError(f"data.task=classification takes one target column, got {names}; pick one, or data.task=regression")
+            raise DataError(
+                f"data.task=classification takes one target column, got {names}; pick one, or data.task=regression"
+            )
         return task
     if len(names) > 1:
         return "regression"
@@ -413,7 +492,10 @@ class _LabelEncoder:
         else:
             values = col.to_numpy()
             if not pd.api.types.is_integer_dtype(col) and not np.all(np.mod(values, 1) == 0):
-                raise DataError(f"{where} holds non-integer values such as {values[np.mod(values, 1) != 0][0]}; data.task=classification needs class labels, or use data.task=regression")
+                raise DataError(
+                    f"{where} holds non-integer values such as {values[np.mod(values, 1) != 0][0]}; "
+                    "data.task=classification needs class labels, or use data.task=regression"
+                )
             self.num_classes = check_labels(values.astype(np.int64), where, num_classes)
             self.names = [str(i) for i in range(self.num_classes)]
 
@@ -422,7 +504,10 @@ class _LabelEncoder:
             values = col.astype(str)
             unknown = sorted(set(values) - set(self.names))
             if unknown:
-                raise DataError(f"{path} has label {unknown[0]!r}, which the train file does not have; the labels are {', '.join(self.names)}")
+                raise DataError(
+                    f"{path} has label {unknown[0]!r}, which the train file does not have; "
+                    f"the labels are {', '.join(self.names)}"
+                )
             return torch.as_tensor(np.searchsorted(self.names, values.to_numpy()), dtype=torch.long)
         y = col.to_numpy().astype(np.int64)
         check_labels(y, f"labels in {path}", self.num_classes)
@@ -432,5 +517,8 @@ class _LabelEncoder:
 def _regression_targets(frame, path: Path) -> torch.Tensor:
     for c in frame.columns:
         if _is_text(frame[c]):
-            raise DataError(f"target column {c!r} of {path} holds text; regression needs numbers (one text target column is classification: data.task=classification)")
+            raise DataError(
+                f"target column {c!r} of {path} holds text; regression needs numbers (one text target column is "
+                "classification: data.task=classification)"
+            )
     return torch.from_numpy(np.array(frame.to_numpy(dtype=np.float32)))

@@ -31,4 +31,15 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'ember.export' has no attribute {name!r}")
 
 
-__all__ = ["FORMATS", "ExportError", "Normalized", "bench_run", "compress_run", "export_model", "export_run", "load_artifact", "load_safetensors", "predict"]
+__all__ = [
+    "FORMATS",
+    "ExportError",
+    "Normalized",
+    "bench_run",
+    "compress_run",
+    "export_model",
+    "export_run",
+    "load_artifact",
+    "load_safetensors",
+    "predict",
+]

@@ -20,10 +20,18 @@ from ember.export.common import Deployed, quiet, require
 from ember.export.pt2 import load_program
 from ember.models import builder_kwargs, create_model
 
-FILE_NAMES = {"torchscript": "model.ts", "onnx": "model.onnx", "exported": "model.pt2", "aoti": "model" + aoti.SUFFIX, "safetensors": "model.safetensors"}
+FILE_NAMES = {
+    "torchscript": "model.ts",
+    "onnx": "model.onnx",
+    "exported": "model.pt2",
+    "aoti": "model" + aoti.SUFFIX,
+    "safetensors": "model.safetensors",
+}
 
 
-def load_artifact(path: str | Path, fmt: str | None = None, threads: int | None = None) -> Callable[[torch.Tensor], Any]:
+def load_artifact(
+    path: str | Path, fmt: str | None = None, threads: int | None = None
+) -> Callable[[torch.Tensor], Any]:
     """A function from a batch of raw inputs to the outputs of an exported file, in its runtime."""
     path = Path(path)
     fmt = fmt or format_of(path)
@@ -53,7 +61,10 @@ def load_artifact(path: str | Path, fmt: str | None = None, threads: int | None 
     if fmt == "safetensors":
         module = load_safetensors(path)
         return lambda x: module(x)
-    raise ConfigError(f"{path} is not an exported model; pass a .ts, .onnx, .pt2, .aoti.pt2 or .safetensors file written by ember export")
+    raise ConfigError(
+        f"{path} is not an exported model; pass a .ts, .onnx, .pt2, "
+        ".aoti.pt2 or .safetensors file written by ember export"
+    )
 
 
 def format_of(path: Path) -> str:
@@ -81,7 +92,10 @@ def load_safetensors(path: str | Path) -> nn.Module:
     with safe_open(str(path), "pt") as f:
         meta = f.metadata() or {}
     if "ember_model" not in meta or "ember_spec" not in meta:
-        raise ConfigError(f"{path} has no ember model description in its metadata; it was not written by ember export format=safetensors")
+        raise ConfigError(
+            f"{path} has no ember model description in its metadata; "
+            "it was not written by ember export format=safetensors"
+        )
     spec = DataSpec.from_dict(json.loads(meta["ember_spec"]))
     model_cfg = json.loads(meta["ember_model"])
     model = create_model(model_cfg["name"], spec, **builder_kwargs(model_cfg))
@@ -119,4 +133,10 @@ def _run_aoti(path, wrapper, model_config):
     return load_artifact(path, "aoti")
 
 
-RUNNERS = {"torchscript": _run_torchscript, "onnx": _run_onnx, "exported": _run_exported, "aoti": _run_aoti, "safetensors": _run_safetensors}
+RUNNERS = {
+    "torchscript": _run_torchscript,
+    "onnx": _run_onnx,
+    "exported": _run_exported,
+    "aoti": _run_aoti,
+    "safetensors": _run_safetensors,
+}

@@ -50,8 +50,21 @@ def bench_command(overrides: list[str]) -> int:
     ember bench model=NAME data=NAME [model.key=value ...]: a freshly initialized model, no run needed."""
     opts, rest = parse_options("bench", overrides, DEFAULTS, rest_ok=True)
     if opts["run"] and rest:
-        raise ConfigError(f"ember bench run=DIR takes the run's model; {rest[0]!r} is not an option of bench: {', '.join(f'{k}=' for k in DEFAULTS)}")
-    bench_run(opts["run"], rest, batch_sizes=opts["batch_sizes"], backends=opts["backends"], iters=opts["iters"], warmup=opts["warmup"], seconds=opts["seconds"], threads=opts["threads"], out=opts["out"])
+        raise ConfigError(
+            f"ember bench run=DIR takes the run's model; {rest[0]!r} is not an option of bench: "
+            f"{', '.join(f'{k}=' for k in DEFAULTS)}"
+        )
+    bench_run(
+        opts["run"],
+        rest,
+        batch_sizes=opts["batch_sizes"],
+        backends=opts["backends"],
+        iters=opts["iters"],
+        warmup=opts["warmup"],
+        seconds=opts["seconds"],
+        threads=opts["threads"],
+        out=opts["out"],
+    )
     return 0
 
 
@@ -93,7 +106,13 @@ def bench_run(
         "cpu": cpu_name(),
         "threads": torch.get_num_threads(),
         "versions": _versions(),
-        "settings": {"batch_sizes": list(batch_sizes), "backends": list(backends), "iters": iters, "warmup": warmup, "seconds": seconds},
+        "settings": {
+            "batch_sizes": list(batch_sizes),
+            "backends": list(backends),
+            "iters": iters,
+            "warmup": warmup,
+            "seconds": seconds,
+        },
         "results": results,
         "skipped": skipped,
     }
@@ -129,7 +148,16 @@ def _backends(names: tuple[str, ...], wrapper: torch.nn.Module, spec: DataSpec) 
     return fns, skipped
 
 
-def compare(fns: dict[str, Callable[[torch.Tensor], Any]], x: torch.Tensor, *, iters: int = 100, warmup: int = 10, seconds: float = 2.0, rounds: int = 5, failed: dict | None = None) -> dict[str, dict]:
+def compare(
+    fns: dict[str, Callable[[torch.Tensor], Any]],
+    x: torch.Tensor,
+    *,
+    iters: int = 100,
+    warmup: int = 10,
+    seconds: float = 2.0,
+    rounds: int = 5,
+    failed: dict | None = None,
+) -> dict[str, dict]:
     """Time each function on `x`: warm-up, then `iters` calls each, interleaved in `rounds`
     rounds so that a change in the machine's load (other jobs, clock) hits all of them alike.
 
@@ -166,7 +194,9 @@ def compare(fns: dict[str, Callable[[torch.Tensor], Any]], x: torch.Tensor, *, i
     return {name: {**_stats(np.array(t), len(x)), "first_call_s": first[name]} for name, t in times.items()}
 
 
-def measure(fn: Callable[[torch.Tensor], Any], x: torch.Tensor, *, iters: int = 100, warmup: int = 10, seconds: float = 2.0) -> dict:
+def measure(
+    fn: Callable[[torch.Tensor], Any], x: torch.Tensor, *, iters: int = 100, warmup: int = 10, seconds: float = 2.0
+) -> dict:
     """Latency and throughput of one function on `x` (see `compare`)."""
     failed: dict = {}
     rows = compare({"fn": fn}, x, iters=iters, warmup=warmup, seconds=seconds, failed=failed)
@@ -209,7 +239,11 @@ def _backend(name: str, wrapper: torch.nn.Module, spec: DataSpec) -> Callable[[t
             compiled = torch.compile(wrapper, dynamic=False)
         return _no_grad(compiled)
     # The files `ember export` writes, parity-checked, run by their own runtime.
-    fmt, fname = {"torchscript": ("torchscript", "model.ts"), "onnxruntime": ("onnx", "model.onnx"), "aoti": ("aoti", "model.aoti.pt2")}[name]
+    fmt, fname = {
+        "torchscript": ("torchscript", "model.ts"),
+        "onnxruntime": ("onnx", "model.onnx"),
+        "aoti": ("aoti", "model.aoti.pt2"),
+    }[name]
     with tempfile.TemporaryDirectory(prefix="ember-bench-") as tmp:
         path = Path(tmp) / fname
         export_model(wrapper, fmt, path, _inputs(spec, 8), spec=spec, checked_on="random inputs")
@@ -230,13 +264,30 @@ def _print(report: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    title = f"{report['model']}: inference on {report['device']}, {report['threads']} thread(s), input {'x'.join(map(str, report['input_shape']))}"
+    title = (
+        f"{report['model']}: inference on {report['device']}, {report['threads']} thread(s), "
+        f"input {'x'.join(map(str, report['input_shape']))}"
+    )
     table = Table(title=title, title_justify="left")
-    for col, right in (("backend", False), ("batch", True), ("p50 ms", True), ("p95 ms", True), ("samples/s", True), ("vs eager", True)):
+    for col, right in (
+        ("backend", False),
+        ("batch", True),
+        ("p50 ms", True),
+        ("p95 ms", True),
+        ("samples/s", True),
+        ("vs eager", True),
+    ):
         table.add_column(col, justify="right" if right else "left")
     for r in report["results"]:
         ratio = f"{r['vs_eager']:.2f}x" if "vs_eager" in r else ""
-        table.add_row(r["backend"], str(r["batch"]), f"{r['p50_ms']:.3g}", f"{r['p95_ms']:.3g}", f"{r['samples_per_s']:,.0f}", ratio)
+        table.add_row(
+            r["backend"],
+            str(r["batch"]),
+            f"{r['p50_ms']:.3g}",
+            f"{r['p95_ms']:.3g}",
+            f"{r['samples_per_s']:,.0f}",
+            ratio,
+        )
     console = Console(highlight=False, soft_wrap=True, markup=False)  # names and paths are text, not rich markup
     console.print(table)
     for b, why in report["skipped"].items():

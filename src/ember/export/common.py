@@ -39,7 +39,13 @@ def work_dir(path: Path) -> Path:
     (SIGKILL, a node lost) is removed here by the next export into that folder: its pid is gone."""
     for p in path.parent.glob(".*.export"):
         m = _WORK.match(p.name)
-        if m and p.is_dir() and not p.is_symlink() and int(m.group(1)) != os.getpid() and not pid_alive(int(m.group(1))):
+        if (
+            m
+            and p.is_dir()
+            and not p.is_symlink()
+            and int(m.group(1)) != os.getpid()
+            and not pid_alive(int(m.group(1)))
+        ):
             shutil.rmtree(p, ignore_errors=True)
     return Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".export", dir=path.parent))
 
@@ -50,14 +56,28 @@ def require(module: str, what: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise ExportError(f"{what} needs the {module} package, which is not installed; pip install 'ember[export]'") from None
+        raise ExportError(
+            f"{what} needs the {module} package, which is not installed; pip install 'ember[export]'"
+        ) from None
 
 
 @contextmanager
 def quiet():
     """Silence the exporters' deprecation notes and torchvision-missing log lines: ember prints
     what matters (the method used, the parity errors) itself."""
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._export", "torch._dynamo", "torch.fx", "torch._subclasses", "torch._functorch", "onnxscript")]
+    loggers = [
+        logging.getLogger(n)
+        for n in (
+            "torch.onnx",
+            "torch.export",
+            "torch._export",
+            "torch._dynamo",
+            "torch.fx",
+            "torch._subclasses",
+            "torch._functorch",
+            "onnxscript",
+        )
+    ]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)
@@ -125,11 +145,16 @@ def deployed(model: nn.Module, spec: DataSpec, data: Any = None) -> Deployed:
 def quantize_dynamic_int8(model: nn.Module) -> nn.Module:
     """nn.Linear weights as int8, activations quantized per batch at run time (CPU)."""
     if not any(isinstance(m, nn.Linear) for m in model.modules()):
-        raise ConfigError(f"{type(model).__name__} has no nn.Linear layer, which is what method=dynamic_int8 quantizes; use method=prune")
+        raise ConfigError(
+            f"{type(model).__name__} has no nn.Linear layer, "
+            "which is what method=dynamic_int8 quantizes; use method=prune"
+        )
     try:
         from torch.ao.quantization import quantize_dynamic
     except ImportError:  # pragma: no cover - removed from a future torch
-        raise ConfigError("this torch has no torch.ao.quantization.quantize_dynamic; use method=prune, or a torch that has it") from None
+        raise ConfigError(
+            "this torch has no torch.ao.quantization.quantize_dynamic; use method=prune, or a torch that has it"
+        ) from None
     with quiet():
         return quantize_dynamic(model.eval(), {nn.Linear}, dtype=torch.qint8).eval()
 

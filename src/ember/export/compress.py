@@ -47,19 +47,39 @@ PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 def compress_command(overrides: list[str]) -> int:
     """ember compress run=DIR method=dynamic_int8|prune [sparsity=0.5] [epochs=1] [out=DIR] [config overrides for fine-tuning]."""
-    opts, rest = parse_options("compress", overrides, {"run": None, "method": None, "sparsity": Ranged(0.5, OPEN_UNIT), "epochs": Ranged(1, AT_LEAST_1), "out": None}, rest_ok=True)
+    opts, rest = parse_options(
+        "compress",
+        overrides,
+        {"run": None, "method": None, "sparsity": Ranged(0.5, OPEN_UNIT), "epochs": Ranged(1, AT_LEAST_1), "out": None},
+        rest_ok=True,
+    )
     if not opts["run"]:
-        raise ConfigError("ember compress needs the run to compress: ember compress run=runs/<name>/<time> method=dynamic_int8")
-    compress_run(opts["run"], opts["method"], sparsity=opts["sparsity"], epochs=opts["epochs"], out=opts["out"], overrides=rest)
+        raise ConfigError(
+            "ember compress needs the run to compress: ember compress run=runs/<name>/<time> method=dynamic_int8"
+        )
+    compress_run(
+        opts["run"], opts["method"], sparsity=opts["sparsity"], epochs=opts["epochs"], out=opts["out"], overrides=rest
+    )
     return 0
 
 
-def compress_run(run_dir: str | Path, method: str | None, *, sparsity: float = 0.5, epochs: int = 1, out: str | Path | None = None, overrides: list[str] = ()) -> Path:
+def compress_run(
+    run_dir: str | Path,
+    method: str | None,
+    *,
+    sparsity: float = 0.5,
+    epochs: int = 1,
+    out: str | Path | None = None,
+    overrides: list[str] = (),
+) -> Path:
     """Compress a run's best model into a new run directory; print and return where it is."""
     if method not in METHODS:
         raise ConfigError(f"ember compress needs method=, one of: {', '.join(METHODS)} (got {method!r})")
     if method == "dynamic_int8" and overrides:
-        raise ConfigError(f"method=dynamic_int8 does not train, so it takes no config override like {overrides[0]!r}; options: run=, method=, out=")
+        raise ConfigError(
+            f"method=dynamic_int8 does not train, so it takes no config override like {overrides[0]!r}; "
+            "options: run=, method=, out="
+        )
     if method == "prune" and not 0 < sparsity < 1:
         raise ConfigError(f"sparsity={sparsity} must be between 0 and 1 (the share of weights set to zero)")
     if method == "prune" and epochs < 1:
@@ -67,7 +87,10 @@ def compress_run(run_dir: str | Path, method: str | None, *, sparsity: float = 0
     run_dir = Path(run_dir)
     model, cfg, spec, summary = load_model(run_dir)
     if (summary.get("compression") or {}).get("method") == "dynamic_int8":
-        raise ConfigError(f"{run_dir} is already quantized to int8; compress its source run {summary['compression'].get('source')} instead")
+        raise ConfigError(
+            f"{run_dir} is already quantized to int8; compress its source run "
+            f"{summary['compression'].get('source')} instead"
+        )
     suffix = "int8" if method == "dynamic_int8" else f"pruned{round(sparsity * 100)}"
     out = Path(out) if out else run_dir.with_name(f"{run_dir.name}-{suffix}")
     if (out / "config.yaml").exists():
@@ -105,7 +128,12 @@ def _write_int8_run(source: Path, out: Path, summary: dict, qmodel: nn.Module, s
         {
             "run_dir": str(out),
             "metrics": metrics,
-            "compression": {"method": "dynamic_int8", "source": str(source.resolve()), "layers": "nn.Linear", "dtype": "qint8"},
+            "compression": {
+                "method": "dynamic_int8",
+                "source": str(source.resolve()),
+                "layers": "nn.Linear",
+                "dtype": "qint8",
+            },
             "params": summary.get("params"),
             "versions": {"torch": torch.__version__},
             "finished": time.time(),
@@ -122,7 +150,11 @@ def _write_int8_run(source: Path, out: Path, summary: dict, qmodel: nn.Module, s
 def magnitude_masks(model: nn.Module, sparsity: float) -> dict[str, torch.Tensor]:
     """Masks (True = kept) zeroing the `sparsity` share of smallest |weight| over all linear and
     convolution weights together, so layers with many small weights give up more of them."""
-    weights = {f"{name}.weight": m.weight for name, m in model.named_modules() if isinstance(m, PRUNABLE) and m.weight.requires_grad}
+    weights = {
+        f"{name}.weight": m.weight
+        for name, m in model.named_modules()
+        if isinstance(m, PRUNABLE) and m.weight.requires_grad
+    }
     if not weights:
         raise ConfigError(f"{type(model).__name__} has no trainable linear or convolution weights to prune")
     flat = torch.cat([w.detach().abs().flatten() for w in weights.values()])
@@ -136,8 +168,12 @@ def magnitude_masks(model: nn.Module, sparsity: float) -> dict[str, torch.Tensor
     return masks
 
 
-def _prune_and_finetune(model: nn.Module, cfg, out: Path, sparsity: float, epochs: int, overrides: list[str], info: dict) -> nn.Module:
-    cfg, conf = compose_typed([f"trainer.max_epochs={epochs}", "trainer.max_steps=-1", f"run.dir={out}", "resume=null", *overrides], saved=cfg)
+def _prune_and_finetune(
+    model: nn.Module, cfg, out: Path, sparsity: float, epochs: int, overrides: list[str], info: dict
+) -> nn.Module:
+    cfg, conf = compose_typed(
+        [f"trainer.max_epochs={epochs}", "trainer.max_steps=-1", f"run.dir={out}", "resume=null", *overrides], saved=cfg
+    )
     model = copy.deepcopy(model).train()
     masks = magnitude_masks(model, sparsity)
     params = dict(model.named_parameters())
@@ -181,9 +217,15 @@ def _profile(model: nn.Module, score: Scorer) -> dict[str, Any]:
     buf = io.BytesIO()
     torch.save(model.state_dict(), buf)
     profile: dict[str, Any] = score(model)
-    qlinear = [m for m in model.modules() if type(m).__name__ == "Linear" and type(m).__module__.startswith("torch.ao.nn.quantized")]
+    qlinear = [
+        m
+        for m in model.modules()
+        if type(m).__name__ == "Linear" and type(m).__module__.startswith("torch.ao.nn.quantized")
+    ]
     total = sum(t.numel() for t in weights) + sum(m.weight().numel() for m in qlinear)
-    nonzero = sum(int((t != 0).sum()) for t in weights) + sum(int((m.weight().int_repr() != m.weight().q_zero_point()).sum()) for m in qlinear)
+    nonzero = sum(int((t != 0).sum()) for t in weights) + sum(
+        int((m.weight().int_repr() != m.weight().q_zero_point()).sum()) for m in qlinear
+    )
     profile.update(weights=total, nonzero=nonzero, size_mb=buf.getbuffer().nbytes / 2**20)
     return profile
 
@@ -219,10 +261,30 @@ def _print_comparison(source: Path, out: Path, method: str, before: dict, after:
     metric_keys = [k for k in before if "/" in k]
     for k in metric_keys:
         table.add_row(k, f"{before[k]:.4g}", f"{after[k]:.4g}", f"{after[k] - before[k]:+.4g}")
-    table.add_row("nonzero weights", f"{before['nonzero']:,}", f"{after['nonzero']:,}", f"{after['nonzero'] / max(before['nonzero'], 1):.2f}x")
-    table.add_row("size (MB)", f"{before['size_mb']:.3g}", f"{after['size_mb']:.3g}", f"{after['size_mb'] / before['size_mb']:.2f}x")
-    table.add_row("latency batch 1 (ms)", f"{before['latency_ms_b1']:.3g}", f"{after['latency_ms_b1']:.3g}", f"{after['latency_ms_b1'] / before['latency_ms_b1']:.2f}x")
-    table.add_row("samples/s batch 64", f"{before['samples_per_s_b64']:,.0f}", f"{after['samples_per_s_b64']:,.0f}", f"{after['samples_per_s_b64'] / before['samples_per_s_b64']:.2f}x")
+    table.add_row(
+        "nonzero weights",
+        f"{before['nonzero']:,}",
+        f"{after['nonzero']:,}",
+        f"{after['nonzero'] / max(before['nonzero'], 1):.2f}x",
+    )
+    table.add_row(
+        "size (MB)",
+        f"{before['size_mb']:.3g}",
+        f"{after['size_mb']:.3g}",
+        f"{after['size_mb'] / before['size_mb']:.2f}x",
+    )
+    table.add_row(
+        "latency batch 1 (ms)",
+        f"{before['latency_ms_b1']:.3g}",
+        f"{after['latency_ms_b1']:.3g}",
+        f"{after['latency_ms_b1'] / before['latency_ms_b1']:.2f}x",
+    )
+    table.add_row(
+        "samples/s batch 64",
+        f"{before['samples_per_s_b64']:,.0f}",
+        f"{after['samples_per_s_b64']:,.0f}",
+        f"{after['samples_per_s_b64'] / before['samples_per_s_b64']:.2f}x",
+    )
     console = Console(highlight=False, soft_wrap=True, markup=False)  # names and paths are text, not rich markup
     console.print(table)
     console.print(f"compressed run: {out}")

@@ -49,12 +49,19 @@ from ember.options import parse_options
 from ember.ranges import AT_LEAST_1, NON_NEGATIVE, Ranged
 
 FORMATS = FILE_NAMES  # format -> default file name
-TITLES = {"torchscript": "TorchScript", "onnx": "ONNX", "exported": "torch.export", "aoti": "AOTInductor", "safetensors": "safetensors"}
+TITLES = {
+    "torchscript": "TorchScript",
+    "onnx": "ONNX",
+    "exported": "torch.export",
+    "aoti": "AOTInductor",
+    "safetensors": "safetensors",
+}
 INPUT_NAME = "input"
 # torch 2.13 warns that torch.jit.script/trace/load are deprecated on every call, which ember's
 # exporters and loaders silence (quiet()); the user reads it here once, with what to do about it.
 TORCHSCRIPT_NOTE = (
-    "note: TorchScript is deprecated upstream (torch 2.13 warns on torch.jit.script, trace and load) but libtorch still runs it; ember keeps it "
+    "note: TorchScript is deprecated upstream (torch 2.13 warns on torch.jit.script, trace and load) "
+    "but libtorch still runs it; ember keeps it "
     "because FTorch, the Fortran bridge, takes only TorchScript. For C, C++ or ember_infer's Fortran module, "
     "format=aoti (AOTInductor) is its successor"
 )
@@ -77,12 +84,32 @@ class Exported:
 # -- the command ---------------------------------------------------------------------------------
 def export_command(overrides: list[str]) -> int:
     """ember export run=DIR format=torchscript|onnx|exported|safetensors [batch=dynamic] [out=PATH] [atol=] [rtol=]."""
-    opts, _ = parse_options("export", overrides, {"run": None, "format": None, "batch": "dynamic", "out": None, "atol": Ranged(1e-5, NON_NEGATIVE), "rtol": Ranged(1e-4, NON_NEGATIVE), "samples": Ranged(64, AT_LEAST_1)})
+    opts, _ = parse_options(
+        "export",
+        overrides,
+        {
+            "run": None,
+            "format": None,
+            "batch": "dynamic",
+            "out": None,
+            "atol": Ranged(1e-5, NON_NEGATIVE),
+            "rtol": Ranged(1e-4, NON_NEGATIVE),
+            "samples": Ranged(64, AT_LEAST_1),
+        },
+    )
     if not opts["run"]:
         raise ConfigError("ember export needs the run to export: ember export run=runs/<name>/<time> format=onnx")
     if not opts["format"]:
         raise ConfigError(f"ember export needs format=, one of: {', '.join(FORMATS)}")
-    export_run(opts["run"], opts["format"], out=opts["out"], batch=parse_batch(opts["batch"]), atol=opts["atol"], rtol=opts["rtol"], samples=opts["samples"])
+    export_run(
+        opts["run"],
+        opts["format"],
+        out=opts["out"],
+        batch=parse_batch(opts["batch"]),
+        atol=opts["atol"],
+        rtol=opts["rtol"],
+        samples=opts["samples"],
+    )
     return 0
 
 
@@ -99,7 +126,17 @@ def parse_batch(value: Any) -> int | None:
     return n
 
 
-def export_run(run_dir: str | Path, fmt: str, *, out: str | Path | None = None, batch: int | None = None, atol: float = 1e-5, rtol: float = 1e-4, samples: int = 64, echo: Callable[[str], None] = print) -> Exported:
+def export_run(
+    run_dir: str | Path,
+    fmt: str,
+    *,
+    out: str | Path | None = None,
+    batch: int | None = None,
+    atol: float = 1e-5,
+    rtol: float = 1e-4,
+    samples: int = 64,
+    echo: Callable[[str], None] = print,
+) -> Exported:
     """Export a run's best model to `fmt` (in `<run>/export/` unless `out`), with a parity check."""
     check_format(fmt)
     path = Path(out) if out else run_folder(Path(run_dir), "export") / FORMATS[fmt]  # refused if a link
@@ -107,20 +144,46 @@ def export_run(run_dir: str | Path, fmt: str, *, out: str | Path | None = None, 
     check_output(path, f"the {fmt} export", "out=")
     x, where = held_out_batch(cfg, spec, max(2, samples))
     config = OmegaConf.to_container(cfg, resolve=True)
-    meta = {"run": str(Path(run_dir).resolve()), "model": cfg.model.name, "compression": summary.get("compression"), "config": config}
+    meta = {
+        "run": str(Path(run_dir).resolve()),
+        "model": cfg.model.name,
+        "compression": summary.get("compression"),
+        "config": config,
+    }
     model_config = {"name": cfg.model.name, **builder_kwargs(config["model"])}
-    result = export_model(deployed(model, spec, cfg.data), fmt, path, x, spec=spec, batch=batch, atol=atol, rtol=rtol, meta=meta, checked_on=where, model_config=model_config)
+    result = export_model(
+        deployed(model, spec, cfg.data),
+        fmt,
+        path,
+        x,
+        spec=spec,
+        batch=batch,
+        atol=atol,
+        rtol=rtol,
+        meta=meta,
+        checked_on=where,
+        model_config=model_config,
+    )
     shape = ", ".join(str(d) for d in ["batch" if batch is None else batch, *spec.input_shape])
     if fmt == "safetensors":
-        echo(f"exported {result.path} (weights; model config and normalization statistics in its metadata: ember.export.load_safetensors rebuilds the model)")
+        echo(
+            f"exported {result.path} (weights; model config and normalization statistics in its metadata: "
+            "ember.export.load_safetensors rebuilds the model)"
+        )
     else:
         units = ", and the outputs come back in the data's units" if spec.target_mean is not None else ""
-        echo(f"exported {result.path} ({result.method}; input [{shape}] in raw units: the normalization is in the graph{units})")
+        echo(
+            f"exported {result.path} ({result.method}; input [{shape}] in raw units: "
+            f"the normalization is in the graph{units})"
+        )
     if result.note:
         echo(f"note: {result.note}")
     if fmt == "torchscript":
         echo(TORCHSCRIPT_NOTE)
-    echo(f"parity on {where}: max abs error {result.max_abs_error:.3g}, max rel error {result.max_rel_error:.3g} (tolerance atol {atol:g} + rtol {rtol:g} x max|output|)")
+    echo(
+        f"parity on {where}: max abs error {result.max_abs_error:.3g}, max rel error {result.max_rel_error:.3g} "
+        f"(tolerance atol {atol:g} + rtol {rtol:g} x max|output|)"
+    )
     echo(f"wrote {result.meta_path}")
     return result
 
@@ -170,7 +233,14 @@ def export_model(
         method, note = WRITERS[fmt](wrapper, example, tmp, batch is None, spec, model_config)
         run = RUNNERS[fmt](tmp, wrapper, model_config)
         max_abs, max_rel = parity(run, wrapper, checks, atol, rtol, f"{TITLES[fmt]} export", checked_on)
-        checked = {"max_abs_error": max_abs, "max_rel_error": max_rel, "atol": atol, "rtol": rtol, "checked_on": checked_on, "batch_sizes": [len(c) for c in checks]}
+        checked = {
+            "max_abs_error": max_abs,
+            "max_rel_error": max_rel,
+            "atol": atol,
+            "rtol": rtol,
+            "checked_on": checked_on,
+            "batch_sizes": [len(c) for c in checks],
+        }
         info = _description(fmt, path.name, method, wrapper, example, spec, batch, checked) | (meta or {})
         info["sha256"] = trust.sha256(tmp)  # what predict checks a program file against (export/trust.py)
         with output_errors(path, f"the {fmt} export", "out="):
@@ -185,7 +255,16 @@ def export_model(
     return Exported(path, path.with_name(path.name + ".json"), fmt, method, max_abs, max_rel, checked_on, note)
 
 
-def _description(fmt: str, name: str, method: str, wrapper: nn.Module, example: torch.Tensor, spec: DataSpec, batch: int | None, checked: dict) -> dict:
+def _description(
+    fmt: str,
+    name: str,
+    method: str,
+    wrapper: nn.Module,
+    example: torch.Tensor,
+    spec: DataSpec,
+    batch: int | None,
+    checked: dict,
+) -> dict:
     """What `<artifact>.json` says of an export: its inputs and outputs with shapes, the
     normalization folded into it, the parity check, the DataSpec and the library versions."""
     with torch.no_grad():
@@ -196,8 +275,17 @@ def _description(fmt: str, name: str, method: str, wrapper: nn.Module, example: 
         "format": fmt,
         "file": name,
         "method": method,
-        "inputs": [{"name": INPUT_NAME, "shape": [batch_dim, *spec.input_shape], "dtype": str(example.dtype).removeprefix("torch.")}],
-        "outputs": [{"name": n, "shape": [batch_dim, *o.shape[1:]], "dtype": str(o.dtype).removeprefix("torch.")} for n, o in zip(output_names, outputs)],
+        "inputs": [
+            {
+                "name": INPUT_NAME,
+                "shape": [batch_dim, *spec.input_shape],
+                "dtype": str(example.dtype).removeprefix("torch."),
+            }
+        ],
+        "outputs": [
+            {"name": n, "shape": [batch_dim, *o.shape[1:]], "dtype": str(o.dtype).removeprefix("torch.")}
+            for n, o in zip(output_names, outputs)
+        ],
         "task": spec.task,
         "class_names": spec.class_names,
         "normalization": {
@@ -207,7 +295,14 @@ def _description(fmt: str, name: str, method: str, wrapper: nn.Module, example: 
             "dim": 1,
             "target_mean": spec.target_mean,
             "target_std": spec.target_std,
-            "note": "inside the graph: pass raw inputs, get outputs in the data's units" if fmt != "safetensors" else "ember.export.load_safetensors applies it; a model rebuilt by hand takes (x - mean) / std per channel and its output is y * target_std + target_mean",
+            "note": (
+                "inside the graph: pass raw inputs, get outputs in the data's units"
+                if fmt != "safetensors"
+                else (
+                    "ember.export.load_safetensors applies it; a model rebuilt by hand takes (x - mean) "
+                    "/ std per channel and its output is y * target_std + target_mean"
+                )
+            ),
         },
         "parity": checked,
         "spec": spec.to_dict(),
@@ -231,7 +326,15 @@ def _example(x: torch.Tensor, batch: int | None) -> torch.Tensor:
     return x[:want].contiguous()
 
 
-def parity(run: Callable, wrapper: nn.Module, inputs: list[torch.Tensor], atol: float, rtol: float, what: str, checked_on: str = "") -> tuple[float, float]:
+def parity(
+    run: Callable,
+    wrapper: nn.Module,
+    inputs: list[torch.Tensor],
+    atol: float,
+    rtol: float,
+    what: str,
+    checked_on: str = "",
+) -> tuple[float, float]:
     """Largest absolute and relative (to max|output|) difference of `run` from `wrapper`; raise above atol + rtol * max|output|."""
     worst_abs = worst_rel = 0.0
     for x in inputs:
@@ -240,9 +343,16 @@ def parity(run: Callable, wrapper: nn.Module, inputs: list[torch.Tensor], atol: 
             try:
                 got = [torch.as_tensor(t) for t in tree_leaves(run(x))]
             except Exception as e:  # noqa: BLE001 - the runtime's own failure, reported in one line
-                raise ExportError(f"parity check failed: the {what} cannot run a batch of {len(x)} ({first_line(e, innermost=True)}); no artifact was written; export with batch={len(inputs[0])} for a fixed batch size, or try another format") from None
+                raise ExportError(
+                    f"parity check failed: the {what} cannot run a batch of {len(x)} "
+                    f"({first_line(e, innermost=True)}); no artifact was written; export with batch={len(inputs[0])} "
+                    "for a fixed batch size, or try another format"
+                ) from None
         if [tuple(t.shape) for t in got] != [tuple(t.shape) for t in want]:
-            raise ExportError(f"parity check failed: the {what} returns shapes {[tuple(t.shape) for t in got]} for a batch of {len(x)}, the eager model {[tuple(t.shape) for t in want]}; no artifact was written")
+            raise ExportError(
+                f"parity check failed: the {what} returns shapes {[tuple(t.shape) for t in got]} for a batch of "
+                f"{len(x)}, the eager model {[tuple(t.shape) for t in want]}; no artifact was written"
+            )
         for g, w in zip(got, want):
             g, w = g.double(), w.double()
             # NaN where both are NaN (the run's masked points) agrees; NaN on one side only does not.
@@ -253,8 +363,10 @@ def parity(run: Callable, wrapper: nn.Module, inputs: list[torch.Tensor], atol: 
             if math.isnan(err) or err > atol + rtol * scale:
                 where = f" on {checked_on}" if checked_on else ""
                 raise ExportError(
-                    f"parity check failed: the {what} differs from the eager model by up to {err:.3g} (relative {rel:.3g}){where}, batch {len(x)}, "
-                    f"above atol={atol:g} + rtol={rtol:g} x max|output|; no artifact was written; raise atol=/rtol= if that difference is expected, or use another format"
+                    f"parity check failed: the {what} differs from the eager model by up to {err:.3g} (relative "
+                    f"{rel:.3g}){where}, batch {len(x)}, "
+                    f"above atol={atol:g} + rtol={rtol:g} x max|output|; no artifact was written; "
+                    "raise atol=/rtol= if that difference is expected, or use another format"
                 )
             worst_abs, worst_rel = max(worst_abs, err), max(worst_rel, rel)
     return worst_abs, worst_rel
@@ -283,7 +395,11 @@ def to_torchscript(wrapper: nn.Module, example: torch.Tensor) -> tuple[torch.jit
         except Exception as e:  # noqa: BLE001 - TorchScript rejects much of Python; tracing is the fallback
             why = first_line(e, innermost=True)
         traced = torch.jit.trace(wrapper, example, check_trace=False)
-    return traced, "torch.jit.trace", f"traced, since torch.jit.script failed ({why}); a trace records one path through the code"
+    return (
+        traced,
+        "torch.jit.trace",
+        f"traced, since torch.jit.script failed ({why}); a trace records one path through the code",
+    )
 
 
 def _write_torchscript(wrapper, example, path, dynamic, spec, model_config):
@@ -310,7 +426,10 @@ def _write_onnx(wrapper, example, path, dynamic, spec, model_config):
     require("onnx", "format=onnx")
     require("onnxscript", "format=onnx")
     require("onnxruntime", "format=onnx (its parity check)")
-    big = sum(t.numel() * t.element_size() for t in wrapper.state_dict().values() if isinstance(t, torch.Tensor)) > 1.5 * 2**30
+    big = (
+        sum(t.numel() * t.element_size() for t in wrapper.state_dict().values() if isinstance(t, torch.Tensor))
+        > 1.5 * 2**30
+    )
     try:
         with quiet():
             torch.onnx.export(
@@ -335,7 +454,10 @@ def _write_safetensors(wrapper, example, path, dynamic, spec, model_config):
     state = wrapper.model.state_dict()
     bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor) or v.is_quantized]
     if bad:
-        raise ExportError(f"format=safetensors holds plain tensors, but {bad[0]!r} is packed or quantized (a compressed run?); export this run with format=torchscript")
+        raise ExportError(
+            f"format=safetensors holds plain tensors, but {bad[0]!r} is packed or quantized (a compressed run?); "
+            "export this run with format=torchscript"
+        )
     meta = {"ember_spec": json.dumps(spec.to_dict())}
     if isinstance(wrapper, Deployed):  # what NaN inputs become (data.fill_value, or the means)
         meta["ember_fill"] = json.dumps(wrapper.fill.flatten().tolist())
@@ -349,7 +471,13 @@ def _write_aoti(wrapper, example, path, dynamic, spec, model_config):
     return aoti.write(wrapper, example, path, dynamic, cannot_export)
 
 
-WRITERS = {"torchscript": _write_torchscript, "onnx": _write_onnx, "exported": _write_exported, "aoti": _write_aoti, "safetensors": _write_safetensors}
+WRITERS = {
+    "torchscript": _write_torchscript,
+    "onnx": _write_onnx,
+    "exported": _write_exported,
+    "aoti": _write_aoti,
+    "safetensors": _write_safetensors,
+}
 
 
 # -- when a model does not export: which layer, and which formats do work ------------------------
@@ -368,7 +496,9 @@ def _attempt(fmt: str, module: nn.Module, args: tuple, kwargs: dict | None = Non
             torch.onnx.export(module, args, kwargs=kwargs, dynamo=True, verbose=False)
 
 
-def cannot_export(wrapper: nn.Module, example: torch.Tensor, fmt: str, error: BaseException, dynamic: bool) -> ExportError:
+def cannot_export(
+    wrapper: nn.Module, example: torch.Tensor, fmt: str, error: BaseException, dynamic: bool
+) -> ExportError:
     """An error naming the layer that fails and the formats that work for this model."""
     if dynamic:
         try:
@@ -377,15 +507,27 @@ def cannot_export(wrapper: nn.Module, example: torch.Tensor, fmt: str, error: Ba
             pass
         else:
             return ExportError(
-                f"cannot export to {TITLES[fmt]} with a dynamic batch dimension ({first_line(error, innermost=True)}); the model fixes its batch size: export with batch={len(example)}"
+                f"cannot export to {TITLES[fmt]} with a dynamic batch dimension ({first_line(error, innermost=True)}); "
+                f"the model fixes its batch size: export with batch={len(example)}"
             )
     layer = failing_layer(wrapper.model, wrapper, example, fmt)
-    where = f"layer {layer[0]!r} ({layer[1]}) fails" if layer and layer[0] else f"the model's own forward ({type(wrapper.model).__name__}) fails" if layer else "it fails"
+    where = (
+        f"layer {layer[0]!r} ({layer[1]}) fails"
+        if layer and layer[0]
+        else f"the model's own forward ({type(wrapper.model).__name__}) fails"
+        if layer
+        else "it fails"
+    )
     works = [f for f in ("torchscript", "exported", "onnx") if f != fmt and _works(f, wrapper, example)]
-    if fmt != "safetensors" and all(isinstance(v, torch.Tensor) and not v.is_quantized for v in wrapper.model.state_dict().values()):
+    if fmt != "safetensors" and all(
+        isinstance(v, torch.Tensor) and not v.is_quantized for v in wrapper.model.state_dict().values()
+    ):
         works.append("safetensors")
     works = ", ".join(works) or "none (keep the run directory's checkpoint)"
-    return ExportError(f"cannot export to {TITLES[fmt]}: {where}: {first_line(error, innermost=True)}; formats that work for this model: {works}")
+    return ExportError(
+        f"cannot export to {TITLES[fmt]}: {where}: {first_line(error, innermost=True)}; "
+        f"formats that work for this model: {works}"
+    )
 
 
 def _attempt_static(fmt: str, wrapper: nn.Module, example: torch.Tensor) -> None:

@@ -60,11 +60,22 @@ def open_fields(input: str | Path, time_dim: str = "time"):
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*consolidated metadata", category=RuntimeWarning)
             if len(files) > 1:
-                return xr.open_mfdataset(files, engine=netcdf_engine(files), combine="by_coords", data_vars="minimal", coords="minimal", compat="override", chunks={}, parallel=False)
+                return xr.open_mfdataset(
+                    files,
+                    engine=netcdf_engine(files),
+                    combine="by_coords",
+                    data_vars="minimal",
+                    coords="minimal",
+                    compat="override",
+                    chunks={},
+                    parallel=False,
+                )
             engine = "zarr" if is_zarr(Path(files[0])) else netcdf_engine(files)
             return xr.open_dataset(files[0], engine=engine, chunks={})
     except Exception as e:  # noqa: BLE001 - truncated files, unknown formats, files that do not combine
-        raise DataError(f"cannot open {text} with xarray ({first_line(e)}); pass NetCDF files or a Zarr store that xarray reads") from None
+        raise DataError(
+            f"cannot open {text} with xarray ({first_line(e)}); pass NetCDF files or a Zarr store that xarray reads"
+        ) from None
 
 
 def region(ds, data: dict):
@@ -73,7 +84,13 @@ def region(ds, data: dict):
     from ember.data.cf import Subset, select
 
     levels = tuple(float(v) for v in _listed(data.get("level")))
-    subset = Subset(time_dim=str(data.get("time_dim") or "time"), lat=data.get("lat"), lon=data.get("lon"), level=levels, strict_level=False)
+    subset = Subset(
+        time_dim=str(data.get("time_dim") or "time"),
+        lat=data.get("lat"),
+        lon=data.get("lon"),
+        level=levels,
+        strict_level=False,
+    )
     return select(ds, subset, "the input") if subset.lat or subset.lon or subset.level else ds
 
 
@@ -137,20 +154,32 @@ def layout(ds, spec, data: dict) -> Layout:
     if spec.mask_channel and len(variables) == spec.input_shape[0]:
         variables = variables[:-1]  # the mask channel ("mask") is the run's, not the file's
     if not variables:
-        raise DataError("the run does not name its input variables (spec.input_names or data.variables); predict NetCDF with a run trained by data=gridded")
+        raise DataError(
+            "the run does not name its input variables (spec.input_names or data.variables); "
+            "predict NetCDF with a run trained by data=gridded"
+        )
     missing = [v for v in variables if v not in ds.data_vars]
     if missing:
-        raise DataError(f"the input lacks variable(s) {', '.join(map(repr, missing))} the run was trained on; it holds: {', '.join(map(str, ds.data_vars)) or '(none)'}")
+        raise DataError(
+            f"the input lacks variable(s) {', '.join(map(repr, missing))} the run was trained on; it holds: "
+            f"{', '.join(map(str, ds.data_vars)) or '(none)'}"
+        )
     first = ds[variables[0]]
     if time_dim not in first.dims:
-        raise DataError(f"variable {variables[0]!r} has no {time_dim!r} dimension (dims {first.dims}); predict needs one sample per time step")
+        raise DataError(
+            f"variable {variables[0]!r} has no {time_dim!r} dimension (dims {first.dims}); "
+            "predict needs one sample per time step"
+        )
     grid = [str(d) for d in first.dims if d != time_dim]
     want = tuple(spec.input_shape[1:])
     for v in variables:
         got = tuple(ds.sizes[d] for d in grid) if set(ds[v].dims) == set(first.dims) else None
         if got != want:
             shape = dict(zip(ds[v].dims, ds[v].shape))
-            raise DataError(f"variable {v!r} lies on a grid {shape} but the run was trained on fields of shape {want}; pass the same grid (regrid or subset the file)")
+            raise DataError(
+                f"variable {v!r} lies on a grid {shape} but the run was trained on fields of shape {want}; "
+                "pass the same grid (regrid or subset the file)"
+            )
     return _output_layout(ds, spec, variables, time_dim, grid)
 
 
@@ -218,7 +247,11 @@ def predicted(ds, predictor, lay: Layout, steps: int, batch_size: int, history: 
     old = str(ds.attrs.get("history", "")).strip()
     out.attrs = {**ds.attrs, "history": history + ("\n" + old if old else "")}
     for k in out.coords:  # the input's time units and calendar stay; its storage settings do not
-        out[k].encoding = {e: v for e, v in ds[k].encoding.items() if e in ("units", "calendar", "dtype")} if k in ds.variables else {}
+        out[k].encoding = (
+            {e: v for e, v in ds[k].encoding.items() if e in ("units", "calendar", "dtype")}
+            if k in ds.variables
+            else {}
+        )
     return _valid_time(out, ds, lay.time_dim, predictor.spec.lead)
 
 
@@ -238,7 +271,11 @@ def _valid_time(out, ds, time_dim: str, lead: int):
     out[time_dim].encoding = encoding
     out[time_dim].attrs = dict(ds[time_dim].attrs)
     for name in out.data_vars:
-        out[name].attrs["comment"] = out[name].attrs["comment"].replace("after the inputs' time", "after forecast_reference_time, the inputs' time")
+        out[name].attrs["comment"] = (
+            out[name]
+            .attrs["comment"]
+            .replace("after the inputs' time", "after forecast_reference_time, the inputs' time")
+        )
     return out
 
 
@@ -346,13 +383,18 @@ def _swap(tmp: Path, path: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def predict_fields(predictor, input: str | Path, output: str | Path | None, batch_size: int, chunk: int | None, echo) -> Any:
+def predict_fields(
+    predictor, input: str | Path, output: str | Path | None, batch_size: int, chunk: int | None, echo
+) -> Any:
     """Predict every time step of gridded `input`; write `output` (.nc or .zarr) if given.
     Returns the predictions as an xarray.Dataset: the written file, opened lazily, or (without
     output) a lazy dataset that predicts as it is read."""
     if output is not None:
         if Path(output).suffix not in FIELD_OUTPUTS:
-            raise ConfigError(f"output={str(output)!r}: predictions of NetCDF or Zarr input are written to a {' or '.join(FIELD_OUTPUTS)} file")
+            raise ConfigError(
+                f"output={str(output)!r}: predictions of NetCDF or Zarr input are written to a "
+                f"{' or '.join(FIELD_OUTPUTS)} file"
+            )
         check_output(output, "the predictions", "output=", folder=Path(output).suffix == ".zarr")
     ds = channels(region(open_fields(input), predictor.data), predictor.spec)
     lay = layout(ds, predictor.spec, predictor.data)
@@ -367,5 +409,9 @@ def predict_fields(predictor, input: str | Path, output: str | Path | None, batc
         write_fields(out, output, lay.time_dim)
     n = ds.sizes[lay.time_dim]
     k = -(-n // steps)
-    echo(f"wrote {n} time steps of {', '.join(lay.names)} to {output} ({k} chunks of {steps} time steps)" if k > 1 else f"wrote {n} time steps of {', '.join(lay.names)} to {output} (in one chunk)")
+    echo(
+        f"wrote {n} time steps of {', '.join(lay.names)} to {output} ({k} chunks of {steps} time steps)"
+        if k > 1
+        else f"wrote {n} time steps of {', '.join(lay.names)} to {output} (in one chunk)"
+    )
     return open_fields(output)

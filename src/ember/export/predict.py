@@ -65,15 +65,35 @@ class Predictions:
 
 def predict_command(overrides: list[str]) -> int:
     """ember predict run=DIR|ARTIFACT input=FILE [output=FILE] [batch_size=256] [chunk=N] [trust=false]."""
-    defaults = {"run": None, "input": None, "output": None, "batch_size": Ranged(256, AT_LEAST_1), "chunk": Ranged(0, NON_NEGATIVE), "trust": False}
+    defaults = {
+        "run": None,
+        "input": None,
+        "output": None,
+        "batch_size": Ranged(256, AT_LEAST_1),
+        "chunk": Ranged(0, NON_NEGATIVE),
+        "trust": False,
+    }
     opts, _ = parse_options("predict", overrides, defaults)
     if not opts["run"]:
-        raise ConfigError("ember predict needs the model: ember predict run=runs/<name>/<time> input=FILE (or run=<run>/export/model.onnx)")
+        raise ConfigError(
+            "ember predict needs the model: ember predict run=runs/<name>/<time> input=FILE (or "
+            "run=<run>/export/model.onnx)"
+        )
     if not opts["input"]:
-        raise ConfigError("ember predict needs input=FILE: a CSV/Parquet table, an .npy/.npz/.h5 array, NetCDF files or a Zarr store, an image or a folder of images")
+        raise ConfigError(
+            "ember predict needs input=FILE: a CSV/Parquet table, an .npy/.npz/.h5 array, "
+            "NetCDF files or a Zarr store, an image or a folder of images"
+        )
     if is_fields(opts["input"]) and not opts["output"]:
         raise ConfigError("ember predict on NetCDF or Zarr input writes a file: add output=predicted.nc (or .zarr)")
-    predict(opts["run"], opts["input"], output=opts["output"], batch_size=opts["batch_size"], chunk=opts["chunk"] or None, trust=opts["trust"])
+    predict(
+        opts["run"],
+        opts["input"],
+        output=opts["output"],
+        batch_size=opts["batch_size"],
+        chunk=opts["chunk"] or None,
+        trust=opts["trust"],
+    )
     return 0
 
 
@@ -97,7 +117,10 @@ def predict(
     if is_fields(input):
         return predict_fields(load_predictor(source, trust, echo), input, output, batch_size, chunk, echo)
     if output is not None and Path(output).suffix not in OUTPUT_SUFFIXES:
-        raise ConfigError(f"output={str(output)!r}: write predictions to a {', '.join(OUTPUT_SUFFIXES)} file (.nc or .zarr for NetCDF or Zarr input)")
+        raise ConfigError(
+            f"output={str(output)!r}: write predictions to a {', '.join(OUTPUT_SUFFIXES)} file (.nc or .zarr for "
+            "NetCDF or Zarr input)"
+        )
     if output is not None:
         check_output(output, "the predictions", "output=")
     predictor = load_predictor(source, trust, echo)
@@ -129,16 +152,25 @@ def load_predictor(source: str | Path, trust: bool = False, echo: Callable[[str]
         except EmberError:
             raise
         except Exception as e:  # noqa: BLE001 - a truncated or foreign file, in its runtime's words
-            raise ExportError(f"cannot load {path} as an ember {fmt} export ({first_line(e, innermost=True)}); the file is damaged or not from ember export: export the run again") from None
+            raise ExportError(
+                f"cannot load {path} as an ember {fmt} export ({first_line(e, innermost=True)}); "
+                "the file is damaged or not from ember export: export the run again"
+            ) from None
         return Predictor(run, spec, (meta.get("config") or {}).get("data") or {}, str(path))
-    raise ConfigError(f"run={str(source)!r} does not exist; pass a run directory (runs/<name>/<time>) or a file written by ember export")
+    raise ConfigError(
+        f"run={str(source)!r} does not exist; pass a run directory (runs/<name>/<time>) or a file "
+        "written by ember export"
+    )
 
 
 def _description(path: Path) -> tuple[dict, DataSpec]:
     """An export's `<file>.json` description and the DataSpec in it, or one line saying what is wrong."""
     meta_path = Path(str(path) + ".json")
     if not meta_path.is_file():
-        raise ConfigError(f"{path} has no description {meta_path.name} beside it; pass the run directory, or export again with ember export")
+        raise ConfigError(
+            f"{path} has no description {meta_path.name} beside it; pass the run directory, "
+            "or export again with ember export"
+        )
     fix = "export the run again with ember export (or pass the run directory)"
     try:
         meta = json.loads(meta_path.read_text())
@@ -164,7 +196,13 @@ def run_batches(predictor: Predictor, x: np.ndarray, ids: list[str], batch_size:
     if spec.task == "classification":
         probs = torch.softmax(y.reshape(len(y), -1), dim=1).numpy()
         names = spec.class_names or [str(i) for i in range(probs.shape[1])]
-        return Predictions(ids, probs, [names[k] for k in probs.argmax(1)] if len(probs) else [], [f"prob_{n}" for n in names], spec.task)
+        return Predictions(
+            ids,
+            probs,
+            [names[k] for k in probs.argmax(1)] if len(probs) else [],
+            [f"prob_{n}" for n in names],
+            spec.task,
+        )
     values = y.reshape(len(y), -1).numpy()
     if spec.mask:  # the run's masked points (land): NaN, whatever the model gave there
         values[:, spec.mask] = np.nan
@@ -183,12 +221,18 @@ def read_inputs(input: str | Path, spec: DataSpec, data: dict) -> tuple[np.ndarr
     """Raw inputs of shape (N, *spec.input_shape) from a file or folder, and an id per sample."""
     path = Path(str(input)).expanduser()
     if not path.exists():
-        raise DataError(f"input={str(input)!r} does not exist; pass a CSV/Parquet table, an .npy/.npz/.h5 array, an image or a folder of images")
+        raise DataError(
+            f"input={str(input)!r} does not exist; pass a CSV/Parquet table, an .npy/.npz/.h5 array, "
+            "an image or a folder of images"
+        )
     suffix = path.suffix.lower()
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         if not files:
-            raise DataError(f"input folder {path} holds no images ({', '.join(IMAGE_SUFFIXES[:4])}, ...); pass an image folder or a data file")
+            raise DataError(
+                f"input folder {path} holds no images ({', '.join(IMAGE_SUFFIXES[:4])}, ...); "
+                "pass an image folder or a data file"
+            )
         return _images(files, spec, data), [str(f.relative_to(path)) for f in files]
     if suffix in IMAGE_SUFFIXES:
         return _images([path], spec, data), [path.name]
@@ -198,7 +242,10 @@ def read_inputs(input: str | Path, spec: DataSpec, data: dict) -> tuple[np.ndarr
     elif suffix in ARRAY_SUFFIXES:
         x = _fit_shape(_array(path, data), spec, str(path))
     else:
-        raise DataError(f"input={path.name}: cannot read {suffix or 'files without a suffix'}; pass a .csv, .parquet, .npy, .npz, .h5 file, an image or a folder of images")
+        raise DataError(
+            f"input={path.name}: cannot read {suffix or 'files without a suffix'}; pass a .csv, .parquet, .npy, .npz, "
+            ".h5 file, an image or a folder of images"
+        )
     if len(x) == 0:
         raise DataError(f"{path} holds no samples (array shape {tuple(x.shape)}); pass at least one")
     _check_finite(x, path, spec, data)
@@ -212,7 +259,10 @@ def _check_finite(x: np.ndarray, path: Path, spec: DataSpec, data: dict) -> None
     ok = ~np.isinf(x) if masked else np.isfinite(x)
     bad = ~ok.reshape(len(x), -1).all(axis=1)
     if bad.any():
-        raise DataError(f"{path} has missing or infinite values in {int(bad.sum())} sample(s), the first is sample {int(np.flatnonzero(bad)[0])}; fix or drop them")
+        raise DataError(
+            f"{path} has missing or infinite values in {int(bad.sum())} sample(s), "
+            f"the first is sample {int(np.flatnonzero(bad)[0])}; fix or drop them"
+        )
 
 
 def _fit_shape(arr: np.ndarray, spec: DataSpec, where: str) -> np.ndarray:
@@ -231,7 +281,10 @@ def _fit_shape(arr: np.ndarray, spec: DataSpec, where: str) -> np.ndarray:
         return arr.reshape(len(arr), *shape).astype(np.float32)  # flattened samples, one per row
     got = tuple(arr.shape[1:]) if arr.ndim > 1 else ()
     dims = ", ".join(map(str, shape))
-    raise DataError(f"{where} holds samples of shape {got} ({arr.shape[0]} of them, array shape {tuple(arr.shape)}) but the model takes samples of shape {shape}; pass an array of shape (N, {dims}) or (N, {math.prod(shape)})")
+    raise DataError(
+        f"{where} holds samples of shape {got} ({arr.shape[0]} of them, array shape {tuple(arr.shape)}) "
+        f"but the model takes samples of shape {shape}; pass an array of shape (N, {dims}) or (N, {math.prod(shape)})"
+    )
 
 
 def _array(path: Path, data: dict) -> np.ndarray:
@@ -241,7 +294,9 @@ def _array(path: Path, data: dict) -> np.ndarray:
         try:
             return np.load(path, allow_pickle=False)
         except Exception as e:  # noqa: BLE001 - truncated or not an .npy file
-            raise DataError(f"cannot read {path} as a NumPy .npy file ({first_line(e)}); save it with numpy.save") from None
+            raise DataError(
+                f"cannot read {path} as a NumPy .npy file ({first_line(e)}); save it with numpy.save"
+            ) from None
     if suffix == ".npz":
         try:
             with np.load(path, allow_pickle=False) as npz:
@@ -249,7 +304,9 @@ def _array(path: Path, data: dict) -> np.ndarray:
         except DataError:
             raise
         except Exception as e:  # noqa: BLE001
-            raise DataError(f"cannot read {path} as a NumPy .npz file ({first_line(e)}); save it with numpy.savez") from None
+            raise DataError(
+                f"cannot read {path} as a NumPy .npz file ({first_line(e)}); save it with numpy.savez"
+            ) from None
     try:
         import h5py
     except ImportError:
@@ -270,14 +327,20 @@ def _pick(names: list[str], wanted: list[str], path: Path, what: str, get: Calla
             return np.asarray(get(n))
     if len(names) == 1:
         return np.asarray(get(names[0]))
-    raise DataError(f"{path} holds {what}s {', '.join(names) or '(none)'}; name the inputs {wanted[0]!r} (the run's data.inputs) or keep one {what} in the file")
+    raise DataError(
+        f"{path} holds {what}s {', '.join(names) or '(none)'}; name the inputs {wanted[0]!r} (the run's data.inputs) "
+        f"or keep one {what} in the file"
+    )
 
 
 def _images(files: list[Path], spec: DataSpec, data: dict) -> np.ndarray:
     """Decoded as the imagefolder source does: grayscale or RGB, resized, scaled to [0, 1]."""
     shape = tuple(spec.input_shape)
     if len(shape) != 3 or shape[0] not in (1, 3) or shape[1] != shape[2]:
-        raise DataError(f"the model takes samples of shape {shape}, not square images of 1 or 3 channels; pass an array or table file instead of images")
+        raise DataError(
+            f"the model takes samples of shape {shape}, not square images of 1 or 3 channels; "
+            "pass an array or table file instead of images"
+        )
     try:
         from ember.data.images import _decode
     except ImportError:  # pragma: no cover - the images module is part of ember
@@ -306,7 +369,10 @@ def _table(path: Path, spec: DataSpec, data: dict) -> tuple[np.ndarray, list[str
     else:
         text = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
         if text:
-            raise DataError(f"{path} has non-numeric column {text[0]!r}; a table for this model holds one flattened sample of numbers per row")
+            raise DataError(
+                f"{path} has non-numeric column {text[0]!r}; a table for this model holds one flattened "
+                "sample of numbers per row"
+            )
         x = df.to_numpy(dtype=np.float32)
     return _fit_shape(x, spec, str(path)), None
 
@@ -322,11 +388,16 @@ def _series(pd, df, path: Path, spec: DataSpec, data: dict) -> tuple[np.ndarray,
     encoding = spec.encoding
     window, column = int(encoding["window"]), encoding.get("time_column")
     if len(df) < window:
-        raise DataError(f"{path} has {len(df)} row(s), fewer than one window of {window} (data.window of the run); pass at least {window} consecutive rows")
+        raise DataError(
+            f"{path} has {len(df)} row(s), fewer than one window of {window} (data.window of the run); "
+            f"pass at least {window} consecutive rows"
+        )
     labels = [str(i) for i in range(len(df))]
     if column:
         if column not in df.columns:
-            raise DataError(f"{path} lacks the time column {column!r} (the run's data.time_column) that orders its rows")
+            raise DataError(
+                f"{path} lacks the time column {column!r} (the run's data.time_column) that orders its rows"
+            )
         where = f"column {column!r} of {path}"
         times = parse_times(df[column], where, _row)
         order = in_order(times, where, _row)
@@ -368,17 +439,26 @@ def _table_features(pd, df, path: Path, data: dict, encoding: dict | None) -> np
     features = features or [c for c in df.columns if c not in targets]
     missing = [c for c in features if c not in df.columns]
     if missing:
-        raise DataError(f"{path} lacks feature column(s) {', '.join(map(repr, missing))}; the model was trained on columns: {', '.join(features)}")
+        raise DataError(
+            f"{path} lacks feature column(s) {', '.join(map(repr, missing))}; the model was trained on columns: "
+            f"{', '.join(features)}"
+        )
     bad = df[features].isna().any(axis=1).to_numpy()
     if bad.any():
-        raise DataError(f"{path} has missing values in {int(bad.sum())} row(s), the first is data row {int(np.flatnonzero(bad)[0]) + 1}; fill or drop them")
+        raise DataError(
+            f"{path} has missing values in {int(bad.sum())} row(s), the first is data row "
+            f"{int(np.flatnonzero(bad)[0]) + 1}; fill or drop them"
+        )
     if encoding:
         return _FeatureEncoder(pd, encoding["categories"])(df[features]).numpy()
     if train is not None:
         return _FeatureEncoder.fit(pd, train[features].dropna())(df[features]).numpy()
     text = [c for c in features if _is_text(df[c])]
     if text:
-        raise DataError(f"column {text[0]!r} holds text, and the training file {str(data.get('path'))!r} that defines its one-hot encoding is gone; put it back at that path to predict")
+        raise DataError(
+            f"column {text[0]!r} holds text, and the training file {str(data.get('path'))!r} that defines its one-hot "
+            "encoding is gone; put it back at that path to predict"
+        )
     return df[features].to_numpy(dtype=np.float32)
 
 
@@ -404,7 +484,9 @@ def write_predictions(p: Predictions, output: str | Path) -> None:
     if suffix == ".npy":
         write_atomic(path, lambda f: np.save(f, p.values))
     elif suffix == ".npz":
-        extra = {"labels": np.array(p.labels), "probabilities": p.values} if p.labels is not None else {"values": p.values}
+        extra = (
+            {"labels": np.array(p.labels), "probabilities": p.values} if p.labels is not None else {"values": p.values}
+        )
         write_atomic(path, lambda f: np.savez(f, ids=np.array(p.ids), **extra))
     elif suffix == ".json":
         rows = []

@@ -48,7 +48,32 @@ SYMBOL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 # operator functions a graph may call: arithmetic, comparison and indexing, nothing that returns
 # or calls a callable (attrgetter, methodcaller, call).
-OPERATORS = {"add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "neg", "pos", "abs", "getitem", "eq", "ne", "lt", "le", "gt", "ge", "and_", "or_", "xor", "not_", "invert", "lshift", "rshift"}
+OPERATORS = {
+    "add",
+    "sub",
+    "mul",
+    "truediv",
+    "floordiv",
+    "mod",
+    "pow",
+    "neg",
+    "pos",
+    "abs",
+    "getitem",
+    "eq",
+    "ne",
+    "lt",
+    "le",
+    "gt",
+    "ge",
+    "and_",
+    "or_",
+    "xor",
+    "not_",
+    "invert",
+    "lshift",
+    "rshift",
+}
 
 
 def load_program(path: Path):
@@ -73,7 +98,11 @@ def check_archive(data: bytes, path: Path) -> None:
         for name in names:
             rel = name.removeprefix(root)
             if not name.startswith(root) or not any(re.fullmatch(p, rel) for p in LAYOUT):
-                _refuse(path, f"holds {name}, which a plain exported model never has (compiled code, pickled objects or an older format)")
+                _refuse(
+                    path,
+                    f"holds {name}, which a plain exported model never has (compiled code, "
+                    "pickled objects or an older format)",
+                )
             if rel.endswith("_config.json"):
                 _check_payloads(json.loads(archive.read(name)), path, name)
             elif rel.startswith("data/sample_inputs/"):
@@ -110,7 +139,10 @@ def _check_program(program, path: Path) -> None:
             stack.extend(node)
         elif isinstance(node, dict):
             if isinstance(node.get("expr_str"), str) and not _plain_expression(node["expr_str"]):
-                _refuse(path, f"holds the shape expression {node['expr_str'][:80]!r}, which is not arithmetic on shape symbols")
+                _refuse(
+                    path,
+                    f"holds the shape expression {node['expr_str'][:80]!r}, which is not arithmetic on shape symbols",
+                )
             if isinstance(node.get("target"), str) and "inputs" in node and not _plain_target(node["target"]):
                 _refuse(path, f"calls {node['target'][:80]!r}, which is not a torch operator")
             stack.extend(node.values())

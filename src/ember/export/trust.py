@@ -66,15 +66,23 @@ def check_program(path: Path, fmt: str, described: str | None, trust: bool, echo
         echo(f"note: {path.name} is {_a(kind)} program and loading it runs its code; trust=true: running it as given")
         return
     if remembered(digest):
-        echo(f"note: {path.name} is {_a(kind)} program and loading it runs its code; accepted as ember's own export (sha256 {digest[:12]}... recorded when you exported it)")
+        echo(
+            f"note: {path.name} is {_a(kind)} program and loading it runs its code; accepted as ember's own export "
+            f"(sha256 {digest[:12]}... recorded when you exported it)"
+        )
         return
     if described and described != digest:
         why = "its sha256 differs from the one its description recorded at export: the file changed since"
     elif described:
-        why = "its hash is not among the exports ember recorded for you (exported by someone else, or on another machine)"
+        why = (
+            "its hash is not among the exports ember recorded for you (exported by someone else, or on another machine)"
+        )
     else:
         why = "it is not an ember export (its description records no hash)"
-    raise UnsafeFileError(f"{path} is {_a(kind)} program and loading it would run its code; {why}; pass trust=true only if you trust its source, export the run again yourself, or {EXCHANGE}")
+    raise UnsafeFileError(
+        f"{path} is {_a(kind)} program and loading it would run its code; {why}; pass trust=true only if you trust its "
+        f"source, export the run again yourself, or {EXCHANGE}"
+    )
 
 
 def _a(kind: str) -> str:

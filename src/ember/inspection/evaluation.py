@@ -20,7 +20,9 @@ from ember.train.device import restored_torch_flags
 from ember.train.evaluator import Evaluator
 
 
-def evaluate_run(path: str | Path, overrides: list[str] = (), console: Console | None = None, rollout: int = 0) -> dict[str, float]:
+def evaluate_run(
+    path: str | Path, overrides: list[str] = (), console: Console | None = None, rollout: int = 0
+) -> dict[str, float]:
     """Evaluate a run's best checkpoint on `data.split` (default test) beside its baselines and
     print the metrics; with `rollout=N` (a forecasting run), roll it out N steps instead."""
     run = RunDir.open(path)
@@ -65,7 +67,9 @@ def _reference(run_cfg, cfg, spec: DataSpec, splits: Splits, own, console: Conso
     try:
         theirs = build_data(run_cfg.data, stats_from=spec)
     except EmberError as e:
-        console.print(f"baselines: fitted on this data's own train split: the run's data cannot be read ({describe(e)})")
+        console.print(
+            f"baselines: fitted on this data's own train split: the run's data cannot be read ({describe(e)})"
+        )
         return own
     if (theirs.spec.input_shape, theirs.spec.target_shape) != (spec.input_shape, spec.target_shape):
         return own  # another grid (data.resolution): the run's baselines cannot predict on it
@@ -83,11 +87,17 @@ def _baselines(evaluator: Evaluator, data, split: str) -> tuple[dict, dict]:
     return baselines.score(data, evaluator.reference, split, evaluator.device, model)
 
 
-def _rollout(run: RunDir, model: nn.Module, splits: Splits, spec: DataSpec, split: str, steps: int, console: Console) -> dict[str, float]:
+def _rollout(
+    run: RunDir, model: nn.Module, splits: Splits, spec: DataSpec, split: str, steps: int, console: Console
+) -> dict[str, float]:
     """Roll a forecasting run out `steps` times; print the scores and keep them in rollout.json."""
     result = rollout.rollout(model, splits, spec, split, steps)
     run.write_json("rollout.json", result)
     rows = rollout.table(result, spec)
-    console.table(f"{run.path}: {steps}-step rollout from {result['forecasts']} start times of the {split} split (lead in time steps)", rows)
+    console.table(
+        f"{run.path}: {steps}-step rollout from {result['forecasts']} start times of the {split} split "
+        "(lead in time steps)",
+        rows,
+    )
     console.print(f"saved {run.path / 'rollout.json'}; ember report {run.path} charts it")
     return rows

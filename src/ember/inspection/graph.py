@@ -82,12 +82,20 @@ def render(dot_source: str, out: str | Path, formats: tuple[str, ...] = ("svg", 
     written = [dot_file]
     exe = shutil.which("dot")
     if exe is None:
-        raise ConfigError(f"wrote {dot_file}, but rendering needs Graphviz's dot program: apt-get install graphviz (or brew install graphviz, conda install graphviz)")
+        raise ConfigError(
+            f"wrote {dot_file}, but rendering needs Graphviz's dot program: apt-get install graphviz (or brew install "
+            "graphviz, conda install graphviz)"
+        )
     for fmt in formats:
         target = out.with_name(f"{out.name}.{fmt}")
-        result = subprocess.run([exe, f"-T{fmt}", str(dot_file), "-o", str(target)], capture_output=True, text=True, check=False)
+        result = subprocess.run(
+            [exe, f"-T{fmt}", str(dot_file), "-o", str(target)], capture_output=True, text=True, check=False
+        )
         if result.returncode != 0:
-            raise EmberError(f"Graphviz could not render {dot_file} to {fmt}: {result.stderr.strip().splitlines()[-1] if result.stderr.strip() else 'no message'}")
+            raise EmberError(
+                f"Graphviz could not render {dot_file} to {fmt}: "
+                f"{result.stderr.strip().splitlines()[-1] if result.stderr.strip() else 'no message'}"
+            )
         written.append(target)
     return written
 

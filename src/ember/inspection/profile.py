@@ -41,6 +41,8 @@ def profile_run(cfg: DictConfig, console: Console, warmup: int = 5, steps: int =
     sort = "self_cuda_time_total" if cuda else "self_cpu_time_total"
     console.print(prof.key_averages().table(sort_by=sort, row_limit=15))
     wait = trainer.meter.total_wait / max(trainer.wall_time, 1e-9)
-    console.print(f"{warmup + steps} steps ({steps} profiled) in {trainer.wall_time:.2f} s; waiting for data {wait:.0%}")
+    console.print(
+        f"{warmup + steps} steps ({steps} profiled) in {trainer.wall_time:.2f} s; waiting for data {wait:.0%}"
+    )
     console.print(f"chrome trace: {trace}")
     return trace

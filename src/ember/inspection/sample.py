@@ -50,11 +50,17 @@ def sample_run(run_dir: str | Path, n: int = 16, out: str | Path | None = None, 
         raise ConfigError(f"n={n} must be at least 1")
     model, cfg, spec = load_run(run_dir)
     if not callable(getattr(model, "sample", None)):
-        raise ConfigError(f"model {cfg.model.name} does not generate samples; ember sample works for runs of model=vae or model=diffusion")
+        raise ConfigError(
+            f"model {cfg.model.name} does not generate samples; "
+            "ember sample works for runs of model=vae or model=diffusion"
+        )
     model.eval()
     samples = model.sample(n, generator=torch.Generator().manual_seed(seed))
     if samples.ndim != 4:
-        raise ConfigError(f"model {cfg.model.name} samples of shape {tuple(samples.shape[1:])} are not images; ember sample writes 2-D samples")
+        raise ConfigError(
+            f"model {cfg.model.name} samples of shape {tuple(samples.shape[1:])} are not images; "
+            "ember sample writes 2-D samples"
+        )
     path = check_output(Path(out) if out else Path(run_dir) / "samples.png", "the samples", "out=")
     with output_errors(path, "the samples", "out="):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -64,7 +70,9 @@ def sample_run(run_dir: str | Path, n: int = 16, out: str | Path | None = None, 
 
 def sample_command(overrides: list[str]) -> int:
     """ember sample run=DIR [n=16] [seed=0] [out=PATH]."""
-    options, _ = parse_options("sample", overrides, {"run": None, "n": Ranged(16, AT_LEAST_1), "seed": Ranged(0, SEED), "out": None})
+    options, _ = parse_options(
+        "sample", overrides, {"run": None, "n": Ranged(16, AT_LEAST_1), "seed": Ranged(0, SEED), "out": None}
+    )
     if not options["run"]:
         raise ConfigError("ember sample needs the run to sample from: ember sample run=runs/<name>/<time> n=16")
     path = sample_run(options["run"], n=options["n"], out=options["out"], seed=options["seed"])

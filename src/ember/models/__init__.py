@@ -87,7 +87,14 @@ def _build(name: str, spec: DataSpec, kwargs: dict[str, Any]) -> nn.Module:
     n = _meta_size(builder, spec, kwargs)
     memory = _physical_memory()
     if n is not None and memory and n > memory:
-        raise ConfigError(_too_large(name, spec, kwargs, f"its weights would take {n / 1e9:,.1f} GB, more than this machine's {memory / 1e9:.0f} GB"))
+        raise ConfigError(
+            _too_large(
+                name,
+                spec,
+                kwargs,
+                f"its weights would take {n / 1e9:,.1f} GB, more than this machine's {memory / 1e9:.0f} GB",
+            )
+        )
     try:
         return builder(spec, **kwargs)
     except (MemoryError, RuntimeError) as e:
@@ -123,7 +130,9 @@ def _physical_memory() -> int | None:
 def _too_large(name: str, spec: DataSpec, kwargs: dict[str, Any], why: str) -> str:
     sizes = [f"model.{k}={v}" for k, v in kwargs.items() if isinstance(v, int) and not isinstance(v, bool) and v > 1]
     reduce = f"reduce {', '.join(sizes)} or" if sizes else "choose a smaller model or reduce"
-    return f"model={name} is too large for data of input shape {tuple(spec.input_shape)}: {why}; {reduce} the data's size"
+    return (
+        f"model={name} is too large for data of input shape {tuple(spec.input_shape)}: {why}; {reduce} the data's size"
+    )
 
 
 def brings_own_loss(model: nn.Module) -> bool:

@@ -12,7 +12,18 @@ from ember.ranges import AT_LEAST_1, FRACTION
 
 
 class CNN1d(nn.Module):
-    def __init__(self, in_channels: int, length: int, out_features: int, channels: int, depth: int, kernel_size: int, act: str, dropout: float, out_shape: tuple | None = None):
+    def __init__(
+        self,
+        in_channels: int,
+        length: int,
+        out_features: int,
+        channels: int,
+        depth: int,
+        kernel_size: int,
+        act: str,
+        dropout: float,
+        out_shape: tuple | None = None,
+    ):
         super().__init__()
         layers: list[nn.Module] = []
         c_in = in_channels
@@ -35,11 +46,27 @@ class CNN1d(nn.Module):
 
 
 @register_model("cnn1d")
-def cnn1d(spec: DataSpec, *, channels: Annotated[int, AT_LEAST_1] = 64, depth: Annotated[int, AT_LEAST_1] = 3, kernel_size: Annotated[int, AT_LEAST_1] = 5, activation: str = "gelu", dropout: Annotated[float, FRACTION] = 0.1) -> nn.Module:
+def cnn1d(
+    spec: DataSpec,
+    *,
+    channels: Annotated[int, AT_LEAST_1] = 64,
+    depth: Annotated[int, AT_LEAST_1] = 3,
+    kernel_size: Annotated[int, AT_LEAST_1] = 5,
+    activation: str = "gelu",
+    dropout: Annotated[float, FRACTION] = 0.1,
+) -> nn.Module:
     """1-D CNN: conv-BN-activation blocks, later ones strided, a linear head."""
     if len(spec.input_shape) != 2:
         # ember's default model meets gridded data first: name the model for 2-D fields there.
-        hint = "model=unet (or model=fno) for 2-D fields" if len(spec.input_shape) == 3 and len(spec.target_shape or ()) >= 2 else "model=mlp"
-        raise ConfigError(f"model cnn1d takes (channels, length) inputs, but the data has shape {spec.input_shape}; use {hint}")
+        hint = (
+            "model=unet (or model=fno) for 2-D fields"
+            if len(spec.input_shape) == 3 and len(spec.target_shape or ()) >= 2
+            else "model=mlp"
+        )
+        raise ConfigError(
+            f"model cnn1d takes (channels, length) inputs, but the data has shape {spec.input_shape}; use {hint}"
+        )
     in_channels, length = spec.input_shape
-    return CNN1d(in_channels, length, spec.out_features, channels, depth, kernel_size, activation, dropout, out_shape(spec))
+    return CNN1d(
+        in_channels, length, spec.out_features, channels, depth, kernel_size, activation, dropout, out_shape(spec)
+    )

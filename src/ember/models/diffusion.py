@@ -75,9 +75,13 @@ class DenoiserUNet(nn.Module):
         self.inc = nn.Conv2d(channels, width, 3, padding=1)
         widths = [width * min(2**i, 4) for i in range(depth + 1)]
         self.down = nn.ModuleList([ResBlock(widths[i], widths[i + 1], emb_dim, dropout) for i in range(depth)])
-        self.downsample = nn.ModuleList([nn.Conv2d(widths[i + 1], widths[i + 1], 3, stride=2, padding=1) for i in range(depth)])
+        self.downsample = nn.ModuleList(
+            [nn.Conv2d(widths[i + 1], widths[i + 1], 3, stride=2, padding=1) for i in range(depth)]
+        )
         self.mid = ResBlock(widths[depth], widths[depth], emb_dim, dropout)
-        self.up = nn.ModuleList([ResBlock(widths[i + 1] * 2, widths[i], emb_dim, dropout) for i in reversed(range(depth))])
+        self.up = nn.ModuleList(
+            [ResBlock(widths[i + 1] * 2, widths[i], emb_dim, dropout) for i in reversed(range(depth))]
+        )
         self.out_norm = norm("group", width, 2)
         self.out = nn.Conv2d(width, channels, 3, padding=1)
         nn.init.zeros_(self.out.weight)  # F starts at 0, so D starts as c_skip * x
@@ -103,7 +107,21 @@ class EDM(nn.Module):
     # average of the weights: trainer.ema=null takes this decay.
     ema_decay = 0.999
 
-    def __init__(self, channels: int, size: tuple, width: int, depth: int, dropout: float, sigma_data: float, p_mean: float, p_std: float, sigma_min: float, sigma_max: float, rho: float, steps: int):
+    def __init__(
+        self,
+        channels: int,
+        size: tuple,
+        width: int,
+        depth: int,
+        dropout: float,
+        sigma_data: float,
+        p_mean: float,
+        p_std: float,
+        sigma_min: float,
+        sigma_max: float,
+        rho: float,
+        steps: int,
+    ):
         super().__init__()
         self.shape = (channels, *size)
         self.size = list(size)

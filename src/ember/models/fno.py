@@ -131,7 +131,10 @@ def fno_modes(size: tuple, modes: int) -> list[int]:
     # size between positive and negative frequencies.
     limits = [size[0] // 2 + 1] if len(size) == 1 else [size[0] // 2, size[1] // 2 + 1]
     if modes > min(limits):
-        raise ConfigError(f"model.modes={modes} needs a grid of at least {2 * modes} points per axis, but the data's grid is {tuple(size)}; lower model.modes to {max(1, min(limits))} or raise data.resolution")
+        raise ConfigError(
+            f"model.modes={modes} needs a grid of at least {2 * modes} points per axis, "
+            f"but the data's grid is {tuple(size)}; lower model.modes to {max(1, min(limits))} or raise data.resolution"
+        )
     return [modes] * len(size)
 
 
@@ -142,14 +145,29 @@ class FNO(nn.Module):
 
     operator = True  # trainer.loss=auto trains it on the relative L2 error (ember.train.losses)
 
-    def __init__(self, in_channels: int, dims: int, out_channels: int, squeeze: bool, modes: list[int], width: int, depth: int, act: str, grid: bool, padding: float, spectral_init: str = "normal"):
+    def __init__(
+        self,
+        in_channels: int,
+        dims: int,
+        out_channels: int,
+        squeeze: bool,
+        modes: list[int],
+        width: int,
+        depth: int,
+        act: str,
+        grid: bool,
+        padding: float,
+        spectral_init: str = "normal",
+    ):
         super().__init__()
         self.dims, self.squeeze, self.use_grid, self.padding = dims, squeeze, grid, padding
         self.lift = PointwiseConv(in_channels + (dims if grid else 0), width, dims)
         self.spectral = nn.ModuleList([SpectralConv(width, width, modes, spectral_init) for _ in range(depth)])
         self.pointwise = nn.ModuleList([PointwiseConv(width, width, dims) for _ in range(depth)])
         self.act = activation(act)
-        self.project = nn.Sequential(PointwiseConv(width, 2 * width, dims), activation(act), PointwiseConv(2 * width, out_channels, dims))
+        self.project = nn.Sequential(
+            PointwiseConv(width, 2 * width, dims), activation(act), PointwiseConv(2 * width, out_channels, dims)
+        )
 
     def coordinates(self, x: torch.Tensor) -> torch.Tensor:
         """The grid's coordinates in [0, 1] as extra input channels, as in the paper: they let
@@ -158,8 +176,16 @@ class FNO(nn.Module):
         n, size = x.shape[0], x.shape[2:]
         if self.dims == 1:
             return torch.linspace(0, 1, size[0], dtype=x.dtype, device=x.device).reshape(1, 1, -1).expand(n, 1, size[0])
-        gy = torch.linspace(0, 1, size[0], dtype=x.dtype, device=x.device).reshape(1, 1, -1, 1).expand(n, 1, size[0], size[1])
-        gx = torch.linspace(0, 1, size[1], dtype=x.dtype, device=x.device).reshape(1, 1, 1, -1).expand(n, 1, size[0], size[1])
+        gy = (
+            torch.linspace(0, 1, size[0], dtype=x.dtype, device=x.device)
+            .reshape(1, 1, -1, 1)
+            .expand(n, 1, size[0], size[1])
+        )
+        gx = (
+            torch.linspace(0, 1, size[1], dtype=x.dtype, device=x.device)
+            .reshape(1, 1, 1, -1)
+            .expand(n, 1, size[0], size[1])
+        )
         return torch.cat([gy, gx], dim=1)
 
     def forward(self, x):
@@ -187,17 +213,42 @@ class FNO(nn.Module):
 
 
 @register_model("fno", example="field1d")
-def fno(spec: DataSpec, *, modes: Annotated[int, AT_LEAST_1] = 16, width: Annotated[int, AT_LEAST_1] = 64, depth: Annotated[int, AT_LEAST_1] = 4, activation: str = "gelu", grid: bool = True, padding: Annotated[float, NON_NEGATIVE] = 0.0, spectral_init: Annotated[str, OneOf(SPECTRAL_INITS)] = "normal") -> nn.Module:
+def fno(
+    spec: DataSpec,
+    *,
+    modes: Annotated[int, AT_LEAST_1] = 16,
+    width: Annotated[int, AT_LEAST_1] = 64,
+    depth: Annotated[int, AT_LEAST_1] = 4,
+    activation: str = "gelu",
+    grid: bool = True,
+    padding: Annotated[float, NON_NEGATIVE] = 0.0,
+    spectral_init: Annotated[str, OneOf(SPECTRAL_INITS)] = "normal",
+) -> nn.Module:
     """Fourier Neural Operator, 1-D or 2-D: convolutions on low Fourier modes."""
     channels, size = spatial_input(spec, "fno", (1, 2), "the FNO maps fields on grids; use model=mlp for tables")
     if modes < 1 or depth < 1:
         raise ConfigError(f"model.modes={modes} and model.depth={depth} must be at least 1")
     if not 0 <= padding <= 1:
-        raise ConfigError(f"model.padding={padding} is the fraction of the grid added as zeros for non-periodic problems; use a value in [0, 1] (0.1 for Darcy, 0 for periodic data)")
+        raise ConfigError(
+            f"model.padding={padding} is the fraction of the grid added as zeros for non-periodic problems; "
+            "use a value in [0, 1] (0.1 for Darcy, 0 for periodic data)"
+        )
     out_channels = dense_out_channels(spec, "fno", size)
     # A regression target without a channel axis, (*grid): one output channel, dropped.
     squeeze = spec.task == "regression" and len(dense_out_shape(spec, size)) == len(size)
-    return FNO(channels, len(size), out_channels, squeeze, fno_modes(size, modes), width, depth, activation, grid, padding, spectral_init)
+    return FNO(
+        channels,
+        len(size),
+        out_channels,
+        squeeze,
+        fno_modes(size, modes),
+        width,
+        depth,
+        activation,
+        grid,
+        padding,
+        spectral_init,
+    )
 
 
 class AFNOFilter(nn.Module):
@@ -217,7 +268,9 @@ class AFNOFilter(nn.Module):
         h, wf = grid[0], grid[1] // 2 + 1
         fy = torch.fft.fftfreq(h).abs().unsqueeze(1) * 2  # in [0, 1]
         fx = torch.fft.rfftfreq(grid[1]).unsqueeze(0) * 2
-        self.register_buffer("mask", ((fy <= modes_fraction) & (fx <= modes_fraction)).float().reshape(1, h, wf, 1, 1), persistent=False)
+        self.register_buffer(
+            "mask", ((fy <= modes_fraction) & (fx <= modes_fraction)).float().reshape(1, h, wf, 1, 1), persistent=False
+        )
 
     def forward(self, x):  # x: (N, H, W, C)
         n, h, w, c = x.shape
@@ -239,13 +292,24 @@ class AFNOFilter(nn.Module):
 
 
 class AFNOBlock(nn.Module):
-    def __init__(self, dim: int, grid: tuple, num_blocks: int, sparsity: float, modes_fraction: float, mlp_ratio: float, dropout: float):
+    def __init__(
+        self,
+        dim: int,
+        grid: tuple,
+        num_blocks: int,
+        sparsity: float,
+        modes_fraction: float,
+        mlp_ratio: float,
+        dropout: float,
+    ):
         super().__init__()
         hidden = int(dim * mlp_ratio)
         self.norm1 = nn.LayerNorm(dim)
         self.filter = AFNOFilter(dim, grid, num_blocks, sparsity, modes_fraction)
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim), nn.Dropout(dropout))
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim), nn.Dropout(dropout)
+        )
 
     def forward(self, x):
         x = x + self.filter(self.norm1(x))  # FourCastNet's "double skip"
@@ -255,7 +319,21 @@ class AFNOBlock(nn.Module):
 class AFNO(nn.Module):
     operator = True  # trainer.loss=auto trains it on the relative L2 error (ember.train.losses)
 
-    def __init__(self, in_channels: int, size: tuple, out_channels: int, out_shape: tuple, patch: int, dim: int, depth: int, num_blocks: int, sparsity: float, modes_fraction: float, mlp_ratio: float, dropout: float):
+    def __init__(
+        self,
+        in_channels: int,
+        size: tuple,
+        out_channels: int,
+        out_shape: tuple,
+        patch: int,
+        dim: int,
+        depth: int,
+        num_blocks: int,
+        sparsity: float,
+        modes_fraction: float,
+        mlp_ratio: float,
+        dropout: float,
+    ):
         super().__init__()
         self.size, self.patch, self.out_channels, self.out_shape = list(size), patch, out_channels, out_shape
         self.pads = pad_amounts(size, patch)
@@ -264,7 +342,9 @@ class AFNO(nn.Module):
         self.pos = nn.Parameter(torch.zeros(1, self.grid[0], self.grid[1], dim))
         nn.init.trunc_normal_(self.pos, std=0.02)
         self.drop = nn.Dropout(dropout)
-        self.blocks = nn.Sequential(*[AFNOBlock(dim, self.grid, num_blocks, sparsity, modes_fraction, mlp_ratio, dropout) for _ in range(depth)])
+        self.blocks = nn.Sequential(
+            *[AFNOBlock(dim, self.grid, num_blocks, sparsity, modes_fraction, mlp_ratio, dropout) for _ in range(depth)]
+        )
         # Each token predicts its patch's pixels.
         self.head = nn.Linear(dim, out_channels * patch * patch, bias=False)
 
@@ -298,4 +378,17 @@ def afno(
     if not 0 < modes_fraction <= 1:
         raise ConfigError(f"model.modes_fraction={modes_fraction} must be in (0, 1]")
     out_channels = dense_out_channels(spec, "afno", size)
-    return AFNO(channels, size, out_channels, dense_out_shape(spec, size), patch_size, dim, depth, num_blocks, sparsity, modes_fraction, mlp_ratio, dropout)
+    return AFNO(
+        channels,
+        size,
+        out_channels,
+        dense_out_shape(spec, size),
+        patch_size,
+        dim,
+        depth,
+        num_blocks,
+        sparsity,
+        modes_fraction,
+        mlp_ratio,
+        dropout,
+    )

@@ -115,7 +115,8 @@ def dense_out_channels(spec: DataSpec, model: str, spatial: tuple[int, ...]) -> 
         return target[0]
     raise ConfigError(
         f"model {model} predicts a field on the input grid {spatial}, but the data's target has shape "
-        f"{target or '()'} ({spec.task}); use a model with a pooled head (resnet, vit, cnn1d, mlp) for per-sample targets"
+        f"{target or '()'} ({spec.task}); use a model with a pooled head (resnet, vit, cnn1d, mlp) "
+        "for per-sample targets"
     )
 
 

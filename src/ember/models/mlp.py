@@ -33,7 +33,17 @@ def linear(spec: DataSpec) -> nn.Module:
 
 
 class MLP(nn.Module):
-    def __init__(self, in_features: int, out_features: int, width: int, depth: int, act: str, dropout: float, out_shape: tuple, norm: str = "none"):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        width: int,
+        depth: int,
+        act: str,
+        dropout: float,
+        out_shape: tuple,
+        norm: str = "none",
+    ):
         super().__init__()
         layers: list[nn.Module] = [nn.Flatten()]
         for i in range(depth):
@@ -54,7 +64,15 @@ class MLP(nn.Module):
 
 
 @register_model("mlp")
-def mlp(spec: DataSpec, *, width: Annotated[int, AT_LEAST_1] = 256, depth: Annotated[int, NON_NEGATIVE] = 2, activation: str = "relu", dropout: Annotated[float, FRACTION] = 0.0, norm: str = "none") -> nn.Module:
+def mlp(
+    spec: DataSpec,
+    *,
+    width: Annotated[int, AT_LEAST_1] = 256,
+    depth: Annotated[int, NON_NEGATIVE] = 2,
+    activation: str = "relu",
+    dropout: Annotated[float, FRACTION] = 0.0,
+    norm: str = "none",
+) -> nn.Module:
     """Multi-layer perceptron on the flattened input."""
     check_choice("model.norm", norm, ("none", "batch", "layer"))
     return MLP(spec.in_features, spec.out_features, width, depth, activation, dropout, out_shape(spec), norm)
@@ -102,5 +120,8 @@ class Poly3(nn.Module):
 def poly3(spec: DataSpec) -> nn.Module:
     """The tutorial's cubic polynomial fit of sin(x), as one linear layer."""
     if spec.input_shape != (1,):
-        raise ConfigError(f"model poly3 takes one scalar input per sample, but the data has shape {spec.input_shape}; use data=sine or model=mlp")
+        raise ConfigError(
+            f"model poly3 takes one scalar input per sample, but the data has shape {spec.input_shape}; "
+            "use data=sine or model=mlp"
+        )
     return Poly3()

@@ -54,7 +54,10 @@ def zero_output_layer(net: nn.Module) -> None:
     every model of the registry (tests/models/test_residual.py checks each one starts at 0)."""
     layers = [m for m in net.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, PointwiseConv))]
     if not layers:
-        raise ConfigError(f"model.residual needs a model whose output layer is a Linear or a convolution; {type(net).__name__} has none; set model.residual=false")
+        raise ConfigError(
+            "model.residual needs a model whose output layer is a Linear or a convolution; "
+            f"{type(net).__name__} has none; set model.residual=false"
+        )
     with torch.no_grad():
         layers[-1].weight.zero_()
         if layers[-1].bias is not None:
@@ -68,7 +71,11 @@ def wants_residual(setting, spec: DataSpec, name: str, generative: bool) -> bool
         raise ConfigError(f"model.residual={setting!r} must be one of {', '.join(CHOICES)}")
     fits = spec.task == "regression" and spec.identity_channels is not None and not generative
     if setting == "true" and not fits:
-        raise ConfigError(f"model.residual=true needs targets that are the inputs' own variables on the same grid, but the inputs are {_describe(spec.input_names, spec.input_shape)} and the targets {_describe(spec.target_names, spec.target_shape)}; set model.residual=false or auto")
+        raise ConfigError(
+            "model.residual=true needs targets that are the inputs' own variables on the same grid, "
+            f"but the inputs are {_describe(spec.input_names, spec.input_shape)} and the targets "
+            f"{_describe(spec.target_names, spec.target_shape)}; set model.residual=false or auto"
+        )
     return fits and setting != "false"
 
 

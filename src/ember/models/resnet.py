@@ -17,7 +17,12 @@ from ember.models.layers import activation, conv, flat_out_features, norm, out_s
 from ember.ranges import AT_LEAST_1, FRACTION, check_choice
 
 # depth -> (block type, blocks per stage)
-LAYOUTS = {10: ("basic", (1, 1, 1, 1)), 18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)), 50: ("bottleneck", (3, 4, 6, 3))}
+LAYOUTS = {
+    10: ("basic", (1, 1, 1, 1)),
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+}
 
 
 class BasicBlock(nn.Module):
@@ -101,9 +106,18 @@ class ResNet(nn.Module):
         Block = BasicBlock if kind == "basic" else Bottleneck
         if stem == "imagenet":
             pool = nn.MaxPool1d(3, 2, 1) if dims == 1 else nn.MaxPool2d(3, 2, 1)
-            self.stem = nn.Sequential(Conv(in_channels, width, 7, stride=2, padding=3, bias=False), norm(norm_kind, width, dims), activation(act), pool)
+            self.stem = nn.Sequential(
+                Conv(in_channels, width, 7, stride=2, padding=3, bias=False),
+                norm(norm_kind, width, dims),
+                activation(act),
+                pool,
+            )
         else:
-            self.stem = nn.Sequential(Conv(in_channels, width, stem_kernel, padding=stem_kernel // 2, bias=False), norm(norm_kind, width, dims), activation(act))
+            self.stem = nn.Sequential(
+                Conv(in_channels, width, stem_kernel, padding=stem_kernel // 2, bias=False),
+                norm(norm_kind, width, dims),
+                activation(act),
+            )
         layers: list[nn.Module] = []
         c_in = width
         for i, n in enumerate(blocks[:stages]):
@@ -149,7 +163,9 @@ def resnet(
     channels, (h, w) = spatial_input(spec, "resnet", (2,), "use model=resnet1d for signals or model=mlp for tables")
     if stem == "auto":
         stem = "imagenet" if min(h, w) >= 128 else "small"
-    return ResNet(2, channels, flat_out_features(spec), out_shape(spec), depth, width, stem, 3, 3, 4, norm, activation, dropout)
+    return ResNet(
+        2, channels, flat_out_features(spec), out_shape(spec), depth, width, stem, 3, 3, 4, norm, activation, dropout
+    )
 
 
 @register_model("resnet1d")
@@ -167,4 +183,18 @@ def resnet1d(
     """1-D ResNet for signals and sequences, global average pooling."""
     _check(depth, "small", stages, norm)
     channels, _ = spatial_input(spec, "resnet1d", (1,), "use model=resnet for images or model=mlp for tables")
-    return ResNet(1, channels, flat_out_features(spec), out_shape(spec), depth, width, "small", kernel_size, kernel_size, stages, norm, activation, dropout)
+    return ResNet(
+        1,
+        channels,
+        flat_out_features(spec),
+        out_shape(spec),
+        depth,
+        width,
+        "small",
+        kernel_size,
+        kernel_size,
+        stages,
+        norm,
+        activation,
+        dropout,
+    )

@@ -42,7 +42,9 @@ class Block(nn.Module):
         self.norm1 = nn.LayerNorm(dim)
         self.attn = Attention(dim, heads, dropout)
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), activation(act), nn.Dropout(dropout), nn.Linear(hidden, dim), nn.Dropout(dropout))
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, hidden), activation(act), nn.Dropout(dropout), nn.Linear(hidden, dim), nn.Dropout(dropout)
+        )
 
     def forward(self, x):
         x = x + self.attn(self.norm1(x))
@@ -55,7 +57,20 @@ def check_heads(dim: int, heads: int) -> None:
 
 
 class SequenceTransformer(nn.Module):
-    def __init__(self, in_channels: int, length: int, out_features: int, out_shape: tuple, dim: int, depth: int, heads: int, mlp_ratio: float, patch_size: int, dropout: float, act: str):
+    def __init__(
+        self,
+        in_channels: int,
+        length: int,
+        out_features: int,
+        out_shape: tuple,
+        dim: int,
+        depth: int,
+        heads: int,
+        mlp_ratio: float,
+        patch_size: int,
+        dropout: float,
+        act: str,
+    ):
         super().__init__()
         # Tokens: non-overlapping windows of `patch_size` steps, projected to `dim` (a strided conv).
         self.embed = nn.Conv1d(in_channels, dim, patch_size, stride=patch_size)
@@ -92,13 +107,41 @@ def transformer(
     check_heads(dim, heads)
     if not 1 <= patch_size <= length:
         raise ConfigError(f"model.patch_size={patch_size} must be between 1 and the sequence length {length}")
-    return SequenceTransformer(channels, length, flat_out_features(spec), out_shape(spec), dim, depth, heads, mlp_ratio, patch_size, dropout, activation)
+    return SequenceTransformer(
+        channels,
+        length,
+        flat_out_features(spec),
+        out_shape(spec),
+        dim,
+        depth,
+        heads,
+        mlp_ratio,
+        patch_size,
+        dropout,
+        activation,
+    )
 
 
 class GRU(nn.Module):
-    def __init__(self, in_channels: int, out_features: int, out_shape: tuple, hidden: int, layers: int, bidirectional: bool, dropout: float):
+    def __init__(
+        self,
+        in_channels: int,
+        out_features: int,
+        out_shape: tuple,
+        hidden: int,
+        layers: int,
+        bidirectional: bool,
+        dropout: float,
+    ):
         super().__init__()
-        self.rnn = nn.GRU(in_channels, hidden, layers, batch_first=True, dropout=dropout if layers > 1 else 0.0, bidirectional=bidirectional)
+        self.rnn = nn.GRU(
+            in_channels,
+            hidden,
+            layers,
+            batch_first=True,
+            dropout=dropout if layers > 1 else 0.0,
+            bidirectional=bidirectional,
+        )
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden * (2 if bidirectional else 1), out_features)
         self.out_shape = out_shape
@@ -112,7 +155,14 @@ class GRU(nn.Module):
 
 
 @register_model("gru")
-def gru(spec: DataSpec, *, hidden: Annotated[int, AT_LEAST_1] = 128, layers: Annotated[int, AT_LEAST_1] = 1, bidirectional: bool = False, dropout: Annotated[float, FRACTION] = 0.0) -> nn.Module:
+def gru(
+    spec: DataSpec,
+    *,
+    hidden: Annotated[int, AT_LEAST_1] = 128,
+    layers: Annotated[int, AT_LEAST_1] = 1,
+    bidirectional: bool = False,
+    dropout: Annotated[float, FRACTION] = 0.0,
+) -> nn.Module:
     """GRU over (channels, length) sequences, a linear head on the final state."""
     channels, _ = spatial_input(spec, "gru", (1,), "use model=mlp for tables")
     return GRU(channels, flat_out_features(spec), out_shape(spec), hidden, layers, bidirectional, dropout)

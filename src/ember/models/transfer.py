@@ -29,7 +29,10 @@ class InitReport:
     unexpected: list[str] = field(default_factory=list)  # in the source, not in the model
 
     def describe(self) -> str:
-        text = f"model.init: loaded {len(self.loaded)} of {len(self.loaded) + len(self.shape_mismatch) + len(self.missing)} tensors from {self.source}"
+        text = (
+            f"model.init: loaded {len(self.loaded)} of "
+            f"{len(self.loaded) + len(self.shape_mismatch) + len(self.missing)} tensors from {self.source}"
+        )
         if self.shape_mismatch:
             shapes = ", ".join(f"{k} {tuple(s)} -> {tuple(m)}" for k, s, m in self.shape_mismatch)
             text += f"; skipped (shape differs, freshly initialized: a new head): {shapes}"
@@ -54,9 +57,14 @@ def load_state(source: str | Path) -> dict[str, torch.Tensor]:
         elif weights.is_file():
             path = weights
         else:
-            raise CheckpointError(f"model.init={str(source)!r} is a directory without checkpoints/best.pt or model.safetensors; pass a run directory or a weights file")
+            raise CheckpointError(
+                f"model.init={str(source)!r} is a directory without checkpoints/best.pt or model.safetensors; "
+                "pass a run directory or a weights file"
+            )
     elif not path.is_file():
-        raise CheckpointError(f"model.init={str(source)!r} does not exist; pass a run directory, a .pt checkpoint or a .safetensors file")
+        raise CheckpointError(
+            f"model.init={str(source)!r} does not exist; pass a run directory, a .pt checkpoint or a .safetensors file"
+        )
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -64,7 +72,9 @@ def load_state(source: str | Path) -> dict[str, torch.Tensor]:
         try:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError) as e:
-            raise CheckpointError(f"model.init: {str(path)!r} cannot be read as safetensors ({type(e).__name__})") from None
+            raise CheckpointError(
+                f"model.init: {str(path)!r} cannot be read as safetensors ({type(e).__name__})"
+            ) from None
     obj = load_checkpoint(path)
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         obj = obj["model"]  # an ember (or Lightning-like) checkpoint
@@ -101,8 +111,8 @@ def apply_init(model: nn.Module, source: str | Path) -> InitReport:
     report.unexpected = [k for k in src if k not in own]
     if not matched:
         raise CheckpointError(
-            f"model.init={str(source)!r}: none of its {len(src)} tensors fit this model (names or shapes differ everywhere); "
-            "initialize from a run of the same model family"
+            f"model.init={str(source)!r}: none of its {len(src)} tensors fit this model (names or shapes differ "
+            "everywhere); initialize from a run of the same model family"
         )
     model.load_state_dict(matched, strict=False)
     return report
@@ -116,7 +126,9 @@ def apply_freeze(model: nn.Module, prefixes: Iterable[str]) -> list[str]:
         hits = [n for n in names if n == prefix or n.startswith(prefix.rstrip(".") + ".")]
         if not hits:
             top = sorted({n.split(".")[0] for n in names})
-            raise ConfigError(f"model.freeze: no parameter starts with {prefix!r}; the model's top-level parts are: {', '.join(top)}")
+            raise ConfigError(
+                f"model.freeze: no parameter starts with {prefix!r}; the model's top-level parts are: {', '.join(top)}"
+            )
         for n in hits:
             names[n].requires_grad_(False)
         frozen += hits
@@ -125,7 +137,9 @@ def apply_freeze(model: nn.Module, prefixes: Iterable[str]) -> list[str]:
     return frozen
 
 
-def apply_transfer(model: nn.Module, init: str | None = None, freeze: Iterable[str] = (), log: Callable[[str], None] = print) -> InitReport | None:
+def apply_transfer(
+    model: nn.Module, init: str | None = None, freeze: Iterable[str] = (), log: Callable[[str], None] = print
+) -> InitReport | None:
     """Apply `model.init` then `model.freeze` and say what happened in one line each."""
     report = None
     if init:

@@ -22,7 +22,10 @@ from ember.ranges import AT_LEAST_1, FRACTION
 def _image(spec: DataSpec, model: str, min_size: int) -> tuple[int, int, int]:
     channels, (h, w) = spatial_input(spec, model, (2,), "use an image source (digits, mnist, cifar10) or model=mlp")
     if min(h, w) < min_size:
-        raise ConfigError(f"model {model} needs images of at least {min_size}x{min_size}, but the data is {h}x{w}; use model=resnet or model=mlp")
+        raise ConfigError(
+            f"model {model} needs images of at least {min_size}x{min_size}, but the data is {h}x{w}; "
+            "use model=resnet or model=mlp"
+        )
     return channels, h, w
 
 
@@ -91,7 +94,17 @@ def simple_cnn(spec: DataSpec) -> nn.Module:
 class VGG3Layer(nn.Module):
     """The guide's VGG3Layer: three conv-BN-ReLU-maxpool blocks (64, 128, 256), then 4096-4096-classes."""
 
-    def __init__(self, in_channels: int, h: int, w: int, out_features: int, out_shape: tuple, width: int, hidden: int, dropout: float):
+    def __init__(
+        self,
+        in_channels: int,
+        h: int,
+        w: int,
+        out_features: int,
+        out_shape: tuple,
+        width: int,
+        hidden: int,
+        dropout: float,
+    ):
         super().__init__()
         c1, c2, c3 = width, 2 * width, 4 * width
         self.features = nn.Sequential(
@@ -126,7 +139,13 @@ class VGG3Layer(nn.Module):
 
 
 @register_model("vgg3", example="image")
-def vgg3(spec: DataSpec, *, width: Annotated[int, AT_LEAST_1] = 64, hidden: Annotated[int, AT_LEAST_1] = 4096, dropout: Annotated[float, FRACTION] = 0.5) -> nn.Module:
+def vgg3(
+    spec: DataSpec,
+    *,
+    width: Annotated[int, AT_LEAST_1] = 64,
+    hidden: Annotated[int, AT_LEAST_1] = 4096,
+    dropout: Annotated[float, FRACTION] = 0.5,
+) -> nn.Module:
     """The guide's VGG3Layer: 3 conv-BN-ReLU-pool blocks, 4096-4096 classifier."""
     c, h, w = _image(spec, "vgg3", 8)
     return VGG3Layer(c, h, w, flat_out_features(spec), out_shape(spec), width, hidden, dropout)

@@ -80,13 +80,28 @@ class Up(nn.Module):
 
 
 class UNet(nn.Module):
-    def __init__(self, in_channels: int, size: tuple, out_channels: int, out_shape: tuple, width: int, depth: int, norm_kind: str, act: str, dropout: float):
+    def __init__(
+        self,
+        in_channels: int,
+        size: tuple,
+        out_channels: int,
+        out_shape: tuple,
+        width: int,
+        depth: int,
+        norm_kind: str,
+        act: str,
+        dropout: float,
+    ):
         super().__init__()
         self.size = list(size)
         self.pads = pad_amounts(size, 2**depth)
         self.inc = DoubleConv(in_channels, width, norm_kind, act, dropout)
-        self.downs = nn.ModuleList([Down(width * 2**i, width * 2 ** (i + 1), norm_kind, act, dropout) for i in range(depth)])
-        self.ups = nn.ModuleList([Up(width * 2 ** (i + 1), width * 2**i, norm_kind, act, dropout) for i in reversed(range(depth))])
+        self.downs = nn.ModuleList(
+            [Down(width * 2**i, width * 2 ** (i + 1), norm_kind, act, dropout) for i in range(depth)]
+        )
+        self.ups = nn.ModuleList(
+            [Up(width * 2 ** (i + 1), width * 2**i, norm_kind, act, dropout) for i in reversed(range(depth))]
+        )
         self.out = nn.Conv2d(width, out_channels, 1)
         self.out_shape = out_shape
 

@@ -24,7 +24,17 @@ from ember.ranges import AT_LEAST_1, NON_NEGATIVE
 
 
 class VAE(nn.Module):
-    def __init__(self, in_channels: int, size: tuple, width: int, depth: int, latent_dim: int, beta: float, norm_kind: str, act: str):
+    def __init__(
+        self,
+        in_channels: int,
+        size: tuple,
+        width: int,
+        depth: int,
+        latent_dim: int,
+        beta: float,
+        norm_kind: str,
+        act: str,
+    ):
         super().__init__()
         self.in_channels, self.size, self.latent_dim, self.beta = in_channels, list(size), latent_dim, beta
         self.pads = pad_amounts(size, 2**depth)
@@ -45,7 +55,11 @@ class VAE(nn.Module):
         layers = []
         for i in reversed(range(depth)):
             c_out = width * 2 ** (i - 1) if i > 0 else width
-            layers += [nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1), norm(norm_kind, c_out, 2), activation(act)]
+            layers += [
+                nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1),
+                norm(norm_kind, c_out, 2),
+                activation(act),
+            ]
             c_in = c_out
         self.decoder = nn.Sequential(*layers, nn.Conv2d(c_in, in_channels, 3, padding=1))
 

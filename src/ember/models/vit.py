@@ -23,7 +23,19 @@ PRESETS = {"tiny": {"dim": 192, "depth": 12, "heads": 3}, "small": {"dim": 384, 
 
 
 class ViT(nn.Module):
-    def __init__(self, in_channels: int, size: tuple, out_features: int, out_shape: tuple, patch: int, dim: int, depth: int, heads: int, mlp_ratio: float, dropout: float):
+    def __init__(
+        self,
+        in_channels: int,
+        size: tuple,
+        out_features: int,
+        out_shape: tuple,
+        patch: int,
+        dim: int,
+        depth: int,
+        heads: int,
+        mlp_ratio: float,
+        dropout: float,
+    ):
         super().__init__()
         self.pads = pad_amounts(size, patch)
         grid = [(s + patch - 1) // patch for s in size]
@@ -75,4 +87,6 @@ def vit(
         patch_size = 16 if min(h, w) >= 128 else max(1, round(min(h, w) / 8))
     if not 1 <= patch_size <= max(h, w):
         raise ConfigError(f"model.patch_size={patch_size} must be between 1 and the image size {h}x{w}")
-    return ViT(channels, (h, w), flat_out_features(spec), out_shape(spec), patch_size, dim, depth, heads, mlp_ratio, dropout)
+    return ViT(
+        channels, (h, w), flat_out_features(spec), out_shape(spec), patch_size, dim, depth, heads, mlp_ratio, dropout
+    )

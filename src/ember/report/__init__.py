@@ -37,9 +37,20 @@ def model_summary(model, spec) -> dict | None:
 
 def summary_text(summary: dict) -> str:
     rows = [("layer", "type", "output", "params")]
-    rows += [("  " * r["depth"] + r["name"].rsplit(".", 1)[-1] if r["depth"] else r["name"], r["kind"], r["output_shape"], f"{r['params']:,}" if r["params"] else "") for r in summary["layers"]]
+    rows += [
+        (
+            "  " * r["depth"] + r["name"].rsplit(".", 1)[-1] if r["depth"] else r["name"],
+            r["kind"],
+            r["output_shape"],
+            f"{r['params']:,}" if r["params"] else "",
+        )
+        for r in summary["layers"]
+    ]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    lines = ["  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip() for row in rows]
+    lines = [
+        "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+        for row in rows
+    ]
     lines.append(f"parameters: {summary['total_params']:,} ({summary['trainable_params']:,} trainable)")
     lines.append(f"FLOPs per sample (forward): {summary['flops_per_sample']:,}")
     return "\n".join(lines) + "\n"
@@ -55,7 +66,12 @@ def evaluate_split(evaluator: Evaluator, splits, baseline: str | None = None) ->
     if split is None:
         return None
     data, spec = getattr(splits, split), evaluator.spec
-    ev = evaluate.evaluate(evaluator.forward, data, spec, references=_baseline_predictors(splits, spec, baseline, evaluator.reference, split))
+    ev = evaluate.evaluate(
+        evaluator.forward,
+        data,
+        spec,
+        references=_baseline_predictors(splits, spec, baseline, evaluator.reference, split),
+    )
     result = evaluate.classification(ev, spec, data) if spec.task == "classification" else evaluate.regression(ev, spec)
     return {**result, "split": split, "truncated": ev["truncated"]}
 
@@ -75,7 +91,9 @@ def _baseline_predictors(splits, spec, only: str | None = None, clim=None, split
     return {name: (lambda x, name=name: baselines.predict(name, x, spec, clim.float(), len(x))) for name in names}
 
 
-def _single(run: RunData, model=None, evaluator: Evaluator | None = None, splits=None, score: bool = True) -> tuple[str, dict | None]:
+def _single(
+    run: RunData, model=None, evaluator: Evaluator | None = None, splits=None, score: bool = True
+) -> tuple[str, dict | None]:
     notes, ev, summary = [], None, None
     if model is None and score and run.status == "finished":
         try:
@@ -85,7 +103,11 @@ def _single(run: RunData, model=None, evaluator: Evaluator | None = None, splits
             model = None
     if model is not None:
         try:
-            ev = evaluate_split(evaluator, splits, (run.summary.get("skill") or {}).get("best")) if score and evaluator else None
+            ev = (
+                evaluate_split(evaluator, splits, (run.summary.get("skill") or {}).get("best"))
+                if score and evaluator
+                else None
+            )
         except Exception as e:
             notes.append(f"the best checkpoint could not be evaluated ({describe(e)})")
         try:
@@ -107,7 +129,9 @@ def _rebuilt(path: Path) -> tuple:
         try:
             evaluator, _ = build_evaluator(conf, model, splits)
         except ConfigError:  # a device this machine lacks (a GPU run reported on a laptop): what is here
-            evaluator, _ = build_evaluator(compose_typed(["trainer.device=auto", "trainer.precision=auto"], saved=saved)[1], model, splits)
+            evaluator, _ = build_evaluator(
+                compose_typed(["trainer.device=auto", "trainer.precision=auto"], saved=saved)[1], model, splits
+            )
     return model, evaluator, splits
 
 
@@ -141,7 +165,9 @@ def build_report(runs: list[str | Path], out: str | Path | None = None, evaluate
     return write_html(target, page.compare(data, links))
 
 
-def after_training(conf: EmberConfig, run_path: Path, model, evaluator: Evaluator | None, splits: Splits, warn) -> tuple[Path | None, dict]:
+def after_training(
+    conf: EmberConfig, run_path: Path, model, evaluator: Evaluator | None, splits: Splits, warn
+) -> tuple[Path | None, dict]:
     """At the end of `ember train`: report.html from the model and data still in memory (unless
     the run's typed config `conf` says run.report=false), and the artifacts the trackers keep:
     config, spec, summary, report, model summary. `model`: the trained model and `evaluator` the

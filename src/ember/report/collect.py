@@ -88,7 +88,12 @@ def run_status(summary: dict) -> str:
     """finished / running / failed / interrupted / preempted. A run that says `running` but whose
     process on this host is gone (killed by the OOM killer, SIGKILL, a crashed node) is `failed`."""
     status = summary.get("status") or "unknown"
-    if status == "running" and summary.get("pid") and summary.get("host") == socket.gethostname() and not pid_alive(int(summary["pid"])):
+    if (
+        status == "running"
+        and summary.get("pid")
+        and summary.get("host") == socket.gethostname()
+        and not pid_alive(int(summary["pid"]))
+    ):
         return "failed"
     return status
 
@@ -99,7 +104,10 @@ def status_note(run: "RunData") -> str | None:
     if status == "finished":
         return None
     if status == "failed" and s.get("status") == "running":
-        return f"this run is not finished: its process (pid {s.get('pid')}) ended without writing a status, probably killed"
+        return (
+            f"this run is not finished: its process (pid {s.get('pid')}) ended without writing a "
+            "status, probably killed"
+        )
     if status == "failed":
         return f"this run failed: {s.get('error', 'no error recorded')}"
     if status == "running":
@@ -133,12 +141,20 @@ def find_runs(root: Path) -> list[Path]:
 def not_a_run(path: Path, key: str = "RUN") -> ConfigError:
     path = Path(path)
     if not path.exists():
-        return ConfigError(f"{str(path)!r} does not exist; pass a run directory such as runs/<name>/<time> (ember runs lists them)")
+        return ConfigError(
+            f"{str(path)!r} does not exist; pass a run directory such as runs/<name>/<time> (ember runs lists them)"
+        )
     inside = find_runs(path) if path.is_dir() else []
     if inside:
         shown = " ".join(str(p) for p in inside[:3]) + (" ..." if len(inside) > 3 else "")
-        return ConfigError(f"{str(path)!r} is not a run directory (no config.yaml) but holds {len(inside)} run(s); pass them, for example: ember report {shown}")
-    return ConfigError(f"{str(path)!r} is not a run directory (no config.yaml); pass a run directory such as runs/<name>/<time> (ember runs lists them)")
+        return ConfigError(
+            f"{str(path)!r} is not a run directory (no config.yaml) but holds {len(inside)} run(s); pass them, "
+            f"for example: ember report {shown}"
+        )
+    return ConfigError(
+        f"{str(path)!r} is not a run directory (no config.yaml); pass a run directory such as runs/<name>/<time> "
+        "(ember runs lists them)"
+    )
 
 
 def read_run(path: str | Path) -> RunData:
@@ -148,7 +164,9 @@ def read_run(path: str | Path) -> RunData:
     run = RunData(path=path, label=path.name)
     try:
         config = yaml.safe_load((path / "config.yaml").read_text()) or {}
-        if not isinstance(config, dict) or any(not isinstance(config.get(k, {}), dict) for k in ("model", "data", "run", "trainer")):
+        if not isinstance(config, dict) or any(
+            not isinstance(config.get(k, {}), dict) for k in ("model", "data", "run", "trainer")
+        ):
             raise ValueError("not a mapping of config groups")
         run.config = config
     except (OSError, ValueError, yaml.YAMLError) as e:  # UnicodeDecodeError is a ValueError
@@ -205,19 +223,31 @@ SUMMARY_TYPES: dict[str, tuple] = {
 def _typed_summary(summary: dict, run: RunData) -> dict:
     """`summary` without the keys whose values have the wrong type (noted once, as damage), and
     without the metrics, baselines or skill entries the report cannot read."""
-    bad = [k for k, types in SUMMARY_TYPES.items() if k in summary and (not isinstance(summary[k], types) or (isinstance(summary[k], bool) and bool not in types))]
+    bad = [
+        k
+        for k, types in SUMMARY_TYPES.items()
+        if k in summary and (not isinstance(summary[k], types) or (isinstance(summary[k], bool) and bool not in types))
+    ]
     if isinstance(summary.get("pid"), int) and not 0 < summary["pid"] < 2**31:
         bad.append("pid")  # os.kill(-1, 0) asks about every process, a huge one overflows
-    if isinstance(summary.get("time"), dict) and not all(isinstance(v, NUMBER) and not isinstance(v, bool) for v in summary["time"].values()):
+    if isinstance(summary.get("time"), dict) and not all(
+        isinstance(v, NUMBER) and not isinstance(v, bool) for v in summary["time"].values()
+    ):
         bad.append("time")
     out = {k: v for k, v in summary.items() if k not in bad}
-    if isinstance(out.get("metrics"), dict) and not all(isinstance(v, NUMBER) or v is None for v in out["metrics"].values()):
+    if isinstance(out.get("metrics"), dict) and not all(
+        isinstance(v, NUMBER) or v is None for v in out["metrics"].values()
+    ):
         bad.append("metrics")
-        out["metrics"] = {k: v for k, v in out["metrics"].items() if (isinstance(v, NUMBER) and not isinstance(v, bool)) or v is None}
+        out["metrics"] = {
+            k: v for k, v in out["metrics"].items() if (isinstance(v, NUMBER) and not isinstance(v, bool)) or v is None
+        }
     if out.get("baselines") and not all(isinstance(v, dict) for v in out["baselines"].values()):
         bad.append("baselines")
         out.pop("baselines")
-    if out.get("skill") and not (isinstance(out["skill"].get("split"), str) and isinstance(out["skill"].get("best"), str)):
+    if out.get("skill") and not (
+        isinstance(out["skill"].get("split"), str) and isinstance(out["skill"].get("best"), str)
+    ):
         bad.append("skill")
         out.pop("skill")
     if bad:

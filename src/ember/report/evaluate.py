@@ -26,14 +26,18 @@ SCATTER_POINTS = 2000
 EXAMPLES = 8
 
 
-def evaluate(forward: Callable[[torch.Tensor], torch.Tensor], data, spec, batch_size: int = 512, references: dict | None = None) -> dict:
+def evaluate(
+    forward: Callable[[torch.Tensor], torch.Tensor], data, spec, batch_size: int = 512, references: dict | None = None
+) -> dict:
     """Outputs of `forward` (a batch of inputs -> the model's raw outputs: Evaluator.forward) on
     `data` (a TensorData or Dataset), as numpy arrays. For gridded regression targets, also the
     error of the model and of each of `references` (name -> predictions in physical units from a
     batch of inputs: the baselines) per grid point."""
     targets_size = math.prod(spec.target_shape) if spec.target_shape else 1
     keep = max(1, min(MAX_SAMPLES, KEPT_VALUES // max(1, targets_size)))
-    loader = EpochLoader(data, max(1, min(batch_size, BATCH_VALUES // max(1, targets_size, math.prod(spec.input_shape)))), shuffle=False)
+    loader = EpochLoader(
+        data, max(1, min(batch_size, BATCH_VALUES // max(1, targets_size, math.prod(spec.input_shape)))), shuffle=False
+    )
     loader.set_epoch(0, 0)
     outs, targets, seen, kept = [], [], 0, 0
     gridded = spec.task == "regression" and len(spec.target_shape) >= 2 and min(spec.target_shape[-2:]) >= 2
@@ -71,7 +75,11 @@ class GridErrors:
         self.sums: dict[str, list] = {}
 
     def add(self, name: str, pred: torch.Tensor, true: torch.Tensor) -> None:
-        err = (pred.double() - true.double()).reshape(len(true), true.shape[1], *true.shape[-2:]) if true.ndim > 3 else (pred.double() - true.double())
+        err = (
+            (pred.double() - true.double()).reshape(len(true), true.shape[1], *true.shape[-2:])
+            if true.ndim > 3
+            else (pred.double() - true.double())
+        )
         ok = torch.isfinite(err)
         err = torch.where(ok, err, torch.zeros_like(err))
         s = self.sums.setdefault(name, [0.0, 0.0, 0])
@@ -129,7 +137,13 @@ def confused_examples(logits: np.ndarray, y: np.ndarray, data, spec, names: list
     """The wrong predictions made with the most confidence, with their inputs drawn: images as
     PNG, signals as small line charts; feature vectors are not drawn."""
     shape = tuple(spec.input_shape)
-    kind = "image" if len(shape) == 3 and shape[0] in (1, 3, 4) and min(shape[1:]) >= 4 else "signal" if len(shape) == 2 and shape[1] >= 8 else None
+    kind = (
+        "image"
+        if len(shape) == 3 and shape[0] in (1, 3, 4) and min(shape[1:]) >= 4
+        else "signal"
+        if len(shape) == 2 and shape[1] >= 8
+        else None
+    )
     if kind is None:
         return []
     prob = _softmax(logits)
@@ -142,7 +156,12 @@ def confused_examples(logits: np.ndarray, y: np.ndarray, data, spec, names: list
         if x is None:
             continue
         x = _denormalize(x, spec)
-        item = {"index": int(i), "true": names[int(y[i])], "pred": names[int(pred[i])], "p": round(float(prob[i, pred[i]]), 3)}
+        item = {
+            "index": int(i),
+            "true": names[int(y[i])],
+            "pred": names[int(pred[i])],
+            "p": round(float(prob[i, pred[i]]), 3),
+        }
         if kind == "image":
             item["png"] = png_data_uri(_to_uint8_image(x))
         else:
@@ -162,7 +181,9 @@ def _input(data, i: int) -> np.ndarray | None:
 def _denormalize(x: np.ndarray, spec) -> np.ndarray:
     if spec.mean and spec.std and len(spec.mean) == x.shape[0] == len(spec.std):
         shape = (-1,) + (1,) * (x.ndim - 1)
-        return x * np.asarray(spec.std, dtype=np.float32).reshape(shape) + np.asarray(spec.mean, dtype=np.float32).reshape(shape)
+        return x * np.asarray(spec.std, dtype=np.float32).reshape(shape) + np.asarray(
+            spec.mean, dtype=np.float32
+        ).reshape(shape)
     return x
 
 
@@ -223,7 +244,13 @@ def error_maps(grid: dict[str, dict[str, np.ndarray]], spec) -> list[dict]:
         b_max = _finite_max(np.abs(field(n, "bias")) for n in grid)
         r_max = _finite_max(field(n, "rmse") for n in grid)
         units = spec.target_units[c] if getattr(spec, "target_units", None) and c < len(spec.target_units) else ""
-        item = {"variable": spec.target_name(c), "units": units, "bias_max": _r(b_max), "rmse_max": _r(r_max), "predictors": []}
+        item = {
+            "variable": spec.target_name(c),
+            "units": units,
+            "bias_max": _r(b_max),
+            "rmse_max": _r(r_max),
+            "predictors": [],
+        }
         for name in grid:
             bias, rmse = field(name, "bias"), field(name, "rmse")
             item["predictors"].append({

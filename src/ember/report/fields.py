@@ -69,7 +69,13 @@ def nice_ticks(lo: float, hi: float, n: int = 4) -> list[float]:
 def _degrees(v: float, axis: str) -> str:
     if axis == "lon":
         v = (v + 180) % 360 - 180  # 0..360 grids read as east and west of Greenwich
-    hemi = "" if abs(v) < 1e-9 or (axis == "lon" and abs(abs(v) - 180) < 1e-9) else ("N" if v > 0 else "S") if axis == "lat" else ("E" if v > 0 else "W")
+    hemi = (
+        ""
+        if abs(v) < 1e-9 or (axis == "lon" and abs(abs(v) - 180) < 1e-9)
+        else ("N" if v > 0 else "S")
+        if axis == "lat"
+        else ("E" if v > 0 else "W")
+    )
     return f"{abs(v):g}°{hemi}"
 
 
@@ -94,7 +100,10 @@ def _aspect(lat: list | None, lon: list | None, shape: tuple) -> float:
     """Width over height of the drawn map: the grid's extent in degrees (an equirectangular map,
     so an 18 x 432 band of 7 x 0.83 degree cells is drawn 1:3, not 1:24), else one square per cell."""
     if lat and lon and len(lat) > 1 and len(lon) > 1:
-        dlat, dlon = abs(lat[-1] - lat[0]) * len(lat) / (len(lat) - 1), abs(lon[-1] - lon[0]) * len(lon) / (len(lon) - 1)
+        dlat, dlon = (
+            abs(lat[-1] - lat[0]) * len(lat) / (len(lat) - 1),
+            abs(lon[-1] - lon[0]) * len(lon) / (len(lon) - 1),
+        )
         if dlat > 0 and dlon > 0:
             return round(min(max(dlon / dlat, 0.2), 30.0), 4)
     return round(shape[-1] / shape[-2], 4)
@@ -114,7 +123,12 @@ def field_panel(a: np.ndarray, spec, lo: float, hi: float, diverging: bool, unit
         "aspect": _aspect(lat, lon, a.shape),
         "lat": coord_ticks(lat, "lat"),
         "lon": coord_ticks(lon, "lon"),
-        "bar": {"lo": _r(lo), "hi": _r(hi), "colors": [f"#{r:02x}{g:02x}{b:02x}" for r, g, b in anchors], "units": units},
+        "bar": {
+            "lo": _r(lo),
+            "hi": _r(hi),
+            "colors": [f"#{r:02x}{g:02x}{b:02x}" for r, g, b in anchors],
+            "units": units,
+        },
         "no_data": bool((~np.isfinite(a)).any()),
     }
 

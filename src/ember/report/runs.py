@@ -39,7 +39,9 @@ def row(run: RunData, root: Path) -> dict:
         "path": str(run.path),
         "run": rel,
         "experiment": run.experiment,
-        "started": datetime.fromtimestamp(started).isoformat(timespec="seconds") if isinstance(started, (int, float)) else None,
+        "started": (
+            datetime.fromtimestamp(started).isoformat(timespec="seconds") if isinstance(started, (int, float)) else None
+        ),
         "model": (run.config.get("model") or {}).get("name"),
         "data": (run.config.get("data") or {}).get("name"),
         "status": run.status,
@@ -59,9 +61,13 @@ def row(run: RunData, root: Path) -> dict:
 def collect(root: str | Path) -> list[dict]:
     root = Path(root)
     if not root.exists():
-        raise ConfigError(f"{str(root)!r} does not exist; pass the directory that holds your runs (run.root, default runs)")
+        raise ConfigError(
+            f"{str(root)!r} does not exist; pass the directory that holds your runs (run.root, default runs)"
+        )
     if not root.is_dir():
-        raise ConfigError(f"{str(root)!r} is not a directory; pass the directory that holds your runs (run.root, default runs)")
+        raise ConfigError(
+            f"{str(root)!r} is not a directory; pass the directory that holds your runs (run.root, default runs)"
+        )
     rows = []
     for path in find_runs(root):
         try:
@@ -77,8 +83,32 @@ def collect(root: str | Path) -> list[dict]:
 
 def _unreadable(path: Path, root: Path, why: BaseException) -> dict:
     rel = str(path.relative_to(root)) if path != root and path.is_relative_to(root) else str(path)
-    row = {k: None for k in ("experiment", "started", "model", "data", "monitor", "best", "best_epoch", "test_metric", "duration_s", "epochs", "steps", "error")}
-    return {**row, "path": str(path), "run": rel, "experiment": path.parent.name, "status": "unknown", "metrics": {}, "damaged": [f"could not be read ({first_line(why)})"]}
+    row = {
+        k: None
+        for k in (
+            "experiment",
+            "started",
+            "model",
+            "data",
+            "monitor",
+            "best",
+            "best_epoch",
+            "test_metric",
+            "duration_s",
+            "epochs",
+            "steps",
+            "error",
+        )
+    }
+    return {
+        **row,
+        "path": str(path),
+        "run": rel,
+        "experiment": path.parent.name,
+        "status": "unknown",
+        "metrics": {},
+        "damaged": [f"could not be read ({first_line(why)})"],
+    }
 
 
 def sort_rows(rows: list[dict], key: str | None) -> list[dict]:
@@ -89,11 +119,15 @@ def sort_rows(rows: list[dict], key: str | None) -> list[dict]:
         present = [r for r in rows if r.get(field) is not None]
         return sorted(present, key=lambda r: r[field]) + [r for r in rows if r.get(field) is None]
     if "/" not in key:
-        raise ConfigError(f"--sort {key!r}: sort by a metric such as val/loss or test/accuracy, or by one of: {', '.join(COLUMNS)}")
+        raise ConfigError(
+            f"--sort {key!r}: sort by a metric such as val/loss or test/accuracy, or by one of: {', '.join(COLUMNS)}"
+        )
     present = [r for r in rows if isinstance(r["metrics"].get(key), (int, float))]
     if rows and not present:
         known = sorted({k for r in rows for k in r["metrics"]})
-        raise ConfigError(f"--sort {key!r}: no run has that metric; the runs have: {', '.join(known) or 'no metrics yet'}")
+        raise ConfigError(
+            f"--sort {key!r}: no run has that metric; the runs have: {', '.join(known) or 'no metrics yet'}"
+        )
     present.sort(key=lambda r: r["metrics"][key], reverse=is_higher_better(key))
     return present + [r for r in rows if r not in present]
 
@@ -129,10 +163,23 @@ def print_table(rows: list[dict], sort: str | None, root: Path) -> None:
     style = {"finished": "green", "failed": "red", "running": "blue", "preempted": "yellow", "interrupted": "yellow"}
     for r in rows:
         best = f"{r['monitor'].split('/', 1)[-1]} {_num(r['best'])}" if r["monitor"] and r["best"] is not None else ""
-        test = f"{r['test_metric'].split('/', 1)[-1]} {_num(r['metrics'][r['test_metric']])}" if r["test_metric"] else ""
-        status = f"[{style.get(r['status'], 'default')}]{escape(str(r['status']))}[/]" + (" [red]damaged[/]" if r["damaged"] else "")
+        test = (
+            f"{r['test_metric'].split('/', 1)[-1]} {_num(r['metrics'][r['test_metric']])}" if r["test_metric"] else ""
+        )
+        status = f"[{style.get(r['status'], 'default')}]{escape(str(r['status']))}[/]" + (
+            " [red]damaged[/]" if r["damaged"] else ""
+        )
         run_name = Path(r["run"]).name if r["experiment"] == Path(r["run"]).parent.name else r["run"]
-        cells = [r["experiment"], run_name, (r["started"] or "").replace("T", " ")[:16], r["model"] or "", r["data"] or "", best, test, _duration(r["duration_s"])]
+        cells = [
+            r["experiment"],
+            run_name,
+            (r["started"] or "").replace("T", " ")[:16],
+            r["model"] or "",
+            r["data"] or "",
+            best,
+            test,
+            _duration(r["duration_s"]),
+        ]
         if extra:
             cells.append(_num(r["metrics"].get(extra)))
         # Names come from the runs' files: `[/y]` in one is text, not Rich markup (MarkupError).
@@ -141,7 +188,12 @@ def print_table(rows: list[dict], sort: str | None, root: Path) -> None:
     console.print(table)
     for r in rows:  # what is wrong with a damaged run, and what to do
         if r["damaged"]:
-            console.print(f"damaged: {r['run']}: {'; '.join(r['damaged'])}; restore the files from a copy of the run, or delete it", markup=False, soft_wrap=True)
+            console.print(
+                f"damaged: {r['run']}: {'; '.join(r['damaged'])}; "
+                "restore the files from a copy of the run, or delete it",
+                markup=False,
+                soft_wrap=True,
+            )
 
 
 def runs_command(args) -> int:

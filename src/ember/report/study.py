@@ -25,7 +25,9 @@ def read_study(path: Path) -> dict:
         info = first_line(e)
     if not isinstance(info, dict) or not isinstance(info.get("overrides"), list):
         why = info if isinstance(info, str) else "not a JSON object with the study's overrides"
-        raise CheckpointError(f"{str(p)!r} is damaged ({why}); restore it from a copy, or start the study again in a new run.dir")
+        raise CheckpointError(
+            f"{str(p)!r} is damaged ({why}); restore it from a copy, or start the study again in a new run.dir"
+        )
     return info
 
 
@@ -49,7 +51,9 @@ def _axes(space: dict) -> list[dict]:
     axes = []
     for key, dist in space.items():
         try:
-            attrs = json.loads(dist).get("attributes", {}) if isinstance(dist, str) else (dist or {}).get("attributes", {})
+            attrs = (
+                json.loads(dist).get("attributes", {}) if isinstance(dist, str) else (dist or {}).get("attributes", {})
+            )
         except ValueError:
             attrs = {}
         if "choices" in attrs:
@@ -90,17 +94,41 @@ def study_page(path: Path, out: Path) -> str:
     if history:
         trials = [[r["trial"], r["value"]] for r in complete]
         best = [[r["trial"], r["best_value"]] for r in history if isinstance(r.get("best_value"), (int, float))]
-        series = [{"name": "best so far", "points": best, "colorIndex": 1}, {"name": "trial", "points": trials, "markers": True, "colorIndex": 0}]
-        charts.append(page.chart({"type": "line", "series": series, "xlabel": "trial", "ylabel": metric}, "optimization history", f"{direction} {metric}"))
+        series = [
+            {"name": "best so far", "points": best, "colorIndex": 1},
+            {"name": "trial", "points": trials, "markers": True, "colorIndex": 0},
+        ]
+        charts.append(
+            page.chart(
+                {"type": "line", "series": series, "xlabel": "trial", "ylabel": metric},
+                "optimization history",
+                f"{direction} {metric}",
+            )
+        )
     importances = results.get("importances") or {}
     if importances:
         names = sorted(importances, key=importances.get, reverse=True)
-        spec = {"type": "bars", "labels": names, "series": [{"name": "importance", "values": [importances[n] for n in names]}], "ymax": 1, "xlabel": "parameter", "ylabel": "importance"}
+        spec = {
+            "type": "bars",
+            "labels": names,
+            "series": [{"name": "importance", "values": [importances[n] for n in names]}],
+            "ymax": 1,
+            "xlabel": "parameter",
+            "ylabel": "importance",
+        }
         charts.append(page.chart(spec, "parameter importances", "fANOVA, share of the metric's variance"))
     axes = _axes(info.get("space") or {})
     if complete and axes:
-        rows = [{"trial": r["trial"], metric: r["value"], **{a["key"]: r.get(a["key"]) for a in axes}} for r in complete]
-        spec = {"type": "parallel", "axes": axes + [{"key": metric}], "rows": rows, "metric": metric, "maximize": direction == "maximize"}
+        rows = [
+            {"trial": r["trial"], metric: r["value"], **{a["key"]: r.get(a["key"]) for a in axes}} for r in complete
+        ]
+        spec = {
+            "type": "parallel",
+            "axes": axes + [{"key": metric}],
+            "rows": rows,
+            "metric": metric,
+            "maximize": direction == "maximize",
+        }
         charts.append(page.chart(spec, "parallel coordinates", "one line per complete trial, darker is better"))
     curves = '<div class="grid">' + "".join(charts) + "</div>" if charts else "<p class=muted>No trials yet.</p>"
 
@@ -111,16 +139,34 @@ def study_page(path: Path, out: Path) -> str:
     for r in leaderboard[:20]:
         own = Path(str(r.get("run_dir") or "")) / "report.html"
         if r.get("run_dir") and own.is_file():
-            links.append(f'<li><a href="{esc(os.path.relpath(own.resolve(), Path(out).resolve().parent))}">trial {esc(r["trial"])}</a> ({esc(r.get("state", ""))}, {esc(fmt(r.get(metric)))})</li>')
+            links.append(
+                f'<li><a href="{esc(os.path.relpath(own.resolve(), Path(out).resolve().parent))}">trial '
+                f"{esc(r['trial'])}</a> ({esc(r.get('state', ''))}, {esc(fmt(r.get(metric)))})</li>"
+            )
     if links:
         board += "<h3>Trial reports</h3><ul>" + "".join(links) + "</ul>"
 
     tally = ", ".join(f"{n} {s}" for s, n in (results.get("trials") or {}).items() if n)
     best = results.get("best") or {}
-    best_text = f"best: trial {best.get('trial')}, {metric} {fmt(best.get('value'))}, " + ", ".join(f"{k}={fmt(v)}" for k, v in (best.get("params") or {}).items()) if best else "no complete trial yet"
-    sub = f"{direction} {metric} · {info.get('sampler', '?')} sampler, {info.get('pruner', '?')} pruner · created {when(info.get('created'))} · {tally}"
+    best_text = (
+        f"best: trial {best.get('trial')}, {metric} {fmt(best.get('value'))}, "
+        + ", ".join(f"{k}={fmt(v)}" for k, v in (best.get("params") or {}).items())
+        if best
+        else "no complete trial yet"
+    )
+    sub = (
+        f"{direction} {metric} · {info.get('sampler', '?')} sampler, {info.get('pruner', '?')} pruner · created "
+        f"{when(info.get('created'))} · {tally}"
+    )
     note_html = "".join(f'<div class="note">{esc(n)}</div>' for n in notes)
-    header = f'<header><h1>study {esc(info.get("name", path.name))}</h1><div class="sub">{esc(sub)}</div><div class="sub">{esc(best_text)}</div><div class="sub">{esc(path)}</div>{note_html}</header>'
-    space = table([[a["key"], _describe(a, (info.get("space") or {}).get(a["key"]))] for a in axes], ["key", "searched over"], align=False)
+    header = (
+        f'<header><h1>study {esc(info.get("name", path.name))}</h1><div class="sub">{esc(sub)}'
+        f'</div><div class="sub">{esc(best_text)}</div><div class="sub">{esc(path)}</div>{note_html}</header>'
+    )
+    space = table(
+        [[a["key"], _describe(a, (info.get("space") or {}).get(a["key"]))] for a in axes],
+        ["key", "searched over"],
+        align=False,
+    )
     sections = [("study", "Study", curves), ("leaderboard", "Leaderboard", board), ("space", "Search space", space)]
     return page.render(header, sections)

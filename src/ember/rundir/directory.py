@@ -52,8 +52,23 @@ def default_run_name(cfg: DictConfig) -> str:
 
 # What ember and its trackers write at the top of a run directory: none may be a symbolic link
 # (a library that opens its file by name would write wherever the link points).
-RUN_ENTRIES = (LOCK_NAME, "config.yaml", "spec.json", "splits.json", "summary.json", "metrics.jsonl", "metrics.csv", "model.safetensors",
-               "report.html", "track.json", "rollout.json", "checkpoints", "tb", "wandb", "export")
+RUN_ENTRIES = (
+    LOCK_NAME,
+    "config.yaml",
+    "spec.json",
+    "splits.json",
+    "summary.json",
+    "metrics.jsonl",
+    "metrics.csv",
+    "model.safetensors",
+    "report.html",
+    "track.json",
+    "rollout.json",
+    "checkpoints",
+    "tb",
+    "wandb",
+    "export",
+)
 
 
 # (group, key, value) of config keys a run written before them trained without: targets were not
@@ -79,7 +94,9 @@ class RunDir:
         run.lock()
         if (run.path / "config.yaml").exists():
             run.release()
-            raise ConfigError(f"run.dir={str(run.path)!r} already holds a run; choose a new directory or leave run.dir unset")
+            raise ConfigError(
+                f"run.dir={str(run.path)!r} already holds a run; choose a new directory or leave run.dir unset"
+            )
         try:
             run.checkpoints.mkdir(exist_ok=True)
             run.write_text("config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
@@ -99,7 +116,10 @@ class RunDir:
             if not os.listdir(run.path) and not cfg.run.dir:
                 run.path.rmdir()
             if isinstance(e, OSError):
-                raise EmberError(f"cannot write the run directory {str(run.path)!r} ({e.strerror or e}); free space or choose a writable run.root or run.dir") from None
+                raise EmberError(
+                    f"cannot write the run directory {str(run.path)!r} ({e.strerror or e}); "
+                    "free space or choose a writable run.root or run.dir"
+                ) from None
             raise
         return run
 
@@ -143,7 +163,9 @@ class RunDir:
     def open(cls, path: str | Path, key: str = "run") -> "RunDir":
         run = cls(Path(path))
         if not (run.path / "config.yaml").is_file():
-            raise CheckpointError(f"{str(run.path)!r} is not a run directory (no config.yaml); pass {key}=runs/<name>/<time>")
+            raise CheckpointError(
+                f"{str(run.path)!r} is not a run directory (no config.yaml); pass {key}=runs/<name>/<time>"
+            )
         return run
 
     # -- reading --
@@ -154,7 +176,10 @@ class RunDir:
             cfg = OmegaConf.create(literal(OmegaConf.to_container(OmegaConf.load(self.path / "config.yaml"))))
         except (OSError, ValueError, yaml.YAMLError, OmegaConfBaseException) as e:  # UnicodeDecodeError is a ValueError
             raise self.damaged("config.yaml", e) from None
-        if not (isinstance(cfg, DictConfig) and all(isinstance(cfg.get(g), DictConfig) and cfg[g].get("name") for g in ("model", "data"))):
+        if not (
+            isinstance(cfg, DictConfig)
+            and all(isinstance(cfg.get(g), DictConfig) and cfg[g].get("name") for g in ("model", "data"))
+        ):
             raise self.damaged("config.yaml", "not a mapping with model and data sections")
         # Keys added since the run was written, at the value that reproduces how it trained.
         for group, key, value in LEGACY:
@@ -169,7 +194,10 @@ class RunDir:
             raise self.damaged("spec.json", e) from None
 
     def damaged(self, name: str, why: BaseException | str) -> CheckpointError:
-        return CheckpointError(f"{str(self.path / name)!r} is damaged ({first_line(why)}); restore it from a copy of the run, or train the run again")
+        return CheckpointError(
+            f"{str(self.path / name)!r} is damaged ({first_line(why)}); restore it from a copy of the run, "
+            "or train the run again"
+        )
 
     def summary(self) -> dict:
         return self.record.read()
@@ -195,7 +223,9 @@ class RunDir:
 
     def write_text(self, name: str, text: str) -> None:
         if name == RunRecord.NAME:  # a bug: one writer, so every status change is a checked transition
-            raise ValueError(f"{name} is written by the transitions of RunDir.record (ember.rundir.record.RunRecord) only")
+            raise ValueError(
+                f"{name} is written by the transitions of RunDir.record (ember.rundir.record.RunRecord) only"
+            )
         write_atomic(self.path / name, text, within=self.path)
 
     def close(self, artifacts: dict | None = None) -> None:
@@ -251,13 +281,17 @@ def _claim(cfg: DictConfig) -> Path:
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise EmberError(f"cannot make the run directory {str(path)!r} ({e.strerror or e}); choose a writable run.dir") from None
+            raise EmberError(
+                f"cannot make the run directory {str(path)!r} ({e.strerror or e}); choose a writable run.dir"
+            ) from None
         return path
     base = Path(cfg.run.root) / default_run_name(cfg) / datetime.now().strftime("%Y%m%d-%H%M%S")
     try:
         base.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise EmberError(f"cannot make the run directory {str(base.parent)!r} ({e.strerror or e}); choose a writable run.root") from None
+        raise EmberError(
+            f"cannot make the run directory {str(base.parent)!r} ({e.strerror or e}); choose a writable run.root"
+        ) from None
     path, i = base, 1
     while True:
         try:

@@ -33,7 +33,10 @@ def load_run(path: str | Path, which: str = "best") -> LoadedRun:
     run = RunDir.open(path)
     cfg, spec = run.config(), run.spec()
     if cfg.model.get("custom"):
-        raise ConfigError(f"{run.path} trained a custom model ({cfg.model.name}); build it yourself and load {run.checkpoints / (which + '.pt')}")
+        raise ConfigError(
+            f"{run.path} trained a custom model ({cfg.model.name}); build it yourself and load "
+            f"{run.checkpoints / (which + '.pt')}"
+        )
     model = create_model(cfg.model.name, spec, **builder_kwargs(cfg.model))
     path = run.checkpoints / f"{which}.pt"
     if which == "best" and not path.exists():  # a run without validation keeps no best: its last is it
@@ -41,5 +44,8 @@ def load_run(path: str | Path, which: str = "best") -> LoadedRun:
     try:
         model.load_state_dict(model_weights(load_checkpoint(path), path))
     except (RuntimeError, KeyError, TypeError) as e:  # another model's weights, or not a checkpoint's content
-        raise CheckpointError(f"{str(path)!r} does not fit the run's model {cfg.model.name} ({first_line(e)}); it belongs to another run: restore this run's checkpoint, or train it again") from None
+        raise CheckpointError(
+            f"{str(path)!r} does not fit the run's model {cfg.model.name} ({first_line(e)}); "
+            "it belongs to another run: restore this run's checkpoint, or train it again"
+        ) from None
     return LoadedRun(model, cfg, spec, run.path)

@@ -16,11 +16,19 @@ def run_html(title: str, metrics: dict[str, float], run_dir: Path | None) -> str
     splits = list(dict.fromkeys(k.split("/", 1)[0] for k in metrics if "/" in k))
     names = list(dict.fromkeys(k.split("/", 1)[1] for k in metrics if "/" in k))
     head = "".join(f"<th>{html.escape(s)}</th>" for s in splits)
-    rows = "".join(f"<tr><td>{html.escape(n)}</td>" + "".join(f"<td style='text-align:right'>{_fmt(metrics.get(f'{s}/{n}'))}</td>" for s in splits) + "</tr>" for n in names)
+    rows = "".join(
+        f"<tr><td>{html.escape(n)}</td>"
+        + "".join(f"<td style='text-align:right'>{_fmt(metrics.get(f'{s}/{n}'))}</td>" for s in splits)
+        + "</tr>"
+        for n in names
+    )
     table = f"<table><thead><tr><th>metric</th>{head}</tr></thead><tbody>{rows}</tbody></table>"
     where = f"<div style='color:#666'>{html.escape(str(run_dir))}</div>" if run_dir else ""
     curves = loss_svg(read_records(run_dir)) if run_dir else ""
-    return f"<div><b>{html.escape(title)}</b>{where}<div style='display:flex;gap:24px;align-items:flex-start'>{table}{curves}</div></div>"
+    return (
+        f"<div><b>{html.escape(title)}</b>{where}<div style='display:flex;gap:24px;align-items:flex-start'>"
+        f"{table}{curves}</div></div>"
+    )
 
 
 def read_records(run_dir: Path) -> list[dict]:
@@ -38,7 +46,10 @@ def read_records(run_dir: Path) -> list[dict]:
 
 def loss_svg(records: list[dict]) -> str:
     """Train and validation loss against step, as an inline SVG line chart."""
-    series = {s: [(r["step"], r["loss"]) for r in records if r.get("split") == s and isinstance(r.get("loss"), (int, float))] for s in COLORS}
+    series = {
+        s: [(r["step"], r["loss"]) for r in records if r.get("split") == s and isinstance(r.get("loss"), (int, float))]
+        for s in COLORS
+    }
     points = [p for pts in series.values() for p in pts]
     if len(points) < 2:
         return ""
@@ -51,10 +62,18 @@ def loss_svg(records: list[dict]) -> str:
         if pts:
             path = " ".join(f"{PAD + (x - x0) * sx:.1f},{HEIGHT - PAD - (y - y0) * sy:.1f}" for x, y in pts)
             lines.append(f"<polyline fill='none' stroke='{COLORS[name]}' stroke-width='1.5' points='{path}'/>")
-            lines.append(f"<text x='{WIDTH - PAD}' y='{PAD - 8 + 14 * list(COLORS).index(name)}' fill='{COLORS[name]}' font-size='11' text-anchor='end'>{name} loss</text>")
-    axes = (f"<line x1='{PAD}' y1='{HEIGHT - PAD}' x2='{WIDTH - PAD}' y2='{HEIGHT - PAD}' stroke='#999'/><line x1='{PAD}' y1='{PAD}' x2='{PAD}' y2='{HEIGHT - PAD}' stroke='#999'/>"
-            f"<text x='{PAD}' y='{HEIGHT - 12}' font-size='11'>step {x0}</text><text x='{WIDTH - PAD}' y='{HEIGHT - 12}' font-size='11' text-anchor='end'>{x1}</text>"
-            f"<text x='4' y='{PAD}' font-size='11'>{_fmt(y1)}</text><text x='4' y='{HEIGHT - PAD}' font-size='11'>{_fmt(y0)}</text>")
+            lines.append(
+                f"<text x='{WIDTH - PAD}' y='{PAD - 8 + 14 * list(COLORS).index(name)}' fill='{COLORS[name]}' "
+                f"font-size='11' text-anchor='end'>{name} loss</text>"
+            )
+    axes = (
+        f"<line x1='{PAD}' y1='{HEIGHT - PAD}' x2='{WIDTH - PAD}' y2='{HEIGHT - PAD}' stroke='#999'/><line x1='{PAD}' "
+        f"y1='{PAD}' x2='{PAD}' y2='{HEIGHT - PAD}' stroke='#999'/>"
+        f"<text x='{PAD}' y='{HEIGHT - 12}' font-size='11'>step {x0}</text><text x='{WIDTH - PAD}' y='{HEIGHT - 12}' "
+        f"font-size='11' text-anchor='end'>{x1}</text>"
+        f"<text x='4' y='{PAD}' font-size='11'>{_fmt(y1)}</text><text x='4' y='{HEIGHT - PAD}' "
+        f"font-size='11'>{_fmt(y0)}</text>"
+    )
     return f"<svg width='{WIDTH}' height='{HEIGHT}' xmlns='http://www.w3.org/2000/svg'>{axes}{''.join(lines)}</svg>"
 
 

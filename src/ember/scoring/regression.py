@@ -42,7 +42,9 @@ class RegressionMetrics(Metric):
         self.channels, self.names = c, [spec.target_name(i) for i in range(c)]
         self.field = len(spec.target_shape) >= 2
         ones = [1.0] * c
-        self.register_buffer("t_mean", torch.tensor(spec.target_mean or [0.0] * c, dtype=torch.float64), persistent=False)
+        self.register_buffer(
+            "t_mean", torch.tensor(spec.target_mean or [0.0] * c, dtype=torch.float64), persistent=False
+        )
         self.register_buffer("t_std", torch.tensor(spec.target_std or ones, dtype=torch.float64), persistent=False)
         self.weighted = self.field and spec.lat is not None and len(spec.lat) == spec.target_shape[-2]
         # Area weights per grid point, mean 1, as (1, 1, points): a latitude row repeats on its longitudes.
@@ -65,7 +67,11 @@ class RegressionMetrics(Metric):
     def keys(self) -> list[str]:
         overall = ["mse", "mae", "rmse", "r2"]
         relative = ["relative_l2"] if self.relative else []
-        extra = (["bias"] if self.field else []) + (["wrmse"] if self.weighted else []) + (["acc"] if self.anomalies else [])
+        extra = (
+            (["bias"] if self.field else [])
+            + (["wrmse"] if self.weighted else [])
+            + (["acc"] if self.anomalies else [])
+        )
         if self.channels == 1:
             return overall + relative + extra
         return overall + relative + [f"{m}/{n}" for m in ["rmse", "mae", "r2", *extra] for n in self.names]
@@ -75,7 +81,13 @@ class RegressionMetrics(Metric):
         a = a.double().reshape(len(a), self.channels, -1)
         return a * self.t_std.reshape(1, -1, 1) + self.t_mean.reshape(1, -1, 1)
 
-    def update(self, output: torch.Tensor, target: torch.Tensor, standardized: bool = True, climatology: torch.Tensor | None = None) -> None:
+    def update(
+        self,
+        output: torch.Tensor,
+        target: torch.Tensor,
+        standardized: bool = True,
+        climatology: torch.Tensor | None = None,
+    ) -> None:
         """Sum one batch; `standardized=False` for values already in physical units (baselines);
         `climatology`: the batch's own reference of the anomaly correlation, one per sample (the
         seasonal climatology at each sample's valid time), in place of the fixed one."""
@@ -86,7 +98,9 @@ class RegressionMetrics(Metric):
             clim = None if climatology is None else climatology[lo : lo + rows]
             self._update(output[lo : lo + rows], target[lo : lo + rows], standardized, clim)
 
-    def _update(self, output: torch.Tensor, target: torch.Tensor, standardized: bool, climatology: torch.Tensor | None) -> None:
+    def _update(
+        self, output: torch.Tensor, target: torch.Tensor, standardized: bool, climatology: torch.Tensor | None
+    ) -> None:
         if standardized:
             pred, true = self.physical(output), self.physical(target)
         else:
@@ -109,10 +123,14 @@ class RegressionMetrics(Metric):
             self.rel += (err.flatten(1).norm(dim=1) / true.flatten(1).norm(dim=1).clamp_min(1e-12)).sum()
             self.rel_n += len(true)
         if self.anomalies:
-            clim = self.climatology if climatology is None else climatology.to(pred).reshape(len(pred), self.channels, -1)
+            clim = (
+                self.climatology if climatology is None else climatology.to(pred).reshape(len(pred), self.channels, -1)
+            )
             self._anomaly_correlation(pred, true, weights, clim)
 
-    def _anomaly_correlation(self, pred: torch.Tensor, true: torch.Tensor, weights: torch.Tensor, climatology: torch.Tensor) -> None:
+    def _anomaly_correlation(
+        self, pred: torch.Tensor, true: torch.Tensor, weights: torch.Tensor, climatology: torch.Tensor
+    ) -> None:
         """Per sample and channel over the grid points where the target and the climatology have values."""
         known = torch.isfinite(climatology)
         w = weights * known

@@ -26,13 +26,23 @@ def check(spec, reader, steps: int) -> None:
     if steps < 1:
         raise ConfigError(f"rollout={steps} must be a number of steps of 1 or more")
     if reader is None or not hasattr(reader, "x_times"):
-        raise ConfigError("rollout= works on runs of data=gridded trained with data.lead=N (a forecast of the state N steps ahead)")
+        raise ConfigError(
+            "rollout= works on runs of data=gridded trained with data.lead=N (a forecast of the state N steps ahead)"
+        )
     if not spec.lead:
-        raise ConfigError("rollout= needs a forecasting run (trained with data.lead=N): this run maps inputs to other targets, so its output cannot be fed back")
-    full_state = spec.identity_channels is not None and sorted(spec.identity_channels) == list(range(spec.input_shape[0] - int(spec.mask_channel)))
+        raise ConfigError(
+            "rollout= needs a forecasting run (trained with data.lead=N): this run maps inputs to other targets, "
+            "so its output cannot be fed back"
+        )
+    full_state = spec.identity_channels is not None and sorted(spec.identity_channels) == list(
+        range(spec.input_shape[0] - int(spec.mask_channel))
+    )
     keys = getattr(reader, "keys", {})
     if not full_state or keys.get("inputs", (None,))[0] != keys.get("targets", (None,))[0]:
-        raise ConfigError("rollout= needs a run that forecasts every input variable from the same dataset (data.lead without data.target or data.target_path): its forecast must be its next input")
+        raise ConfigError(
+            "rollout= needs a run that forecasts every input variable from the same dataset (data.lead without "
+            "data.target or data.target_path): its forecast must be its next input"
+        )
 
 
 def rollout(model, splits, spec, split: str, steps: int, batch_size: int = 64) -> dict:
@@ -45,7 +55,10 @@ def rollout(model, splits, spec, split: str, steps: int, batch_size: int = 64) -
     n_times = reader.dataset("inputs").sizes[reader.time_dim]
     starts = times[times + steps * spec.lead < n_times]
     if len(starts) == 0:
-        raise ConfigError(f"no start time of the {split} split has {steps} x {spec.lead} steps of record after it; use a smaller rollout=")
+        raise ConfigError(
+            f"no start time of the {split} split has {steps} x {spec.lead} steps of record after it; "
+            "use a smaller rollout="
+        )
     fitted = baselines.fit(splits)
     clim = _climatology(fitted, reader)
     scores = {p: [build_metrics(spec, fitted.mean.float()) for _ in range(steps)] for p in PREDICTORS}
@@ -69,7 +82,10 @@ def rollout(model, splits, spec, split: str, steps: int, batch_size: int = 64) -
         "split": split,
         "forecasts": len(starts),
         "lead": [int((k + 1) * spec.lead) for k in range(steps)],
-        "scores": {name: [baselines.defined(name, {m: float(v) for m, v in s.compute().items()}) for s in per_step] for name, per_step in scores.items()},
+        "scores": {
+            name: [baselines.defined(name, {m: float(v) for m, v in s.compute().items()}) for s in per_step]
+            for name, per_step in scores.items()
+        },
     }
 
 
@@ -77,7 +93,9 @@ def _inputs(reader, t0: np.ndarray) -> np.ndarray:
     """Raw input fields at file times `t0`, with the mask channel where the run has one."""
     x = reader.fields("inputs", reader.x_layout, t0)
     if getattr(reader, "mask_field", None) is not None:
-        x = np.concatenate([x, np.broadcast_to(reader.mask_field, (len(x), *reader.mask_field.shape)).astype(x.dtype)], axis=1)
+        x = np.concatenate(
+            [x, np.broadcast_to(reader.mask_field, (len(x), *reader.mask_field.shape)).astype(x.dtype)], axis=1
+        )
     return x
 
 
@@ -87,7 +105,9 @@ def _climatology(fitted, reader):
     index = time_index(reader.dataset("targets"), reader.time_dim)
 
     def at(valid: np.ndarray) -> torch.Tensor:
-        return fitted.at_times(index[valid]) if index is not None else fitted.mean.expand(len(valid), *fitted.mean.shape)
+        return (
+            fitted.at_times(index[valid]) if index is not None else fitted.mean.expand(len(valid), *fitted.mean.shape)
+        )
 
     return at
 

@@ -58,5 +58,7 @@ def physical_targets(y: torch.Tensor, spec: DataSpec) -> torch.Tensor:
     if spec.target_mean is None or spec.target_std is None:
         return y
     shape = (1, -1) + (1,) * (y.ndim - 2) if y.ndim > 1 else (-1,)
-    std, mean = (torch.tensor(v, dtype=y.dtype, device=y.device).reshape(shape) for v in (spec.target_std, spec.target_mean))
+    std, mean = (
+        torch.tensor(v, dtype=y.dtype, device=y.device).reshape(shape) for v in (spec.target_std, spec.target_mean)
+    )
     return y * std + mean

@@ -202,7 +202,10 @@ def open_trackers(names: list[str], ctx: TrackContext, warn: Callable[[str], Non
                 continue
         except ImportError as e:
             extra = EXTRAS.get(name, name)
-            warn(f"warning: tracker {name} is not available ({describe(e)}); install it with pip install 'ember[{extra}]'; training goes on without it")
+            warn(
+                f"warning: tracker {name} is not available ({describe(e)}); install it with pip install "
+                f"'ember[{extra}]'; training goes on without it"
+            )
             continue
         except Exception as e:
             warn(f"warning: tracker {name} could not start ({describe(e)}); training goes on without it")

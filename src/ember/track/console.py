@@ -48,7 +48,9 @@ class Console:
                 # and made training several times slower. The loop refreshes at most 10 times a second.
                 auto_refresh=False,
             )
-            self._task = self._progress.add_task("train", total=total_steps, epoch=1, epochs=max_epochs, loss="-", speed="-")
+            self._task = self._progress.add_task(
+                "train", total=total_steps, epoch=1, epochs=max_epochs, loss="-", speed="-"
+            )
             self._progress.start()
 
     def step(self, step: int, epoch: int) -> None:

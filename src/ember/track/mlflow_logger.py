@@ -76,7 +76,11 @@ class MlflowLogger:
         if existing is not None:
             return existing.experiment_id
         artifacts = None
-        if uri.startswith("sqlite:///") and not ctx.cfg.run.get("mlflow_uri") and not os.environ.get("MLFLOW_TRACKING_URI"):
+        if (
+            uri.startswith("sqlite:///")
+            and not ctx.cfg.run.get("mlflow_uri")
+            and not os.environ.get("MLFLOW_TRACKING_URI")
+        ):
             artifacts = (Path(ctx.cfg.run.root).resolve() / "mlartifacts").as_uri()
         try:
             return self.client.create_experiment(ctx.experiment, artifact_location=artifacts)
@@ -112,7 +116,9 @@ class MlflowLogger:
             store.flush_async_logging()  # the metrics still queued for the server
         final = {k: float(v) for k, v in (summary.get("metrics") or {}).items() if isinstance(v, (int, float))}
         if final:
-            self._log_metrics({k: v for k, v in final.items() if k.startswith("test/")}, summary.get("steps") or 0, True)
+            self._log_metrics(
+                {k: v for k, v in final.items() if k.startswith("test/")}, summary.get("steps") or 0, True
+            )
         for key in ("status", "best_epoch", "monitor", "stop_reason", "device", "params"):
             if summary.get(key) is not None:
                 self.client.set_tag(self.run_id, f"ember.{key}", str(summary[key]))

@@ -45,7 +45,13 @@ class WandbLogger:
             for old in (ctx.path / "wandb").glob(f"offline-run-*-{previous['id']}"):
                 shutil.rmtree(old, ignore_errors=True)
         settings = wandb.Settings(
-            init_timeout=INIT_TIMEOUT_S, console="off", silent=True, quiet=True, disable_git=True, disable_code=True, x_save_requirements=False
+            init_timeout=INIT_TIMEOUT_S,
+            console="off",
+            silent=True,
+            quiet=True,
+            disable_git=True,
+            disable_code=True,
+            x_save_requirements=False,
         )
         self.run = wandb.init(
             mode=mode,
@@ -69,7 +75,11 @@ class WandbLogger:
 
     def finish(self, summary: dict, artifacts: dict) -> None:
         final = {k: v for k, v in (summary.get("metrics") or {}).items() if isinstance(v, (int, float))}
-        extra = {k: summary[k] for k in ("status", "best_epoch", "monitor", "epochs", "steps", "wall_time_s", "params") if summary.get(k) is not None}
+        extra = {
+            k: summary[k]
+            for k in ("status", "best_epoch", "monitor", "epochs", "steps", "wall_time_s", "params")
+            if summary.get(k) is not None
+        }
         self.run.summary.update({**final, **extra})
         files_dir = Path(self.run.dir)
         for name, item in artifacts.items():

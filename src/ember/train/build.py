@@ -45,7 +45,12 @@ if TYPE_CHECKING:  # the config layer sits above the loop (it names the optimize
 
 
 def build_trainer(
-    cfg: "EmberConfig", model: nn.Module, splits: Splits, console: Console, dist: Dist | None = None, callbacks: Callbacks | None = None
+    cfg: "EmberConfig",
+    model: nn.Module,
+    splits: Splits,
+    console: Console,
+    dist: Dist | None = None,
+    callbacks: Callbacks | None = None,
 ) -> Trainer:
     """A trainer ready to `fit`, or a ConfigError naming the setting that cannot work. `callbacks`:
     the caller's functions the loop calls (after a step, a validation, the final test)."""
@@ -65,7 +70,8 @@ def build_trainer(
     compile_mode = "reduce-overhead" if t.cuda_graphs else "default" if t.compile else None
     own_loss = brings_own_loss(model)
     parallel = strategy.plan(t.strategy, model, own_loss, dist, device, precision, compile_mode)
-    loss_fn = None if own_loss else build_loss(t.loss, splits.spec, model, t.label_smoothing).to(device)  # rel_l2 holds the target statistics
+    # rel_l2 holds the target statistics
+    loss_fn = None if own_loss else build_loss(t.loss, splits.spec, model, t.label_smoothing).to(device)
     reference, metrics = _scoring(cfg, splits, device)
     loaders = _loaders(cfg.data, t.seed, splits, device, dist)
     if len(loaders[0]) == 0:
@@ -74,7 +80,9 @@ def build_trainer(
     total = steps_per_epoch * t.max_epochs
     total_steps = min(total, t.max_steps) if t.max_steps > 0 else total
     monitor = _monitor(t, loaders[1] is not None, ["loss"] if own_loss else ["loss", *metrics.keys()])
-    optimizer = build_optimizer(cfg.optim, [p for p in model.parameters() if p.requires_grad], fusable=not parallel.sharded_params)
+    optimizer = build_optimizer(
+        cfg.optim, [p for p in model.parameters() if p.requires_grad], fusable=not parallel.sharded_params
+    )
     scheduler, warmup = _schedules(cfg.sched, optimizer, total_steps, steps_per_epoch, monitor, console)
     ema_decay = getattr(model, "ema_decay", 0.0) if t.ema is None else t.ema
     ema = _averaged(ema_decay, model, parallel)
@@ -94,13 +102,28 @@ def build_trainer(
         total_steps=total_steps, config=dataclasses.asdict(cfg), spec=splits.spec, note=console.print,
     )
     return Trainer(
-        t=t, model=model, parallel=parallel, evaluator=evaluator, checkpointer=checkpointer,
-        loss_name="own" if own_loss else resolve_loss(t.loss, splits.spec, model), augment=splits.augment,
-        train_loader=loaders[0], val_loader=loaders[1], test_loader=loaders[2],
-        monitor=monitor, ema_decay=ema_decay, steps_per_epoch=steps_per_epoch, threads=threads, meter=meter,
-        guard=Guard(t.nan_policy, t.nan_max_skips, steps_per_epoch, dist, device, console), console=console,
-        logging=Every(steps=t.log_every_n_steps), validation=_validation(t, monitor),
-        checkpointing=Every(steps=t.checkpoint_every_n_steps, epochs=t.checkpoint_every_n_epochs, minutes=t.checkpoint_every_n_minutes),
+        t=t,
+        model=model,
+        parallel=parallel,
+        evaluator=evaluator,
+        checkpointer=checkpointer,
+        loss_name="own" if own_loss else resolve_loss(t.loss, splits.spec, model),
+        augment=splits.augment,
+        train_loader=loaders[0],
+        val_loader=loaders[1],
+        test_loader=loaders[2],
+        monitor=monitor,
+        ema_decay=ema_decay,
+        steps_per_epoch=steps_per_epoch,
+        threads=threads,
+        meter=meter,
+        guard=Guard(t.nan_policy, t.nan_max_skips, steps_per_epoch, dist, device, console),
+        console=console,
+        logging=Every(steps=t.log_every_n_steps),
+        validation=_validation(t, monitor),
+        checkpointing=Every(
+            steps=t.checkpoint_every_n_steps, epochs=t.checkpoint_every_n_epochs, minutes=t.checkpoint_every_n_minutes
+        ),
         callbacks=callbacks or Callbacks(),
     )
 
@@ -156,7 +179,9 @@ def _averaged(decay: float, model: nn.Module, parallel) -> AveragedModel | None:
     if not decay:
         return None
     if parallel.sharded_params:
-        raise ConfigError("trainer.ema does not work with trainer.strategy=fsdp yet; use trainer.strategy=ddp or trainer.ema=0")
+        raise ConfigError(
+            "trainer.ema does not work with trainer.strategy=fsdp yet; use trainer.strategy=ddp or trainer.ema=0"
+        )
     return AveragedModel(model, multi_avg_fn=_ema_with_warmup(decay), use_buffers=True)
 
 
@@ -205,22 +230,34 @@ def _loaders(d: "DataCommon", seed: int, splits: Splits, device: torch.device, d
             fast=d.fast_path, rank=dist.rank, world=dist.world, evaluation=evaluation, persistent=persistent,
         )
 
-    return loader(splits.train, d.batch_size, d.shuffle), loader(splits.val, eval_batch, False, True), loader(splits.test, eval_batch, False, True, persistent=False)  # read once: no workers kept
+    # read once: no workers kept
+    return (
+        loader(splits.train, d.batch_size, d.shuffle),
+        loader(splits.val, eval_batch, False, True),
+        loader(splits.test, eval_batch, False, True, persistent=False),
+    )
 
 
 def _monitor(t, has_val: bool, computed: list[str]) -> Monitor | None:
     if not has_val:
         if t.early_stopping_patience:
-            raise ConfigError("trainer.early_stopping_patience needs a validation split; set data.val_fraction > 0 or pass val data")
+            raise ConfigError(
+                "trainer.early_stopping_patience needs a validation split; set data.val_fraction > 0 or pass val data"
+            )
         return None
     name = "val/loss" if t.monitor == "auto" else t.monitor
     if not name.startswith("val/") or name.removeprefix("val/") not in computed:
-        raise ConfigError(f"trainer.monitor={t.monitor!r} is not a validation metric of this run; choose one of: {', '.join('val/' + k for k in computed)}")
+        raise ConfigError(
+            f"trainer.monitor={t.monitor!r} is not a validation metric of this run; choose one of: "
+            f"{', '.join('val/' + k for k in computed)}"
+        )
     higher = t.mode == "max" or (t.mode == "auto" and is_higher_better(name))
     return Monitor(name=name, higher_better=higher, patience=t.early_stopping_patience)
 
 
-def _schedules(sched: "SchedConfig", optimizer, total_steps: int, steps_per_epoch: int, monitor: Monitor | None, console: Console):
+def _schedules(
+    sched: "SchedConfig", optimizer, total_steps: int, steps_per_epoch: int, monitor: Monitor | None, console: Console
+):
     """The lr schedule and, beside a plateau schedule, its linear warmup."""
     if sched.name == "onecycle" and total_steps * sched.pct_start < 2:
         # OneCycleLR cannot rise and fall within so few steps.
@@ -229,5 +266,7 @@ def _schedules(sched: "SchedConfig", optimizer, total_steps: int, steps_per_epoc
     mode = "max" if monitor and monitor.higher_better else "min"
     scheduler = build_scheduler(sched, optimizer, total_steps, steps_per_epoch, mode)
     if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) and not monitor:
-        raise ConfigError("sched=plateau needs a validation split to watch; set data.val_fraction > 0 or choose another sched")
+        raise ConfigError(
+            "sched=plateau needs a validation split to watch; set data.val_fraction > 0 or choose another sched"
+        )
     return scheduler, warmup_for_plateau(sched, optimizer)

@@ -19,7 +19,19 @@ from ember.train.state import TrainState
 
 # What resuming reads from a whole-state checkpoint (a trainer.strategy=fsdp one holds "sharded"
 # in place of the model and optimizer).
-RESUME_KEYS = ("model", "optimizer", "scheduler", "warmup", "scaler", "state", "total_steps", "rng", "interval", "records", "spec")
+RESUME_KEYS = (
+    "model",
+    "optimizer",
+    "scheduler",
+    "warmup",
+    "scaler",
+    "state",
+    "total_steps",
+    "rng",
+    "interval",
+    "records",
+    "spec",
+)
 
 
 def rng_state() -> dict:
@@ -27,7 +39,12 @@ def rng_state() -> dict:
     np_state = np.random.get_state()
     state = {
         "python": random.getstate(),
-        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]), "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
+        "numpy": {
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "gauss": float(np_state[4]),
+        },
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -166,7 +183,9 @@ class CheckpointFiles:
     def newest_good(self, warn) -> tuple[dict, Path]:
         """The newest checkpoint that loads; `warn(message)` is told about each one that does not."""
         if not self.steps() and any(self.dir.glob("step-*.dcp")):
-            raise CheckpointError(f"{str(self.dir)!r} holds trainer.strategy=fsdp checkpoints; resume with trainer.strategy=fsdp")
+            raise CheckpointError(
+                f"{str(self.dir)!r} holds trainer.strategy=fsdp checkpoints; resume with trainer.strategy=fsdp"
+            )
         candidates = self.steps() or ([self.dir / "last.pt"] if (self.dir / "last.pt").exists() else [])
         for path in candidates:
             try:

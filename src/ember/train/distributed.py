@@ -114,7 +114,10 @@ def _checked(op, d: Dist) -> None:
 
 def collective_failed(e: Exception, d: Dist) -> EmberError:
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return EmberError(f"rank {d.rank}: a collective with the other ranks failed ({first[:200]}); another rank died or timed out (trainer.dist_timeout)")
+    return EmberError(
+        f"rank {d.rank}: a collective with the other ranks failed ({first[:200]}); another rank died or timed out "
+        "(trainer.dist_timeout)"
+    )
 
 
 # What gloo and NCCL say when a peer is gone or late, inside DDP's or FSDP's own collectives.

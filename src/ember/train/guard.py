@@ -95,4 +95,7 @@ class Guard:
             return False
         last = files.steps()[0] if files and files.steps() else None
         hint = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
-        raise NonFiniteError(f"non-finite {what} {where}; {hint}. Lower optim.lr, set trainer.grad_clip, check the data for NaN, or use trainer.nan_policy=skip")
+        raise NonFiniteError(
+            f"non-finite {what} {where}; {hint}. Lower optim.lr, set trainer.grad_clip, check the data for NaN, "
+            "or use trainer.nan_policy=skip"
+        )

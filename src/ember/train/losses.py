@@ -147,7 +147,9 @@ def build_loss(name: str, spec: DataSpec, model: nn.Module, label_smoothing: flo
     if name == "rel_l2":
         if not has_vector_target(spec):
             what = "classification" if spec.task == "classification" else "a scalar target"
-            raise ConfigError(f"trainer.loss=rel_l2 needs a field or vector regression target, not {what}; use trainer.loss=auto")
+            raise ConfigError(
+                f"trainer.loss=rel_l2 needs a field or vector regression target, not {what}; use trainer.loss=auto"
+            )
         return RelativeL2Loss(spec)
     if name == "h1":
         if spec.task != "regression" or len(spec.target_shape) < 2:
@@ -155,6 +157,11 @@ def build_loss(name: str, spec: DataSpec, model: nn.Module, label_smoothing: flo
                 what, fix = "classification", "trainer.loss=auto"
             else:
                 what, fix = f"a target of shape {tuple(spec.target_shape)}", "trainer.loss=rel_l2 or mse"
-            raise ConfigError(f"trainer.loss=h1 needs a field target (channels, *grid) to take derivatives along, not {what}; use {fix}")
+            raise ConfigError(
+                "trainer.loss=h1 needs a field target (channels, *grid) to take derivatives along, "
+                f"not {what}; use {fix}"
+            )
         return RelativeH1Loss(spec)
-    return {"nll": nn.NLLLoss, "mse": MaskedMSELoss, "l1": MaskedL1Loss, "mae": MaskedL1Loss, "huber": MaskedHuberLoss}[name]()
+    return {"nll": nn.NLLLoss, "mse": MaskedMSELoss, "l1": MaskedL1Loss, "mae": MaskedL1Loss, "huber": MaskedHuberLoss}[
+        name
+    ]()

@@ -16,19 +16,27 @@ from ember.errors import CheckpointError, ConfigError
 # (torch's default) or True for the optimizers in FUSED.
 OPTIMIZERS = {
     "sgd": (
-        lambda c, p, fused: torch.optim.SGD(p, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov, weight_decay=c.weight_decay, fused=fused),
+        lambda c, p, fused: torch.optim.SGD(
+            p, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov, weight_decay=c.weight_decay, fused=fused
+        ),
         {"lr": 0.01},
     ),
     "adam": (
-        lambda c, p, fused: torch.optim.Adam(p, lr=c.lr, betas=tuple(c.betas), eps=c.eps, weight_decay=c.weight_decay, fused=fused),
+        lambda c, p, fused: torch.optim.Adam(
+            p, lr=c.lr, betas=tuple(c.betas), eps=c.eps, weight_decay=c.weight_decay, fused=fused
+        ),
         {},
     ),
     "adamw": (
-        lambda c, p, fused: torch.optim.AdamW(p, lr=c.lr, betas=tuple(c.betas), eps=c.eps, weight_decay=c.weight_decay, fused=fused),
+        lambda c, p, fused: torch.optim.AdamW(
+            p, lr=c.lr, betas=tuple(c.betas), eps=c.eps, weight_decay=c.weight_decay, fused=fused
+        ),
         {"lr": 0.003, "weight_decay": 0.01},
     ),
     "rmsprop": (
-        lambda c, p, fused: torch.optim.RMSprop(p, lr=c.lr, momentum=c.momentum, eps=c.eps, weight_decay=c.weight_decay),
+        lambda c, p, fused: torch.optim.RMSprop(
+            p, lr=c.lr, momentum=c.momentum, eps=c.eps, weight_decay=c.weight_decay
+        ),
         {"lr": 0.01},
     ),
 }
@@ -57,13 +65,20 @@ def build_optimizer(cfg, params: list, fusable: bool = True) -> torch.optim.Opti
         raise ConfigError(f"unknown optimizer {cfg.name!r}; choose one of: {', '.join(OPTIMIZERS)}")
     fused = cfg.fused
     if fused and cfg.name not in FUSED:
-        raise ConfigError(f"optim.fused=true: optim={cfg.name} has no fused step; choose one of {', '.join(FUSED)} or set optim.fused=null")
+        raise ConfigError(
+            f"optim.fused=true: optim={cfg.name} has no fused step; "
+            f"choose one of {', '.join(FUSED)} or set optim.fused=null"
+        )
     if fused is None:
         devices = _fused_devices()
-        fusable = fusable and cfg.name in FUSED and all(p.is_floating_point() and p.device.type in devices for p in params)
+        fusable = (
+            fusable and cfg.name in FUSED and all(p.is_floating_point() and p.device.type in devices for p in params)
+        )
         fused = fusable or None
     elif fused and not fusable:
-        raise ConfigError("optim.fused=true cannot run on sharded parameters (trainer.strategy=fsdp); set optim.fused=null")
+        raise ConfigError(
+            "optim.fused=true cannot run on sharded parameters (trainer.strategy=fsdp); set optim.fused=null"
+        )
     return OPTIMIZERS[cfg.name][0](cfg, params, fused or None)
 
 
@@ -80,10 +95,14 @@ def build_scheduler(cfg, optimizer, total_steps: int, steps_per_epoch: int, mode
         if warmup:
             raise ConfigError("sched=onecycle warms up by itself (sched.pct_start); set sched.warmup_steps=0")
         max_lr = cfg.max_lr or optimizer.param_groups[0]["lr"]
-        return lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=max(total_steps, 2), pct_start=cfg.pct_start)
+        return lr_scheduler.OneCycleLR(
+            optimizer, max_lr=max_lr, total_steps=max(total_steps, 2), pct_start=cfg.pct_start
+        )
     if name == "plateau":
         # Stepped by the trainer with each validation metric; warmup is applied separately.
-        return lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=cfg.factor, patience=cfg.patience, min_lr=cfg.min_lr)
+        return lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode=mode, factor=cfg.factor, patience=cfg.patience, min_lr=cfg.min_lr
+        )
     main_steps = max(total_steps - warmup, 1)
     if name == "step":
         main = lr_scheduler.StepLR(optimizer, step_size=max(cfg.step_size * steps_per_epoch, 1), gamma=cfg.gamma)
@@ -101,7 +120,9 @@ def warmup_for_plateau(cfg, optimizer):
     """ReduceLROnPlateau cannot be chained; its warmup is a separate per-step schedule."""
     if cfg.name != "plateau" or not cfg.warmup_steps:
         return None
-    return lr_scheduler.LinearLR(optimizer, start_factor=cfg.warmup_start_factor, end_factor=1.0, total_iters=cfg.warmup_steps)
+    return lr_scheduler.LinearLR(
+        optimizer, start_factor=cfg.warmup_start_factor, end_factor=1.0, total_iters=cfg.warmup_steps
+    )
 
 
 def load_schedule(scheduler, saved: dict | None, saved_total: int, total: int, step: int) -> str | None:
@@ -130,11 +151,18 @@ def check_optimizer_state(optimizer: torch.optim.Optimizer, saved, path) -> None
     belong to a parameter (torch maps them in order: the i-th saved id to the i-th parameter)."""
     why = _state_mismatch(optimizer, saved)
     if why:
-        raise CheckpointError(f"the optimizer state in {str(path)!r} does not fit the model ({why}); it is damaged or from another model: delete it to resume from the previous checkpoint, or start a new run")
+        raise CheckpointError(
+            f"the optimizer state in {str(path)!r} does not fit the model ({why}); it is damaged or from another "
+            "model: delete it to resume from the previous checkpoint, or start a new run"
+        )
 
 
 def _state_mismatch(optimizer: torch.optim.Optimizer, saved) -> str | None:
-    if not isinstance(saved, dict) or not isinstance(saved.get("state"), dict) or not isinstance(saved.get("param_groups"), list):
+    if (
+        not isinstance(saved, dict)
+        or not isinstance(saved.get("state"), dict)
+        or not isinstance(saved.get("param_groups"), list)
+    ):
         return "not an optimizer state: no state and param_groups"
     groups = saved["param_groups"]
     sizes = [len(g.get("params", [])) if isinstance(g, dict) else -1 for g in groups]
@@ -159,7 +187,9 @@ def _state_mismatch(optimizer: torch.optim.Optimizer, saved) -> str | None:
 def _entry_mismatch(entry: dict, param: torch.Tensor) -> str | None:
     for name, value in entry.items():
         if name == "step":
-            if isinstance(value, torch.Tensor) and (value.numel() != 1 or value.is_complex() or value.dtype == torch.bool):
+            if isinstance(value, torch.Tensor) and (
+                value.numel() != 1 or value.is_complex() or value.dtype == torch.bool
+            ):
                 return f"step holds {tuple(value.shape)} {value.dtype}, not one number"
             continue
         if value is None or not isinstance(value, torch.Tensor):

@@ -79,7 +79,10 @@ class ShardedCheckpointFiles:
         """A gathered model as an ordinary single-file checkpoint (rank 0 writes it)."""
         if self.dist.is_main:
             extras = checkpointer.state_dict(weights=False)
-            save_checkpoint({"model": weights, "config": extras["config"], "spec": extras["spec"], "state": extras["state"]}, self.dir / name)
+            save_checkpoint(
+                {"model": weights, "config": extras["config"], "spec": extras["spec"], "state": extras["state"]},
+                self.dir / name,
+            )
 
     def newest_good(self, warn) -> tuple[dict, Path]:
         """trainer.pt of the newest complete checkpoint, with the directory to load shards from."""
@@ -91,7 +94,9 @@ class ShardedCheckpointFiles:
                 continue
             return {**extras, "sharded": str(path)}, path
         if any(self.dir.glob("step-*.pt")):
-            raise CheckpointError(f"{str(self.dir)!r} holds trainer.strategy=ddp checkpoints; resume with trainer.strategy=ddp (or auto)")
+            raise CheckpointError(
+                f"{str(self.dir)!r} holds trainer.strategy=ddp checkpoints; resume with trainer.strategy=ddp (or auto)"
+            )
         raise CheckpointError(f"no readable checkpoint in {str(self.dir)!r}; start a new run without resume=")
 
     def _barrier(self) -> None:
@@ -119,7 +124,11 @@ def load_weights(checkpointer, path: Path) -> None:
 # Everything a DCP .metadata pickle names: the dataclasses of torch.distributed.checkpoint.metadata,
 # the storage records of its file system writer, and the torch types they hold.
 DCP_GLOBALS = frozenset(
-    {(dcp_metadata.__name__, n) for n, v in vars(dcp_metadata).items() if isinstance(v, type) and v.__module__ == dcp_metadata.__name__}
+    {
+        (dcp_metadata.__name__, n)
+        for n, v in vars(dcp_metadata).items()
+        if isinstance(v, type) and v.__module__ == dcp_metadata.__name__
+    }
     | {("torch", n) for n, v in vars(torch).items() if isinstance(v, torch.dtype)}
     | {
         ("torch.distributed.checkpoint.filesystem", "_StorageInfo"),
@@ -143,13 +152,17 @@ class _SafeReader(dcp.FileSystemReader):
         super().__init__(path)
         file = Path(path) / ".metadata"
         try:
-            self.metadata = safe_pickle.load(file, DCP_GLOBALS, kind="torch.distributed.checkpoint .metadata file", fix=_refusal_fix(path))
+            self.metadata = safe_pickle.load(
+                file, DCP_GLOBALS, kind="torch.distributed.checkpoint .metadata file", fix=_refusal_fix(path)
+            )
         except EmberError:
             raise
         except Exception as e:  # noqa: BLE001 - a truncated or foreign file
             raise CheckpointError(f"cannot read {file} ({type(e).__name__}: {e}); {_refusal_fix(path)}") from None
         if not isinstance(self.metadata, dcp_metadata.Metadata):
-            raise CheckpointError(f"{file} holds a {type(self.metadata).__name__}, not checkpoint metadata; {_refusal_fix(path)}")
+            raise CheckpointError(
+                f"{file} holds a {type(self.metadata).__name__}, not checkpoint metadata; {_refusal_fix(path)}"
+            )
 
     def read_metadata(self, *args, **kwargs) -> dcp_metadata.Metadata:
         # What FileSystemReader.read_metadata does after its pickle.load.
@@ -177,7 +190,9 @@ class _SafePlanner(dcp.DefaultLoadPlanner):
                 f"so ember refuses it; {_refusal_fix(self.path)}"
             ) from None
         except Exception as e:  # noqa: BLE001 - truncated or foreign bytes
-            raise CheckpointError(f"cannot read {fqn} from {self.path} ({type(e).__name__}: {e}); {_refusal_fix(self.path)}") from None
+            raise CheckpointError(
+                f"cannot read {fqn} from {self.path} ({type(e).__name__}: {e}); {_refusal_fix(self.path)}"
+            ) from None
         # The same bytes, now known to name plain data only, through DCP's own load_bytes (its
         # torch.load builds the same object): DCP puts it where the state dict's layout says.
         value.seek(start)

@@ -34,7 +34,8 @@ class Parallel:
     strategy: str  # ddp | fsdp (one process: the plain model either way)
     dist: Dist
     step_module: nn.Module | None  # what the training step calls: the model (or its own loss), wrapped, compiled
-    eval_module: nn.Module  # what evaluation calls: the compiled model, never the DDP wrapper (its hooks are for training)
+    # what evaluation calls: the compiled model, never the DDP wrapper (its hooks are for training)
+    eval_module: nn.Module
     sharded_params: bool  # FSDP made the parameters DTensors: no inference mode, no FLOP counting
     no_sync: Callable | None  # a context for micro-batches that must not reduce gradients yet
 
@@ -68,7 +69,9 @@ class _LossForward(nn.Module):
         return self.model.loss((x, y))
 
 
-def plan(name: str, model: nn.Module, own_loss: bool, d: Dist, device: torch.device, precision: str, compile_mode: str | None) -> Parallel:
+def plan(
+    name: str, model: nn.Module, own_loss: bool, d: Dist, device: torch.device, precision: str, compile_mode: str | None
+) -> Parallel:
     """Spread `model` over the processes and say how the step and evaluation call it; the step
     calls the model's own loss where `own_loss` (ember.models.brings_own_loss). `compile_mode`:
     None (eager), "default" or "reduce-overhead" (CUDA graphs) for torch.compile."""
@@ -82,7 +85,14 @@ def plan(name: str, model: nn.Module, own_loss: bool, d: Dist, device: torch.dev
         # their own (~5 in all), rather than one dynamic-shape graph whose kernels ran the 1-D CNN
         # at 0.66x of its eager speed on CPU in one run (benchmarks/compile.py).
         runner = torch.compile(runner, mode=None if compile_mode == "default" else compile_mode, dynamic=False)
-    return Parallel(strategy=name, dist=d, step_module=runner, eval_module=model if ddp or own_loss else runner, sharded_params=is_sharded(model), no_sync=skip_sync)
+    return Parallel(
+        strategy=name,
+        dist=d,
+        step_module=runner,
+        eval_module=model if ddp or own_loss else runner,
+        sharded_params=is_sharded(model),
+        no_sync=skip_sync,
+    )
 
 
 def resolve(name: str) -> str:
@@ -91,7 +101,9 @@ def resolve(name: str) -> str:
     return "ddp" if name == "auto" else name
 
 
-def wrap(runner: nn.Module, model: nn.Module, strategy: str, d: Dist, device: torch.device, precision: str = "fp32") -> nn.Module:
+def wrap(
+    runner: nn.Module, model: nn.Module, strategy: str, d: Dist, device: torch.device, precision: str = "fp32"
+) -> nn.Module:
     """The module the training step calls, spread over the ranks. FSDP shards `model` in place
     (its parameters become DTensors), so it must happen before the optimizer is built."""
     if not d.enabled:

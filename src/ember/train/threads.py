@@ -48,10 +48,18 @@ def cgroup_cpus(root: Path = Path("/sys/fs/cgroup")) -> float | None:
     return None if quota == "max" else int(quota) / int(period)
 
 
-def budget(env: dict | None = None, affinity: int | None = None, quota: float | None = None, loader_workers: int = 0) -> int:
+def budget(
+    env: dict | None = None, affinity: int | None = None, quota: float | None = None, loader_workers: int = 0
+) -> int:
     """Threads for this process's kernels: usable CPUs / ember's processes on them - loader workers."""
     env = os.environ if env is None else env
-    cpus = affinity if affinity is not None else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cpus = (
+        affinity
+        if affinity is not None
+        else len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else (os.cpu_count() or 1)
+    )
     if quota is not None:
         cpus = min(cpus, max(1, math.ceil(quota)))
     share = int(env.get("LOCAL_WORLD_SIZE", 1)) * int(env.get("EMBER_CPU_SHARE", 1))
@@ -61,7 +69,16 @@ def budget(env: dict | None = None, affinity: int | None = None, quota: float | 
 class ThreadPolicy:
     """Chooses and adapts the intra-op thread count; `step()` after every optimizer step."""
 
-    def __init__(self, setting, device: torch.device, loader_workers: int = 0, env: dict | None = None, clock=time.perf_counter, set_threads=torch.set_num_threads, deterministic: bool = False):
+    def __init__(
+        self,
+        setting,
+        device: torch.device,
+        loader_workers: int = 0,
+        env: dict | None = None,
+        clock=time.perf_counter,
+        set_threads=torch.set_num_threads,
+        deterministic: bool = False,
+    ):
         env = os.environ if env is None else env
         self.clock, self.set_threads = clock, set_threads
         self.budget = budget(env, quota=cgroup_cpus(), loader_workers=loader_workers)
@@ -84,9 +101,15 @@ class ThreadPolicy:
             self._interop(int(setting))
             self._fix(int(setting), f"trainer.threads={setting}")
         elif env.get("OMP_NUM_THREADS"):
-            self.threads, self.why = torch.get_num_threads(), f"OMP_NUM_THREADS={env['OMP_NUM_THREADS']} set by the user"
+            self.threads, self.why = (
+                torch.get_num_threads(),
+                f"OMP_NUM_THREADS={env['OMP_NUM_THREADS']} set by the user",
+            )
         elif device.type != "cpu":
-            self.threads, self.why = torch.get_num_threads(), f"torch's default on {device.type}: the CPU only feeds the device"
+            self.threads, self.why = (
+                torch.get_num_threads(),
+                f"torch's default on {device.type}: the CPU only feeds the device",
+            )
         elif self.deterministic:
             self._interop(self.budget)
             self._fix(self.budget, f"trainer.deterministic: fixed at the {self.budget} CPU(s) this process may use")
@@ -143,7 +166,9 @@ class ThreadPolicy:
             self.set_threads(self.probing[0])
             return
         best = min(self.probe_ms, key=self.probe_ms.get)
-        self._change(best, "fastest on the probe (" + ", ".join(f"{n}: {ms:.3g} ms" for n, ms in self.probe_ms.items()) + ")")
+        self._change(
+            best, "fastest on the probe (" + ", ".join(f"{n}: {ms:.3g} ms" for n, ms in self.probe_ms.items()) + ")"
+        )
         self.best, self.windows_since_drop = self.probe_ms[best] / 1000, None
 
     def _watch(self) -> None:
@@ -175,14 +200,30 @@ class ThreadPolicy:
         if not self.deterministic or recorded is None or recorded == self.threads:
             return None
         if type(recorded) is not int or not 1 <= recorded <= 4096:  # a checkpoint is a file anyone may have edited
-            return f"warning: the checkpoint records {recorded!r} as its thread count, which is not one; keeping {self.threads}"
+            return (
+                f"warning: the checkpoint records {recorded!r} as its thread count, which is not one; "
+                f"keeping {self.threads}"
+            )
         if self.user_set:
-            return f"warning: trainer.threads={self.threads} but the checkpoint was trained with {recorded} thread(s): this deterministic run will not end as an uninterrupted one would"
-        self._fix(recorded, f"trainer.deterministic: the {recorded} thread(s) the run started with (recorded in its checkpoint)")
+            return (
+                f"warning: trainer.threads={self.threads} but the checkpoint was trained with {recorded} thread(s): "
+                "this deterministic run will not end as an uninterrupted one would"
+            )
+        self._fix(
+            recorded,
+            f"trainer.deterministic: the {recorded} thread(s) the run started with (recorded in its checkpoint)",
+        )
         return f"note: trainer.deterministic: the resumed run keeps the {recorded} thread(s) it started with"
 
     def summary(self) -> dict:
-        return {"threads": self.threads, "why": self.why, "budget": self.budget, "probe_ms": {str(k): round(v, 3) for k, v in self.probe_ms.items()}, "changes": self.changes, "step_spread": round(self.spread(), 2)}
+        return {
+            "threads": self.threads,
+            "why": self.why,
+            "budget": self.budget,
+            "probe_ms": {str(k): round(v, 3) for k, v in self.probe_ms.items()},
+            "changes": self.changes,
+            "step_spread": round(self.spread(), 2),
+        }
 
     def line(self) -> str:
         return f"threads: {self.threads} ({self.why})"

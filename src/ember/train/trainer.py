@@ -40,7 +40,8 @@ if TYPE_CHECKING:  # the config layer sits above the loop (it names the optimize
 
 @dataclass(kw_only=True, eq=False)
 class Trainer:
-    t: "TrainerConfig"  # cfg.trainer: a dataclass field read, where an OmegaConf read costs ~8 µs and the loop makes several a step
+    # cfg.trainer: a dataclass field read, where an OmegaConf read costs ~8 µs and the loop makes several a step
+    t: "TrainerConfig"
     model: nn.Module  # the training weights; the step calls parallel.step_module
     parallel: Parallel
     evaluator: Evaluator  # validation and the final test (the tested weights, loss, metrics, device)
@@ -74,7 +75,8 @@ class Trainer:
         self.uses_loss_protocol = self.loss_fn is None
         self.plateau = isinstance(self.checkpointer.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
         self._batch_norms = [m for m in self.model.modules() if isinstance(m, BATCH_NORMS)]
-        self._count_flops = self.t.measure_flops and not self.parallel.sharded_params  # counting runs a copy of the model
+        # counting runs a copy of the model
+        self._count_flops = self.t.measure_flops and not self.parallel.sharded_params
         self._grad_norm: torch.Tensor | None = None  # of the last step, when clipping computed it
         self._last_logs: dict = {}
 
@@ -146,7 +148,9 @@ class Trainer:
         state.batch, state.epoch = 0, state.epoch + 1
         if self.val_loader is not None and self.validation.at_epoch_end(state.epoch):
             self._validate()
-        if self.files and (self.checkpointing.at_epoch_end(state.epoch) or state.stop_reason or state.epoch >= self.t.max_epochs):
+        if self.files and (
+            self.checkpointing.at_epoch_end(state.epoch) or state.stop_reason or state.epoch >= self.t.max_epochs
+        ):
             self.save_checkpoint()
 
     def _micro_batches(self, batch_iter, n: int):
@@ -174,7 +178,9 @@ class Trainer:
             scaler.unscale_(optimizer)
             self._grad_norm = strategy.local(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.t.grad_clip))
         # The guard reads the last micro-batch's loss; fp16's GradScaler skips overflowing steps itself.
-        if self.guard.step_allowed(loss, None if fp16 else self._grad_norm, None if fp16 else self.model.parameters(), state, self.files):
+        if self.guard.step_allowed(
+            loss, None if fp16 else self._grad_norm, None if fp16 else self.model.parameters(), state, self.files
+        ):
             state.skipped_steps = 0
             if fp16:
                 scaler.step(optimizer)
@@ -225,7 +231,13 @@ class Trainer:
         dist = self.parallel.dist
         m = self.meter.record(reduce=lambda t: distributed.mean(t, dist), world=dist.world)
         self.last_train_loss = m["loss"]
-        record = {"step": self.state.step, "epoch": self.state.epoch_in_progress, "split": "train", "loss": m.pop("loss"), "lr": self.optimizer.param_groups[0]["lr"]}
+        record = {
+            "step": self.state.step,
+            "epoch": self.state.epoch_in_progress,
+            "split": "train",
+            "loss": m.pop("loss"),
+            "lr": self.optimizer.param_groups[0]["lr"],
+        }
         if self._grad_norm is not None:
             record["grad_norm"] = self._grad_norm.item()
         record |= {k: float(v) for k, v in self._last_logs.items()} | m
@@ -287,7 +299,12 @@ class Trainer:
         if self.plateau:
             self.checkpointer.scheduler.step(value)
         if monitor.improved(value, state.best):
-            state.best, state.best_epoch, state.best_step, state.bad_validations = value, state.epoch_in_progress, state.step, 0
+            state.best, state.best_epoch, state.best_step, state.bad_validations = (
+                value,
+                state.epoch_in_progress,
+                state.step,
+                0,
+            )
             if self.files:
                 self.files.save_best(self.checkpointer)
         else:

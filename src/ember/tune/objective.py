@@ -78,7 +78,10 @@ class Objective:
         result = self._train(trial, values, run_dir)
         value = result.metrics.get(plan.metric)
         if value is None:
-            text = f"tune.metric={plan.metric} was not measured: the trials have no validation split; set data.val_fraction above 0"
+            text = (
+                f"tune.metric={plan.metric} was not measured: the trials have no validation split; "
+                "set data.val_fraction above 0"
+            )
             trial.set_user_attr("fatal", text)
             raise Fatal(text)
         summary = result.summary
@@ -101,12 +104,18 @@ class Objective:
             value = float(metrics[leaf])
             trial.report(value, validations)
             if trial.should_prune():
-                raise optuna.TrialPruned(f"pruned at epoch {epoch} (validation {validations}): {plan.metric} {value:.4g}")
+                raise optuna.TrialPruned(
+                    f"pruned at epoch {epoch} (validation {validations}): {plan.metric} {value:.4g}"
+                )
 
         out = io.StringIO()
         try:
             # Overrides, not a composed config: train composes and types the trial's config once.
-            return train(plan.trial_overrides(values) + [f"run.dir={run_dir}"], Console("none", stream=out), on_validation=on_validation)
+            return train(
+                plan.trial_overrides(values) + [f"run.dir={run_dir}"],
+                Console("none", stream=out),
+                on_validation=on_validation,
+            )
         except optuna.TrialPruned as e:
             trial.set_user_attr("pruned", str(e))
             if RunRecord(run_dir).status() is not None:

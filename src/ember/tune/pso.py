@@ -59,7 +59,9 @@ class PSOSampler(BaseSampler):
             if isinstance(d, (FloatDistribution, IntDistribution)) and not d.single()
         }
 
-    def sample_relative(self, study: "optuna.Study", trial: FrozenTrial, search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+    def sample_relative(
+        self, study: "optuna.Study", trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
         if not search_space:
             return {}
         self._raise_error_if_multi_objective(study)
@@ -77,7 +79,9 @@ class PSOSampler(BaseSampler):
             v = self._vector(last.system_attrs[VELOCITY], names, fill=0.0)
             numbers = {t.number for t in done}
             own_done = [t for t in own if t.number in numbers]
-            personal = self._position(min(own_done, key=lambda t: sign * t.value), names, search_space) if own_done else x
+            personal = (
+                self._position(min(own_done, key=lambda t: sign * t.value), names, search_space) if own_done else x
+            )
             best = min(done, key=lambda t: sign * t.value) if done else None
             swarm_best = self._position(best, names, search_space) if best else personal
             r1, r2 = self._rng.uniform(size=len(names)), self._rng.uniform(size=len(names))
@@ -107,17 +111,26 @@ class PSOSampler(BaseSampler):
         for key, value in attrs.items():
             self.storage.set_trial_system_attr(trial_id, key, value)
 
-    def sample_independent(self, study: "optuna.Study", trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution) -> Any:
+    def sample_independent(
+        self, study: "optuna.Study", trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
+    ) -> Any:
         return self._random.sample_independent(study, trial, param_name, param_distribution)
 
     def _vector(self, stored: dict, names: list[str], fill: float | None = None) -> np.ndarray:
         """A stored position or velocity; a parameter new to the space starts at random (or `fill`)."""
-        return np.array([stored[n] if n in stored else (fill if fill is not None else self._rng.uniform()) for n in names])
+        return np.array(
+            [stored[n] if n in stored else (fill if fill is not None else self._rng.uniform()) for n in names]
+        )
 
     def _position(self, t: FrozenTrial, names: list[str], space: dict[str, BaseDistribution]) -> np.ndarray:
         """Where a trial lies in the cube: its stored position, else its parameters mapped there."""
         stored = t.system_attrs.get(POSITION, {})
-        return np.array([stored[n] if n in stored else _to_unit(t.params[n], space[n]) if n in t.params else self._rng.uniform() for n in names])
+        return np.array(
+            [
+                stored[n] if n in stored else _to_unit(t.params[n], space[n]) if n in t.params else self._rng.uniform()
+                for n in names
+            ]
+        )
 
 
 def _bounds(d: FloatDistribution | IntDistribution) -> tuple[float, float]:

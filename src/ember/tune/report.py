@@ -43,7 +43,12 @@ def describe(plan) -> dict:
 def state(t: FrozenTrial, retried: set[int]) -> str:
     if t.state == TrialState.FAIL:
         return "lost" if t.number in retried else "failed"
-    return {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.RUNNING: "running", TrialState.WAITING: "waiting"}[t.state]
+    return {
+        TrialState.COMPLETE: "complete",
+        TrialState.PRUNED: "pruned",
+        TrialState.RUNNING: "running",
+        TrialState.WAITING: "waiting",
+    }[t.state]
 
 
 def _fmt(v) -> str:
@@ -85,7 +90,9 @@ class TrialLine:
         elif t.state == TrialState.PRUNED:
             print(f"{head}: {t.user_attrs.get('pruned', 'pruned')}  {_params(t)}", flush=True)
         else:
-            reason = t.user_attrs.get("fatal") or t.user_attrs.get("error") or t.system_attrs.get("fail_reason", "failed")
+            reason = (
+                t.user_attrs.get("fatal") or t.user_attrs.get("error") or t.system_attrs.get("fail_reason", "failed")
+            )
             print(f"{head}: failed: {reason}  {_params(t)}", flush=True)
 
 
@@ -95,7 +102,8 @@ def print_header(study: optuna.Study, plan) -> None:
     verb = "continuing" if done else "starting"
     print(
         f"{verb} study {plan.name}: {done}/{plan.trials} trials done, {plan.sampler} sampler, {plan.pruner} pruner, "
-        f"{plan.direction} {plan.metric} over {space}; {plan.jobs} worker{'s' if plan.jobs > 1 else ''}\nstudy directory: {plan.dir}",
+        f"{plan.direction} {plan.metric} over {space}; {plan.jobs} worker{'s' if plan.jobs > 1 else ''}\n"
+        f"study directory: {plan.dir}",
         flush=True,
     )
 
@@ -111,7 +119,12 @@ def show(study: optuna.Study, plan, console: Console | None = None) -> dict:
     tally = {s: sum(1 for r in rows if r["state"] == s) for s in ORDER}
     results = {"trials": tally, "importances": _importances(study), "updated": time.time()}
     if best is not None:
-        results["best"] = {"trial": best.number, "value": best.value, "params": best.params, "run_dir": best.user_attrs.get("run_dir")}
+        results["best"] = {
+            "trial": best.number,
+            "value": best.value,
+            "params": best.params,
+            "run_dir": best.user_attrs.get("run_dir"),
+        }
         _write_best_yaml(plan, best)
     info = plan.dir / "study.json"
     saved = json.loads(info.read_text()) if info.is_file() else {}
@@ -149,7 +162,11 @@ def _leaderboard(trials: list[FrozenTrial], plan, again: set[int]) -> list[dict]
                 "rank": rank,
                 "trial": t.number,
                 "state": state(t, again),
-                plan.metric: t.value if t.state == TrialState.COMPLETE else (t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None),
+                plan.metric: (
+                    t.value
+                    if t.state == TrialState.COMPLETE
+                    else (t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None)
+                ),
                 **{k: t.params.get(k) for k in keys},
                 "epochs": t.user_attrs.get("epochs") or (max(t.intermediate_values) if t.intermediate_values else None),
                 "seconds": _duration(t),
@@ -168,7 +185,17 @@ def _history(trials: list[FrozenTrial], plan, again: set[int]) -> list[dict]:
     for t in sorted(trials, key=lambda t: t.number):
         if t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value):
             best_so_far = t.value if best_so_far is None else better(best_so_far, t.value)
-        history.append({"trial": t.number, "state": state(t, again), "value": t.value, "best_value": best_so_far, "seconds": _duration(t), "started": t.datetime_start, **{p.key: t.params.get(p.key) for p in plan.params}})
+        history.append(
+            {
+                "trial": t.number,
+                "state": state(t, again),
+                "value": t.value,
+                "best_value": best_so_far,
+                "seconds": _duration(t),
+                "started": t.datetime_start,
+                **{p.key: t.params.get(p.key) for p in plan.params},
+            }
+        )
     return history
 
 
@@ -179,7 +206,15 @@ def _print_results(console: Console, plan, rows: list[dict], results: dict, best
     for col in ("#", "trial", "state", plan.metric, *keys, "epochs", "s"):
         table.add_column(col, justify="left" if col == "state" else "right")
     for r in rows[:10]:
-        table.add_row(str(r["rank"]), str(r["trial"]), r["state"], _cell(r[plan.metric]), *(_cell(r[k]) for k in keys), _cell(r["epochs"]), _cell(r["seconds"], 1))
+        table.add_row(
+            str(r["rank"]),
+            str(r["trial"]),
+            r["state"],
+            _cell(r[plan.metric]),
+            *(_cell(r[k]) for k in keys),
+            _cell(r["epochs"]),
+            _cell(r["seconds"], 1),
+        )
     console.print(table)
     if len(rows) > 10:
         console.print(f"... {len(rows) - 10} more in {plan.dir / 'leaderboard.csv'}")
@@ -188,7 +223,11 @@ def _print_results(console: Console, plan, rows: list[dict], results: dict, best
         if results["importances"]:
             console.print("importance: " + ", ".join(f"{k} {v:.2f}" for k, v in results["importances"].items()))
         console.print(f"reproduce: ember train --config {plan.dir / 'best.yaml'}")
-    console.print(f"in {plan.dir}: leaderboard.csv, history.csv, study.json" + (", best.yaml" if best is not None else "") + ", trial-<n>/")
+    console.print(
+        f"in {plan.dir}: leaderboard.csv, history.csv, study.json"
+        + (", best.yaml" if best is not None else "")
+        + ", trial-<n>/"
+    )
 
 
 def _cell(v, digits: int = 4) -> str:
@@ -215,7 +254,11 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 
 
 def _importances(study: optuna.Study) -> dict[str, float]:
-    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None and math.isfinite(t.value)]
+    complete = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.value is not None and math.isfinite(t.value)
+    ]
     if len(complete) < 3:
         return {}
     try:

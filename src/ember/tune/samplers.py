@@ -36,7 +36,13 @@ def _samplers() -> dict[str, Any]:
 # What a pickled cmaes optimizer names (CMA, SepCMA, CMAwM holding a CMA, numpy arrays and scalars);
 # numpy.core before numpy 2, numpy._core after.
 CMA_GLOBALS = frozenset(
-    [("cmaes._cma", "CMA"), ("cmaes._sepcma", "SepCMA"), ("cmaes._cmawm", "CMAwM"), ("numpy", "dtype"), ("numpy", "ndarray")]
+    [
+        ("cmaes._cma", "CMA"),
+        ("cmaes._sepcma", "SepCMA"),
+        ("cmaes._cmawm", "CMAwM"),
+        ("numpy", "dtype"),
+        ("numpy", "ndarray"),
+    ]
     + [(f"numpy.{core}.multiarray", name) for core in ("core", "_core") for name in ("_reconstruct", "scalar")]
 )
 
@@ -52,14 +58,24 @@ class CheckedCmaEsSampler(optuna.samplers.CmaEsSampler):
         for trial in reversed(completed_trials):
             attrs = {k: v for k, v in trial.system_attrs.items() if k.startswith(self._attr_key_optimizer)}
             if attrs:
-                fix = "delete that study (or its trials' cma: system attributes) or start a new one with another tune.name"
+                fix = (
+                    "delete that study (or its trials' cma: system attributes) or start a new one "
+                    "with another tune.name"
+                )
                 where = f"trial {trial.number}'s CMA-ES state in the study storage"
                 try:
-                    return safe_pickle.loads(bytes.fromhex(self._concat_optimizer_attrs(attrs)), CMA_GLOBALS, source=where, kind="CMA-ES state", fix=fix)
+                    return safe_pickle.loads(
+                        bytes.fromhex(self._concat_optimizer_attrs(attrs)),
+                        CMA_GLOBALS,
+                        source=where,
+                        kind="CMA-ES state",
+                        fix=fix,
+                    )
                 except EmberError as e:
                     self.refused = e
                     raise
-                except (ValueError, KeyError, TypeError, EOFError, pickle.UnpicklingError) as e:  # not hex, cut short, not a pickle
+                # not hex, cut short, not a pickle
+                except (ValueError, KeyError, TypeError, EOFError, pickle.UnpicklingError) as e:
                     self.refused = EmberError(f"{where} is damaged ({first_line(e)}); {fix}")
                     raise self.refused from None
         return None

@@ -50,7 +50,11 @@ def parse_space(space: Any) -> list[Param]:
     if isinstance(space, DictConfig):
         space = OmegaConf.to_container(space, resolve=True)
     if not space:
-        raise ConfigError("tune.space is empty; give at least one key to search, e.g. ember tune 'tune.space.optim.lr={type:float,low:1e-4,high:1e-1,log:true}', or a tune.space mapping in --config FILE")
+        raise ConfigError(
+            "tune.space is empty; give at least one key to search, e.g. "
+            "ember tune 'tune.space.optim.lr={type:float,low:1e-4,high:1e-1,log:true}', "
+            "or a tune.space mapping in --config FILE"
+        )
     return [_param(key, entry) for key, entry in _entries(space, "")]
 
 
@@ -58,7 +62,9 @@ def _entries(node: dict, prefix: str):
     for key, value in node.items():
         full = f"{prefix}{key}"
         if not isinstance(value, dict):
-            raise ConfigError(f"tune.space.{full} must be a mapping like {{type: float, low: 0.001, high: 0.1}}, got {value!r}")
+            raise ConfigError(
+                f"tune.space.{full} must be a mapping like {{type: float, low: 0.001, high: 0.1}}, got {value!r}"
+            )
         if "type" in value:
             yield full, value
         else:
@@ -72,7 +78,10 @@ def _param(key: str, entry: dict) -> Param:
         raise ConfigError(f"{where}: unknown type {kind!r}; use one of: {', '.join(TYPES)}")
     unknown = set(entry) - FIELDS[kind] - {"type"}
     if unknown:
-        raise ConfigError(f"{where}: unknown field {min(unknown)!r} for type {kind}; its fields are: {', '.join(sorted(FIELDS[kind]))}")
+        raise ConfigError(
+            f"{where}: unknown field {min(unknown)!r} for type {kind}; its fields are: "
+            f"{', '.join(sorted(FIELDS[kind]))}"
+        )
     if kind == "categorical":
         choices = entry.get("choices")
         if not isinstance(choices, list) or not choices:
@@ -85,7 +94,11 @@ def _param(key: str, entry: dict) -> Param:
         if bound not in entry:
             raise ConfigError(f"{where}: type {kind} needs low and high")
         value = entry[bound]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind == "int" and not isinstance(value, int)):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or (kind == "int" and not isinstance(value, int))
+        ):
             raise ConfigError(f"{where}: {bound}={value!r} must be {'an integer' if kind == 'int' else 'a number'}")
     low, high, log, step = entry["low"], entry["high"], bool(entry.get("log", False)), entry.get("step")
     if low > high:
@@ -95,7 +108,12 @@ def _param(key: str, entry: dict) -> Param:
     if step is not None:
         if log:
             raise ConfigError(f"{where}: step and log=true cannot be combined; drop one")
-        if isinstance(step, bool) or not isinstance(step, (int, float)) or step <= 0 or (kind == "int" and not isinstance(step, int)):
+        if (
+            isinstance(step, bool)
+            or not isinstance(step, (int, float))
+            or step <= 0
+            or (kind == "int" and not isinstance(step, int))
+        ):
             raise ConfigError(f"{where}: step={step!r} must be a positive {'integer' if kind == 'int' else 'number'}")
     if kind == "int":
         return Param(key, D.IntDistribution(low, high, log=log, step=step or 1))
@@ -142,7 +160,9 @@ def grid(params: list[Param], points: int = 5) -> dict[str, list]:
             out[p.key] = sorted({round(v) for v in values}) if isinstance(d, D.IntDistribution) else values
     size = math.prod(len(v) for v in out.values())
     if size > 100_000:
-        raise ConfigError(f"tune.sampler=grid: the grid has {size:,} points; give floats a coarser step or use another sampler")
+        raise ConfigError(
+            f"tune.sampler=grid: the grid has {size:,} points; give floats a coarser step or use another sampler"
+        )
     return out
 
 
@@ -157,17 +177,27 @@ def validate(params: list[Param], base: list[str]) -> None:
         if p.group:
             options = group_options(p.group)
             if not isinstance(p.distribution, D.CategoricalDistribution):
-                raise ConfigError(f"tune.space.{p.key} picks the {p.group} option: make it {{type: categorical, choices: [...]}} with choices among: {', '.join(options)}")
+                raise ConfigError(
+                    f"tune.space.{p.key} picks the {p.group} option: make it {{type: categorical, choices: "
+                    f"[...]}} with choices among: {', '.join(options)}"
+                )
             bad = [c for c in p.distribution.choices if c not in options]
             if bad:
-                raise ConfigError(f"tune.space.{p.key}: {bad[0]!r} is not a {p.group} option; choose among: {', '.join(options)}")
+                raise ConfigError(
+                    f"tune.space.{p.key}: {bad[0]!r} is not a {p.group} option; choose among: {', '.join(options)}"
+                )
         elif OmegaConf.select(cfg, p.key, default=_MISSING) is _MISSING:
             parent = p.key.rpartition(".")[0]
             node = OmegaConf.select(cfg, parent) if parent else cfg
             valid = ", ".join(str(k) for k in node) if isinstance(node, DictConfig) else ""
-            raise ConfigError(f"tune.space.{p.key}: the config has no key {p.key!r}" + (f"; valid keys of {parent or 'the config'}: {valid}" if valid else ""))
+            raise ConfigError(
+                f"tune.space.{p.key}: the config has no key {p.key!r}"
+                + (f"; valid keys of {parent or 'the config'}: {valid}" if valid else "")
+            )
         elif isinstance(OmegaConf.select(cfg, p.key), DictConfig):
-            raise ConfigError(f"tune.space.{p.key}: {p.key} is a section of the config, not a value; search one of its keys")
+            raise ConfigError(
+                f"tune.space.{p.key}: {p.key} is a section of the config, not a value; search one of its keys"
+            )
     samples = [{p.key: _end(p.distribution, 0) for p in params}, {p.key: _end(p.distribution, -1) for p in params}]
     for p in params:
         if isinstance(p.distribution, D.CategoricalDistribution):

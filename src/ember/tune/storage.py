@@ -67,7 +67,10 @@ def make_storage(url: str, heartbeat: int, retries: int) -> optuna.storages.Base
         backend = optuna.storages.journal.JournalFileBackend(path)
         return optuna.storages.JournalStorage(backend)
     if "://" not in url:
-        raise ConfigError(f"tune.storage={url!r} is not a database URL or a .journal file; use e.g. postgresql://user@host:5432/db, sqlite:///study.db or study.journal")
+        raise ConfigError(
+            f"tune.storage={url!r} is not a database URL or a .journal file; use e.g. postgresql://user@host:5432/db, "
+            "sqlite:///study.db or study.journal"
+        )
     url = with_driver(url)
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     try:
@@ -80,9 +83,14 @@ def make_storage(url: str, heartbeat: int, retries: int) -> optuna.storages.Base
                 **{_callback_arg(): RetryLost(retries)},
             )
     except ModuleNotFoundError as e:
-        raise ConfigError(f"tune.storage={without_password(url)} needs the {e.name} package; pip install 'ember[tune]'") from None
+        raise ConfigError(
+            f"tune.storage={without_password(url)} needs the {e.name} package; pip install 'ember[tune]'"
+        ) from None
     except ImportError as e:
-        raise ConfigError(f"tune.storage={without_password(url)}: the database's Python driver is missing ({e}); pip install 'ember[tune]' for PostgreSQL") from None
+        raise ConfigError(
+            f"tune.storage={without_password(url)}: the database's Python driver is missing ({e}); "
+            "pip install 'ember[tune]' for PostgreSQL"
+        ) from None
     except Exception as e:  # sqlalchemy's URL and connection errors
         if type(e).__module__.startswith("sqlalchemy"):
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

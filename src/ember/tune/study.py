@@ -47,7 +47,11 @@ from ember.tune.storage import RetryLost, fail_stale_trials, make_storage, stora
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
 # Keys that do not change what a trial computes: changing them keeps the study.
-NOT_IN_FINGERPRINT = {"tune": ("trials", "jobs", "timeout", "storage", "name", "heartbeat", "retries"), "trainer": ("progress",), "data": ("num_workers",)}
+NOT_IN_FINGERPRINT = {
+    "tune": ("trials", "jobs", "timeout", "storage", "name", "heartbeat", "retries"),
+    "trainer": ("progress",),
+    "data": ("num_workers",),
+}
 
 
 def tune_command(overrides: list[str], config_file: str | None = None, status: bool = False) -> int:
@@ -62,27 +66,53 @@ def tune_command(overrides: list[str], config_file: str | None = None, status: b
 def make_plan(overrides: list[str], config_file: str | None = None, status: bool = False) -> Plan:
     base = (file_overrides(config_file) if config_file else []) + list(overrides)
     cfg = compose(base)
-    if status and cfg.run.dir and (Path(cfg.run.dir) / "study.json").is_file() and all(o.startswith(("run.dir=", "tune.storage=")) for o in overrides) and not config_file:
+    if (
+        status
+        and cfg.run.dir
+        and (Path(cfg.run.dir) / "study.json").is_file()
+        and all(o.startswith(("run.dir=", "tune.storage=")) for o in overrides)
+        and not config_file
+    ):
         # `ember tune --status run.dir=STUDY_DIR`: the study's own command.
         saved = read_study(Path(cfg.run.dir))
         base = saved["overrides"] + [f"run.dir={cfg.run.dir}"] + [o for o in overrides if o.startswith("tune.storage=")]
         cfg = compose(base)
     t = typed(cfg).tune  # the schema's TuneConfig: choices and ranges checked, plain values
     if cfg.resume:
-        raise ConfigError("resume= continues a training run; a study continues when you rerun the same ember tune command")
+        raise ConfigError(
+            "resume= continues a training run; a study continues when you rerun the same ember tune command"
+        )
     metric = t.metric if "/" in t.metric else f"val/{t.metric}"
     if not metric.startswith("val/"):
-        raise ConfigError(f"tune.metric={t.metric!r} must be a validation metric (val/loss, val/accuracy, ...): trials are compared and pruned on the validation split")
+        raise ConfigError(
+            f"tune.metric={t.metric!r} must be a validation metric (val/loss, val/accuracy, ...): "
+            "trials are compared and pruned on the validation split"
+        )
     direction = t.direction if t.direction != "auto" else ("maximize" if is_higher_better(metric) else "minimize")
     params = parse_space(t.space)
     fingerprint = _fingerprint(cfg)
     name = t.name or f"{default_run_name(cfg)}-{fingerprint[:8]}"
     study_dir = _study_dir(cfg, name, fingerprint, shared=bool(t.storage), must_exist=status and not t.storage)
     plan = Plan(
-        name=name, dir=study_dir, storage=storage_url(t.storage, study_dir), base=[o for o in base if not o.startswith("run.dir=")],
-        params=params, metric=metric, direction=direction, trials=t.trials, sampler=t.sampler,
-        sampler_args=dict(t.sampler_args), pruner=t.pruner, pruner_args=dict(t.pruner_args),
-        seed=t.seed, jobs=t.jobs, timeout=t.timeout, heartbeat=t.heartbeat, retries=t.retries, fingerprint=fingerprint, shared=bool(t.storage),
+        name=name,
+        dir=study_dir,
+        storage=storage_url(t.storage, study_dir),
+        base=[o for o in base if not o.startswith("run.dir=")],
+        params=params,
+        metric=metric,
+        direction=direction,
+        trials=t.trials,
+        sampler=t.sampler,
+        sampler_args=dict(t.sampler_args),
+        pruner=t.pruner,
+        pruner_args=dict(t.pruner_args),
+        seed=t.seed,
+        jobs=t.jobs,
+        timeout=t.timeout,
+        heartbeat=t.heartbeat,
+        retries=t.retries,
+        fingerprint=fingerprint,
+        shared=bool(t.storage),
     )
     if not status:
         validate(params, plan.trial_base)
@@ -120,7 +150,10 @@ def _study_dir(cfg: DictConfig, name: str, fingerprint: str, shared: bool, must_
             _check_same_study(path, fingerprint, cfg)
             return path
     if must_exist:
-        raise ConfigError(f"no study {name!r} under {str(experiment)!r}; start it with the same command without --status, or pass run.dir=STUDY_DIR")
+        raise ConfigError(
+            f"no study {name!r} under {str(experiment)!r}; start it with the same command without --status, "
+            "or pass run.dir=STUDY_DIR"
+        )
     base = experiment / f"tune-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     path, i = base, 1
     while path.exists():
@@ -134,7 +167,11 @@ def _check_same_study(path: Path, fingerprint: str, cfg: DictConfig) -> None:
         return
     saved = read_study(path)
     if saved.get("fingerprint") not in (None, fingerprint):
-        raise ConfigError(f"study {saved.get('name')!r} in {str(path)!r} was started with another config ({_changed_keys(path / 'config.yaml', cfg)}); rerun with its settings, or start a new study (another run.dir or tune.name)")
+        raise ConfigError(
+            f"study {saved.get('name')!r} in {str(path)!r} was started with another config "
+            f"({_changed_keys(path / 'config.yaml', cfg)}); rerun with its settings, or start a new study (another "
+            "run.dir or tune.name)"
+        )
 
 
 def _changed_keys(config_file: Path, cfg: DictConfig) -> str:
@@ -144,8 +181,16 @@ def _changed_keys(config_file: Path, cfg: DictConfig) -> str:
         return "its config.yaml is unreadable"
     new = flatten(OmegaConf.to_container(cfg, resolve=True))
     free = {f"{group}.{key}" for group, keys in NOT_IN_FINGERPRINT.items() for key in keys}
-    keys = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k) and k not in free and not k.startswith(("run.", "tune.space."))]
-    keys += ["tune.space"] if any(old.get(k) != new.get(k) for k in set(old) | set(new) if k.startswith("tune.space.")) else []
+    keys = [
+        k
+        for k in sorted(set(old) | set(new))
+        if old.get(k) != new.get(k) and k not in free and not k.startswith(("run.", "tune.space."))
+    ]
+    keys += (
+        ["tune.space"]
+        if any(old.get(k) != new.get(k) for k in set(old) | set(new) if k.startswith("tune.space."))
+        else []
+    )
     shown = [k if k == "tune.space" else f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in keys[:4]]
     return "changed: " + ", ".join(shown) if keys else "different keys"
 
@@ -170,10 +215,16 @@ def _create(plan: Plan) -> optuna.Study:
     storage = make_storage(plan.storage, plan.heartbeat, plan.retries)
     study = optuna.create_study(study_name=plan.name, storage=storage, direction=plan.direction, load_if_exists=True)
     if study.direction.name.lower() != plan.direction:
-        raise ConfigError(f"study {plan.name!r} {study.direction.name.lower()}s its metric; set tune.direction={study.direction.name.lower()} or name a new study with tune.name=")
+        raise ConfigError(
+            f"study {plan.name!r} {study.direction.name.lower()}s its metric; "
+            f"set tune.direction={study.direction.name.lower()} or name a new study with tune.name="
+        )
     attrs = study.user_attrs
     if attrs.get("fingerprint", plan.fingerprint) != plan.fingerprint:
-        raise ConfigError(f"study {plan.name!r} in tune.storage was started with another config; rerun with its settings, or name a new study with tune.name=")
+        raise ConfigError(
+            f"study {plan.name!r} in tune.storage was started with another config; rerun with its settings, "
+            "or name a new study with tune.name="
+        )
     if "fingerprint" not in attrs:
         for key, value in (("fingerprint", plan.fingerprint), ("metric", plan.metric)):
             study.set_user_attr(key, value)
@@ -188,7 +239,9 @@ def load(plan: Plan) -> optuna.Study:
     try:
         study = optuna.load_study(study_name=plan.name, storage=storage)
     except KeyError:
-        raise ConfigError(f"no study {plan.name!r} in {plan.storage}; start it with the same command without --status") from None
+        raise ConfigError(
+            f"no study {plan.name!r} in {plan.storage}; start it with the same command without --status"
+        ) from None
     return study
 
 
@@ -221,7 +274,9 @@ def _spawn(plan: Plan) -> int:
     codes = [p.exitcode for p in procs]
     if interrupted or any(c in (75, 130) for c in codes):
         error = Preempted if 75 in codes and not interrupted else Interrupted
-        raise error(f"study {plan.name} stopped; its interrupted trials are queued again; continue with the same command")
+        raise error(
+            f"study {plan.name} stopped; its interrupted trials are queued again; continue with the same command"
+        )
     for i, c in enumerate(codes):
         if c not in (0, 2):  # killed: its trial is failed by the heartbeat and run again by another
             print(f"note: worker {i} exited with {'signal ' + str(-c) if c < 0 else 'code ' + str(c)}", flush=True)
@@ -270,7 +325,10 @@ def _work(plan: Plan, index: int) -> int:
             if not isinstance(storage, optuna.storages.RDBStorage):
                 break  # no heartbeat (journal file): a lost trial cannot be told from a slow one
             if not waiting_said and plan.jobs == 1:
-                print(f"waiting for {running} trial{'s' if running > 1 else ''} running elsewhere (rerun here if lost)", flush=True)
+                print(
+                    f"waiting for {running} trial{'s' if running > 1 else ''} running elsewhere (rerun here if lost)",
+                    flush=True,
+                )
                 waiting_said = True
             time.sleep(poll)  # the last trials run elsewhere; stay to rerun any whose worker dies
             continue

@@ -60,7 +60,9 @@ def climatology(splits) -> torch.Tensor | None:
     if spec.target_mean is not None:  # standardized in memory: back to physical units
         c = spec.target_channels
         shape = (c,) + (1,) * (mean.ndim - 1) if mean.ndim else (1,)
-        mean = mean * torch.tensor(spec.target_std, dtype=torch.float64).reshape(shape) + torch.tensor(spec.target_mean, dtype=torch.float64).reshape(shape)
+        mean = mean * torch.tensor(spec.target_std, dtype=torch.float64).reshape(shape) + torch.tensor(
+            spec.target_mean, dtype=torch.float64
+        ).reshape(shape)
     return mean
 
 
@@ -80,7 +82,9 @@ def predict(name: str, x: torch.Tensor, spec, reference, n: int) -> torch.Tensor
     Baseline `name`'s predictions for a batch of (standardized) inputs `x`, in physical units
     (regression) or as one-hot scores (classification); `reference` is the climatology or class."""
     if name == "majority":
-        return torch.nn.functional.one_hot(torch.full((n,), reference, dtype=torch.long, device=x.device), spec.num_classes).float()
+        return torch.nn.functional.one_hot(
+            torch.full((n,), reference, dtype=torch.long, device=x.device), spec.num_classes
+        ).float()
     if name in ("mean", "climatology"):
         return reference.to(x.device).expand(n, *reference.shape)
     # identity / persistence: the inputs' own variables, back in their units.
@@ -140,7 +144,10 @@ def warning(v: dict | None, final: dict[str, float], base: dict[str, dict[str, f
     metric = "rmse" if f"{split}/rmse" in final else "accuracy"
     mine, theirs = final.get(f"{split}/{metric}"), base[best].get(f"{split}/{metric}")
     skill_part = f"skill {v['skill']:.3f}, " if "skill" in v else ""
-    return f"warning: the model does not beat the {best} baseline on {split} ({skill_part}{metric} {mine:.4g} vs {theirs:.4g}); train longer, change the model, or check the data"
+    return (
+        f"warning: the model does not beat the {best} baseline on {split} ({skill_part}{metric} {mine:.4g} vs "
+        f"{theirs:.4g}); train longer, change the model, or check the data"
+    )
 
 
 def title(spec, split: str) -> str:
@@ -155,7 +162,9 @@ def title(spec, split: str) -> str:
 
 def table(final: dict[str, float], base: dict[str, dict[str, float]], split: str) -> dict[str, float]:
     """The model's metrics on `split` beside each baseline's, keyed `column/metric` for Console.table."""
-    rows = {f"model/{k.split('/', 1)[1]}": v for k, v in final.items() if k.startswith(split + "/") and k != f"{split}/loss"}
+    rows = {
+        f"model/{k.split('/', 1)[1]}": v for k, v in final.items() if k.startswith(split + "/") and k != f"{split}/loss"
+    }
     for name, metrics in base.items():
         rows |= {f"{name}/{k.split('/', 1)[1]}": v for k, v in metrics.items() if k.startswith(split + "/")}
     return rows
@@ -181,7 +190,10 @@ def lines(fitted) -> list[str]:
     out = [f"baselines: {note}" for note in fitted.notes]
     out += [f"baselines: {name} left out: {why}" for name, why in fitted.skipped.items()]
     if "linear" in fitted.names:
-        out.append(f"baselines: linear is ridge regression, penalty {fitted.alpha:g} x the train sample count (chosen on validation)")
+        out.append(
+            f"baselines: linear is ridge regression, penalty {fitted.alpha:g} x the train sample count "
+            "(chosen on validation)"
+        )
     return out
 
 

@@ -20,7 +20,20 @@ PERCENTILES = (5, 50, 95)
 MAX_VALUES = 2**24
 PRECIP_NAMES = ("pr", "precip", "precipitation", "prcp", "tp", "rain", "rainfall", "ppt", "prect", "tot_prec", "rr")
 # 1 mm/day in the units a precipitation variable comes in.
-WET_THRESHOLD = {"mm/day": 1.0, "mm day-1": 1.0, "mm d-1": 1.0, "mm/d": 1.0, "mm": 1.0, "kg m-2 s-1": 1 / 86400, "kg m**-2 s**-1": 1 / 86400, "kg/m2/s": 1 / 86400, "mm/s": 1 / 86400, "m": 1e-3, "m/day": 1e-3, "cm/day": 0.1}
+WET_THRESHOLD = {
+    "mm/day": 1.0,
+    "mm day-1": 1.0,
+    "mm d-1": 1.0,
+    "mm/d": 1.0,
+    "mm": 1.0,
+    "kg m-2 s-1": 1 / 86400,
+    "kg m**-2 s**-1": 1 / 86400,
+    "kg/m2/s": 1 / 86400,
+    "mm/s": 1 / 86400,
+    "m": 1e-3,
+    "m/day": 1e-3,
+    "cm/day": 0.1,
+}
 
 
 def is_precipitation(name: str, units: str | None) -> bool:
@@ -66,7 +79,9 @@ class Distribution:
                 continue
             pred = np.where(missing, np.nan, np.concatenate(parts))
             out[name] = self._one(pred, q_obs)
-        wet = {f"wet_days_observed{self._suffix(c)}": _wet(obs[:, c], t) for c, t in self.precip.items() if t is not None}
+        wet = {
+            f"wet_days_observed{self._suffix(c)}": _wet(obs[:, c], t) for c, t in self.precip.items() if t is not None
+        }
         out.setdefault("model", {}).update(wet)
         return out
 

@@ -255,19 +255,36 @@ class Accumulator:
         # A calendar month the train split never saw takes the shift of all months together.
         o_all, m_all, n_all = obs.sum(0), model.sum(0), n.sum(0)
         obs, model = torch.where(n > 0, obs, o_all), torch.where(n > 0, model, m_all)
-        shift = torch.where(ratio, torch.where(model != 0, obs / model.where(model != 0, 1.0), 1.0), (obs - model) / torch.where(n > 0, n, n_all).clamp_min(1))
+        shift = torch.where(
+            ratio,
+            torch.where(model != 0, obs / model.where(model != 0, 1.0), 1.0),
+            (obs - model) / torch.where(n > 0, n, n_all).clamp_min(1),
+        )
         fitted.shift, fitted.ratio = shift, ratio
 
     def _quantiles(self, fitted: Fitted) -> None:
         if self.qm is None:
-            return _skip(fitted, "quantile_mapping", f"the train split's {self.n} x {self.elements} values are more than the {QM_VALUES:,} held for it")
+            return _skip(
+                fitted,
+                "quantile_mapping",
+                f"the train split's {self.n} x {self.elements} values are more than the {QM_VALUES:,} held for it",
+            )
         model, obs = (np.concatenate(a).astype(np.float64) for a in self.qm)
         count = np.isfinite(obs).sum(0)
         few = count[count > 0]
         if len(few) == 0 or few.min() < quantile.MIN_SAMPLES:
-            return _skip(fitted, "quantile_mapping", f"{int(few.min()) if len(few) else 0} train samples at some grid point, fewer than the {quantile.MIN_SAMPLES} an empirical CDF needs")
+            return _skip(
+                fitted,
+                "quantile_mapping",
+                f"{int(few.min()) if len(few) else 0} train samples at some grid point, "
+                f"fewer than the {quantile.MIN_SAMPLES} an empirical CDF needs",
+            )
         levels = quantile.levels_for(len(obs))
-        fitted.qmap = quantile.QuantileMap(quantile.nan_quantiles(model, levels), quantile.nan_quantiles(obs, levels), _ratio_elements(self.spec, self.elements).numpy())
+        fitted.qmap = quantile.QuantileMap(
+            quantile.nan_quantiles(model, levels),
+            quantile.nan_quantiles(obs, levels),
+            _ratio_elements(self.spec, self.elements).numpy(),
+        )
 
 
 def _ratio_elements(spec, elements: int) -> torch.Tensor:

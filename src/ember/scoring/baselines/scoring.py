@@ -25,7 +25,9 @@ def predict(fitted: Fitted, name: str, x: torch.Tensor, split: str, lo: int, n: 
     spec, b = fitted.spec, len(x)
     shape = tuple(spec.target_shape)
     if name == "majority":
-        return torch.nn.functional.one_hot(torch.full((b,), fitted.majority, dtype=torch.long, device=x.device), spec.num_classes).float()
+        return torch.nn.functional.one_hot(
+            torch.full((b,), fitted.majority, dtype=torch.long, device=x.device), spec.num_classes
+        ).float()
     if name == "mean":
         return fitted.mean.to(x.device).expand(b, *shape)
     if name == "climatology":
@@ -104,7 +106,11 @@ def score(data, fitted: Fitted, split: str, device: torch.device | str = "cpu", 
     for lo, x, y in batches(data):
         x, y = x.to(device), y.to(device)
         true = physical_targets(y.double(), spec) if regression else y
-        clim = fitted.climatology_rows(split, lo, lo + len(x), n).to(device) if regression and fitted.mean is not None else None
+        clim = (
+            fitted.climatology_rows(split, lo, lo + len(x), n).to(device)
+            if regression and fitted.mean is not None
+            else None
+        )
         if dist is not None:
             dist.add("observed", true)
             if model is not None:

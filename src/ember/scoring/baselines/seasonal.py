@@ -21,7 +21,9 @@ YEAR_DAYS = {"360_day": 360, "noleap": 365, "365_day": 365, "all_leap": 366, "36
 
 def _day_of_year(times) -> np.ndarray:
     # pandas deprecates `dayofyear` for `day_of_year`; cftime indexes have only the former.
-    return np.asarray(getattr(times, "day_of_year", None) if hasattr(times, "day_of_year") else times.dayofyear, dtype=np.int64)
+    return np.asarray(
+        getattr(times, "day_of_year", None) if hasattr(times, "day_of_year") else times.dayofyear, dtype=np.int64
+    )
 
 
 def resolution(times) -> str:
