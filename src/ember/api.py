@@ -6,14 +6,13 @@ config.yaml, compared with a resumed run's), `conf` the same config as the schem
 """
 
 import dataclasses
-import math
 import os
 import platform
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -30,13 +29,12 @@ from ember.models import count_parameters, create_model
 from ember.models.residual import Residual
 from ember.rundir.directory import RunDir, resume_run_dir
 from ember.scoring import baselines
-from ember.track import flatten
 from ember.track.console import Console
 from ember.train import distributed, strategy
 from ember.train.build import build_trainer
 from ember.train.callbacks import Callbacks
 from ember.train.device import restored_torch_flags, seed_everything
-from ember.train.optim import check_optimizer_state
+from ember.train.resume import checked_resume_dir, resume
 from ember.train.trainer import Trainer
 
 GROUP_KEYS = ("data", "optim", "sched", "trainer", "run")
@@ -81,7 +79,7 @@ def train(
     console = console or (
         Console(conf.trainer.progress) if d.is_main else Console("none", stream=open(os.devnull, "w"))
     )
-    resume_dir = _checked_resume_dir(cfg, console)
+    resume_dir = checked_resume_dir(cfg, console)
     seed_everything(conf.trainer.seed)
     splits = build_data(conf.data)
     m = conf.model
@@ -123,48 +121,6 @@ def compose_for_resume(overrides: list[str], config_file: str | None = None) -> 
     return cfg, conf
 
 
-FIXED_BY_CHECKPOINT = ("model.", "data.")
-FREE_TO_CHANGE = {
-    "resume",
-    "data.num_workers",
-    "data.eval_batch_size",
-    "data.split",
-    "data.fast_path",
-    "trainer.progress",
-}
-
-
-def _checked_resume_dir(cfg: DictConfig, console: Console) -> Path | None:
-    """The run directory that `cfg.resume` names, its saved config.yaml compared with `cfg` (the
-    DictConfig: both as the run directory writes them); None for a new run."""
-    if not cfg.resume:
-        return None
-    run_dir = resume_run_dir(cfg)
-    _check_resume_config(run_dir, cfg, console)
-    return run_dir
-
-
-def _check_resume_config(run_dir: Path, cfg: DictConfig, console: Console) -> None:
-    old = flatten(OmegaConf.to_container(RunDir.open(run_dir).config(), resolve=True))
-    new = flatten(OmegaConf.to_container(cfg, resolve=True))
-    changed = [
-        k
-        for k in sorted(set(old) | set(new))
-        if old.get(k) != new.get(k) and k not in FREE_TO_CHANGE and not k.startswith("run.")
-    ]
-    fixed = [k for k in changed if k.startswith(FIXED_BY_CHECKPOINT)]
-    if fixed:
-        what = ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in fixed)
-        raise CheckpointError(
-            f"cannot resume {run_dir}: the model or data changed ({what}); "
-            "resume with the run's settings or start a new run"
-        )
-    if changed:
-        console.print(
-            "resuming with changed settings: " + ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
-        )
-
-
 def fit(model: nn.Module, train: Any, val: Any = None, test: Any = None, **overrides: Any) -> Result:
     """Train your own `nn.Module` with ember's loop, run directory and config keys.
 
@@ -195,7 +151,7 @@ def fit(model: nn.Module, train: Any, val: Any = None, test: Any = None, **overr
     OmegaConf.set_struct(cfg, False)
     cfg.model, cfg.data = OmegaConf.structured(conf.model), OmegaConf.structured(conf.data)  # what config.yaml saves
     console = Console(conf.trainer.progress)
-    resume_dir = _checked_resume_dir(cfg, console)
+    resume_dir = checked_resume_dir(cfg, console)
     seed_everything(conf.trainer.seed)
     return train_model(cfg, conf, model, splits, console, resume_dir)
 
@@ -235,7 +191,7 @@ def _run_built(
     if d.enabled:
         console.print(f"{d.world} processes, global batch {batch} x {d.world} x {accum} = {batch * d.world * accum}")
     if resume_dir is not None:
-        run = _resume(trainer, cfg, resume_dir, console)
+        run = resume(trainer, cfg, resume_dir, console)
     elif d.is_main:
         run = RunDir.create(cfg, splits.spec, splits.record())
         console.print(f"run directory: {run.path}")
@@ -272,17 +228,7 @@ def _train_and_record(
         raise
     state = trainer.state
     if state.stop_reason.startswith("preempted"):
-        if run:
-            run.record.preempted(state.step, trainer.checkpoint_path, summary)
-            run.close()
-        requeued = trainer.parallel.dist.is_main and _requeue(conf, console)
-        again = (
-            f"ember.fit(..., resume={str(path)!r})"
-            if isinstance(conf.model, CustomModel)
-            else f"ember train resume={path}"
-        )
-        then = "the job was requeued" if requeued else f"continue with: {again}"
-        raise Preempted(f"{state.stop_reason} at step {state.step}; checkpoint {trainer.checkpoint_path}; {then}")
+        _preempted(conf, trainer, run, path, summary, console)
     # Training is over: a stop signal now (a batch system's SIGTERM to the group) waits the few
     # seconds until the weights and summary.json are written, instead of leaving it "running".
     with trainer.guard.signals:
@@ -308,26 +254,39 @@ def _train_and_record(
     console.print(_time_report(summary["time"], conf.data, summary["threads"]))
     if report is not None:
         console.print(f"report: {report}")
-    when = (
-        f"best epoch {state.best_epoch} of {state.epoch} by {trainer.monitor.name}"
-        if trainer.monitor
-        else f"{state.epoch} epochs"
-    )
+    _show_result(trainer, path, metrics, base, verdict, console)
+    return Result(metrics=metrics, run_dir=path, model=trainer.model, best_epoch=state.best_epoch, summary=summary)
+
+
+def _preempted(
+    conf: EmberConfig, trainer: Trainer, run: RunDir | None, path: Path, summary: dict, console: Console
+) -> NoReturn:
+    """A stop signal ended training: record it, requeue the job where asked, and raise Preempted
+    with the command that continues the run."""
+    state = trainer.state
+    if run:
+        run.record.preempted(state.step, trainer.checkpoint_path, summary)
+        run.close()
+    requeued = trainer.parallel.dist.is_main and _requeue(conf, console)
+    custom = isinstance(conf.model, CustomModel)
+    again = f"ember.fit(..., resume={str(path)!r})" if custom else f"ember train resume={path}"
+    then = "the job was requeued" if requeued else f"continue with: {again}"
+    raise Preempted(f"{state.stop_reason} at step {state.step}; checkpoint {trainer.checkpoint_path}; {then}")
+
+
+def _show_result(trainer: Trainer, path: Path, metrics: dict, base: dict, verdict: dict | None, console: Console):
+    """The final tables beside the baselines, then the model's own summary line: the result last,
+    where the eye lands."""
+    state = trainer.state
+    when = f"{state.epoch} epochs"
+    if trainer.monitor:
+        when = f"best epoch {state.best_epoch} of {state.epoch} by {trainer.monitor.name}"
     if trainer.ema is not None:
         when += f", the weights' moving average (trainer.ema={trainer.ema_decay:g})"
-    baselines.show(
-        console,
-        f"{path.parent.name}: {when}, {trainer.wall_time:.1f} s",
-        metrics,
-        base,
-        verdict,
-        trainer.spec,
-        baselines.lines(trainer.reference),
-    )
-    # The result last, where the eye lands: the tables, then the model's own summary line.
+    title = f"{path.parent.name}: {when}, {trainer.wall_time:.1f} s"
+    baselines.show(console, title, metrics, base, verdict, trainer.spec, baselines.lines(trainer.reference))
     if callable(getattr(trainer.model, "describe", None)):
         console.print(trainer.model.describe())
-    return Result(metrics=metrics, run_dir=path, model=trainer.model, best_epoch=state.best_epoch, summary=summary)
 
 
 def _finished(trainer: Trainer, metrics: dict, base: dict, verdict: dict | None) -> dict:
@@ -400,63 +359,6 @@ def _time_report(t: dict, data: DataCommon, threads: dict | None = None) -> str:
         )
         line += f"; steps varied {threads['step_spread']:.0f}x: the CPU was shared ({fix})"
     return line
-
-
-def _resume(trainer: Trainer, cfg: DictConfig, run_dir: Path, console: Console) -> RunDir | None:
-    """Every rank loads the newest good checkpoint; rank 0 reopens the run directory for writing."""
-    run = RunDir.open(run_dir)
-    if not trainer.parallel.dist.is_main:
-        _load_for_resume(trainer, run, console)
-        return None
-    run.lock()  # first: a second resume of a live run stops here, before it reads anything
-    try:
-        ckpt = _load_for_resume(trainer, run, console)
-        run.reopen(cfg, ckpt["records"], trainer.state.step)
-    except BaseException:
-        run.release()
-        raise
-    return run
-
-
-def _load_for_resume(trainer: Trainer, run: RunDir, console: Console) -> dict:
-    run_dir = run.path
-    files = trainer.checkpoint_files(run.checkpoints)
-    ckpt, path = files.newest_good(warn=lambda m: console.print(f"warning: {m}"))
-    # Compared on the checkpoint's own keys: a checkpoint written before a DataSpec field existed
-    # still resumes (the data's shape, classes and statistics are what must not change).
-    now = trainer.spec.to_dict()
-    changed = [k for k, v in ckpt["spec"].items() if not _same(now.get(k), v)]
-    if changed:
-        raise CheckpointError(
-            f"cannot resume {run_dir}: the data's {', '.join(changed)} now differ from the checkpoint {path.name}'s; "
-            "resume with the run's data settings"
-        )
-    if "sharded" not in ckpt:  # before any optimizer kernel sees it
-        check_optimizer_state(trainer.optimizer, ckpt["optimizer"], path)
-    try:
-        note = trainer.checkpointer.load_state_dict(ckpt)
-    except (RuntimeError, KeyError, ValueError) as e:
-        raise CheckpointError(
-            f"cannot resume {run_dir}: {path.name} does not fit this model ({str(e).splitlines()[0]})"
-        ) from None
-    s = trainer.state
-    console.print(f"resuming {run.path} from {path.name}: epoch {s.epoch + 1}, batch {s.batch}, step {s.step}")
-    if note:
-        console.print(f"note: {note}")
-    return ckpt
-
-
-def _same(now, saved) -> bool:
-    """The data's spec now and in a checkpoint agree: tuples as lists, and floats to 1e-6: the
-    statistics' last bits depend on the thread count (Darcy's target std differed by 5e-12 when a
-    run made on two threads was resumed on one)."""
-    if isinstance(now, float) or isinstance(saved, float):
-        return (
-            isinstance(now, (int, float)) and isinstance(saved, (int, float)) and math.isclose(now, saved, rel_tol=1e-6)
-        )
-    if isinstance(now, (list, tuple)) and isinstance(saved, (list, tuple)):
-        return len(now) == len(saved) and all(_same(a, b) for a, b in zip(now, saved))
-    return now == saved
 
 
 def _requeue(conf: EmberConfig, console: Console) -> bool:

@@ -90,48 +90,53 @@ def _parser() -> argparse.ArgumentParser:
         p = sub.add_parser(
             name, help=text, description=text, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
         )
-        if name in ("train", "config", "eval", "summary", "graph", "profile", "tune"):
-            p.add_argument(
-                "--config", metavar="FILE", help="a YAML file of config values; overrides on the command line win"
-            )
-            p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (see below)")
-        if name == "profile":
-            p.add_argument("--steps", type=int, default=10, help="profiled optimizer steps (default 10)")
-            p.add_argument("--warmup", type=int, default=5, help="steps before profiling starts (default 5)")
-        if name == "tune":
-            p.add_argument(
-                "--status",
-                action="store_true",
-                help="report on the study (leaderboard, best.yaml) without running trials",
-            )
-        if name == "sample":
-            p.add_argument("overrides", nargs="*", metavar="key=value", help="run=DIR, n=, seed=, out=")
-        if name == "runs":
-            p.add_argument("dir", nargs="?", default="runs", metavar="DIR", help="where the runs are (default runs)")
-            p.add_argument(
-                "--sort",
-                metavar="METRIC",
-                help=(
-                    "a metric such as val/loss or test/accuracy (best first), or started, duration, status, model, data"
-                ),
-            )
-            p.add_argument("--json", action="store_true", help="every run with every metric as JSON, for scripts")
-        if name == "report":
-            p.add_argument("runs", nargs="+", metavar="RUN", help="run directories; two or more are compared")
-            p.add_argument(
-                "-o",
-                "--out",
-                metavar="FILE",
-                help="where to write (default RUN/report.html for one run, ./report.html for several)",
-            )
-            p.add_argument(
-                "--no-eval",
-                action="store_true",
-                help="skip evaluating the best checkpoint (no confusion matrix or scatter)",
-            )
-        if name in SHIP_COMMANDS:
-            p.add_argument("overrides", nargs="*", metavar="key=value", help=SHIP_COMMANDS[name])
+        _add_arguments(name, p)
     return parser
+
+
+def _add_arguments(name: str, p: argparse.ArgumentParser) -> None:
+    """The arguments of the command `name` beside its key=value overrides."""
+    if name in ("train", "config", "eval", "summary", "graph", "profile", "tune"):
+        p.add_argument(
+            "--config", metavar="FILE", help="a YAML file of config values; overrides on the command line win"
+        )
+        p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (see below)")
+    if name == "profile":
+        p.add_argument("--steps", type=int, default=10, help="profiled optimizer steps (default 10)")
+        p.add_argument("--warmup", type=int, default=5, help="steps before profiling starts (default 5)")
+    if name == "tune":
+        p.add_argument(
+            "--status",
+            action="store_true",
+            help="report on the study (leaderboard, best.yaml) without running trials",
+        )
+    if name == "sample":
+        p.add_argument("overrides", nargs="*", metavar="key=value", help="run=DIR, n=, seed=, out=")
+    if name == "runs":
+        p.add_argument("dir", nargs="?", default="runs", metavar="DIR", help="where the runs are (default runs)")
+        p.add_argument(
+            "--sort",
+            metavar="METRIC",
+            help=(
+                "a metric such as val/loss or test/accuracy (best first), or started, duration, status, model, data"
+            ),
+        )
+        p.add_argument("--json", action="store_true", help="every run with every metric as JSON, for scripts")
+    if name == "report":
+        p.add_argument("runs", nargs="+", metavar="RUN", help="run directories; two or more are compared")
+        p.add_argument(
+            "-o",
+            "--out",
+            metavar="FILE",
+            help="where to write (default RUN/report.html for one run, ./report.html for several)",
+        )
+        p.add_argument(
+            "--no-eval",
+            action="store_true",
+            help="skip evaluating the best checkpoint (no confusion matrix or scatter)",
+        )
+    if name in SHIP_COMMANDS:
+        p.add_argument("overrides", nargs="*", metavar="key=value", help=SHIP_COMMANDS[name])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -41,7 +41,7 @@ from ember.train.threads import ThreadPolicy
 from ember.train.trainer import Trainer
 
 if TYPE_CHECKING:  # the config layer sits above the loop (it names the optimizers and schedules)
-    from ember.config.schema import DataCommon, EmberConfig, SchedConfig
+    from ember.config.schema import DataCommon, EmberConfig, SchedConfig, TrainerConfig
 
 
 def build_trainer(
@@ -54,17 +54,8 @@ def build_trainer(
 ) -> Trainer:
     """A trainer ready to `fit`, or a ConfigError naming the setting that cannot work. `callbacks`:
     the caller's functions the loop calls (after a step, a validation, the final test)."""
-    t = cfg.trainer
-    dist = dist or Dist()
-    device = _device(t, dist)
-    precision = resolve_precision(t.precision, device)
-    set_torch_flags(device, t.tf32, t.deterministic, keep_memory=_in_memory(splits))  # api restores them after the run
-    cuda = device.type == "cuda"
-    if t.cuda_graphs and not cuda:
-        raise ConfigError("trainer.cuda_graphs=true needs a CUDA device; remove it or set trainer.device=cuda")
-    # channels_last feeds cuDNN's fastest convolution kernels; only 4-D inputs have that layout.
-    channels_last = cuda and t.channels_last and any(isinstance(m, nn.Conv2d) for m in model.modules())
-    model = model.to(device, memory_format=torch.channels_last) if channels_last else model.to(device)
+    t, dist = cfg.trainer, dist or Dist()
+    device, precision, model, channels_last = _placed(t, model, splits, dist)
     # The module the step calls: the model (or its own loss), spread over the processes (DDP or
     # FSDP) and compiled when asked; "reduce-overhead" records CUDA graphs for static shapes.
     compile_mode = "reduce-overhead" if t.cuda_graphs else "default" if t.compile else None
@@ -102,30 +93,32 @@ def build_trainer(
         total_steps=total_steps, config=dataclasses.asdict(cfg), spec=splits.spec, note=console.print,
     )
     return Trainer(
-        t=t,
-        model=model,
-        parallel=parallel,
-        evaluator=evaluator,
-        checkpointer=checkpointer,
-        loss_name="own" if own_loss else resolve_loss(t.loss, splits.spec, model),
-        augment=splits.augment,
-        train_loader=loaders[0],
-        val_loader=loaders[1],
-        test_loader=loaders[2],
-        monitor=monitor,
-        ema_decay=ema_decay,
-        steps_per_epoch=steps_per_epoch,
-        threads=threads,
-        meter=meter,
-        guard=Guard(t.nan_policy, t.nan_max_skips, steps_per_epoch, dist, device, console),
-        console=console,
-        logging=Every(steps=t.log_every_n_steps),
-        validation=_validation(t, monitor),
+        t=t, model=model, parallel=parallel, evaluator=evaluator, checkpointer=checkpointer,
+        loss_name="own" if own_loss else resolve_loss(t.loss, splits.spec, model), augment=splits.augment,
+        train_loader=loaders[0], val_loader=loaders[1], test_loader=loaders[2], monitor=monitor, ema_decay=ema_decay,
+        steps_per_epoch=steps_per_epoch, threads=threads, meter=meter,
+        guard=Guard(t.nan_policy, t.nan_max_skips, steps_per_epoch, dist, device, console), console=console,
+        logging=Every(steps=t.log_every_n_steps), validation=_validation(t, monitor),
         checkpointing=Every(
             steps=t.checkpoint_every_n_steps, epochs=t.checkpoint_every_n_epochs, minutes=t.checkpoint_every_n_minutes
         ),
         callbacks=callbacks or Callbacks(),
     )
+
+
+def _placed(t: "TrainerConfig", model: nn.Module, splits: Splits, dist: Dist):
+    """The device, the precision resolved on it, the model moved there (channels-last where that
+    helps) and whether it is channels-last; torch's global switches set for the run."""
+    device = _device(t, dist)
+    precision = resolve_precision(t.precision, device)
+    set_torch_flags(device, t.tf32, t.deterministic, keep_memory=_in_memory(splits))  # api restores them after the run
+    cuda = device.type == "cuda"
+    if t.cuda_graphs and not cuda:
+        raise ConfigError("trainer.cuda_graphs=true needs a CUDA device; remove it or set trainer.device=cuda")
+    # channels_last feeds cuDNN's fastest convolution kernels; only 4-D inputs have that layout.
+    channels_last = cuda and t.channels_last and any(isinstance(m, nn.Conv2d) for m in model.modules())
+    model = model.to(device, memory_format=torch.channels_last) if channels_last else model.to(device)
+    return device, precision, model, channels_last
 
 
 def _in_memory(splits: Splits) -> bool:
