@@ -11,7 +11,9 @@ import numpy as np
 import yaml
 from report_browser import CHROMIUM, render
 
-from ember.report import build_report, fields, page
+from ember.report import build_report, fields
+from ember.report.evaluation_panels import evaluation_section
+from ember.report.markup import Page, esc
 
 MARK = (
     "document.title='pwned';window.__pwned=1;var d=document.createElement('b');d.id='xss';document.body.appendChild(d)"
@@ -34,7 +36,10 @@ HOVER = """(async () => {
       const b = m.getBoundingClientRect();
       fire(hit || m, b.left + b.width / 2, b.top + b.height / 2);
     }
-    if (hit) { const b = hit.getBoundingClientRect(); for (let f = 0.02; f < 1; f += 0.08) fire(hit, b.left + b.width * f, b.top + b.height / 2); }
+    if (hit) {
+      const b = hit.getBoundingClientRect();
+      for (let f = 0.02; f < 1; f += 0.08) fire(hit, b.left + b.width * f, b.top + b.height / 2);
+    }
   }
   document.querySelectorAll(".legend button").forEach(b => b.click());
   await new Promise(r => setTimeout(r, 500));
@@ -97,7 +102,7 @@ class Spec:
         return P
 
 
-def hostile_evaluation(p: page.Page) -> str:
+def hostile_evaluation(p: Page) -> str:
     """Evaluation sections (gridded regression, classification) with markup in every name."""
     panel = fields.field_panel(np.arange(12.0).reshape(3, 4), Spec(), 0, 11, False, P)
     maps = [
@@ -144,7 +149,7 @@ def hostile_evaluation(p: page.Page) -> str:
         "metric": "m",
     }
     charts = p.chart(lines, P, P) + p.chart(parallel, P)
-    return page.evaluation_section(p, regression) + page.evaluation_section(p, classification) + charts
+    return evaluation_section(p, regression) + evaluation_section(p, classification) + charts
 
 
 def assert_safe(html: str, path, width=1100):
@@ -170,6 +175,6 @@ def test_a_run_with_markup_everywhere_runs_no_script(tmp_path):
 
 
 def test_evaluation_charts_and_maps_with_markup_run_no_script(tmp_path):
-    p = page.Page(P)
-    html = p.render(f"<header>{page.esc(P)}</header>", [("s", P, hostile_evaluation(p))])
+    p = Page(P)
+    html = p.render(f"<header>{esc(P)}</header>", [("s", P, hostile_evaluation(p))])
     assert_safe(html, tmp_path / "evaluation.html")

@@ -5,7 +5,7 @@ import re
 
 from report_browser import CHROMIUM, render
 
-from ember.report.page import Page, script_json
+from ember.report.markup import Page, script_json
 
 HOSTILE = ["<!--<script>", "</script><b>x</b>", "a & b > c", "line\u2028sep\u2029end", "plain"]
 

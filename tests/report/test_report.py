@@ -14,7 +14,7 @@ from report_browser import external_references, png_size, render
 
 from ember.cli import main
 from ember.report import evaluate
-from ember.report.page import Page
+from ember.report.markup import Page
 
 
 def chart_specs(html: str) -> dict:

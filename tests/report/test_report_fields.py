@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 from report_browser import CHROMIUM, png_size, render
 
-from ember.report import evaluate, fields, page
+from ember.report import evaluate, fields
+from ember.report.evaluation_panels import evaluation_section
+from ember.report.markup import Page
 
 H, W = 6, 12
 
@@ -107,10 +109,8 @@ def test_a_gridded_report_renders_north_up_with_axes(tmp_path, screenshots):
     pred = torch.from_numpy(y) + 0.2 * torch.sin(torch.arange(432.0) / 20)
     grid.add("model", pred, torch.from_numpy(y))
     ev = evaluate.regression({"output": pred.numpy(), "target": y, "truncated": False, "grid": grid.maps()}, spec)
-    p = page.Page("fields")
-    html = p.render(
-        "<header></header>", [("evaluation", "Evaluation", page.evaluation_section(p, {**ev, "split": "test"}))]
-    )
+    p = Page("fields")
+    html = p.render("<header></header>", [("evaluation", "Evaluation", evaluation_section(p, {**ev, "split": "test"}))])
     assert "30°N" in html and "30°S" in html and "90°E" in html and "no data" in html and "K</span>" in html
     if not CHROMIUM:
         return

@@ -42,7 +42,8 @@ class RunData:
         if run.get("name"):
             return str(run["name"])
         if run.get("dir"):
-            return f"{(self.config.get('data') or {}).get('name', '?')}-{(self.config.get('model') or {}).get('name', '?')}"
+            data, model = self.config.get("data") or {}, self.config.get("model") or {}
+            return f"{data.get('name', '?')}-{model.get('name', '?')}"
         return self.path.parent.name
 
     @property

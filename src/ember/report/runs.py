@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ember.errors import ConfigError, first_line
 from ember.report.collect import RunData, find_runs, read_run
-from ember.report.page import _clean, duration
+from ember.report.markup import clean_json, duration
 from ember.scoring.metrics import is_higher_better
 
 COLUMNS = ("started", "duration", "status", "experiment", "model", "data", "run")
@@ -208,7 +208,7 @@ def runs_command(args) -> int:
 
 def _print(rows: list[dict], args, root: Path) -> None:
     if args.json:
-        json.dump(_clean(rows), sys.stdout, indent=2, default=str)
+        json.dump(clean_json(rows), sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")
     else:
         print_table(rows, args.sort, root)

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from ember.errors import CheckpointError, first_line
-from ember.report.page import Page, esc, fmt, table, when
+from ember.report.markup import Page, esc, fmt, notes_html, table, when
 
 
 def is_study(path: Path) -> bool:
@@ -78,60 +78,81 @@ def _describe(axis: dict, dist) -> str:
 
 
 def study_page(path: Path, out: Path) -> str:
+    """The page of a study: its charts, the leaderboard (linking each trial's own report, relative
+    to `out`, the page's path) and the search space."""
     path = Path(path)
     info = read_study(path)
-    metric, direction = info.get("metric", "value"), info.get("direction", "minimize")
     history = _rows(path / "history.csv")
     leaderboard = _rows(path / "leaderboard.csv")
-    results = info.get("results") or {}
     page = Page(f"ember study: {info.get('name', path.name)}")
     notes = []
     if not history:
         notes.append("history.csv is missing or empty: no trial has been reported yet (ember tune --status writes it)")
+    axes = _axes(info.get("space") or {})
+    charts = _study_charts(page, info, history, axes)
+    board = _leaderboard_html(leaderboard, info.get("metric", "value"), out)
+    header = _study_header(info, path, notes)
+    space = table(
+        [[a["key"], _describe(a, (info.get("space") or {}).get(a["key"]))] for a in axes],
+        ["key", "searched over"],
+        align=False,
+    )
+    sections = [("study", "Study", charts), ("leaderboard", "Leaderboard", board), ("space", "Search space", space)]
+    return page.render(header, sections)
 
+
+def _study_charts(page: Page, info: dict, history: list[dict], axes: list[dict]) -> str:
+    """Optimization history, parameter importances and parallel coordinates: those there is data for."""
+    metric, direction = info.get("metric", "value"), info.get("direction", "minimize")
     complete = [r for r in history if r.get("state") == "complete" and isinstance(r.get("value"), (int, float))]
     charts = []
     if history:
-        trials = [[r["trial"], r["value"]] for r in complete]
-        best = [[r["trial"], r["best_value"]] for r in history if isinstance(r.get("best_value"), (int, float))]
-        series = [
-            {"name": "best so far", "points": best, "colorIndex": 1},
-            {"name": "trial", "points": trials, "markers": True, "colorIndex": 0},
-        ]
-        charts.append(
-            page.chart(
-                {"type": "line", "series": series, "xlabel": "trial", "ylabel": metric},
-                "optimization history",
-                f"{direction} {metric}",
-            )
-        )
-    importances = results.get("importances") or {}
+        charts.append(_history_chart(page, history, complete, metric, direction))
+    importances = (info.get("results") or {}).get("importances") or {}
     if importances:
-        names = sorted(importances, key=importances.get, reverse=True)
-        spec = {
-            "type": "bars",
-            "labels": names,
-            "series": [{"name": "importance", "values": [importances[n] for n in names]}],
-            "ymax": 1,
-            "xlabel": "parameter",
-            "ylabel": "importance",
-        }
-        charts.append(page.chart(spec, "parameter importances", "fANOVA, share of the metric's variance"))
-    axes = _axes(info.get("space") or {})
+        charts.append(_importances_chart(page, importances))
     if complete and axes:
-        rows = [
-            {"trial": r["trial"], metric: r["value"], **{a["key"]: r.get(a["key"]) for a in axes}} for r in complete
-        ]
-        spec = {
-            "type": "parallel",
-            "axes": axes + [{"key": metric}],
-            "rows": rows,
-            "metric": metric,
-            "maximize": direction == "maximize",
-        }
-        charts.append(page.chart(spec, "parallel coordinates", "one line per complete trial, darker is better"))
-    curves = '<div class="grid">' + "".join(charts) + "</div>" if charts else "<p class=muted>No trials yet.</p>"
+        charts.append(_parallel_chart(page, complete, axes, metric, direction == "maximize"))
+    return '<div class="grid">' + "".join(charts) + "</div>" if charts else "<p class=muted>No trials yet.</p>"
 
+
+def _history_chart(page: Page, history: list[dict], complete: list[dict], metric: str, direction: str) -> str:
+    """Each complete trial's value, and the best so far over all trials."""
+    trials = [[r["trial"], r["value"]] for r in complete]
+    best = [[r["trial"], r["best_value"]] for r in history if isinstance(r.get("best_value"), (int, float))]
+    series = [
+        {"name": "best so far", "points": best, "colorIndex": 1},
+        {"name": "trial", "points": trials, "markers": True, "colorIndex": 0},
+    ]
+    return page.chart(
+        {"type": "line", "series": series, "xlabel": "trial", "ylabel": metric},
+        "optimization history",
+        f"{direction} {metric}",
+    )
+
+
+def _importances_chart(page: Page, importances: dict) -> str:
+    names = sorted(importances, key=importances.get, reverse=True)
+    spec = {
+        "type": "bars",
+        "labels": names,
+        "series": [{"name": "importance", "values": [importances[n] for n in names]}],
+        "ymax": 1,
+        "xlabel": "parameter",
+        "ylabel": "importance",
+    }
+    return page.chart(spec, "parameter importances", "fANOVA, share of the metric's variance")
+
+
+def _parallel_chart(page: Page, complete: list[dict], axes: list[dict], metric: str, maximize: bool) -> str:
+    rows = [{"trial": r["trial"], metric: r["value"], **{a["key"]: r.get(a["key"]) for a in axes}} for r in complete]
+    spec = {"type": "parallel", "axes": axes + [{"key": metric}], "rows": rows, "metric": metric, "maximize": maximize}
+    return page.chart(spec, "parallel coordinates", "one line per complete trial, darker is better")
+
+
+def _leaderboard_html(leaderboard: list[dict], metric: str, out: Path) -> str:
+    """The leaderboard as a sortable table, and links to the reports of its first 20 trials that
+    have one, relative to the study's page at `out`."""
     head = [k for k in (leaderboard[0].keys() if leaderboard else []) if k != "run_dir"]
     rows = [[r.get(k, "") if r.get(k) is not None else "" for k in head] for r in leaderboard]
     board = table(rows, head, sortable=True) if rows else "<p class=muted>No leaderboard yet.</p>"
@@ -145,7 +166,13 @@ def study_page(path: Path, out: Path) -> str:
             )
     if links:
         board += "<h3>Trial reports</h3><ul>" + "".join(links) + "</ul>"
+    return board
 
+
+def _study_header(info: dict, path: Path, notes: list[str]) -> str:
+    """The study's name, what it optimizes and how, its trials by state, the best trial and its notes."""
+    metric, direction = info.get("metric", "value"), info.get("direction", "minimize")
+    results = info.get("results") or {}
     tally = ", ".join(f"{n} {s}" for s, n in (results.get("trials") or {}).items() if n)
     best = results.get("best") or {}
     best_text = (
@@ -158,15 +185,7 @@ def study_page(path: Path, out: Path) -> str:
         f"{direction} {metric} · {info.get('sampler', '?')} sampler, {info.get('pruner', '?')} pruner · created "
         f"{when(info.get('created'))} · {tally}"
     )
-    note_html = "".join(f'<div class="note">{esc(n)}</div>' for n in notes)
-    header = (
+    return (
         f'<header><h1>study {esc(info.get("name", path.name))}</h1><div class="sub">{esc(sub)}'
-        f'</div><div class="sub">{esc(best_text)}</div><div class="sub">{esc(path)}</div>{note_html}</header>'
+        f'</div><div class="sub">{esc(best_text)}</div><div class="sub">{esc(path)}</div>{notes_html(notes)}</header>'
     )
-    space = table(
-        [[a["key"], _describe(a, (info.get("space") or {}).get(a["key"]))] for a in axes],
-        ["key", "searched over"],
-        align=False,
-    )
-    sections = [("study", "Study", curves), ("leaderboard", "Leaderboard", board), ("space", "Search space", space)]
-    return page.render(header, sections)
