@@ -5,8 +5,9 @@
     ember bench run=DIR [batch_sizes=1,8,64] [backends=eager,compile,torchscript,onnxruntime]
     ember compress run=DIR method=dynamic_int8|prune [sparsity=0.5]
 
-One module per concern: export.py, predict.py, bench.py, compress.py; common.py holds what they
-share (the model behind its normalization, held-out samples, options).
+One module per concern: export.py (its per-format writers in writers.py), predict.py (its inputs
+read by inputs.py, NetCDF/Zarr fields by fields.py), bench.py, compress.py; common.py holds what
+they share (the model behind its normalization, held-out samples, options).
 """
 
 from ember.export.common import ExportError

@@ -46,7 +46,8 @@ DEFAULTS = {
 
 
 def bench_command(overrides: list[str]) -> int:
-    """ember bench run=DIR [batch_sizes=1,8,64] [backends=...] [iters=100] [warmup=10] [seconds=2] [threads=N] [out=FILE]
+    """ember bench run=DIR [batch_sizes=1,8,64] [backends=...] [iters=100] [warmup=10] [seconds=2] [threads=N]
+    [out=FILE]
     ember bench model=NAME data=NAME [model.key=value ...]: a freshly initialized model, no run needed."""
     opts, rest = parse_options("bench", overrides, DEFAULTS, rest_ok=True)
     if opts["run"] and rest:

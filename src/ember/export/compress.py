@@ -46,7 +46,8 @@ PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 def compress_command(overrides: list[str]) -> int:
-    """ember compress run=DIR method=dynamic_int8|prune [sparsity=0.5] [epochs=1] [out=DIR] [config overrides for fine-tuning]."""
+    """ember compress run=DIR method=dynamic_int8|prune [sparsity=0.5] [epochs=1] [out=DIR] [config overrides
+    for fine-tuning]."""
     opts, rest = parse_options(
         "compress",
         overrides,

@@ -38,10 +38,13 @@ FIX = "export the run again with ember export format=exported, or use a file fro
 
 # Calls a symbolic-shape expression may hold (sympy's srepr of shape arithmetic, and torch's own
 # sympy functions); anything else would be evaluated by sympify as Python.
-SYMPY_CALLS = {n for n, v in vars(sympy_functions).items() if isinstance(v, type) and v.__module__ == sympy_functions.__name__} | {
+SYMPY_CALLS = {
+    n for n, v in vars(sympy_functions).items() if isinstance(v, type) and v.__module__ == sympy_functions.__name__
+} | {
     "Symbol", "Integer", "Float", "Rational", "Add", "Mul", "Pow", "Mod", "Max", "Min", "Abs", "floor", "ceiling",
     "Eq", "Ne", "Lt", "Le", "Gt", "Ge", "Equality", "Unequality", "StrictLessThan", "StrictGreaterThan", "LessThan",
-    "GreaterThan", "And", "Or", "Not", "Piecewise", "ExprCondPair", "Infinity", "NegativeInfinity", "IntInfinity", "NegativeIntInfinity",
+    "GreaterThan", "And", "Or", "Not", "Piecewise", "ExprCondPair", "Infinity", "NegativeInfinity", "IntInfinity",
+    "NegativeIntInfinity",
 }  # fmt: skip
 SYMPY_NAMES = {"True", "False", "true", "false", "oo", "zoo", "nan", "int_oo"}
 SYMBOL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
