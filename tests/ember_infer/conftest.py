@@ -111,7 +111,9 @@ def write_cases(run_dir: Path, name: str, data: Path) -> None:
     from ember.rundir.loading import load_run
     from ember.scoring.units import Normalized
 
-    quiet = lambda s: None
+    def quiet(message: str) -> None:  # the export's progress lines would clutter the test log
+        pass
+
     for fmt, suffix in (("torchscript", "ts"), ("aoti", "aoti.pt2")):
         result = export_run(run_dir, fmt, out=data / f"{name}.{suffix}", echo=quiet)
     meta = json.loads(result.meta_path.read_text())

@@ -337,7 +337,10 @@ def test_quantile_mapping_agrees_with_python_cmethods():
     fitted = baselines.fit(_field_splits(model, obs, names=("tas",), units=("K",)))
     ours = fitted.qmap(torch.from_numpy(later.reshape(100, 1))).numpy().ravel()
     time = xr.date_range("2000-01-01", periods=400, freq="D")
-    da = lambda v, t: xr.DataArray(v.ravel(), coords={"time": t}, dims="time", name="tas")
+
+    def da(values, times):  # cmethods takes one xarray series per input
+        return xr.DataArray(values.ravel(), coords={"time": times}, dims="time", name="tas")
+
     ref = cmethods.adjust(
         method="quantile_mapping",
         obs=da(obs, time),
@@ -414,7 +417,10 @@ def test_percentile_biases_and_wet_days_for_the_model_and_each_baseline():
     obs = model * np.array([1.0, 1.3]).reshape(1, 2, 1, 1) + np.array([2.0, 0.0]).reshape(1, 2, 1, 1)
     splits = _field_splits(model, obs, n_test=40)
     fitted = baselines.fit(splits)
-    model_fn = lambda x: torch.from_numpy(model[80:]).double()[: len(x)]
+
+    def model_fn(x):  # the "model" predicts the model field itself over the test years
+        return torch.from_numpy(model[80:]).double()[: len(x)]
+
     scores, mine = baselines.score(splits.test, fitted, "test", model=model_fn)
     t, o = model[80:], obs[80:]
     p95 = np.percentile(t[:, 0], 95, axis=0) - np.percentile(o[:, 0], 95, axis=0)

@@ -16,8 +16,11 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
+from ember.data.augment import build_augment
 from ember.data.loaders import EpochLoader, TensorData
+from ember.data.periods import span
 from ember.data.spec import DataSpec
+from ember.data.splits import carve, check_features, check_nonempty, fill_from_train, normalize
 from ember.errors import ConfigError
 from ember.registry import Registry
 
@@ -102,12 +105,20 @@ def build_data(cfg: Any, stats_from: DataSpec | None = None) -> Splits:
     return splits
 
 
-# After Splits and register_data: the modules below import them.
-# Importing the source modules registers them. Each imports its heavy library (pandas, h5py,
-# xarray, ...) only when it builds, so `ember --help` and the other sources do not pay for it.
-from ember.data import arrays, audio, builtin, darcy, gridded, hdf5, images, physics, synthetic, tabular  # noqa: F401
-from ember.data.augment import build_augment
-from ember.data.periods import span
-from ember.data.splits import carve, check_features, check_nonempty, fill_from_train, normalize
+# Importing the source modules registers them, so it comes last, after Splits and register_data,
+# which they import from here (E402). Each imports its heavy library (pandas, h5py, xarray, ...)
+# only when it builds, so `ember --help` and the other sources do not pay for it.
+from ember.data import (  # noqa: E402, F401
+    arrays,
+    audio,
+    builtin,
+    darcy,
+    gridded,
+    hdf5,
+    images,
+    physics,
+    synthetic,
+    tabular,
+)
 
 __all__ = ["DATA", "DataSpec", "Splits", "EpochLoader", "TensorData", "build_data", "list_data", "register_data"]

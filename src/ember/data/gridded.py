@@ -65,7 +65,7 @@ def gridded(
     fill_value: float | None = None,
     mask_channel: bool = False,
 ) -> Splits:
-    """NetCDF or Zarr via xarray (one file, many, a folder or a glob): variables as channels on their grid, one sample per time step."""
+    """NetCDF or Zarr via xarray (one file or many): variables as channels on their grid, one sample per time step."""
     require("xarray", "gridded", "gridded")
     if lead < 0:
         raise ConfigError(f"data.lead={lead} must be 0 or more time steps")

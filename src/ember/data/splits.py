@@ -52,23 +52,14 @@ def carve(
             splits.notes.append(describe(_sizes(splits), splits.times, {}, splits.gap, _from_source(splits)))
         return splits
     n = len(splits.train)
-    n_test = round(n * test_fraction) if want_test and "test" not in periods else 0
-    n_val = round(n * val_fraction) if want_val and "val" not in periods else 0
-    if want_test and "test" not in periods and n_test == 0:
-        raise ConfigError(
-            f"data.test_fraction={test_fraction} leaves no test sample out of {n}; use a larger value, more data, "
-            "or data.test_fraction=0"
-        )
-    if want_val and "val" not in periods and n_val == 0:
-        raise ConfigError(
-            f"data.val_fraction={val_fraction} leaves no validation sample out of {n}; use a larger value, more data, "
-            "or data.val_fraction=0"
-        )
-    if n_test + n_val >= n:
-        raise ConfigError(
-            f"data.val_fraction={val_fraction} and data.test_fraction={test_fraction} leave no train sample out of "
-            f"{n}; use values whose sum is below 1, or 0 to skip validation"
-        )
+    # A split given by a period takes that period's samples, whatever its fraction says.
+    n_test, n_val = _fraction_sizes(
+        n,
+        test_fraction,
+        val_fraction,
+        test_by_fraction=want_test and "test" not in periods,
+        val_by_fraction=want_val and "val" not in periods,
+    )
     source_rows = _source_rows(splits, n)
     if in_time:
         chosen = _chronological(splits, source_rows.numpy(), n_test, n_val, periods)
@@ -86,6 +77,32 @@ def carve(
             "so scores may read better than on later years"
         )
     return out
+
+
+def _fraction_sizes(
+    n: int, test_fraction: float, val_fraction: float, *, test_by_fraction: bool, val_by_fraction: bool
+) -> tuple[int, int]:
+    """The number of test and validation samples carved by fraction out of `n` (0 for a split not
+    carved by fraction), or a ConfigError where a fraction carves no sample or the two leave
+    train none."""
+    n_test = round(n * test_fraction) if test_by_fraction else 0
+    n_val = round(n * val_fraction) if val_by_fraction else 0
+    if test_by_fraction and n_test == 0:
+        raise ConfigError(
+            f"data.test_fraction={test_fraction} leaves no test sample out of {n}; use a larger value, more data, "
+            "or data.test_fraction=0"
+        )
+    if val_by_fraction and n_val == 0:
+        raise ConfigError(
+            f"data.val_fraction={val_fraction} leaves no validation sample out of {n}; use a larger value, more data, "
+            "or data.val_fraction=0"
+        )
+    if n_test + n_val >= n:
+        raise ConfigError(
+            f"data.val_fraction={val_fraction} and data.test_fraction={test_fraction} leave no train sample out of "
+            f"{n}; use values whose sum is below 1, or 0 to skip validation"
+        )
+    return n_test, n_val
 
 
 def _in_time(splits, split_by: str, periods: dict) -> bool:

@@ -9,7 +9,6 @@ several target columns are a multi-output regression. Text feature columns are o
 category (numbers with a stray word, dates, ids) is an error that names it, unless data.categorical names it.
 """
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -18,18 +17,18 @@ import numpy as np
 import torch
 
 from ember.data import Splits, register_data
-from ember.data.checks import (
-    check_labels,
-    existing_path,
-    one_class,
-    plural,
-    require,
-    required_key,
-    unknown_name,
-)
+from ember.data.checks import check_labels, existing_path, one_class, require, required_key, unknown_name
 from ember.data.loaders import TensorData
 from ember.data.series import check_window, in_order, parse_times, window_names, windows
 from ember.data.spec import DataSpec
+from ember.data.table_checks import (
+    check_float32,
+    check_like_train,
+    check_text_columns,
+    data_row,
+    is_text,
+    missing_or_infinite_rows,
+)
 from ember.errors import DataError
 from ember.ranges import NON_NEGATIVE, check_choice
 
@@ -49,7 +48,10 @@ def csv(
     lead: Annotated[int, NON_NEGATIVE] = 0,
 ) -> Splits:
     """A CSV file with a header row: data.target column(s) from the others (or data.features)."""
-    read = lambda pd, path: pd.read_csv(path, sep=sep)
+
+    def read(pd, path):
+        return pd.read_csv(path, sep=sep)
+
     return _table(
         cfg,
         "csv",
@@ -124,13 +126,7 @@ def _table(cfg, source: str, what: str, read, opt: _Columns) -> Splits:
     test = _test_rows(pd, read, opt, columns, train, source, what, cfg.nan)
     encode = _FeatureEncoder.fit(pd, train.good[features])
     task = _task(train.good[targets], opt.task, targets)
-    if task == "classification":
-        labels = _LabelEncoder(train.good[targets[0]], f"column {targets[0]!r} of {path}", opt.num_classes)
-        spec_extra = {"num_classes": labels.num_classes, "class_names": labels.names}
-        target_of = lambda rows: rows.labels(labels, targets[0])
-    else:
-        spec_extra = {"target_shape": (len(targets),), "target_names": [str(t) for t in targets]}
-        target_of = lambda rows: rows.values(_regression_targets, targets)
+    target_of, spec_extra = _targets(train, targets, task, opt.num_classes)
     names = encode.names(features)
     # What predicting needs, kept in the run: the feature columns and their one-hot categories.
     spec_extra |= {"input_names": names, "encoding": {"columns": features, "categories": encode.categories}}
@@ -150,6 +146,24 @@ def _table(cfg, source: str, what: str, read, opt: _Columns) -> Splits:
     if len(rows) != len(df) or not np.array_equal(rows, np.arange(len(df))):
         splits.indices = {"train": rows.tolist()}  # rows (in time order, with a time column) left after dropping
     return splits
+
+
+def _targets(train: "_Rows", targets: list[str], task: str, num_classes: int):
+    """How a table's rows become targets (class ids, or the target columns as floats), fitted on
+    the train rows so that a test file is labelled alike; and what the spec says of them."""
+    if task == "classification":
+        column = targets[0]
+        labels = _LabelEncoder(train.good[column], f"column {column!r} of {train.path}", num_classes)
+
+        def class_ids(rows: _Rows) -> torch.Tensor:
+            return rows.labels(labels, column)
+
+        return class_ids, {"num_classes": labels.num_classes, "class_names": labels.names}
+
+    def target_values(rows: _Rows) -> torch.Tensor:
+        return rows.values(_regression_targets, targets)
+
+    return target_values, {"target_shape": (len(targets),), "target_names": [str(t) for t in targets]}
 
 
 def _columns(df, target, opt: _Columns, path: Path, source: str) -> tuple[list[str], list[str], list[str]]:
@@ -272,11 +286,11 @@ class _Rows:
         times, order = None, np.arange(len(df))
         if opt.time_column:
             where = f"column {opt.time_column!r} of {path}"
-            times = parse_times(df[opt.time_column], where, _row)
-            order = in_order(times, where, _row)
+            times = parse_times(df[opt.time_column], where, data_row)
+            order = in_order(times, where, data_row)
             times, df = times[order], df.iloc[order].reset_index(drop=True)
         part = df[columns]
-        bad = _bad_rows(part, order, path, nan)
+        bad = missing_or_infinite_rows(part, order, path, nan)
         check_float32(part, bad, order, path)
         return cls(part, order, bad, times, path)
 
@@ -306,133 +320,6 @@ class _Rows:
         return torch.from_numpy(xs), torch.from_numpy(ys), starts, times
 
 
-def _bad_rows(part, order: np.ndarray, path: Path, nan: str) -> np.ndarray:
-    """Rows holding a missing or infinite value (data.nan=drop), or a DataError naming the first one."""
-    check_choice("data.nan", nan, ("error", "drop"))
-    numeric = part.select_dtypes("number")
-    bad = (
-        part.isna().to_numpy() if len(numeric.columns) == 0 else part.isna().to_numpy() | _isinf(part, numeric.columns)
-    )
-    bad_rows = bad.any(axis=1)
-    if not bad_rows.any() or nan == "drop":
-        if bad_rows.all():
-            raise DataError(f"every row of {path} holds a missing or infinite value; fix the file")
-        return bad_rows
-    row, col = np.argwhere(bad)[0]
-    counts = bad.sum(axis=0)
-    columns = list(part.columns)
-    per_column = ", ".join(f"{c}: {n}" for c, n in zip(columns, counts) if n)
-    raise DataError(
-        f"{path} has {plural(int(bad.sum()), 'missing or infinite value')} ({per_column}); "
-        f"the first is in column {columns[col]!r} "
-        f"of {_row(order[row])}; fix the file or set data.nan=drop to drop the "
-        f"{plural(int(bad_rows.sum()), 'row')} holding them"
-    )
-
-
-FLOAT32_MAX = float(np.finfo(np.float32).max)
-
-
-def check_float32(part, bad: np.ndarray, order: np.ndarray, path: Path) -> None:
-    """A DataError for a number beyond float32's range (about 3.4e38): finite in the file, it
-    would be inf in the network's float32 and every loss after it NaN."""
-    for c in part.columns:
-        col = part[c]
-        if _is_text(col):
-            continue
-        values = col.to_numpy(dtype=np.float64)
-        over = (np.abs(values) > FLOAT32_MAX) & ~bad
-        if over.any():
-            i = int(np.flatnonzero(over)[0])
-            raise DataError(
-                f"column {c!r} of {path} holds {values[i]:.6g} in {_row(order[i])}, beyond the float32 range (±3.4e38) "
-                "the network computes in; rescale the column (other units, or its logarithm) or fix the value"
-            )
-
-
-def _isinf(part, numeric_columns) -> np.ndarray:
-    out = np.zeros(part.shape, dtype=bool)
-    for j, c in enumerate(part.columns):
-        if c in numeric_columns:
-            out[:, j] = np.isinf(part[c].to_numpy(dtype=np.float64))
-    return out
-
-
-# Dates and times as text (2024-01-31, 2024-01-31T12:00:00Z, 31/01/2024, 1.31.24): not categories.
-DATE = re.compile(
-    r"^(\d{4}-\d{1,2}-\d{1,2}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?|\d{1,2}[/.]\d{1,2}[/.]\d{2,4})$"
-)
-MOSTLY = 0.8  # the share of values that makes a column "numbers with stray text" or "dates"
-MANY_CATEGORIES = 20  # more distinct text values than this, and more than half the rows: not a category
-
-
-def check_text_columns(frame, kept: np.ndarray, path: Path, categorical: list[str], only_stray: bool = False) -> None:
-    """A DataError for a text column that one-hot encoding would silently get wrong: numbers with
-    a few stray words, dates, or so many distinct values (ids, free text) that they are no
-    category. `kept` maps the frame's rows to the file's; data.categorical names columns that are
-    categories all the same."""
-    import pandas as pd
-
-    for c in frame.columns:
-        col = frame[c]
-        if c in categorical or not _is_text(col) or pd.api.types.is_bool_dtype(col):
-            continue
-        text = col.astype(str).str.strip()
-        where = f"column {c!r} of {path}"
-        numeric = pd.to_numeric(text, errors="coerce").notna().to_numpy()
-        if numeric.mean() >= MOSTLY:
-            i = int(np.flatnonzero(~numeric)[0])
-            raise DataError(
-                f"{where} holds numbers but for {plural(int((~numeric).sum()), 'text value')}, "
-                f"the first {text.iloc[i]!r} in {_row(kept[i])}; "
-                "as text the whole column would become one-hot categories: fix or empty the value(s) "
-                "(data.nan=drop drops rows with empty ones)"
-            )
-        if only_stray:
-            continue
-        fix = (
-            "leave it out by listing the other columns in data.features, "
-            f"or set data.categorical=[{c}] if it is a category"
-        )
-        dates = text.str.match(DATE).to_numpy()
-        if dates.mean() >= MOSTLY:
-            raise DataError(
-                f"{where} holds dates such as {text.iloc[0]!r} ({_row(kept[0])}), which would become one category per "
-                f"date; order the table in time by them (data.time_column={c}), turn them into numbers (day of year, "
-                f"hour, a timestamp) in the file, or {fix}"
-            )
-        distinct = text.nunique()
-        if distinct > MANY_CATEGORIES and distinct > len(text) / 2:
-            raise DataError(
-                f"{where} holds {distinct} distinct text values in {len(text)} rows (such as {text.iloc[0]!r} in "
-                f"{_row(kept[0])}), too many for one-hot categories; {fix}"
-            )
-
-
-def check_like_train(test, train, kept: np.ndarray, path: Path) -> None:
-    """The test file's columns that are numbers in the train file must be numbers there too."""
-    import pandas as pd
-
-    for c in test.columns:
-        if not _is_text(train[c]) and _is_text(test[c]):
-            numeric = pd.to_numeric(test[c].astype(str).str.strip(), errors="coerce").notna().to_numpy()
-            i = int(np.flatnonzero(~numeric)[0])
-            raise DataError(
-                f"column {c!r} of {path} holds the text {str(test[c].iloc[i])!r} in {_row(kept[i])}, "
-                "where the train file has numbers; fix or empty the value"
-            )
-
-
-def _row(i) -> str:
-    return f"data row {int(i) + 1} (line {int(i) + 2} of a CSV)"
-
-
-def _is_text(col) -> bool:
-    import pandas as pd
-
-    return not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col)
-
-
 def _task(targets, task: str, names: list[str]) -> str:
     import pandas as pd
 
@@ -445,7 +332,7 @@ def _task(targets, task: str, names: list[str]) -> str:
     if len(names) > 1:
         return "regression"
     col = targets[names[0]]
-    return "classification" if _is_text(col) or pd.api.types.is_integer_dtype(col) else "regression"
+    return "classification" if is_text(col) or pd.api.types.is_integer_dtype(col) else "regression"
 
 
 class _FeatureEncoder:
@@ -459,7 +346,7 @@ class _FeatureEncoder:
 
     @classmethod
     def fit(cls, pd, frame) -> "_FeatureEncoder":
-        return cls(pd, {c: sorted(frame[c].astype(str).unique()) for c in frame.columns if _is_text(frame[c])})
+        return cls(pd, {c: sorted(frame[c].astype(str).unique()) for c in frame.columns if is_text(frame[c])})
 
     def names(self, columns: list[str]) -> list[str]:
         """A name per input channel: the column, or `column=value` for a one-hot one."""
@@ -483,7 +370,7 @@ class _LabelEncoder:
     def __init__(self, col, where: str, num_classes: int):
         import pandas as pd
 
-        self.text = _is_text(col)
+        self.text = is_text(col)
         if self.text:
             self.names = sorted(col.astype(str).unique())
             self.num_classes = len(self.names)
@@ -516,9 +403,10 @@ class _LabelEncoder:
 
 def _regression_targets(frame, path: Path) -> torch.Tensor:
     for c in frame.columns:
-        if _is_text(frame[c]):
+        if is_text(frame[c]):
             raise DataError(
                 f"target column {c!r} of {path} holds text; regression needs numbers (one text target column is "
                 "classification: data.task=classification)"
             )
     return torch.from_numpy(np.array(frame.to_numpy(dtype=np.float32)))
+
