@@ -13,7 +13,8 @@ under (a) an idle machine and (b) N bounded busy processes that this script star
 and CPUs - 1 if larger). Rounds interleave every contender and condition; medians, and ratios.
 
     python -P benchmarks/contention.py [--epochs 8] [--rounds 3]   # table; benchmarks/results/contention.json
-    python -P benchmarks/contention.py --busy 0 --only ember-auto,ember-default --rounds 10 --out benchmarks/results/contention_idle.json
+    python -P benchmarks/contention.py --busy 0 --only ember-auto,ember-default --rounds 10 \
+        --out benchmarks/results/contention_idle.json
 """
 
 import argparse

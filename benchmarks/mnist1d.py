@@ -22,10 +22,10 @@ from pathlib import Path
 # instead of the mnist1d package that generates the data.
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-import torch
+import torch  # noqa: E402 (after the path is mended, above)
 
-from ember.api import train
-from ember.config import compose
+from ember.api import train  # noqa: E402
+from ember.config import compose  # noqa: E402
 
 PAPER = {"linear": 0.32, "mlp": 0.68, "cnn1d": 0.94, "gru": 0.91, "resnet1d": None}
 # Per-model settings beside the defaults; everything else is `ember train model=<name>`.

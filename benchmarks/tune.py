@@ -34,9 +34,9 @@ from pathlib import Path
 # finds that script instead of the package that generates the data.
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-import torch
+import torch  # noqa: E402 (after the path is mended, above)
 
-from ember.tune.study import _create, _work, load, make_plan
+from ember.tune.study import _create, _work, load, make_plan  # noqa: E402
 
 SPACE = [
     "tune.space.optim.lr={type:float,low:1.0e-4,high:3.0e-2,log:true}",

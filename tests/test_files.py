@@ -220,7 +220,8 @@ from ember.errors import EmberError
 write_atomic(sys.argv[1] + '/last.pt', b'old', within=sys.argv[1])
 resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
 try:
-    save_checkpoint({'w': torch.zeros(1_000_000)}, __import__('pathlib').Path(sys.argv[1]) / 'last.pt', within=sys.argv[1])
+    path = __import__('pathlib').Path(sys.argv[1]) / 'last.pt'
+    save_checkpoint({'w': torch.zeros(1_000_000)}, path, within=sys.argv[1])
 except EmberError as e:
     print(e)
 """

@@ -154,7 +154,8 @@ model = nn.Linear(4, 1)
 if rank == 1:  # only this rank's data goes bad: its loss is NaN, rank 0's is not
     x[:] = float("nan")
 try:
-    ember.fit(model, (x, y), max_epochs=5, batch_size=8, shuffle=False, progress="none", tensorboard=False, run={"root": sys.argv[1]})
+    ember.fit(model, (x, y), max_epochs=5, batch_size=8, shuffle=False, progress="none", tensorboard=False,
+              run={"root": sys.argv[1]})
 except ember.EmberError as e:
     print(f"rank {rank}: {e}", file=sys.stderr)
     sys.exit(e.exit_code)
@@ -191,7 +192,8 @@ class Stalls(nn.Linear):
 g = torch.Generator().manual_seed(0)
 x, y = torch.randn(256, 4, generator=g), torch.randn(256, 1, generator=g)
 try:
-    ember.fit(Stalls(4, 1), (x, y), max_epochs=5, batch_size=8, dist_timeout=5, progress="none", tensorboard=False, run={"root": sys.argv[1]})
+    ember.fit(Stalls(4, 1), (x, y), max_epochs=5, batch_size=8, dist_timeout=5, progress="none", tensorboard=False,
+              run={"root": sys.argv[1]})
 except ember.EmberError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(e.exit_code)

@@ -58,19 +58,16 @@ def test_rel_l2_on_classification_or_a_scalar_is_a_config_error():
         build_loss("rel_l2", DataSpec(input_shape=(4,), task="regression"), nn.Linear(4, 1))
 
 
+def small_fno_run(root) -> list[str]:
+    """A small FNO on Burgers, quiet, in `root`: what the loss tests train."""
+    fno = ["model=fno", "model.width=8", "model.modes=4", "model.depth=1"]
+    burgers = ["data=burgers", "data.num_samples=40", "data.resolution=32"]
+    return [*fno, *burgers, "trainer.progress=none", "trainer.tensorboard=false", f"run.root={root}"]
+
+
 def test_an_fno_run_says_it_trains_on_rel_l2_and_reports_relative_l2(tmp_path):
     out = io.StringIO()
-    overrides = [
-        "model=fno",
-        "model.width=8",
-        "model.modes=4",
-        "model.depth=1",
-        "data=burgers",
-        "data.num_samples=40",
-        "data.resolution=32",
-        "trainer.max_epochs=2",
-    ]
-    cfg = compose([*overrides, "trainer.progress=none", "trainer.tensorboard=false", f"run.root={tmp_path}"])
+    cfg = compose([*small_fno_run(tmp_path), "trainer.max_epochs=2"])
     result = train(cfg, console=Console("none", stream=out))
     assert "trains this neural operator on the relative L2 error (rel_l2)" in out.getvalue()
     assert "relative_l2" in out.getvalue()  # in the final table
@@ -119,18 +116,7 @@ def test_h1_on_classification_or_a_vector_target_is_a_config_error():
 
 
 def test_an_fno_trains_on_h1_from_the_command_line(tmp_path):
-    overrides = [
-        "model=fno",
-        "model.width=8",
-        "model.modes=4",
-        "model.depth=1",
-        "data=burgers",
-        "data.num_samples=40",
-        "data.resolution=32",
-        "trainer.max_epochs=1",
-        "trainer.loss=h1",
-    ]
-    cfg = compose([*overrides, "trainer.progress=none", "trainer.tensorboard=false", f"run.root={tmp_path}"])
+    cfg = compose([*small_fno_run(tmp_path), "trainer.max_epochs=1", "trainer.loss=h1"])
     result = train(cfg, console=Console("none", stream=io.StringIO()))
     # The loss is the H1 error, not the L2 one the metrics report beside it.
     assert math.isfinite(result.metrics["val/loss"]) and result.metrics["val/loss"] != pytest.approx(

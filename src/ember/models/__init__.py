@@ -152,8 +152,8 @@ def count_parameters(model: nn.Module) -> int:
     return sum(real_numel(p) for p in model.parameters() if p.requires_grad)
 
 
-# Importing the family modules registers them.
-from ember.models import (  # noqa: F401
+# Importing the family modules registers them; they import the registry above, so they come last.
+from ember.models import (  # noqa: E402, F401
     cnn1d,
     diffusion,
     fno,

@@ -198,8 +198,15 @@ def lines(fitted) -> list[str]:
 
 
 # The fitted baselines and their scoring (the submodules import nothing from here).
-from ember.scoring.baselines.fitting import Fitted, bias_correction, candidates, fit, majority, targets
-from ember.scoring.baselines.scoring import batch_climatology, defined, model_predictor, predictors, score, score_run
+from ember.scoring.baselines.fitting import Fitted, bias_correction, candidates, fit, majority, targets  # noqa: E402
+from ember.scoring.baselines.scoring import (  # noqa: E402
+    batch_climatology,
+    defined,
+    model_predictor,
+    predictors,
+    score,
+    score_run,
+)
 
 __all__ = [
     "Fitted", "batch_climatology", "bias_correction", "candidates", "compare", "defined", "fit", "lines", "majority",
