@@ -4,7 +4,7 @@ For each model (trained briefly by ember: the run's model behind its normalizati
 `ember export` to format=torchscript and format=aoti is timed (each with its parity check; aoti
 compiles with the system's C++ compiler, from a cold inductor cache). Then the eager model and the
 two files, loaded in Python by their runtimes, are timed call by call on the same inputs,
-interleaved in rounds (ember.export.bench.compare) so that the shared machine's load hits all
+interleaved in rounds (ember.deploy.bench.compare) so that the shared machine's load hits all
 three alike: the median latency, and each format's ratio to eager. One thread, so that the
 numbers do not depend on what else runs on the machine's other core.
 
@@ -23,8 +23,8 @@ os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="ember-
 
 import torch
 
-from ember.export.bench import compare
-from ember.export.common import load_model
+from ember.deploy.bench import compare
+from ember.deploy.common import load_model
 from ember.scoring.units import Normalized, raw_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +40,7 @@ BATCHES = (1, 64)
 def one_model(name: str, overrides: list[str], work: Path, iters: int, rounds: int) -> dict:
     from ember.api import train
     from ember.config import compose
-    from ember.export.export import export_run, load_artifact
+    from ember.deploy.export import export_run, load_artifact
 
     cfg = compose([*overrides, "trainer.max_epochs=1", "trainer.progress=none", f"run.root={work / 'runs'}"])
     run_dir = train(cfg).run_dir

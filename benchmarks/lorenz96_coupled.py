@@ -80,7 +80,7 @@ def train_network(work: Path, samples: int, epochs: int, formats: tuple[str, ...
     """The sub-grid tendency learned by ember, its test metrics, and its exports."""
     from ember.api import train
     from ember.config import compose
-    from ember.export.export import export_run
+    from ember.deploy.export import export_run
 
     cfg = compose(
         [

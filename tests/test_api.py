@@ -180,7 +180,7 @@ def test_existing_run_dir_is_not_overwritten(tmp_path):
 def test_a_run_written_before_target_scaling_still_evaluates_exports_and_resumes(tmp_path):
     import yaml
 
-    from ember.export.export import export_run
+    from ember.deploy.export import export_run
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(300, 3)).astype(np.float32)

@@ -42,7 +42,7 @@ def test_pytree_tree_leaves_flattens_in_insertion_order():
 
 def test_sympy_functions_hold_the_shape_arithmetic_classes():
     import sympy
-    import torch.utils._sympy.functions as functions  # export/pt2.py: what a .pt2 shape may call
+    import torch.utils._sympy.functions as functions  # deploy/pt2.py: what a .pt2 shape may call
 
     for name in ("FloorDiv", "CeilDiv", "ModularIndexing", "CleanDiv", "Mod", "PythonMod", "Max", "Min"):
         cls = getattr(functions, name)
@@ -52,13 +52,13 @@ def test_sympy_functions_hold_the_shape_arithmetic_classes():
 def test_ops_types_tell_an_operator_from_other_attributes():
     from torch._higher_order_ops.cond import cond  # noqa: F401 - registers torch.ops.higher_order.cond
 
-    assert isinstance(torch.ops.aten.add.Tensor, torch._ops.OpOverload)  # export/pt2.py
+    assert isinstance(torch.ops.aten.add.Tensor, torch._ops.OpOverload)  # deploy/pt2.py
     assert isinstance(torch.ops.higher_order.cond, torch._ops.HigherOrderOperator)
     assert not isinstance(torch.ops.aten.add, (torch._ops.OpOverload, torch._ops.HigherOrderOperator))
 
 
 def test_aoti_package_functions_exist():
-    import torch._inductor  # export/aoti.py: torch documents AOTInductor under this name
+    import torch._inductor  # deploy/aoti.py: torch documents AOTInductor under this name
 
     assert callable(torch._inductor.aoti_compile_and_package) and callable(torch._inductor.aoti_load_package)
 
@@ -92,7 +92,7 @@ def test_a_persistent_loader_keeps_its_workers_in_iterator_and_shuts_them_down()
 
 
 def test_logger_modules_quieted_during_export_exist():
-    for name in ("torch._export", "torch._dynamo", "torch._subclasses", "torch._functorch"):  # export/common.py
+    for name in ("torch._export", "torch._dynamo", "torch._subclasses", "torch._functorch"):  # deploy/common.py
         assert importlib.util.find_spec(name) is not None, name
 
 

@@ -11,7 +11,7 @@ _API = {
     "train_config": "ember.api",
     "load_run": "ember.rundir.loading",
     "evaluate_run": "ember.inspection.evaluation",
-    "predict": "ember.export.predict",
+    "predict": "ember.deploy.predict",
     "Result": "ember.api",
     "load_data": "ember.api",
     "list_data": "ember.data",

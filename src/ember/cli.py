@@ -280,7 +280,7 @@ def _sample(args) -> int:
     return sample_command(args.overrides)
 
 
-# export, predict, bench, compress: options they take; the commands live in ember.export.
+# export, predict, bench, compress: options they take; the commands live in ember.deploy.
 SHIP_COMMANDS = {
     "export": "run=DIR format=torchscript|onnx|exported|safetensors, batch=dynamic|N, out=PATH, atol=, rtol=, samples=",
     "predict": (
@@ -301,7 +301,7 @@ SHIP_COMMANDS = {
 def _ship(args) -> int:
     import importlib
 
-    module = importlib.import_module(f"ember.export.{args.command}")
+    module = importlib.import_module(f"ember.deploy.{args.command}")
     return getattr(module, f"{args.command}_command")(args.overrides)
 
 

@@ -106,8 +106,8 @@ def build(root: Path) -> Built:
 
 def write_cases(run_dir: Path, name: str, data: Path) -> None:
     """<name>.ts and <name>.aoti.pt2, and per batch size the input and the eager model's output."""
-    from ember.export.common import held_out_batch
-    from ember.export.export import export_run
+    from ember.deploy.common import held_out_batch
+    from ember.deploy.export import export_run
     from ember.rundir.loading import load_run
     from ember.scoring.units import Normalized
 

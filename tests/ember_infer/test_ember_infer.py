@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from ember.export.export import load_artifact
+from ember.deploy.export import load_artifact
 
 pytestmark = pytest.mark.cpp
 

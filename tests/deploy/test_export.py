@@ -8,9 +8,9 @@ from torch import nn
 
 from ember.cli import main
 from ember.data.spec import DataSpec
-from ember.export import ExportError, Normalized
-from ember.export.common import held_out_batch
-from ember.export.export import RUNNERS, export_model, export_run, load_artifact
+from ember.deploy import ExportError, Normalized
+from ember.deploy.common import held_out_batch
+from ember.deploy.export import RUNNERS, export_model, export_run, load_artifact
 from ember.rundir.loading import load_run
 
 
@@ -114,7 +114,7 @@ def test_missing_onnx_names_the_extra(cnn_run, tmp_path, monkeypatch):
             raise ImportError(name)
         return real(name, *args)
 
-    monkeypatch.setattr("ember.export.common.importlib.import_module", no_onnxscript)
+    monkeypatch.setattr("ember.deploy.common.importlib.import_module", no_onnxscript)
     with pytest.raises(
         ExportError,
         match=r"format=onnx needs the onnxscript package, which is not installed; pip install 'ember\[export\]'",

@@ -6,7 +6,7 @@ import pytest
 @pytest.fixture(scope="session", autouse=True)
 def _export_record(tmp_path_factory):
     """ember export records the hash of each TorchScript/AOTInductor file it writes in the user's
-    data folder (export/trust.py): the tests keep theirs in a folder of their own."""
+    data folder (deploy/trust.py): the tests keep theirs in a folder of their own."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))
         yield
@@ -34,7 +34,7 @@ def mlp_run(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def onnx_export(cnn_run):
-    from ember.export.export import export_run
+    from ember.deploy.export import export_run
 
     return export_run(cnn_run, "onnx", echo=lambda s: None)
 
@@ -43,7 +43,7 @@ def onnx_export(cnn_run):
 def sst_run(tmp_path_factory):
     """mlp on a 360-day monthly sea-surface temperature with land NaN, forecasting one month ahead:
     the gridded run (spec.mask, input_mask, calendar) that NetCDF predict reads."""
-    from tests.export.test_fields import write_sst
+    from tests.deploy.test_fields import write_sst
 
     root = tmp_path_factory.mktemp("sst")
     path = write_sst(root / "sst.nc", nt=40)

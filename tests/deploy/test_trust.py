@@ -15,11 +15,11 @@ import torch
 from torch import nn
 
 from ember.cli import main
+from ember.deploy import trust
+from ember.deploy.common import work_dir
+from ember.deploy.export import export_run
+from ember.deploy.predict import predict
 from ember.errors import DataError, EmberError, UnsafeFileError
-from ember.export import trust
-from ember.export.common import work_dir
-from ember.export.export import export_run
-from ember.export.predict import predict
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ember.export.common import quiet
+from ember.deploy.common import quiet
 
 SUFFIX = ".aoti.pt2"
 

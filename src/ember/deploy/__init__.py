@@ -10,7 +10,7 @@ read by inputs.py, NetCDF/Zarr fields by fields.py), bench.py, compress.py; comm
 they share (the model behind its normalization, held-out samples, options).
 """
 
-from ember.export.common import ExportError
+from ember.deploy.common import ExportError
 from ember.scoring.units import Normalized
 
 
@@ -28,8 +28,8 @@ def __getattr__(name: str):
         "compress_run": "compress",
     }
     if name in where:
-        return getattr(importlib.import_module(f"ember.export.{where[name]}"), name)
-    raise AttributeError(f"module 'ember.export' has no attribute {name!r}")
+        return getattr(importlib.import_module(f"ember.deploy.{where[name]}"), name)
+    raise AttributeError(f"module 'ember.deploy' has no attribute {name!r}")
 
 
 __all__ = [

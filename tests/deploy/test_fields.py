@@ -9,10 +9,10 @@ from torch import nn
 
 import ember
 from ember.data.spec import DataSpec
+from ember.deploy.common import Deployed
+from ember.deploy.fields import predict_fields
+from ember.deploy.predict import Predictor
 from ember.errors import DataError
-from ember.export.common import Deployed
-from ember.export.fields import predict_fields
-from ember.export.predict import Predictor
 
 NY, NX = 6, 8
 LAND = np.zeros((NY, NX), bool)
@@ -162,7 +162,7 @@ def test_cli_with_a_trained_run_and_its_onnx_export(sst_run, tmp_path, capsys):
     import json
 
     from ember.cli import main
-    from ember.export.export import export_run
+    from ember.deploy.export import export_run
 
     run_dir, src = sst_run
     spec = json.loads((run_dir / "spec.json").read_text())

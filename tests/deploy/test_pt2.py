@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from ember.deploy.common import ExportError
+from ember.deploy.pt2 import _plain_expression, _plain_target, load_program
 from ember.errors import UnsafeFileError
-from ember.export.common import ExportError
-from ember.export.pt2 import _plain_expression, _plain_target, load_program
 
 
 class Tiny(torch.nn.Module):
@@ -163,7 +163,7 @@ def test_shape_expressions_and_targets():
 
 
 def test_predict_refuses_a_crafted_archive_in_one_line(cnn_run, ember_cli, tmp_path, code_payload):
-    from ember.export.export import export_run
+    from ember.deploy.export import export_run
 
     exported = export_run(cnn_run, "exported", echo=lambda s: None).path
     files = _files(exported)

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from ember.deploy.common import load_model
+from ember.deploy.compress import compress_run, magnitude_masks
+from ember.deploy.predict import predict
 from ember.errors import ConfigError
-from ember.export.common import load_model
-from ember.export.compress import compress_run, magnitude_masks
-from ember.export.predict import predict
 from ember.rundir.loading import load_run
 
 

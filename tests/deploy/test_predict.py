@@ -9,9 +9,9 @@ import torch
 
 from ember.cli import main
 from ember.data import build_data
+from ember.deploy.common import held_out_batch
+from ember.deploy.predict import predict
 from ember.errors import DataError
-from ember.export.common import held_out_batch
-from ember.export.predict import predict
 from ember.rundir.loading import load_run
 
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from ember.export.bench import bench_run
-from ember.export.export import export_run, format_of, load_artifact
-from ember.export.predict import predict
+from ember.deploy.bench import bench_run
+from ember.deploy.export import export_run, format_of, load_artifact
+from ember.deploy.predict import predict
 
 
 def test_aoti_package_matches_eager_with_a_dynamic_batch_and_serves_predict_and_bench(mlp_run, tmp_path):

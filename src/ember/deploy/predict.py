@@ -3,16 +3,16 @@
 Inputs in the units of the training files: a CSV or Parquet table (one sample per row), an
 .npy/.npz array, an HDF5 dataset, an image or a folder of images. They go through the run's
 preprocessing (the columns and one-hot encoding of a table source, decoding and resizing of
-images, the per-channel standardization; export/inputs.py reads them) and through the model in
+images, the per-channel standardization; deploy/inputs.py reads them) and through the model in
 batches. Classifiers give a label (the class name) and the probability of every class; regression
 gives the values.
 
 `run=` is a run directory or an exported file (`ember export`), whose `.json` description says
 the input shape, task, class names and data settings: predicting needs nothing else. A
 TorchScript or AOTInductor file is a program: it is loaded only as this user's own ember export,
-or with `trust=true` (export/trust.py). NetCDF files (a glob of them too) and Zarr stores are
+or with `trust=true` (deploy/trust.py). NetCDF files (a glob of them too) and Zarr stores are
 predicted in time chunks and written back as NetCDF or Zarr on their own coordinates
-(export/fields.py).
+(deploy/fields.py).
 """
 
 import csv
@@ -29,12 +29,12 @@ from omegaconf import OmegaConf
 from torch.utils._pytree import tree_leaves
 
 from ember.data.spec import DataSpec
+from ember.deploy.artifacts import format_of, load_artifact
+from ember.deploy.common import ExportError, deployed, load_model, quiet
+from ember.deploy.fields import is_fields, predict_fields
+from ember.deploy.inputs import column_names, read_inputs
+from ember.deploy.trust import check_program
 from ember.errors import ConfigError, EmberError, first_line
-from ember.export.artifacts import format_of, load_artifact
-from ember.export.common import ExportError, deployed, load_model, quiet
-from ember.export.fields import is_fields, predict_fields
-from ember.export.inputs import column_names, read_inputs
-from ember.export.trust import check_program
 from ember.files import check_output, output_errors, write_atomic
 from ember.options import parse_options
 from ember.ranges import AT_LEAST_1, NON_NEGATIVE, Ranged

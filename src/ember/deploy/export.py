@@ -10,7 +10,7 @@ The graph formats take raw inputs: the run's per-channel standardization is part
 Every export is run through its own runtime (the TorchScript loader, ONNX Runtime, torch.export's
 loader, a model rebuilt from the weights) on held-out samples and compared with the eager model;
 an export above the tolerance is an error, and nothing is left where the artifact would be.
-The writer of each format, and the report of a model that does not convert, are in export/writers.py.
+The writer of each format, and the report of a model that does not convert, are in deploy/writers.py.
 Beside the artifact, `<artifact>.json` names its inputs and outputs with shapes and dtypes.
 """
 
@@ -30,17 +30,17 @@ from torch.utils._pytree import tree_leaves
 
 import ember
 from ember.data.spec import DataSpec
-from ember.errors import ConfigError, first_line
-from ember.export import trust
-from ember.export.artifacts import (  # noqa: F401 - tests and benchmarks import the loaders from here too
+from ember.deploy import trust
+from ember.deploy.artifacts import (  # noqa: F401 - tests and benchmarks import the loaders from here too
     FILE_NAMES,
     RUNNERS,
     format_of,
     load_artifact,
     load_safetensors,
 )
-from ember.export.common import ExportError, deployed, held_out_batch, load_model, output_name, work_dir
-from ember.export.writers import INPUT_NAME, TITLES, WRITERS
+from ember.deploy.common import ExportError, deployed, held_out_batch, load_model, output_name, work_dir
+from ember.deploy.writers import INPUT_NAME, TITLES, WRITERS
+from ember.errors import ConfigError, first_line
 from ember.files import check_output, output_errors, publish, run_folder
 from ember.models import builder_kwargs
 from ember.options import parse_options
@@ -158,7 +158,7 @@ def export_run(
     if fmt == "safetensors":
         echo(
             f"exported {result.path} (weights; model config and normalization statistics in its metadata: "
-            "ember.export.load_safetensors rebuilds the model)"
+            "ember.deploy.load_safetensors rebuilds the model)"
         )
     else:
         units = ", and the outputs come back in the data's units" if spec.target_mean is not None else ""
@@ -232,7 +232,7 @@ def export_model(
             "batch_sizes": [len(c) for c in checks],
         }
         info = _description(fmt, path.name, method, wrapper, example, spec, batch, checked) | (meta or {})
-        info["sha256"] = trust.sha256(tmp)  # what predict checks a program file against (export/trust.py)
+        info["sha256"] = trust.sha256(tmp)  # what predict checks a program file against (deploy/trust.py)
         with output_errors(path, f"the {fmt} export", "out="):
             (tmpdir / (path.name + ".json")).write_text(json.dumps(info, indent=2) + "\n")  # published below
             # The artifact (and ONNX's external data, if any) first, its description last.
@@ -289,7 +289,7 @@ def _description(
                 "inside the graph: pass raw inputs, get outputs in the data's units"
                 if fmt != "safetensors"
                 else (
-                    "ember.export.load_safetensors applies it; a model rebuilt by hand takes (x - mean) "
+                    "ember.deploy.load_safetensors applies it; a model rebuilt by hand takes (x - mean) "
                     "/ std per channel and its output is y * target_std + target_mean"
                 )
             ),

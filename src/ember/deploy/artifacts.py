@@ -14,10 +14,10 @@ import torch
 from torch import nn
 
 from ember.data.spec import DataSpec
+from ember.deploy import aoti
+from ember.deploy.common import Deployed, quiet, require
+from ember.deploy.pt2 import load_program
 from ember.errors import ConfigError
-from ember.export import aoti
-from ember.export.common import Deployed, quiet, require
-from ember.export.pt2 import load_program
 from ember.models import builder_kwargs, create_model
 
 FILE_NAMES = {

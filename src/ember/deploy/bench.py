@@ -20,9 +20,9 @@ import torch
 from ember.config import compose
 from ember.data import build_data
 from ember.data.spec import DataSpec
+from ember.deploy.common import load_model, quiet
+from ember.deploy.export import export_model, load_artifact
 from ember.errors import ConfigError, EmberError, first_line
-from ember.export.common import load_model, quiet
-from ember.export.export import export_model, load_artifact
 from ember.files import check_output, output_errors, write_atomic
 from ember.models import builder_kwargs, create_model
 from ember.options import parse_options

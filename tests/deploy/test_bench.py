@@ -3,7 +3,7 @@
 import json
 
 from ember.cli import main
-from ember.export.bench import bench_run
+from ember.deploy.bench import bench_run
 
 
 def test_run_backends_and_json(cnn_run, capsys):

@@ -11,9 +11,9 @@ import json
 import torch
 from torch import nn
 
+from ember.deploy import aoti
+from ember.deploy.common import Deployed, ExportError, output_name, quiet, require
 from ember.errors import first_line
-from ember.export import aoti
-from ember.export.common import Deployed, ExportError, output_name, quiet, require
 
 TITLES = {
     "torchscript": "TorchScript",

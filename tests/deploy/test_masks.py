@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from ember.data.spec import DataSpec
-from ember.export.common import Deployed
-from ember.export.export import export_model, load_artifact
+from ember.deploy.common import Deployed
+from ember.deploy.export import export_model, load_artifact
 
 GRID = (4, 5)
 MASK = [0, 1, 7, 19]  # flat indices into one (1, 4, 5) sample: "land"

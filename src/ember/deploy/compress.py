@@ -28,10 +28,10 @@ from torch import nn
 from ember.api import train_model
 from ember.config import compose_typed
 from ember.data import build_data
+from ember.deploy.bench import compare
+from ember.deploy.common import ExportError, load_model, quantize_dynamic_int8, quiet
+from ember.deploy.export import export_run
 from ember.errors import ConfigError
-from ember.export.bench import compare
-from ember.export.common import ExportError, load_model, quantize_dynamic_int8, quiet
-from ember.export.export import export_run
 from ember.files import check_output
 from ember.options import parse_options
 from ember.ranges import AT_LEAST_1, OPEN_UNIT, Ranged

@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 import torch.utils._sympy.functions as sympy_functions
 
+from ember.deploy.common import ExportError, quiet
 from ember.errors import UnsafeFileError
-from ember.export.common import ExportError, quiet
 
 # Every file of a plain torch.export.save archive, relative to its root folder.
 LAYOUT = [
