@@ -7,7 +7,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from torch import nn
 
-from ember.config import compose_saved, typed
+from ember.config import compose_typed
 from ember.data import Splits, build_data
 from ember.data.spec import DataSpec
 from ember.errors import ConfigError, EmberError, describe
@@ -15,7 +15,7 @@ from ember.rundir.directory import RunDir
 from ember.rundir.loading import load_run
 from ember.scoring import baselines, rollout
 from ember.track.console import Console
-from ember.train.build import build_evaluator
+from ember.train.build import build_evaluator_here
 from ember.train.device import restored_torch_flags
 from ember.train.evaluator import Evaluator
 
@@ -27,21 +27,20 @@ def evaluate_run(
     print the metrics; with `rollout=N` (a forecasting run), roll it out N steps instead."""
     run = RunDir.open(path)
     model, run_cfg, spec = load_run(path)
-    cfg = compose_saved(run_cfg, overrides)
-    cfg.trainer.progress = "none"
-    cfg.data.shuffle = False  # data.split=train too is read in order, so its samples pair with their times
+    cfg, conf = compose_typed(overrides, saved=run_cfg)
+    conf.data.shuffle = False  # data.split=train too is read in order, so its samples pair with their times
     # In the run's own units: data with other settings (data.resolution=1024 for a model trained
     # at 256) would otherwise be standardized with its own train split's statistics.
-    splits = build_data(cfg.data, stats_from=spec)
+    splits = build_data(conf.data, stats_from=spec)
     spec = splits.spec  # the run's units, the data's shapes (its grid may be finer)
-    split = cfg.data.split
+    split = conf.data.split
     if splits.get(split) is None:
         raise ConfigError(f"this run's data has no {split} split; use data.split=train, val or test")
     console = console or Console("lines")
     if rollout:
         return _rollout(run, model, splits, spec, split, rollout, console)
     with restored_torch_flags():
-        evaluator, loaders = build_evaluator(typed(cfg), model, splits)
+        evaluator, loaders = build_evaluator_here(conf, model, splits, lambda line: console.print(f"note: {line}"))
         evaluator.reference = _reference(run_cfg, cfg, spec, splits, evaluator.reference, console)
         loader = dict(zip(("train", "val", "test"), loaders))[split]
         metrics = {f"{split}/{k}": v for k, v in evaluator.evaluate(loader, split).items()}
@@ -61,7 +60,8 @@ def _reference(run_cfg, cfg, spec: DataSpec, splits: Splits, own, console: Conso
     period given as data overrides); the new data's own train split where the run's data is
     the same or cannot be read any more (said in one line)."""
     old, new = (OmegaConf.to_container(c.data, resolve=True) for c in (run_cfg, cfg))
-    old.pop("split", None), new.pop("split", None)
+    for key in ("split", "shuffle"):  # which split is scored, and in what order, is not other data
+        old.pop(key, None), new.pop(key, None)
     if old == new or not isinstance(own, baselines.Fitted):
         return own
     try:

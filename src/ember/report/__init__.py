@@ -23,7 +23,7 @@ from ember.report.study import is_study, study_page
 from ember.rundir.loading import load_run
 from ember.scoring import baselines
 from ember.track.console import Console
-from ember.train.build import build_evaluator
+from ember.train.build import build_evaluator_here
 from ember.train.device import restored_torch_flags
 from ember.train.evaluator import Evaluator
 
@@ -97,7 +97,7 @@ def _single(
     notes, ev, summary = [], None, None
     if model is None and score and run.status == "finished":
         try:
-            model, evaluator, splits = _rebuilt(run.path)
+            model, evaluator, splits = _rebuilt(run.path, notes.append)
         except Exception as e:
             notes.append(f"the best checkpoint could not be evaluated ({describe(e)})")
             model = None
@@ -119,19 +119,15 @@ def _single(
     return page.single(run, ev, summary, notes), summary
 
 
-def _rebuilt(path: Path) -> tuple:
+def _rebuilt(path: Path, note) -> tuple:
     """A finished run's best model, an evaluator of it as the run's final test built one (its
-    device, precision and fitted baselines) and its data, rebuilt from the run directory."""
+    device, precision and fitted baselines) and its data, rebuilt from the run directory; `note`
+    hears where the run's device is not on this machine."""
     model, saved, spec = load_run(path)
     _, conf = compose_typed(saved=saved)
     splits = build_data(conf.data, stats_from=spec)
     with restored_torch_flags():
-        try:
-            evaluator, _ = build_evaluator(conf, model, splits)
-        except ConfigError:  # a device this machine lacks (a GPU run reported on a laptop): what is here
-            evaluator, _ = build_evaluator(
-                compose_typed(["trainer.device=auto", "trainer.precision=auto"], saved=saved)[1], model, splits
-            )
+        evaluator, _ = build_evaluator_here(conf, model, splits, note)
     return model, evaluator, splits
 
 

@@ -160,6 +160,20 @@ def build_evaluator(cfg: "EmberConfig", model: nn.Module, splits: Splits) -> tup
     return evaluator, _loaders(cfg.data, t.seed, splits, device, dist)
 
 
+def build_evaluator_here(cfg: "EmberConfig", model: nn.Module, splits: Splits, note) -> tuple[Evaluator, tuple]:
+    """`build_evaluator`, or, where the run's device is not on this machine (a GPU run read on a
+    laptop), the same on the device at hand, said through `note` (one line)."""
+    try:
+        return build_evaluator(cfg, model, splits)
+    except ConfigError as e:
+        t = cfg.trainer
+        if t.device in ("auto", "cpu") or "not available here" not in str(e):
+            raise
+        here = dataclasses.replace(t, device="auto", precision="auto", cuda_graphs=False)
+        note(f"trainer.device={t.device} is not available here: evaluated on this machine's (trainer.device=auto)")
+        return build_evaluator(dataclasses.replace(cfg, trainer=here), model, splits)
+
+
 def _autocast(device: torch.device, precision: str):
     """The context the forward passes run in: autocast to bf16/fp16, or nothing under fp32."""
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
