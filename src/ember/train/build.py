@@ -58,7 +58,7 @@ def build_trainer(
     device, precision, model, channels_last = _placed(t, model, splits, dist)
     # The module the step calls: the model (or its own loss), spread over the processes (DDP or
     # FSDP) and compiled when asked; "reduce-overhead" records CUDA graphs for static shapes.
-    compile_mode = "reduce-overhead" if t.cuda_graphs else "default" if t.compile else None
+    compile_mode = _compile_mode(t, device)
     own_loss = brings_own_loss(model)
     parallel = strategy.plan(t.strategy, model, own_loss, dist, device, precision, compile_mode)
     # rel_l2 holds the target statistics
@@ -111,14 +111,21 @@ def _placed(t: "TrainerConfig", model: nn.Module, splits: Splits, dist: Dist):
     helps) and whether it is channels-last; torch's global switches set for the run."""
     device = _device(t, dist)
     precision = resolve_precision(t.precision, device)
-    set_torch_flags(device, t.tf32, t.deterministic, keep_memory=_in_memory(splits))  # api restores them after the run
-    cuda = device.type == "cuda"
-    if t.cuda_graphs and not cuda:
-        raise ConfigError("trainer.cuda_graphs=true needs a CUDA device; remove it or set trainer.device=cuda")
+    set_torch_flags(device, t.tf32, t.deterministic, keep_memory=_in_memory(splits))  # the caller restores them
     # channels_last feeds cuDNN's fastest convolution kernels; only 4-D inputs have that layout.
-    channels_last = cuda and t.channels_last and any(isinstance(m, nn.Conv2d) for m in model.modules())
+    channels_last = (
+        device.type == "cuda" and t.channels_last and any(isinstance(m, nn.Conv2d) for m in model.modules())
+    )
     model = model.to(device, memory_format=torch.channels_last) if channels_last else model.to(device)
     return device, precision, model, channels_last
+
+
+def _compile_mode(t: "TrainerConfig", device: torch.device) -> str | None:
+    """How the training step is compiled: "reduce-overhead" records CUDA graphs (trainer.cuda_graphs,
+    CUDA only), "default" under trainer.compile, else None. Evaluation runs the model as it is."""
+    if t.cuda_graphs and device.type != "cuda":
+        raise ConfigError("trainer.cuda_graphs=true needs a CUDA device; remove it or set trainer.device=cuda")
+    return "reduce-overhead" if t.cuda_graphs else "default" if t.compile else None
 
 
 def _in_memory(splits: Splits) -> bool:
@@ -144,11 +151,7 @@ def build_evaluator(cfg: "EmberConfig", model: nn.Module, splits: Splits) -> tup
     """An evaluator of `model` with the run's device, precision, loss and metrics, and the loaders
     (train, val, test) of `splits`, in one process: no optimizer, schedule or parallel wrapper."""
     t, dist = cfg.trainer, Dist()
-    device = _device(t, dist)
-    precision = resolve_precision(t.precision, device)
-    set_torch_flags(device, t.tf32, t.deterministic, keep_memory=_in_memory(splits))  # the caller restores them
-    channels_last = device.type == "cuda" and t.channels_last and any(isinstance(m, nn.Conv2d) for m in model.modules())
-    model = model.to(device, memory_format=torch.channels_last) if channels_last else model.to(device)
+    device, precision, model, channels_last = _placed(t, model, splits, dist)
     own_loss = brings_own_loss(model)
     loss_fn = None if own_loss else build_loss(t.loss, splits.spec, model, t.label_smoothing).to(device)
     reference, metrics = _scoring(cfg, splits, device)
@@ -169,7 +172,7 @@ def build_evaluator_here(cfg: "EmberConfig", model: nn.Module, splits: Splits, n
         t = cfg.trainer
         if t.device in ("auto", "cpu") or "not available here" not in str(e):
             raise
-        here = dataclasses.replace(t, device="auto", precision="auto", cuda_graphs=False)
+        here = dataclasses.replace(t, device="auto", precision="auto")
         note(f"trainer.device={t.device} is not available here: evaluated on this machine's (trainer.device=auto)")
         return build_evaluator(dataclasses.replace(cfg, trainer=here), model, splits)
 
