@@ -5,7 +5,6 @@ config.yaml, compared with a resumed run's), `conf` the same config as the schem
 (`ember.config.typed`), which everything else reads.
 """
 
-import dataclasses
 import os
 import platform
 import subprocess
@@ -25,7 +24,7 @@ from ember.data import Splits, build_data
 from ember.data.given import as_data, infer_spec
 from ember.data.spec import DataSpec
 from ember.errors import CheckpointError, ConfigError, Preempted
-from ember.models import count_parameters, create_model
+from ember.models import count_parameters, create_model, model_kwargs
 from ember.models.residual import Residual
 from ember.rundir.directory import RunDir, resume_run_dir
 from ember.scoring import baselines
@@ -83,7 +82,7 @@ def train(
     seed_everything(conf.trainer.seed)
     splits = build_data(conf.data)
     m = conf.model
-    model = create_model(m.name, splits.spec, **{k: v for k, v in dataclasses.asdict(m).items() if k != "name"})
+    model = create_model(m.name, splits.spec, **model_kwargs(m))
     for note in splits.notes:
         console.print(f"note: {note}")
     if isinstance(model, Residual):

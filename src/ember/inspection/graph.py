@@ -18,7 +18,7 @@ from ember.data import build_data
 from ember.data.spec import DataSpec
 from ember.errors import ConfigError, EmberError
 from ember.files import check_output, output_errors, write_atomic
-from ember.models import brings_own_loss, create_model
+from ember.models import brings_own_loss, create_model, model_kwargs
 from ember.options import parse_options
 
 
@@ -117,7 +117,7 @@ def graph_command(overrides: list[str], config_file: str | None = None) -> int:
     out = options["out"] or f"{cfg.model.name}-graph"
     check_output(f"{out}.dot", "the graph", "out=")  # out= names the files' stem: out.dot, out.svg, out.png
     spec = build_data(cfg.data).spec
-    model = create_model(cfg.model.name, spec, **{k: v for k, v in cfg.model.items() if k != "name"})
+    model = create_model(cfg.model.name, spec, **model_kwargs(cfg.model))
     with output_errors(f"{out}.dot", "the graph", "out="):
         files, ops = graph(model, spec, out)
     print(f"{cfg.model.name}: {ops} operations in one forward pass; wrote {', '.join(str(f) for f in files)}")

@@ -17,7 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from ember.config import compose
 from ember.data import build_data
 from ember.data.spec import DataSpec
-from ember.models import create_model, real_numel
+from ember.models import create_model, model_kwargs, real_numel
 from ember.options import parse_options
 from ember.ranges import NON_NEGATIVE, Ranged
 
@@ -178,7 +178,7 @@ def print_summary(summary: Summary, console=None) -> None:
 def summary_from_config(cfg, depth: int = 2) -> Summary:
     """Build the data's spec and the model that `cfg` describes, and summarize it."""
     spec = build_data(cfg.data).spec
-    model = create_model(cfg.model.name, spec, **{k: v for k, v in cfg.model.items() if k != "name"})
+    model = create_model(cfg.model.name, spec, **model_kwargs(cfg.model))
     return summarize(model, spec, batch_size=cfg.data.batch_size, depth=depth, name=cfg.model.name)
 
 

@@ -13,6 +13,7 @@ A model with a `loss(batch) -> (loss, logs)` method is trained through it; one w
 `sample(n, generator) -> Tensor` can be sampled with `ember sample`.
 """
 
+import dataclasses
 import os
 import random
 import warnings
@@ -141,10 +142,17 @@ def brings_own_loss(model: nn.Module) -> bool:
     return callable(getattr(model, "loss", None))
 
 
+def model_kwargs(model_cfg: Any) -> dict[str, Any]:
+    """The arguments `create_model` takes beside the name, from a `model` config group: a
+    DictConfig node or the typed config's dataclass."""
+    values = dataclasses.asdict(model_cfg) if dataclasses.is_dataclass(model_cfg) else dict(model_cfg)
+    return {k: v for k, v in values.items() if k != "name"}
+
+
 def builder_kwargs(model_cfg: Any) -> dict[str, Any]:
     """The arguments that rebuild a trained model's architecture from a `model` config node: the
-    builder's own and `residual`, without name, init and freeze (the weights come from a checkpoint)."""
-    return {k: v for k, v in dict(model_cfg).items() if k not in ("name", "init", "freeze")}
+    builder's own and `residual`, without init and freeze (the weights come from a checkpoint)."""
+    return {k: v for k, v in model_kwargs(model_cfg).items() if k not in ("init", "freeze")}
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -170,6 +178,7 @@ __all__ = [
     "EXAMPLE_SPECS",
     "MODELS",
     "builder_kwargs",
+    "model_kwargs",
     "count_parameters",
     "real_numel",
     "create_model",
